@@ -1,0 +1,11 @@
+"""The typed IR: graph, lowering/raising, structural verification, printing."""
+
+from .graph import (IMPLICIT_PORT, Graph, GraphError, Initializer, ModelProps, Node, Value,
+                    shape_of, tensor_type)
+from .onnx_io import ModelLoadError, load, lower, raise_model, save
+from .printer import dump
+from .verify import verify
+
+__all__ = ["IMPLICIT_PORT", "Graph", "GraphError", "Initializer", "ModelLoadError", "ModelProps",
+           "Node", "Value", "dump", "load", "lower", "raise_model", "save", "shape_of",
+           "tensor_type", "verify"]

@@ -1,0 +1,514 @@
+"""The typed IR: a bipartite networkx graph of nodes and values.
+
+This is the only module that imports networkx. Nodes and values are both vertices, keyed
+``("n", name)`` and ``("v", name)`` because ONNX node names and tensor names are separate
+namespaces. An edge value→node or node→value carries its port as the multigraph key, so
+``Add(x, x)`` is two edges. IR objects are frozen and compare by identity; the graph is changed
+only through ``Graph`` methods, each of which bumps ``graph.version``.
+
+Example::
+
+    g = Graph(name="g")
+    x = g.add_input(Value("x", tensor_type(np.float32, [1, 3, 8, 8])))
+    w = g.add_initializer(Initializer.from_array("w", np.ones((4, 3, 1, 1), np.float32)))
+    conv = g.add_node(Node("conv", "Conv"), inputs=["x", "w"], outputs=["y"])
+    g.set_outputs(["y"])
+    [c.name for c, _ in g.consumers("x")]   # ['conv']
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import networkx as nx
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+# Implicit uses of an outer-scope value from inside a subgraph attribute (If/Loop/Scan bodies)
+# are edges with this port, so `consumers` sees them.
+IMPLICIT_PORT = -1
+
+
+@dataclass(frozen=True, eq=False)
+class Value:
+    """A tensor name with its ONNX type (``onnx.TypeProto``, or None when unknown)."""
+
+    name: str
+    type: onnx.TypeProto | None = None
+    doc_string: str = ""
+
+    @property
+    def shape(self) -> tuple[int | str | None, ...] | None:
+        """Dims as ints, symbolic names, or None; None when the rank is unknown."""
+        return shape_of(self.type)
+
+    @property
+    def elem_type(self) -> int:
+        if self.type is None or not self.type.HasField("tensor_type"):
+            return 0
+        return self.type.tensor_type.elem_type
+
+
+@dataclass(frozen=True, eq=False)
+class Initializer(Value):
+    """A constant tensor. The array is read-only and decoded lazily from ``proto``.
+
+    An initializer built from an unchanged TensorProto raises back to that very proto, so weights
+    that no pass touched stay bit-identical (external-data location included).
+    """
+
+    proto: onnx.TensorProto | None = None
+    source: np.ndarray | None = None
+    external: bool = False
+
+    @classmethod
+    def from_array(cls, name: str, array: np.ndarray, external: bool = False) -> "Initializer":
+        array = np.ascontiguousarray(array)
+        array.flags.writeable = False
+        elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+        return cls(name, onnx.helper.make_tensor_type_proto(elem, list(array.shape)),
+                   source=array, external=external)
+
+    @classmethod
+    def from_proto(cls, proto: onnx.TensorProto, external: bool = False) -> "Initializer":
+        tp = onnx.helper.make_tensor_type_proto(proto.data_type, list(proto.dims))
+        return cls(proto.name, tp, doc_string=proto.doc_string, proto=proto, external=external)
+
+    @functools.cached_property
+    def array(self) -> np.ndarray:
+        if self.source is not None:
+            return self.source
+        arr = numpy_helper.to_array(self.proto)
+        arr.flags.writeable = False
+        return arr
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        if self.proto is not None and self.source is None:
+            return tuple(self.proto.dims)
+        return tuple(self.array.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.dims, dtype=np.int64))
+
+    def to_proto(self) -> onnx.TensorProto:
+        if self.proto is not None and self.source is None:
+            return self.proto
+        proto = numpy_helper.from_array(self.array, self.name)
+        if self.doc_string:
+            proto.doc_string = self.doc_string
+        return proto
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """An operator. ``attrs`` maps attribute names to ``onnx.AttributeProto`` kept verbatim
+    (subgraph bodies stay opaque)."""
+
+    name: str
+    op_type: str
+    domain: str = ""
+    attrs: dict[str, onnx.AttributeProto] = field(default_factory=dict)
+    doc_string: str = ""
+
+    def attr(self, key: str, default=None):
+        proto = self.attrs.get(key)
+        if proto is None:
+            return default
+        return onnx.helper.get_attribute_value(proto)
+
+    def with_attr(self, key: str, value) -> "Node":
+        """A copy with one attribute set (the graph swaps it in with ``replace_node``)."""
+        attrs = dict(self.attrs)
+        attrs[key] = onnx.helper.make_attribute(key, value)
+        return Node(self.name, self.op_type, self.domain, attrs, self.doc_string)
+
+
+def shape_of(tp: onnx.TypeProto | None) -> tuple[int | str | None, ...] | None:
+    if tp is None or not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
+        return None
+    dims = []
+    for d in tp.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(d.dim_value)
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def tensor_type(dtype, shape: Iterable[int | str | None]) -> onnx.TypeProto:
+    elem = dtype if isinstance(dtype, int) else onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    return onnx.helper.make_tensor_type_proto(elem, list(shape))
+
+
+@dataclass
+class ModelProps:
+    """Everything about the model that passes never interpret, kept for a lossless raise."""
+
+    ir_version: int = 8
+    opset_imports: dict[str, int] = field(default_factory=lambda: {"": 17})
+    producer_name: str = ""
+    producer_version: str = ""
+    domain: str = ""
+    model_version: int = 0
+    doc_string: str = ""
+    metadata_props: dict[str, str] = field(default_factory=dict)
+    functions: list[onnx.FunctionProto] = field(default_factory=list)
+    training_info: list[onnx.TrainingInfoProto] = field(default_factory=list)
+    graph_doc_string: str = ""
+    sparse_initializers: list[onnx.SparseTensorProto] = field(default_factory=list)
+    quantization_annotation: list[onnx.TensorAnnotation] = field(default_factory=list)
+    # names of graph inputs that are also initializers (IR version < 4 lists all weights as inputs)
+    initializer_inputs: frozenset[str] = frozenset()
+
+
+class GraphError(ValueError):
+    """A mutation that would break the IR's structure."""
+
+
+class Graph:
+    """Bipartite graph of ``Node`` and ``Value`` vertices with ordered inputs and outputs."""
+
+    def __init__(self, name: str = "graph", props: ModelProps | None = None):
+        self.name = name
+        self.props = props or ModelProps()
+        self.version = 0
+        self._g = nx.MultiDiGraph()
+        self._inputs: list[str] = []
+        self._outputs: list[str] = []
+        self._initializers: dict[str, Initializer] = {}
+        # value names that had a value_info entry: infer-shapes refreshes exactly these
+        self.value_info_names: set[str] = set()
+        self._order: dict[str, int] = {}  # node name -> insertion index, for deterministic order
+        self._next_order = 0
+
+    # ---------------------------------------------------------------- queries
+    def value(self, name: str) -> Value:
+        return self._g.nodes[("v", name)]["obj"]
+
+    def has_value(self, name: str) -> bool:
+        return ("v", name) in self._g
+
+    def node(self, name: str) -> Node:
+        return self._g.nodes[("n", name)]["obj"]
+
+    def has_node(self, name: str) -> bool:
+        return ("n", name) in self._g
+
+    @property
+    def inputs(self) -> list[Value]:
+        return [self.value(n) for n in self._inputs]
+
+    @property
+    def outputs(self) -> list[Value]:
+        return [self.value(n) for n in self._outputs]
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
+
+    @property
+    def initializers(self) -> dict[str, Initializer]:
+        return dict(self._initializers)
+
+    def initializer(self, name: str) -> Initializer | None:
+        return self._initializers.get(name)
+
+    def nodes(self) -> Iterator[Node]:
+        for key, data in self._g.nodes(data=True):
+            if key[0] == "n":
+                yield data["obj"]
+
+    def values(self) -> Iterator[Value]:
+        for key, data in self._g.nodes(data=True):
+            if key[0] == "v":
+                yield data["obj"]
+
+    def num_nodes(self) -> int:
+        return len(self._order)
+
+    def input_arity(self, node: Node | str) -> int:
+        return self._g.nodes[("n", _name(node))]["arity"]
+
+    def inputs_of(self, node: Node | str) -> list[Value | None]:
+        """Explicit inputs by port; None where an optional input is omitted."""
+        key = ("n", _name(node))
+        out: list[Value | None] = [None] * self._g.nodes[key]["arity"]
+        for src, _, port in self._g.in_edges(key, keys=True):
+            if port != IMPLICIT_PORT:
+                out[port] = self._g.nodes[src]["obj"]
+        return out
+
+    def implicit_inputs_of(self, node: Node | str) -> list[Value]:
+        key = ("n", _name(node))
+        return sorted((self._g.nodes[s]["obj"] for s, _, p in self._g.in_edges(key, keys=True)
+                       if p == IMPLICIT_PORT), key=lambda v: v.name)
+
+    def outputs_of(self, node: Node | str) -> list[Value | None]:
+        key = ("n", _name(node))
+        out: list[Value | None] = [None] * self._g.nodes[key]["n_out"]
+        for _, dst, port in self._g.out_edges(key, keys=True):
+            out[port] = self._g.nodes[dst]["obj"]
+        return out
+
+    def producer(self, value: Value | str) -> Node | None:
+        preds = list(self._g.predecessors(("v", _name(value))))
+        return self._g.nodes[preds[0]]["obj"] if preds else None
+
+    def producer_port(self, value: Value | str) -> int | None:
+        for src, _, port in self._g.in_edges(("v", _name(value)), keys=True):
+            return port
+        return None
+
+    def consumers(self, value: Value | str) -> list[tuple[Node, int]]:
+        """``(node, port)`` pairs reading the value, sorted by graph order then port;
+        port ``IMPLICIT_PORT`` marks a use from inside a subgraph attribute."""
+        key = ("v", _name(value))
+        uses = [(self._g.nodes[dst]["obj"], port) for _, dst, port in self._g.out_edges(key, keys=True)]
+        uses.sort(key=lambda u: (self._order[u[0].name], u[1]))
+        return uses
+
+    def is_graph_output(self, value: Value | str) -> bool:
+        return _name(value) in self._outputs
+
+    def topo_nodes(self) -> list[Node]:
+        """Nodes in a deterministic topological order (ties broken by original order)."""
+        node_graph = nx.DiGraph()
+        for name in self._order:
+            node_graph.add_node(name)
+        for key in self._g.nodes:
+            if key[0] != "v":
+                continue
+            src = self.producer(key[1])
+            if src is None:
+                continue
+            for dst, _ in self.consumers(key[1]):
+                node_graph.add_edge(src.name, dst.name)
+        try:
+            order = nx.lexicographical_topological_sort(node_graph, key=self._order.__getitem__)
+            return [self.node(n) for n in order]
+        except nx.NetworkXUnfeasible as exc:
+            raise GraphError("graph has a cycle") from exc
+
+    # -------------------------------------------------------------- mutation
+    def _bump(self) -> None:
+        self.version += 1
+
+    def _ensure_value(self, name: str) -> None:
+        if ("v", name) not in self._g:
+            self._g.add_node(("v", name), obj=Value(name))
+
+    def add_value(self, value: Value) -> Value:
+        key = ("v", value.name)
+        if key in self._g:
+            raise GraphError(f"value {value.name!r} already exists")
+        self._g.add_node(key, obj=value)
+        self._bump()
+        return value
+
+    def add_input(self, value: Value) -> Value:
+        """Append a graph input (an existing initializer may be listed too, as IR<4 does)."""
+        if not self.has_value(value.name):
+            self.add_value(value)
+        elif self.value(value.name) is not value:
+            raise GraphError(f"value {value.name!r} already exists")
+        self._inputs.append(value.name)
+        self._bump()
+        return value
+
+    def set_outputs(self, names: Iterable[str]) -> None:
+        names = list(names)
+        for n in names:
+            self._ensure_value(n)
+        self._outputs = names
+        self._bump()
+
+    def add_initializer(self, init: Initializer) -> Initializer:
+        key = ("v", init.name)
+        if key in self._g:
+            old = self._g.nodes[key]["obj"]
+            if old.name in self._initializers or self.producer(old.name) is not None:
+                raise GraphError(f"value {init.name!r} already exists")
+            self._g.nodes[key]["obj"] = init
+        else:
+            self._g.add_node(key, obj=init)
+        self._initializers[init.name] = init
+        self._bump()
+        return init
+
+    def replace_initializer(self, init: Initializer) -> Initializer:
+        """Swap the data of an existing initializer (same name)."""
+        if init.name not in self._initializers:
+            raise GraphError(f"no initializer {init.name!r}")
+        self._initializers[init.name] = init
+        self._g.nodes[("v", init.name)]["obj"] = init
+        self._bump()
+        return init
+
+    def set_value_type(self, name: str, tp: onnx.TypeProto | None, doc_string: str | None = None) -> None:
+        old = self.value(name)
+        if isinstance(old, Initializer):
+            raise GraphError(f"{name!r} is an initializer; its type follows its array")
+        doc = old.doc_string if doc_string is None else doc_string
+        self._g.nodes[("v", name)]["obj"] = Value(name, tp, doc)
+        self._bump()
+
+    def add_node(self, node: Node, inputs: Iterable[str], outputs: Iterable[str],
+                 implicit_inputs: Iterable[str] = ()) -> Node:
+        key = ("n", node.name)
+        if key in self._g:
+            raise GraphError(f"node {node.name!r} already exists")
+        inputs, outputs = list(inputs), list(outputs)
+        self._g.add_node(key, obj=node, arity=len(inputs), n_out=len(outputs))
+        self._order[node.name] = self._next_order
+        self._next_order += 1
+        for port, name in enumerate(inputs):
+            if name:
+                self._ensure_value(name)
+                self._g.add_edge(("v", name), key, key=port)
+        for name in sorted(set(implicit_inputs)):
+            self._ensure_value(name)
+            self._g.add_edge(("v", name), key, key=IMPLICIT_PORT)
+        for port, name in enumerate(outputs):
+            if not name:
+                continue
+            self._ensure_value(name)
+            if self.producer(name) is not None or name in self._initializers:
+                raise GraphError(f"value {name!r} has two producers ({node.name!r})")
+            self._g.add_edge(key, ("v", name), key=port)
+        self._bump()
+        return node
+
+    def replace_node(self, new: Node) -> None:
+        """Swap a node's attributes (same name, same edges)."""
+        key = ("n", new.name)
+        if key not in self._g:
+            raise GraphError(f"no node {new.name!r}")
+        self._g.nodes[key]["obj"] = new
+        self._bump()
+
+    def set_input(self, node: Node | str, port: int, value_name: str) -> None:
+        """Rewire one input port of a node to another value."""
+        key = ("n", _name(node))
+        if port >= self._g.nodes[key]["arity"]:
+            raise GraphError(f"node {_name(node)!r} has no input port {port}")
+        for src, _, p in list(self._g.in_edges(key, keys=True)):
+            if p == port:
+                self._g.remove_edge(src, key, key=port)
+        if value_name:
+            self._ensure_value(value_name)
+            self._g.add_edge(("v", value_name), key, key=port)
+        self._bump()
+
+    def remove_node(self, node: Node | str) -> None:
+        key = ("n", _name(node))
+        outs = [dst for _, dst in self._g.out_edges(key)]
+        self._g.remove_node(key)
+        del self._order[_name(node)]
+        for dst in outs:  # values it produced and nobody else references go too
+            if (not self._g.in_degree(dst) and not self._g.out_degree(dst)
+                    and dst[1] not in self._outputs and dst[1] not in self._inputs):
+                self._g.remove_node(dst)
+        self._bump()
+
+    def remove_value(self, name: str) -> None:
+        key = ("v", name)
+        if self._g.out_degree(key) or name in self._outputs:
+            raise GraphError(f"value {name!r} is still used")
+        if self._g.in_degree(key):
+            raise GraphError(f"value {name!r} is still produced")
+        self._g.remove_node(key)
+        self._initializers.pop(name, None)
+        if name in self._inputs:
+            self._inputs.remove(name)
+        self._bump()
+
+    def remove_dead(self) -> int:
+        """Remove nodes whose outputs nobody reads and unused initializers; returns the count.
+
+        Only side-effect-free standard ops are removed (a node of a custom domain may matter)."""
+        removed = 0
+        changed = True
+        while changed:
+            changed = False
+            for node in list(self.nodes()):
+                if node.domain not in ("", "ai.onnx") or node.op_type in ("If", "Loop", "Scan"):
+                    continue
+                outs = [v for v in self.outputs_of(node) if v is not None]
+                if outs and all(not self.consumers(v) and not self.is_graph_output(v) for v in outs):
+                    self.remove_node(node)
+                    removed += 1
+                    changed = True
+        for name in list(self._initializers):
+            if not self.consumers(name) and name not in self._outputs:
+                self.remove_value(name)
+                removed += 1
+        return removed
+
+    def unique_name(self, base: str, kind: str = "v") -> str:
+        if (kind, base) not in self._g:
+            return base
+        i = 1
+        while (kind, f"{base}_{i}") in self._g:
+            i += 1
+        return f"{base}_{i}"
+
+    # -------------------------------------------------------------- constants
+    def const_array(self, value: Value | str | None) -> np.ndarray | None:
+        """The value's data when it is a constant: an initializer, a Constant node's output, or
+        an Identity of either (PyTorch shares deduplicated weights through Identity nodes)."""
+        if value is None:
+            return None
+        name = _name(value)
+        seen = 0
+        while seen < 64:
+            seen += 1
+            init = self._initializers.get(name)
+            if init is not None:
+                return init.array
+            prod = self.producer(name)
+            if prod is None:
+                return None
+            if prod.op_type == "Identity" and prod.domain in ("", "ai.onnx"):
+                src = self.inputs_of(prod)[0]
+                if src is None:
+                    return None
+                name = src.name
+                continue
+            if prod.op_type == "Constant" and prod.domain in ("", "ai.onnx"):
+                return constant_node_value(prod)
+            return None
+        return None
+
+
+def constant_node_value(node: Node) -> np.ndarray | None:
+    for key, proto in sorted(node.attrs.items()):
+        if key == "value":
+            arr = numpy_helper.to_array(proto.t)
+        elif key == "value_float":
+            arr = np.array(proto.f, np.float32)
+        elif key == "value_floats":
+            arr = np.array(list(proto.floats), np.float32)
+        elif key == "value_int":
+            arr = np.array(proto.i, np.int64)
+        elif key == "value_ints":
+            arr = np.array(list(proto.ints), np.int64)
+        else:
+            continue
+        arr.flags.writeable = False
+        return arr
+    return None
+
+
+def _name(obj) -> str:
+    return obj if isinstance(obj, str) else obj.name

@@ -1,0 +1,242 @@
+"""Lower ONNX to the IR and raise it back: the only place that converts.
+
+``raise_model(lower(m))`` keeps opset imports, metadata, doc strings, value_info, node attributes
+(subgraph bodies opaque), functions, initializers bit-identical (an untouched initializer raises
+to its original TensorProto) and which initializers lived in external data.
+
+Example::
+
+    m = onnx.load("model.onnx")
+    g = lower(m)
+    m2 = raise_model(g)          # runs in ONNX Runtime with the same outputs as m
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+from onnx import external_data_helper
+
+from .graph import Graph, Initializer, ModelProps, Node, Value
+
+
+class ModelLoadError(ValueError):
+    """A file or proto that is not a usable ONNX model; the message is one line for the user."""
+
+
+def load(path: str | os.PathLike) -> tuple[onnx.ModelProto, frozenset[str]]:
+    """Read a model file with its external data; returns the model and the names of
+    initializers that were stored externally."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a folder, not an ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
+        raise ModelLoadError(f"{path}: not an ONNX model ({_first_line(exc)})") from None
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
+        raise ModelLoadError(f"{path}: not an ONNX model (no graph)")
+    external = frozenset(t.name for t in external_data_helper._get_all_tensors(model)
+                         if external_data_helper.uses_external_data(t))
+    if external:
+        try:
+            external_data_helper.load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:
+            raise ModelLoadError(f"{path}: cannot read its external data ({_first_line(exc)})") from None
+    return model, external
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike, external: frozenset[str] = frozenset()) -> None:
+    """Write atomically: into a temporary file beside ``path``, then rename. Initializers named in
+    ``external`` go to ``<path>.data`` (as they were in the input)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        if external:
+            model = onnx.ModelProto.FromString(model.SerializeToString())
+            data_name = path.name + ".data"
+            tmp_data = folder / (data_name + ".tmp")
+            for tensor in model.graph.initializer:
+                if tensor.name in external:
+                    external_data_helper.set_external_data(tensor, data_name + ".tmp")
+            external_data_helper.write_external_data_tensors(model, str(folder))
+            for tensor in model.graph.initializer:
+                if tensor.name in external:
+                    for entry in tensor.external_data:
+                        if entry.key == "location":
+                            entry.value = data_name
+            Path(tmp).write_bytes(model.SerializeToString())
+            os.replace(tmp_data, folder / data_name)
+        else:
+            Path(tmp).write_bytes(model.SerializeToString())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def lower(model: onnx.ModelProto) -> Graph:
+    """ONNX ModelProto -> IR. Node names are made unique (an empty or repeated name gets
+    ``<op>_<index>``); nothing else is renamed."""
+    g = model.graph
+    external = frozenset(t.name for t in g.initializer if external_data_helper.uses_external_data(t))
+    if external:
+        raise ModelLoadError("model has external data that was not loaded; use ir.load(path)")
+    init_names = {t.name for t in g.initializer}
+    props = ModelProps(
+        ir_version=model.ir_version,
+        opset_imports={o.domain: o.version for o in model.opset_import},
+        producer_name=model.producer_name,
+        producer_version=model.producer_version,
+        domain=model.domain,
+        model_version=model.model_version,
+        doc_string=model.doc_string,
+        metadata_props={p.key: p.value for p in model.metadata_props},
+        functions=list(model.functions),
+        training_info=list(model.training_info),
+        graph_doc_string=g.doc_string,
+        sparse_initializers=list(g.sparse_initializer),
+        quantization_annotation=list(g.quantization_annotation),
+        initializer_inputs=frozenset(i.name for i in g.input if i.name in init_names),
+    )
+    graph = Graph(g.name, props)
+    for t in g.initializer:
+        graph.add_initializer(Initializer.from_proto(t))
+    for vi in g.input:
+        if vi.name in init_names:  # IR<4: an initializer listed as an input keeps its place
+            graph.add_input(graph.value(vi.name))
+            continue
+        graph.add_input(Value(vi.name, _type(vi), vi.doc_string))
+    for vi in g.value_info:
+        if graph.has_value(vi.name):
+            continue
+        graph.add_value(Value(vi.name, _type(vi), vi.doc_string))
+        graph.value_info_names.add(vi.name)
+    used = set()
+    for i, n in enumerate(g.node):
+        name = n.name or f"{n.op_type}_{i}"
+        if name in used or graph.has_node(name):
+            name = graph.unique_name(f"{name}_{i}", "n")
+        used.add(name)
+        node = Node(name, n.op_type, n.domain, {a.name: a for a in n.attribute}, n.doc_string)
+        graph.add_node(node, list(n.input), list(n.output), implicit_inputs=_implicit_inputs(n))
+    for vi in g.output:
+        if not graph.has_value(vi.name):
+            graph.add_value(Value(vi.name, _type(vi), vi.doc_string))
+        elif graph.value(vi.name).type is None and not isinstance(graph.value(vi.name), Initializer):
+            graph.set_value_type(vi.name, _type(vi), vi.doc_string)
+    graph.set_outputs([vi.name for vi in g.output])
+    return graph
+
+
+def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
+    """IR -> ONNX ModelProto (nodes in deterministic topological order).
+
+    ``light=True`` is for analyses (shape inference): initializers of more than
+    ``LIGHT_LIMIT`` elements become typed graph inputs instead of being copied."""
+    props = graph.props
+    topo = graph.topo_nodes()
+    nodes = []
+    for node in topo:
+        ins = [v.name if v is not None else "" for v in graph.inputs_of(node)]
+        while ins and ins[-1] == "":  # a trailing omitted optional input is the same as none
+            ins.pop()
+        outs = [v.name if v is not None else "" for v in graph.outputs_of(node)]
+        proto = onnx.NodeProto(op_type=node.op_type, name=node.name, domain=node.domain,
+                               input=ins, output=outs, doc_string=node.doc_string)
+        proto.attribute.extend(node.attrs[k] for k in node.attrs)
+        nodes.append(proto)
+    inputs = [_value_info(graph.value(name)) for name in graph.input_names]
+    outputs = [_value_info(graph.value(name)) for name in graph.output_names]
+    inits = list(graph.initializers.values())
+    if light:
+        listed = set(graph.input_names)
+        inputs += [_value_info(i) for i in inits if i.size > LIGHT_LIMIT and i.name not in listed]
+        inits = [i for i in inits if i.size <= LIGHT_LIMIT]
+    value_info = []
+    for name in sorted(graph.value_info_names, key=_order_key(graph, topo)):
+        if graph.has_value(name):
+            value = graph.value(name)
+            if value.type is not None and not isinstance(value, Initializer):
+                value_info.append(_value_info(value))
+    model = onnx.ModelProto(ir_version=props.ir_version, producer_name=props.producer_name,
+                            producer_version=props.producer_version, domain=props.domain,
+                            model_version=props.model_version, doc_string=props.doc_string)
+    g = model.graph  # filled in place: copying a GraphProto would copy every weight again
+    g.name = graph.name
+    g.doc_string = props.graph_doc_string
+    g.node.extend(nodes)
+    g.input.extend(inputs)
+    g.output.extend(outputs)
+    g.value_info.extend(value_info)
+    g.initializer.extend(init.to_proto() for init in inits)
+    if not light:
+        g.sparse_initializer.extend(props.sparse_initializers)
+        g.quantization_annotation.extend(props.quantization_annotation)
+    for domain, version in props.opset_imports.items():
+        model.opset_import.append(onnx.helper.make_opsetid(domain, version))
+    for key, value in props.metadata_props.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    model.functions.extend(props.functions)
+    model.training_info.extend(props.training_info)
+    return model
+
+
+LIGHT_LIMIT = 1024
+
+
+def _order_key(graph: Graph, topo):
+    order = {}
+    for i, node in enumerate(topo):
+        for v in graph.outputs_of(node):
+            if v is not None:
+                order[v.name] = i
+    return lambda name: (order.get(name, -1), name)
+
+
+def _value_info(value: Value) -> onnx.ValueInfoProto:
+    vi = onnx.ValueInfoProto(name=value.name, doc_string=value.doc_string)
+    if isinstance(value, Initializer):
+        vi.type.CopyFrom(onnx.helper.make_tensor_type_proto(
+            value.proto.data_type if value.source is None else
+            onnx.helper.np_dtype_to_tensor_dtype(value.array.dtype), list(value.dims)))
+    elif value.type is not None:
+        vi.type.CopyFrom(value.type)
+    return vi
+
+
+def _type(vi: onnx.ValueInfoProto) -> onnx.TypeProto | None:
+    return vi.type if vi.HasField("type") else None
+
+
+def _implicit_inputs(node: onnx.NodeProto) -> set[str]:
+    """Outer-scope names a node's subgraph attributes read without declaring them."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+        for sub in graphs:
+            names |= _free_names(sub)
+    return names
+
+
+def _free_names(graph: onnx.GraphProto) -> set[str]:
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    used: set[str] = set()
+    for n in graph.node:
+        used.update(i for i in n.input if i and i not in defined)
+        used |= _implicit_inputs(n) - defined
+        defined.update(n.output)
+    used.update(o.name for o in graph.output if o.name not in defined)
+    return used - defined
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,225 @@
+"""Typed, immutable analysis results that passes put into and read from the ``PassContext``.
+
+Every channel of every pruned (root) node gets a global integer id. A ``ChannelMap`` says which id
+each position along a value's channel axis carries (-1: data that no root produces). Couplings
+(residual Add, elementwise Mul of two branches) make ids equivalent; an equivalence class is one
+*channel* of a *group*, and a group's channels are pruned together.
+
+Worked example: ``a = Conv(x); b = Conv(x); s = Add(a, b); y = Conv(Relu(s))`` with 4 channels each.
+
+- ``Tags``: conv ``a``, ``b`` are ``pruned``, ``y`` is ``pruned`` and ``stop-process``, Relu is
+  ``next-no-process``, Add is ``next-process``.
+- ``Trees``: root ``a`` gets ids 0..3, ``b`` ids 4..7 (``y`` 8..). ``maps["s"] = ChannelMap(axis=1,
+  ids=[0, 1, 2, 3])``; couplings pair 0~4, 1~5, 2~6, 3~7; leaf ``y`` reads ids [0..3] through
+  weight axis 1. Tree of ``a``: a → Add → Relu → y (leaf).
+- ``Patterns``: one group {a, b} → leaf {y}: many-to-one, channels = 4 classes {0,4} {1,5} ...
+- ``Scores``: per class, ``(|W_a^i| + |W_b^i|) × Σ_k |W_y^{k,i}|`` (paper Eq. 3).
+- ``Masks``: at ratio 0.5 the two lowest classes are removed: ``removed_ids`` = their ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+import numpy as np
+
+
+def _frozen(arr) -> np.ndarray:
+    arr = np.array(arr, dtype=np.int64, copy=True)
+    arr.flags.writeable = False
+    return arr
+
+
+ROLES = ("pruned", "next-no-process", "next-process", "stop-process", "barrier")
+
+
+@dataclass(frozen=True)
+class NodeTag:
+    """The paper's node attribute (Table II) for one node, decided from its op and operands.
+
+    ``role`` is the attribute used for tree building; ``root`` / ``leaf`` say whether the node
+    produces prunable channels / consumes channels through its weights (Conv is both).
+    ``reason`` explains a barrier."""
+
+    node: str
+    op_type: str
+    role: str
+    root: bool = False
+    leaf: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Tags:
+    """Tags by node name, and the value shapes (from ONNX shape inference) they were decided on."""
+
+    by_node: Mapping[str, NodeTag]
+    shapes: Mapping[str, tuple] = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "by_node", MappingProxyType(dict(self.by_node)))
+        object.__setattr__(self, "shapes", MappingProxyType(dict(self.shapes)))
+
+    def roots(self) -> list[str]:
+        return [n for n, t in self.by_node.items() if t.root]
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelMap:
+    """Which channel id each position along ``axis`` of a value carries (-1: untracked)."""
+
+    axis: int
+    rank: int
+    ids: np.ndarray
+
+    def __post_init__(self):
+        object.__setattr__(self, "ids", _frozen(self.ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class Root:
+    """A pruned node: channel ``c`` of its output is id ``first_id + c``."""
+
+    node: str
+    output: str          # the value it writes channels into
+    weight_port: int
+    weight_axis: int     # the weight axis indexing its output channels
+    channels: int
+    first_id: int
+
+
+@dataclass(frozen=True, eq=False)
+class Leaf:
+    """A node that consumes channels through its weights (stop-process): the input at
+    ``data_port`` carries ``ids``, position ``p`` of which is read by ``weight[.., p, ..]`` along
+    ``weight_axis``; ``filter_axis`` indexes the leaf's own output filters (k in Eq. 1)."""
+
+    node: str
+    data_port: int
+    weight_port: int
+    weight_axis: int
+    filter_axis: int
+    ids: np.ndarray
+
+    def __post_init__(self):
+        object.__setattr__(self, "ids", _frozen(self.ids))
+
+
+@dataclass(frozen=True)
+class AssociationTree:
+    """One pruned node's association tree (paper Algorithm 1): every node its channels reach,
+    with the edge it was reached by. ``kinds`` maps node -> root / next / leaf / barrier /
+    output (a graph output is named ``output:<value>``)."""
+
+    root: str
+    edges: tuple[tuple[str, str], ...]
+    kinds: Mapping[str, str]
+    leaves: tuple[str, ...]
+    blockers: tuple[str, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "kinds", MappingProxyType(dict(self.kinds)))
+
+
+@dataclass(frozen=True)
+class Trees:
+    """Channel ids on every value, couplings, leaves, blocked ids, and per-root trees."""
+
+    roots: tuple[Root, ...]
+    maps: Mapping[str, ChannelMap]
+    leaves: tuple[Leaf, ...]
+    couple_a: np.ndarray
+    couple_b: np.ndarray
+    blocked: Mapping[int, str]          # id -> first reason it cannot be removed
+    trees: tuple[AssociationTree, ...]
+    num_ids: int
+    rep: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # class representative per id
+
+    def __post_init__(self):
+        object.__setattr__(self, "rep", _frozen(self.rep))
+        object.__setattr__(self, "maps", MappingProxyType(dict(self.maps)))
+        object.__setattr__(self, "blocked", MappingProxyType(dict(self.blocked)))
+        object.__setattr__(self, "couple_a", _frozen(self.couple_a))
+        object.__setattr__(self, "couple_b", _frozen(self.couple_b))
+
+    def root_of(self, channel_id: int) -> tuple[Root, int]:
+        starts = [r.first_id for r in self.roots]
+        i = int(np.searchsorted(starts, channel_id, side="right")) - 1
+        root = self.roots[i]
+        return root, channel_id - root.first_id
+
+
+PATTERNS = ("one-to-one", "one-to-many", "many-to-one", "many-to-many")
+
+
+@dataclass(frozen=True)
+class Group:
+    """Roots whose channels are coupled, pruned together. Channel ``k`` of the group is the
+    equivalence class ``members[k]`` (ids from one or more roots), ordered by smallest id."""
+
+    id: int
+    pattern: str
+    roots: tuple[str, ...]
+    leaves: tuple[str, ...]
+    members: tuple[np.ndarray, ...]
+    blocked: str | None = None      # why the group is left alone, or None
+
+    @property
+    def channels(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True)
+class Patterns:
+    groups: tuple[Group, ...]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Importance of each channel (class) of each prunable group; higher is kept first."""
+
+    criterion: str
+    scope: str
+    by_group: Mapping[int, np.ndarray]
+
+    def __post_init__(self):
+        object.__setattr__(self, "by_group", MappingProxyType(dict(self.by_group)))
+
+
+@dataclass(frozen=True)
+class Masks:
+    """The decision: for each group, the kept channel indices; ``removed_ids`` all root channel
+    ids that go (sorted)."""
+
+    kept: Mapping[int, tuple[int, ...]]
+    removed_ids: np.ndarray
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        object.__setattr__(self, "kept", MappingProxyType(dict(self.kept)))
+        object.__setattr__(self, "removed_ids", _frozen(np.unique(self.removed_ids)))
+
+
+@dataclass(frozen=True)
+class LeafZeroing:
+    """For the mask-equivalence check: zero ``positions`` of ``node``'s weight input along
+    ``weight_axis`` in the original model."""
+
+    node: str
+    weight_port: int
+    weight_axis: int
+    positions: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """What ``slice`` removed, in the original model's coordinates: provided after the IR
+    changed, so ``validate`` can rebuild the masked original."""
+
+    zeroings: tuple[LeafZeroing, ...]
+    groups: tuple[dict, ...]

@@ -1,0 +1,90 @@
+"""classify: merge trees that share channels into groups and name each group's pattern.
+
+Reads: ``Trees``. Provides: ``Patterns``. Roots whose channel ids are coupled (residual Add,
+elementwise Mul of branches) form one group pruned together; a group's channel ``k`` is one
+equivalence class of ids. The pattern follows the paper's Fig. 4 from the number of roots and of
+leaves: one-to-one, one-to-many, many-to-one, many-to-many. A group any of whose channels is
+blocked (reaches a graph output, a barrier or a channel-mixing op) is left alone with that reason.
+
+Example: a ResNet stage whose block outputs are added to a downsample conv: roots
+{downsample, conv3 of each block}, leaves {next blocks' conv1, next stage}: many-to-many.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ir import Graph
+
+from .analyses import Group, Patterns, Trees
+from .base import Pass, PassContext, PassResult
+
+
+def pattern_name(n_roots: int, n_leaves: int) -> str:
+    one_root, one_leaf = n_roots <= 1, n_leaves <= 1
+    if one_root:
+        return "one-to-one" if one_leaf else "one-to-many"
+    return "many-to-one" if one_leaf else "many-to-many"
+
+
+@dataclass(frozen=True)
+class ClassifyPass(Pass):
+    name: ClassVar[str] = "classify"
+    requires: ClassVar[tuple[type, ...]] = (Trees,)
+    provides: ClassVar[tuple[type, ...]] = (Patterns,)
+
+    def run(self, ir: Graph, ctx: PassContext) -> PassResult:
+        trees = ctx.get(Trees)
+        rep = trees.rep
+        n_roots = len(trees.roots)
+        # roots sharing any class representative belong to one group (union over roots)
+        parent = list(range(n_roots))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        owner: dict[int, int] = {}
+        for r, root in enumerate(trees.roots):
+            for c in np.unique(rep[root.first_id:root.first_id + root.channels]).tolist():
+                if c in owner:
+                    ra, rb = find(owner[c]), find(r)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+                else:
+                    owner[c] = r
+        members_of: dict[int, list[int]] = {}
+        for r in range(n_roots):
+            members_of.setdefault(find(r), []).append(r)
+
+        leaf_classes = [set(np.unique(rep[lf.ids[lf.ids >= 0]]).tolist()) for lf in trees.leaves]
+        groups = []
+        counts = dict.fromkeys(("one-to-one", "one-to-many", "many-to-one", "many-to-many", "blocked"), 0)
+        for gid, root_idx in enumerate(sorted(members_of.values(), key=lambda rs: rs[0])):
+            ids = np.concatenate([np.arange(trees.roots[r].first_id,
+                                            trees.roots[r].first_id + trees.roots[r].channels)
+                                  for r in root_idx])
+            reps = rep[ids]
+            order = np.lexsort((ids, reps))
+            classes = np.unique(reps)
+            splits = np.searchsorted(reps[order], classes[1:])
+            members = tuple(np.sort(part) for part in np.split(ids[order], splits))
+            members = tuple(sorted(members, key=lambda m: int(m[0])))
+            cls = set(classes.tolist())
+            leaves = tuple(dict.fromkeys(lf.node for lf, lc in zip(trees.leaves, leaf_classes)
+                                         if lc & cls))
+            reason = None
+            hit = sorted(i for i in ids.tolist() if i in trees.blocked)
+            if hit:
+                reason = trees.blocked[hit[0]]
+            roots = tuple(trees.roots[r].node for r in root_idx)
+            pattern = pattern_name(len(roots), len(leaves))
+            groups.append(Group(gid, pattern, roots, leaves, members, reason))
+            counts["blocked" if reason else pattern] += 1
+        ctx.put(Patterns(tuple(groups)))
+        return PassResult(False, {"groups": len(groups), **counts})

@@ -1,0 +1,67 @@
+"""Parameters and FLOPs of a model, for the report (not a pass).
+
+Parameters: elements of floating-point initializers. FLOPs: 2 × multiply-accumulates of Conv,
+ConvTranspose, Gemm and MatMul (the ops pruning shrinks), from inferred shapes with a symbolic
+batch taken as 1.
+
+Example: ``Conv(x[1,3,8,8], W[4,3,3,3], pads=1)`` -> 2 × 4·8·8 × 3·3·3 = 13,824 FLOPs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ir import Graph
+
+from .infer_shapes import value_shapes
+
+
+def count_params(ir: Graph) -> int:
+    return int(sum(init.size for init in ir.initializers.values()
+                   if _is_float(init.elem_type)))
+
+
+def _is_float(elem_type: int) -> bool:
+    return elem_type in (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def _numel(shape) -> int | None:
+    if shape is None:
+        return None
+    dims = [d if isinstance(d, int) else 1 for d in shape]  # symbolic dims (batch) count as 1
+    return int(np.prod(dims, dtype=np.int64))
+
+
+def count_flops(ir: Graph, shapes: dict | None = None) -> int:
+    shapes = value_shapes(ir) if shapes is None else shapes
+    total = 0
+    for node in ir.nodes():
+        op = node.op_type
+        if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            continue
+        ins = ir.inputs_of(node)
+        outs = ir.outputs_of(node)
+        if len(ins) < 2 or ins[1] is None or outs[0] is None:
+            continue
+        w_shape = shapes.get(ins[1].name) or (tuple(ir.const_array(ins[1]).shape)
+                                              if ir.const_array(ins[1]) is not None else None)
+        out_n = _numel(shapes.get(outs[0].name))
+        in_shape = shapes.get(ins[0].name)
+        if w_shape is None or out_n is None:
+            continue
+        if op == "Conv":
+            macs = out_n * int(np.prod(w_shape[1:], dtype=np.int64))
+        elif op == "ConvTranspose":
+            in_n = _numel(in_shape)
+            if in_n is None:
+                continue
+            macs = in_n * int(np.prod(w_shape[1:], dtype=np.int64))
+        elif op == "Gemm":
+            k = w_shape[1] if node.attr("transB", 0) else w_shape[0]
+            macs = out_n * int(k)
+        else:
+            if in_shape is None or not isinstance(in_shape[-1], int):
+                continue
+            macs = out_n * int(in_shape[-1])
+        total += 2 * macs
+    return int(total)

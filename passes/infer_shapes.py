@@ -1,0 +1,71 @@
+"""infer-shapes: recompute the shapes in value_info after a transform; drop stale ones.
+
+Reads: the IR. Provides nothing new; keeps ``SliceRecord``. Only values that had a value_info
+entry keep one (with the re-inferred type, or none where inference cannot tell), so a pruned
+model carries no shape that disagrees with its weights.
+
+``value_shapes(ir)`` is the shared helper analyses use: ONNX shape inference on a light copy of
+the model (large initializers declared as typed inputs instead of copied).
+
+Example: after slicing ``conv1`` from 64 to 32 channels, value_info ``relu1: [1,64,56,56]``
+becomes ``[1,32,56,56]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import onnx
+
+from ir import Graph, raise_model, shape_of
+
+from .analyses import SliceRecord
+from .base import Pass, PassContext, PassResult
+
+
+def inferred_types(ir: Graph) -> dict[str, onnx.TypeProto]:
+    model = raise_model(ir, light=True)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # inference is advisory: an op it cannot handle leaves shapes unknown
+        return {}
+    types = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        if vi.HasField("type"):
+            types[vi.name] = vi.type
+    return types
+
+
+def value_shapes(ir: Graph) -> dict[str, tuple]:
+    shapes = {}
+    for name, tp in inferred_types(ir).items():
+        s = shape_of(tp)
+        if s is not None:
+            shapes[name] = s
+    for value in ir.values():  # types the model states win over inferred ones
+        if value.shape is not None and value.name not in ir.initializers:
+            shapes.setdefault(value.name, value.shape)
+    return shapes
+
+
+@dataclass(frozen=True)
+class InferShapesPass(Pass):
+    name: ClassVar[str] = "infer-shapes"
+    preserves: ClassVar[tuple[type, ...]] = (SliceRecord,)
+
+    def run(self, ir: Graph, ctx: PassContext) -> PassResult:
+        types = inferred_types(ir)
+        changed = dropped = 0
+        for name in sorted(ir.value_info_names):
+            if not ir.has_value(name) or name in ir.initializers:
+                continue
+            old = ir.value(name).type
+            new = types.get(name)
+            if new is not None and shape_of(new) is None:
+                new = None
+            if (old is None) != (new is None) or (old is not None and old != new):
+                ir.set_value_type(name, new)
+                changed += 1
+                dropped += new is None
+        return PassResult(changed > 0, {"updated": changed - dropped, "dropped": dropped})

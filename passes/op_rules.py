@@ -1,0 +1,834 @@
+"""The node attribute library: what each ONNX op does to the channel axis, as data.
+
+Three tables, keyed by op type (default ONNX domain only; any other domain is a barrier):
+
+- ``CHANNEL_RULES``: op -> ``ChannelRule``: its paper Table II attribute (``role``), and how channel
+  ids on its inputs become ids on its outputs (``propagate``), or why it blocks them.
+- ``ROOT_RULES``: op -> function giving the ``RootSpec`` of a pruned node (the weight axis that
+  indexes its output channels), or None when this instance is not prunable.
+- ``SLICE_RULES``: op -> function that shrinks the node's constants and attributes once channels
+  are removed from its inputs and outputs.
+
+**An op not in CHANNEL_RULES is a barrier**: channels that reach it are never removed. The effects
+are the op's real semantics on the channel axis: elementwise ops preserve it (and couple two
+tracked inputs), weight ops consume it, Concat / Flatten / Reshape / Transpose re-index it, and
+Softmax / reductions over that axis and LRN mix it (a barrier, but only over that axis).
+
+Example: ``CHANNEL_RULES["Relu"].role == "next-no-process"``; a Conv's ``propagate`` with channel
+ids on input 0 returns a leaf consumption through weight axis 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ir import Graph, Node
+
+from .analyses import ChannelMap
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+# ----------------------------------------------------------------------------- views
+@dataclass
+class NodeView:
+    """What a rule may look at: the node, its operands' constants and shapes, channel maps."""
+
+    graph: Graph
+    node: Node
+    maps: list[ChannelMap | None]
+    shapes: dict[str, tuple]
+    opset: int
+
+    def input_name(self, port: int) -> str | None:
+        ins = self.graph.inputs_of(self.node)
+        return ins[port].name if port < len(ins) and ins[port] is not None else None
+
+    def const(self, port: int) -> np.ndarray | None:
+        name = self.input_name(port)
+        return None if name is None else self.graph.const_array(name)
+
+    def shape(self, port: int) -> tuple | None:
+        name = self.input_name(port)
+        if name is None:
+            return None
+        arr = self.graph.const_array(name)
+        if arr is not None:
+            return tuple(arr.shape)
+        return self.shapes.get(name)
+
+    def rank(self, port: int) -> int | None:
+        m = self.maps[port] if port < len(self.maps) else None
+        if m is not None:
+            return m.rank
+        s = self.shape(port)
+        return None if s is None else len(s)
+
+    def n_inputs(self) -> int:
+        return len(self.maps)
+
+    def n_outputs(self) -> int:
+        return len(self.graph.outputs_of(self.node))
+
+    def output_used(self, port: int) -> bool:
+        outs = self.graph.outputs_of(self.node)
+        if port >= len(outs) or outs[port] is None:
+            return False
+        v = outs[port]
+        return bool(self.graph.consumers(v)) or self.graph.is_graph_output(v)
+
+    def labeled(self) -> list[int]:
+        return [p for p, m in enumerate(self.maps) if m is not None]
+
+
+@dataclass
+class Effect:
+    """A rule's answer: output maps by port, id pairs made equivalent, a leaf consumption
+    ``(data_port, weight_port, weight_axis, filter_axis)``, or a block reason."""
+
+    outputs: dict[int, ChannelMap] = field(default_factory=dict)
+    couplings: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    leaf: tuple[int, int, int, int] | None = None
+    block: str | None = None
+
+
+def blocked(reason: str) -> Effect:
+    return Effect(block=reason)
+
+
+@dataclass(frozen=True)
+class RootSpec:
+    weight_port: int
+    weight_axis: int
+    out_axis: int
+    out_rank: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    role: str                                   # Table II attribute
+    propagate: Callable[[NodeView], Effect]
+    mixes: str = ""                             # what it mixes, for docs and `inspect`
+
+
+# ----------------------------------------------------------------------------- helpers
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def _attr_or_input(view: NodeView, attr: str, port: int, since: int):
+    """Read an operand that moved from an attribute to an input at opset ``since``."""
+    if view.opset < since:
+        value = view.node.attr(attr)
+        return None if value is None else np.asarray(value, dtype=np.int64), True
+    if port >= view.n_inputs() or view.input_name(port) is None:
+        return None, True
+    arr = view.const(port)
+    return (None, False) if arr is None else (np.asarray(arr).astype(np.int64), True)
+
+
+def _only(view: NodeView, port: int = 0) -> ChannelMap | None:
+    """The single tracked input, when it is ``port``; None if other inputs are tracked too."""
+    labeled = view.labeled()
+    return view.maps[port] if labeled == [port] else None
+
+
+def _same_all(view: NodeView, m: ChannelMap) -> Effect:
+    return Effect(outputs={p: m for p in range(view.n_outputs())})
+
+
+# ----------------------------------------------------------------------------- rules
+def _unary(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked(f"channels reach a non-data input of {view.node.op_type}")
+    return _same_all(view, m)
+
+
+def _broadcast(view: NodeView) -> Effect:
+    """Elementwise with numpy broadcasting: tracked inputs must agree position by position
+    (they are coupled); untracked inputs must broadcast along the channel axis or be constants
+    (sliced later)."""
+    ranks = [view.rank(p) for p in range(view.n_inputs()) if view.input_name(p) is not None]
+    if any(r is None for r in ranks):
+        return blocked(f"{view.node.op_type} operand of unknown rank")
+    out_rank = max(ranks)
+    axis, length, base = None, None, None
+    couplings = []
+    for p in view.labeled():
+        m = view.maps[p]
+        a = m.axis + out_rank - m.rank
+        if axis is None:
+            axis, length, base = a, len(m), m.ids
+            continue
+        if a != axis or len(m) != length:
+            return blocked(f"{view.node.op_type} combines channels on different axes")
+        both = (base >= 0) & (m.ids >= 0)
+        if np.any((base >= 0) != (m.ids >= 0)):
+            return blocked(f"{view.node.op_type} adds pruned channels to untracked data")
+        couplings.append((base[both], m.ids[both]))
+    for p in range(view.n_inputs()):
+        if view.maps[p] is not None or view.input_name(p) is None:
+            continue
+        shape = view.shape(p)
+        if shape is None:
+            return blocked(f"{view.node.op_type} operand {view.input_name(p)!r} of unknown shape")
+        a = axis - (out_rank - len(shape))
+        if a < 0 or shape[a] == 1:
+            continue
+        if view.const(p) is None or shape[a] != length:
+            return blocked(f"{view.node.op_type} mixes pruned channels with untracked data "
+                           f"{view.input_name(p)!r}")
+    m = ChannelMap(axis, out_rank, base)
+    return Effect(outputs={p: m for p in range(view.n_outputs())}, couplings=couplings)
+
+
+def _prelu(view: NodeView) -> Effect:
+    if view.maps[1] is not None:
+        return blocked("PRelu slope carries channels")
+    return _broadcast(view)
+
+
+def _where(view: NodeView) -> Effect:
+    return _broadcast(view)
+
+
+def _conv(view: NodeView) -> Effect:
+    m = view.maps[0]
+    if m is None or view.labeled() != [0]:
+        return blocked(f"channels reach the weights of {view.node.op_type}")
+    w = view.const(1)
+    if w is None:
+        return blocked(f"{view.node.op_type} weight is not a constant")
+    if m.axis != 1:
+        return blocked(f"{view.node.op_type} reads channels on axis {m.axis}, not 1")
+    group = view.node.attr("group", 1)
+    transposed = view.node.op_type == "ConvTranspose"
+    if group == 1:
+        # Conv W [O, I, k..]: input channels on axis 1; ConvTranspose W [I, O, k..]: axis 0
+        return Effect(leaf=(0, 1, 0 if transposed else 1, 1 if transposed else 0))
+    if _is_depthwise(view.node, w, len(m)):
+        mult = (w.shape[1] if transposed else w.shape[0] // group)
+        out = ChannelMap(1, m.rank, np.repeat(m.ids, mult))
+        return Effect(outputs={0: out})
+    return blocked(f"grouped {view.node.op_type} (group={group}) is not supported yet")
+
+
+def _is_depthwise(node: Node, w: np.ndarray, in_channels: int) -> bool:
+    group = node.attr("group", 1)
+    per_group_in = w.shape[0] // group if node.op_type == "ConvTranspose" else w.shape[1]
+    return group > 1 and group == in_channels and per_group_in == 1
+
+
+def _gemm(view: NodeView) -> Effect:
+    m = view.maps[0]
+    if m is None or view.labeled() != [0]:
+        return blocked("channels reach the weights or bias of Gemm")
+    if view.const(1) is None:
+        return blocked("Gemm weight is not a constant")
+    want = 0 if view.node.attr("transA", 0) else 1
+    if m.axis != want or m.rank != 2:
+        return blocked("Gemm reads channels on its row axis")
+    trans_b = view.node.attr("transB", 0)
+    return Effect(leaf=(0, 1, 1 if trans_b else 0, 0 if trans_b else 1))
+
+
+def _matmul(view: NodeView) -> Effect:
+    m = view.maps[0]
+    w = view.const(1)
+    if m is None or view.labeled() != [0] or w is None or w.ndim != 2:
+        return blocked("MatMul of two activations, or weight not a 2-D constant")
+    if m.axis != m.rank - 1 or m.rank < 2:
+        return blocked("MatMul reads channels on a batch or row axis")
+    return Effect(leaf=(0, 1, 0, 1))
+
+
+def _batchnorm(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach BatchNormalization parameters")
+    if m.axis != 1:
+        return blocked("BatchNormalization normalizes axis 1, channels are elsewhere")
+    if any(view.output_used(p) for p in range(1, view.n_outputs())):
+        return blocked("BatchNormalization in training mode")
+    if any(view.const(p) is None for p in range(1, 5) if p < view.n_inputs()):
+        return blocked("BatchNormalization parameters are not constants")
+    return Effect(outputs={0: m})
+
+
+def _instancenorm(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None or m.axis != 1:
+        return blocked("InstanceNormalization sees channels off axis 1")
+    return Effect(outputs={0: m})
+
+
+def _layernorm(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach LayerNormalization parameters")
+    start = _axis(view.node.attr("axis", -1), m.rank)
+    if m.axis >= start:
+        return blocked("LayerNormalization normalizes over the channel axis (mixes channels)")
+    return _same_all(view, m)
+
+
+def _channel_pool(view: NodeView) -> Effect:
+    """Pools keep axis 1 and mix only spatial axes."""
+    m = _only(view, 0)
+    if m is None:
+        return blocked(f"channels reach a parameter of {view.node.op_type}")
+    if m.axis != 1:
+        return blocked(f"{view.node.op_type} mixes the axis channels are on")
+    if view.node.op_type == "MaxPool" and view.output_used(1):
+        return blocked("MaxPool indices encode the channel position")
+    return Effect(outputs={0: m})
+
+
+def _lrn(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is not None and m.axis != 1:
+        return Effect(outputs={0: m})
+    return blocked("LRN normalizes across neighbouring channels (mixes channels)")
+
+
+def _softmax(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach Softmax")
+    if view.opset >= 13:
+        axis = _axis(view.node.attr("axis", -1), m.rank)
+        mixes = m.axis == axis
+    else:  # opset < 13 coerces the input to 2-D at `axis` and normalizes the whole tail
+        axis = _axis(view.node.attr("axis", 1), m.rank)
+        mixes = m.axis >= axis
+    if mixes:
+        return blocked(f"{view.node.op_type} over the channel axis mixes channels")
+    return Effect(outputs={0: m})
+
+
+def _reduce(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked(f"channels reach the axes input of {view.node.op_type}")
+    since = 13 if view.node.op_type == "ReduceSum" else 18
+    axes, known = _attr_or_input(view, "axes", 1, since)
+    if not known:
+        return blocked(f"{view.node.op_type} axes are not constant")
+    if axes is None or len(axes) == 0:
+        if view.node.attr("noop_with_empty_axes", 0):
+            return Effect(outputs={0: m})
+        axes = np.arange(m.rank)
+    axes = sorted({_axis(int(a), m.rank) for a in np.ravel(axes)})
+    if m.axis in axes:
+        return blocked(f"{view.node.op_type} reduces over the channel axis (mixes channels)")
+    keep = view.node.attr("keepdims", 1)
+    new_axis = m.axis if keep else m.axis - sum(1 for a in axes if a < m.axis)
+    new_rank = m.rank if keep else m.rank - len(axes)
+    return Effect(outputs={0: ChannelMap(new_axis, new_rank, m.ids)})
+
+
+def _transpose(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach Transpose")
+    perm = view.node.attr("perm") or list(range(m.rank))[::-1]
+    return Effect(outputs={0: ChannelMap(list(perm).index(m.axis), m.rank, m.ids)})
+
+
+def _flatten(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach Flatten")
+    axis = _axis(view.node.attr("axis", 1), m.rank)
+    if m.axis < axis:
+        return blocked("Flatten merges the channel axis into the batch axis")
+    shape = view.shape(0)
+    tail = shape[axis:] if shape is not None else None
+    if tail is None or any(not isinstance(d, int) for d in tail):
+        return blocked("Flatten of a tensor whose per-sample shape is unknown")
+    # position p of the flattened axis reads channel index p // inner, where inner is the
+    # product of the dims after the channel axis (C×H×W columns: channel c owns H×W of them)
+    inner = int(np.prod(shape[m.axis + 1:], dtype=np.int64))
+    outer = int(np.prod(shape[axis:m.axis], dtype=np.int64))
+    ids = np.tile(np.repeat(m.ids, inner), outer)
+    return Effect(outputs={0: ChannelMap(1, 2, ids)})
+
+
+def _reshape(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach the shape input of Reshape")
+    target = view.const(1) if view.opset >= 5 else np.asarray(view.node.attr("shape", []))
+    shape = view.shape(0)
+    if target is None:
+        return blocked("Reshape to a computed shape (not a constant)")
+    out = _resolve_reshape(shape, [int(t) for t in np.ravel(target)],
+                           view.node.attr("allowzero", 0))
+    if out is None or m.axis == 0:
+        return blocked("Reshape with an unknown per-sample shape or one that moves the batch axis")
+    sample_in, sample_out = shape[1:], out[1:]
+    full = np.broadcast_to(
+        m.ids.reshape([len(m) if i == m.axis - 1 else 1 for i in range(len(sample_in))]),
+        sample_in).reshape(sample_out)
+    found = _single_axis(full)
+    if found is None:
+        return blocked("Reshape spreads channels over several axes")
+    axis, ids = found
+    return Effect(outputs={0: ChannelMap(axis + 1, len(out), ids)})
+
+
+def _resolve_reshape(shape, target, allowzero) -> list | None:
+    """Output shape of Reshape with the batch axis kept apart; None if it cannot be known."""
+    if shape is None or len(target) == 0 or any(not isinstance(d, int) for d in shape[1:]):
+        return None
+    out = list(target)
+    for i, t in enumerate(out):
+        if t == 0 and not allowzero:
+            if i >= len(shape):
+                return None
+            out[i] = shape[i]
+    if out[0] not in (-1, shape[0]) and not (target[0] == 0):
+        return None
+    per_sample = int(np.prod(shape[1:], dtype=np.int64))
+    rest = out[1:]
+    if out[0] == -1:  # -1 on the batch axis: the rest must be the whole sample
+        if -1 in rest or int(np.prod(rest, dtype=np.int64)) != per_sample:
+            return None
+    elif rest.count(-1) == 1:
+        known = int(np.prod([d for d in rest if d != -1], dtype=np.int64))
+        if known == 0 or per_sample % known:
+            return None
+        rest[rest.index(-1)] = per_sample // known
+    elif rest.count(-1) > 1 or int(np.prod(rest, dtype=np.int64)) != per_sample:
+        return None
+    return [shape[0]] + rest
+
+
+def _single_axis(full: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """The one axis along which channel ids vary in ``full`` (all others constant)."""
+    varying = []
+    for a in range(full.ndim):
+        first = np.take(full, [0], axis=a)
+        if not np.array_equal(np.broadcast_to(first, full.shape), full):
+            varying.append(a)
+    if len(varying) != 1:
+        return None
+    a = varying[0]
+    ids = full[tuple(slice(None) if i == a else 0 for i in range(full.ndim))]
+    return a, np.asarray(ids)
+
+
+def _squeeze(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked(f"channels reach the axes input of {view.node.op_type}")
+    axes, known = _attr_or_input(view, "axes", 1, 13)
+    if not known:
+        return blocked(f"{view.node.op_type} axes are not constant")
+    if view.node.op_type == "Unsqueeze":
+        out_rank = m.rank + len(axes)
+        axes = sorted(_axis(int(a), out_rank) for a in axes)
+        pos = [i for i in range(out_rank) if i not in axes]
+        return Effect(outputs={0: ChannelMap(pos[m.axis], out_rank, m.ids)})
+    if axes is None:
+        shape = view.shape(0)
+        if shape is None:
+            return blocked("Squeeze without axes on an unknown shape")
+        axes = [i for i, d in enumerate(shape) if d == 1]
+    axes = sorted(_axis(int(a), m.rank) for a in axes)
+    if m.axis in axes:
+        return blocked("Squeeze removes the channel axis")
+    return Effect(outputs={0: ChannelMap(m.axis - sum(a < m.axis for a in axes),
+                                         m.rank - len(axes), m.ids)})
+
+
+def _concat(view: NodeView) -> Effect:
+    labeled = view.labeled()
+    rank = view.maps[labeled[0]].rank
+    axis = _axis(view.node.attr("axis"), rank)
+    if any(view.maps[p].axis != view.maps[labeled[0]].axis for p in labeled):
+        return blocked("Concat of inputs with channels on different axes")
+    if view.maps[labeled[0]].axis != axis:
+        return _broadcast(view)  # concatenating along another axis: like an elementwise join
+    parts = []
+    for p in range(view.n_inputs()):
+        if view.maps[p] is not None:
+            parts.append(view.maps[p].ids)
+            continue
+        shape = view.shape(p)
+        if shape is None or not isinstance(shape[axis], int):
+            return blocked(f"Concat operand {view.input_name(p)!r} of unknown size")
+        parts.append(np.full(shape[axis], -1, np.int64))
+    return Effect(outputs={0: ChannelMap(axis, rank, np.concatenate(parts))})
+
+
+def _pad(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach the pads of Pad")
+    if view.opset < 11:
+        pads = view.node.attr("pads") or view.node.attr("paddings")
+        pads = None if pads is None else np.asarray(pads)
+    else:
+        pads = view.const(1)
+    if pads is None:
+        return blocked("Pad with non-constant pads")
+    pads = np.ravel(pads).astype(np.int64)
+    axes = list(range(m.rank))
+    if view.opset >= 18 and view.n_inputs() > 3 and view.input_name(3) is not None:
+        given = view.const(3)
+        if given is None:
+            return blocked("Pad with non-constant axes")
+        axes = [_axis(int(a), m.rank) for a in np.ravel(given)]
+    n = len(axes)
+    if m.axis in axes:
+        i = axes.index(m.axis)
+        if pads[i] != 0 or pads[i + n] != 0:
+            return blocked("Pad pads the channel axis")
+    return Effect(outputs={0: m})
+
+
+def _resize(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked(f"channels reach the scales of {view.node.op_type}")
+    op = view.node.op_type
+    if op == "Upsample" and view.opset < 9:
+        scales = np.asarray(view.node.attr("scales", []))
+        sizes = None
+    elif op == "Upsample":
+        scales, sizes = view.const(1), None
+    elif view.opset < 11:
+        scales, sizes = view.const(1), None
+    else:
+        scales = view.const(2) if view.input_name(2) else None
+        sizes = view.const(3) if view.n_inputs() > 3 and view.input_name(3) else None
+    if view.node.attr("axes") is not None:
+        return blocked(f"{op} with an axes attribute is not supported yet")
+    if sizes is not None:
+        if int(np.ravel(sizes)[m.axis]) != len(m):
+            return blocked(f"{op} resizes the channel axis")
+        return Effect(outputs={0: m})
+    if scales is None or np.ravel(scales).size != m.rank:
+        return blocked(f"{op} with computed scales")
+    if float(np.ravel(scales)[m.axis]) != 1.0:
+        return blocked(f"{op} resizes the channel axis")
+    return Effect(outputs={0: m})
+
+
+def _gather(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels used as Gather indices")
+    axis = _axis(view.node.attr("axis", 0), m.rank)
+    if axis == m.axis:
+        return blocked("Gather picks along the channel axis")
+    q = view.rank(1)
+    if q is None:
+        return blocked("Gather indices of unknown rank")
+    new_axis = m.axis if m.axis < axis else m.axis + q - 1
+    return Effect(outputs={0: ChannelMap(new_axis, m.rank + q - 1, m.ids)})
+
+
+def _slice(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach the bounds of Slice")
+    if view.opset < 10:
+        axes = view.node.attr("axes")
+        starts = view.node.attr("starts")
+        axes = list(range(len(starts))) if axes is None else axes
+    else:
+        starts = view.const(1)
+        if view.n_inputs() > 3 and view.input_name(3) is not None:
+            axes = view.const(3)
+            if axes is None:
+                return blocked("Slice with computed axes")
+        else:
+            axes = None if starts is None else list(range(np.ravel(starts).size))
+        if axes is None:
+            return blocked("Slice with computed bounds")
+    if m.axis in {_axis(int(a), m.rank) for a in np.ravel(axes)}:
+        return blocked("Slice along the channel axis is not supported yet")
+    return Effect(outputs={0: m})
+
+
+def _constant_operands_only(view: NodeView) -> Effect:
+    return blocked(f"{view.node.op_type} is not expected to see channels")
+
+
+UNARY = ["Relu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Cast", "Identity", "Dropout",
+         "LeakyRelu", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu", "Softplus", "Softsign",
+         "ThresholdedRelu", "Neg", "Abs", "Exp", "Log", "Reciprocal", "Floor", "Ceil", "Round",
+         "Sign", "Sin", "Cos", "Not", "IsNaN", "IsInf", "Mish", "Gelu", "Shrink", "CastLike"]
+BROADCAST = ["Add", "Sub", "Mul", "Div", "Pow", "Sum", "Max", "Min", "Mean", "Equal", "Less",
+             "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod"]
+
+CHANNEL_RULES: dict[str, ChannelRule] = {
+    **{op: ChannelRule("next-no-process", _unary) for op in UNARY},
+    **{op: ChannelRule("next-process", _broadcast) for op in BROADCAST},
+    "Clip": ChannelRule("next-no-process", _broadcast),  # opset 11+: min/max are scalar inputs
+    "Where": ChannelRule("next-process", _where),
+    "PRelu": ChannelRule("next-process", _prelu),
+    "Conv": ChannelRule("stop-process", _conv),
+    "ConvTranspose": ChannelRule("stop-process", _conv),
+    "Gemm": ChannelRule("stop-process", _gemm),
+    "MatMul": ChannelRule("stop-process", _matmul),
+    "BatchNormalization": ChannelRule("next-process", _batchnorm),
+    "InstanceNormalization": ChannelRule("next-process", _instancenorm),
+    "LayerNormalization": ChannelRule("next-no-process", _layernorm, mixes="axes from `axis` on"),
+    "MaxPool": ChannelRule("next-no-process", _channel_pool),
+    "AveragePool": ChannelRule("next-no-process", _channel_pool),
+    "LpPool": ChannelRule("next-no-process", _channel_pool),
+    "GlobalAveragePool": ChannelRule("next-no-process", _channel_pool),
+    "GlobalMaxPool": ChannelRule("next-no-process", _channel_pool),
+    "GlobalLpPool": ChannelRule("next-no-process", _channel_pool),
+    "LRN": ChannelRule("next-no-process", _lrn, mixes="the channel axis"),
+    "Softmax": ChannelRule("next-no-process", _softmax, mixes="its `axis`"),
+    "LogSoftmax": ChannelRule("next-no-process", _softmax, mixes="its `axis`"),
+    "Hardmax": ChannelRule("next-no-process", _softmax, mixes="its `axis`"),
+    **{op: ChannelRule("next-no-process", _reduce, mixes="its reduced axes")
+       for op in ["ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1",
+                  "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"]},
+    "Transpose": ChannelRule("next-no-process", _transpose),
+    "Flatten": ChannelRule("next-no-process", _flatten),
+    "Reshape": ChannelRule("next-process", _reshape),
+    "Squeeze": ChannelRule("next-no-process", _squeeze),
+    "Unsqueeze": ChannelRule("next-no-process", _squeeze),
+    "Concat": ChannelRule("next-process", _concat),
+    "Pad": ChannelRule("next-no-process", _pad),
+    "Resize": ChannelRule("next-process", _resize),
+    "Upsample": ChannelRule("next-process", _resize),
+    "Gather": ChannelRule("next-process", _gather),
+    "Slice": ChannelRule("next-no-process", _slice),
+    "Constant": ChannelRule("next-no-process", _constant_operands_only),
+}
+
+
+# ----------------------------------------------------------------------------- roots
+def _conv_root(view: NodeView) -> RootSpec | None:
+    w = view.const(1)
+    if w is None or w.ndim < 3 or view.node.attr("group", 1) != 1:
+        return None
+    rank = view.rank(0) or w.ndim
+    if view.node.op_type == "ConvTranspose":
+        return RootSpec(1, 1, 1, rank, int(w.shape[1]))
+    return RootSpec(1, 0, 1, rank, int(w.shape[0]))
+
+
+def _gemm_root(view: NodeView) -> RootSpec | None:
+    w = view.const(1)
+    if w is None or w.ndim != 2:
+        return None
+    if view.input_name(2) is not None and view.const(2) is None:
+        return None
+    trans_b = view.node.attr("transB", 0)
+    return RootSpec(1, 0 if trans_b else 1, 1, 2, int(w.shape[0] if trans_b else w.shape[1]))
+
+
+def _matmul_root(view: NodeView) -> RootSpec | None:
+    w = view.const(1)
+    rank = view.rank(0)
+    if w is None or w.ndim != 2 or rank is None or rank < 2 or view.const(0) is not None:
+        return None
+    return RootSpec(1, 1, rank - 1, rank, int(w.shape[1]))
+
+
+ROOT_RULES: dict[str, Callable[[NodeView], RootSpec | None]] = {
+    "Conv": _conv_root,
+    "ConvTranspose": _conv_root,
+    "Gemm": _gemm_root,
+    "MatMul": _matmul_root,
+}
+
+
+# ----------------------------------------------------------------------------- slicing
+@dataclass
+class Rewriter:
+    """What a slice rule may change on one node: its constant inputs and its attributes.
+    Constants are never written in place when shared: the node gets its own copy."""
+
+    graph: Graph
+    node: Node
+    opset: int
+
+    def const(self, port: int) -> np.ndarray | None:
+        ins = self.graph.inputs_of(self.node)
+        return None if port >= len(ins) or ins[port] is None else self.graph.const_array(ins[port])
+
+    def set_const(self, port: int, array: np.ndarray) -> None:
+        from ir import Initializer  # local: only transforms build initializers
+
+        value = self.graph.inputs_of(self.node)[port]
+        uses = self.graph.consumers(value)
+        init = self.graph.initializer(value.name)
+        if init is not None and len(uses) == 1 and not self.graph.is_graph_output(value) \
+                and value.name not in self.graph.input_names:
+            self.graph.replace_initializer(Initializer.from_array(value.name, array.astype(init.array.dtype)))
+            return
+        name = self.graph.unique_name(f"{value.name}.{self.node.name}" if init is not None
+                                      else f"{self.node.name}.in{port}")
+        old = self.graph.const_array(value)
+        self.graph.add_initializer(Initializer.from_array(name, array.astype(old.dtype)))
+        self.graph.set_input(self.node, port, name)
+
+    def set_attr(self, key: str, value) -> None:
+        self.node = self.node.with_attr(key, value)
+        self.graph.replace_node(self.node)
+
+
+Keeps = dict[int, tuple[int, np.ndarray]]   # port -> (axis, boolean keep mask along that axis)
+
+
+def _take(arr: np.ndarray, axis: int, keep: np.ndarray) -> np.ndarray:
+    return np.compress(keep, arr, axis=axis)
+
+
+def _slice_conv(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    w = rw.const(1)
+    transposed = rw.node.op_type == "ConvTranspose"
+    out_axis, in_axis = (1, 0) if transposed else (0, 1)
+    group = rw.node.attr("group", 1)
+    new_w = w
+    if group > 1:  # depthwise: output channels follow input channels
+        keep_out = outs[0][1]
+        if transposed:
+            new_w = _take(w, 0, ins[0][1])
+        else:
+            new_w = _take(w, 0, keep_out)
+        rw.set_const(1, new_w)
+        rw.set_attr("group", int(ins[0][1].sum()))
+    else:
+        if 0 in outs:
+            new_w = _take(new_w, out_axis, outs[0][1])
+        if 0 in ins:
+            new_w = _take(new_w, in_axis, ins[0][1])
+        if new_w is not w:
+            rw.set_const(1, new_w)
+    if 0 in outs and rw.const(2) is not None:
+        rw.set_const(2, _take(rw.const(2), 0, outs[0][1]))
+
+
+def _slice_gemm(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    w = rw.const(1)
+    trans_b = rw.node.attr("transB", 0)
+    new_w = w
+    if 0 in outs:
+        new_w = _take(new_w, 0 if trans_b else 1, outs[0][1])
+        c = rw.const(2)
+        if c is not None and c.ndim >= 1 and c.shape[-1] == len(outs[0][1]) and c.shape[-1] > 1:
+            rw.set_const(2, _take(c, c.ndim - 1, outs[0][1]))
+    if 0 in ins:
+        new_w = _take(new_w, 1 if trans_b else 0, ins[0][1])
+    if new_w is not w:
+        rw.set_const(1, new_w)
+
+
+def _slice_matmul(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    w = rw.const(1)
+    new_w = w
+    if 0 in outs:
+        new_w = _take(new_w, 1, outs[0][1])
+    if 0 in ins:
+        new_w = _take(new_w, 0, ins[0][1])
+    if new_w is not w:
+        rw.set_const(1, new_w)
+
+
+def _slice_per_channel_params(first: int, last: int):
+    """BatchNormalization / InstanceNormalization: 1-D parameters indexed by channel."""
+    def rule(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+        keep = ins[0][1]
+        for port in range(first, last + 1):
+            arr = rw.const(port)
+            if arr is not None and arr.ndim == 1 and len(arr) == len(keep):
+                rw.set_const(port, arr[keep])
+    return rule
+
+
+def _slice_broadcast_constants(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    """Per-channel constants of an elementwise op (Caffe-style scale, PRelu slope, ...)."""
+    if 0 not in outs:
+        return
+    axis, keep = outs[0]
+    out_rank = _out_rank(rw)
+    for port, value in enumerate(rw.graph.inputs_of(rw.node)):
+        if value is None or port in ins:
+            continue
+        arr = rw.const(port)
+        if arr is None:
+            continue
+        a = axis - (out_rank - arr.ndim)
+        if a >= 0 and arr.shape[a] == len(keep) and arr.shape[a] > 1:
+            rw.set_const(port, _take(arr, a, keep))
+
+
+def _out_rank(rw: Rewriter) -> int:
+    ranks = []
+    for value in rw.graph.inputs_of(rw.node):
+        if value is None:
+            continue
+        arr = rw.graph.const_array(value)
+        if arr is not None:
+            ranks.append(arr.ndim)
+        elif value.shape is not None:
+            ranks.append(len(value.shape))
+    return max(ranks) if ranks else 0
+
+
+def _slice_reshape(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    axis, keep = outs[0]
+    if rw.opset < 5:
+        shape = list(rw.node.attr("shape"))
+        if shape[axis] not in (-1,):
+            shape[axis] = int(keep.sum())
+            rw.set_attr("shape", shape)
+        return
+    target = np.array(rw.const(1), dtype=np.int64).copy()
+    if target[axis] != -1:
+        target[axis] = int(keep.sum())
+        rw.set_const(1, target)
+
+
+def _slice_resize(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    if rw.node.op_type != "Resize" or rw.opset < 11:
+        return
+    ins_list = rw.graph.inputs_of(rw.node)
+    if len(ins_list) > 3 and ins_list[3] is not None:
+        axis, keep = outs[0]
+        sizes = np.array(rw.const(3), dtype=np.int64).copy()
+        sizes[axis] = int(keep.sum())
+        rw.set_const(3, sizes)
+
+
+SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
+    "Conv": _slice_conv,
+    "ConvTranspose": _slice_conv,
+    "Gemm": _slice_gemm,
+    "MatMul": _slice_matmul,
+    "BatchNormalization": _slice_per_channel_params(1, 4),
+    "InstanceNormalization": _slice_per_channel_params(1, 2),
+    **{op: _slice_broadcast_constants for op in BROADCAST + ["Clip", "Where", "PRelu"]},
+    "Reshape": _slice_reshape,
+    "Resize": _slice_resize,
+    "Upsample": _slice_resize,
+}
+
+# Ops whose channel-carrying behaviour involves constants that must shrink: each needs a
+# SLICE_RULES entry (a test checks the two tables agree).
+WEIGHT_BEARING = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization",
+                  "InstanceNormalization", "PRelu")
+
+
+def role_of(op_type: str, domain: str = "") -> str:
+    """The Table II attribute of an op type, ``barrier`` when it is not in the table."""
+    if domain not in DEFAULT_DOMAINS or op_type not in CHANNEL_RULES:
+        return "barrier"
+    if op_type in ROOT_RULES:
+        return "pruned"
+    return CHANNEL_RULES[op_type].role

@@ -1,0 +1,95 @@
+"""slice: physically remove the chosen channels.
+
+Reads: ``Trees``, ``Patterns``, ``Masks``. Provides: ``SliceRecord`` (what the mask-equivalence
+check needs once the analyses are gone). Every value whose channel map carries a removed id gets a
+keep mask along its channel axis; each node touching such a value applies its rule from
+``op_rules.SLICE_RULES``: roots lose output filters (and bias), leaves lose input columns,
+BatchNormalization and per-channel constants lose entries, depthwise Conv its ``group``, Reshape
+its target size. A constant shared with another node is copied first, never cut in place; dead
+Identity/Constant nodes and unused initializers are removed at the end.
+
+Example: removing channels {1, 3} of conv ``a`` (4 channels) in ``a -> BN -> Relu -> b``:
+``W_a[[0, 2]]``, BN's four vectors ``[[0, 2]]``, ``W_b[:, [0, 2]]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import onnx
+
+from ir import Graph, Initializer
+
+from .analyses import LeafZeroing, Masks, Patterns, SliceRecord, Trees
+from .base import Pass, PassContext, PassResult
+from .op_rules import SLICE_RULES, Rewriter
+from .tag import opset_of
+
+
+def group_reports(patterns: Patterns, masks: Masks | None, trees: Trees) -> tuple[dict, ...]:
+    """The report's ``groups`` entries: id, pattern, roots, leaves, channels, kept or reason."""
+    out = []
+    for g in patterns.groups:
+        entry = {"id": g.id, "pattern": g.pattern, "roots": list(g.roots), "leaves": list(g.leaves),
+                 "channels_before": g.channels}
+        if g.blocked:
+            entry.update(channels_after=g.channels, pruned=False, reason=g.blocked)
+        elif masks is None or g.id not in masks.kept:
+            entry.update(channels_after=g.channels, pruned=False,
+                         reason="not selected (ignored, or no mask pass ran)")
+        else:
+            kept = list(masks.kept[g.id])
+            entry.update(channels_after=len(kept), pruned=len(kept) < g.channels, kept=kept)
+        out.append(entry)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class SlicePass(Pass):
+    name: ClassVar[str] = "slice"
+    requires: ClassVar[tuple[type, ...]] = (Trees, Patterns, Masks)
+    provides: ClassVar[tuple[type, ...]] = (SliceRecord,)
+
+    def run(self, ir: Graph, ctx: PassContext) -> PassResult:
+        trees, patterns, masks = ctx.get(Trees), ctx.get(Patterns), ctx.get(Masks)
+        removed = masks.removed_ids
+        groups = group_reports(patterns, masks, trees)
+        zeroings = []
+        for lf in trees.leaves:
+            pos = np.nonzero(np.isin(lf.ids, removed))[0]
+            if len(pos):
+                zeroings.append(LeafZeroing(lf.node, lf.weight_port, lf.weight_axis,
+                                            tuple(int(p) for p in pos)))
+        ctx.put(SliceRecord(tuple(zeroings), groups))
+        if len(removed) == 0:
+            return PassResult(False, {"values_sliced": 0})
+        keeps: dict[str, tuple[int, np.ndarray]] = {}
+        for name, m in trees.maps.items():
+            keep = ~np.isin(m.ids, removed)
+            if not keep.all():
+                keeps[name] = (m.axis, keep)
+        opset = opset_of(ir)
+        touched = 0
+        for node in ir.topo_nodes():
+            ins = {p: keeps[v.name] for p, v in enumerate(ir.inputs_of(node))
+                   if v is not None and v.name in keeps}
+            outs = {p: keeps[v.name] for p, v in enumerate(ir.outputs_of(node))
+                    if v is not None and v.name in keeps}
+            if not ins and not outs:
+                continue
+            rule = SLICE_RULES.get(node.op_type)
+            if rule is not None:
+                rule(Rewriter(ir, node, opset), ins, outs)
+                touched += 1
+        for name, (axis, keep) in keeps.items():
+            value = ir.value(name)
+            if isinstance(value, Initializer) or value.shape is None:
+                continue
+            dims = list(value.shape)
+            dims[axis] = int(keep.sum())
+            ir.set_value_type(name, onnx.helper.make_tensor_type_proto(value.elem_type, dims))
+        dead = ir.remove_dead()
+        return PassResult(True, {"values_sliced": len(keeps), "nodes_rewritten": touched,
+                                 "dead_removed": dead})

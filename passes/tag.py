@@ -1,0 +1,71 @@
+"""tag: the node attribute library applied to each node (paper Table II).
+
+Reads: the IR. Provides: ``Tags`` (role per node, which nodes are pruned roots and leaves, and the
+value shapes every later analysis uses). An op outside ``op_rules.CHANNEL_RULES`` or outside the
+default ONNX domain is tagged ``barrier`` with the reason; nothing is pruned through it.
+
+Example: ``Conv(group=1) -> BatchNormalization -> Relu -> Conv`` tags
+``pruned+stop-process, next-process, next-no-process, pruned+stop-process``; a ``Foo`` node of
+domain ``com.acme`` is ``barrier: op com.acme.Foo is not in the node attribute library``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ir import Graph
+
+from .analyses import NodeTag, Tags
+from .base import Pass, PassContext, PassResult
+from .infer_shapes import value_shapes
+from .op_rules import CHANNEL_RULES, DEFAULT_DOMAINS, ROOT_RULES, NodeView, _is_depthwise
+
+
+def opset_of(ir: Graph) -> int:
+    props = ir.props.opset_imports
+    return props.get("", props.get("ai.onnx", 1))
+
+
+@dataclass(frozen=True)
+class TagPass(Pass):
+    name: ClassVar[str] = "tag"
+    provides: ClassVar[tuple[type, ...]] = (Tags,)
+
+    def run(self, ir: Graph, ctx: PassContext) -> PassResult:
+        shapes = value_shapes(ir)
+        opset = opset_of(ir)
+        tags = {}
+        for node in ir.topo_nodes():
+            view = NodeView(ir, node, [None] * ir.input_arity(node), shapes, opset)
+            tags[node.name] = _tag(view)
+        counts: dict[str, int] = {}
+        for t in tags.values():
+            counts[t.role] = counts.get(t.role, 0) + 1
+        ctx.put(Tags(tags, shapes))
+        barriers = sorted({f"{t.op_type}" for t in tags.values() if t.role == "barrier"})
+        notes = [f"barrier ops: {', '.join(barriers)}"] if barriers else []
+        return PassResult(False, {**counts, "roots": sum(t.root for t in tags.values())}, notes)
+
+
+def _tag(view: NodeView) -> NodeTag:
+    node = view.node
+    name, op = node.name, node.op_type
+    if node.domain not in DEFAULT_DOMAINS or op not in CHANNEL_RULES:
+        dom = f"{node.domain}." if node.domain not in DEFAULT_DOMAINS else ""
+        return NodeTag(name, op, "barrier", reason=f"op {dom}{op} is not in the node attribute library")
+    if op in ROOT_RULES:
+        spec = ROOT_RULES[op](view)
+        if spec is not None:
+            return NodeTag(name, op, "pruned", root=True, leaf=True)
+        w = view.const(1)
+        if op in ("Conv", "ConvTranspose") and w is not None and node.attr("group", 1) > 1:
+            shape = view.shape(0)
+            channels = shape[1] if shape is not None and len(shape) > 1 else None
+            if isinstance(channels, int) and _is_depthwise(node, w, channels):
+                return NodeTag(name, op, "next-process")
+            return NodeTag(name, op, "barrier", reason=f"grouped {op} (group={node.attr('group')}) is not supported yet")
+        if w is None:
+            return NodeTag(name, op, "barrier", reason=f"{op} weight is not a constant")
+        return NodeTag(name, op, "stop-process", leaf=True)
+    return NodeTag(name, op, CHANNEL_RULES[op].role)

@@ -1,0 +1,173 @@
+"""trees: one node association tree per pruned node (paper Algorithm 1), with the channel map
+carried along every edge.
+
+Reads: ``Tags``. Provides: ``Trees``. Walks the graph once in topological order: every pruned
+node gives its output channels fresh ids; every other node maps the ids on its inputs to ids on
+its outputs by its rule in ``op_rules`` (Concat offsets, Flatten's C×H×W expansion, Transpose's
+axis move), records a leaf when it consumes them through weights, couples ids when it joins two
+tracked inputs (Add), or blocks them with a reason (barrier op, channel-mixing op, graph output).
+A tree is then the part of the graph each root's channels (or channels coupled to them) reach.
+
+Example: ``c1 = Conv(x); r = Relu(c1); f = Flatten(r); y = Gemm(f)``: ``c1`` gets ids 0..C-1,
+``maps["f"].ids`` repeats each id H×W times, ``Gemm`` is a leaf reading them through weight axis 1
+(transB=1); the tree of ``c1`` is c1 → Relu → Flatten → Gemm(leaf): one-to-one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ir import Graph
+
+from .analyses import AssociationTree, ChannelMap, Leaf, Root, Tags, Trees
+from .base import Pass, PassContext, PassResult
+from .op_rules import CHANNEL_RULES, ROOT_RULES, NodeView
+from .tag import opset_of
+
+
+@dataclass(frozen=True)
+class TreesPass(Pass):
+    name: ClassVar[str] = "trees"
+    requires: ClassVar[tuple[type, ...]] = (Tags,)
+    provides: ClassVar[tuple[type, ...]] = (Trees,)
+
+    def run(self, ir: Graph, ctx: PassContext) -> PassResult:
+        tags = ctx.get(Tags)
+        shapes = dict(tags.shapes)
+        opset = opset_of(ir)
+        maps: dict[str, ChannelMap] = {}
+        roots: list[Root] = []
+        leaves: list[Leaf] = []
+        pairs_a: list[np.ndarray] = []
+        pairs_b: list[np.ndarray] = []
+        blocked: dict[int, str] = {}
+        # per node: (tracked input ports, leaf ports, block reason)
+        seen: dict[str, tuple[tuple[int, ...], tuple[int, ...], str]] = {}
+        next_id = 0
+
+        def block(ids: np.ndarray, reason: str) -> None:
+            for i in ids[ids >= 0].tolist():
+                blocked.setdefault(i, reason)
+
+        for node in ir.topo_nodes():
+            ins = ir.inputs_of(node)
+            in_maps = [maps.get(v.name) if v is not None else None for v in ins]
+            for v in ir.implicit_inputs_of(node):
+                if v.name in maps:
+                    block(maps[v.name].ids, f"read inside a subgraph of {node.op_type} node {node.name!r}")
+            tag = tags.by_node[node.name]
+            view = NodeView(ir, node, in_maps, shapes, opset)
+            tracked = tuple(p for p, m in enumerate(in_maps) if m is not None)
+            if tracked:
+                if tag.role == "barrier":
+                    effect_block = tag.reason
+                    effect = None
+                else:
+                    effect = CHANNEL_RULES[node.op_type].propagate(view)
+                    effect_block = effect.block
+                if effect_block:
+                    reason = f"{effect_block} (node {node.name!r})"
+                    for p in tracked:
+                        block(in_maps[p].ids, reason)
+                    seen[node.name] = (tracked, (), reason)
+                else:
+                    outs = ir.outputs_of(node)
+                    for port, m in effect.outputs.items():
+                        if port < len(outs) and outs[port] is not None:
+                            maps[outs[port].name] = m
+                    for a, b in effect.couplings:
+                        pairs_a.append(a)
+                        pairs_b.append(b)
+                    leaf_ports: tuple[int, ...] = ()
+                    if effect.leaf is not None:
+                        data_port, weight_port, weight_axis, filter_axis = effect.leaf
+                        leaves.append(Leaf(node.name, data_port, weight_port, weight_axis,
+                                           filter_axis, in_maps[data_port].ids))
+                        leaf_ports = (data_port,)
+                    seen[node.name] = (tracked, leaf_ports, "")
+            if tag.root:
+                spec = ROOT_RULES[node.op_type](view)
+                out = ir.outputs_of(node)[0]
+                if spec is not None and out is not None:
+                    ids = np.arange(next_id, next_id + spec.channels, dtype=np.int64)
+                    roots.append(Root(node.name, out.name, spec.weight_port, spec.weight_axis,
+                                      spec.channels, next_id))
+                    maps[out.name] = ChannelMap(spec.out_axis, spec.out_rank, ids)
+                    next_id += spec.channels
+        for name in ir.output_names:
+            if name in maps:
+                block(maps[name].ids, f"reaches graph output {name!r}")
+
+        a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
+        b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, np.int64)
+        rep = union_find(next_id, a, b)
+        trees = tuple(_tree(ir, root, maps, rep, seen) for root in roots)
+        ctx.put(Trees(tuple(roots), maps, tuple(leaves), a, b, blocked, trees, next_id, rep))
+        return PassResult(False, {"roots": len(roots), "leaves": len(leaves),
+                                  "channels": next_id, "blocked_channels": len(blocked)})
+
+
+def union_find(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Representative (smallest member) of each id's equivalence class under pairs a~b."""
+    rep = np.arange(n, dtype=np.int64)
+    if len(a) == 0:
+        return rep
+    while True:
+        ra, rb = rep[a], rep[b]
+        low = np.minimum(ra, rb)
+        if np.array_equal(ra, rb):
+            break
+        np.minimum.at(rep, ra, low)
+        np.minimum.at(rep, rb, low)
+        while True:  # pointer jumping until every id points at a root
+            nxt = rep[rep]
+            if np.array_equal(nxt, rep):
+                break
+            rep = nxt
+    return rep
+
+
+def _tree(ir: Graph, root: Root, maps, rep: np.ndarray, seen) -> AssociationTree:
+    own = set(np.unique(rep[root.first_id:root.first_id + root.channels]).tolist())
+
+    def carries(value_name: str) -> bool:
+        m = maps.get(value_name)
+        if m is None:
+            return False
+        ids = m.ids[m.ids >= 0]
+        return bool(own.intersection(np.unique(rep[ids]).tolist()))
+
+    kinds = {root.node: "root"}
+    edges: list[tuple[str, str]] = []
+    leaves: list[str] = []
+    blockers: list[str] = []
+    queue = deque([(root.node, root.output)])
+    while queue:
+        parent, value = queue.popleft()
+        if ir.is_graph_output(value):
+            key = f"output:{value}"
+            edges.append((parent, key))
+            if key not in kinds:
+                kinds[key] = "output"
+                blockers.append(key)
+        for node, port in ir.consumers(value):
+            tracked, leaf_ports, reason = seen.get(node.name, ((), (), ""))
+            edges.append((parent, node.name))
+            if node.name in kinds:
+                continue
+            if reason:
+                kinds[node.name] = "barrier"
+                blockers.append(node.name)
+            elif port in leaf_ports:
+                kinds[node.name] = "leaf"
+                leaves.append(node.name)
+            else:
+                kinds[node.name] = "next"
+                for out in ir.outputs_of(node):
+                    if out is not None and carries(out.name):
+                        queue.append((node.name, out.name))
+    return AssociationTree(root.node, tuple(dict.fromkeys(edges)), kinds, tuple(leaves), tuple(blockers))

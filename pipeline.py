@@ -1,0 +1,559 @@
+"""onnxpruner: structured channel pruning of ONNX models as a compiler pass pipeline.
+
+The whole story::
+
+    model ──ir.lower──▶ Graph ──▶ tag ▶ trees ▶ classify ▶ score ▶ mask ▶ slice ▶ infer-shapes ▶ validate ──ir.raise──▶ model
+                                  └────────── analyses (typed, in PassContext) ─────┘ └ transforms ┘  └ proof ┘
+
+- A spec names the passes and their options, MLIR style:
+  ``tag,trees,classify,score{criterion=l1 scope=tree},mask{ratio=0.5},slice,infer-shapes,validate``.
+  ``Pipeline.parse(spec).spec()`` prints it back in canonical form (every option, defaults too).
+- Before anything runs, each pass's ``requires`` must be provided by an earlier pass.
+- Instruments wrap every pass: timing, IR dumps (``--dump-after``), and ``ir.verify`` after each
+  pass (on by default). A failing pass is reported with the passes that ran before it.
+- ``prune()`` is the API; ``main()`` the ``onnxpruner`` command line (exit 0 ok, 2 usage, 1 other
+  failure, one ``error:`` line, nothing written at ``-o`` on failure, the input never modified).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import onnx
+
+import ir
+from passes.analyses import Patterns, SliceRecord, Tags, Trees
+from passes.base import Pass, PassContext, PassError, PassResult
+from passes.classify import ClassifyPass
+from passes.cost import count_flops, count_params
+from passes.infer_shapes import InferShapesPass
+from passes.mask import MaskPass
+from passes.score import ScorePass
+from passes.slice import SlicePass, group_reports
+from passes.tag import TagPass
+from passes.trees import TreesPass
+from passes.validate import ValidatePass
+
+DEFAULT_SPEC = ("tag,trees,classify,score{criterion=l1 scope=tree},mask{ratio=0.5},"
+                "slice,infer-shapes,validate")
+ANALYSIS_SPEC = "tag,trees,classify"
+SPEC_METADATA_KEY = "onnxpruner.spec"
+
+
+class SpecError(ValueError):
+    """A malformed spec, unknown pass or option, or an option value out of range (exit 2)."""
+
+
+class PipelineError(RuntimeError):
+    """A pass failed on this model; the message names it and the passes before it (exit 1)."""
+
+
+# --------------------------------------------------------------------------- registry
+REGISTRY: dict[str, type[Pass]] = {}
+
+
+def register(cls: type[Pass]) -> type[Pass]:
+    """Make a Pass subclass usable by its ``name`` in specs (works as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Pass)) or not cls.name:
+        raise TypeError("register() takes a Pass subclass with a non-empty `name`")
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"pass {cls.name!r} must be a dataclass (its fields are its options)")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+for _cls in (TagPass, TreesPass, ClassifyPass, ScorePass, MaskPass, SlicePass, InferShapesPass,
+             ValidatePass):
+    register(_cls)
+
+
+# --------------------------------------------------------------------------- spec
+def _split_top(text: str, sep: str) -> list[str]:
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth < 0:
+                raise SpecError(f"unbalanced '}}' in spec {text!r}")
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if depth:
+        raise SpecError(f"unbalanced '{{' in spec {text!r}")
+    parts.append("".join(cur))
+    return parts
+
+
+def _option_fields(cls: type[Pass]) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
+def _convert(text: str, hint, where: str):
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            if text.lower() in ("true", "1", "yes", "on"):
+                return True
+            if text.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(text)
+        if hint in (int, float, str):
+            return hint(text)
+        if origin is tuple:
+            return tuple(t for t in text.split(",") if t)
+        if origin is dict:
+            out = {}
+            for item in (t for t in text.split(",") if t):
+                key, _, val = item.rpartition(":")
+                if not key:
+                    raise ValueError(item)
+                out[key] = float(val)
+            return out
+    except ValueError:
+        raise SpecError(f"{where}: cannot read {text!r} as {getattr(hint, '__name__', hint)}") from None
+    raise SpecError(f"{where}: unsupported option type {hint}")
+
+
+def _format(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v:g}" for k, v in sorted(value.items()))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def parse_pass(item: str) -> Pass:
+    item = item.strip()
+    name, brace, rest = item.partition("{")
+    name = name.strip()
+    if name not in REGISTRY:
+        raise SpecError(f"unknown pass {name!r}; known passes: {', '.join(sorted(REGISTRY))}")
+    cls = REGISTRY[name]
+    fields = _option_fields(cls)
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    if brace:
+        if not rest.endswith("}"):
+            raise SpecError(f"pass {name!r}: options must end with '}}'")
+        for opt in rest[:-1].split():
+            key, eq, val = opt.partition("=")
+            attr = key.replace("-", "_")
+            if not eq or attr not in fields:
+                known = ", ".join(f.replace("_", "-") for f in fields) or "none"
+                raise SpecError(f"pass {name!r} has no option {key!r}; its options: {known}")
+            kwargs[attr] = _convert(val, hints[attr], f"{name}{{{key}}}")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise SpecError(f"pass {name!r}: {exc}") from None
+
+
+def print_pass(p: Pass) -> str:
+    opts = [f"{f.replace('_', '-')}={_format(getattr(p, f))}" for f in _option_fields(type(p))]
+    return p.name + ("{" + " ".join(opts) + "}" if opts else "")
+
+
+# --------------------------------------------------------------------------- instruments
+class Instrument:
+    """Hooks around each pass; override what you need."""
+
+    def before(self, p: Pass, graph: ir.Graph, ctx: PassContext) -> None: ...
+
+    def after(self, p: Pass, graph: ir.Graph, ctx: PassContext, result: PassResult, seconds: float) -> None: ...
+
+    def failed(self, p: Pass, graph: ir.Graph, ctx: PassContext, exc: BaseException) -> None: ...
+
+
+class VerifyInstrument(Instrument):
+    def after(self, p, graph, ctx, result, seconds):
+        problems = ir.verify(graph)
+        if problems:
+            more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise PassError("IR verification failed: " + "; ".join(problems[:3]) + more)
+
+
+class TimingInstrument(Instrument):
+    def __init__(self, stream=None):
+        self.stream = stream
+        self.rows: list[tuple[str, float]] = []
+
+    def after(self, p, graph, ctx, result, seconds):
+        self.rows.append((p.name, seconds))
+        if self.stream is not None:
+            print(f"  {p.name:<14} {seconds * 1000:9.1f} ms", file=self.stream)
+
+
+class DumpInstrument(Instrument):
+    def __init__(self, names: Iterable[str], folder: str | os.PathLike):
+        self.names = set(names)
+        self.folder = Path(folder)
+        self.count = 0
+
+    def after(self, p, graph, ctx, result, seconds):
+        self.count += 1
+        if p.name in self.names:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / f"{self.count:02d}-{p.name}.txt").write_text(ir.dump(graph))
+
+
+# --------------------------------------------------------------------------- pipeline
+@dataclass
+class Pipeline:
+    passes: list[Pass]
+
+    @classmethod
+    def parse(cls, spec: str) -> "Pipeline":
+        items = [i for i in _split_top(spec.strip(), ",") if i.strip()]
+        if not items:
+            raise SpecError("empty pass spec")
+        return cls([parse_pass(i) for i in items])
+
+    def spec(self) -> str:
+        return ",".join(print_pass(p) for p in self.passes)
+
+    def check(self, available: Iterable[type] = ()) -> None:
+        """Every pass's requirements must be provided by an earlier pass (or be available)."""
+        have = set(available)
+        for i, p in enumerate(self.passes):
+            for need in p.requires:
+                if need not in have:
+                    providers = sorted(n for n, c in REGISTRY.items() if need in c.provides)
+                    hint = f"; add {' or '.join(repr(x) for x in providers)} before it" if providers else ""
+                    raise SpecError(f"pass {p.name!r} requires {need.__name__}, which no earlier pass provides{hint}")
+            have.update(p.provides)
+
+    def run(self, graph: ir.Graph, ctx: PassContext | None = None,
+            instruments: Iterable[Instrument] = (), verify: bool = True) -> PassContext:
+        ctx = ctx or PassContext()
+        self.check(ctx.analyses.keys())
+        hooks = list(instruments) + ([VerifyInstrument()] if verify else [])
+        ctx.report.setdefault("passes", [])
+        done: list[str] = []
+        for p in self.passes:
+            for h in hooks:
+                h.before(p, graph, ctx)
+            start = time.perf_counter()
+            try:
+                result = p.run(graph, ctx)
+                seconds = time.perf_counter() - start
+                if result.changed:
+                    ctx.invalidate(keep=p.provides + p.preserves)
+                for h in hooks:
+                    h.after(p, graph, ctx, result, seconds)
+            except Exception as exc:
+                for h in hooks:
+                    h.failed(p, graph, ctx, exc)
+                before = ", ".join(done) if done else "none"
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise PipelineError(f"pass {p.name!r} failed (after: {before}): {msg}") from exc
+            ctx.report["passes"].append({"name": p.name, "seconds": round(seconds, 6),
+                                         "changed": result.changed, "stats": result.stats,
+                                         "notes": result.notes})
+            done.append(p.name)
+        return ctx
+
+
+# --------------------------------------------------------------------------- API
+@dataclass
+class PruneResult:
+    model: onnx.ModelProto
+    report: dict
+    external: frozenset[str] = frozenset()
+
+
+def _open(model_or_path) -> tuple[onnx.ModelProto, frozenset[str], str]:
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path, frozenset(), "<model>"
+    model, external = ir.load(model_or_path)
+    return model, external, str(model_or_path)
+
+
+def check_input(model: onnx.ModelProto, where: str) -> None:
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise ir.ModelLoadError(f"{where}: invalid ONNX model ({text[0] if text else type(exc).__name__})") from None
+
+
+def build_spec(ratio: float = 0.5, criterion: str = "l1", scope: str = "tree", ort: bool = True) -> str:
+    validate = "validate" if ort else "validate{ort=false}"
+    return (f"tag,trees,classify,score{{criterion={criterion} scope={scope}}},"
+            f"mask{{ratio={ratio!r}}},slice,infer-shapes,{validate}")
+
+
+def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str = "tree",
+          passes: str | None = None, verify: bool = True, seed: int = 0,
+          instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None) -> PruneResult:
+    """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
+
+    ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope."""
+    pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope))
+    model, external, where = _open(model_or_path)
+    check_input(model, where)
+    graph = ir.lower(model)
+    params_before, flops_before = count_params(graph), count_flops(graph)
+    ctx = PassContext(original=model, seed=seed, sample_inputs=sample_inputs)
+    ctx.report.update(verified=False, max_abs_diff=None)
+    pipe.run(graph, ctx, instruments, verify=verify)
+    graph.props.metadata_props[SPEC_METADATA_KEY] = pipe.spec()
+    out = ir.raise_model(graph)
+    record = ctx.analyses.get(SliceRecord)
+    if record is not None:
+        groups = list(record.groups)
+    elif Patterns in ctx.analyses and Trees in ctx.analyses:
+        groups = list(group_reports(ctx.get(Patterns), None, ctx.get(Trees)))
+    else:
+        groups = []
+    report = {
+        "model": where,
+        "spec": pipe.spec(),
+        "params_before": params_before, "params_after": count_params(graph),
+        "flops_before": flops_before, "flops_after": count_flops(graph),
+        "groups": groups,
+        "passes": ctx.report["passes"],
+        "verified": ctx.report["verified"],
+        "max_abs_diff": ctx.report["max_abs_diff"],
+    }
+    return PruneResult(out, report, external & set(graph.initializers))
+
+
+def inspect(model_or_path) -> dict:
+    """Tags, trees with their pattern, groups, and what blocks each group left alone."""
+    model, _, where = _open(model_or_path)
+    check_input(model, where)
+    graph = ir.lower(model)
+    ctx = Pipeline.parse(ANALYSIS_SPEC).run(graph, PassContext())
+    tags, trees, patterns = ctx.get(Tags), ctx.get(Trees), ctx.get(Patterns)
+    pattern_of = {r: g.pattern for g in patterns.groups for r in g.roots}
+    roles: dict[str, int] = {}
+    for t in tags.by_node.values():
+        roles[t.role] = roles.get(t.role, 0) + 1
+    return {
+        "model": where,
+        "roles": roles,
+        "barriers": [{"node": t.node, "op": t.op_type, "reason": t.reason}
+                     for t in tags.by_node.values() if t.role == "barrier"],
+        "trees": [{"root": t.root, "pattern": pattern_of.get(t.root), "leaves": list(t.leaves),
+                   "blockers": list(t.blockers), "edges": [list(e) for e in t.edges]}
+                  for t in trees.trees],
+        "groups": list(group_reports(patterns, None, trees)),
+    }
+
+
+def trees_to_dot(info: dict) -> str:
+    lines = ["digraph trees {", "  rankdir=LR;"]
+    for i, t in enumerate(info["trees"]):
+        lines.append(f'  subgraph cluster_{i} {{ label="{t["root"]} ({t["pattern"]})";')
+        for a, b in t["edges"]:
+            lines.append(f'    "{i}:{a}" -> "{i}:{b}";')
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- command line
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="onnxpruner", description="Structured channel pruning for ONNX models.")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("prune", help="prune a model")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--ratio", type=float, default=0.5)
+    p.add_argument("--criterion", default="l1")
+    p.add_argument("--scope", default="tree", choices=["tree", "node"])
+    p.add_argument("--passes", help="a pass spec replacing the default pipeline")
+    p.add_argument("--report", help="write the report JSON here")
+    p.add_argument("--no-verify", action="store_true", help="skip ir.verify after each pass")
+    p.add_argument("--time-passes", action="store_true")
+    p.add_argument("--dump-after", default="", help="comma-separated pass names")
+    p.add_argument("--dump-dir", default="onnxpruner-dumps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    i = sub.add_parser("inspect", help="show tags, association trees and groups")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--dot", help="write the association trees as Graphviz")
+    i.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    d = sub.add_parser("demo", help="export a small ResNet-style CNN, prune it at 0.5, verify")
+    d.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return ap
+
+
+def _check_output(path: str, model: str | None = None) -> None:
+    folder = Path(path).parent if Path(path).parent != Path("") else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"output folder {str(folder)!r} does not exist")
+    if model is not None and Path(model).exists() and Path(path).resolve() == Path(model).resolve():
+        raise UsageError(f"{path}: output would overwrite the input model")
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{Path(path).name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _cmd_prune(args) -> int:
+    _check_output(args.output, args.model)
+    if args.report:
+        _check_output(args.report, args.model)
+    if args.passes is None and not (0.0 <= args.ratio < 1.0):
+        raise UsageError(f"--ratio must be in [0, 1), got {args.ratio}")
+    instruments: list[Instrument] = []
+    if args.time_passes:
+        instruments.append(TimingInstrument(sys.stderr))
+    if args.dump_after:
+        instruments.append(DumpInstrument(args.dump_after.split(","), args.dump_dir))
+    result = prune(args.model, ratio=args.ratio, criterion=args.criterion, scope=args.scope,
+                   passes=args.passes, verify=not args.no_verify, seed=args.seed,
+                   instruments=instruments)
+    ir.save(result.model, args.output, result.external)
+    if args.report:
+        _write_text_atomic(args.report, json.dumps(result.report, indent=2) + "\n")
+    print(_summary(result.report))
+    return 0
+
+
+def _summary(report: dict) -> str:
+    def ratio(a, b):
+        return f"{b / a:.3f}" if a else "n/a"
+
+    pruned = sum(1 for g in report["groups"] if g.get("pruned"))
+    left = [g for g in report["groups"] if not g.get("pruned") and g.get("reason")]
+    lines = [f"params {report['params_before']:,} -> {report['params_after']:,} "
+             f"(x{ratio(report['params_before'], report['params_after'])})",
+             f"FLOPs  {report['flops_before']:,} -> {report['flops_after']:,} "
+             f"(x{ratio(report['flops_before'], report['flops_after'])})",
+             f"groups {pruned} pruned of {len(report['groups'])}; {len(left)} left alone",
+             f"verified {report['verified']} (max abs diff {report['max_abs_diff']})"]
+    for g in left[:10]:
+        lines.append(f"  group {g['id']} ({', '.join(g['roots'][:3])}): {g['reason']}")
+    if len(left) > 10:
+        lines.append(f"  ... {len(left) - 10} more in the report")
+    return "\n".join(lines)
+
+
+def _cmd_inspect(args) -> int:
+    if args.dot:
+        _check_output(args.dot)
+    info = inspect(args.model)
+    if args.dot:
+        _write_text_atomic(args.dot, trees_to_dot(info))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['model']}: " + ", ".join(f"{k} {v}" for k, v in sorted(info["roles"].items())))
+    for b in info["barriers"]:
+        print(f"  barrier {b['node']} ({b['op']}): {b['reason']}")
+    for g in info["groups"]:
+        state = "prunable" if g.get("reason") is None or g["reason"].startswith("not selected") \
+            else f"left alone: {g['reason']}"
+        print(f"  group {g['id']} {g['pattern']} roots={','.join(g['roots'])} "
+              f"leaves={','.join(g['leaves']) or '-'} channels={g['channels_before']} {state}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+            self.c2, self.b2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            return torch.relu(x + self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+
+    class SmallResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+            self.blocks = nn.Sequential(Block(32), Block(32), nn.Conv2d(32, 64, 3, stride=2, padding=1),
+                                        nn.ReLU(), Block(64))
+            self.head = nn.Linear(64 * 16 * 16, 10)
+
+        def forward(self, x):
+            return self.head(torch.flatten(self.blocks(self.stem(x)), 1))
+
+    torch.manual_seed(0)
+    net = SmallResNet().eval()
+    with torch.no_grad():  # distinct weights: fresh BatchNorm parameters would be deduplicated
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "small_resnet.onnx"), os.path.join(tmp, "small_resnet.pruned.onnx")
+        torch.onnx.export(net, torch.randn(1, 3, 32, 32), src, dynamo=False, opset_version=17,
+                          do_constant_folding=False, input_names=["image"], output_names=["logits"])
+        result = prune(src, ratio=0.5)
+        ir.save(result.model, dst)
+        np.testing.assert_equal(result.report["verified"], True)
+        print("demo: small ResNet-style CNN (exported from PyTorch), pruned at ratio 0.5, l1, tree scope")
+        print(_summary(result.report))
+        for g in result.report["groups"]:
+            print(f"  group {g['id']:2d} {g['pattern']:<13} {g['channels_before']:3d} -> "
+                  f"{g['channels_after']:3d}  roots={','.join(g['roots'])}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    commands = {"prune": _cmd_prune, "inspect": _cmd_inspect, "demo": _cmd_demo}
+    try:
+        return commands[args.command](args)
+    except (UsageError, SpecError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ir.ModelLoadError, PipelineError, PassError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug of ours: still one line, the traceback behind --debug
+        if args.debug:
+            raise
+        text = str(exc).strip().splitlines()
+        print(f"error: internal error ({type(exc).__name__}: {text[0] if text else ''}); "
+              f"rerun with --debug for the traceback", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
