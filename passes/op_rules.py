@@ -682,7 +682,7 @@ class Rewriter:
         self.graph.replace_node(self.node)
 
 
-Keeps = dict[int, tuple[int, np.ndarray]]   # port -> (axis, boolean keep mask along that axis)
+Keeps = dict[int, tuple[int, np.ndarray, int]]   # port -> (axis, keep mask along it, rank)
 
 
 def _take(arr: np.ndarray, axis: int, keep: np.ndarray) -> np.ndarray:
@@ -755,8 +755,7 @@ def _slice_broadcast_constants(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     """Per-channel constants of an elementwise op (Caffe-style scale, PRelu slope, ...)."""
     if 0 not in outs:
         return
-    axis, keep = outs[0]
-    out_rank = _out_rank(rw)
+    axis, keep, out_rank = outs[0]
     for port, value in enumerate(rw.graph.inputs_of(rw.node)):
         if value is None or port in ins:
             continue
@@ -768,21 +767,8 @@ def _slice_broadcast_constants(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
             rw.set_const(port, _take(arr, a, keep))
 
 
-def _out_rank(rw: Rewriter) -> int:
-    ranks = []
-    for value in rw.graph.inputs_of(rw.node):
-        if value is None:
-            continue
-        arr = rw.graph.const_array(value)
-        if arr is not None:
-            ranks.append(arr.ndim)
-        elif value.shape is not None:
-            ranks.append(len(value.shape))
-    return max(ranks) if ranks else 0
-
-
 def _slice_reshape(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
-    axis, keep = outs[0]
+    axis, keep, _ = outs[0]
     if rw.opset < 5:
         shape = list(rw.node.attr("shape"))
         if shape[axis] not in (-1,):
@@ -800,7 +786,7 @@ def _slice_resize(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
         return
     ins_list = rw.graph.inputs_of(rw.node)
     if len(ins_list) > 3 and ins_list[3] is not None:
-        axis, keep = outs[0]
+        axis, keep, _ = outs[0]
         sizes = np.array(rw.const(3), dtype=np.int64).copy()
         sizes[axis] = int(keep.sum())
         rw.set_const(3, sizes)

@@ -65,11 +65,11 @@ class SlicePass(Pass):
         ctx.put(SliceRecord(tuple(zeroings), groups))
         if len(removed) == 0:
             return PassResult(False, {"values_sliced": 0})
-        keeps: dict[str, tuple[int, np.ndarray]] = {}
+        keeps: dict[str, tuple[int, np.ndarray, int]] = {}
         for name, m in trees.maps.items():
             keep = ~np.isin(m.ids, removed)
             if not keep.all():
-                keeps[name] = (m.axis, keep)
+                keeps[name] = (m.axis, keep, m.rank)
         opset = opset_of(ir)
         touched = 0
         for node in ir.topo_nodes():
@@ -83,7 +83,7 @@ class SlicePass(Pass):
             if rule is not None:
                 rule(Rewriter(ir, node, opset), ins, outs)
                 touched += 1
-        for name, (axis, keep) in keeps.items():
+        for name, (axis, keep, _) in keeps.items():
             value = ir.value(name)
             if isinstance(value, Initializer) or value.shape is None:
                 continue
