@@ -156,6 +156,9 @@ def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
     inputs = [_value_info(graph.value(name)) for name in graph.input_names]
     outputs = [_value_info(graph.value(name)) for name in graph.output_names]
     inits = list(graph.initializers.values())
+    if props.ir_version < 4:  # IR version 3 requires every initializer to be a graph input
+        listed = set(graph.input_names)
+        inputs += [_value_info(i) for i in inits if i.name not in listed]
     if light:
         listed = set(graph.input_names)
         inputs += [_value_info(i) for i in inits if i.size > LIGHT_LIMIT and i.name not in listed]

@@ -1,0 +1,36 @@
+"""Shared test set-up: ``import models`` works, ``--update-golden`` rewrites golden files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+GOLDEN = HERE / "golden"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/*.txt")
+
+
+@pytest.fixture
+def golden(request):
+    """``golden(name, text)``: compare with tests/golden/<name>.txt (or rewrite it)."""
+    update = request.config.getoption("--update-golden")
+
+    def check(name: str, text: str) -> None:
+        path = GOLDEN / f"{name}.txt"
+        if update or not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text)
+            if not update:
+                pytest.fail(f"golden file {path.name} was missing and has been written; rerun")
+            return
+        assert text == path.read_text(), f"output differs from golden {path.name} (--update-golden rewrites it)"
+
+    return check

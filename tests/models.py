@@ -1,0 +1,217 @@
+"""Small seeded ONNX models, one per pruning pattern, built with ``onnx.helper``.
+
+Each factory returns an ``onnx.ModelProto`` that runs in ONNX Runtime 1.19 (opset <= 21).
+``Builder`` keeps them short: ``b.conv(x, 8)`` adds a Conv with seeded weights and returns its
+output name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+class Builder:
+    def __init__(self, seed: int = 0, opset: int = 17, ir_version: int = 8, name: str = "m"):
+        self.rng = np.random.default_rng(seed)
+        self.opset, self.ir_version, self.name = opset, ir_version, name
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.count = 0
+
+    def fresh(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def input(self, name: str, shape, dtype=TensorProto.FLOAT) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, dtype, shape))
+        return name
+
+    def const(self, array: np.ndarray, prefix: str = "w") -> str:
+        name = self.fresh(prefix)
+        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def weight(self, *shape, prefix: str = "w") -> str:
+        return self.const(self.rng.standard_normal(shape).astype(np.float32) * 0.5, prefix)
+
+    def op(self, op_type: str, inputs, n_out: int = 1, domain: str = "", **attrs):
+        outs = [self.fresh(op_type.lower() + "_") for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=self.fresh(op_type),
+                                           domain=domain, **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def conv(self, x: str, cin: int, cout: int, k: int = 3, bias: bool = True, group: int = 1, **attrs) -> str:
+        ins = [x, self.weight(cout, cin // group, k, k)]
+        if bias:
+            ins.append(self.weight(cout, prefix="b"))
+        return self.op("Conv", ins, kernel_shape=[k, k], pads=[k // 2] * 4, group=group, **attrs)
+
+    def bn(self, x: str, c: int) -> str:
+        scale = self.const((self.rng.random(c) + 0.5).astype(np.float32), "bn_scale")
+        bias = self.const(self.rng.standard_normal(c).astype(np.float32) * 0.1, "bn_bias")
+        mean = self.const(self.rng.standard_normal(c).astype(np.float32) * 0.1, "bn_mean")
+        var = self.const((self.rng.random(c) + 0.5).astype(np.float32), "bn_var")
+        return self.op("BatchNormalization", [x, scale, bias, mean, var])
+
+    def relu(self, x: str) -> str:
+        return self.op("Relu", [x])
+
+    def gemm(self, x: str, k: int, n: int) -> str:
+        return self.op("Gemm", [x, self.weight(n, k), self.weight(n, prefix="b")], transB=1)
+
+    def build(self, outputs: list[str], value_info: bool = False, shapes: dict | None = None) -> onnx.ModelProto:
+        """The model; output types come from shape inference (or ``shapes``, for ops it does not
+        know), and so does value_info when asked."""
+        inputs = list(self.inputs)
+        if self.ir_version < 4:  # IR version 3: every initializer is also a graph input
+            inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in self.inits]
+        graph = helper.make_graph(self.nodes, self.name, inputs, [], self.inits)
+        graph.output.extend(onnx.ValueInfoProto(name=o) for o in outputs)
+        domains = sorted({n.domain for n in self.nodes if n.domain not in ("", "ai.onnx")})
+        opsets = [helper.make_opsetid("", self.opset)] + [helper.make_opsetid(d, 1) for d in domains]
+        model = helper.make_model(graph, opset_imports=opsets, ir_version=self.ir_version,
+                                  producer_name="tests")
+        inferred = onnx.shape_inference.infer_shapes(model)
+        types = {vi.name: vi.type for vi in inferred.graph.value_info}
+        for name, shape in (shapes or {}).items():
+            types[name] = helper.make_tensor_type_proto(TensorProto.FLOAT, shape)
+        for out in model.graph.output:
+            out.type.CopyFrom(types[out.name])
+        if value_info:
+            model.graph.value_info.extend(vi for vi in inferred.graph.value_info if vi.name not in outputs)
+        return model
+
+
+def chain() -> onnx.ModelProto:
+    """one-to-one: conv -> bn -> relu -> conv -> relu -> conv(head)."""
+    b = Builder(1, name="chain")
+    x = b.input("x", [1, 3, 8, 8])
+    y = b.relu(b.bn(b.conv(x, 3, 8), 8))
+    y = b.relu(b.conv(y, 8, 6))
+    return b.build([b.conv(y, 6, 4, k=1)])
+
+
+def one_to_many() -> onnx.ModelProto:
+    """one root feeding two convs whose results are concatenated (SqueezeNet fire)."""
+    b = Builder(2, name="one_to_many")
+    x = b.input("x", [1, 3, 8, 8])
+    s = b.relu(b.conv(x, 3, 8, k=1))
+    e1 = b.relu(b.conv(s, 8, 6, k=1))
+    e3 = b.relu(b.conv(s, 8, 6, k=3))
+    cat = b.op("Concat", [e1, e3], axis=1)
+    return b.build([b.conv(cat, 12, 4, k=1)])
+
+
+def many_to_one() -> onnx.ModelProto:
+    """two roots added (residual) into one conv."""
+    b = Builder(3, name="many_to_one")
+    x = b.input("x", [1, 3, 8, 8])
+    a = b.bn(b.conv(x, 3, 8, bias=False), 8)
+    c = b.conv(x, 3, 8, k=1)
+    s = b.relu(b.op("Add", [a, c]))
+    return b.build([b.conv(s, 8, 4)])
+
+
+def many_to_many() -> onnx.ModelProto:
+    """a residual stream (three roots) read by two convs and a pooled Gemm head."""
+    b = Builder(4, name="many_to_many")
+    x = b.input("x", [1, 3, 8, 8])
+    s0 = b.relu(b.conv(x, 3, 8))
+    r1 = b.conv(b.relu(b.conv(s0, 8, 8)), 8, 8)
+    s1 = b.relu(b.op("Add", [s0, r1]))
+    r2 = b.conv(b.relu(b.conv(s1, 8, 8)), 8, 8)
+    s2 = b.relu(b.op("Sum", [s1, r2]))
+    side = b.conv(s2, 8, 4, k=1)
+    pooled = b.op("Flatten", [b.op("GlobalAveragePool", [s2])], axis=1)
+    return b.build([b.gemm(pooled, 8, 5), side], value_info=True)
+
+
+def concat() -> onnx.ModelProto:
+    """two independent roots concatenated with offsets, plus an untracked branch."""
+    b = Builder(5, name="concat")
+    x = b.input("x", [1, 3, 8, 8])
+    a = b.relu(b.conv(x, 3, 6))
+    c = b.relu(b.conv(x, 3, 4, k=1))
+    pool = b.op("MaxPool", [x], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1])
+    cat = b.op("Concat", [a, pool, c], axis=1)
+    return b.build([b.conv(cat, 13, 4, k=1)])
+
+
+def depthwise() -> onnx.ModelProto:
+    """MobileNet block: pointwise -> depthwise (group=C) -> pointwise."""
+    b = Builder(6, name="depthwise")
+    x = b.input("x", [1, 3, 8, 8])
+    p = b.op("Clip", [b.bn(b.conv(x, 3, 8, k=1), 8), b.const(np.array(0, np.float32), "lo"),
+                      b.const(np.array(6, np.float32), "hi")])
+    d = b.relu(b.bn(b.conv(p, 8, 8, group=8, bias=False), 8))
+    return b.build([b.conv(d, 8, 4, k=1)])
+
+
+def flatten_gemm() -> onnx.ModelProto:
+    """VGG head: conv -> relu -> maxpool -> flatten -> gemm -> relu -> gemm."""
+    b = Builder(7, name="flatten_gemm")
+    x = b.input("x", [1, 3, 8, 8])
+    c = b.op("MaxPool", [b.relu(b.conv(x, 3, 6))], kernel_shape=[2, 2], strides=[2, 2])
+    f = b.op("Flatten", [c], axis=1)
+    h = b.relu(b.gemm(f, 6 * 4 * 4, 16))
+    return b.build([b.gemm(h, 16, 5)], value_info=True)
+
+
+def graph_output() -> onnx.ModelProto:
+    """a feature map that is both a graph output and read by the next conv."""
+    b = Builder(8, name="graph_output")
+    x = b.input("x", [1, 3, 8, 8])
+    feat = b.relu(b.conv(x, 3, 8))
+    y = b.relu(b.conv(feat, 8, 6))
+    return b.build([feat, b.conv(y, 6, 4, k=1)])
+
+
+def barrier() -> onnx.ModelProto:
+    """an op outside the table (ONNX Runtime's com.microsoft.Gelu) between two convs, and an
+    LRN (mixes channels)."""
+    b = Builder(9, name="barrier")
+    x = b.input("x", [1, 3, 8, 8])
+    a = b.relu(b.conv(x, 3, 8))
+    # Gelu is elementwise, but com.microsoft ops are not in the table: it must stay a barrier
+    odd = b.op("Gelu", [a], domain="com.microsoft")
+    c = b.relu(b.conv(odd, 8, 6))
+    n = b.op("LRN", [c], size=3)
+    d = b.relu(b.conv(n, 6, 6))
+    y = b.conv(d, 6, 4, k=1)
+    return b.build([y], shapes={y: [1, 4, 8, 8]})
+
+
+def caffe_style_opset9() -> onnx.ModelProto:
+    """Caffe2-era export: opset 9, IR version 3 (weights listed as inputs), Sum, LRN, Dropout,
+    scale layers as Mul/Add by per-channel constants."""
+    b = Builder(10, opset=9, ir_version=3, name="caffe_style")
+    x = b.input("data", [1, 3, 8, 8])
+    c1 = b.conv(x, 3, 8)
+    scaled = b.op("Add", [b.op("Mul", [c1, b.weight(8, 1, 1, prefix="scale")]), b.weight(8, 1, 1, prefix="shift")])
+    r1 = b.relu(scaled)
+    drop = b.op("Dropout", [r1], ratio=0.5)
+    c2 = b.conv(drop, 8, 8, k=1)
+    c3 = b.conv(drop, 8, 8, k=3)
+    s = b.relu(b.op("Sum", [c2, c3, b.conv(x, 3, 8, k=1)]))
+    n = b.op("LRN", [s], size=3)
+    c4 = b.relu(b.conv(n, 8, 6))
+    pooled = b.op("Reshape", [b.op("AveragePool", [c4], kernel_shape=[8, 8]),
+                              b.const(np.array([1, 6], np.int64), "shape")])
+    return b.build([b.gemm(pooled, 6, 5)])
+
+
+PATTERNS = {
+    "chain": chain,
+    "one_to_many": one_to_many,
+    "many_to_one": many_to_one,
+    "many_to_many": many_to_many,
+    "concat": concat,
+    "depthwise": depthwise,
+    "flatten_gemm": flatten_gemm,
+    "graph_output": graph_output,
+    "barrier": barrier,
+    "caffe_style_opset9": caffe_style_opset9,
+}
