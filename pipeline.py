@@ -33,7 +33,7 @@ from typing import Any, Iterable
 import onnx
 
 import ir
-from passes.analyses import Patterns, SliceRecord, Tags, Trees
+from passes.analyses import Patterns, SliceRecord, Tags, Trees, render
 from passes.base import Pass, PassContext, PassError, PassResult
 from passes.classify import ClassifyPass
 from passes.cost import count_flops, count_params
@@ -212,7 +212,11 @@ class DumpInstrument(Instrument):
         self.count += 1
         if p.name in self.names:
             self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / f"{self.count:02d}-{p.name}.txt").write_text(ir.dump(graph))
+            text = ir.dump(graph)
+            for kind in p.provides:  # the analyses this pass decided, after the IR
+                if ctx.has(kind):
+                    text += f"\n# {kind.__name__}\n" + render(ctx.get(kind))
+            (self.folder / f"{self.count:02d}-{p.name}.txt").write_text(text)
 
 
 # --------------------------------------------------------------------------- pipeline

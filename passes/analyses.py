@@ -223,3 +223,50 @@ class SliceRecord:
 
     zeroings: tuple[LeafZeroing, ...]
     groups: tuple[dict, ...]
+
+
+def render(analysis) -> str:
+    """A stable text form of an analysis, for golden tests and ``--dump-after``."""
+    lines: list[str] = []
+    if isinstance(analysis, Tags):
+        for t in analysis.by_node.values():
+            flags = "".join((" root" if t.root else "", " leaf" if t.leaf else ""))
+            lines.append(f"{t.node}: {t.op_type} {t.role}{flags}" + (f" ({t.reason})" if t.reason else ""))
+    elif isinstance(analysis, Trees):
+        for r in analysis.roots:
+            lines.append(f"root {r.node} -> {r.output}: {r.channels} channels, ids {r.first_id}..{r.first_id + r.channels - 1}")
+        for name in sorted(analysis.maps):
+            m = analysis.maps[name]
+            lines.append(f"map {name}: axis {m.axis}/{m.rank} ids {_ids(m.ids)}")
+        for lf in analysis.leaves:
+            lines.append(f"leaf {lf.node}: input {lf.data_port} -> weight {lf.weight_port} axis {lf.weight_axis} ids {_ids(lf.ids)}")
+        for t in analysis.trees:
+            lines.append(f"tree {t.root}: " + " ".join(f"{a}->{b}[{t.kinds.get(b, '?')}]" for a, b in t.edges))
+        for i in sorted(analysis.blocked):
+            lines.append(f"blocked {i}: {analysis.blocked[i]}")
+    elif isinstance(analysis, Patterns):
+        for g in analysis.groups:
+            members = " ".join("{" + ",".join(str(i) for i in m.tolist()) + "}" for m in g.members)
+            lines.append(f"group {g.id} {g.pattern} roots={','.join(g.roots)} leaves={','.join(g.leaves)}"
+                         + (f" blocked: {g.blocked}" if g.blocked else f" channels {members}"))
+    elif isinstance(analysis, Scores):
+        for gid, s in analysis.by_group.items():
+            lines.append(f"group {gid} {analysis.criterion}/{analysis.scope}: " + " ".join(f"{x:.6g}" for x in s))
+    elif isinstance(analysis, Masks):
+        for gid, kept in analysis.kept.items():
+            lines.append(f"group {gid} kept {list(kept)}")
+        lines.append(f"removed ids {_ids(analysis.removed_ids)}")
+        lines += [f"note {n}" for n in analysis.notes]
+    elif isinstance(analysis, SliceRecord):
+        for z in analysis.zeroings:
+            lines.append(f"zero {z.node} weight {z.weight_port} axis {z.weight_axis} at {list(z.positions)}")
+    else:
+        lines.append(repr(analysis))
+    return "\n".join(lines) + "\n"
+
+
+def _ids(ids: np.ndarray) -> str:
+    ids = np.asarray(ids)
+    if len(ids) > 24:
+        return "[" + " ".join(str(i) for i in ids[:12].tolist()) + f" ... ({len(ids)} positions)]"
+    return "[" + " ".join(str(i) for i in ids.tolist()) + "]"

@@ -3,8 +3,8 @@
 Reads: ``Patterns``, ``Scores``. Provides: ``Masks``. Each prunable group loses the
 ``floor(ratio × channels)`` lowest-scoring channels (ties: the lower index goes first), then
 ``min-keep`` and ``round-to`` (kept count rounded up to a multiple) are applied. ``ratios`` sets a
-ratio per root node (a group takes the smallest ratio named for its roots); ``ignore`` leaves
-alone every group with a named root or leaf.
+ratio per root node (a group takes the smallest ratio named for its roots); ``ignore`` keeps the
+output channels of the named nodes: their groups are left alone (their inputs may still shrink).
 
 Example: ``mask{ratio=0.5 round-to=8}`` on a 20-channel group keeps 16 (10 rounded up to 16).
 """
@@ -65,7 +65,7 @@ class MaskPass(Pass):
         for group in patterns.groups:
             if group.blocked or group.id not in scores.by_group:
                 continue
-            if ignore & (set(group.roots) | set(group.leaves)):
+            if ignore & set(group.roots):
                 notes.append(f"group {group.id} ignored by request")
                 continue
             named = [self.ratios[r] for r in group.roots if r in self.ratios]
