@@ -1,0 +1,172 @@
+"""The pass manager: spec parsing and printing, the registry, the static requires check,
+instruments, error messages, and a user's own pass used by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import onnx
+import pytest
+
+import ir
+import models
+import pipeline
+from passes.analyses import Patterns, Scores, Tags
+from passes.base import Pass, PassContext, PassResult
+
+CANONICAL = ("tag,trees,classify,score{criterion=l1 scope=tree},"
+             "mask{ratio=0.5 ratios= round-to=1 min-keep=1 ignore=},slice,infer-shapes,"
+             "validate{ort=true equivalence=true rtol=0.001 atol=0.0001}")
+
+
+def test_spec_prints_canonically_with_defaults_and_round_trips():
+    pipe = pipeline.Pipeline.parse(pipeline.DEFAULT_SPEC)
+    assert pipe.spec() == CANONICAL
+    assert pipeline.Pipeline.parse(pipe.spec()).spec() == CANONICAL
+    custom = pipeline.Pipeline.parse(" tag , trees,classify,score{scope=node criterion=l2},"
+                                     "mask{ratio=0.3 round-to=8 ratios=a:0.2,b:0.4 ignore=x,y}")
+    assert custom.spec() == ("tag,trees,classify,score{criterion=l2 scope=node},"
+                             "mask{ratio=0.3 ratios=a:0.2,b:0.4 round-to=8 min-keep=1 ignore=x,y}")
+    assert custom.passes[4].ratios == {"a": 0.2, "b": 0.4}
+    assert custom.passes[4].ignore == ("x", "y")
+
+
+def test_registry_keys_equal_pass_names_and_modules():
+    for name, cls in pipeline.REGISTRY.items():
+        assert cls.name == name
+        assert cls.__module__ == "passes." + name.replace("-", "_")
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("tag,trees,prune-it", "unknown pass 'prune-it'; known passes: classify"),
+    ("tag,score{criterion=l3}", "unknown criterion 'l3'"),
+    ("tag,mask{fraction=0.5}", "has no option 'fraction'; its options: ratio, ratios, round-to"),
+    ("tag,mask{ratio=half}", "cannot read 'half'"),
+    ("tag,mask{ratio=0.5", "unbalanced"),
+    ("", "empty pass spec"),
+])
+def test_spec_errors_name_what_exists(spec, message):
+    with pytest.raises(pipeline.SpecError, match=message.replace("(", r"\(")):
+        pipeline.Pipeline.parse(spec)
+
+
+def test_requires_checked_before_anything_runs():
+    pipe = pipeline.Pipeline.parse("tag,trees,classify,mask{ratio=0.5}")
+    with pytest.raises(pipeline.SpecError, match="'mask' requires Scores.*add 'score' before it"):
+        pipe.check()
+    graph = ir.lower(models.chain())
+    version = graph.version
+    with pytest.raises(pipeline.SpecError):
+        pipe.run(graph, PassContext())
+    assert graph.version == version  # nothing ran
+
+
+def test_analyses_given_up_front_satisfy_requires():
+    graph = ir.lower(models.chain())
+    ctx = pipeline.Pipeline.parse("tag,trees,classify").run(graph, PassContext())
+    # a compiler can run the analyses, then continue piecewise from its own context
+    ctx = pipeline.Pipeline.parse("score{scope=node}").run(graph, ctx)
+    assert ctx.get(Scores).scope == "node"
+    assert ctx.has(Patterns) and ctx.has(Tags)
+
+
+@dataclass(frozen=True)
+class CountOps(Pass):
+    """A user's own pass: counts nodes of one op type."""
+
+    name: ClassVar[str] = "count-ops"
+    op: str = "Conv"
+
+    def run(self, ir_graph, ctx):
+        n = sum(1 for node in ir_graph.nodes() if node.op_type == self.op)
+        ctx.report["counted"] = n
+        return PassResult(False, {"count": n})
+
+
+def test_user_pass_registered_and_used_by_name_in_a_spec():
+    pipeline.register(CountOps)
+    try:
+        spec = pipeline.build_spec(0.5).replace("slice,", "slice,count-ops{op=Conv},")
+        result = pipeline.prune(models.chain(), passes=spec)
+        entry = [p for p in result.report["passes"] if p["name"] == "count-ops"][0]
+        assert entry["stats"] == {"count": 3}
+        assert "count-ops{op=Conv}" in result.report["spec"]
+        assert result.report["verified"] is True
+    finally:
+        del pipeline.REGISTRY["count-ops"]
+
+
+def test_register_rejects_what_is_not_a_pass():
+    with pytest.raises(TypeError):
+        pipeline.register(object)
+
+
+@dataclass(frozen=True)
+class Explode(Pass):
+    name: ClassVar[str] = "explode"
+
+    def run(self, ir_graph, ctx):
+        raise RuntimeError("boom")
+
+
+@dataclass(frozen=True)
+class Vandal(Pass):
+    """Breaks the IR: rewires a node to a value nothing produces."""
+
+    name: ClassVar[str] = "vandal"
+
+    def run(self, ir_graph, ctx):
+        node = next(n for n in ir_graph.topo_nodes() if n.op_type == "Relu")
+        ir_graph.set_input(node, 0, "nowhere")
+        return PassResult(True)
+
+
+def test_a_failing_pass_is_named_with_those_before_it():
+    pipeline.register(Explode)
+    try:
+        with pytest.raises(pipeline.PipelineError, match=r"pass 'explode' failed \(after: tag, trees\): boom"):
+            pipeline.Pipeline.parse("tag,trees,explode,classify").run(ir.lower(models.chain()))
+    finally:
+        del pipeline.REGISTRY["explode"]
+
+
+def test_verify_after_every_pass_catches_a_broken_ir_and_can_be_turned_off():
+    pipeline.register(Vandal)
+    try:
+        pipe = pipeline.Pipeline.parse("tag,vandal")
+        with pytest.raises(pipeline.PipelineError, match="'vandal'.*IR verification failed.*nowhere"):
+            pipe.run(ir.lower(models.chain()))
+        pipe.run(ir.lower(models.chain()), verify=False)  # the user asked for no verification
+    finally:
+        del pipeline.REGISTRY["vandal"]
+
+
+def test_transform_drops_analyses_it_does_not_provide():
+    graph = ir.lower(models.chain())
+    ctx = pipeline.Pipeline.parse("tag,trees,classify,score,mask{ratio=0.5},slice").run(graph, PassContext(
+        original=models.chain()))
+    assert not ctx.has(Tags) and not ctx.has(Patterns)
+
+
+def test_instruments_time_and_dump(tmp_path):
+    timing = pipeline.TimingInstrument()
+    dump = pipeline.DumpInstrument(["mask", "slice"], tmp_path)
+    pipeline.prune(models.chain(), instruments=[timing, dump])
+    assert [name for name, _ in timing.rows] == ["tag", "trees", "classify", "score", "mask",
+                                                 "slice", "infer-shapes", "validate"]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["05-mask.txt", "06-slice.txt"]
+    assert "# Masks" in (tmp_path / "05-mask.txt").read_text()
+
+
+def test_output_records_the_spec_and_report_fields():
+    result = pipeline.prune(models.chain(), ratio=0.5, scope="node")
+    meta = {p.key: p.value for p in result.model.metadata_props}
+    assert meta[pipeline.SPEC_METADATA_KEY] == result.report["spec"]
+    assert "scope=node" in result.report["spec"]
+    for key in ("params_before", "params_after", "flops_before", "flops_after", "groups", "passes",
+                "verified", "max_abs_diff"):
+        assert key in result.report
+    assert result.report["flops_after"] < result.report["flops_before"]
+    onnx.checker.check_model(result.model, full_check=True)
