@@ -1,0 +1,57 @@
+"""Real models exported from PyTorch (torchvision definitions, random init): every ratio and
+scope prunes, verifies (mask-equivalence), shrinks parameters and FLOPs, keeps output shapes."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+
+import pipeline
+from passes.validate import run_model, sample_inputs
+from torchvision_models import SIZES, export
+
+MODELS = sorted(SIZES)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("torchvision")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cache[name] = export(name, folder)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_torchvision_model_prunes_at_every_ratio_and_scope(name, exported):
+    path = exported(name)
+    original = onnx.load(str(path))
+    feeds = sample_inputs(original, 0)
+    want_shapes = [o.shape for o in run_model(original, feeds)]
+    last_params = None
+    for scope in ("tree", "node"):
+        for ratio in (0.3, 0.5, 0.7):
+            result = pipeline.prune(path, ratio=ratio, scope=scope)
+            rep = result.report
+            assert rep["verified"] is True, (name, scope, ratio)
+            assert rep["params_after"] < rep["params_before"]
+            assert rep["flops_after"] < rep["flops_before"]
+            got = run_model(result.model, feeds)
+            assert [o.shape for o in got] == want_shapes
+            pruned_groups = [g for g in rep["groups"] if g.get("pruned")]
+            assert pruned_groups, "no group was pruned"
+            if scope == "tree":  # a larger ratio removes more
+                assert last_params is None or rep["params_after"] < last_params
+                last_params = rep["params_after"]
+    # the only groups left alone are the classifier heads feeding the graph output
+    left = [g for g in rep["groups"] if not g.get("pruned")]
+    assert all("graph output" in g["reason"] for g in left), left

@@ -1,0 +1,53 @@
+"""Export torchvision classification models (random init, perturbed) with the legacy exporter.
+
+torchvision's compiled part cannot load here; its model definitions work once the
+``torchvision::nms`` / ``qnms`` op schemas exist, so they are defined before the import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def import_torchvision():
+    for schema in ("nms", "qnms"):
+        try:
+            torch.library.define(f"torchvision::{schema}",
+                                 "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        except RuntimeError:  # already defined in this process
+            pass
+    import torchvision
+
+    return torchvision
+
+
+# model -> input side; VGG and AlexNet keep 224 so their adaptive pooling stays an identity
+SIZES = {"resnet18": 64, "resnet50": 64, "vgg16_bn": 224, "squeezenet1_1": 64, "alexnet": 224,
+         "densenet121": 64, "mobilenet_v2": 64, "googlenet": 64}
+
+
+def export(name: str, folder: Path, size: int | None = None, seed: int = 0) -> Path:
+    """Export ``name`` to ``folder/name.onnx`` (cached); weights perturbed so none are identical
+    (the exporter would otherwise share fresh BatchNorm tensors)."""
+    path = Path(folder) / f"{name}.onnx"
+    if path.exists():
+        return path
+    tv = import_torchvision()
+    torch.manual_seed(seed)
+    kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    model = tv.models.get_model(name, weights=None, **kwargs).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+        for name_b, buf in model.named_buffers():
+            if name_b.endswith("running_var"):
+                buf.copy_(torch.rand_like(buf) + 0.5)
+            elif name_b.endswith("running_mean"):
+                buf.copy_(torch.randn_like(buf) * 0.1)
+    side = size or SIZES.get(name, 224)
+    torch.onnx.export(model, torch.randn(1, 3, side, side), str(path), dynamo=False,
+                      opset_version=17, do_constant_folding=False,
+                      input_names=["input"], output_names=["logits"])
+    return path
