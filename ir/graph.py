@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -26,6 +27,11 @@ import networkx as nx
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+_RAW_DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+               onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
+               onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,
+               onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.BOOL: np.bool_}
 
 # Implicit uses of an outer-scope value from inside a subgraph attribute (If/Loop/Scan bodies)
 # are edges with this port, so `consumers` sees them.
@@ -81,7 +87,12 @@ class Initializer(Value):
     def array(self) -> np.ndarray:
         if self.source is not None:
             return self.source
-        arr = numpy_helper.to_array(self.proto)
+        proto = self.proto
+        if proto.HasField("raw_data") and proto.data_type in _RAW_DTYPES and sys.byteorder == "little":
+            # a read-only view of the proto's bytes: no decode, no copy
+            arr = np.frombuffer(proto.raw_data, dtype=_RAW_DTYPES[proto.data_type]).reshape(tuple(proto.dims))
+        else:
+            arr = numpy_helper.to_array(proto)
         arr.flags.writeable = False
         return arr
 
@@ -187,6 +198,7 @@ class Graph:
         self.value_info_names: set[str] = set()
         self._order: dict[str, int] = {}  # node name -> insertion index, for deterministic order
         self._next_order = 0
+        self._topo_cache: tuple[int, list[Node]] | None = None  # (version, order)
 
     # ---------------------------------------------------------------- queries
     def value(self, name: str) -> Value:
@@ -238,16 +250,12 @@ class Graph:
         return len(self._order)
 
     def input_arity(self, node: Node | str) -> int:
-        return self._g.nodes[("n", _name(node))]["arity"]
+        return len(self._g.nodes[("n", _name(node))]["ins"])
 
     def inputs_of(self, node: Node | str) -> list[Value | None]:
         """Explicit inputs by port; None where an optional input is omitted."""
-        key = ("n", _name(node))
-        out: list[Value | None] = [None] * self._g.nodes[key]["arity"]
-        for src, _, port in self._g.in_edges(key, keys=True):
-            if port != IMPLICIT_PORT:
-                out[port] = self._g.nodes[src]["obj"]
-        return out
+        nodes = self._g.nodes
+        return [nodes[("v", n)]["obj"] if n else None for n in nodes[("n", _name(node))]["ins"]]
 
     def implicit_inputs_of(self, node: Node | str) -> list[Value]:
         key = ("n", _name(node))
@@ -255,11 +263,8 @@ class Graph:
                        if p == IMPLICIT_PORT), key=lambda v: v.name)
 
     def outputs_of(self, node: Node | str) -> list[Value | None]:
-        key = ("n", _name(node))
-        out: list[Value | None] = [None] * self._g.nodes[key]["n_out"]
-        for _, dst, port in self._g.out_edges(key, keys=True):
-            out[port] = self._g.nodes[dst]["obj"]
-        return out
+        nodes = self._g.nodes
+        return [nodes[("v", n)]["obj"] if n else None for n in nodes[("n", _name(node))]["outs"]]
 
     def producer(self, value: Value | str) -> Node | None:
         preds = list(self._g.predecessors(("v", _name(value))))
@@ -282,18 +287,24 @@ class Graph:
         return _name(value) in self._outputs
 
     def topo_nodes(self) -> list[Node]:
-        """Nodes in a deterministic topological order (ties broken by original order)."""
+        """Nodes in a deterministic topological order (ties broken by original order);
+        cached until the next mutation."""
+        if self._topo_cache is not None and self._topo_cache[0] == self.version:
+            return list(self._topo_cache[1])
+        order = self._topo_sort()
+        self._topo_cache = (self.version, order)
+        return list(order)
+
+    def _topo_sort(self) -> list[Node]:
         node_graph = nx.DiGraph()
-        for name in self._order:
-            node_graph.add_node(name)
+        node_graph.add_nodes_from(self._order)
         for key in self._g.nodes:
             if key[0] != "v":
                 continue
-            src = self.producer(key[1])
-            if src is None:
+            preds = list(self._g.predecessors(key))
+            if not preds:
                 continue
-            for dst, _ in self.consumers(key[1]):
-                node_graph.add_edge(src.name, dst.name)
+            node_graph.add_edges_from((preds[0][1], dst[1]) for dst in self._g.successors(key))
         try:
             order = nx.lexicographical_topological_sort(node_graph, key=self._order.__getitem__)
             return [self.node(n) for n in order]
@@ -369,7 +380,7 @@ class Graph:
         if key in self._g:
             raise GraphError(f"node {node.name!r} already exists")
         inputs, outputs = list(inputs), list(outputs)
-        self._g.add_node(key, obj=node, arity=len(inputs), n_out=len(outputs))
+        self._g.add_node(key, obj=node, ins=list(inputs), outs=list(outputs))
         self._order[node.name] = self._next_order
         self._next_order += 1
         for port, name in enumerate(inputs):
@@ -400,7 +411,8 @@ class Graph:
     def set_input(self, node: Node | str, port: int, value_name: str) -> None:
         """Rewire one input port of a node to another value."""
         key = ("n", _name(node))
-        if port >= self._g.nodes[key]["arity"]:
+        ins = self._g.nodes[key]["ins"]
+        if port >= len(ins):
             raise GraphError(f"node {_name(node)!r} has no input port {port}")
         for src, _, p in list(self._g.in_edges(key, keys=True)):
             if p == port:
@@ -408,6 +420,7 @@ class Graph:
         if value_name:
             self._ensure_value(value_name)
             self._g.add_edge(("v", value_name), key, key=port)
+        ins[port] = value_name
         self._bump()
 
     def remove_node(self, node: Node | str) -> None:

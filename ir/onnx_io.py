@@ -82,6 +82,38 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, external: frozenset[st
         raise
 
 
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the model for structural checks: initializers of more than ``LIGHT_LIMIT``
+    elements become typed graph inputs (not copied); everything else is kept."""
+    out = onnx.ModelProto()
+    _copy_fields(model, out, skip=("graph",))
+    src, g = model.graph, out.graph
+    _copy_fields(src, g, skip=("initializer",))
+    listed = {i.name for i in src.input}
+    for t in src.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        if n > LIGHT_LIMIT and t.data_location != onnx.TensorProto.EXTERNAL:
+            if t.name not in listed:
+                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            g.initializer.append(t)
+    return out
+
+
+def _copy_fields(src, dst, skip: tuple[str, ...]) -> None:
+    for field, value in src.ListFields():
+        if field.name in skip:
+            continue
+        if field.is_repeated:
+            getattr(dst, field.name).extend(value)
+        elif field.message_type:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
 def lower(model: onnx.ModelProto) -> Graph:
     """ONNX ModelProto -> IR. Node names are made unique (an empty or repeated name gets
     ``<op>_<index>``); nothing else is renamed."""

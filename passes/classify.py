@@ -62,10 +62,21 @@ class ClassifyPass(Pass):
         for r in range(n_roots):
             members_of.setdefault(find(r), []).append(r)
 
-        leaf_classes = [set(np.unique(rep[lf.ids[lf.ids >= 0]]).tolist()) for lf in trees.leaves]
+        blocked_ids = np.array(sorted(trees.blocked), dtype=np.int64)
+        ordered = sorted(members_of.values(), key=lambda rs: rs[0])
+        group_of_rep = np.full(max(trees.num_ids, 1), -1, np.int64)
+        for gid, root_idx in enumerate(ordered):
+            for r in root_idx:
+                root = trees.roots[r]
+                group_of_rep[rep[root.first_id:root.first_id + root.channels]] = gid
+        leaves_of: dict[int, list[str]] = {}
+        for lf in trees.leaves:  # each leaf joins every group whose channels it reads
+            for gid in np.unique(group_of_rep[rep[lf.ids[lf.ids >= 0]]]).tolist():
+                if gid >= 0 and lf.node not in leaves_of.setdefault(gid, []):
+                    leaves_of[gid].append(lf.node)
         groups = []
         counts = dict.fromkeys(("one-to-one", "one-to-many", "many-to-one", "many-to-many", "blocked"), 0)
-        for gid, root_idx in enumerate(sorted(members_of.values(), key=lambda rs: rs[0])):
+        for gid, root_idx in enumerate(ordered):
             ids = np.concatenate([np.arange(trees.roots[r].first_id,
                                             trees.roots[r].first_id + trees.roots[r].channels)
                                   for r in root_idx])
@@ -75,13 +86,11 @@ class ClassifyPass(Pass):
             splits = np.searchsorted(reps[order], classes[1:])
             members = tuple(np.sort(part) for part in np.split(ids[order], splits))
             members = tuple(sorted(members, key=lambda m: int(m[0])))
-            cls = set(classes.tolist())
-            leaves = tuple(dict.fromkeys(lf.node for lf, lc in zip(trees.leaves, leaf_classes)
-                                         if lc & cls))
+            leaves = tuple(leaves_of.get(gid, ()))
             reason = None
-            hit = sorted(i for i in ids.tolist() if i in trees.blocked)
-            if hit:
-                reason = trees.blocked[hit[0]]
+            hit = blocked_ids[np.isin(blocked_ids, ids)]
+            if len(hit):
+                reason = trees.blocked[int(hit[0])]
             roots = tuple(trees.roots[r].node for r in root_idx)
             pattern = pattern_name(len(roots), len(leaves))
             groups.append(Group(gid, pattern, roots, leaves, members, reason))

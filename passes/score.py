@@ -33,10 +33,10 @@ SCOPES = ("tree", "node")
 
 def filter_norms(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:
     """Norm of each slice of ``w`` along ``axis`` (one per output channel)."""
-    flat = np.moveaxis(np.asarray(w, dtype=np.float64), axis, 0).reshape(w.shape[axis], -1)
-    if criterion == "l1":
-        return np.abs(flat).sum(axis=1)
-    return np.sqrt(np.square(flat).sum(axis=1))
+    flat = np.moveaxis(np.asarray(w), axis, 0).reshape(w.shape[axis], -1)
+    if criterion == "l1":  # float64 accumulation without a float64 copy of the weights
+        return np.abs(flat).sum(axis=1, dtype=np.float64)
+    return np.sqrt(np.square(flat).sum(axis=1, dtype=np.float64))
 
 
 def leaf_norms(w: np.ndarray, filter_axis: int, in_axis: int, positions_class: np.ndarray,
@@ -47,13 +47,13 @@ def leaf_norms(w: np.ndarray, filter_axis: int, in_axis: int, positions_class: n
     valid = positions_class >= 0
     if not valid.any():
         return out
-    arr = np.moveaxis(np.asarray(w, dtype=np.float64), (filter_axis, in_axis), (0, 1))
+    arr = np.moveaxis(np.asarray(w), (filter_axis, in_axis), (0, 1))
     arr = arr.reshape(arr.shape[0], arr.shape[1], -1)
     if criterion == "l1":
-        per_pos = np.abs(arr).sum(axis=(0, 2))
+        per_pos = np.abs(arr).sum(axis=(0, 2), dtype=np.float64)
         np.add.at(out, positions_class[valid], per_pos[valid])
         return out
-    sq = np.square(arr).sum(axis=2)                        # [K, P]
+    sq = np.square(arr).sum(axis=2, dtype=np.float64)      # [K, P]
     pos = np.nonzero(valid)[0]
     cls = positions_class[pos]
     order = np.argsort(cls, kind="stable")
