@@ -405,14 +405,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-after", default="", help="comma-separated pass names")
     p.add_argument("--dump-dir", default="onnxpruner-dumps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     i = sub.add_parser("inspect", help="show tags, association trees and groups")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
     i.add_argument("--dot", help="write the association trees as Graphviz")
-    i.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     d = sub.add_parser("demo", help="export a small ResNet-style CNN, prune it at 0.5, verify")
-    d.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    d.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
 
 
@@ -420,16 +420,14 @@ def _check_output(path: str, model: str | None = None) -> None:
     folder = Path(path).parent if Path(path).parent != Path("") else Path(".")
     if not folder.is_dir():
         raise UsageError(f"output folder {str(folder)!r} does not exist")
+    if Path(path).is_dir():
+        raise UsageError(f"{path}: is a folder, not a file path")
     if model is not None and Path(model).exists() and Path(path).resolve() == Path(model).resolve():
         raise UsageError(f"{path}: output would overwrite the input model")
 
 
 def _write_text_atomic(path: str, text: str) -> None:
-    folder = Path(path).parent if str(Path(path).parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{Path(path).name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    ir.save_bytes(text.encode(), path)
 
 
 def _cmd_prune(args) -> int:
@@ -448,7 +446,12 @@ def _cmd_prune(args) -> int:
                    instruments=instruments)
     ir.save(result.model, args.output, result.external)
     if args.report:
-        _write_text_atomic(args.report, json.dumps(result.report, indent=2) + "\n")
+        try:
+            _write_text_atomic(args.report, json.dumps(result.report, indent=2) + "\n")
+        except OSError:  # all or nothing: no model at -o without its report
+            Path(args.output).unlink(missing_ok=True)
+            Path(args.output + ".data").unlink(missing_ok=True)
+            raise
     print(_summary(result.report))
     return 0
 

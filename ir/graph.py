@@ -380,6 +380,12 @@ class Graph:
         if key in self._g:
             raise GraphError(f"node {node.name!r} already exists")
         inputs, outputs = list(inputs), list(outputs)
+        for name in outputs:  # refuse before changing anything
+            if name and (name in self._initializers or
+                         (("v", name) in self._g and self.producer(name) is not None)):
+                raise GraphError(f"value {name!r} has two producers ({node.name!r})")
+        if len(set(o for o in outputs if o)) != len([o for o in outputs if o]):
+            raise GraphError(f"node {node.name!r} writes one value twice")
         self._g.add_node(key, obj=node, ins=list(inputs), outs=list(outputs))
         self._order[node.name] = self._next_order
         self._next_order += 1
@@ -394,8 +400,6 @@ class Graph:
             if not name:
                 continue
             self._ensure_value(name)
-            if self.producer(name) is not None or name in self._initializers:
-                raise GraphError(f"value {name!r} has two producers ({node.name!r})")
             self._g.add_edge(key, ("v", name), key=port)
         self._bump()
         return node

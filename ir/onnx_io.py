@@ -51,34 +51,53 @@ def load(path: str | os.PathLike) -> tuple[onnx.ModelProto, frozenset[str]]:
     return model, external
 
 
+def save_bytes(data: bytes, path: str | os.PathLike) -> None:
+    """Write a file atomically (temporary file beside it, then rename), with the permissions an
+    ordinary ``open()`` would give."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save(model: onnx.ModelProto, path: str | os.PathLike, external: frozenset[str] = frozenset()) -> None:
     """Write atomically: into a temporary file beside ``path``, then rename. Initializers named in
     ``external`` go to ``<path>.data`` (as they were in the input)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
+    if not external:
+        save_bytes(model.SerializeToString(), path)
+        return
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    data_name = path.name + ".data"
+    tmp_data = folder / (data_name + ".tmp")
     try:
-        if external:
-            model = onnx.ModelProto.FromString(model.SerializeToString())
-            data_name = path.name + ".data"
-            tmp_data = folder / (data_name + ".tmp")
-            for tensor in model.graph.initializer:
-                if tensor.name in external:
-                    external_data_helper.set_external_data(tensor, data_name + ".tmp")
-            external_data_helper.write_external_data_tensors(model, str(folder))
-            for tensor in model.graph.initializer:
-                if tensor.name in external:
-                    for entry in tensor.external_data:
-                        if entry.key == "location":
-                            entry.value = data_name
-            Path(tmp).write_bytes(model.SerializeToString())
-            os.replace(tmp_data, folder / data_name)
-        else:
-            Path(tmp).write_bytes(model.SerializeToString())
-        os.replace(tmp, path)
+        for tensor in model.graph.initializer:
+            if tensor.name in external:
+                external_data_helper.set_external_data(tensor, data_name + ".tmp")
+        external_data_helper.write_external_data_tensors(model, str(folder))
+        for tensor in model.graph.initializer:
+            if tensor.name in external:
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        entry.value = data_name
+        os.replace(tmp_data, folder / data_name)
+        save_bytes(model.SerializeToString(), path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp_data.unlink(missing_ok=True)
         raise
 
 
@@ -151,11 +170,16 @@ def lower(model: onnx.ModelProto) -> Graph:
             continue
         graph.add_value(Value(vi.name, _type(vi), vi.doc_string))
         graph.value_info_names.add(vi.name)
-    used = set()
+    taken = {n.name for n in g.node if n.name}   # names already in the file stay as they are
+    used: set[str] = set()
     for i, n in enumerate(g.node):
-        name = n.name or f"{n.op_type}_{i}"
-        if name in used or graph.has_node(name):
-            name = graph.unique_name(f"{name}_{i}", "n")
+        name = n.name
+        if not name or name in used:
+            base = name or f"{n.op_type}_{i}"
+            name, k = base, 0
+            while name in taken or name in used:
+                k += 1
+                name = f"{base}_{k}"
         used.add(name)
         node = Node(name, n.op_type, n.domain, {a.name: a for a in n.attribute}, n.doc_string)
         graph.add_node(node, list(n.input), list(n.output), implicit_inputs=_implicit_inputs(n))

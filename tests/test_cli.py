@@ -224,6 +224,8 @@ def test_prune_rejects_a_bad_model_file(tmp_path, capsys, kind):
     (["--ratio", "-0.1"], ["--ratio", "-0.1"]),
     (["--ratio", "1.5"], ["--ratio"]),
     (["--ratio", "half"], ["--ratio", "half"]),
+    (["--ratio", "nan"], ["--ratio"]),
+    (["--criterion", "l7"], ["l7"]),
     (["--scope", "everything"], ["--scope", "everything"]),
     (["--no-such-flag"], ["--no-such-flag"]),
 ])
@@ -241,6 +243,68 @@ def test_prune_usage_errors_exit_2(tmp_path, chain_file, capsys, args, names):
     _assert_one_error_line(err, *names)
     assert _listing(tmp_path) == ["chain.onnx"]
     assert _sha(chain_file) == hash_before
+
+
+def test_prune_failure_keeps_an_existing_output_file(tmp_path, capsys):
+    junk = _bad_input_files(tmp_path)["truncated"]
+    out = tmp_path / "previous.onnx"
+    _save(models.one_to_many(), out)
+    hash_before = _sha(out)
+    files_before = _listing(tmp_path)
+    code, _, err = _run_main(capsys, ["prune", junk, "-o", out])
+    assert code == 1
+    _assert_one_error_line(err, str(junk))
+    assert _sha(out) == hash_before
+    assert _listing(tmp_path) == files_before
+
+
+def test_prune_report_that_cannot_be_written_leaves_no_output(tmp_path, chain_file, capsys):
+    # the report path is an existing folder: the command fails, and then nothing may be
+    # left at -o (and no temporary files either)
+    report = tmp_path / "report_folder"
+    report.mkdir()
+    out = tmp_path / "out.onnx"
+    code, _, err = _run_main(capsys, ["prune", chain_file, "-o", out, "--report", report])
+    assert code != 0
+    _assert_one_error_line(err, "report_folder")
+    assert not out.exists()
+    assert _listing(tmp_path) == ["chain.onnx", "report_folder"]
+    assert _listing(report) == []
+
+
+def test_written_files_get_ordinary_permissions(tmp_path, chain_file, capsys):
+    # atomic writing must not change what the user gets: files are created with the mode a
+    # plain open() would give under the current umask, like any other tool's output
+    umask = os.umask(0o022)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    out, report, dot = tmp_path / "out.onnx", tmp_path / "r.json", tmp_path / "t.dot"
+    code, _, err = _run_main(capsys, ["prune", chain_file, "-o", out, "--report", report])
+    assert code == 0, err
+    code, _, err = _run_main(capsys, ["inspect", chain_file, "--dot", dot])
+    assert code == 0, err
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (out, report, dot)}
+    assert modes == {p.name: oct(expected) for p in (out, report, dot)}
+
+
+def test_prune_model_with_external_data(tmp_path, capsys):
+    src_dir, out_dir = tmp_path / "src", tmp_path / "out"
+    src_dir.mkdir()
+    out_dir.mkdir()
+    src = src_dir / "m.onnx"
+    onnx.save(models.chain(), str(src), save_as_external_data=True, all_tensors_to_one_file=True,
+              size_threshold=0, location="w.data")
+    hashes = {p.name: _sha(p) for p in src_dir.iterdir()}
+    out = out_dir / "p.onnx"
+    code, _, err = _run_main(capsys, ["prune", src, "-o", out])
+    assert code == 0, err
+    assert _listing(out_dir) == ["p.onnx", "p.onnx.data"]
+    assert {p.name: _sha(p) for p in src_dir.iterdir()} == hashes
+    pruned = onnx.load(str(out))
+    assert _params(pruned) < _params(models.chain())
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    (y,) = _ort_outputs(str(out), x)
+    assert y.shape == (1, 4, 8, 8)
 
 
 def test_prune_missing_output_folder_exits_2(tmp_path, chain_file, capsys):
@@ -266,8 +330,9 @@ def test_prune_to_a_folder_fails_cleanly(tmp_path, chain_file, capsys):
     target = tmp_path / "a_folder"
     target.mkdir()
     code, _, err = _run_main(capsys, ["prune", chain_file, "-o", target])
-    assert code == 1
+    assert code == 2  # refused before any work, like a missing output folder
     _assert_one_error_line(err)
+    assert "is a folder" in err
     assert target.is_dir() and _listing(target) == []
     assert _listing(tmp_path) == ["a_folder", "chain.onnx"]
 

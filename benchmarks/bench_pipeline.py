@@ -1,0 +1,92 @@
+"""Per-pass time and peak memory of the default pipeline on an exported ResNet-50, next to the
+I/O floor (``onnx.load`` + ``onnx.save`` of the same file), as a ratio.
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--model M.onnx] [--repeat 5]
+
+The pipeline is measured from file to file: ``ir.load`` + lower + tag ... validate + raise +
+``ir.save``, with ``validate{ort=false}`` (onnx.checker full check, no ONNX Runtime run). Floor and
+pipeline alternate in one process and the medians are compared (these machines are noisy).
+Peak memory comes from a separate run under tracemalloc (numpy and Python allocations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import onnx  # noqa: E402
+
+import ir  # noqa: E402
+import pipeline  # noqa: E402
+
+CACHE = Path(os.environ.get("ONNXPRUNER_CACHE", Path.home() / ".cache" / "onnxpruner"))
+
+
+def resnet50() -> Path:
+    from torchvision_models import export
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return export("resnet50", CACHE, size=224)
+
+
+def floor(path: Path, out: Path) -> float:
+    start = time.perf_counter()
+    onnx.save(onnx.load(str(path)), str(out))
+    return time.perf_counter() - start
+
+
+def prune_file(path: Path, out: Path, instruments=()) -> float:
+    start = time.perf_counter()
+    result = pipeline.prune(path, ratio=0.5, passes=pipeline.build_spec(0.5, ort=False),
+                            instruments=instruments)
+    ir.save(result.model, out, result.external)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, help="an ONNX file (default: ResNet-50 exported from torchvision)")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    path = args.model or resnet50()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.onnx"
+        floors, totals, per_pass = [], [], {}
+        prune_file(path, out)  # warm-up: imports, first-touch allocations
+        for _ in range(args.repeat):
+            floors.append(floor(path, out))
+            timing = pipeline.TimingInstrument()
+            totals.append(prune_file(path, out, [timing]))
+            for name, seconds in timing.rows:
+                per_pass.setdefault(name, []).append(seconds)
+        tracemalloc.start()
+        prune_file(path, out)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    size = path.stat().st_size / 2**20
+    f, t = statistics.median(floors), statistics.median(totals)
+    print(f"model: {path.name} ({size:.1f} MiB), ratio 0.5, l1, tree scope, validate{{ort=false}}; "
+          f"median of {args.repeat} alternating runs")
+    print(f"{'pass':<14} {'seconds':>8}")
+    for name, values in per_pass.items():
+        print(f"{name:<14} {statistics.median(values):8.3f}")
+    print(f"{'pipeline':<14} {t:8.3f}   (file to file: load, lower, passes, raise, save)")
+    print(f"{'load+save':<14} {f:8.3f}   (onnx.load + onnx.save, the I/O floor)")
+    print(f"ratio pipeline / floor: {t / f:.2f}x")
+    print(f"peak traced memory: {peak / 2**20:.0f} MiB (model file {size:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
