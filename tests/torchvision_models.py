@@ -28,10 +28,10 @@ SIZES = {"resnet18": 64, "resnet50": 64, "vgg16_bn": 224, "squeezenet1_1": 64, "
          "densenet121": 64, "mobilenet_v2": 64, "googlenet": 64}
 
 
-def export(name: str, folder: Path, size: int | None = None, seed: int = 0) -> Path:
-    """Export ``name`` to ``folder/name.onnx`` (cached); weights perturbed so none are identical
-    (the exporter would otherwise share fresh BatchNorm tensors)."""
-    path = Path(folder) / f"{name}.onnx"
+def export(name: str, folder: Path, size: int | None = None, seed: int = 0, opset: int = 17) -> Path:
+    """Export ``name`` to ``folder/name[_opN].onnx`` (cached); weights perturbed so none are
+    identical (the exporter would otherwise share fresh BatchNorm tensors)."""
+    path = Path(folder) / (f"{name}.onnx" if opset == 17 else f"{name}_op{opset}.onnx")
     if path.exists():
         return path
     tv = import_torchvision()
@@ -48,6 +48,6 @@ def export(name: str, folder: Path, size: int | None = None, seed: int = 0) -> P
                 buf.copy_(torch.randn_like(buf) * 0.1)
     side = size or SIZES.get(name, 224)
     torch.onnx.export(model, torch.randn(1, 3, side, side), str(path), dynamo=False,
-                      opset_version=17, do_constant_folding=False,
+                      opset_version=opset, do_constant_folding=False,
                       input_names=["input"], output_names=["logits"])
     return path
