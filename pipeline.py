@@ -33,7 +33,7 @@ from typing import Any, Iterable
 import onnx
 
 import ir
-from passes.analyses import Patterns, SliceRecord, Tags, Trees, render
+from passes.analyses import Masks, Patterns, SliceRecord, Tags, Trees, render
 from passes.base import Pass, PassContext, PassError, PassResult
 from passes.classify import ClassifyPass
 from passes.cost import count_flops, count_params
@@ -43,7 +43,7 @@ from passes.score import ScorePass
 from passes.slice import SlicePass, group_reports
 from passes.tag import TagPass
 from passes.trees import TreesPass
-from passes.validate import ValidatePass
+from passes.validate import EquivalenceError, ValidatePass
 
 DEFAULT_SPEC = ("tag,trees,classify,score{criterion=l1 scope=tree},mask{ratio=0.5},"
                 "slice,infer-shapes,validate")
@@ -312,35 +312,88 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
           instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
-    ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope."""
+    ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope.
+    Nothing unproven is shipped: if the mask-equivalence check fails, each pruned group is tried
+    alone, the groups that fail it are left alone (their reason goes in the report), and the rest
+    is pruned again and re-checked."""
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope))
     model, external, where = _open(model_or_path)
     check_input(model, where)
-    graph = ir.lower(model)
-    params_before, flops_before = count_params(graph), count_flops(graph)
-    ctx = PassContext(original=model, seed=seed, sample_inputs=sample_inputs)
-    ctx.report.update(verified=False, max_abs_diff=None)
-    pipe.run(graph, ctx, instruments, verify=verify)
+    instruments = list(instruments)
+    try:
+        graph, ctx = _run(pipe, model, seed, sample_inputs, instruments, verify)
+        unproven: dict[str, str] = {}
+    except PipelineError as exc:
+        if not isinstance(exc.__cause__, EquivalenceError) or not _has_mask(pipe):
+            raise
+        unproven = _unproven_groups(pipe, model, seed, sample_inputs, exc)
+        pipe = _with_ignored(pipe, sorted(unproven))
+        graph, ctx = _run(pipe, model, seed, sample_inputs, instruments, verify)
     graph.props.metadata_props[SPEC_METADATA_KEY] = pipe.spec()
     out = ir.raise_model(graph)
     record = ctx.analyses.get(SliceRecord)
     if record is not None:
-        groups = list(record.groups)
+        groups = [dict(g) for g in record.groups]
     elif Patterns in ctx.analyses and Trees in ctx.analyses:
         groups = list(group_reports(ctx.get(Patterns), None, ctx.get(Trees)))
     else:
         groups = []
+    for g in groups:
+        why = [unproven[r] for r in g["roots"] if r in unproven]
+        if why:
+            g["reason"] = why[0]
+    before = ir.lower(model)
     report = {
         "model": where,
         "spec": pipe.spec(),
-        "params_before": params_before, "params_after": count_params(graph),
-        "flops_before": flops_before, "flops_after": count_flops(graph),
+        "params_before": count_params(before), "params_after": count_params(graph),
+        "flops_before": count_flops(before), "flops_after": count_flops(graph),
         "groups": groups,
         "passes": ctx.report["passes"],
         "verified": ctx.report["verified"],
         "max_abs_diff": ctx.report["max_abs_diff"],
     }
     return PruneResult(out, report, external & set(graph.initializers))
+
+
+def _run(pipe: Pipeline, model, seed, sample_inputs, instruments, verify):
+    graph = ir.lower(model)
+    ctx = PassContext(original=model, seed=seed, sample_inputs=sample_inputs)
+    ctx.report.update(verified=False, max_abs_diff=None)
+    pipe.run(graph, ctx, instruments, verify=verify)
+    return graph, ctx
+
+
+def _has_mask(pipe: Pipeline) -> bool:
+    return any(isinstance(p, MaskPass) for p in pipe.passes)
+
+
+def _with_ignored(pipe: Pipeline, roots: list[str]) -> Pipeline:
+    return Pipeline([dataclasses.replace(p, ignore=tuple(dict.fromkeys(p.ignore + tuple(roots))))
+                     if isinstance(p, MaskPass) else p for p in pipe.passes])
+
+
+def _unproven_groups(pipe: Pipeline, model, seed, sample_inputs, failure: PipelineError) -> dict[str, str]:
+    """Root -> reason for every group whose pruning alone fails the mask-equivalence check."""
+    graph = ir.lower(model)
+    last_mask = max(i for i, p in enumerate(pipe.passes) if isinstance(p, MaskPass))
+    ctx = Pipeline(pipe.passes[:last_mask + 1]).run(graph, PassContext(original=model, seed=seed))
+    patterns, masks = ctx.get(Patterns), ctx.get(Masks)
+    pruned = [g for g in patterns.groups if g.id in masks.kept and len(masks.kept[g.id]) < g.channels]
+    all_roots = [r for g in pruned for r in g.roots]
+    unproven: dict[str, str] = {}
+    for g in pruned:
+        others = [r for r in all_roots if r not in g.roots]
+        try:
+            _run(_with_ignored(pipe, others), model, seed, sample_inputs, [], True)
+        except PipelineError as exc:
+            if not isinstance(exc.__cause__, EquivalenceError):
+                raise
+            reason = f"left alone: pruning it fails the mask-equivalence check ({exc.__cause__})"
+            unproven.update({r: reason for r in g.roots})
+    if not unproven:  # only the combination fails: nothing can be shipped as proven
+        raise failure
+    return unproven
 
 
 def inspect(model_or_path) -> dict:

@@ -405,3 +405,22 @@ def test_ratio_zero_is_a_no_op_and_output_is_deterministic():
     one = pipeline.prune(model, ratio=0.5).model.SerializeToString()
     two = pipeline.prune(model, ratio=0.5).model.SerializeToString()
     assert one == two
+
+
+def test_a_group_that_cannot_be_proven_is_left_alone_with_its_reason(monkeypatch):
+    """With a broken slice rule for BatchNormalization (it keeps the wrong entries), the groups
+    through a BN fail the proof: they are left alone and said so; the others are still pruned."""
+    good = op_rules.SLICE_RULES["BatchNormalization"]
+
+    def reversed_bn(rw, ins, outs):
+        axis, keep, rank = ins[0]
+        good(rw, {0: (axis, keep[::-1].copy(), rank)}, outs)
+
+    monkeypatch.setitem(op_rules.SLICE_RULES, "BatchNormalization", reversed_bn)
+    result = pipeline.prune(models.chain(), ratio=0.5)
+    assert result.report["verified"] is True
+    groups = {tuple(g["roots"]): g for g in result.report["groups"]}
+    assert "mask-equivalence" in groups[("Conv4",)]["reason"]    # conv -> BN: unproven
+    assert groups[("Conv4",)]["channels_after"] == 8
+    assert groups[("Conv16",)]["pruned"] is True                   # no BN: still pruned
+    assert "ignore=Conv4" in result.report["spec"]
