@@ -255,8 +255,11 @@ def _batchnorm(view: NodeView) -> Effect:
         return blocked("BatchNormalization normalizes axis 1, channels are elsewhere")
     if any(view.output_used(p) for p in range(1, view.n_outputs())):
         return blocked("BatchNormalization in training mode")
-    if any(view.const(p) is None for p in range(1, 5) if p < view.n_inputs()):
+    params = [view.const(p) for p in range(1, min(5, view.n_inputs()))]
+    if any(a is None for a in params):
         return blocked("BatchNormalization parameters are not constants")
+    if any(a.ndim != 1 or len(a) != len(m) for a in params):  # opset < 9 `spatial=0` form
+        return blocked("BatchNormalization with per-element (non-spatial) parameters")
     return Effect(outputs={0: m})
 
 
@@ -431,6 +434,8 @@ def _squeeze(view: NodeView) -> Effect:
     if not known:
         return blocked(f"{view.node.op_type} axes are not constant")
     if view.node.op_type == "Unsqueeze":
+        if axes is None:
+            return blocked("Unsqueeze without axes")
         out_rank = m.rank + len(axes)
         axes = sorted(_axis(int(a), out_rank) for a in axes)
         pos = [i for i in range(out_rank) if i not in axes]
