@@ -410,6 +410,8 @@ def inspect(model_or_path) -> dict:
     return {
         "model": where,
         "roles": roles,
+        "tags": {t.node: {"op": t.op_type, "role": t.role, "root": t.root, "leaf": t.leaf}
+                 for t in tags.by_node.values()},
         "barriers": [{"node": t.node, "op": t.op_type, "reason": t.reason}
                      for t in tags.by_node.values() if t.role == "barrier"],
         "trees": [{"root": t.root, "pattern": pattern_of.get(t.root), "leaves": list(t.leaves),
@@ -540,6 +542,9 @@ def _cmd_inspect(args) -> int:
     print(f"{info['model']}: " + ", ".join(f"{k} {v}" for k, v in sorted(info["roles"].items())))
     for b in info["barriers"]:
         print(f"  barrier {b['node']} ({b['op']}): {b['reason']}")
+    for t in info["trees"]:
+        blocked = f"; blocked at {', '.join(t['blockers'])}" if t["blockers"] else ""
+        print(f"  tree {t['root']} ({t['pattern']}): leaves {', '.join(t['leaves']) or '-'}{blocked}")
     for g in info["groups"]:
         state = "prunable" if g.get("reason") is None or g["reason"].startswith("not selected") \
             else f"left alone: {g['reason']}"
