@@ -13,27 +13,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ir
 import models
+from passes.validate import sample_inputs
 
 
 # --------------------------------------------------------------------------- helpers
-def _feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random arrays for every graph input that is not an initializer."""
-    rng = np.random.default_rng(seed)
-    inits = {t.name for t in model.graph.initializer}
-    feeds = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim]
-        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        if dtype == np.bool_:
-            feeds[vi.name] = np.array(rng.random(shape) < 0.5)
-        else:
-            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
-    return feeds
-
-
 def _run(model: onnx.ModelProto | str, feeds: dict) -> list[np.ndarray]:
     src = model if isinstance(model, str) else model.SerializeToString()
     sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
@@ -127,7 +110,7 @@ def test_round_trip_is_lossless(name):
     # initializers bit-identical, by name
     assert _inits(back) == _inits(model)
 
-    _assert_same_outputs(model, back, _feeds(model, seed=len(name)))
+    _assert_same_outputs(model, back, sample_inputs(model, seed=len(name)))
 
 
 def test_round_trip_of_if_with_outer_scope_subgraphs():
@@ -194,7 +177,7 @@ def test_external_data_load_and_save(tmp_path):
     reloaded, external2 = ir.load(out)
     assert external2 == frozenset(names)
     assert _inits(reloaded) == _inits(model)
-    feeds = _feeds(model, seed=11)
+    feeds = sample_inputs(model, seed=11)
     _assert_same_outputs(model, reloaded, feeds)
     # the source files are untouched
     assert sorted(p.name for p in src.parent.iterdir()) == ["m.onnx", "w.data"]
