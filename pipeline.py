@@ -36,6 +36,7 @@ import ir
 from passes.analyses import Masks, Patterns, SliceRecord, Tags, Trees, render
 from passes.base import Pass, PassContext, PassError, PassResult
 from passes.classify import ClassifyPass
+from passes.finetune import DataError, FinetunePass, TrainConfig, finetune
 from passes.cost import count_flops, count_params
 from passes.infer_shapes import InferShapesPass
 from passes.mask import MaskPass
@@ -74,7 +75,7 @@ def register(cls: type[Pass]) -> type[Pass]:
 
 
 for _cls in (TagPass, TreesPass, ClassifyPass, ScorePass, MaskPass, SlicePass, InferShapesPass,
-             ValidatePass):
+             ValidatePass, FinetunePass):
     register(_cls)
 
 
@@ -309,10 +310,12 @@ def build_spec(ratio: float = 0.5, criterion: str = "l1", scope: str = "tree", o
 
 def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str = "tree",
           passes: str | None = None, verify: bool = True, seed: int = 0,
-          instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None) -> PruneResult:
+          instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None,
+          train_data=None, val_data=None) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
-    ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope.
+    ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
+    ``train_data`` / ``val_data`` feed a ``finetune`` pass at the end of it.
     Nothing unproven is shipped: if the mask-equivalence check fails, each pruned group is tried
     alone, the groups that fail it are left alone (their reason goes in the report), and the rest
     is pruned again and re-checked."""
@@ -320,15 +323,16 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     model, external, where = _open(model_or_path)
     check_input(model, where)
     instruments = list(instruments)
+    data = (train_data, val_data)
     try:
-        graph, ctx = _run(pipe, model, seed, sample_inputs, instruments, verify)
+        graph, ctx = _run(pipe, model, seed, sample_inputs, instruments, verify, data)
         unproven: dict[str, str] = {}
     except PipelineError as exc:
         if not isinstance(exc.__cause__, EquivalenceError) or not _has_mask(pipe):
             raise
         unproven = _unproven_groups(pipe, model, seed, sample_inputs, exc)
         pipe = _with_ignored(pipe, sorted(unproven))
-        graph, ctx = _run(pipe, model, seed, sample_inputs, instruments, verify)
+        graph, ctx = _run(pipe, model, seed, sample_inputs, instruments, verify, data)
     graph.props.metadata_props[SPEC_METADATA_KEY] = pipe.spec()
     out = ir.raise_model(graph)
     record = ctx.analyses.get(SliceRecord)
@@ -353,12 +357,15 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         "verified": ctx.report["verified"],
         "max_abs_diff": ctx.report["max_abs_diff"],
     }
+    if "finetune" in ctx.report:
+        report["finetune"] = ctx.report["finetune"]
     return PruneResult(out, report, external & set(graph.initializers))
 
 
-def _run(pipe: Pipeline, model, seed, sample_inputs, instruments, verify):
+def _run(pipe: Pipeline, model, seed, sample_inputs, instruments, verify, data=(None, None)):
     graph = ir.lower(model)
-    ctx = PassContext(original=model, seed=seed, sample_inputs=sample_inputs)
+    ctx = PassContext(original=model, seed=seed, sample_inputs=sample_inputs,
+                      train_data=data[0], val_data=data[1])
     ctx.report.update(verified=False, max_abs_diff=None)
     pipe.run(graph, ctx, instruments, verify=verify)
     return graph, ctx
@@ -466,6 +473,21 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     i.add_argument("--dot", help="write the association trees as Graphviz")
     i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    f = sub.add_parser("finetune", help="fine-tune a model with ONNX Runtime training")
+    f.add_argument("model")
+    f.add_argument("--data", required=True, help="training data: .npz with x (float32) and y")
+    f.add_argument("--val", help="validation data (.npz); the best epoch on it is kept")
+    f.add_argument("-o", "--output", required=True)
+    f.add_argument("--epochs", type=int, default=3)
+    f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument("--batch-size", type=int, default=32)
+    f.add_argument("--loss", default="ce", choices=["ce", "mse"])
+    f.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+    f.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"])
+    f.add_argument("--freeze", default="", help="comma-separated initializer or node names kept fixed")
+    f.add_argument("--checkpoint", help="a folder: an interrupted run resumes from it")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     d = sub.add_parser("demo", help="export a small ResNet-style CNN, prune it at 0.5, verify")
     d.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
@@ -528,6 +550,24 @@ def _summary(report: dict) -> str:
     if len(left) > 10:
         lines.append(f"  ... {len(left) - 10} more in the report")
     return "\n".join(lines)
+
+
+def _cmd_finetune(args) -> int:
+    _check_output(args.output, args.model)
+    try:
+        config = TrainConfig(args.epochs, args.lr, args.batch_size, args.loss, args.optimizer,
+                             args.schedule, seed=args.seed, freeze=tuple(n for n in args.freeze.split(",") if n))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    model, external, where = _open(args.model)
+    check_input(model, where)
+    result = finetune(model, args.data, args.val, config, args.checkpoint)
+    ir.save(result.model, args.output, external)
+    last = result.history[-1] if result.history else {}
+    print(f"fine-tuned {len(result.history)} epochs (resumed after {result.resumed_from}); "
+          f"best epoch {result.best_epoch}; last: " +
+          ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items()))
+    return 0
 
 
 def _cmd_inspect(args) -> int:
@@ -600,7 +640,7 @@ def _cmd_demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"prune": _cmd_prune, "inspect": _cmd_inspect, "demo": _cmd_demo}
+    commands = {"prune": _cmd_prune, "inspect": _cmd_inspect, "finetune": _cmd_finetune, "demo": _cmd_demo}
     try:
         return commands[args.command](args)
     except (UsageError, SpecError) as exc:
@@ -608,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (ir.ModelLoadError, PipelineError, PassError, OSError) as exc:
+    except (ir.ModelLoadError, PipelineError, PassError, DataError, OSError) as exc:
         if args.debug:
             raise
         print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)

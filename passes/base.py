@@ -44,6 +44,8 @@ class PassContext:
     original: onnx.ModelProto | None = None
     seed: int = 0
     sample_inputs: dict | None = None
+    train_data: Any = None     # for `finetune`: a path, (x, y) arrays, or (x, y) batches
+    val_data: Any = None
     analyses: dict[type, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
 

@@ -1,0 +1,467 @@
+"""finetune: recover accuracy with ONNX Runtime training, no framework in the loop.
+
+Reads: the IR and training data (the pass's ``data``/``val`` options, or ``PassContext``'s
+``train_data``/``val_data``). Provides nothing; records the history in the report. The trainable
+parameters are the float weights and biases of Conv, ConvTranspose, Gemm, MatMul and the scale
+and bias of BatchNormalization, InstanceNormalization, LayerNormalization (and PRelu slopes);
+running statistics and anything named in ``freeze`` stay frozen (BatchNormalization runs in
+inference form, as the model was exported). ONNX Runtime training artifacts are generated from
+the model, trained with a seeded shuffle, evaluated after each epoch, and the best epoch's
+weights are written back into the very same graph: input and output names, opsets and structure
+are unchanged. A ``checkpoint`` folder makes an interrupted run resume where it stopped.
+
+Example::
+
+    finetune{epochs=5 lr=0.001 batch-size=32 loss=ce optimizer=adamw schedule=cosine data=train.npz val=val.npz}
+
+Data: ``.npz`` files with ``x`` (float32, the model's input layout) and ``y`` (int64 labels for
+``ce``, float targets for ``mse``), read with ``allow_pickle=False``; the API also takes
+``(x, y)`` arrays or any iterable of ``(x, y)`` batches. Mismatches are one-line ``DataError``s
+raised before training starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable
+
+import numpy as np
+import onnx
+
+from ir import Graph, Initializer, lower, raise_model
+
+from .base import Pass, PassContext, PassError, PassResult
+
+LOSSES = ("ce", "mse")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "step", "constant")
+
+# op -> input ports holding trainable parameters
+TRAINABLE_PORTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,),
+                   "BatchNormalization": (1, 2), "InstanceNormalization": (1, 2),
+                   "LayerNormalization": (1, 2), "PRelu": (1,)}
+
+
+class DataError(ValueError):
+    """Training data that does not fit the model; the message is one line for the user."""
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class Batches:
+    """Training or validation data as a list of ``(x, y)`` batches."""
+
+    batches: list[tuple[np.ndarray, np.ndarray]]
+    where: str
+
+    def __len__(self) -> int:
+        return sum(len(x) for x, _ in self.batches)
+
+
+def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("x", "y") if k not in data.files]
+            if missing:
+                raise DataError(f"{path}: missing array(s) {', '.join(missing)} (needs 'x' and 'y')")
+            return data["x"], data["y"]
+    except DataError:
+        raise
+    except ValueError as exc:
+        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not an .npz file ({type(exc).__name__})") from None
+
+
+def as_batches(data: Any, batch_size: int, what: str) -> Batches:
+    """A path, ``(x, y)`` arrays, or an iterable of ``(x, y)`` batches -> ``Batches``."""
+    if isinstance(data, Batches):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        x, y = load_npz(data)
+        return _split(np.asarray(x), np.asarray(y), batch_size, str(data))
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray):
+        return _split(data[0], np.asarray(data[1]), batch_size, what)
+    batches = []
+    for i, item in enumerate(data):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise DataError(f"{what}: batch {i} is not an (x, y) pair")
+        x, y = np.asarray(item[0]), np.asarray(item[1])
+        if len(x) != len(y):
+            raise DataError(f"{what}: batch {i} has {len(x)} inputs but {len(y)} targets")
+        batches.append((x, y))
+    if not batches:
+        raise DataError(f"{what}: no batches")
+    return Batches(batches, what)
+
+
+def _split(x: np.ndarray, y: np.ndarray, batch_size: int, where: str) -> Batches:
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} inputs but {len(y)} targets")
+    if len(x) == 0:
+        raise DataError(f"{where}: empty")
+    return Batches([(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)], where)
+
+
+def check_data(data: Batches, input_shape: tuple, n_classes: int | None, loss: str, out_shape: tuple) -> None:
+    """Shape, dtype and label-range checks, all before training starts."""
+    for i, (x, y) in enumerate(data.batches):
+        if x.dtype != np.float32:
+            raise DataError(f"{data.where}: x has dtype {x.dtype}, the model takes float32")
+        if x.ndim != len(input_shape) or any(isinstance(d, int) and d != s
+                                             for d, s in zip(input_shape[1:], x.shape[1:])):
+            raise DataError(f"{data.where}: x has shape {list(x.shape)}, the model takes "
+                            f"{['N' if not isinstance(d, int) else d for d in input_shape]}")
+        if loss == "ce":
+            if y.dtype != np.int64:
+                raise DataError(f"{data.where}: y has dtype {y.dtype}; class labels must be int64")
+            if y.ndim != 1:
+                raise DataError(f"{data.where}: y has shape {list(y.shape)}; class labels are 1-D")
+            if n_classes is not None and len(y) and (y.min() < 0 or y.max() >= n_classes):
+                raise DataError(f"{data.where}: labels span {int(y.min())}..{int(y.max())}, "
+                                f"the model has {n_classes} classes")
+        else:
+            if y.dtype != np.float32:
+                raise DataError(f"{data.where}: y has dtype {y.dtype}; mse targets must be float32")
+            if y.ndim != len(out_shape) or any(isinstance(d, int) and d != s
+                                               for d, s in zip(out_shape[1:], y.shape[1:])):
+                raise DataError(f"{data.where}: y has shape {list(y.shape)}, the model outputs "
+                                f"{['N' if not isinstance(d, int) else d for d in out_shape]}")
+
+
+# ----------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 32
+    loss: str = "ce"
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    step_size: int = 10          # epochs per step of the `step` schedule
+    gamma: float = 0.1
+    seed: int = 0
+    freeze: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for value, known, what in ((self.loss, LOSSES, "loss"), (self.optimizer, OPTIMIZERS, "optimizer"),
+                                   (self.schedule, SCHEDULES, "schedule")):
+            if value not in known:
+                raise ValueError(f"unknown {what} {value!r}; known: {', '.join(known)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.step_size < 1:
+            raise ValueError("epochs, batch-size and step-size must be at least 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    def lr_at(self, epoch: int) -> float:
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+        if self.schedule == "step":
+            return self.lr * self.gamma ** (epoch // self.step_size)
+        return self.lr
+
+
+@dataclass
+class FinetuneResult:
+    model: onnx.ModelProto
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    resumed_from: int = 0
+
+
+class Progress:
+    """One line per epoch, and a live bar on a terminal."""
+
+    def __init__(self, epochs: int, steps: int, stream=None):
+        self.epochs, self.steps = epochs, steps
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def step(self, epoch: int, step: int, loss: float, acc: float | None) -> None:
+        if not self.live:
+            return
+        done = int(20 * (step + 1) / max(self.steps, 1))
+        acc_text = f" acc {acc:.3f}" if acc is not None else ""
+        self.stream.write(f"\repoch {epoch + 1}/{self.epochs} [{'#' * done}{'.' * (20 - done)}] "
+                          f"loss {loss:.4f}{acc_text}")
+        self.stream.flush()
+
+    def epoch(self, row: dict) -> None:
+        text = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+        self.stream.write(("\r" if self.live else "") + text + "\n")
+        self.stream.flush()
+
+
+def trainable_names(graph: Graph, freeze: Iterable[str] = ()) -> list[str]:
+    frozen = set(freeze)
+    names = []
+    for node in graph.topo_nodes():
+        for port in TRAINABLE_PORTS.get(node.op_type, ()):
+            ins = graph.inputs_of(node)
+            if port >= len(ins) or ins[port] is None:
+                continue
+            name = _source_initializer(graph, ins[port].name)
+            init = graph.initializer(name) if name else None
+            if init is None or init.elem_type != onnx.TensorProto.FLOAT:
+                continue
+            if name not in frozen and node.name not in frozen and name not in names:
+                names.append(name)
+    return names
+
+
+def _source_initializer(graph: Graph, name: str) -> str | None:
+    for _ in range(16):
+        if graph.initializer(name) is not None:
+            return name
+        prod = graph.producer(name)
+        if prod is None or prod.op_type != "Identity":
+            return None
+        name = graph.inputs_of(prod)[0].name
+    return None
+
+
+def _training_copy(model: onnx.ModelProto, freeze_bn: bool = False) -> onnx.ModelProto:
+    """The model with a symbolic batch axis and no stale value_info (shapes are re-derived).
+
+    ``freeze_bn``: BatchNormalization written out in its inference form over the same
+    initializers. ONNX Runtime training would otherwise switch it to batch statistics and drop
+    the running-statistics update, so training and inference would disagree."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    if freeze_bn:
+        _inference_form_batchnorm(m)
+    del m.graph.value_info[:]
+    inits = {t.name for t in m.graph.initializer}
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.name in inits:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].Clear()
+            dims[0].dim_param = "N"
+    return m
+
+
+def _inference_form_batchnorm(m: onnx.ModelProto) -> None:
+    from onnx import helper
+
+    opset = {o.domain: o.version for o in m.opset_import}.get("", 1)
+    inferred = onnx.shape_inference.infer_shapes(m)
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
+             for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    nodes = []
+    for i, n in enumerate(m.graph.node):
+        if n.op_type != "BatchNormalization" or n.domain not in ("", "ai.onnx") or len(n.output) != 1 \
+                or n.input[0] not in ranks:
+            nodes.append(n)
+            continue
+        x, scale, bias, mean, var = n.input[:5]
+        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
+        p = f"{n.name or 'bn'}_{i}_frozen"
+        axes = list(range(1, ranks[n.input[0]] - 1))
+        eps_name = p + "_eps"
+        m.graph.initializer.append(onnx.numpy_helper.from_array(np.array(eps, np.float32), eps_name))
+        nodes += [helper.make_node("Add", [var, eps_name], [p + "_ve"]),
+                  helper.make_node("Sqrt", [p + "_ve"], [p + "_std"]),
+                  helper.make_node("Div", [scale, p + "_std"], [p + "_k"]),
+                  helper.make_node("Mul", [mean, p + "_k"], [p + "_mk"]),
+                  helper.make_node("Sub", [bias, p + "_mk"], [p + "_b"])]
+        k, b = p + "_k", p + "_b"
+        if axes:
+            if opset >= 13:
+                axes_name = p + "_axes"
+                m.graph.initializer.append(onnx.numpy_helper.from_array(np.array(axes, np.int64), axes_name))
+                nodes += [helper.make_node("Unsqueeze", [k, axes_name], [k + "u"]),
+                          helper.make_node("Unsqueeze", [b, axes_name], [b + "u"])]
+            else:
+                nodes += [helper.make_node("Unsqueeze", [k], [k + "u"], axes=axes),
+                          helper.make_node("Unsqueeze", [b], [b + "u"], axes=axes)]
+            k, b = k + "u", b + "u"
+        nodes += [helper.make_node("Mul", [x, k], [p + "_y"]),
+                  helper.make_node("Add", [p + "_y", b], [n.output[0]])]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+
+
+def _model_hash(model: onnx.ModelProto, config: TrainConfig) -> str:
+    digest = hashlib.sha256(model.SerializeToString())
+    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainConfig = TrainConfig(),
+             checkpoint: str | os.PathLike | None = None, stream=None) -> FinetuneResult:
+    """Fine-tune ``model`` with ONNX Runtime training; returns the same graph with the best
+    epoch's weights. ``checkpoint``: a folder that makes an interrupted run resume."""
+    import onnxruntime as ort
+    from onnxruntime.training import artifacts
+    from onnxruntime.training.api import CheckpointState, Module, Optimizer
+
+    graph = lower(model)
+    real_inputs = [v for v in graph.inputs if graph.initializer(v.name) is None]
+    if len(real_inputs) != 1:
+        raise PassError(f"finetune needs a model with one data input, this one has {len(real_inputs)}")
+    in_shape = real_inputs[0].shape or ()
+    out_value = graph.outputs[0]
+    out_shape = out_value.shape or ()
+    n_classes = out_shape[1] if config.loss == "ce" and len(out_shape) == 2 and isinstance(out_shape[1], int) else None
+    if config.loss == "ce" and len(out_shape) != 2:
+        raise PassError(f"loss ce needs [N, classes] logits; output {out_value.name!r} has shape {list(out_shape)}")
+    train_b = as_batches(train, config.batch_size, "training data")
+    check_data(train_b, in_shape, n_classes, config.loss, out_shape)
+    val_b = None
+    if val is not None:
+        val_b = as_batches(val, config.batch_size, "validation data")
+        check_data(val_b, in_shape, n_classes, config.loss, out_shape)
+    names = trainable_names(graph, config.freeze)
+    if not names:
+        raise PassError("finetune found no trainable weights in the model")
+    frozen = [n for n, init in graph.initializers.items()
+              if n not in names and init.elem_type == onnx.TensorProto.FLOAT]
+
+    folder = Path(checkpoint) if checkpoint else Path(tempfile.mkdtemp(prefix="onnxpruner-ft-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    key = _model_hash(model, config)
+    progress_file = folder / "progress.json"
+    saved = json.loads(progress_file.read_text()) if progress_file.exists() else None
+    if saved is not None and saved.get("key") != key:
+        saved = None  # a different model or configuration: start over
+    art = folder / "artifacts"
+    try:
+        if saved is None:
+            shutil.rmtree(art, ignore_errors=True)
+            art.mkdir(parents=True)
+            loss = artifacts.LossType.CrossEntropyLoss if config.loss == "ce" else artifacts.LossType.MSELoss
+            optim = artifacts.OptimType.AdamW if config.optimizer == "adamw" else artifacts.OptimType.SGD
+            artifacts.generate_artifacts(_training_copy(model, freeze_bn=True), requires_grad=names, frozen_params=frozen,
+                                         loss=loss, optimizer=optim, artifact_directory=str(art),
+                                         additional_output_names=[out_value.name])
+        state_path = folder / "checkpoint" if saved is not None else art / "checkpoint"
+        state = CheckpointState.load_checkpoint(str(state_path))
+        device = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+        module = Module(str(art / "training_model.onnx"), state, str(art / "eval_model.onnx"), device=device)
+        optimizer = Optimizer(str(art / "optimizer_model.onnx"), module)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise PassError(f"ONNX Runtime training cannot take this model: {str(exc).strip().splitlines()[0]}") from None
+
+    history = saved["history"] if saved else []
+    best = saved["best"] if saved else {"epoch": -1, "score": -math.inf}
+    start = len(history)
+    bar = Progress(config.epochs, len(train_b.batches), stream)
+    best_file = folder / "best.npz"
+    for epoch in range(start, config.epochs):
+        optimizer.set_learning_rate(config.lr_at(epoch))
+        module.train()
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(train_b.batches))
+        losses, correct, seen = [], 0, 0
+        for step, b in enumerate(order):
+            x, y = train_b.batches[b]
+            loss_value, out = module(x, y)
+            optimizer.step()
+            module.lazy_reset_grad()
+            losses.append(float(loss_value))
+            if config.loss == "ce":
+                correct += int((np.asarray(out).argmax(1) == y).sum())
+                seen += len(y)
+            bar.step(epoch, step, float(np.mean(losses)), correct / seen if seen else None)
+        row: dict = {"epoch": epoch + 1, "lr": config.lr_at(epoch), "loss": float(np.mean(losses))}
+        if config.loss == "ce":
+            row["acc"] = correct / max(seen, 1)
+        if val_b is not None:
+            module.eval()
+            v_loss, v_correct, v_seen = 0.0, 0, 0
+            for x, y in val_b.batches:
+                loss_value, out = module(x, y)
+                v_loss += float(loss_value) * len(y)
+                v_seen += len(y)
+                if config.loss == "ce":
+                    v_correct += int((np.asarray(out).argmax(1) == y).sum())
+            row["val_loss"] = v_loss / v_seen
+            if config.loss == "ce":
+                row["val_acc"] = v_correct / v_seen
+        score = row.get("val_acc", -row.get("val_loss", row["loss"])) if val_b is not None \
+            else row.get("acc", -row["loss"])
+        history.append(row)
+        bar.epoch(row)
+        if score > best["score"]:
+            best = {"epoch": epoch + 1, "score": score}
+            np.savez(best_file, **{n: np.array(state.parameters[n].data) for n in names})
+        CheckpointState.save_checkpoint(state, str(folder / "checkpoint"), include_optimizer_state=True)
+        progress_file.write_text(json.dumps({"key": key, "history": history, "best": best}))
+
+    with np.load(best_file, allow_pickle=False) as weights:
+        for name in names:
+            old = graph.initializer(name)
+            graph.replace_initializer(Initializer.from_array(name, weights[name].astype(old.array.dtype)
+                                                             .reshape(old.dims)))
+    out = raise_model(graph)
+    if not checkpoint:
+        shutil.rmtree(folder, ignore_errors=True)
+    return FinetuneResult(out, history, best["epoch"], start)
+
+
+def evaluate(model: onnx.ModelProto, data: Any, batch_size: int = 256) -> float:
+    """Top-1 accuracy of a classifier in ONNX Runtime inference."""
+    import onnxruntime as ort
+
+    batches = as_batches(data, batch_size, "evaluation data")
+    session = ort.InferenceSession(_training_copy(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    correct = seen = 0
+    for x, y in batches.batches:
+        logits = session.run(None, {name: x})[0]
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+    return correct / max(seen, 1)
+
+
+# ----------------------------------------------------------------------------- the pass
+@dataclass(frozen=True)
+class FinetunePass(Pass):
+    name: ClassVar[str] = "finetune"
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 32
+    loss: str = "ce"
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    seed: int = 0
+    freeze: tuple[str, ...] = ()
+    data: str = ""
+    val: str = ""
+    checkpoint: str = ""
+
+    def __post_init__(self):
+        self.config()  # option errors surface when the spec is parsed
+
+    def config(self) -> TrainConfig:
+        return TrainConfig(self.epochs, self.lr, self.batch_size, self.loss, self.optimizer,
+                           self.schedule, seed=self.seed, freeze=self.freeze)
+
+    def run(self, ir: Graph, ctx: PassContext) -> PassResult:
+        train = self.data or ctx.train_data
+        val = self.val or ctx.val_data
+        if train is None or (isinstance(train, str) and not train):
+            raise PassError("finetune needs training data: data=TRAIN.npz in the spec, or train_data= in prune()")
+        result = finetune(raise_model(ir), train, val or None, self.config(), self.checkpoint or None)
+        trained = lower(result.model)
+        for name, init in trained.initializers.items():
+            if ir.initializer(name) is not None:
+                ir.replace_initializer(init)
+        ctx.report["finetune"] = {"history": result.history, "best_epoch": result.best_epoch}
+        last = result.history[-1] if result.history else {}
+        return PassResult(True, {"epochs": len(result.history), "best_epoch": result.best_epoch,
+                                 **{k: v for k, v in last.items() if k != "epoch"}})
