@@ -488,7 +488,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--checkpoint", help="a folder: an interrupted run resumes from it")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    d = sub.add_parser("demo", help="export a small ResNet-style CNN, prune it at 0.5, verify")
+    d = sub.add_parser("demo", help="digits: train a small residual CNN with ORT, prune at 0.5, fine-tune, report")
+    d.add_argument("--out-dir", default="demo-output", help="where the models, report and plot go")
     d.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
 
@@ -594,47 +595,11 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    import numpy as np
-    import torch
-    from torch import nn
+    import demo
 
-    class Block(nn.Module):
-        def __init__(self, c):
-            super().__init__()
-            self.c1, self.b1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
-            self.c2, self.b2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
-
-        def forward(self, x):
-            return torch.relu(x + self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
-
-    class SmallResNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
-            self.blocks = nn.Sequential(Block(32), Block(32), nn.Conv2d(32, 64, 3, stride=2, padding=1),
-                                        nn.ReLU(), Block(64))
-            self.head = nn.Linear(64 * 16 * 16, 10)
-
-        def forward(self, x):
-            return self.head(torch.flatten(self.blocks(self.stem(x)), 1))
-
-    torch.manual_seed(0)
-    net = SmallResNet().eval()
-    with torch.no_grad():  # distinct weights: fresh BatchNorm parameters would be deduplicated
-        for p in net.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = os.path.join(tmp, "small_resnet.onnx"), os.path.join(tmp, "small_resnet.pruned.onnx")
-        torch.onnx.export(net, torch.randn(1, 3, 32, 32), src, dynamo=False, opset_version=17,
-                          do_constant_folding=False, input_names=["image"], output_names=["logits"])
-        result = prune(src, ratio=0.5)
-        ir.save(result.model, dst)
-        np.testing.assert_equal(result.report["verified"], True)
-        print("demo: small ResNet-style CNN (exported from PyTorch), pruned at ratio 0.5, l1, tree scope")
-        print(_summary(result.report))
-        for g in result.report["groups"]:
-            print(f"  group {g['id']:2d} {g['pattern']:<13} {g['channels_before']:3d} -> "
-                  f"{g['channels_after']:3d}  roots={','.join(g['roots'])}")
+    report = demo.run(args.out_dir)
+    print(demo.format_report(report))
+    print(f"wrote {args.out_dir}/digits_resnet.onnx, digits_resnet.pruned.onnx, demo-report.json, demo-channels.png")
     return 0
 
 

@@ -308,6 +308,7 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
     from onnxruntime.training import artifacts
     from onnxruntime.training.api import CheckpointState, Module, Optimizer
 
+    ort.set_default_logger_severity(3)  # ORT training logs every graph transformer at info level
     graph = lower(model)
     real_inputs = [v for v in graph.inputs if graph.initializer(v.name) is None]
     if len(real_inputs) != 1:
