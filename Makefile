@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned resolve would pull the CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,ray]'
 	# torchvision's model definitions only (its compiled part cannot load here); --no-deps keeps torch pinned
 	$(PY) -m pip install --quiet --no-deps torchvision==0.28.0
 	touch $(STAMP)

@@ -488,6 +488,18 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--checkpoint", help="a folder: an interrupted run resumes from it")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    b = sub.add_parser("batch", help="prune many models × variants, locally or on Ray")
+    b.add_argument("models", nargs="*", help="model files (or use --plan)")
+    b.add_argument("--plan", help="a JSON or YAML plan of models and variants")
+    b.add_argument("-o", "--output", required=True, help="output folder")
+    b.add_argument("--ratio", type=float, nargs="+", default=[0.5])
+    b.add_argument("--criterion", nargs="+", default=["l1"])
+    b.add_argument("--scope", nargs="+", default=["tree"], choices=["tree", "node"])
+    b.add_argument("--jobs", type=int, default=1, help="jobs run at once (processes or Ray tasks)")
+    b.add_argument("--executor", default="local", choices=["local", "ray"])
+    b.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    b.add_argument("--force", action="store_true", help="redo jobs that are already done")
+    b.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     d = sub.add_parser("demo", help="digits: train a small residual CNN with ORT, prune at 0.5, fine-tune, report")
     d.add_argument("--out-dir", default="demo-output", help="where the models, report and plot go")
     d.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -571,6 +583,37 @@ def _cmd_finetune(args) -> int:
     return 0
 
 
+def _cmd_batch(args) -> int:
+    import batch
+
+    if bool(args.models) == bool(args.plan):
+        raise UsageError("give model files or --plan, not both (and not neither)")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    for r in args.ratio:
+        if not (0.0 <= r < 1.0):
+            raise UsageError(f"--ratio must be in [0, 1), got {r}")
+    parent = Path(args.output).resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"output folder's parent {str(parent)!r} does not exist")
+    try:
+        if args.plan:
+            plan = batch.read_plan(args.plan)
+            jobs = batch.make_jobs(plan["models"], plan.get("variants", []))
+        else:
+            variants = [{"name": f"{c}-{s}-r{r:g}", "ratio": r, "criterion": c, "scope": s}
+                        for r in args.ratio for c in args.criterion for s in args.scope]
+            jobs = batch.make_jobs(args.models, variants)
+    except batch.PlanError as exc:
+        raise UsageError(str(exc)) from None
+    result = batch.run_batch(jobs, args.output, args.executor, args.jobs, args.address, args.force)
+    print(Path(result.summary_md).read_text(), end="")
+    failed = sum(1 for r in result.rows if r.get("error"))
+    print(f"{len(result.rows)} jobs: {len(result.rows) - failed} done, {failed} failed, "
+          f"{result.skipped} already done; {result.seconds:.1f} s; summary in {result.summary_csv}")
+    return 1 if failed else 0
+
+
 def _cmd_inspect(args) -> int:
     if args.dot:
         _check_output(args.dot)
@@ -605,7 +648,8 @@ def _cmd_demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"prune": _cmd_prune, "inspect": _cmd_inspect, "finetune": _cmd_finetune, "demo": _cmd_demo}
+    commands = {"prune": _cmd_prune, "inspect": _cmd_inspect, "finetune": _cmd_finetune,
+                "batch": _cmd_batch, "demo": _cmd_demo}
     try:
         return commands[args.command](args)
     except (UsageError, SpecError) as exc:

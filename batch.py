@@ -1,0 +1,327 @@
+"""Scripted batch optimization: many models × variants, on local processes or a Ray cluster.
+
+A plan lists models and the variants to produce (JSON or YAML)::
+
+    {"models": ["resnet18.onnx", {"path": "vgg.onnx", "name": "vgg"}],
+     "variants": [{"name": "r30", "ratio": 0.3},
+                  {"name": "r50-node", "ratio": 0.5, "scope": "node", "criterion": "l2"},
+                  {"name": "custom", "passes": "tag,trees,classify,score,mask{ratio=0.4},slice,infer-shapes,validate"},
+                  {"name": "tuned", "ratio": 0.5, "finetune": {"data": "train.npz", "val": "val.npz", "epochs": 3}}]}
+
+Every job (model × variant) writes ``OUT/<model>/<variant>/model.onnx`` and ``report.json``;
+``OUT/summary.csv`` and ``summary.md`` get one row per job (params and FLOPs before/after,
+verified, max diff, seconds, error). A failing model never stops the others: its row carries the
+one-line error. Re-running a plan skips the jobs already done (``force`` redoes them). Each job is
+exactly ``pipeline.prune`` on that model, so its output is byte-identical to a single run.
+
+Executors: ``local`` (at most ``jobs`` worker processes; ``jobs=1`` runs in this process) and
+``ray`` (``address`` of a cluster, or a local instance). Models of at most ``SHIP_LIMIT`` bytes
+travel to Ray workers as bytes; larger ones are read where the worker runs (shared storage).
+At most ``jobs`` jobs run at a time, which bounds memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Iterable
+
+import onnx
+
+import ir
+
+SHIP_LIMIT = 64 * 2**20
+COLUMNS = ["model", "variant", "params_before", "params_after", "flops_before", "flops_after",
+           "verified", "max_abs_diff", "seconds", "error"]
+
+
+class PlanError(ValueError):
+    """A plan that cannot be read or run; one line for the user."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    ratio: float = 0.5
+    criterion: str = "l1"
+    scope: str = "tree"
+    passes: str | None = None
+    finetune: dict | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str          # display name (folder name)
+    path: str           # where the model file is
+    variant: Variant
+
+    @property
+    def key(self) -> str:
+        """Changes whenever the job would produce something else."""
+        stat = Path(self.path).stat() if Path(self.path).exists() else None
+        text = json.dumps([self.path, stat.st_size if stat else None, stat.st_mtime_ns if stat else None,
+                           asdict(self.variant)], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- plans
+def read_plan(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise PlanError(f"{path}: no such plan file")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            plan = yaml.safe_load(text)
+        else:
+            plan = json.loads(text)
+    except Exception as exc:
+        raise PlanError(f"{path}: cannot parse plan ({str(exc).strip().splitlines()[0]})") from None
+    if not isinstance(plan, dict) or "models" not in plan:
+        raise PlanError(f"{path}: a plan needs a 'models' list (and optionally 'variants')")
+    base = path.parent
+    models = []
+    for m in plan["models"]:
+        entry = {"path": m} if isinstance(m, str) else dict(m)
+        if "path" not in entry:
+            raise PlanError(f"{path}: model entry {m!r} has no 'path'")
+        if not os.path.isabs(entry["path"]):
+            entry["path"] = str(base / entry["path"])
+        models.append(entry)
+    plan["models"] = models
+    for v in plan.get("variants", []):  # data files are relative to the plan too
+        ft = v.get("finetune") if isinstance(v, dict) else None
+        for k in ("data", "val"):
+            if ft and isinstance(ft.get(k), str) and not os.path.isabs(ft[k]):
+                ft[k] = str(base / ft[k])
+    return plan
+
+
+def make_jobs(models: Iterable[dict | str], variants: Iterable[dict]) -> list[Job]:
+    jobs, names = [], set()
+    variants = [Variant(**_variant(v)) for v in variants] or [Variant("r0.5")]
+    if len({v.name for v in variants}) != len(variants):
+        raise PlanError("variant names must be unique")
+    for m in models:
+        entry = {"path": m} if isinstance(m, str) else m
+        name = entry.get("name") or Path(entry["path"]).stem
+        if name in names:
+            raise PlanError(f"two models are named {name!r}; give one a 'name'")
+        names.add(name)
+        jobs += [Job(name, str(entry["path"]), v) for v in variants]
+    return jobs
+
+
+def _variant(v: dict) -> dict:
+    known = {"name", "ratio", "criterion", "scope", "passes", "finetune"}
+    unknown = set(v) - known
+    if unknown:
+        raise PlanError(f"variant {v.get('name', v)!r}: unknown key(s) {', '.join(sorted(unknown))}; "
+                        f"known: {', '.join(sorted(known))}")
+    out = dict(v)
+    out.setdefault("name", f"{v.get('criterion', 'l1')}-{v.get('scope', 'tree')}-r{v.get('ratio', 0.5)}")
+    return out
+
+
+# ----------------------------------------------------------------------------- one job
+def run_job(job: Job, out_dir: str, model_bytes: bytes | None = None) -> dict:
+    """Prune one model with one variant; never raises: failures become the row's error."""
+    import pipeline
+    from passes.finetune import DataError
+
+    start = time.perf_counter()
+    row: dict[str, Any] = {"model": job.model, "variant": job.variant.name}
+    folder = Path(out_dir) / job.model / job.variant.name
+    try:
+        v = job.variant
+        passes = v.passes
+        train = val = None
+        if v.finetune:
+            ft = dict(v.finetune)
+            train, val = ft.pop("data", None), ft.pop("val", None)
+            opts = " ".join(f"{k.replace('_', '-')}={val_}" for k, val_ in sorted(ft.items()))
+            base = passes or pipeline.build_spec(v.ratio, v.criterion, v.scope)
+            passes = base + (f",finetune{{{opts}}}" if opts else ",finetune")
+        model: Any = job.path
+        shipped = _parse(model_bytes) if model_bytes is not None else None
+        if shipped is not None:
+            if not any(onnx.external_data_helper.uses_external_data(t) for t in shipped.graph.initializer):
+                model = shipped  # external weights stay where the worker can read them by path
+        result = pipeline.prune(model, ratio=v.ratio, criterion=v.criterion, scope=v.scope, passes=passes,
+                                train_data=train, val_data=val)
+        folder.mkdir(parents=True, exist_ok=True)
+        ir.save(result.model, folder / "model.onnx", result.external)
+        report = result.report
+        report["model"] = job.path
+        ir.save_bytes((json.dumps(report, indent=2) + "\n").encode(), folder / "report.json")
+        row.update({k: report[k] for k in ("params_before", "params_after", "flops_before", "flops_after",
+                                            "verified", "max_abs_diff")})
+        row["error"] = ""
+    except (ir.ModelLoadError, pipeline.PipelineError, pipeline.SpecError, DataError, OSError) as exc:
+        row["error"] = str(exc).strip().splitlines()[0]
+    except Exception as exc:  # a bug of ours must not stop the other jobs either
+        text = str(exc).strip().splitlines()
+        row["error"] = f"internal error ({type(exc).__name__}: {text[0] if text else ''})"
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    folder.mkdir(parents=True, exist_ok=True)
+    ir.save_bytes(json.dumps({"key": job.key, "row": row}).encode(), folder / "job.json")
+    return row
+
+
+def _parse(data: bytes) -> onnx.ModelProto | None:
+    """Shipped bytes as a model; None (read the path instead, for its usual error) if they aren't."""
+    try:
+        return onnx.ModelProto.FromString(data)
+    except Exception:
+        return None
+
+
+def _done_row(job: Job, out_dir: str) -> dict | None:
+    folder = Path(out_dir) / job.model / job.variant.name
+    try:
+        saved = json.loads((folder / "job.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("key") != job.key or saved["row"].get("error") or not (folder / "model.onnx").exists():
+        return None  # changed, failed last time, or incomplete: run it again
+    return saved["row"]
+
+
+# ----------------------------------------------------------------------------- executors
+def _local(jobs: list[Job], out_dir: str, n: int, tick) -> list[dict]:
+    if n <= 1:
+        rows = []
+        for job in jobs:
+            rows.append(run_job(job, out_dir))
+            tick(rows[-1])
+        return rows
+    rows = [None] * len(jobs)
+    # spawn: a forked child would inherit ONNX Runtime's thread pools
+    with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_job, job, out_dir): i for i, job in enumerate(jobs)}
+        for fut in as_completed(futures):
+            rows[futures[fut]] = fut.result()
+            tick(rows[futures[fut]])
+    return rows
+
+
+def _ray(jobs: list[Job], out_dir: str, n: int, address: str | None, tick) -> list[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise PlanError("--executor ray needs Ray: pip install 'onnxpruner[ray]'") from None
+    started = False
+    if not ray.is_initialized():
+        kwargs = {"address": address} if address else {"num_cpus": max(n, 1)}
+        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(run_job)
+        rows: list[dict | None] = [None] * len(jobs)
+        pending: dict = {}
+        queue = list(enumerate(jobs))
+        while queue or pending:
+            while queue and len(pending) < max(n, 1):  # at most n at a time bounds memory
+                i, job = queue.pop(0)
+                size = Path(job.path).stat().st_size if Path(job.path).is_file() else None
+                ship = Path(job.path).read_bytes() if size is not None and size <= SHIP_LIMIT else None
+                pending[remote.remote(job, out_dir, ship)] = i
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                i = pending.pop(ref)
+                rows[i] = ray.get(ref)
+                tick(rows[i])
+        return rows
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class _Bar:
+    def __init__(self, total: int, stream=None):
+        self.total, self.done, self.failed = total, 0, 0
+        self.stream = stream if stream is not None else sys.stderr
+
+    def __call__(self, row: dict) -> None:
+        self.done += 1
+        self.failed += bool(row.get("error"))
+        if not (hasattr(self.stream, "isatty") and self.stream.isatty()):  # a log: one line a job
+            state = "failed" if row.get("error") else "done"
+            self.stream.write(f"[{self.done}/{self.total}] {row['model']}/{row['variant']} {state}\n")
+            self.stream.flush()
+            return
+        filled = int(20 * self.done / max(self.total, 1))
+        self.stream.write(f"\r[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} jobs"
+                          f"{f', {self.failed} failed' if self.failed else ''}  {row['model']}/{row['variant']}   ")
+        if self.done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+@dataclass
+class BatchResult:
+    rows: list[dict]
+    skipped: int = 0
+    seconds: float = 0.0
+    summary_csv: str = ""
+    summary_md: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def run_batch(jobs: list[Job], out_dir: str | os.PathLike, executor: str = "local", n_jobs: int = 1,
+              address: str | None = None, force: bool = False, stream=None) -> BatchResult:
+    out_dir = str(out_dir)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rows: list[dict | None] = [None if force else _done_row(j, out_dir) for j in jobs]
+    todo = [j for j, r in zip(jobs, rows) if r is None]
+    bar = _Bar(len(todo), stream)
+    if todo:
+        if executor == "local":
+            fresh = _local(todo, out_dir, n_jobs, bar)
+        elif executor == "ray":
+            fresh = _ray(todo, out_dir, n_jobs, address, bar)
+        else:
+            raise PlanError(f"unknown executor {executor!r}; known: local, ray")
+        it = iter(fresh)
+        rows = [r if r is not None else next(it) for r in rows]
+    result = BatchResult(rows, len(jobs) - len(todo), time.perf_counter() - start)
+    result.summary_csv, result.summary_md = write_summary(rows, out_dir)
+    return result
+
+
+def write_summary(rows: list[dict], out_dir: str) -> tuple[str, str]:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r.get(k, "") for k in COLUMNS})
+    md = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        md.append("| " + " | ".join(_cell(r.get(k, "")) for k in COLUMNS) + " |")
+    csv_path, md_path = Path(out_dir) / "summary.csv", Path(out_dir) / "summary.md"
+    ir.save_bytes(buf.getvalue().encode(), csv_path)
+    ir.save_bytes(("\n".join(md) + "\n").encode(), md_path)
+    return str(csv_path), str(md_path)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value).replace("|", "\\|")
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    """Rows without the timing column: what must agree between executors."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
