@@ -104,6 +104,19 @@ def _option_fields(cls: type[Pass]) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls) if f.init}
 
 
+_PLAIN_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _option_types(cls: type[Pass], fields: dict[str, dataclasses.Field]) -> dict[str, Any]:
+    """Option types of a pass; a user's pass defined where its string annotations cannot be
+    resolved (a script, exec'd code) still gets its plain types."""
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:
+        return {n: _PLAIN_TYPES.get(f.type, f.type) if isinstance(f.type, str) else f.type
+                for n, f in fields.items()}
+
+
 def _convert(text: str, hint, where: str):
     origin = typing.get_origin(hint)
     try:
@@ -150,7 +163,7 @@ def parse_pass(item: str) -> Pass:
         raise SpecError(f"unknown pass {name!r}; known passes: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[name]
     fields = _option_fields(cls)
-    hints = typing.get_type_hints(cls)
+    hints = _option_types(cls, fields)
     kwargs: dict[str, Any] = {}
     if brace:
         if not rest.endswith("}"):
@@ -401,6 +414,15 @@ def _unproven_groups(pipe: Pipeline, model, seed, sample_inputs, failure: Pipeli
     if not unproven:  # only the combination fails: nothing can be shipped as proven
         raise failure
     return unproven
+
+
+def prune_graphsurgeon(graph, **kwargs):
+    """The adapter for compilers that hold an onnx-graphsurgeon ``Graph``: prune it (same keyword
+    arguments as ``prune``) and get a new ``Graph`` back, plus the report."""
+    import onnx_graphsurgeon as gs
+
+    result = prune(gs.export_onnx(graph), **kwargs)
+    return gs.import_onnx(result.model), result.report
 
 
 def inspect(model_or_path) -> dict:
