@@ -203,10 +203,15 @@ class Progress:
         self.stream.flush()
 
 
-def trainable_names(graph: Graph, freeze: Iterable[str] = ()) -> list[str]:
+def trainable_names(graph: Graph, freeze: Iterable[str] = (), output: str | None = None) -> list[str]:
+    """Float weights of weight-bearing and normalisation nodes upstream of ``output`` (the first
+    graph output by default; others cannot get a gradient from its loss), minus ``freeze``."""
     frozen = set(freeze)
+    upstream = _upstream_nodes(graph, output or graph.output_names[0])
     names = []
     for node in graph.topo_nodes():
+        if node.name not in upstream:
+            continue
         for port in TRAINABLE_PORTS.get(node.op_type, ()):
             ins = graph.inputs_of(node)
             if port >= len(ins) or ins[port] is None:
@@ -218,6 +223,18 @@ def trainable_names(graph: Graph, freeze: Iterable[str] = ()) -> list[str]:
             if name not in frozen and node.name not in frozen and name not in names:
                 names.append(name)
     return names
+
+
+def _upstream_nodes(graph: Graph, value: str) -> set[str]:
+    seen: set[str] = set()
+    stack = [value]
+    while stack:
+        prod = graph.producer(stack.pop())
+        if prod is None or prod.name in seen:
+            continue
+        seen.add(prod.name)
+        stack += [v.name for v in graph.inputs_of(prod) if v is not None]
+    return seen
 
 
 def _source_initializer(graph: Graph, name: str) -> str | None:
@@ -241,6 +258,7 @@ def _training_copy(model: onnx.ModelProto, freeze_bn: bool = False) -> onnx.Mode
     m.CopyFrom(model)
     if freeze_bn:
         _inference_form_batchnorm(m)
+    _sum_as_adds(m)
     del m.graph.value_info[:]
     inits = {t.name for t in m.graph.initializer}
     for vi in list(m.graph.input) + list(m.graph.output):
@@ -294,6 +312,24 @@ def _inference_form_batchnorm(m: onnx.ModelProto) -> None:
     m.graph.node.extend(nodes)
 
 
+def _sum_as_adds(m: onnx.ModelProto) -> None:
+    """Sum(a, b, c) -> Add(Add(a, b), c): ONNX Runtime training has no gradient for Sum."""
+    from onnx import helper
+
+    nodes = []
+    for i, n in enumerate(m.graph.node):
+        if n.op_type != "Sum" or n.domain not in ("", "ai.onnx") or len(n.input) < 2:
+            nodes.append(n)
+            continue
+        acc = n.input[0]
+        for j, term in enumerate(n.input[1:], start=1):
+            out = n.output[0] if j == len(n.input) - 1 else f"{n.name or 'sum'}_{i}_add{j}"
+            nodes.append(helper.make_node("Add", [acc, term], [out]))
+            acc = out
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+
+
 def _model_hash(model: onnx.ModelProto, config: TrainConfig) -> str:
     digest = hashlib.sha256(model.SerializeToString())
     digest.update(json.dumps(asdict(config), sort_keys=True).encode())
@@ -325,7 +361,7 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
     if val is not None:
         val_b = as_batches(val, config.batch_size, "validation data")
         check_data(val_b, in_shape, n_classes, config.loss, out_shape)
-    names = trainable_names(graph, config.freeze)
+    names = trainable_names(graph, config.freeze, out_value.name)
     if not names:
         raise PassError("finetune found no trainable weights in the model")
     frozen = [n for n, init in graph.initializers.items()
@@ -347,7 +383,8 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
             optim = artifacts.OptimType.AdamW if config.optimizer == "adamw" else artifacts.OptimType.SGD
             artifacts.generate_artifacts(_training_copy(model, freeze_bn=True), requires_grad=names, frozen_params=frozen,
                                          loss=loss, optimizer=optim, artifact_directory=str(art),
-                                         additional_output_names=[out_value.name])
+                                         additional_output_names=[out_value.name],
+                                         loss_input_names=[out_value.name])  # the first output, not all
         state_path = folder / "checkpoint" if saved is not None else art / "checkpoint"
         state = CheckpointState.load_checkpoint(str(state_path))
         device = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"

@@ -144,3 +144,22 @@ def test_readme_custom_pass_example_runs(tmp_path, monkeypatch):
     spared = [p for p in report["passes"] if p["name"] == "spare-narrow"][0]["stats"]["spared"]
     assert spared == [1]                       # the 6-channel group is narrower than 8
     assert [g for g in report["groups"] if g["id"] == 1][0]["channels_after"] == 6
+
+
+def test_a_plan_variant_can_fine_tune(tmp_path):
+    import numpy as np
+
+    onnx.save(models.many_to_many(), str(tmp_path / "mm.onnx"))   # first output: [1, 5] logits
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "train.npz", x=rng.standard_normal((40, 3, 8, 8)).astype(np.float32),
+             y=rng.integers(0, 5, 40).astype(np.int64))
+    plan = {"models": ["mm.onnx"],
+            "variants": [{"name": "ft", "ratio": 0.5, "finetune": {"data": "train.npz", "epochs": 2, "lr": 0.01}}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    plan = batch.read_plan(tmp_path / "plan.json")
+    result = batch.run_batch(batch.make_jobs(plan["models"], plan["variants"]), tmp_path / "out")
+    row = result.rows[0]
+    assert row["error"] == "" and row["verified"] is True
+    report = json.loads((tmp_path / "out" / "mm" / "ft" / "report.json").read_text())
+    assert len(report["finetune"]["history"]) == 2
+    assert "finetune{" in report["spec"]
