@@ -71,7 +71,10 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
+            raise DataError(f"{path}: not an .npz file with arrays x and y (one bare array)")
+        with data:
             missing = [k for k in ("x", "y") if k not in data.files]
             if missing:
                 raise DataError(f"{path}: missing array(s) {', '.join(missing)} (needs 'x' and 'y')")
@@ -119,10 +122,8 @@ def check_data(data: Batches, input_shape: tuple, n_classes: int | None, loss: s
     for i, (x, y) in enumerate(data.batches):
         if x.dtype != np.float32:
             raise DataError(f"{data.where}: x has dtype {x.dtype}, the model takes float32")
-        if x.ndim != len(input_shape) or any(isinstance(d, int) and d != s
-                                             for d, s in zip(input_shape[1:], x.shape[1:])):
-            raise DataError(f"{data.where}: x has shape {list(x.shape)}, the model takes "
-                            f"{['N' if not isinstance(d, int) else d for d in input_shape]}")
+        if not _fits(x.shape, input_shape):
+            raise DataError(f"{data.where}: x has shape {list(x.shape)}, the model takes {_show(input_shape)}")
         if loss == "ce":
             if y.dtype != np.int64:
                 raise DataError(f"{data.where}: y has dtype {y.dtype}; class labels must be int64")
@@ -134,10 +135,18 @@ def check_data(data: Batches, input_shape: tuple, n_classes: int | None, loss: s
         else:
             if y.dtype != np.float32:
                 raise DataError(f"{data.where}: y has dtype {y.dtype}; mse targets must be float32")
-            if y.ndim != len(out_shape) or any(isinstance(d, int) and d != s
-                                               for d, s in zip(out_shape[1:], y.shape[1:])):
-                raise DataError(f"{data.where}: y has shape {list(y.shape)}, the model outputs "
-                                f"{['N' if not isinstance(d, int) else d for d in out_shape]}")
+            if not _fits(y.shape, out_shape):
+                raise DataError(f"{data.where}: y has shape {list(y.shape)}, the model outputs {_show(out_shape)}")
+
+
+def _fits(shape: tuple, model_shape: tuple) -> bool:
+    """Same rank, and every fixed non-batch dim of the model's shape matches."""
+    return len(shape) == len(model_shape) and all(
+        not isinstance(d, int) or d == s for d, s in zip(model_shape[1:], shape[1:]))
+
+
+def _show(model_shape: tuple) -> list:
+    return ["N" if not isinstance(d, int) else d for d in model_shape]
 
 
 # ----------------------------------------------------------------------------- training
