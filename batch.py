@@ -135,8 +135,11 @@ def _variant(v: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- one job
-def run_job(job: Job, out_dir: str, model_bytes: bytes | None = None) -> dict:
-    """Prune one model with one variant; never raises: failures become the row's error."""
+def run_job(job: Job, out_dir: str, model_bytes: bytes | None = None, threads: int = 0) -> dict:
+    """Prune one model with one variant; never raises: failures become the row's error.
+    ``threads``: ONNX Runtime threads for this job's validation (0: all cores)."""
+    if threads:
+        os.environ["ONNXPRUNER_THREADS"] = str(threads)
     import pipeline
     from passes.finetune import DataError
 
@@ -209,7 +212,8 @@ def _local(jobs: list[Job], out_dir: str, n: int, tick) -> list[dict]:
     rows = [None] * len(jobs)
     # spawn: a forked child would inherit ONNX Runtime's thread pools
     with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, job, out_dir): i for i, job in enumerate(jobs)}
+        threads = max(1, (os.cpu_count() or 1) // n)
+        futures = {pool.submit(run_job, job, out_dir, None, threads): i for i, job in enumerate(jobs)}
         for fut in as_completed(futures):
             rows[futures[fut]] = fut.result()
             tick(rows[futures[fut]])
@@ -236,7 +240,7 @@ def _ray(jobs: list[Job], out_dir: str, n: int, address: str | None, tick) -> li
                 i, job = queue.pop(0)
                 size = Path(job.path).stat().st_size if Path(job.path).is_file() else None
                 ship = Path(job.path).read_bytes() if size is not None and size <= SHIP_LIMIT else None
-                pending[remote.remote(job, out_dir, ship)] = i
+                pending[remote.remote(job, out_dir, ship, 1)] = i  # one CPU per Ray task
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 i = pending.pop(ref)

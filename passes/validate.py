@@ -15,6 +15,7 @@ never as a shipped model.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -60,6 +61,9 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.n
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    threads = int(os.environ.get("ONNXPRUNER_THREADS", "0") or 0)
+    if threads > 0:  # batch workers share the machine: each takes its part of the cores
+        opts.intra_op_num_threads = threads
     # graph optimizations off: compare the models as written, not as ORT fuses them
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
