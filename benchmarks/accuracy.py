@@ -1,0 +1,422 @@
+"""The paper's Table III protocol (accuracy after pruning and after fine-tuning, node vs tree scope)
+and its Fig. 5 (Eq. 5 overlap of the removed filter indices), measured with our own code.
+
+    .venv/bin/python benchmarks/accuracy.py [--quick] [--seeds 0 1 2] [--ratios 0.3 0.5 0.7 0.9]
+        [--epochs 10] [--data-dir CIFAR_DIR] [--model M.onnx] [--out-dir benchmarks/out]
+
+Default: digits (sklearn, 1,797 8x8 images, ``demo.digits_split(seed)``: 80% train / 20%
+validation, a different split per seed); the demo's small residual CNN
+(``demo.export_small_resnet``) trained from scratch with ONNX Runtime training (``finetune``,
+30 epochs, lr 3e-3, batch 64) once per seed: that is the unpruned baseline, reused by every cell
+of the seed. Each cell (layerwise ratio × criterion l1/l2 × scope node/tree) is pruned with
+``pipeline.prune`` (the mask-equivalence check must pass: ``verified`` is asserted), its
+validation top-1 measured, then fine-tuned ``--epochs`` epochs at lr 1e-3 (cosine schedule,
+AdamW, batch 64) and measured again. Tables: mean ± sample std over seeds, in percentage points.
+
+Model selection: ``finetune`` keeps its best epoch on the data it is given for validation. Here it
+is given none (``--select-on-val`` changes that), so the epoch kept is the best on training
+accuracy and the validation set is only ever used for the numbers reported: no selection on it.
+
+``--data-dir DIR``: CIFAR-10 from the user's own python-pickle folder (``data_batch_1..5``,
+``test_batch``; never downloaded), inputs scaled to [0, 1] and standardized with the usual
+per-channel CIFAR-10 mean/std; the model is a small residual CNN for 32x32 defined here and
+trained from scratch, or ``--model M.onnx`` (a classifier taking [N, C, H, W] float32 of the
+data's shape) used as the unpruned baseline as it is (no training; the same for every seed).
+
+Fig. 5: for the first seed, per pruned group (labelled by its first root) and criterion, Eq. 5
+``|removed(tree) ∩ removed(node)| / |removed(node)|`` from the ``Masks`` analysis of
+``tag,trees,classify,score{criterion=C scope=S},mask{ratio=R}`` on the trained model. Written to
+``OUT/fig5_overlap.png``; the tables to ``OUT/accuracy.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import pickle
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+
+import demo  # noqa: E402
+import ir  # noqa: E402
+import pipeline  # noqa: E402
+from passes.analyses import Masks, Patterns  # noqa: E402
+from passes.finetune import TrainConfig, evaluate, finetune  # noqa: E402
+
+CRITERIA = ("l1", "l2")
+SCOPES = ("node", "tree")
+CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32).reshape(1, 3, 1, 1)
+CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], np.float32).reshape(1, 3, 1, 1)
+
+
+# --------------------------------------------------------------------------- data and models
+def load_cifar10(folder: Path):
+    """``((x_train, y_train), (x_test, y_test))`` from the python-pickle CIFAR-10 folder."""
+    def read(name):
+        path = folder / name
+        if not path.is_file():
+            raise SystemExit(f"error: {path}: missing (expected data_batch_1..5 and test_batch)")
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32)
+        return x, np.asarray(d[b"labels"], np.int64)
+
+    parts = [read(f"data_batch_{i}") for i in range(1, 6)]
+    xt, yt = read("test_batch")
+
+    def norm(x):
+        return ((x.astype(np.float32) / 255.0 - CIFAR_MEAN) / CIFAR_STD).astype(np.float32)
+
+    return ((norm(np.concatenate([p[0] for p in parts])), np.concatenate([p[1] for p in parts])),
+            (norm(xt), yt))
+
+
+def export_cifar_resnet(path: Path, seed: int = 0, width: int = 32) -> Path:
+    """A small residual CNN for 32x32 RGB (three stages, global average pooling), exported like
+    the demo's model (opset 17, dynamic batch, no constant folding)."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+            self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+    def down(c_in, c_out):
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                             nn.BatchNorm2d(c_out), nn.ReLU())
+
+    class CifarResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+            self.stage1, self.down1 = Block(width), down(width, 2 * width)          # 32x32 -> 16x16
+            self.stage2, self.down2 = Block(2 * width), down(2 * width, 4 * width)  # 16x16 -> 8x8
+            self.stage3 = Block(4 * width)
+            self.head = nn.Linear(4 * width, 10)
+
+        def forward(self, x):
+            x = self.stage3(self.down2(self.stage2(self.down1(self.stage1(self.stem(x))))))
+            return self.head(torch.flatten(torch.mean(x, dim=(2, 3), keepdim=True), 1))
+
+    torch.manual_seed(seed)
+    net = CifarResNet().eval()
+    with torch.no_grad():  # distinct weights: identical fresh BatchNorm tensors would be shared
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.randn(1, 3, 32, 32), str(path), dynamo=False, opset_version=17,
+                          do_constant_folding=False, input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+    return path
+
+
+# --------------------------------------------------------------------------- statistics and formatting
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def fmt_acc(values: list[float]) -> str:
+    m, s = mean_std([100 * v for v in values])
+    return f"{m:.2f}" + (f" ± {s:.2f}" if s is not None else "")
+
+
+def fmt_count(n: float) -> str:
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def row_label(criterion: str, scope: str) -> str:
+    return f"{criterion} {scope}" + (" (ONNXPruner)" if scope == "tree" else "")
+
+
+# --------------------------------------------------------------------------- Fig. 5
+def removed_by_group(model: onnx.ModelProto, criterion: str, scope: str, ratio: float):
+    """{group id: (label, removed class indices)} and the groups, from the Masks analysis."""
+    spec = f"tag,trees,classify,score{{criterion={criterion} scope={scope}}},mask{{ratio={ratio!r}}}"
+    ctx = pipeline.Pipeline.parse(spec).run(ir.lower(model))
+    patterns, masks = ctx.get(Patterns), ctx.get(Masks)
+    out = {}
+    for g in patterns.groups:
+        if g.id not in masks.kept:
+            continue
+        removed = frozenset(range(g.channels)) - frozenset(masks.kept[g.id])
+        out[g.id] = (g.roots[0], removed, masks.kept[g.id])
+    return out
+
+
+def overlap_table(model: onnx.ModelProto, ratios: list[float]):
+    """{criterion: {ratio: [(label, overlap or None, n removed)]}} (Eq. 5)."""
+    table: dict = {}
+    for c in CRITERIA:
+        table[c] = {}
+        for r in ratios:
+            node, tree = removed_by_group(model, c, "node", r), removed_by_group(model, c, "tree", r)
+            rows = []
+            for gid, (label, rem_node, _) in node.items():
+                rem_tree = tree[gid][1]
+                ov = len(rem_tree & rem_node) / len(rem_node) if rem_node else None
+                rows.append((label, ov, len(rem_node)))
+            table[c][r] = rows
+    return table
+
+
+def plot_overlap(table: dict, ratios: list[float], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [lab for lab, _, _ in table[CRITERIA[0]][ratios[0]]]
+    xs = np.arange(len(labels))
+    fig, axes = plt.subplots(1, len(CRITERIA), figsize=(max(8, 2.2 * len(labels) * len(CRITERIA)), 4.2),
+                             sharey=True)
+    for ax, c in zip(np.atleast_1d(axes), CRITERIA):
+        for r in ratios:
+            ys = [np.nan if ov is None else 100 * ov for _, ov, _ in table[c][r]]
+            ax.plot(xs, ys, marker="o", label=f"ratio {r:g}")
+        ax.set_xticks(xs, [lab.strip("/").replace("/", ".")[:28] for lab in labels], rotation=35,
+                      ha="right", fontsize=8)
+        ax.set_ylim(0, 105)
+        ax.set_title(f"ONNXPruner ({c}) vs {c}-norm")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("Eq. 5 overlap of removed indices (%)")
+    np.atleast_1d(axes)[-1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
+    ap.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs after pruning")
+    ap.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
+    ap.add_argument("--train-epochs", type=int, default=30, help="epochs of the from-scratch baseline")
+    ap.add_argument("--train-lr", type=float, default=3e-3)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--select-on-val", action="store_true",
+                    help="let finetune keep its best epoch on the validation set (optimistic)")
+    ap.add_argument("--data-dir", type=Path, help="CIFAR-10 python-pickle folder (default: digits)")
+    ap.add_argument("--model", type=Path, help="an ONNX classifier used as the unpruned baseline (no training)")
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "out")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 ratios, 2 fine-tuning epochs")
+    ap.add_argument("--verbose", action="store_true", help="show finetune's per-epoch lines")
+    args = ap.parse_args()
+    if args.quick:
+        args.seeds = args.seeds[:1]
+        args.ratios = [args.ratios[0], args.ratios[-1]] if len(args.ratios) > 1 else args.ratios
+        args.epochs = 2
+    for r in args.ratios:
+        if not 0.0 <= r < 1.0:
+            ap.error(f"ratios must be in [0, 1), got {r}")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    start_all = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - start_all:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    def quiet():
+        return None if args.verbose else io.StringIO()
+
+    cifar = load_cifar10(args.data_dir) if args.data_dir else None
+    user_model = onnx.load(str(args.model)) if args.model else None
+    if cifar:
+        dataset = "CIFAR-10 (50,000 train / 10,000 test_batch as validation)"
+    else:
+        dataset = "digits (sklearn, 1,797 8x8 images; seeded 80/20 train/validation split per seed)"
+    if user_model is not None:
+        model_text = f"{args.model.name} (user model, not trained here)"
+    elif cifar:
+        model_text = (f"small residual CNN for 32x32 (defined in this script), trained from scratch: "
+                      f"{args.train_epochs} epochs, lr {args.train_lr:g}, batch {args.batch_size}")
+    else:
+        model_text = (f"demo small residual CNN (demo.export_small_resnet), trained from scratch: "
+                      f"{args.train_epochs} epochs, lr {args.train_lr:g}, batch {args.batch_size}")
+
+    # cells[(ratio, criterion, scope)] = list over seeds of dicts
+    cells: dict = {}
+    baseline_acc, base_params, base_flops = [], set(), set()
+    overlap = None
+    notes: list[str] = []
+    for seed in args.seeds:
+        train, val = cifar if cifar else demo.digits_split(seed)
+        select = val if args.select_on_val else None
+        if user_model is not None:
+            base = user_model
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "model.onnx"
+                exported = onnx.load(str(export_cifar_resnet(path, seed) if cifar
+                                         else demo.export_small_resnet(path, seed)))
+            log(f"seed {seed}: training the baseline from scratch ({args.train_epochs} epochs)")
+            base = finetune(exported, train, select,
+                            TrainConfig(epochs=args.train_epochs, lr=args.train_lr,
+                                        batch_size=args.batch_size, seed=seed), stream=quiet()).model
+        acc0 = evaluate(base, val)
+        baseline_acc.append(acc0)
+        log(f"seed {seed}: unpruned validation top-1 {100 * acc0:.2f}")
+        for ratio in args.ratios:
+            for c in CRITERIA:
+                for s in SCOPES:
+                    res = pipeline.prune(base, ratio=ratio, criterion=c, scope=s, seed=seed)
+                    rep = res.report
+                    assert rep["verified"] is True, f"prune not verified: seed {seed} {ratio} {c} {s}"
+                    left = [g for g in rep["groups"] if g.get("reason", "").startswith("left alone")]
+                    if left:
+                        notes.append(f"seed {seed}, ratio {ratio:g}, {c} {s}: {len(left)} group(s) left "
+                                     f"alone by the equivalence check ({left[0]['roots'][0]}: {left[0]['reason']})")
+                    acc_p = evaluate(res.model, val)
+                    tuned = finetune(res.model, train, select,
+                                     TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                                 seed=seed), stream=quiet()).model
+                    acc_f = evaluate(tuned, val)
+                    base_params.add(rep["params_before"])
+                    base_flops.add(rep["flops_before"])
+                    cells.setdefault((ratio, c, s), []).append({
+                        "seed": seed, "pruned": acc_p, "finetuned": acc_f,
+                        "sparsity": 1 - rep["params_after"] / rep["params_before"],
+                        "speedup": rep["flops_before"] / rep["flops_after"],
+                        "kept": {g["id"]: tuple(g["kept"]) for g in rep["groups"] if g.get("pruned")}})
+                    log(f"seed {seed} ratio {ratio:g} {c} {s}: pruned {100 * acc_p:.2f}, "
+                        f"fine-tuned {100 * acc_f:.2f} (max abs diff {rep['max_abs_diff']:.1e})")
+        if seed == args.seeds[0]:
+            overlap = overlap_table(base, args.ratios)
+            # the Masks analysis run piecewise must be the decision prune() shipped
+            for r in args.ratios:
+                for c in CRITERIA:
+                    for s in SCOPES:
+                        masks = {gid: kept for gid, (_, _, kept) in removed_by_group(base, c, s, r).items()}
+                        shipped = cells[(r, c, s)][-1]["kept"]
+                        for gid, kept in shipped.items():
+                            if tuple(masks.get(gid, ())) != kept:
+                                notes.append(f"mismatch: group {gid} at {r:g} {c} {s}: Masks kept "
+                                             f"{masks.get(gid)} but prune() kept {kept}")
+    total = time.perf_counter() - start_all
+
+    # ------------------------------------------------------------------ tables
+    ratios, n = args.ratios, len(args.seeds)
+    lines = [f"# Table III protocol — {dataset}", "",
+             f"Model: {model_text}. Seeds: {', '.join(map(str, args.seeds))} (mean ± sample std over "
+             f"{n} seed{'s' if n > 1 else ''}, validation top-1 in %). Fine-tuning after pruning: "
+             f"{args.epochs} epochs, lr {args.lr:g}, cosine, AdamW, batch {args.batch_size} (ONNX Runtime "
+             f"training). Epoch kept by finetune: best on "
+             f"{'validation accuracy (optimistic)' if args.select_on_val else 'training accuracy (validation not used for selection)'}.",
+             "",
+             f"Unpruned acc. {fmt_acc(baseline_acc)}, Params: {fmt_count(statistics.fmean(base_params))}, "
+             f"FLOPs: {fmt_count(statistics.fmean(base_flops))} (per image)", ""]
+
+    def per_ratio(key, fmt):
+        out = []
+        for r in ratios:
+            vals = [d[key] for c in CRITERIA for s in SCOPES for d in cells[(r, c, s)]]
+            lo, hi = min(vals), max(vals)
+            out.append(fmt(lo) if math.isclose(lo, hi, rel_tol=1e-9) else f"{fmt(lo)}–{fmt(hi)}")
+        return out
+
+    header = "| Layerwise PR | " + " | ".join(f"{r:g}" for r in ratios) + " |"
+    sep = "|---|" + "---|" * len(ratios)
+    lines += [header, sep,
+              "| Sparsity (params) | " + " | ".join(per_ratio("sparsity", lambda v: f"{100 * v:.2f}%")) + " |",
+              "| Speed-up (FLOPs) | " + " | ".join(per_ratio("speedup", lambda v: f"{v:.2f}×")) + " |"]
+    for key, title in (("pruned", "after pruning, no fine-tuning"),
+                       ("finetuned", f"after fine-tuning ({args.epochs} epochs, lr {args.lr:g})")):
+        lines.append(f"| **{title}** |" + " |" * len(ratios))
+        for c in CRITERIA:
+            for s in SCOPES:
+                row = []
+                for r in ratios:
+                    text = fmt_acc([d[key] for d in cells[(r, c, s)]])
+                    if s == "tree":
+                        delta = 100 * (statistics.fmean(d[key] for d in cells[(r, c, "tree")])
+                                       - statistics.fmean(d[key] for d in cells[(r, c, "node")]))
+                        text += f" ({'↑' if delta > 0 else '↓' if delta < 0 else '='}{abs(delta):.2f})"
+                    row.append(text)
+                lines.append(f"| {row_label(c, s)} | " + " | ".join(row) + " |")
+    lines.append("")
+
+    # paired tree - node differences and the verdict per ratio
+    lines += ["Tree − node, paired by seed (percentage points, mean ± std; wins/ties/losses of tree over seeds):", "",
+              "| stage | criterion | " + " | ".join(f"{r:g}" for r in ratios) + " |",
+              "|---|---|" + "---|" * len(ratios)]
+    verdict: dict = {}
+    for key, stage in (("pruned", "after pruning"), ("finetuned", "after fine-tuning")):
+        for c in CRITERIA:
+            row = []
+            for r in ratios:
+                diffs = [100 * (t[key] - nd[key]) for t, nd in zip(cells[(r, c, "tree")], cells[(r, c, "node")])]
+                m, s = mean_std(diffs)
+                w = sum(d > 1e-12 for d in diffs)
+                lo = sum(d < -1e-12 for d in diffs)
+                row.append(f"{m:+.2f}" + (f" ± {s:.2f}" if s is not None else "") + f" ({w}/{n - w - lo}/{lo})")
+                verdict.setdefault((key, r), []).append((c, m))
+            lines.append(f"| {stage} | {c} | " + " | ".join(row) + " |")
+    lines.append("")
+    for key, stage in (("pruned", "after pruning"), ("finetuned", "after fine-tuning")):
+        parts = []
+        for r in ratios:
+            items = ", ".join(f"{c} {'yes' if m > 0 else 'tie' if m == 0 else 'no'} ({m:+.2f})"
+                              for c, m in verdict[(key, r)])
+            parts.append(f"{r:g}: {items}")
+        lines.append(f"Did tree beat node on the mean, {stage}? " + "; ".join(parts) + ".")
+    lines.append("")
+
+    # Fig. 5 table
+    seed0 = args.seeds[0]
+    lines += [f"## Fig. 5 — Eq. 5 overlap |removed(tree) ∩ removed(node)| / |removed(node)|, seed {seed0}", "",
+              "| criterion | group (first root) | channels removed | " + " | ".join(f"{r:g}" for r in ratios) + " |",
+              "|---|---|---|" + "---|" * len(ratios)]
+    for c in CRITERIA:
+        labels = [lab for lab, _, _ in overlap[c][ratios[0]]]
+        for i, lab in enumerate(labels):
+            removed = "/".join(str(overlap[c][r][i][2]) for r in ratios)
+            vals = [overlap[c][r][i][1] for r in ratios]
+            lines.append(f"| {c} | {lab} | {removed} | " +
+                         " | ".join("n/a" if v is None else f"{100 * v:.1f}%" for v in vals) + " |")
+        means = []
+        for r in ratios:
+            vs = [ov for _, ov, _ in overlap[c][r] if ov is not None]
+            means.append(f"{100 * statistics.fmean(vs):.1f}%" if vs else "n/a")
+        lines.append(f"| {c} | mean over groups | | " + " | ".join(means) + " |")
+    lines.append("")
+    if notes:
+        lines += ["Notes:", ""] + [f"- {t}" for t in notes] + [""]
+    lines.append(f"Total: {total:.1f} s ({len(cells) * n} pruned + fine-tuned cells, "
+                 f"{0 if user_model is not None else n} baseline trainings).")
+    text = "\n".join(lines) + "\n"
+
+    plot_overlap(overlap, ratios, args.out_dir / "fig5_overlap.png",
+                 f"Eq. 5 overlap of removed channel indices, tree vs node scope, seed {seed0} "
+                 f"({'CIFAR-10' if cifar else 'digits'})")
+    (args.out_dir / "accuracy.md").write_text(
+        f"Command: `.venv/bin/python {shlex.join(sys.argv)}`\n\n" + text)
+    print(text, end="")
+    print(f"wrote {args.out_dir / 'accuracy.md'} and {args.out_dir / 'fig5_overlap.png'}")
+    print(f"total seconds: {total:.1f}")
+
+
+if __name__ == "__main__":
+    main()
