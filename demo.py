@@ -40,8 +40,8 @@ def digits_split(seed: int = 0, val_fraction: float = 0.2):
     return (x[train], y[train]), (x[val], y[val])
 
 
-def export_small_resnet(path: str | os.PathLike, seed: int = 0, width: int = 32) -> Path:
-    """A small residual CNN for 8×8 inputs, exported with a dynamic batch axis."""
+def small_resnet(width: int = 32):
+    """The demo's small residual CNN for 1×8×8 inputs, as a PyTorch module (random init)."""
     import torch
     from torch import nn
 
@@ -68,11 +68,28 @@ def export_small_resnet(path: str | os.PathLike, seed: int = 0, width: int = 32)
             x = self.stage2(self.down(self.stage1(self.stem(x))))
             return self.head(torch.flatten(x, 1))
 
+    return SmallResNet()
+
+
+def seeded_small_resnet(seed: int = 0, width: int = 32):
+    """``small_resnet`` with seeded weights, perturbed so that no two tensors are identical
+    (the exporter would otherwise share fresh BatchNorm tensors)."""
+    import torch
+
     torch.manual_seed(seed)
-    net = SmallResNet().eval()
-    with torch.no_grad():  # distinct weights: identical fresh BatchNorm tensors would be shared
+    net = small_resnet(width).eval()
+    with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.01)
+    return net
+
+
+def export_small_resnet(path: str | os.PathLike, seed: int = 0, width: int = 32, net=None) -> Path:
+    """A small residual CNN for 8×8 inputs (``net``, or ``seeded_small_resnet(seed, width)``),
+    exported with a dynamic batch axis."""
+    import torch
+
+    net = seeded_small_resnet(seed, width) if net is None else net.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, torch.randn(1, 1, 8, 8), str(path), dynamo=False, opset_version=17,
