@@ -22,6 +22,7 @@ raised before training starts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -339,6 +340,22 @@ def _sum_as_adds(m: onnx.ModelProto) -> None:
     m.graph.node.extend(nodes)
 
 
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence native writes to stderr (file descriptor 2) inside the block: ORT's gradient
+    graph builder logs every graph transformer at info level whatever the logger severity says.
+    Its failures still arrive as Python exceptions."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _model_hash(model: onnx.ModelProto, config: TrainConfig) -> str:
     digest = hashlib.sha256(model.SerializeToString())
     digest.update(json.dumps(asdict(config), sort_keys=True).encode())
@@ -390,10 +407,12 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
             art.mkdir(parents=True)
             loss = artifacts.LossType.CrossEntropyLoss if config.loss == "ce" else artifacts.LossType.MSELoss
             optim = artifacts.OptimType.AdamW if config.optimizer == "adamw" else artifacts.OptimType.SGD
-            artifacts.generate_artifacts(_training_copy(model, freeze_bn=True), requires_grad=names, frozen_params=frozen,
-                                         loss=loss, optimizer=optim, artifact_directory=str(art),
-                                         additional_output_names=[out_value.name],
-                                         loss_input_names=[out_value.name])  # the first output, not all
+            with quiet_native_stderr():
+                artifacts.generate_artifacts(_training_copy(model, freeze_bn=True), requires_grad=names,
+                                             frozen_params=frozen, loss=loss, optimizer=optim,
+                                             artifact_directory=str(art),
+                                             additional_output_names=[out_value.name],
+                                             loss_input_names=[out_value.name])  # the first output, not all
         state_path = folder / "checkpoint" if saved is not None else art / "checkpoint"
         state = CheckpointState.load_checkpoint(str(state_path))
         device = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
