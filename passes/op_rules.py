@@ -42,6 +42,7 @@ class NodeView:
     maps: list[ChannelMap | None]
     shapes: dict[str, tuple]
     opset: int
+    static: dict[str, np.ndarray] = field(default_factory=dict)  # computed shape operands, folded
 
     def input_name(self, port: int) -> str | None:
         ins = self.graph.inputs_of(self.node)
@@ -50,6 +51,15 @@ class NodeView:
     def const(self, port: int) -> np.ndarray | None:
         name = self.input_name(port)
         return None if name is None else self.graph.const_array(name)
+
+    def static_value(self, port: int) -> np.ndarray | None:
+        """A constant, or an integer operand computed from constants and static shapes (a
+        Shape→Gather→Concat target): its value in the original model."""
+        arr = self.const(port)
+        if arr is not None:
+            return arr
+        name = self.input_name(port)
+        return None if name is None else self.static.get(name)
 
     def shape(self, port: int) -> tuple | None:
         name = self.input_name(port)
@@ -211,17 +221,38 @@ def _conv(view: NodeView) -> Effect:
     if group == 1:
         # Conv W [O, I, k..]: input channels on axis 1; ConvTranspose W [I, O, k..]: axis 0
         return Effect(leaf=(0, 1, 0 if transposed else 1, 1 if transposed else 0))
-    if _is_depthwise(view.node, w, len(m)):
-        mult = (w.shape[1] if transposed else w.shape[0] // group)
-        out = ChannelMap(1, m.rank, np.repeat(m.ids, mult))
-        return Effect(outputs={0: out})
-    return blocked(f"grouped {view.node.op_type} (group={group}) is not supported yet")
+    return _grouped_conv(view, m, w)
 
 
-def _is_depthwise(node: Node, w: np.ndarray, in_channels: int) -> bool:
+def conv_group_widths(node: Node, w: np.ndarray) -> tuple[int, int, int]:
+    """(group, input channels per group, output channels per group) of a Conv/ConvTranspose."""
     group = node.attr("group", 1)
-    per_group_in = w.shape[0] // group if node.op_type == "ConvTranspose" else w.shape[1]
-    return group > 1 and group == in_channels and per_group_in == 1
+    if node.op_type == "ConvTranspose":  # W [C_in, C_out / group, k..]
+        return group, w.shape[0] // group, w.shape[1]
+    return group, w.shape[1], w.shape[0] // group        # W [C_out, C_in / group, k..]
+
+
+def _grouped_conv(view: NodeView, m: ChannelMap, w: np.ndarray) -> Effect:
+    """Grouped Conv (depthwise included) prunes whole groups, so every group left keeps its
+    full width and ``group`` becomes the number of groups kept: the input channels of group g
+    are coupled into one class, and its output channels carry that class."""
+    group, w_in, w_out = conv_group_widths(view.node, w)
+    if len(m) != group * w_in:
+        return blocked(f"grouped {view.node.op_type} (group={group}) reads {len(m)} channels, "
+                       f"its weight expects {group * w_in}")
+    ids = m.ids.reshape(group, w_in)
+    tracked = ids >= 0
+    if np.any(tracked.any(axis=1) & ~tracked.all(axis=1)):
+        return blocked(f"grouped {view.node.op_type} (group={group}) mixes pruned channels with "
+                       "untracked data inside one group")
+    couplings = []
+    if w_in > 1:
+        keep = tracked[:, 1:]
+        first = np.broadcast_to(ids[:, :1], (group, w_in - 1))
+        couplings.append((first[keep], ids[:, 1:][keep]))
+    # output j of group g carries an id of input group g (all of them are one class)
+    out = ids[:, np.arange(w_out) % w_in].reshape(-1)
+    return Effect(outputs={0: ChannelMap(1, m.rank, out)}, couplings=couplings)
 
 
 def _gemm(view: NodeView) -> Effect:
@@ -700,14 +731,15 @@ def _slice_conv(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     out_axis, in_axis = (1, 0) if transposed else (0, 1)
     group = rw.node.attr("group", 1)
     new_w = w
-    if group > 1:  # depthwise: output channels follow input channels
-        keep_out = outs[0][1]
-        if transposed:
-            new_w = _take(w, 0, ins[0][1])
-        else:
-            new_w = _take(w, 0, keep_out)
-        rw.set_const(1, new_w)
-        rw.set_attr("group", int(ins[0][1].sum()))
+    if group > 1:  # whole groups go: output filters (Conv) or input rows (ConvTranspose)
+        _, w_in, _ = conv_group_widths(rw.node, w)
+        keep_in = ins[0][1] if 0 in ins else np.ones(group * w_in, bool)
+        per_group = keep_in.reshape(group, w_in)
+        assert np.all(per_group.all(axis=1) | ~per_group.any(axis=1)), "a group is cut partly"
+        new_w = _take(w, 0, keep_in) if transposed else _take(w, 0, outs[0][1]) if 0 in outs else w
+        if new_w is not w:
+            rw.set_const(1, new_w)
+        rw.set_attr("group", int(per_group.all(axis=1).sum()))
     else:
         if 0 in outs:
             new_w = _take(new_w, out_axis, outs[0][1])

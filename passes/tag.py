@@ -5,7 +5,8 @@ value shapes every later analysis uses). An op outside ``op_rules.CHANNEL_RULES`
 default ONNX domain is tagged ``barrier`` with the reason; nothing is pruned through it.
 
 Example: ``Conv(group=1) -> BatchNormalization -> Relu -> Conv`` tags
-``pruned+stop-process, next-process, next-no-process, pruned+stop-process``; a ``Foo`` node of
+``pruned+stop-process, next-process, next-no-process, pruned+stop-process``; a grouped Conv
+(depthwise, ResNeXt) is ``next-process`` (whole groups are pruned through it); a ``Foo`` node of
 domain ``com.acme`` is ``barrier: op com.acme.Foo is not in the node attribute library``.
 """
 
@@ -19,7 +20,7 @@ from ir import Graph
 from .analyses import NodeTag, Tags
 from .base import Pass, PassContext, PassResult
 from .infer_shapes import value_shapes
-from .op_rules import CHANNEL_RULES, DEFAULT_DOMAINS, ROOT_RULES, NodeView, _is_depthwise
+from .op_rules import CHANNEL_RULES, DEFAULT_DOMAINS, ROOT_RULES, NodeView, conv_group_widths
 
 
 def opset_of(ir: Graph) -> int:
@@ -60,11 +61,14 @@ def _tag(view: NodeView) -> NodeTag:
             return NodeTag(name, op, "pruned", root=True, leaf=True)
         w = view.const(1)
         if op in ("Conv", "ConvTranspose") and w is not None and node.attr("group", 1) > 1:
+            # grouped (depthwise included): whole groups are pruned through it, see op_rules
+            group, w_in, _ = conv_group_widths(node, w)
             shape = view.shape(0)
             channels = shape[1] if shape is not None and len(shape) > 1 else None
-            if isinstance(channels, int) and _is_depthwise(node, w, channels):
+            if isinstance(channels, int) and channels == group * w_in and w.ndim >= 3:
                 return NodeTag(name, op, "next-process")
-            return NodeTag(name, op, "barrier", reason=f"grouped {op} (group={node.attr('group')}) is not supported yet")
+            return NodeTag(name, op, "barrier", reason=f"grouped {op} (group={group}) whose input "
+                           f"channel count is unknown or disagrees with its weight")
         if w is None:
             return NodeTag(name, op, "barrier", reason=f"{op} weight is not a constant")
         return NodeTag(name, op, "stop-process", leaf=True)
