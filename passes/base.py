@@ -46,6 +46,7 @@ class PassContext:
     sample_inputs: dict | None = None
     train_data: Any = None     # for `finetune`: a path, (x, y) arrays, or (x, y) batches
     val_data: Any = None
+    calib_data: Any = None     # for data criteria (hrank, taylor): a .npz path (x, optional y) or arrays
     analyses: dict[type, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
 

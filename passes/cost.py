@@ -33,8 +33,13 @@ def _numel(shape) -> int | None:
 
 
 def count_flops(ir: Graph, shapes: dict | None = None) -> int:
+    return int(sum(flops_by_node(ir, shapes).values()))
+
+
+def flops_by_node(ir: Graph, shapes: dict | None = None) -> dict[str, int]:
+    """FLOPs of each counted node (Conv, ConvTranspose, Gemm, MatMul) by name."""
     shapes = value_shapes(ir) if shapes is None else shapes
-    total = 0
+    out: dict[str, int] = {}
     for node in ir.nodes():
         op = node.op_type
         if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
@@ -63,5 +68,5 @@ def count_flops(ir: Graph, shapes: dict | None = None) -> int:
             if in_shape is None or not isinstance(in_shape[-1], int):
                 continue
             macs = out_n * int(in_shape[-1])
-        total += 2 * macs
-    return int(total)
+        out[node.name] = 2 * int(macs)
+    return out

@@ -7,6 +7,18 @@ ratio per root node (a group takes the smallest ratio named for its roots); ``ig
 output channels of the named nodes: their groups are left alone (their inputs may still shrink).
 
 Example: ``mask{ratio=0.5 round-to=8}`` on a 20-channel group keeps 16 (10 rounded up to 16).
+
+Targets (``passes/targets.py``):
+
+- ``rank=global``: one ranking across groups. Each group's scores are normalised (``normalize=max``:
+  divided by the group's largest score, so every group's best channel is 1; ``normalize=sum``:
+  divided by the group's total) and the ``floor(ratio × channels)`` lowest channels of all the
+  free groups go, at most ``max-ratio`` of any one group (no layer is emptied).
+- ``target-flops=F`` / ``target-params=P``: remove that fraction of the model's FLOPs / parameters.
+  The global threshold (``rank=global``) or the uniform ratio (``rank=layer``) is solved by
+  bisection on a cost model of the channel maps (each Conv/Gemm/MatMul's FLOPs scale with its
+  kept output and input channel fractions); ``prune()`` then checks the real count after slicing.
+- Groups whose roots are named in ``ratios`` keep their own ratio in every mode.
 """
 
 from __future__ import annotations
@@ -19,13 +31,29 @@ import numpy as np
 
 from ir import Graph
 
-from .analyses import Masks, Patterns, Scores
-from .base import Pass, PassContext, PassResult
+from .analyses import Group, Masks, Patterns, Scores, Trees
+from .base import Pass, PassContext, PassError, PassResult
+from .targets import CostModel, global_candidates, solve_level
+
+RANKS = ("layer", "global")
+NORMALIZE = ("max", "sum")
 
 
 def _check_ratio(value: float, what: str) -> None:
     if not (0.0 <= value < 1.0):
         raise ValueError(f"{what} must be in [0, 1), got {value}")
+
+
+def n_drop_for_ratio(n: int, ratio: float, min_keep: int) -> int:
+    """Channels a group of ``n`` loses at ``ratio`` (before round-to)."""
+    n_keep = n - math.floor(ratio * n + 1e-9)
+    return n - max(n_keep, min(min_keep, n))
+
+
+def apply_round_to(n: int, n_drop: int, round_to: int) -> int:
+    """The kept count rounded up to a multiple of ``round_to`` (never above ``n``): the new drop."""
+    n_keep = min(n, math.ceil((n - n_drop) / round_to) * round_to)
+    return n - n_keep
 
 
 @dataclass(frozen=True)
@@ -38,6 +66,11 @@ class MaskPass(Pass):
     round_to: int = 1
     min_keep: int = 1
     ignore: tuple[str, ...] = ()
+    rank: str = "layer"
+    normalize: str = "max"
+    max_ratio: float = 0.9
+    target_flops: float = 0.0
+    target_params: float = 0.0
 
     def __post_init__(self):
         _check_ratio(self.ratio, "ratio")
@@ -47,21 +80,39 @@ class MaskPass(Pass):
             raise ValueError(f"round-to must be at least 1, got {self.round_to}")
         if self.min_keep < 1:
             raise ValueError(f"min-keep must be at least 1, got {self.min_keep}")
+        if self.rank not in RANKS:
+            raise ValueError(f"unknown rank {self.rank!r}; known: {', '.join(RANKS)}")
+        if self.normalize not in NORMALIZE:
+            raise ValueError(f"unknown normalize {self.normalize!r}; known: {', '.join(NORMALIZE)}")
+        if not (0.0 < self.max_ratio < 1.0):
+            raise ValueError(f"max-ratio must be in (0, 1), got {self.max_ratio}")
+        _check_ratio(self.target_flops, "target-flops")
+        _check_ratio(self.target_params, "target-params")
+        if self.target_flops and self.target_params:
+            raise ValueError("give target-flops or target-params, not both")
 
     def __hash__(self):
         return hash((self.ratio, tuple(sorted(self.ratios.items())), self.round_to,
-                     self.min_keep, self.ignore))
+                     self.min_keep, self.ignore, self.rank, self.normalize, self.max_ratio,
+                     self.target_flops, self.target_params))
+
+    @property
+    def target(self) -> tuple[str, float] | None:
+        if self.target_flops:
+            return "flops", self.target_flops
+        if self.target_params:
+            return "params", self.target_params
+        return None
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
         patterns, scores = ctx.get(Patterns), ctx.get(Scores)
-        kept: dict[int, tuple[int, ...]] = {}
-        removed: list[np.ndarray] = []
         notes: list[str] = []
         ignore = set(self.ignore)
         unknown = sorted(n for n in set(self.ratios) | ignore if not ir.has_node(n))
         if unknown:
             notes.append(f"no such node(s) for ratios/ignore: {', '.join(unknown)}")
-        n_removed = 0
+        fixed: dict[int, int] = {}     # group id -> channels dropped, by ratio or ratios
+        free: list[Group] = []
         for group in patterns.groups:
             if group.blocked or group.id not in scores.by_group:
                 continue
@@ -69,19 +120,74 @@ class MaskPass(Pass):
                 notes.append(f"group {group.id} ignored by request")
                 continue
             named = [self.ratios[r] for r in group.roots if r in self.ratios]
-            ratio = min(named) if named else self.ratio
+            if named:
+                fixed[group.id] = apply_round_to(
+                    group.channels, n_drop_for_ratio(group.channels, min(named), self.min_keep), self.round_to)
+            else:
+                free.append(group)
+        stats: dict = {}
+        decide = self._decider(free, scores)
+        if self.target is None:
+            drops = decide(self.ratio)
+        else:
+            kind, goal = self.target
+            if not ctx.has(Trees):
+                raise PassError("a FLOPs/params target needs the Trees analysis (run trees before mask)")
+            model = CostModel.build(ir, ctx.get(Trees), patterns, scores)
+            level, predicted = solve_level(lambda lv: model.ratio(kind, {**fixed, **decide(lv)}), goal)
+            if predicted > 1.0 - goal + 0.01:
+                raise PassError(f"target-{kind} {goal:g} cannot be met: at most "
+                                f"{1.0 - predicted:.3f} of the {kind} can go (max-ratio "
+                                f"{self.max_ratio:g}, blocked or ignored groups stay)")
+            drops = decide(level)
+            stats.update({f"target_{kind}": goal, f"predicted_{kind}_ratio": round(predicted, 6)})
+            ctx.report["target"] = {"kind": kind, "reduction": goal, "predicted_ratio": predicted,
+                                    "level": level, "rank": self.rank}
+        drops = {**fixed, **drops}
+        masks, n_removed = self._masks(patterns, scores, drops, notes)
+        ctx.put(masks)
+        stats.update({"groups_pruned": sum(1 for g, k in masks.kept.items()
+                                           if len(k) < patterns.groups[g].channels),
+                      "channels_removed": n_removed})
+        return PassResult(False, stats, notes)
+
+    def _decider(self, free: list[Group], scores: Scores):
+        """``level -> {group id: channels dropped}`` for the free groups: the layer ratio
+        (``rank=layer``) or the global fraction of their channels (``rank=global``)."""
+        if self.rank == "layer":
+            cap = self.max_ratio if self.target is not None else 1.0
+
+            def layer(level: float) -> dict[int, int]:
+                r = min(level, cap)
+                return {g.id: apply_round_to(g.channels, n_drop_for_ratio(g.channels, r, self.min_keep),
+                                             self.round_to) for g in free}
+            return layer
+        order = global_candidates(free, scores, self.normalize, self.max_ratio, self.min_keep)
+        total = sum(g.channels for g in free)
+
+        def global_(level: float) -> dict[int, int]:
+            k = min(len(order), math.floor(level * total + 1e-9))
+            drops = {g.id: 0 for g in free}
+            for gid in order[:k]:
+                drops[gid] += 1
+            size = {g.id: g.channels for g in free}
+            return {gid: apply_round_to(size[gid], d, self.round_to) for gid, d in drops.items()}
+        return global_
+
+    def _masks(self, patterns: Patterns, scores: Scores, drops: dict[int, int],
+               notes: list[str]) -> tuple[Masks, int]:
+        kept: dict[int, tuple[int, ...]] = {}
+        removed: list[np.ndarray] = []
+        n_removed = 0
+        for group in patterns.groups:
+            if group.id not in drops:
+                continue
             n = group.channels
-            n_keep = n - math.floor(ratio * n + 1e-9)
-            n_keep = max(n_keep, min(self.min_keep, n))
-            n_keep = min(n, math.ceil(n_keep / self.round_to) * self.round_to)
             order = np.argsort(scores.by_group[group.id], kind="stable")
-            drop = np.sort(order[: n - n_keep])
+            drop = np.sort(order[:drops[group.id]])
             kept[group.id] = tuple(int(i) for i in np.setdiff1d(np.arange(n), drop))
             for k in drop:
                 removed.append(group.members[k])
             n_removed += len(drop)
         removed_ids = np.concatenate(removed) if removed else np.zeros(0, np.int64)
-        ctx.put(Masks(kept, removed_ids, tuple(notes)))
-        return PassResult(False, {"groups_pruned": sum(1 for g, k in kept.items()
-                                                       if len(k) < patterns.groups[g].channels),
-                                  "channels_removed": n_removed}, notes)
+        return Masks(kept, removed_ids, tuple(notes)), n_removed

@@ -9,7 +9,10 @@ coupled ids), with ``n(.)`` the criterion's norm:
   ``i`` (H×W columns of a Gemm after Flatten). One root and one leaf is Eq. 1, more leaves Eq. 2,
   more roots Eq. 3, both Eq. 4. A group with no leaf scores by its roots alone.
 
-Criteria: ``l1`` (sum of absolute values), ``l2`` (Euclidean norm).
+Criteria are the classes of ``passes/criteria.py`` (``l1``, ``l2``, ``fpgm``, ``random``,
+``hrank``, ``hrank-star``, ``taylor``, and any registered with ``register_criterion``): each gives
+the root term of every root; the leaf term uses the criterion's ``leaf_norm`` (l1 or l2). Data
+criteria read ``PassContext.calib_data``.
 
 Example: one-to-one Conv W_a [2,1,1,1] = [[1],[3]] feeding Conv W_b [1,2,1,1] = [[2, 1]]:
 l1 tree scores = [1×2, 3×1] = [2, 3]; node scores = [1, 3].
@@ -24,19 +27,16 @@ import numpy as np
 
 from ir import Graph
 
-from .analyses import Patterns, Scores, Trees
+from .analyses import Group, Patterns, Scores, Trees
 from .base import Pass, PassContext, PassError, PassResult
+from .criteria import CRITERIA, calib_batches, get_criterion
 
-CRITERIA = ("l1", "l2")
 SCOPES = ("tree", "node")
 
 
 def filter_norms(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:
-    """Norm of each slice of ``w`` along ``axis`` (one per output channel)."""
-    flat = np.moveaxis(np.asarray(w), axis, 0).reshape(w.shape[axis], -1)
-    if criterion == "l1":  # float64 accumulation without a float64 copy of the weights
-        return np.abs(flat).sum(axis=1, dtype=np.float64)
-    return np.sqrt(np.square(flat).sum(axis=1, dtype=np.float64))
+    """Norm of each slice of ``w`` along ``axis`` (one per output channel): ``l1`` or ``l2``."""
+    return get_criterion(criterion)().channel_scores(w, axis)
 
 
 def leaf_norms(w: np.ndarray, filter_axis: int, in_axis: int, positions_class: np.ndarray,
@@ -73,43 +73,72 @@ class ScorePass(Pass):
     scope: str = "tree"
 
     def __post_init__(self):
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"unknown criterion {self.criterion!r}; known: {', '.join(CRITERIA)}")
+        get_criterion(self.criterion)  # ValueError naming the known criteria
         if self.scope not in SCOPES:
             raise ValueError(f"unknown scope {self.scope!r}; known: {', '.join(SCOPES)}")
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
         trees, patterns = ctx.get(Trees), ctx.get(Patterns)
-        roots = {r.node: r for r in trees.roots}
+        groups = [g for g in patterns.groups if not g.blocked]
+        root_terms = self._root_terms(ir, ctx, trees, groups)
         leaves_by_node: dict[str, list] = {}
         for lf in trees.leaves:
             leaves_by_node.setdefault(lf.node, []).append(lf)
+        leaf_norm = CRITERIA[self.criterion].leaf_norm
         scores = {}
-        for group in patterns.groups:
-            if group.blocked:
-                continue
-            cls = np.full(trees.num_ids, -1, np.int64)
-            for k, members in enumerate(group.members):
-                cls[members] = k
-            root_term = np.zeros(group.channels)
-            for name in group.roots:
-                root = roots[name]
-                w = _weight(ir, name, root.weight_port)
-                norms = filter_norms(w, root.weight_axis, self.criterion)
-                np.add.at(root_term, cls[root.first_id:root.first_id + root.channels], norms)
-            score = root_term
+        for group in groups:
+            cls = _classes(group, trees.num_ids)
+            score = _group_root_term(group, trees, cls, root_terms)
             if self.scope == "tree" and group.leaves:
-                leaf_term = np.zeros(group.channels)
-                for name in group.leaves:
-                    for lf in leaves_by_node[name]:
-                        w = _weight(ir, name, lf.weight_port)
-                        pos_cls = np.where(lf.ids >= 0, cls[np.maximum(lf.ids, 0)], -1)
-                        leaf_term += leaf_norms(w, lf.filter_axis, lf.weight_axis, pos_cls,
-                                                group.channels, self.criterion)
-                score = root_term * leaf_term
+                score = score * _group_leaf_term(ir, group, cls, leaves_by_node, leaf_norm)
             scores[group.id] = score
         ctx.put(Scores(self.criterion, self.scope, scores))
         return PassResult(False, {"groups_scored": len(scores)})
+
+    def _root_terms(self, ir: Graph, ctx: PassContext, trees: Trees, groups: list[Group]) -> dict[str, np.ndarray]:
+        """The criterion's per-channel scores of every root of a prunable group."""
+        criterion = get_criterion(self.criterion)(seed=ctx.seed)
+        wanted = {name for g in groups for name in g.roots}
+        roots = [r for r in trees.roots if r.node in wanted]
+        if not roots:
+            return {}
+        calib = calib_batches(ctx, self.criterion) if criterion.needs_data else None
+        terms = criterion.root_scores(ir, roots, trees, calib)
+        for r in roots:
+            got = np.shape(terms.get(r.node))
+            if got != (r.channels,):
+                raise PassError(f"criterion {self.criterion!r} gave node {r.node!r} scores of shape "
+                                f"{list(got)}, expected [{r.channels}]")
+        return terms
+
+
+def _classes(group: Group, num_ids: int) -> np.ndarray:
+    """Channel id -> the group's channel (class) index, -1 outside the group."""
+    cls = np.full(num_ids, -1, np.int64)
+    for k, members in enumerate(group.members):
+        cls[members] = k
+    return cls
+
+
+def _group_root_term(group: Group, trees: Trees, cls: np.ndarray, root_terms: dict) -> np.ndarray:
+    roots = {r.node: r for r in trees.roots}
+    term = np.zeros(group.channels)
+    for name in group.roots:
+        root = roots[name]
+        np.add.at(term, cls[root.first_id:root.first_id + root.channels],
+                  np.asarray(root_terms[name], np.float64))
+    return term
+
+
+def _group_leaf_term(ir: Graph, group: Group, cls: np.ndarray, leaves_by_node: dict,
+                     norm: str) -> np.ndarray:
+    term = np.zeros(group.channels)
+    for name in group.leaves:
+        for lf in leaves_by_node[name]:
+            w = _weight(ir, name, lf.weight_port)
+            pos_cls = np.where(lf.ids >= 0, cls[np.maximum(lf.ids, 0)], -1)
+            term += leaf_norms(w, lf.filter_axis, lf.weight_axis, pos_cls, group.channels, norm)
+    return term
 
 
 def _weight(ir: Graph, node: str, port: int) -> np.ndarray:

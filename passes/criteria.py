@@ -1,0 +1,388 @@
+"""Importance criteria for the ``score`` pass, one small class each, behind one interface.
+
+A criterion gives every output channel of every root (pruned node) a *root term*; the ``score``
+pass sums the root terms of a group's coupled roots and, in ``tree`` scope, multiplies by the
+*leaf term* ``Σ_leaves Σ_k n(W_leaf^{k,i})`` (paper Eq. 1–4) where ``n`` is the criterion's
+``leaf_norm``. Register your own with ``register_criterion`` and name it in a spec::
+
+    @register_criterion
+    class MaxAbs(Criterion):
+        name = "max-abs"
+        def channel_scores(self, w, axis):          # w: the root's weight, axis: output channels
+            return np.abs(np.moveaxis(w, axis, 0)).reshape(w.shape[axis], -1).max(1)
+
+    pipeline.prune(model, passes="tag,trees,classify,score{criterion=max-abs scope=tree},mask,...")
+
+Weight criteria (no data): ``l1``, ``l2``, ``fpgm``, ``random``. Data criteria need calibration
+data (``PassContext.calib_data``: an ``.npz`` path with ``x`` and optional ``y``, ``x`` or
+``(x, y)`` arrays, or ``(x, y)`` batches; ``--calib`` on the command line): ``hrank``,
+``hrank-star`` (the paper's Hrank*), ``taylor``.
+
+Choice for data criteria in ``tree`` scope: the root term is the data-driven per-channel value
+(average feature-map rank, or Σ|w·g|); the leaf term stays the leaves' input-channel weight norm
+(l1), exactly as for the weight criteria. The tree then still weighs a channel by how strongly its
+consumers read it, and the node scope is the criterion unchanged.
+
+Hand-checkable examples (the tests compute them):
+
+- ``fpgm``: filters [0,0], [1,0], [0,1] -> distances summed to the others: [2, 1+√2, 1+√2].
+- ``hrank``: channel maps diag(1,0), diag(1,1), 0 -> ranks [1, 2, 0].
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx
+
+from ir import Graph, raise_model
+
+from .analyses import Root, Trees
+from .base import PassContext, PassError
+from .infer_shapes import inferred_types
+from .finetune import (Batches, DataError, _fits, _show, _source_initializer, _training_copy,
+                       as_batches, check_data, trainable_names)
+
+
+# ----------------------------------------------------------------------------- interface
+class Criterion:
+    """Per-channel importance of each root's output channels; higher is kept first.
+
+    Override ``channel_scores(w, axis)`` for a weight criterion, or ``root_scores`` for anything
+    that needs the whole model or data (set ``needs_data = True`` to get calibration batches)."""
+
+    name: ClassVar[str] = ""
+    needs_data: ClassVar[bool] = False
+    leaf_norm: ClassVar[str] = "l1"   # the norm of the leaf term in tree scope: "l1" or "l2"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def channel_scores(self, w: np.ndarray, axis: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError(f"criterion {self.name!r} implements neither channel_scores nor root_scores")
+
+    def root_scores(self, ir: Graph, roots: list[Root], trees: Trees,
+                    calib: Batches | None) -> dict[str, np.ndarray]:
+        return {r.node: np.asarray(self.channel_scores(root_weight(ir, r), r.weight_axis), np.float64)
+                for r in roots}
+
+
+CRITERIA: dict[str, type[Criterion]] = {}
+
+
+def register_criterion(cls: type[Criterion]) -> type[Criterion]:
+    """Make a Criterion subclass usable by its ``name`` in ``score{criterion=NAME}``."""
+    if not (isinstance(cls, type) and issubclass(cls, Criterion)) or not cls.name:
+        raise TypeError("register_criterion() takes a Criterion subclass with a non-empty `name`")
+    if cls.leaf_norm not in ("l1", "l2"):
+        raise TypeError(f"criterion {cls.name!r}: leaf_norm must be 'l1' or 'l2'")
+    CRITERIA[cls.name] = cls
+    return cls
+
+
+def get_criterion(name: str) -> type[Criterion]:
+    if name not in CRITERIA:
+        raise ValueError(f"unknown criterion {name!r}; known: {', '.join(sorted(CRITERIA))}")
+    return CRITERIA[name]
+
+
+def root_weight(ir: Graph, root: Root) -> np.ndarray:
+    w = ir.const_array(ir.inputs_of(root.node)[root.weight_port])
+    if w is None:
+        raise PassError(f"weight of node {root.node!r} is not a constant")
+    return w
+
+
+def _flat(w: np.ndarray, axis: int) -> np.ndarray:
+    w = np.asarray(w)
+    return np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+
+
+# ----------------------------------------------------------------------------- weight criteria
+@register_criterion
+class L1(Criterion):
+    """Σ|w| of each filter (Li et al., the paper's ℓ1-norm baseline)."""
+    name = "l1"
+
+    def channel_scores(self, w, axis):  # float64 accumulation without a float64 copy
+        return np.abs(_flat(w, axis)).sum(axis=1, dtype=np.float64)
+
+
+@register_criterion
+class L2(Criterion):
+    """‖w‖₂ of each filter."""
+    name = "l2"
+    leaf_norm = "l2"
+
+    def channel_scores(self, w, axis):
+        return np.sqrt(np.square(_flat(w, axis)).sum(axis=1, dtype=np.float64))
+
+
+@register_criterion
+class FPGM(Criterion):
+    """Filter pruning via geometric median (He et al.): a filter close to the geometric median
+    of its node's filters is replaceable by the others. As FPGM computes it, the score of filter
+    ``i`` is ``Σ_j ‖w_i − w_j‖₂`` over the node's other filters (low: near the median: pruned)."""
+    name = "fpgm"
+    leaf_norm = "l2"
+
+    def channel_scores(self, w, axis):
+        f = _flat(w, axis).astype(np.float64)
+        sq = np.square(f).sum(axis=1)
+        d2 = sq[:, None] + sq[None, :] - 2.0 * (f @ f.T)
+        return np.sqrt(np.maximum(d2, 0.0)).sum(axis=1)
+
+
+@register_criterion
+class Random(Criterion):
+    """Uniform random scores, seeded by the run's seed and the node's name: the floor every
+    criterion must beat. In tree scope it is multiplied by the leaf term like any root term."""
+    name = "random"
+
+    def root_scores(self, ir, roots, trees, calib):
+        return {r.node: np.random.default_rng([self.seed, zlib.crc32(r.node.encode())]).random(r.channels)
+                for r in roots}
+
+
+# ----------------------------------------------------------------------------- calibration data
+def load_calib(data: Any, batch_size: int = 32, where: str = "calibration data") -> Batches:
+    """Calibration data -> ``Batches`` of ``(x, y)`` (``y`` is None when absent). Same rules as
+    training data: ``.npz`` read with ``allow_pickle=False``, one-line ``DataError`` otherwise."""
+    if isinstance(data, Batches):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.is_file():
+            raise DataError(f"{path}: no such data file")
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise DataError(f"{path}: not an .npz file with an array x (one bare array)")
+            with loaded:
+                if "x" not in loaded.files:
+                    raise DataError(f"{path}: missing array x (needs 'x', optionally 'y')")
+                x = loaded["x"]
+                y = loaded["y"] if "y" in loaded.files else None
+        except DataError:
+            raise
+        except ValueError as exc:
+            raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: not an .npz file ({type(exc).__name__})") from None
+        return _calib_split(np.asarray(x), None if y is None else np.asarray(y), batch_size, str(path))
+    if isinstance(data, np.ndarray):
+        return _calib_split(data, None, batch_size, where)
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray):
+        return _calib_split(data[0], None if data[1] is None else np.asarray(data[1]), batch_size, where)
+    return as_batches(data, batch_size, where)
+
+
+def _calib_split(x: np.ndarray, y: np.ndarray | None, batch_size: int, where: str) -> Batches:
+    if y is not None and len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} inputs but {len(y)} targets")
+    if len(x) == 0:
+        raise DataError(f"{where}: empty")
+    return Batches([(x[i:i + batch_size], None if y is None else y[i:i + batch_size])
+                    for i in range(0, len(x), batch_size)], where)
+
+
+def calib_batches(ctx: PassContext, name: str) -> Batches:
+    if ctx.calib_data is None:
+        raise PassError(f"criterion {name!r} needs calibration data: --calib CALIB.npz "
+                        "(array x, optionally y), or calib_data= in prune()")
+    return load_calib(ctx.calib_data)
+
+
+def _data_input(ir: Graph):
+    real = [v for v in ir.inputs if ir.initializer(v.name) is None]
+    if len(real) != 1:
+        raise PassError(f"data criteria need a model with one data input, this one has {len(real)}")
+    return real[0]
+
+
+def _check_x(calib: Batches, ir: Graph) -> str:
+    value = _data_input(ir)
+    shape = value.shape or ()
+    for x, _ in calib.batches:
+        if x.dtype != np.float32:
+            raise DataError(f"{calib.where}: x has dtype {x.dtype}, the model takes float32")
+        if not _fits(x.shape, shape):
+            raise DataError(f"{calib.where}: x has shape {list(x.shape)}, the model takes {_show(shape)}")
+    return value.name
+
+
+# ----------------------------------------------------------------------------- data criteria
+def feature_maps(ir: Graph, values: list[str], calib: Batches):
+    """Yield, per calibration batch, ``{value: array}`` for the named intermediate values, from
+    ONNX Runtime with them exposed as extra graph outputs (symbolic batch axis)."""
+    import onnxruntime as ort
+
+    in_name = _check_x(calib, ir)
+    model = _training_copy(raise_model(ir))
+    present = {o.name for o in model.graph.output}
+    types = None
+    for name in values:
+        if name in present:
+            continue
+        elem = ir.value(name).elem_type
+        if not elem:  # no stated type: ONNX shape inference's
+            types = inferred_types(ir) if types is None else types
+            tp = types.get(name)
+            elem = tp.tensor_type.elem_type if tp is not None else onnx.TensorProto.FLOAT
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+        present.add(name)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    threads = int(os.environ.get("ONNXPRUNER_THREADS", "0") or 0)
+    if threads > 0:
+        opts.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise PassError(f"ONNX Runtime cannot run the model for calibration: {str(exc).strip().splitlines()[0]}") from None
+    for x, _ in calib.batches:
+        yield dict(zip(values, session.run(values, {in_name: x})))
+
+
+def map_ranks(arr: np.ndarray, axis: int) -> np.ndarray:
+    """Rank of each (sample, channel) feature map: ``arr`` [N, .., C, ..] with channels on
+    ``axis`` -> [N, C]. Spatial dims fold into an H×W matrix (the last dim is W); a value with
+    no spatial dims is a 1×1 map (rank 1 if non-zero)."""
+    a = np.moveaxis(np.asarray(arr, np.float32), axis, 1)
+    n, c = a.shape[:2]
+    spatial = a.shape[2:]
+    w = spatial[-1] if spatial else 1
+    a = a.reshape(n, c, -1, w)
+    return np.linalg.matrix_rank(a).astype(np.float64)
+
+
+@register_criterion
+class HRank(Criterion):
+    """HRank (Lin et al.): the average rank of each channel's feature maps (the root's output)
+    over the calibration samples; low-rank maps carry little information and go first."""
+    name = "hrank"
+    needs_data = True
+
+    def use_rank(self, ir: Graph, root: Root, trees: Trees) -> bool:
+        return True
+
+    def root_scores(self, ir, roots, trees, calib):
+        rank_roots = [r for r in roots if self.use_rank(ir, r, trees)]
+        out = {r.node: L1().channel_scores(root_weight(ir, r), r.weight_axis)
+               for r in roots if r not in rank_roots}
+        if not rank_roots:
+            return out
+        if calib is None:
+            raise PassError(f"criterion {self.name!r} needs calibration data")
+        values = list(dict.fromkeys(r.output for r in rank_roots))
+        sums = {v: None for v in values}
+        seen = 0
+        for maps in feature_maps(ir, values, calib):
+            for v in values:
+                ranks = map_ranks(maps[v], _axis(trees, v)).sum(axis=0)
+                sums[v] = ranks if sums[v] is None else sums[v] + ranks
+            seen += len(next(iter(maps.values())))
+        for r in rank_roots:
+            out[r.node] = sums[r.output] / max(seen, 1)
+        return out
+
+
+def _axis(trees: Trees, value: str) -> int:
+    m = trees.maps.get(value)
+    return m.axis if m is not None else 1
+
+
+@register_criterion
+class HRankStar(HRank):
+    """The paper's Hrank*: feature-map rank for convolutions, ℓ1-norm for fully connected layers
+    (Gemm, MatMul, and any root whose output has no spatial dims)."""
+    name = "hrank-star"
+
+    def use_rank(self, ir, root, trees):
+        if ir.node(root.node).op_type not in ("Conv", "ConvTranspose"):
+            return False
+        m = trees.maps.get(root.output)
+        return m is None or m.rank > 2
+
+
+@register_criterion
+class Taylor(Criterion):
+    """First-order Taylor (Molchanov et al.): ``Σ |w ⊙ ∂L/∂w|`` over each output channel's
+    weights, the gradient averaged over the calibration batches, computed by ONNX Runtime
+    training (the artifacts ``finetune`` builds: BatchNormalization in inference form, loss on
+    the first output). The loss is cross-entropy for [N, classes] logits with int64 labels,
+    MSE for float32 targets; labels ``y`` are required. A root whose weight gets no gradient
+    from that loss (not upstream of the first output) scores 0."""
+    name = "taylor"
+    needs_data = True
+
+    def root_scores(self, ir, roots, trees, calib):
+        if calib is None or any(y is None for _, y in calib.batches):
+            raise PassError("criterion 'taylor' needs labels: calibration data with an array y")
+        grads = weight_gradients(ir, {r.node: root_weight_name(ir, r) for r in roots}, calib)
+        out = {}
+        for r in roots:
+            w = root_weight(ir, r)
+            g = grads.get(root_weight_name(ir, r))
+            if g is None:
+                out[r.node] = np.zeros(r.channels)
+                continue
+            prod = np.abs(np.asarray(w, np.float64) * g.reshape(w.shape))
+            out[r.node] = _flat(prod, r.weight_axis).sum(axis=1)
+        return out
+
+
+def root_weight_name(ir: Graph, root: Root) -> str | None:
+    v = ir.inputs_of(root.node)[root.weight_port]
+    return _source_initializer(ir, v.name) if v is not None else None
+
+
+def weight_gradients(ir: Graph, wanted: dict[str, str | None], calib: Batches) -> dict[str, np.ndarray]:
+    """``∂L/∂w`` averaged over the calibration batches for the wanted initializers that are
+    trainable (float, upstream of the first output), from ONNX Runtime training."""
+    import onnxruntime as ort
+    from onnxruntime.training import artifacts
+    from onnxruntime.training.api import CheckpointState, Module
+
+    ort.set_default_logger_severity(3)
+    in_name = _check_x(calib, ir)
+    out_value = ir.outputs[0]
+    out_shape = out_value.shape or ()
+    first_y = calib.batches[0][1]
+    loss = "ce" if len(out_shape) == 2 and first_y.dtype.kind in "iu" else "mse"
+    n_classes = out_shape[1] if loss == "ce" and isinstance(out_shape[1], int) else None
+    check_data(calib, ir.value(in_name).shape or (), n_classes, loss, out_shape)
+    trainable = set(trainable_names(ir, (), out_value.name))
+    names = [n for n in dict.fromkeys(wanted.values()) if n in trainable]
+    if not names:
+        return {}
+    frozen = [n for n, init in ir.initializers.items()
+              if n not in names and init.elem_type == onnx.TensorProto.FLOAT]
+    folder = Path(tempfile.mkdtemp(prefix="onnxpruner-taylor-"))
+    try:
+        try:
+            artifacts.generate_artifacts(
+                _training_copy(raise_model(ir), freeze_bn=True), requires_grad=names, frozen_params=frozen,
+                loss=artifacts.LossType.CrossEntropyLoss if loss == "ce" else artifacts.LossType.MSELoss,
+                artifact_directory=str(folder), additional_output_names=[out_value.name],
+                loss_input_names=[out_value.name])
+            state = CheckpointState.load_checkpoint(str(folder / "checkpoint"))
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            module = Module(str(folder / "training_model.onnx"), state, device="cpu", session_options=opts)
+        except Exception as exc:
+            raise PassError(f"ONNX Runtime training cannot take this model: {str(exc).strip().splitlines()[0]}") from None
+        module.train()
+        module.lazy_reset_grad()
+        for x, y in calib.batches:
+            module(x, y)  # forward + backward; gradients accumulate until reset
+        n = len(calib.batches)
+        return {name: np.array(state.parameters[name].grad, np.float64) / n for name in names}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
