@@ -483,7 +483,8 @@ class Graph:
     # -------------------------------------------------------------- constants
     def const_array(self, value: Value | str | None) -> np.ndarray | None:
         """The value's data when it is a constant: an initializer, a Constant node's output, or
-        an Identity of either (PyTorch shares deduplicated weights through Identity nodes)."""
+        an Identity or Transpose of one (PyTorch shares deduplicated weights through Identity
+        nodes). A rule that rewrites such a value gets a new initializer (``Rewriter.set_const``)."""
         if value is None:
             return None
         name = _name(value)
@@ -504,6 +505,15 @@ class Graph:
                 continue
             if prod.op_type == "Constant" and prod.domain in ("", "ai.onnx"):
                 return constant_node_value(prod)
+            if prod.op_type == "Transpose" and prod.domain in ("", "ai.onnx"):
+                # PyTorch without constant folding exports Linear on 3-D input as MatMul(x, Transpose(W))
+                src = self.inputs_of(prod)[0]
+                arr = self.const_array(src) if src is not None else None
+                if arr is None:
+                    return None
+                out = np.transpose(arr, prod.attr("perm"))  # perm absent: reversed axes, as ONNX says
+                out.flags.writeable = False
+                return out
             return None
         return None
 

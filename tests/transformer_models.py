@@ -1,0 +1,81 @@
+"""Small transformer models exported offline with the legacy exporter (random init, perturbed).
+
+Hugging Face ``transformers`` models are built from small configs (no hub access); torchvision's
+ViT from its definition. ``transformers`` imports torchvision when present, so the torchvision
+op schemas are defined first (``import_torchvision``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from torchvision_models import import_torchvision
+
+KINDS = ("bert", "gpt2", "hf-vit", "tv-vit")
+
+
+class _LastHidden(torch.nn.Module):
+    """Plain tensor in, plain tensor out: the exporter then sees one input and one output."""
+
+    def __init__(self, model, kind: str):
+        super().__init__()
+        self.model, self.kind = model, kind
+
+    def forward(self, x):
+        if self.kind == "hf-vit":
+            return self.model(pixel_values=x).logits
+        if self.kind == "tv-vit":
+            return self.model(x)
+        return self.model(input_ids=x).last_hidden_state
+
+
+def build(kind: str, seed: int = 0):
+    """``(module, example_input)`` for a small model of ``kind`` (hidden 32, 2 layers, 4 heads,
+    MLP 64)."""
+    import_torchvision()
+    torch.manual_seed(seed)
+    if kind == "tv-vit":
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32,
+                                  mlp_dim=64, num_classes=10)
+        example = torch.randn(1, 3, 32, 32)
+    else:
+        import transformers as hf
+
+        if kind == "bert":
+            model = hf.BertModel(hf.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                               num_attention_heads=4, intermediate_size=64,
+                                               max_position_embeddings=32))
+            example = torch.randint(0, 100, (1, 16))
+        elif kind == "gpt2":
+            model = hf.GPT2Model(hf.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32,
+                                               bos_token_id=0, eos_token_id=0))
+            example = torch.randint(0, 100, (1, 16))
+        elif kind == "hf-vit":
+            model = hf.ViTForImageClassification(hf.ViTConfig(image_size=32, patch_size=8, hidden_size=32,
+                                                              num_hidden_layers=2, num_attention_heads=4,
+                                                              intermediate_size=64, num_labels=10))
+            example = torch.randn(1, 3, 32, 32)
+        else:
+            raise ValueError(f"unknown transformer kind {kind!r}; known: {', '.join(KINDS)}")
+    model = _LastHidden(model.eval(), kind).eval()
+    with torch.no_grad():  # distinct weights (fresh LayerNorm tensors would be shared)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return model, example
+
+
+def export(kind: str, folder: Path, seed: int = 0) -> Path:
+    path = Path(folder) / f"{kind}.onnx"
+    if path.exists():
+        return path
+    model, example = build(kind, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
+                          do_constant_folding=False, input_names=["input"], output_names=["output"])
+    return path
