@@ -47,7 +47,7 @@ from .analyses import Root, Trees
 from .base import PassContext, PassError
 from .infer_shapes import inferred_types
 from .finetune import (Batches, DataError, _fits, _show, _source_initializer, _training_copy,
-                       as_batches, check_data, trainable_names)
+                       check_data, trainable_names)
 
 
 # ----------------------------------------------------------------------------- interface
@@ -180,7 +180,19 @@ def load_calib(data: Any, batch_size: int = 32, where: str = "calibration data")
         return _calib_split(data, None, batch_size, where)
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray):
         return _calib_split(data[0], None if data[1] is None else np.asarray(data[1]), batch_size, where)
-    return as_batches(data, batch_size, where)
+    batches = []
+    for i, item in enumerate(data):
+        if isinstance(item, np.ndarray):
+            item = (item, None)
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise DataError(f"{where}: batch {i} is not x or an (x, y) pair")
+        x, y = np.asarray(item[0]), None if item[1] is None else np.asarray(item[1])
+        if y is not None and len(x) != len(y):
+            raise DataError(f"{where}: batch {i} has {len(x)} inputs but {len(y)} targets")
+        batches.append((x, y))
+    if not batches:
+        raise DataError(f"{where}: no batches")
+    return Batches(batches, where)
 
 
 def _calib_split(x: np.ndarray, y: np.ndarray | None, batch_size: int, where: str) -> Batches:
