@@ -1,0 +1,60 @@
+"""ONNX files from other exporters and converters: the dynamo exporter (opset 18+, BatchNorm
+folded into Conv, its own node names), ``onnx.version_converter`` from opset 9 up, all pruned and
+proven by the mask-equivalence check."""
+
+from __future__ import annotations
+
+import warnings
+
+import onnx
+import pytest
+
+import pipeline
+from torchvision_models import import_torchvision
+
+
+def _seeded(name: str):
+    import torch
+
+    tv = import_torchvision()
+    torch.manual_seed(0)
+    model = tv.models.get_model(name, weights=None).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+        for key, buf in model.named_buffers():
+            if key.endswith("running_var"):
+                buf.copy_(torch.rand_like(buf) + 0.5)
+    return model
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_dynamo_export_prunes_and_stays_equivalent(name, tmp_path):
+    import torch
+
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_seeded(name), (torch.randn(1, 3, 64, 64),), dynamo=True, verbose=False).save(str(path))
+    model = onnx.load(str(path))
+    assert {o.domain: o.version for o in model.opset_import}[""] >= 18
+    assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)  # folded into Conv
+    rep = pipeline.prune(model, ratio=0.5).report
+    assert rep["verified"] is True
+    assert rep["params_after"] < 0.4 * rep["params_before"]
+    left = [g for g in rep["groups"] if not g.get("pruned")]
+    assert all("graph output" in g["reason"] for g in left), left
+
+
+@pytest.mark.parametrize("target", [13, 18, 21])
+def test_version_converted_model_prunes_and_stays_equivalent(target, tmp_path):
+    """Exported at opset 9 (attribute forms), converted up (the converter cannot go down past
+    BatchNormalization-15)."""
+    from torchvision_models import export
+
+    model = onnx.load(str(export("resnet18", tmp_path, size=64, opset=9)))
+    converted = onnx.version_converter.convert_version(model, target)
+    assert {o.domain: o.version for o in converted.opset_import}[""] == target
+    rep = pipeline.prune(converted, ratio=0.5).report
+    assert rep["verified"] is True
+    assert rep["params_after"] < 0.4 * rep["params_before"]
