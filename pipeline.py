@@ -324,28 +324,44 @@ def build_spec(ratio: float = 0.5, criterion: str = "l1", scope: str = "tree", o
 def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str = "tree",
           passes: str | None = None, verify: bool = True, seed: int = 0,
           instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None,
-          train_data=None, val_data=None) -> PruneResult:
+          train_data=None, val_data=None, calib_data=None, ratios: dict | None = None,
+          target_flops: float = 0.0, target_params: float = 0.0, rank: str | None = None,
+          max_ratio: float | None = None) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
     ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
-    ``train_data`` / ``val_data`` feed a ``finetune`` pass at the end of it.
+    ``train_data`` / ``val_data`` feed a ``finetune`` pass at the end of it; ``calib_data``
+    feeds data criteria (hrank, hrank-star, taylor). ``ratios`` (root node -> ratio, e.g. a
+    sensitivity plan), ``target_flops`` / ``target_params`` (fraction to remove), ``rank``
+    (layer/global) and ``max_ratio`` set the options of every ``mask`` pass. A target is
+    checked by the real count after slicing; when the prediction is off by more than 0.5%,
+    the mask is re-solved for the corrected target (at most 3 times) and the report's
+    ``target`` says what was met.
     Nothing unproven is shipped: if the mask-equivalence check fails, each pruned group is tried
     alone, the groups that fail it are left alone (their reason goes in the report), and the rest
     is pruned again and re-checked."""
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope))
+    pipe = _with_mask_options(pipe, ratios, target_flops, target_params, rank, max_ratio)
     model, external, where = _open(model_or_path)
     check_input(model, where)
+    if ratios:
+        missing = sorted(set(ratios) - {n.name for n in model.graph.node})
+        if missing:
+            raise SpecError(f"ratios name node(s) not in {where}: {', '.join(missing[:5])}"
+                            + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
     instruments = list(instruments)
-    data = (train_data, val_data)
+    data = (train_data, val_data, calib_data)
     try:
         graph, ctx = _run(pipe, model, seed, sample_inputs, instruments, verify, data)
         unproven: dict[str, str] = {}
     except PipelineError as exc:
         if not isinstance(exc.__cause__, EquivalenceError) or not _has_mask(pipe):
             raise
-        unproven = _unproven_groups(pipe, model, seed, sample_inputs, exc)
+        unproven = _unproven_groups(pipe, model, seed, sample_inputs, exc, data)
         pipe = _with_ignored(pipe, sorted(unproven))
         graph, ctx = _run(pipe, model, seed, sample_inputs, instruments, verify, data)
+    graph, ctx, pipe, target = _meet_target(pipe, model, seed, sample_inputs, instruments, verify,
+                                            data, graph, ctx)
     graph.props.metadata_props[SPEC_METADATA_KEY] = pipe.spec()
     out = ir.raise_model(graph)
     record = ctx.analyses.get(SliceRecord)
@@ -372,13 +388,83 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     }
     if "finetune" in ctx.report:
         report["finetune"] = ctx.report["finetune"]
+    if target is not None:
+        report["target"] = target
     return PruneResult(out, report, external & set(graph.initializers))
 
 
-def _run(pipe: Pipeline, model, seed, sample_inputs, instruments, verify, data=(None, None)):
+def _with_mask_options(pipe: Pipeline, ratios, target_flops, target_params, rank, max_ratio) -> Pipeline:
+    """Every ``mask`` pass with the API's/CLI's ratio table, target and ranking (when given)."""
+    changes: dict[str, Any] = {}
+    if ratios:
+        changes["ratios"] = {str(k): float(v) for k, v in ratios.items()}
+    if target_flops:
+        changes["target_flops"] = float(target_flops)
+    if target_params:
+        changes["target_params"] = float(target_params)
+    if rank is not None:
+        changes["rank"] = rank
+    elif target_flops or target_params:
+        changes["rank"] = "global"
+    if max_ratio is not None:
+        changes["max_ratio"] = float(max_ratio)
+    if not changes:
+        return pipe
+    try:
+        return Pipeline([dataclasses.replace(p, **changes) if isinstance(p, MaskPass) else p
+                         for p in pipe.passes])
+    except (ValueError, TypeError) as exc:
+        raise SpecError(f"pass 'mask': {exc}") from None
+
+
+TARGET_TOLERANCE = 0.01   # a target is met when |achieved - asked| <= 1 point of the original
+
+
+def _meet_target(pipe, model, seed, sample_inputs, instruments, verify, data, graph, ctx):
+    """Check a mask target by the real count after slicing; re-solve with the error corrected
+    when the cost model's prediction missed by more than half the tolerance."""
+    masks = [p for p in pipe.passes if isinstance(p, MaskPass) and p.target is not None]
+    if not masks or not _sliced(pipe):
+        return graph, ctx, pipe, None
+    kind, goal = masks[-1].target
+    count = count_flops if kind == "flops" else count_params
+    total = count(ir.lower(model))
+
+    def achieved(g) -> float:
+        return 1.0 - count(g) / total if total else 0.0
+
+    best = (abs(achieved(graph) - goal), graph, ctx, pipe)
+    asked = goal
+    for _ in range(3):
+        if best[0] <= TARGET_TOLERANCE / 2:
+            break
+        asked = min(0.999, max(0.0, asked + goal - achieved(best[1])))
+        field_name = f"target_{kind}"
+        trial = Pipeline([dataclasses.replace(p, **{field_name: asked}) if isinstance(p, MaskPass) else p
+                          for p in pipe.passes])
+        try:
+            g2, c2 = _run(trial, model, seed, sample_inputs, instruments, verify, data)
+        except PipelineError:
+            break
+        if abs(achieved(g2) - goal) < best[0]:
+            best = (abs(achieved(g2) - goal), g2, c2, trial)
+    _, graph, ctx, pipe = best
+    got = achieved(graph)
+    predicted = ctx.report.get("target", {}).get("predicted_ratio")
+    target = {"kind": kind, "reduction": goal, "achieved": round(got, 6),
+              "predicted_reduction": None if predicted is None else round(1.0 - predicted, 6),
+              "met": abs(got - goal) <= TARGET_TOLERANCE}
+    return graph, ctx, pipe, target
+
+
+def _sliced(pipe: Pipeline) -> bool:
+    return any(isinstance(p, SlicePass) for p in pipe.passes)
+
+
+def _run(pipe: Pipeline, model, seed, sample_inputs, instruments, verify, data=(None, None, None)):
     graph = ir.lower(model)
     ctx = PassContext(original=model, seed=seed, sample_inputs=sample_inputs,
-                      train_data=data[0], val_data=data[1])
+                      train_data=data[0], val_data=data[1], calib_data=data[2])
     ctx.report.update(verified=False, max_abs_diff=None)
     pipe.run(graph, ctx, instruments, verify=verify)
     return graph, ctx
@@ -393,11 +479,13 @@ def _with_ignored(pipe: Pipeline, roots: list[str]) -> Pipeline:
                      if isinstance(p, MaskPass) else p for p in pipe.passes])
 
 
-def _unproven_groups(pipe: Pipeline, model, seed, sample_inputs, failure: PipelineError) -> dict[str, str]:
+def _unproven_groups(pipe: Pipeline, model, seed, sample_inputs, failure: PipelineError,
+                     data=(None, None, None)) -> dict[str, str]:
     """Root -> reason for every group whose pruning alone fails the mask-equivalence check."""
     graph = ir.lower(model)
     last_mask = max(i for i, p in enumerate(pipe.passes) if isinstance(p, MaskPass))
-    ctx = Pipeline(pipe.passes[:last_mask + 1]).run(graph, PassContext(original=model, seed=seed))
+    ctx = Pipeline(pipe.passes[:last_mask + 1]).run(graph, PassContext(original=model, seed=seed,
+                                                                       calib_data=data[2]))
     patterns, masks = ctx.get(Patterns), ctx.get(Masks)
     pruned = [g for g in patterns.groups if g.id in masks.kept and len(masks.kept[g.id]) < g.channels]
     all_roots = [r for g in pruned for r in g.roots]
@@ -405,7 +493,7 @@ def _unproven_groups(pipe: Pipeline, model, seed, sample_inputs, failure: Pipeli
     for g in pruned:
         others = [r for r in all_roots if r not in g.roots]
         try:
-            _run(_with_ignored(pipe, others), model, seed, sample_inputs, [], True)
+            _run(_with_ignored(pipe, others), model, seed, sample_inputs, [], True, data)
         except PipelineError as exc:
             if not isinstance(exc.__cause__, EquivalenceError):
                 raise
@@ -489,7 +577,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-after", default="", help="comma-separated pass names")
     p.add_argument("--dump-dir", default="onnxpruner-dumps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calib", help="calibration data for hrank/hrank-star/taylor: .npz with x (and y)")
+    p.add_argument("--ratios", help="a JSON ratio plan: node -> ratio (e.g. from `sensitivity -o`)")
+    p.add_argument("--target-flops", type=float, default=0.0, help="remove this fraction of the FLOPs")
+    p.add_argument("--target-params", type=float, default=0.0, help="remove this fraction of the parameters")
+    p.add_argument("--rank", choices=["layer", "global"], help="per-layer ratio or one global ranking "
+                   "(default: layer; global with a target)")
+    p.add_argument("--max-ratio", type=float, help="global ranking/targets: most of one group removed (0.9)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    s = sub.add_parser("sensitivity", help="accuracy per group at ratios 0.1..0.9, and a ratio plan")
+    s.add_argument("model")
+    s.add_argument("--val", required=True, help="validation data: .npz with x (float32) and y (int64)")
+    s.add_argument("-o", "--output", help="write the ratio plan (JSON) for --budget here")
+    s.add_argument("--budget", type=float, default=1.0, help="accuracy drop allowed per group, in points")
+    s.add_argument("--plot", help="write a PNG plot of accuracy against ratio per group")
+    s.add_argument("--criterion", default="l1")
+    s.add_argument("--scope", default="tree", choices=["tree", "node"])
+    s.add_argument("--calib", help="calibration data for data criteria")
+    s.add_argument("--steps", type=float, nargs="+", default=None, help="ratios to try (default 0.1 .. 0.9)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     i = sub.add_parser("inspect", help="show tags, association trees and groups")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
@@ -548,6 +655,20 @@ def _cmd_prune(args) -> int:
         _check_output(args.report, args.model)
     if args.passes is None and not (0.0 <= args.ratio < 1.0):
         raise UsageError(f"--ratio must be in [0, 1), got {args.ratio}")
+    for flag, value in (("--target-flops", args.target_flops), ("--target-params", args.target_params)):
+        if not (0.0 <= value < 1.0):
+            raise UsageError(f"{flag} must be in [0, 1), got {value}")
+    if args.target_flops and args.target_params:
+        raise UsageError("give --target-flops or --target-params, not both")
+    ratios = None
+    if args.ratios:
+        from passes.sensitivity import PlanError, read_plan
+        try:
+            ratios = read_plan(args.ratios)
+        except PlanError as exc:
+            raise UsageError(str(exc)) from None
+    if args.calib and not Path(args.calib).is_file():
+        raise DataError(f"{args.calib}: no such data file")
     instruments: list[Instrument] = []
     if args.time_passes:
         instruments.append(TimingInstrument(sys.stderr))
@@ -555,7 +676,9 @@ def _cmd_prune(args) -> int:
         instruments.append(DumpInstrument(args.dump_after.split(","), args.dump_dir))
     result = prune(args.model, ratio=args.ratio, criterion=args.criterion, scope=args.scope,
                    passes=args.passes, verify=not args.no_verify, seed=args.seed,
-                   instruments=instruments)
+                   instruments=instruments, calib_data=args.calib, ratios=ratios,
+                   target_flops=args.target_flops, target_params=args.target_params,
+                   rank=args.rank, max_ratio=args.max_ratio)
     ir.save(result.model, args.output, result.external)
     if args.report:
         try:
@@ -580,6 +703,10 @@ def _summary(report: dict) -> str:
              f"(x{ratio(report['flops_before'], report['flops_after'])})",
              f"groups {pruned} pruned of {len(report['groups'])}; {len(left)} left alone",
              f"verified {report['verified']} (max abs diff {report['max_abs_diff']})"]
+    if report.get("target"):
+        t = report["target"]
+        lines.append(f"target: remove {t['reduction']:g} of the {t['kind']}; achieved {t['achieved']:.4f} "
+                     f"({'met' if t['met'] else 'NOT met'} within 1 point; predicted {t['predicted_reduction']})")
     for g in left[:10]:
         lines.append(f"  group {g['id']} ({', '.join(g['roots'][:3])}): {g['reason']}")
     if len(left) > 10:
@@ -659,6 +786,40 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_sensitivity(args) -> int:
+    from passes import sensitivity
+
+    if args.output:
+        _check_output(args.output, args.model)
+    if args.plot:
+        _check_output(args.plot, args.model)
+    if not (args.budget >= 0):
+        raise UsageError(f"--budget must be a non-negative number of points, got {args.budget}")
+    steps = tuple(args.steps) if args.steps else sensitivity.STEPS
+    bad = [r for r in steps if not (0.0 < r < 1.0)]
+    if bad:
+        raise UsageError(f"--steps must be in (0, 1), got {bad[0]}")
+    try:
+        ScorePass(criterion=args.criterion, scope=args.scope)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    model, _, where = _open(args.model)
+    check_input(model, where)
+    result = sensitivity.analyze(model, args.val, steps, args.criterion, args.scope, args.seed,
+                                 args.calib, stream=sys.stderr)
+    the_plan = sensitivity.plan(result, args.budget)
+    if args.plot:
+        tmp = args.plot + ".tmp.png"
+        sensitivity.plot(result, tmp)
+        os.replace(tmp, args.plot)
+    if args.output:
+        _write_text_atomic(args.output, json.dumps(the_plan, indent=2) + "\n")
+    print(sensitivity.format_table(result, the_plan))
+    print(f"plan for a budget of {args.budget:g} points: " +
+          (", ".join(f"{k} {v:g}" for k, v in the_plan["ratios"].items()) or "nothing can be pruned"))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     import demo
 
@@ -671,7 +832,7 @@ def _cmd_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {"prune": _cmd_prune, "inspect": _cmd_inspect, "finetune": _cmd_finetune,
-                "batch": _cmd_batch, "demo": _cmd_demo}
+                "batch": _cmd_batch, "demo": _cmd_demo, "sensitivity": _cmd_sensitivity}
     try:
         return commands[args.command](args)
     except (UsageError, SpecError) as exc:

@@ -1,0 +1,166 @@
+"""Sensitivity analysis: how much validation accuracy each group costs when pruned alone.
+
+For every prunable group and every ratio of a grid (0.1 … 0.9), the model is pruned with only
+that group's roots at that ratio (``pipeline.prune`` with ``ratios``, proven by the
+mask-equivalence check like any prune) and its top-1 accuracy measured (``finetune.evaluate``),
+without fine-tuning. A *plan* for an accuracy budget gives each group the largest ratio of the
+grid whose drop, and the drop of every smaller ratio, stays within ``budget`` points of the
+unpruned accuracy; ``prune --ratios plan.json`` takes it. The drops are measured one group at a
+time: pruning all groups at once by the plan can lose more than the budget.
+
+Plan file (JSON)::
+
+    {"budget": 1.0, "baseline": 0.9805, "criterion": "l1", "scope": "tree",
+     "ratios": {"/stem/Conv": 0.5, ...}, "groups": [{"id": 0, "roots": [...], "accuracy": {...}}]}
+
+``read_plan`` also takes a flat ``{"node": ratio}`` object.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .finetune import as_batches, check_data, evaluate
+
+STEPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+class PlanError(ValueError):
+    """A ratio plan file that cannot be used; the message is one line."""
+
+
+@dataclass
+class Sensitivity:
+    baseline: float
+    steps: tuple[float, ...]
+    groups: list[dict] = field(default_factory=list)   # id, pattern, roots, channels, accuracy {step: acc}
+    criterion: str = "l1"
+    scope: str = "tree"
+
+
+def check_val(model: onnx.ModelProto, val: Any):
+    """Validation batches, checked against the classifier's input and output before any work."""
+    import ir
+
+    graph = ir.lower(model)
+    real = [v for v in graph.inputs if graph.initializer(v.name) is None]
+    out_shape = graph.outputs[0].shape or ()
+    if len(out_shape) != 2:
+        from .base import PassError
+        raise PassError(f"sensitivity needs a classifier with [N, classes] logits; output "
+                        f"{graph.outputs[0].name!r} has shape {list(out_shape)}")
+    batches = as_batches(val, 256, "validation data")
+    n_classes = out_shape[1] if isinstance(out_shape[1], int) else None
+    check_data(batches, real[0].shape or () if real else (), n_classes, "ce", out_shape)
+    return batches
+
+
+def analyze(model: onnx.ModelProto, val: Any, steps: tuple[float, ...] = STEPS, criterion: str = "l1",
+            scope: str = "tree", seed: int = 0, calib_data: Any = None, stream=None) -> Sensitivity:
+    import ir
+    import pipeline
+
+    batches = check_val(model, val)
+    baseline = evaluate(model, batches)
+    ctx = pipeline.Pipeline.parse(pipeline.ANALYSIS_SPEC).run(ir.lower(model), pipeline.PassContext())
+    from .analyses import Patterns
+
+    result = Sensitivity(baseline, tuple(steps), [], criterion, scope)
+    for g in ctx.get(Patterns).groups:
+        if g.blocked:
+            continue
+        row = {"id": g.id, "pattern": g.pattern, "roots": list(g.roots), "channels": g.channels,
+               "accuracy": {}}
+        for r in steps:
+            pruned = pipeline.prune(model, ratio=0.0, criterion=criterion, scope=scope, seed=seed,
+                                    calib_data=calib_data, ratios={root: r for root in g.roots})
+            assert pruned.report["verified"], "sensitivity: a prune failed the mask-equivalence check"
+            row["accuracy"][r] = evaluate(pruned.model, batches)
+        result.groups.append(row)
+        if stream is not None:
+            print(f"  group {g.id} ({g.roots[0]}): " + " ".join(f"{row['accuracy'][r]:.3f}" for r in steps),
+                  file=stream, flush=True)
+    return result
+
+
+def plan(result: Sensitivity, budget: float) -> dict:
+    """Per root, the largest grid ratio whose accuracy drop (and every smaller ratio's) is
+    within ``budget`` percentage points."""
+    ratios: dict[str, float] = {}
+    for g in result.groups:
+        best = 0.0
+        for r in sorted(result.steps):
+            if 100.0 * (result.baseline - g["accuracy"][r]) > budget + 1e-9:
+                break
+            best = r
+        g_ratio = best
+        if g_ratio > 0:
+            ratios.update({root: g_ratio for root in g["roots"]})
+    return {"budget": budget, "baseline": result.baseline, "criterion": result.criterion,
+            "scope": result.scope, "ratios": ratios,
+            "groups": [{**g, "accuracy": {f"{r:g}": a for r, a in g["accuracy"].items()}}
+                       for g in result.groups]}
+
+
+def format_table(result: Sensitivity, the_plan: dict | None = None) -> str:
+    head = f"{'group':<6} {'first root':<28} {'ch':>4} " + " ".join(f"{r:>6g}" for r in result.steps)
+    if the_plan is not None:
+        head += "   plan"
+    lines = [f"baseline top-1 {result.baseline:.4f} ({result.criterion}, {result.scope} scope); "
+             f"accuracy drop in points when pruning one group alone:", head]
+    for g in result.groups:
+        drops = [100.0 * (result.baseline - g["accuracy"][r]) for r in result.steps]
+        line = f"{g['id']:<6} {g['roots'][0][-28:]:<28} {g['channels']:>4} " + " ".join(f"{d:>6.2f}" for d in drops)
+        if the_plan is not None:
+            line += f"   {the_plan['ratios'].get(g['roots'][0], 0.0):g}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def plot(result: Sensitivity, path: str | os.PathLike) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for g in result.groups:
+        ax.plot(result.steps, [100 * g["accuracy"][r] for r in result.steps], marker="o",
+                label=f"{g['id']}: {g['roots'][0].strip('/').replace('/', '.')[:28]}")
+    ax.axhline(100 * result.baseline, color="k", linestyle="--", linewidth=1, label="unpruned")
+    ax.set_xlabel("ratio of the group's channels removed (that group alone)")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title(f"sensitivity ({result.criterion}, {result.scope} scope, no fine-tuning)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def read_plan(path: str | os.PathLike) -> dict[str, float]:
+    """Root node -> ratio from a plan file (``{"ratios": {...}}`` or a flat object)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PlanError(f"{path}: no such ratio plan file")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlanError(f"{path}: not JSON ({str(exc).splitlines()[0]})") from None
+    if isinstance(data, dict) and isinstance(data.get("ratios"), dict):
+        data = data["ratios"]
+    if not isinstance(data, dict):
+        raise PlanError(f"{path}: expected an object of node -> ratio (or {{\"ratios\": {{...}}}})")
+    out: dict[str, float] = {}
+    for node, r in data.items():
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or not 0 <= r < 1:
+            raise PlanError(f"{path}: ratio of {node!r} must be a number in [0, 1), got {r!r}")
+        out[str(node)] = float(r)
+    return out
