@@ -139,8 +139,11 @@ class Trees:
     trees: tuple[AssociationTree, ...]
     num_ids: int
     rep: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # class representative per id
+    # computed shape operands that slice replaces by constants: node -> ((port, folded value), ..)
+    frozen: Mapping[str, tuple[tuple[int, np.ndarray], ...]] = field(default_factory=dict)
 
     def __post_init__(self):
+        object.__setattr__(self, "frozen", MappingProxyType(dict(self.frozen)))
         object.__setattr__(self, "rep", _frozen(self.rep))
         object.__setattr__(self, "maps", MappingProxyType(dict(self.maps)))
         object.__setattr__(self, "blocked", MappingProxyType(dict(self.blocked)))

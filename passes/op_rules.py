@@ -397,10 +397,10 @@ def _reshape(view: NodeView) -> Effect:
     m = _only(view, 0)
     if m is None:
         return blocked("channels reach the shape input of Reshape")
-    target = view.const(1) if view.opset >= 5 else np.asarray(view.node.attr("shape", []))
+    target = view.static_value(1) if view.opset >= 5 else np.asarray(view.node.attr("shape", []))
     shape = view.shape(0)
     if target is None:
-        return blocked("Reshape to a computed shape (not a constant)")
+        return blocked("Reshape to a computed shape that does not fold to a constant")
     out = _resolve_reshape(shape, [int(t) for t in np.ravel(target)],
                            view.node.attr("allowzero", 0))
     if out is None or m.axis == 0:
@@ -410,10 +410,27 @@ def _reshape(view: NodeView) -> Effect:
         m.ids.reshape([len(m) if i == m.axis - 1 else 1 for i in range(len(sample_in))]),
         sample_in).reshape(sample_out)
     found = _single_axis(full)
-    if found is None:
-        return blocked("Reshape spreads channels over several axes")
-    axis, ids = found
-    return Effect(outputs={0: ChannelMap(axis + 1, len(out), ids)})
+    if found is not None:
+        axis, ids = found
+        return Effect(outputs={0: ChannelMap(axis + 1, len(out), ids)})
+    return _reshape_split(full, len(out))
+
+
+def _reshape_split(full: np.ndarray, out_rank: int) -> Effect:
+    """Channels spread over several axes (ShuffleNet's [N,C,H,W]→[N,g,C/g,H,W], heads): keep
+    them on the largest varying axis and couple each position with the one at index 0 of the
+    others, so one class is removed from every row alike (channel j of each of the g parts).
+    Exact for any reshape: input and output then lose the same flat positions, in order."""
+    varying = [a for a in range(full.ndim)
+               if not np.array_equal(np.broadcast_to(np.take(full, [0], axis=a), full.shape), full)]
+    axis = max(varying or range(full.ndim), key=lambda a: (full.shape[a], a))  # none: one id
+    ref = full[tuple(slice(None) if i == axis else slice(0, 1) for i in range(full.ndim))]
+    ref_full = np.broadcast_to(ref, full.shape)
+    if np.any((ref_full >= 0) != (full >= 0)):
+        return blocked("Reshape spreads channels over several axes, mixed with untracked data")
+    pairs = np.unique(np.stack([ref_full[full >= 0], full[full >= 0]], axis=1), axis=0)
+    return Effect(outputs={0: ChannelMap(axis + 1, out_rank, ref.reshape(-1))},
+                  couplings=[(pairs[:, 0], pairs[:, 1])] if len(pairs) else [])
 
 
 def _resolve_reshape(shape, target, allowzero) -> list | None:
@@ -538,12 +555,12 @@ def _resize(view: NodeView) -> Effect:
         scales = np.asarray(view.node.attr("scales", []))
         sizes = None
     elif op == "Upsample":
-        scales, sizes = view.const(1), None
+        scales, sizes = view.static_value(1), None
     elif view.opset < 11:
-        scales, sizes = view.const(1), None
+        scales, sizes = view.static_value(1), None
     else:
-        scales = view.const(2) if view.input_name(2) else None
-        sizes = view.const(3) if view.n_inputs() > 3 and view.input_name(3) else None
+        scales = view.static_value(2) if view.input_name(2) else None
+        sizes = view.static_value(3) if view.n_inputs() > 3 and view.input_name(3) else None
     if view.node.attr("axes") is not None:
         return blocked(f"{op} with an axes attribute is not supported yet")
     if sizes is not None:
@@ -571,27 +588,90 @@ def _gather(view: NodeView) -> Effect:
     return Effect(outputs={0: ChannelMap(new_axis, m.rank + q - 1, m.ids)})
 
 
+def _slice_bounds(view: NodeView):
+    """(starts, ends, axes, steps) of a Slice as int lists, or None when one does not fold."""
+    if view.opset < 10:
+        starts, ends = view.node.attr("starts"), view.node.attr("ends")
+        axes, steps = view.node.attr("axes"), None
+    else:
+        starts, ends = view.static_value(1), view.static_value(2)
+        axes = steps = None
+        if view.n_inputs() > 3 and view.input_name(3) is not None:
+            axes = view.static_value(3)
+            if axes is None:
+                return None
+        if view.n_inputs() > 4 and view.input_name(4) is not None:
+            steps = view.static_value(4)
+            if steps is None:
+                return None
+    if starts is None or ends is None:
+        return None
+    starts, ends = [int(v) for v in np.ravel(starts)], [int(v) for v in np.ravel(ends)]
+    axes = list(range(len(starts))) if axes is None else [int(v) for v in np.ravel(axes)]
+    steps = [1] * len(starts) if steps is None else [int(v) for v in np.ravel(steps)]
+    return starts, ends, axes, steps
+
+
+def _clamp_range(start: int, end: int, dim: int) -> tuple[int, int]:
+    """ONNX Slice bounds for step 1: negatives count from the end, then clamped to [0, dim]."""
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    return max(0, min(dim, start)), max(0, min(dim, end))
+
+
 def _slice(view: NodeView) -> Effect:
     m = _only(view, 0)
     if m is None:
         return blocked("channels reach the bounds of Slice")
-    if view.opset < 10:
-        axes = view.node.attr("axes")
-        starts = view.node.attr("starts")
-        axes = list(range(len(starts))) if axes is None else axes
+    bounds = _slice_bounds(view)
+    if bounds is None:
+        return blocked("Slice with bounds that do not fold to constants")
+    starts, ends, axes, steps = bounds
+    axes = [_axis(a, m.rank) for a in axes]
+    if m.axis not in axes:
+        return Effect(outputs={0: m})
+    i = axes.index(m.axis)
+    if steps[i] != 1:
+        return blocked("strided Slice along the channel axis")
+    start, end = _clamp_range(starts[i], ends[i], len(m))
+    return Effect(outputs={0: ChannelMap(m.axis, m.rank, m.ids[start:max(start, end)])})
+
+
+def _split_sizes(view: NodeView, length: int) -> list[int] | None:
+    if view.opset < 13:
+        split = view.node.attr("split")
+    elif view.n_inputs() > 1 and view.input_name(1) is not None:
+        split = view.static_value(1)
+        if split is None:
+            return None
     else:
-        starts = view.const(1)
-        if view.n_inputs() > 3 and view.input_name(3) is not None:
-            axes = view.const(3)
-            if axes is None:
-                return blocked("Slice with computed axes")
-        else:
-            axes = None if starts is None else list(range(np.ravel(starts).size))
-        if axes is None:
-            return blocked("Slice with computed bounds")
-    if m.axis in {_axis(int(a), m.rank) for a in np.ravel(axes)}:
-        return blocked("Slice along the channel axis is not supported yet")
-    return Effect(outputs={0: m})
+        split = None
+    if split is None:  # equal parts: an explicit list is needed once they shrink unevenly
+        return None
+    return [int(v) for v in np.ravel(split)]
+
+
+def _split(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach the sizes of Split")
+    axis = _axis(view.node.attr("axis", 0), m.rank)
+    if axis != m.axis:
+        return _same_all(view, m)
+    sizes = _split_sizes(view, len(m))
+    if sizes is None or sum(sizes) != len(m) or len(sizes) != view.n_outputs():
+        return blocked("Split along the channel axis without an explicit list of sizes")
+    offsets = np.concatenate(([0], np.cumsum(sizes)))
+    return Effect(outputs={p: ChannelMap(axis, m.rank, m.ids[offsets[p]:offsets[p + 1]])
+                           for p in range(len(sizes))})
+
+
+def _shape(view: NodeView) -> Effect:
+    """Shape reads no channel data: channels end here. The numbers it gives are checked apart
+    (``fold_shapes`` taints, enforced in trees): they must reach only rewritten operands."""
+    if _only(view, 0) is None:
+        return blocked("channels reach a parameter of Shape")
+    return Effect()
 
 
 def _constant_operands_only(view: NodeView) -> Effect:
@@ -641,9 +721,218 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "Resize": ChannelRule("next-process", _resize),
     "Upsample": ChannelRule("next-process", _resize),
     "Gather": ChannelRule("next-process", _gather),
-    "Slice": ChannelRule("next-no-process", _slice),
+    "Slice": ChannelRule("next-process", _slice),
+    "Split": ChannelRule("next-process", _split),
+    "Shape": ChannelRule("next-no-process", _shape),
     "Constant": ChannelRule("next-no-process", _constant_operands_only),
 }
+
+
+# ----------------------------------------------------------------------------- shape values
+# Integer sub-graphs that compute shapes (Shape→Gather→Concat→Reshape, a Slice's end as
+# Shape[1] // 2). Each value is folded to its number in the original model when every input is a
+# constant or a static shape, and every element carries its *taint*: the (value, axis) dims of
+# the Shape nodes it was computed from. After pruning a dim on a channel axis changes, so a
+# tainted element is only right where a slice rule rewrites it (SHAPE_OPERANDS); anywhere else
+# the channels of that value are blocked (see trees).
+
+Taint = frozenset  # of (value name, axis); axis "*" when the Shape's rank is unknown
+_NO_TAINT: Taint = frozenset()
+_union = np.frompyfunc(lambda a, b: a | b, 2, 1)
+SHAPE_VALUE_LIMIT = 1024  # larger integer tensors are data, not shapes
+
+
+@dataclass
+class ShapeValue:
+    """A folded integer tensor (``value`` None when it is not static) and its per-element taint
+    (an object array of frozensets, or one frozenset for the whole value when not static)."""
+
+    value: np.ndarray | None
+    taint: np.ndarray | Taint
+
+    def union(self) -> Taint:
+        if isinstance(self.taint, frozenset):
+            return self.taint
+        return frozenset().union(*self.taint.ravel()) if self.taint.size else _NO_TAINT
+
+
+def _untainted(value: np.ndarray) -> ShapeValue:
+    taint = np.empty(value.shape, object)
+    taint.fill(_NO_TAINT)
+    return ShapeValue(value, taint)
+
+
+def _shape_of(node: Node, ins: list, shape, name: str, opset: int) -> ShapeValue:
+    rank = None if shape is None else len(shape)
+    if shape is None or any(not isinstance(d, int) for d in shape):
+        axes = range(rank) if rank is not None else ["*"]
+        return ShapeValue(None, frozenset((name, a) for a in axes))
+    start, end = node.attr("start", 0), node.attr("end", rank)
+    start, end = (max(0, min(rank, _axis(a, rank))) for a in (start, end))
+    taint = np.empty(end - start, object)
+    for i, a in enumerate(range(start, end)):
+        taint[i] = frozenset({(name, a)})
+    return ShapeValue(np.asarray(shape[start:end], np.int64), taint)
+
+
+def _elementwise(fn):
+    def rule(node, ins, opset):
+        arrays = [sv.value for sv in ins]
+        out = fn(*arrays)
+        taints = np.broadcast_arrays(*[np.asarray(sv.taint, object) for sv in ins])
+        t = taints[0]
+        for other in taints[1:]:
+            t = _union(t, other)
+        return ShapeValue(np.asarray(out), np.asarray(t, object).reshape(np.shape(out)))
+    return rule
+
+
+def _int_div(a, b):
+    if np.issubdtype(np.result_type(a, b), np.integer):  # ONNX integer Div truncates toward zero
+        q = np.abs(a) // np.maximum(np.abs(b), 1)
+        return (np.sign(a) * np.sign(b) * q).astype(np.result_type(a, b))
+    return np.true_divide(a, b)
+
+
+def _fold_gather(node, ins, opset):
+    axis = node.attr("axis", 0)
+    idx = ins[1].value
+    return ShapeValue(np.take(ins[0].value, idx, axis=axis), np.take(ins[0].taint, idx, axis=axis))
+
+
+def _fold_axes(node, ins, opset, since=13):
+    axes = node.attr("axes") if opset < since else (ins[1].value if len(ins) > 1 else None)
+    return None if axes is None else [int(a) for a in np.ravel(axes)]
+
+
+def _fold_unsqueeze(node, ins, opset):
+    axes = _fold_axes(node, ins, opset)
+    v, t = ins[0].value, ins[0].taint
+    rank = v.ndim + len(axes)
+    for a in sorted(_axis(a, rank) for a in axes):
+        v, t = np.expand_dims(v, a), np.expand_dims(t, a)
+    return ShapeValue(v, t)
+
+
+def _fold_squeeze(node, ins, opset):
+    axes = _fold_axes(node, ins, opset)
+    v, t = ins[0].value, ins[0].taint
+    axes = tuple(i for i, d in enumerate(v.shape) if d == 1) if axes is None else \
+        tuple(_axis(a, v.ndim) for a in axes)
+    return ShapeValue(np.squeeze(v, axes), np.squeeze(t, axes))
+
+
+def _fold_concat(node, ins, opset):
+    axis = node.attr("axis", 0)
+    return ShapeValue(np.concatenate([sv.value for sv in ins], axis=axis),
+                      np.concatenate([np.asarray(sv.taint, object) for sv in ins], axis=axis))
+
+
+def _fold_slice(node, ins, opset):
+    v, t = ins[0].value, ins[0].taint
+    if opset < 10:
+        starts, ends, axes, steps = node.attr("starts"), node.attr("ends"), node.attr("axes"), None
+    else:
+        starts, ends = ins[1].value, ins[2].value
+        axes = ins[3].value if len(ins) > 3 and ins[3] is not None else None
+        steps = ins[4].value if len(ins) > 4 and ins[4] is not None else None
+    axes = range(len(starts)) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    index = [slice(None)] * v.ndim
+    for a, b, e, st in zip(np.ravel(axes), np.ravel(starts), np.ravel(ends), np.ravel(steps)):
+        index[_axis(int(a), v.ndim)] = slice(int(b), int(e), int(st))
+    return ShapeValue(v[tuple(index)], t[tuple(index)])
+
+
+def _fold_cast(node, ins, opset):
+    import onnx  # local: only this rule needs the type table
+
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(node.attr("to"))
+    return ShapeValue(ins[0].value.astype(dtype), ins[0].taint)
+
+
+SHAPE_RULES: dict[str, Callable] = {
+    "Identity": lambda node, ins, opset: ins[0],
+    "Cast": _fold_cast,
+    "Gather": _fold_gather,
+    "Unsqueeze": _fold_unsqueeze,
+    "Squeeze": _fold_squeeze,
+    "Concat": _fold_concat,
+    "Slice": _fold_slice,
+    "Add": _elementwise(np.add),
+    "Sub": _elementwise(np.subtract),
+    "Mul": _elementwise(np.multiply),
+    "Div": _elementwise(_int_div),
+    "Floor": _elementwise(np.floor),
+    "Ceil": _elementwise(np.ceil),
+    "Neg": _elementwise(np.negative),
+}
+
+# Operands a slice rule rewrites as constants (a computed one is frozen to its folded value
+# first, then rewritten for the channels removed): op -> ports.
+SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
+    "Reshape": (1,),
+    "Slice": (1, 2, 3, 4),
+    "Split": (1,),
+    "Resize": (1, 2, 3),
+}
+
+
+@dataclass
+class FoldedShapes:
+    """Shape values of a graph: folded (static) ones by value name, taints of every shape value,
+    and the nodes that computed them."""
+
+    static: dict[str, np.ndarray]
+    values: dict[str, ShapeValue]
+    nodes: set[str]
+
+
+def fold_shapes(graph: Graph, shapes: dict[str, tuple], opset: int) -> FoldedShapes:
+    values: dict[str, ShapeValue] = {}
+    nodes: set[str] = set()
+
+    def lookup(v) -> ShapeValue | None:
+        if v is None:
+            return None
+        if v.name in values:
+            return values[v.name]
+        arr = graph.const_array(v)
+        if arr is not None and np.issubdtype(arr.dtype, np.integer) and arr.size <= SHAPE_VALUE_LIMIT:
+            return _untainted(np.asarray(arr))
+        return None
+
+    for node in graph.topo_nodes():
+        if node.domain not in DEFAULT_DOMAINS:
+            continue
+        outs = graph.outputs_of(node)
+        if not outs or outs[0] is None:
+            continue
+        if node.op_type == "Shape":
+            src = graph.inputs_of(node)[0]
+            values[outs[0].name] = _shape_of(node, [], shapes.get(src.name), src.name, opset)
+            nodes.add(node.name)
+            continue
+        rule = SHAPE_RULES.get(node.op_type)
+        if rule is None or len(outs) != 1:
+            continue
+        ins = [lookup(v) for v in graph.inputs_of(node)]
+        present = [sv for v, sv in zip(graph.inputs_of(node), ins) if v is not None]
+        if not present or any(sv is None for sv in present):
+            continue  # reads data that is not a shape value: an ordinary op
+        if any(sv.value is None for sv in present):
+            out = ShapeValue(None, frozenset().union(*(sv.union() for sv in present)))
+        else:
+            try:
+                out = rule(node, ins, opset)
+            except Exception:  # an operand form this folder does not know: not static
+                out = ShapeValue(None, frozenset().union(*(sv.union() for sv in present)))
+            if out.value is not None and out.value.size > SHAPE_VALUE_LIMIT:
+                out = ShapeValue(None, out.union())
+        values[outs[0].name] = out
+        nodes.add(node.name)
+    static = {k: sv.value for k, sv in values.items() if sv.value is not None}
+    return FoldedShapes(static, values, nodes)
 
 
 # ----------------------------------------------------------------------------- roots
@@ -709,8 +998,9 @@ class Rewriter:
             return
         name = self.graph.unique_name(f"{value.name}.{self.node.name}" if init is not None
                                       else f"{self.node.name}.in{port}")
-        old = self.graph.const_array(value)
-        self.graph.add_initializer(Initializer.from_array(name, array.astype(old.dtype)))
+        old = self.graph.const_array(value)  # None for a computed operand being frozen
+        dtype = array.dtype if old is None else old.dtype
+        self.graph.add_initializer(Initializer.from_array(name, np.asarray(array).astype(dtype)))
         self.graph.set_input(self.node, port, name)
 
     def set_attr(self, key: str, value) -> None:
@@ -805,17 +1095,64 @@ def _slice_broadcast_constants(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
 
 
 def _slice_reshape(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
-    axis, keep, _ = outs[0]
-    if rw.opset < 5:
-        shape = list(rw.node.attr("shape"))
-        if shape[axis] not in (-1,):
-            shape[axis] = int(keep.sum())
-            rw.set_attr("shape", shape)
+    if 0 not in outs:
         return
-    target = np.array(rw.const(1), dtype=np.int64).copy()
+    axis, keep, _ = outs[0]
+    in_axis = ins[0][0] if 0 in ins else None
+    zero_copies = not rw.node.attr("allowzero", 0)
+    if rw.opset < 5:
+        target = np.array(rw.node.attr("shape"), dtype=np.int64)
+    else:
+        target = np.array(rw.const(1), dtype=np.int64).copy()
+    if zero_copies and in_axis is not None and in_axis < len(target) and target[in_axis] == 0:
+        target[in_axis] = int(ins[0][1].sum())  # a 0 there copied the input's channel count
     if target[axis] != -1:
         target[axis] = int(keep.sum())
+    if rw.opset < 5:
+        rw.set_attr("shape", [int(t) for t in target])
+    else:
         rw.set_const(1, target)
+
+
+def _slice_slice(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    """Channel-axis bounds move to the kept positions: start' = kept before start, end' = kept
+    before end (step 1 only; see ``_slice``)."""
+    if 0 not in ins:
+        return
+    axis, keep, rank = ins[0]
+    if rw.opset < 10:
+        starts, ends, axes = (list(rw.node.attr(k)) if rw.node.attr(k) is not None else None
+                              for k in ("starts", "ends", "axes"))
+    else:
+        starts, ends = [np.array(rw.const(p), dtype=np.int64).copy() for p in (1, 2)]
+        axes = rw.const(3)
+    axes = list(range(len(starts))) if axes is None else [_axis(int(a), rank) for a in np.ravel(axes)]
+    if axis not in axes:
+        return
+    i = axes.index(axis)
+    start, end = _clamp_range(int(starts[i]), int(ends[i]), len(keep))
+    starts[i], ends[i] = int(keep[:start].sum()), int(keep[:max(start, end)].sum())
+    if rw.opset < 10:
+        rw.set_attr("starts", [int(v) for v in starts])
+        rw.set_attr("ends", [int(v) for v in ends])
+    else:
+        rw.set_const(1, np.asarray(starts))
+        rw.set_const(2, np.asarray(ends))
+
+
+def _slice_split(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    if 0 not in ins:
+        return
+    axis, keep, rank = ins[0]
+    if _axis(rw.node.attr("axis", 0), rank) != axis:
+        return
+    sizes = rw.node.attr("split") if rw.opset < 13 else rw.const(1)
+    offsets = np.concatenate(([0], np.cumsum(np.ravel(sizes))))
+    new = [int(keep[offsets[p]:offsets[p + 1]].sum()) for p in range(len(offsets) - 1)]
+    if rw.opset < 13:
+        rw.set_attr("split", new)
+    else:
+        rw.set_const(1, np.asarray(new, dtype=np.int64))
 
 
 def _slice_resize(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
@@ -838,6 +1175,8 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "InstanceNormalization": _slice_per_channel_params(1, 2),
     **{op: _slice_broadcast_constants for op in BROADCAST + ["Clip", "Where", "PRelu"]},
     "Reshape": _slice_reshape,
+    "Slice": _slice_slice,
+    "Split": _slice_split,
     "Resize": _slice_resize,
     "Upsample": _slice_resize,
 }

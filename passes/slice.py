@@ -4,8 +4,9 @@ Reads: ``Trees``, ``Patterns``, ``Masks``. Provides: ``SliceRecord`` (what the m
 check needs once the analyses are gone). Every value whose channel map carries a removed id gets a
 keep mask along its channel axis; each node touching such a value applies its rule from
 ``op_rules.SLICE_RULES``: roots lose output filters (and bias), leaves lose input columns,
-BatchNormalization and per-channel constants lose entries, depthwise Conv its ``group``, Reshape
-its target size. A constant shared with another node is copied first, never cut in place; dead
+BatchNormalization and per-channel constants lose entries, grouped Conv its ``group``, Reshape
+its target size, Slice its bounds, Split its sizes. Computed shape operands (``Trees.frozen``) are
+first replaced by constants of their original value, so the rules can rewrite them. A constant shared with another node is copied first, never cut in place; dead
 Identity/Constant nodes and unused initializers are removed at the end.
 
 Example: removing channels {1, 3} of conv ``a`` (4 channels) in ``a -> BN -> Relu -> b``:
@@ -71,6 +72,10 @@ class SlicePass(Pass):
             if not keep.all():
                 keeps[name] = (m.axis, keep, m.rank)
         opset = opset_of(ir)
+        for name, operands in trees.frozen.items():  # computed shape operands become constants
+            rw = Rewriter(ir, ir.node(name), opset)
+            for port, value in operands:
+                rw.set_const(port, np.asarray(value))
         touched = 0
         for node in ir.topo_nodes():
             ins = {p: keeps[v.name] for p, v in enumerate(ir.inputs_of(node))

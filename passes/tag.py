@@ -15,12 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ir import Graph
+import numpy as np
+import onnx
+
+from ir import Graph, raise_model, shape_of
 
 from .analyses import NodeTag, Tags
 from .base import Pass, PassContext, PassResult
 from .infer_shapes import value_shapes
-from .op_rules import CHANNEL_RULES, DEFAULT_DOMAINS, ROOT_RULES, NodeView, conv_group_widths
+from .op_rules import (CHANNEL_RULES, DEFAULT_DOMAINS, ROOT_RULES, NodeView, conv_group_widths,
+                       fold_shapes)
 
 
 def opset_of(ir: Graph) -> int:
@@ -34,8 +38,8 @@ class TagPass(Pass):
     provides: ClassVar[tuple[type, ...]] = (Tags,)
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
-        shapes = value_shapes(ir)
         opset = opset_of(ir)
+        shapes = static_shapes(ir, opset)
         tags = {}
         for node in ir.topo_nodes():
             view = NodeView(ir, node, [None] * ir.input_arity(node), shapes, opset)
@@ -47,6 +51,43 @@ class TagPass(Pass):
         barriers = sorted({f"{t.op_type}" for t in tags.values() if t.role == "barrier"})
         notes = [f"barrier ops: {', '.join(barriers)}"] if barriers else []
         return PassResult(False, {**counts, "roots": sum(t.root for t in tags.values())}, notes)
+
+
+def _static(shape) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape)
+
+
+def static_shapes(ir: Graph, opset: int, rounds: int = 3) -> dict[str, tuple]:
+    """Value shapes from ONNX shape inference, completed where a computed shape operand (a
+    Slice end from Shape // 2, a Reshape target built by Concat) folds to a number: inference
+    runs again with those operands as constants, so the values after them get static shapes."""
+    shapes = value_shapes(ir)
+    for _ in range(rounds):
+        folded = fold_shapes(ir, shapes, opset)
+        model = raise_model(ir, light=True)
+        drop = {n for n in folded.nodes
+                if all(v is None or v.name in folded.static for v in ir.outputs_of(n))}
+        if not drop:
+            return shapes
+        kept = [n for n in model.graph.node if n.name not in drop]
+        used = {i for n in kept for i in n.input} | {o.name for o in model.graph.output}
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        model.graph.initializer.extend(onnx.numpy_helper.from_array(np.asarray(folded.static[v]), v)
+                                       for v in sorted(used) if v in folded.static)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception:  # inference is advisory
+            return shapes
+        better = 0
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+            new = shape_of(vi.type) if vi.HasField("type") else None
+            if _static(new) and not _static(shapes.get(vi.name)):
+                shapes[vi.name] = new
+                better += 1
+        if not better:
+            return shapes
+    return shapes
 
 
 def _tag(view: NodeView) -> NodeTag:

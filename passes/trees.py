@@ -7,6 +7,9 @@ its outputs by its rule in ``op_rules`` (Concat offsets, Flatten's C×H×W expan
 axis move), records a leaf when it consumes them through weights, couples ids when it joins two
 tracked inputs (Add), or blocks them with a reason (barrier op, channel-mixing op, graph output).
 A tree is then the part of the graph each root's channels (or channels coupled to them) reach.
+Shape sub-graphs are folded to numbers (``op_rules.fold_shapes``): a computed Reshape target or
+Slice end the rules need is read as its value, and slice replaces it by a constant it rewrites; a
+number counted from a channel axis that flows anywhere else blocks those channels.
 
 Example: ``c1 = Conv(x); r = Relu(c1); f = Flatten(r); y = Gemm(f)``: ``c1`` gets ids 0..C-1,
 ``maps["f"].ids`` repeats each id H×W times, ``Gemm`` is a leaf reading them through weight axis 1
@@ -25,7 +28,7 @@ from ir import Graph
 
 from .analyses import AssociationTree, ChannelMap, Leaf, Root, Tags, Trees
 from .base import Pass, PassContext, PassResult
-from .op_rules import CHANNEL_RULES, ROOT_RULES, NodeView
+from .op_rules import CHANNEL_RULES, ROOT_RULES, SHAPE_OPERANDS, NodeView, fold_shapes
 from .tag import opset_of
 
 
@@ -47,6 +50,8 @@ class TreesPass(Pass):
         blocked: dict[int, str] = {}
         # per node: (tracked input ports, leaf ports, block reason)
         seen: dict[str, tuple[tuple[int, ...], tuple[int, ...], str]] = {}
+        folded = fold_shapes(ir, shapes, opset)
+        frozen: dict[str, dict[int, np.ndarray]] = {}
         next_id = 0
 
         def block(ids: np.ndarray, reason: str) -> None:
@@ -60,7 +65,7 @@ class TreesPass(Pass):
                 if v.name in maps:
                     block(maps[v.name].ids, f"read inside a subgraph of {node.op_type} node {node.name!r}")
             tag = tags.by_node[node.name]
-            view = NodeView(ir, node, in_maps, shapes, opset)
+            view = NodeView(ir, node, in_maps, shapes, opset, folded.static)
             tracked = tuple(p for p, m in enumerate(in_maps) if m is not None)
             if tracked:
                 if tag.role == "barrier":
@@ -89,6 +94,10 @@ class TreesPass(Pass):
                                            filter_axis, in_maps[data_port].ids))
                         leaf_ports = (data_port,)
                     seen[node.name] = (tracked, leaf_ports, "")
+                    for port in SHAPE_OPERANDS.get(node.op_type, ()):  # its slice rule rewrites them
+                        if port < len(ins) and ins[port] is not None and ins[port].name in folded.static \
+                                and ir.const_array(ins[port]) is None:
+                            frozen.setdefault(node.name, {})[port] = folded.static[ins[port].name]
             if tag.root:
                 spec = ROOT_RULES[node.op_type](view)
                 out = ir.outputs_of(node)[0]
@@ -101,14 +110,53 @@ class TreesPass(Pass):
         for name in ir.output_names:
             if name in maps:
                 block(maps[name].ids, f"reaches graph output {name!r}")
+        _check_shape_values(ir, maps, folded, frozen, block, seen)
 
         a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
         b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, np.int64)
         rep = union_find(next_id, a, b)
         trees = tuple(_tree(ir, root, maps, rep, seen) for root in roots)
-        ctx.put(Trees(tuple(roots), maps, tuple(leaves), a, b, blocked, trees, next_id, rep))
+        ctx.put(Trees(tuple(roots), maps, tuple(leaves), a, b, blocked, trees, next_id, rep,
+                      {n: tuple(sorted(ports.items())) for n, ports in frozen.items()}))
         return PassResult(False, {"roots": len(roots), "leaves": len(leaves),
                                   "channels": next_id, "blocked_channels": len(blocked)})
+
+
+def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen) -> None:
+    """A number read by Shape on a channel axis changes once channels go. It may only reach an
+    operand that slice rewrites (frozen to its folded value, then cut: a Reshape target, Slice
+    bounds, Split sizes, Resize sizes); anywhere else the channels it counted are blocked."""
+
+    def relevant(taint) -> set[str]:
+        out = set()
+        for value, axis in taint:
+            m = maps.get(value)
+            if m is not None and (axis == "*" or axis == m.axis) and bool((m.ids >= 0).any()):
+                out.add(value)
+        return out
+
+    def stop(sources: set[str], where: str) -> None:
+        for value in sorted(sources):
+            reason = f"its channel count, read by Shape, reaches {where}"
+            block(maps[value].ids, reason)
+            for node, _ in ir.consumers(value):
+                if node.op_type == "Shape":
+                    tracked = seen.get(node.name, ((0,), (), ""))[0]
+                    seen[node.name] = (tracked, (), reason)
+
+    for name, sv in folded.values.items():
+        sources = relevant(sv.union())
+        if not sources:
+            continue
+        if ir.is_graph_output(name):
+            stop(sources, f"graph output {name!r}")
+        for node, port in ir.consumers(name):
+            if node.name in folded.nodes:
+                continue  # more shape arithmetic: the taint follows it
+            if port in SHAPE_OPERANDS.get(node.op_type, ()) and name in folded.static:
+                frozen.setdefault(node.name, {})[port] = folded.static[name]
+            else:
+                stop(sources, f"{node.op_type} node {node.name!r}, which cannot be rewritten")
 
 
 def union_find(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
