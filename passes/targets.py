@@ -144,6 +144,8 @@ def _init_factors(ir, trees, node, port, dims, roots, leaves, out_map) -> tuple[
     n = len(cmap.ids)
     if len(dims) == 1 and dims[0] == n and (node.op_type in NORM_OPS or root is not None):
         return m
+    if node.op_type in ("Conv", "ConvTranspose") and port == 1 and dims[0] == n:
+        return m   # a depthwise (grouped) weight carried through: sliced along its first axis
     axis = len(dims) - (cmap.rank - cmap.axis)  # broadcasting from the right
     if 0 <= axis < len(dims) and dims[axis] == n and node.op_type not in NORM_OPS:
         return m
