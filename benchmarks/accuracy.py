@@ -3,6 +3,7 @@ and its Fig. 5 (Eq. 5 overlap of the removed filter indices), measured with our 
 
     .venv/bin/python benchmarks/accuracy.py [--quick] [--seeds 0 1 2] [--ratios 0.3 0.5 0.7 0.9]
         [--epochs 10] [--data-dir CIFAR_DIR] [--model M.onnx] [--out-dir benchmarks/out]
+        [--criteria l1 l2 fpgm hrank hrank-star taylor random]
 
 Default: digits (sklearn, 1,797 8x8 images, ``demo.digits_split(seed)``: 80% train / 20%
 validation, a different split per seed); the demo's small residual CNN
@@ -12,6 +13,9 @@ of the seed. Each cell (layerwise ratio × criterion l1/l2 × scope node/tree) i
 ``pipeline.prune`` (the mask-equivalence check must pass: ``verified`` is asserted), its
 validation top-1 measured, then fine-tuned ``--epochs`` epochs at lr 1e-3 (cosine schedule,
 AdamW, batch 64) and measured again. Tables: mean ± sample std over seeds, in percentage points.
+
+``--criteria``: the rows (default l1 l2); data criteria (hrank, hrank-star, taylor) get the
+seed's first 256 training samples (with labels) as calibration data, never validation samples.
 
 Model selection: ``finetune`` keeps its best epoch on the data it is given for validation. Here it
 is given none (``--select-on-val`` changes that), so the epoch kept is the best on training
@@ -54,7 +58,9 @@ import pipeline  # noqa: E402
 from passes.analyses import Masks, Patterns  # noqa: E402
 from passes.finetune import TrainConfig, evaluate, finetune  # noqa: E402
 
-CRITERIA = ("l1", "l2")
+CRITERIA = ("l1", "l2")   # --criteria replaces it (e.g. l1 l2 fpgm hrank hrank-star taylor random)
+DATA_CRITERIA = ("hrank", "hrank-star", "taylor")
+CALIB_SAMPLES = 256       # data criteria: the first training samples of the seed's split
 SCOPES = ("node", "tree")
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32).reshape(1, 3, 1, 1)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], np.float32).reshape(1, 3, 1, 1)
@@ -151,10 +157,12 @@ def row_label(criterion: str, scope: str) -> str:
 
 
 # --------------------------------------------------------------------------- Fig. 5
-def removed_by_group(model: onnx.ModelProto, criterion: str, scope: str, ratio: float):
+def removed_by_group(model: onnx.ModelProto, criterion: str, scope: str, ratio: float, calib=None):
     """{group id: (label, removed class indices)} and the groups, from the Masks analysis."""
+    from passes.base import PassContext
+
     spec = f"tag,trees,classify,score{{criterion={criterion} scope={scope}}},mask{{ratio={ratio!r}}}"
-    ctx = pipeline.Pipeline.parse(spec).run(ir.lower(model))
+    ctx = pipeline.Pipeline.parse(spec).run(ir.lower(model), PassContext(calib_data=calib))
     patterns, masks = ctx.get(Patterns), ctx.get(Masks)
     out = {}
     for g in patterns.groups:
@@ -165,13 +173,13 @@ def removed_by_group(model: onnx.ModelProto, criterion: str, scope: str, ratio: 
     return out
 
 
-def overlap_table(model: onnx.ModelProto, ratios: list[float]):
+def overlap_table(model: onnx.ModelProto, ratios: list[float], calib=None):
     """{criterion: {ratio: [(label, overlap or None, n removed)]}} (Eq. 5)."""
     table: dict = {}
     for c in CRITERIA:
         table[c] = {}
         for r in ratios:
-            node, tree = removed_by_group(model, c, "node", r), removed_by_group(model, c, "tree", r)
+            node, tree = removed_by_group(model, c, "node", r, calib), removed_by_group(model, c, "tree", r, calib)
             rows = []
             for gid, (label, rem_node, _) in node.items():
                 rem_tree = tree[gid][1]
@@ -210,7 +218,11 @@ def plot_overlap(table: dict, ratios: list[float], path: Path, title: str) -> No
 
 # --------------------------------------------------------------------------- main
 def main() -> None:
+    global CRITERIA
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--criteria", nargs="+", default=list(CRITERIA),
+                    help="criteria to compare (registered names: l1 l2 fpgm hrank hrank-star taylor random); "
+                         f"data criteria get the first {CALIB_SAMPLES} training samples as calibration data")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
     ap.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs after pruning")
@@ -226,6 +238,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 ratios, 2 fine-tuning epochs")
     ap.add_argument("--verbose", action="store_true", help="show finetune's per-epoch lines")
     args = ap.parse_args()
+    from passes.criteria import CRITERIA as KNOWN
+    unknown = [c for c in args.criteria if c not in KNOWN]
+    if unknown:
+        ap.error(f"unknown criterion {unknown[0]!r}; known: {', '.join(sorted(KNOWN))}")
+    CRITERIA = tuple(args.criteria)
     if args.quick:
         args.seeds = args.seeds[:1]
         args.ratios = [args.ratios[0], args.ratios[-1]] if len(args.ratios) > 1 else args.ratios
@@ -276,13 +293,14 @@ def main() -> None:
             base = finetune(exported, train, select,
                             TrainConfig(epochs=args.train_epochs, lr=args.train_lr,
                                         batch_size=args.batch_size, seed=seed), stream=quiet()).model
+        calib = (train[0][:CALIB_SAMPLES], train[1][:CALIB_SAMPLES])
         acc0 = evaluate(base, val)
         baseline_acc.append(acc0)
         log(f"seed {seed}: unpruned validation top-1 {100 * acc0:.2f}")
         for ratio in args.ratios:
             for c in CRITERIA:
                 for s in SCOPES:
-                    res = pipeline.prune(base, ratio=ratio, criterion=c, scope=s, seed=seed)
+                    res = pipeline.prune(base, ratio=ratio, criterion=c, scope=s, seed=seed, calib_data=calib)
                     rep = res.report
                     assert rep["verified"] is True, f"prune not verified: seed {seed} {ratio} {c} {s}"
                     left = [g for g in rep["groups"] if g.get("reason", "").startswith("left alone")]
@@ -304,12 +322,12 @@ def main() -> None:
                     log(f"seed {seed} ratio {ratio:g} {c} {s}: pruned {100 * acc_p:.2f}, "
                         f"fine-tuned {100 * acc_f:.2f} (max abs diff {rep['max_abs_diff']:.1e})")
         if seed == args.seeds[0]:
-            overlap = overlap_table(base, args.ratios)
+            overlap = overlap_table(base, args.ratios, calib)
             # the Masks analysis run piecewise must be the decision prune() shipped
             for r in args.ratios:
                 for c in CRITERIA:
                     for s in SCOPES:
-                        masks = {gid: kept for gid, (_, _, kept) in removed_by_group(base, c, s, r).items()}
+                        masks = {gid: kept for gid, (_, _, kept) in removed_by_group(base, c, s, r, calib).items()}
                         shipped = cells[(r, c, s)][-1]["kept"]
                         for gid, kept in shipped.items():
                             if tuple(masks.get(gid, ())) != kept:
