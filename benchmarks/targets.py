@@ -54,7 +54,8 @@ def main(argv=None) -> int:
                          rep["verified"], rep[f"{kind}_before"], rep[f"{kind}_after"], seconds))
             print(f"{kind} {goal:g}: predicted {t['predicted_reduction']:.4f}, achieved {achieved:.4f}, "
                   f"verified {rep['verified']}, {seconds:.1f} s", flush=True)
-    lines = [f"Command: `.venv/bin/python benchmarks/targets.py {shlex.join(argv or sys.argv[1:])}`".rstrip(),
+    command = " ".join([".venv/bin/python benchmarks/targets.py", shlex.join(argv or sys.argv[1:])]).strip()
+    lines = [f"Command: `{command}`",
              "", f"# Targets on torchvision {args.model} ({args.size}x{args.size}, random init), rank={args.rank}", "",
              "| target | asked | predicted | achieved (real count) | met (±0.01) | verified | before | after | prune s |",
              "|---|---|---|---|---|---|---|---|---|"]
