@@ -139,8 +139,9 @@ class Trees:
     trees: tuple[AssociationTree, ...]
     num_ids: int
     rep: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # class representative per id
-    # computed shape operands that slice replaces by constants: node -> ((port, folded value), ..)
-    frozen: Mapping[str, tuple[tuple[int, np.ndarray], ...]] = field(default_factory=dict)
+    # computed shape operands slice replaces by constants: node -> ((port, folded value, always),
+    # ..); ``always`` when the value counts pruned channels, else only when the node is cut
+    frozen: Mapping[str, tuple[tuple[int, np.ndarray, bool], ...]] = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "frozen", MappingProxyType(dict(self.frozen)))
@@ -171,10 +172,25 @@ class Group:
     leaves: tuple[str, ...]
     members: tuple[np.ndarray, ...]
     blocked: str | None = None      # why the group is left alone, or None
+    # channel sets of which one must stay: a value carrying part of the group (a Slice or Split
+    # output, a root coupled to part of it) must not be cut to zero width
+    nonempty: tuple[tuple[int, ...], ...] = ()
 
     @property
     def channels(self) -> int:
         return len(self.members)
+
+    def spare(self, drop: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """``drop`` (channel indices to remove; ``order`` ranks channels lowest first) with,
+        for every ``nonempty`` set it would empty, that set's best-ranked channel kept."""
+        if not self.nonempty or len(drop) == 0:
+            return drop
+        dropped = set(np.asarray(drop).tolist())
+        rank = {int(c): i for i, c in enumerate(np.asarray(order).tolist())}
+        for channels in self.nonempty:
+            if all(c in dropped for c in channels):
+                dropped.discard(max(channels, key=rank.__getitem__))
+        return np.array(sorted(dropped), dtype=np.asarray(drop).dtype)
 
 
 @dataclass(frozen=True)
@@ -251,7 +267,8 @@ def render(analysis) -> str:
         for g in analysis.groups:
             members = " ".join("{" + ",".join(str(i) for i in m.tolist()) + "}" for m in g.members)
             lines.append(f"group {g.id} {g.pattern} roots={','.join(g.roots)} leaves={','.join(g.leaves)}"
-                         + (f" blocked: {g.blocked}" if g.blocked else f" channels {members}"))
+                         + (f" blocked: {g.blocked}" if g.blocked else f" channels {members}")
+                         + "".join(f" nonempty {list(c)}" for c in g.nonempty if not g.blocked))
     elif isinstance(analysis, Scores):
         for gid, s in analysis.by_group.items():
             lines.append(f"group {gid} {analysis.criterion}/{analysis.scope}: " + " ".join(f"{x:.6g}" for x in s))

@@ -5,6 +5,8 @@ elementwise Mul of branches) form one group pruned together; a group's channel `
 equivalence class of ids. The pattern follows the paper's Fig. 4 from the number of roots and of
 leaves: one-to-one, one-to-many, many-to-one, many-to-many. A group any of whose channels is
 blocked (reaches a graph output, a barrier or a channel-mixing op) is left alone with that reason.
+A value that carries only some of a group's channels (a Slice or Split output) gives the group a
+``nonempty`` set: mask keeps one of them, so no tensor is cut to zero width.
 
 Example: a ResNet stage whose block outputs are added to a downsample conv: roots
 {downsample, conv3 of each block}, leaves {next blocks' conv1, next stage}: many-to-many.
@@ -12,7 +14,7 @@ Example: a ResNet stage whose block outputs are added to a downsample conv: root
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -95,5 +97,29 @@ class ClassifyPass(Pass):
             pattern = pattern_name(len(roots), len(leaves))
             groups.append(Group(gid, pattern, roots, leaves, members, reason))
             counts["blocked" if reason else pattern] += 1
+        groups = _with_nonempty(groups, trees)
         ctx.put(Patterns(tuple(groups)))
         return PassResult(False, {"groups": len(groups), **counts})
+
+
+def _with_nonempty(groups: list[Group], trees: Trees) -> list[Group]:
+    """Each prunable group gets the channel sets that some value carries only part of (a Slice or
+    Split output, ShuffleNet's kept half): mask keeps one channel of each, so no tensor is cut to
+    zero width (a zero-channel Conv that ONNX Runtime's optimizer divides by)."""
+    n = max(trees.num_ids, 1)
+    group_of, chan_of = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    for g in groups:
+        if g.blocked:
+            continue
+        for k, members in enumerate(g.members):
+            group_of[members] = g.id
+            chan_of[members] = k
+    sets: dict[int, set[tuple[int, ...]]] = {}
+    for m in trees.maps.values():
+        ids = np.unique(m.ids[m.ids >= 0])
+        gids = group_of[ids]
+        for gid in np.unique(gids[gids >= 0]).tolist():
+            chans = tuple(np.unique(chan_of[ids[gids == gid]]).tolist())
+            if len(chans) < groups[gid].channels:
+                sets.setdefault(gid, set()).add(chans)
+    return [replace(g, nonempty=tuple(sorted(sets[g.id]))) if g.id in sets else g for g in groups]

@@ -184,7 +184,7 @@ class MaskPass(Pass):
                 continue
             n = group.channels
             order = np.argsort(scores.by_group[group.id], kind="stable")
-            drop = np.sort(order[:drops[group.id]])
+            drop = group.spare(np.sort(order[:drops[group.id]]), order)  # no zero-width value
             kept[group.id] = tuple(int(i) for i in np.setdiff1d(np.arange(n), drop))
             for k in drop:
                 removed.append(group.members[k])

@@ -73,9 +73,13 @@ class SlicePass(Pass):
                 keeps[name] = (m.axis, keep, m.rank)
         opset = opset_of(ir)
         for name, operands in trees.frozen.items():  # computed shape operands become constants
-            rw = Rewriter(ir, ir.node(name), opset)
-            for port, value in operands:
-                rw.set_const(port, np.asarray(value))
+            node = ir.node(name)
+            cut = any(v is not None and v.name in keeps
+                      for v in ir.inputs_of(node) + ir.outputs_of(node))
+            rw = Rewriter(ir, node, opset)
+            for port, value, always in operands:
+                if always or cut:
+                    rw.set_const(port, np.asarray(value))
         touched = 0
         for node in ir.topo_nodes():
             ins = {p: keeps[v.name] for p, v in enumerate(ir.inputs_of(node))

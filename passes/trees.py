@@ -51,7 +51,7 @@ class TreesPass(Pass):
         # per node: (tracked input ports, leaf ports, block reason)
         seen: dict[str, tuple[tuple[int, ...], tuple[int, ...], str]] = {}
         folded = fold_shapes(ir, shapes, opset)
-        frozen: dict[str, dict[int, np.ndarray]] = {}
+        frozen: dict[str, dict[int, tuple[np.ndarray, bool]]] = {}  # node -> port -> (value, always)
         next_id = 0
 
         def block(ids: np.ndarray, reason: str) -> None:
@@ -97,7 +97,8 @@ class TreesPass(Pass):
                     for port in SHAPE_OPERANDS.get(node.op_type, ()):  # its slice rule rewrites them
                         if port < len(ins) and ins[port] is not None and ins[port].name in folded.static \
                                 and ir.const_array(ins[port]) is None:
-                            frozen.setdefault(node.name, {})[port] = folded.static[ins[port].name]
+                            frozen.setdefault(node.name, {}).setdefault(
+                                port, (folded.static[ins[port].name], False))
             if tag.root:
                 spec = ROOT_RULES[node.op_type](view)
                 out = ir.outputs_of(node)[0]
@@ -117,7 +118,8 @@ class TreesPass(Pass):
         rep = union_find(next_id, a, b)
         trees = tuple(_tree(ir, root, maps, rep, seen) for root in roots)
         ctx.put(Trees(tuple(roots), maps, tuple(leaves), a, b, blocked, trees, next_id, rep,
-                      {n: tuple(sorted(ports.items())) for n, ports in frozen.items()}))
+                      {n: tuple((p, v, always) for p, (v, always) in sorted(ports.items()))
+                       for n, ports in frozen.items()}))
         return PassResult(False, {"roots": len(roots), "leaves": len(leaves),
                                   "channels": next_id, "blocked_channels": len(blocked)})
 
@@ -154,7 +156,7 @@ def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen) -> None:
             if node.name in folded.nodes:
                 continue  # more shape arithmetic: the taint follows it
             if port in SHAPE_OPERANDS.get(node.op_type, ()) and name in folded.static:
-                frozen.setdefault(node.name, {})[port] = folded.static[name]
+                frozen.setdefault(node.name, {})[port] = (folded.static[name], True)
             else:
                 stop(sources, f"{node.op_type} node {node.name!r}, which cannot be rewritten")
 
