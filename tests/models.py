@@ -215,3 +215,93 @@ PATTERNS = {
     "barrier": barrier,
     "caffe_style_opset9": caffe_style_opset9,
 }
+
+
+def _ints(b: Builder, values, prefix: str = "k") -> str:
+    return b.const(np.array(values, np.int64), prefix)
+
+
+def grouped_conv() -> onnx.ModelProto:
+    """ResNeXt block: 1x1 -> grouped 3x3 (group=4, 2 in / 3 out per group) -> 1x1, residual Add,
+    then a grouped ConvTranspose (group=2) upsampling head."""
+    b = Builder(11, name="grouped_conv")
+    x = b.input("x", [1, 3, 8, 8])
+    s0 = b.relu(b.conv(x, 3, 8))
+    a = b.relu(b.bn(b.conv(s0, 8, 8, k=1, bias=False), 8))
+    g = b.relu(b.bn(b.conv(a, 8, 12, group=4, bias=False), 12))
+    c = b.bn(b.conv(g, 12, 8, k=1, bias=False), 8)
+    s1 = b.relu(b.op("Add", [s0, c]))
+    up = b.op("ConvTranspose", [s1, b.weight(8, 4, 2, 2), b.weight(8, prefix="b")],
+              kernel_shape=[2, 2], strides=[2, 2], group=2)
+    return b.build([b.conv(b.relu(up), 8, 4, k=1)])
+
+
+def _shuffle(b: Builder, x: str, shape5, shape4) -> str:
+    """ShuffleNet channel shuffle: Reshape [N,g,C/g,H,W] -> Transpose -> Reshape [N,C,H,W]."""
+    r = b.op("Reshape", [x, shape5 if isinstance(shape5, str) else _ints(b, shape5, "shape")])
+    t = b.op("Transpose", [r], perm=[0, 2, 1, 3, 4])
+    return b.op("Reshape", [t, shape4 if isinstance(shape4, str) else _ints(b, shape4, "shape")])
+
+
+def channel_shuffle() -> onnx.ModelProto:
+    """ShuffleNetV2 units: two branches concatenated and shuffled (constant targets), then a
+    unit that splits the channels in halves (Split), keeps one and convolves the other."""
+    b = Builder(12, name="channel_shuffle")
+    x = b.input("x", [1, 3, 8, 8])
+    left = b.relu(b.conv(x, 3, 4, k=1))
+    right = b.relu(b.conv(x, 3, 4))
+    s = _shuffle(b, b.op("Concat", [left, right], axis=1), [1, 2, 4, 8, 8], [1, 8, 8, 8])
+    x1, x2 = b.op("Split", [s, _ints(b, [4, 4], "split")], n_out=2, axis=1)
+    branch = b.relu(b.bn(b.conv(b.relu(b.conv(x2, 4, 6, k=1)), 6, 4, k=1), 4))
+    s2 = _shuffle(b, b.op("Concat", [x1, branch], axis=1), [1, 2, 4, 8, 8], [1, 8, 8, 8])
+    return b.build([b.conv(s2, 8, 4, k=1)])
+
+
+def channel_slice() -> onnx.ModelProto:
+    """ShuffleNet chunk as the legacy exporter writes it (Slice ends from Shape→Gather→Div), then
+    Swin-style patch merging: strided spatial Slices concatenated on the channel axis."""
+    b = Builder(13, name="channel_slice")
+    x = b.input("x", [1, 3, 8, 8])
+    c = b.relu(b.conv(x, 3, 8))
+    count = b.op("Gather", [b.op("Shape", [c]), _ints(b, [1], "idx")], axis=0)
+    half = b.op("Div", [b.op("Add", [count, _ints(b, [1], "one")]), _ints(b, [2], "two")])
+    end = b.op("Mul", [half, _ints(b, [2], "two")])
+    axes = _ints(b, [1], "axes")
+    x1 = b.op("Slice", [c, _ints(b, [0], "start"), half, axes])
+    x2 = b.op("Slice", [c, half, end, axes])
+    y = b.op("Concat", [x1, b.relu(b.conv(x2, 4, 4, k=1))], axis=1)
+    big = np.iinfo(np.int64).max
+    parts = [b.op("Slice", [y, _ints(b, [i, j], "start"), _ints(b, [big, big], "end"),
+                            _ints(b, [2, 3], "axes"), _ints(b, [2, 2], "steps")])
+             for i, j in ((0, 0), (1, 0), (0, 1), (1, 1))]
+    merged = b.op("Concat", parts, axis=1)
+    return b.build([b.conv(merged, 32, 4, k=1)])
+
+
+def shape_reshape() -> onnx.ModelProto:
+    """Shape→Gather→Unsqueeze→Concat→Reshape: ``x.view(x.size(0), -1)`` before a Gemm, and a
+    channel shuffle whose targets are computed from Shape (C // 2 names the channel count)."""
+    b = Builder(14, name="shape_reshape")
+    x = b.input("x", [1, 3, 8, 8])
+    c = b.relu(b.conv(x, 3, 8))
+    shp = b.op("Shape", [c])
+    dims = [b.op("Gather", [shp, b.const(np.array(i, np.int64), "i")], axis=0) for i in range(4)]
+    n, ch, h, w = (b.op("Unsqueeze", [d, _ints(b, [0], "axes")]) for d in dims)
+    groups = _ints(b, [2], "g")
+    per = b.op("Div", [ch, groups])
+    s = _shuffle(b, c, b.op("Concat", [n, groups, per, h, w], axis=0),
+                 b.op("Concat", [n, ch, h, w], axis=0))
+    d = b.relu(b.conv(s, 8, 6))
+    pooled = b.op("GlobalAveragePool", [d])
+    batch = b.op("Unsqueeze", [b.op("Gather", [b.op("Shape", [pooled]), b.const(np.array(0, np.int64), "i")],
+                                    axis=0), _ints(b, [0], "axes")])
+    flat = b.op("Reshape", [pooled, b.op("Concat", [batch, _ints(b, [-1], "rest")], axis=0)])
+    return b.build([b.gemm(flat, 6, 5)])
+
+
+PATTERNS.update({
+    "grouped_conv": grouped_conv,
+    "channel_shuffle": channel_shuffle,
+    "channel_slice": channel_slice,
+    "shape_reshape": shape_reshape,
+})
