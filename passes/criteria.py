@@ -31,8 +31,10 @@ Hand-checkable examples (the tests compute them):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -355,6 +357,21 @@ def root_weight_name(ir: Graph, root: Root) -> str | None:
     return _source_initializer(ir, v.name) if v is not None else None
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """File descriptor 2 to /dev/null for native code's logging; Python errors still raise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
 def weight_gradients(ir: Graph, wanted: dict[str, str | None], calib: Batches) -> dict[str, np.ndarray]:
     """``∂L/∂w`` averaged over the calibration batches for the wanted initializers that are
     trainable (float, upstream of the first output), from ONNX Runtime training."""
@@ -379,11 +396,12 @@ def weight_gradients(ir: Graph, wanted: dict[str, str | None], calib: Batches) -
     folder = Path(tempfile.mkdtemp(prefix="onnxpruner-taylor-"))
     try:
         try:
-            artifacts.generate_artifacts(
-                _training_copy(raise_model(ir), freeze_bn=True), requires_grad=names, frozen_params=frozen,
-                loss=artifacts.LossType.CrossEntropyLoss if loss == "ce" else artifacts.LossType.MSELoss,
-                artifact_directory=str(folder), additional_output_names=[out_value.name],
-                loss_input_names=[out_value.name])
+            with native_stderr_silenced():  # ORT's graph builder logs every transformer at info level
+                artifacts.generate_artifacts(
+                    _training_copy(raise_model(ir), freeze_bn=True), requires_grad=names, frozen_params=frozen,
+                    loss=artifacts.LossType.CrossEntropyLoss if loss == "ce" else artifacts.LossType.MSELoss,
+                    artifact_directory=str(folder), additional_output_names=[out_value.name],
+                    loss_input_names=[out_value.name])
             state = CheckpointState.load_checkpoint(str(folder / "checkpoint"))
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
