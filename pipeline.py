@@ -597,6 +597,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=float, nargs="+", default=None, help="ratios to try (default 0.1 .. 0.9)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sc = sub.add_parser("schedule", help="iterative pruning (prune -> fine-tune, N steps) or soft filter pruning")
+    sc.add_argument("model")
+    sc.add_argument("-o", "--output", required=True)
+    sc.add_argument("--mode", default="iterative", choices=["iterative", "soft"])
+    sc.add_argument("--data", required=True, help="training data: .npz with x (float32) and y")
+    sc.add_argument("--val", help="validation data (.npz): accuracy per step/epoch")
+    sc.add_argument("--ratio", type=float, default=0.5, help="final ratio (iterative: cumulative)")
+    sc.add_argument("--target-flops", type=float, default=0.0, help="iterative: final FLOPs reduction instead of a ratio")
+    sc.add_argument("--steps", type=int, default=3, help="iterative: prune -> fine-tune rounds")
+    sc.add_argument("--schedule", default="linear", choices=["linear", "agp"], help="iterative: ratio growth")
+    sc.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs per step (soft: in all)")
+    sc.add_argument("--lr", type=float, default=1e-3)
+    sc.add_argument("--batch-size", type=int, default=32)
+    sc.add_argument("--criterion", default=None, help="default: l1 (iterative), l2 (soft)")
+    sc.add_argument("--scope", default=None, choices=["tree", "node"], help="default: tree (iterative), node (soft)")
+    sc.add_argument("--calib", help="calibration data for data criteria")
+    sc.add_argument("--report", help="write the history and last prune report (JSON) here")
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     i = sub.add_parser("inspect", help="show tags, association trees and groups")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
@@ -820,6 +839,54 @@ def _cmd_sensitivity(args) -> int:
     return 0
 
 
+def _cmd_schedule(args) -> int:
+    from passes import schedules
+
+    _check_output(args.output, args.model)
+    if args.report:
+        _check_output(args.report, args.model)
+    if not (0.0 <= args.ratio < 1.0) or not (0.0 <= args.target_flops < 1.0):
+        raise UsageError("--ratio and --target-flops must be in [0, 1)")
+    if args.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if args.mode == "soft" and args.target_flops:
+        raise UsageError("--target-flops is for --mode iterative; soft pruning takes --ratio")
+    criterion = args.criterion or ("l2" if args.mode == "soft" else "l1")
+    scope = args.scope or ("node" if args.mode == "soft" else "tree")
+    try:
+        ScorePass(criterion=criterion, scope=scope)
+        config = TrainConfig(args.epochs, args.lr, args.batch_size, seed=args.seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    model, external, where = _open(args.model)
+    check_input(model, where)
+    if args.mode == "iterative":
+        result = schedules.iterative_prune(model, args.data, args.val, args.ratio, args.steps, args.schedule,
+                                           config, criterion, scope, args.seed, args.calib,
+                                           target_flops=args.target_flops, stream=sys.stderr)
+    else:
+        result = schedules.soft_filter_prune(model, args.data, args.val, args.ratio, config, criterion, scope,
+                                             args.seed, args.calib, stream=sys.stderr)
+    report = dict(result.report, schedule={"mode": args.mode, "history": result.history})
+    ir.save(result.model, args.output, external & {t.name for t in result.model.graph.initializer})
+    if args.report:
+        try:
+            _write_text_atomic(args.report, json.dumps(report, indent=2, default=str) + "\n")
+        except OSError:
+            Path(args.output).unlink(missing_ok=True)
+            Path(args.output + ".data").unlink(missing_ok=True)
+            raise
+    for row in result.history:
+        print("  " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    print(_summary(result.report))
+    soft = result.report.get("soft")
+    if soft is not None:
+        acc = soft.get("val_acc_pruned")
+        print(f"soft pruning: removed channels {'are' if soft['removed_match_last_mask'] else 'are NOT'} the last "
+              f"epoch's zeroed filters" + (f"; pruned validation top-1 {acc:.4f}" if acc is not None else ""))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     import demo
 
@@ -832,7 +899,8 @@ def _cmd_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {"prune": _cmd_prune, "inspect": _cmd_inspect, "finetune": _cmd_finetune,
-                "batch": _cmd_batch, "demo": _cmd_demo, "sensitivity": _cmd_sensitivity}
+                "batch": _cmd_batch, "demo": _cmd_demo, "sensitivity": _cmd_sensitivity,
+                "schedule": _cmd_schedule}
     try:
         return commands[args.command](args)
     except (UsageError, SpecError) as exc:

@@ -112,6 +112,8 @@ def iterative_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio: 
         history.append(row)
         if stream is not None:
             print(" ".join(f"{k_}={v}" for k_, v in row.items()), file=stream, flush=True)
+    # the totals from the original model (the groups are the last step's)
+    report = dict(report, params_before=params0, flops_before=flops0)
     return ScheduleResult(current, history, report)
 
 

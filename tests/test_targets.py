@@ -18,6 +18,7 @@ import pipeline
 from passes.analyses import Masks, Patterns, Scores, Trees
 from passes.base import PassContext, PassError
 from passes.cost import count_flops, count_params
+from passes.infer_shapes import value_shapes
 from passes.mask import MaskPass
 from passes.targets import CostModel
 from torchvision_models import export
@@ -97,6 +98,13 @@ def test_cost_model_predicts_the_sliced_count(name, kind):
     model = models.PATTERNS[name]()
     spec = "tag,trees,classify,score,mask{ratio=0.5}"
     graph, ctx = analysed(model, spec)
+    shapes = value_shapes(graph)
+    counted = [ir_node for ir_node in graph.nodes() if ir_node.op_type in ("Conv", "Gemm", "MatMul")]
+    if any(not all(isinstance(d, int) for d in shapes.get(graph.outputs_of(n)[0].name) or (None,))
+           for n in counted):
+        # count_flops takes unknown dims as 1 before slicing (a Slice with computed ends):
+        # the counts before and after are not comparable, so neither is the prediction
+        pytest.skip(f"{name}: output shapes not static before slicing")
     masks, patterns = ctx.get(Masks), ctx.get(Patterns)
     drops = {gid: patterns.groups[gid].channels - len(k) for gid, k in masks.kept.items()}
     predicted = CostModel.build(graph, ctx.get(Trees), patterns, ctx.get(Scores)).cost(kind, drops)
