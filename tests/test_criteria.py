@@ -261,3 +261,18 @@ def test_criteria_choose_different_channels():
         pipeline.Pipeline.parse(f"tag,trees,classify,score{{criterion={c} scope=node}},mask{{ratio=0.5}}").run(graph, ctx)
         kept[c] = dict(ctx.get(Masks).kept)
     assert len({str(sorted(k.items())) for k in kept.values()}) > 1
+
+
+def test_readme_criterion_example_runs():
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "register_criterion" in b]
+    assert blocks, "the README lost its custom-criterion example"
+    try:
+        exec(compile(blocks[0], "README.md", "exec", dont_inherit=True), {})
+        # max |w| per filter of a: [1, 4, 2]
+        np.testing.assert_allclose(scores(conv_pair(), "max-abs", "node"), [1.0, 4.0, 2.0])
+        np.testing.assert_allclose(scores(conv_pair(), "max-abs", "tree"), np.array([1.0, 4.0, 2.0]) * LEAF)
+    finally:
+        CRITERIA.pop("max-abs", None)
