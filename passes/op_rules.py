@@ -271,11 +271,72 @@ def _gemm(view: NodeView) -> Effect:
 def _matmul(view: NodeView) -> Effect:
     m = view.maps[0]
     w = view.const(1)
-    if m is None or view.labeled() != [0] or w is None or w.ndim != 2:
-        return blocked("MatMul of two activations, or weight not a 2-D constant")
-    if m.axis != m.rank - 1 or m.rank < 2:
-        return blocked("MatMul reads channels on a batch or row axis")
-    return Effect(leaf=(0, 1, 0, 1))
+    if m is not None and view.labeled() == [0] and w is not None and w.ndim == 2:
+        if m.axis != m.rank - 1 or m.rank < 2:
+            return blocked("MatMul reads channels on a batch or row axis")
+        return Effect(leaf=(0, 1, 0, 1))
+    if w is not None or view.const(0) is not None:
+        return blocked("MatMul weight is not a 2-D constant, or channels reach it")
+    return _batched_matmul(view)
+
+
+def _batched_matmul(view: NodeView) -> Effect:
+    """MatMul of two activations (attention's Q·Kᵀ and A·V): channels on a batch axis (the
+    heads) pass through elementwise, and the two operands' channels there are coupled; channels
+    on the two matrix axes are contracted or mixed, which blocks them."""
+    ranks = [view.rank(0), view.rank(1)]
+    if any(r is None or r < 2 for r in ranks):
+        return blocked("MatMul of activations of unknown rank, or of a vector")
+    out_rank = max(ranks)
+    axis, length, base, couplings = None, None, None, []
+    for p in view.labeled():
+        m = view.maps[p]
+        if m.axis >= m.rank - 2:
+            return blocked("MatMul of two activations contracts or mixes the channel axis")
+        a = m.axis + out_rank - m.rank
+        if axis is None:
+            axis, length, base = a, len(m), m.ids
+            continue
+        if a != axis or len(m) != length or np.any((base >= 0) != (m.ids >= 0)):
+            return blocked("MatMul pairs channels on different axes or with untracked data")
+        couplings.append((base[base >= 0], m.ids[m.ids >= 0]))
+    for p in (0, 1):
+        if view.maps[p] is not None:
+            continue
+        shape = view.shape(p)
+        if shape is None:
+            return blocked("MatMul operand of unknown shape")
+        a = axis - (out_rank - len(shape))
+        if a >= 0 and shape[a] != 1:
+            return blocked("MatMul pairs pruned channels with untracked data")
+    return Effect(outputs={0: ChannelMap(axis, out_rank, base)}, couplings=couplings)
+
+
+def feeds_batched_matmul(graph: Graph, value, shapes: dict, depth: int = 6) -> bool:
+    """Whether ``value`` reaches, through Transposes, identities and scalings by a scalar, a MatMul whose
+    other operand is an activation: a Reshape that splits channels into attention heads. (Only a
+    choice of representation rides on it; either choice is exact.)"""
+
+    def scalar(v) -> bool:
+        c = graph.const_array(v)
+        shape = c.shape if c is not None else shapes.get(v.name)
+        return shape is not None and all(d == 1 for d in shape)
+
+    frontier = [value]
+    for _ in range(depth):
+        nxt = []
+        for v in frontier:
+            for node, port in graph.consumers(v):
+                ins = graph.inputs_of(node)
+                if node.op_type == "MatMul" and node.domain in DEFAULT_DOMAINS and len(ins) == 2:
+                    if graph.const_array(ins[1 - port]) is None:
+                        return True
+                elif node.op_type in ("Transpose", "Identity") or (
+                        node.op_type == "Concat" and len(ins) == 1) or (  # GPT-2's empty KV cache
+                        node.op_type in ("Mul", "Div") and len(ins) == 2 and scalar(ins[1 - port])):
+                    nxt += [o for o in graph.outputs_of(node) if o is not None]
+        frontier = nxt
+    return False
 
 
 def _batchnorm(view: NodeView) -> Effect:
@@ -401,35 +462,65 @@ def _reshape(view: NodeView) -> Effect:
     shape = view.shape(0)
     if target is None:
         return blocked("Reshape to a computed shape that does not fold to a constant")
-    out = _resolve_reshape(shape, [int(t) for t in np.ravel(target)],
-                           view.node.attr("allowzero", 0))
-    if out is None or m.axis == 0:
-        return blocked("Reshape with an unknown per-sample shape or one that moves the batch axis")
-    sample_in, sample_out = shape[1:], out[1:]
-    full = np.broadcast_to(
-        m.ids.reshape([len(m) if i == m.axis - 1 else 1 for i in range(len(sample_in))]),
-        sample_in).reshape(sample_out)
+    target = [int(t) for t in np.ravel(target)]
+    out = _resolve_reshape(shape, target, view.node.attr("allowzero", 0))
+    if out is not None and m.axis != 0:
+        offset, full = 1, np.broadcast_to(  # per sample: the batch axis stays apart
+            m.ids.reshape([len(m) if i == m.axis - 1 else 1 for i in range(len(shape) - 1)]),
+            shape[1:]).reshape(out[1:])
+    else:  # a fully static reshape may move the batch axis (GPT-2's [B·S, C] -> [B, S, C])
+        out = _resolve_static_reshape(shape, target, view.node.attr("allowzero", 0))
+        if out is None or m.axis == 0:
+            return blocked("Reshape with an unknown per-sample shape or one that moves the batch axis")
+        offset, full = 0, np.broadcast_to(
+            m.ids.reshape([len(m) if i == m.axis else 1 for i in range(len(shape))]), shape).reshape(out)
     found = _single_axis(full)
     if found is not None:
         axis, ids = found
-        return Effect(outputs={0: ChannelMap(axis + 1, len(out), ids)})
-    return _reshape_split(full, len(out))
+        if axis + offset == 0:
+            return blocked("Reshape moves the channels onto the batch axis")
+        return Effect(outputs={0: ChannelMap(axis + offset, len(out), ids)})
+    heads = feeds_batched_matmul(view.graph, view.graph.outputs_of(view.node)[0], view.shapes)
+    return _reshape_split(full, len(out), heads, offset)
 
 
-def _reshape_split(full: np.ndarray, out_rank: int) -> Effect:
+def _resolve_static_reshape(shape, target, allowzero) -> list | None:
+    """The output shape of Reshape when every input dim is known (batch included)."""
+    if shape is None or not all(isinstance(d, int) for d in shape) or not target:
+        return None
+    out = [shape[i] if t == 0 and not allowzero and i < len(shape) else t for i, t in enumerate(target)]
+    total = int(np.prod(shape, dtype=np.int64))
+    if out.count(-1) == 1:
+        known = int(np.prod([d for d in out if d != -1], dtype=np.int64))
+        if known == 0 or total % known:
+            return None
+        out[out.index(-1)] = total // known
+    if -1 in out or int(np.prod(out, dtype=np.int64)) != total:
+        return None
+    return out
+
+
+def _reshape_split(full: np.ndarray, out_rank: int, heads: bool = False, offset: int = 1) -> Effect:
     """Channels spread over several axes (ShuffleNet's [N,C,H,W]→[N,g,C/g,H,W], heads): keep
     them on the largest varying axis and couple each position with the one at index 0 of the
     others, so one class is removed from every row alike (channel j of each of the g parts).
-    Exact for any reshape: input and output then lose the same flat positions, in order."""
+    Exact for any reshape: input and output then lose the same flat positions, in order.
+    ``heads`` (the split feeds attention's per-head MatMuls, [B,S,C]→[B,S,H,D]): keep them on
+    the outermost varying axis instead, so a class is a whole head, its D channels coupled."""
     varying = [a for a in range(full.ndim)
                if not np.array_equal(np.broadcast_to(np.take(full, [0], axis=a), full.shape), full)]
-    axis = max(varying or range(full.ndim), key=lambda a: (full.shape[a], a))  # none: one id
+    if heads and varying:
+        axis = min(varying)
+    else:
+        axis = max(varying or range(full.ndim), key=lambda a: (full.shape[a], a))  # none: one id
+    if axis + offset == 0:
+        return blocked("Reshape moves the channels onto the batch axis")
     ref = full[tuple(slice(None) if i == axis else slice(0, 1) for i in range(full.ndim))]
     ref_full = np.broadcast_to(ref, full.shape)
     if np.any((ref_full >= 0) != (full >= 0)):
         return blocked("Reshape spreads channels over several axes, mixed with untracked data")
     pairs = np.unique(np.stack([ref_full[full >= 0], full[full >= 0]], axis=1), axis=0)
-    return Effect(outputs={0: ChannelMap(axis + 1, out_rank, ref.reshape(-1))},
+    return Effect(outputs={0: ChannelMap(axis + offset, out_rank, ref.reshape(-1))},
                   couplings=[(pairs[:, 0], pairs[:, 1])] if len(pairs) else [])
 
 
@@ -437,6 +528,10 @@ def _resolve_reshape(shape, target, allowzero) -> list | None:
     """Output shape of Reshape with the batch axis kept apart; None if it cannot be known."""
     if shape is None or len(target) == 0 or any(not isinstance(d, int) for d in shape[1:]):
         return None
+    if not isinstance(shape[0], int) and target[0] > 0:
+        # the target fixes the batch (a folded Shape read of a static input) where shape
+        # inference lost it; a wrong guess would fail the mask-equivalence check, never ship
+        shape = (target[0],) + tuple(shape[1:])
     out = list(target)
     for i, t in enumerate(out):
         if t == 0 and not allowzero:
@@ -1058,6 +1153,8 @@ def _slice_gemm(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
 
 def _slice_matmul(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     w = rw.const(1)
+    if w is None or w.ndim != 2 or rw.const(0) is not None:
+        return  # a MatMul of two activations (attention heads): nothing of its own to cut
     new_w = w
     if 0 in outs:
         new_w = _take(new_w, 1, outs[0][1])

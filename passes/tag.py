@@ -60,7 +60,41 @@ def _static(shape) -> bool:
 def static_shapes(ir: Graph, opset: int, rounds: int = 3) -> dict[str, tuple]:
     """Value shapes from ONNX shape inference, completed where a computed shape operand (a
     Slice end from Shape // 2, a Reshape target built by Concat) folds to a number: inference
-    runs again with those operands as constants, so the values after them get static shapes."""
+    runs again with those operands as constants, so the values after them get static shapes.
+    Where inference still leaves a dim symbolic in a model whose inputs are all static, the
+    shape ONNX Runtime produces is taken (``runtime_shapes``)."""
+    return runtime_shapes(ir, _folded_static_shapes(ir, opset, rounds))
+
+
+def runtime_shapes(ir: Graph, shapes: dict[str, tuple]) -> dict[str, tuple]:
+    """With every graph input of a static shape, every value's shape is a fact of the model:
+    run it once in ONNX Runtime and read the shapes inference left symbolic (BERT's attention
+    reshapes, after an Expand of a computed mask). Advisory: any failure keeps ``shapes``."""
+    inputs = [v for v in ir.inputs if ir.initializer(v.name) is None]
+    if not inputs or not all(_static(v.shape) for v in inputs):
+        return shapes
+    missing = sorted(v.name for v in ir.values()
+                     if v.name not in ir.initializers and ir.producer(v.name) is not None
+                     and not _static(shapes.get(v.name)))
+    if not missing:
+        return shapes
+    from .validate import run_model, sample_inputs  # local: validate imports this module's users
+
+    model = raise_model(ir)
+    have = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in missing if n not in have)
+    try:
+        values = run_model(model, sample_inputs(model, 0))
+    except Exception:
+        return shapes
+    out = dict(shapes)
+    for vi, arr in zip(model.graph.output, values):
+        if vi.name in missing and hasattr(arr, "shape"):
+            out[vi.name] = tuple(int(d) for d in arr.shape)
+    return out
+
+
+def _folded_static_shapes(ir: Graph, opset: int, rounds: int) -> dict[str, tuple]:
     shapes = value_shapes(ir)
     for _ in range(rounds):
         folded = fold_shapes(ir, shapes, opset)
@@ -110,6 +144,9 @@ def _tag(view: NodeView) -> NodeTag:
                 return NodeTag(name, op, "next-process")
             return NodeTag(name, op, "barrier", reason=f"grouped {op} (group={group}) whose input "
                            f"channel count is unknown or disagrees with its weight")
+        if w is None and op == "MatMul" and view.const(0) is None:
+            # two activations (attention's Q·Kᵀ, A·V): channels on a batch axis (heads) pass
+            return NodeTag(name, op, "next-process")
         if w is None:
             return NodeTag(name, op, "barrier", reason=f"{op} weight is not a constant")
         return NodeTag(name, op, "stop-process", leaf=True)

@@ -1,6 +1,12 @@
-"""Transformers: MLP channels prune (BERT and ViT from ``transformers``, torchvision's ViT), proven
-by the mask-equivalence check; what stays (the residual stream through LayerNorm, attention
-heads behind computed Reshapes, GPT-2's Conv1D reshapes) is left alone with a named reason.
+"""Transformers: whole attention heads and MLP channels prune (BERT, GPT-2 and ViT from
+``transformers``, built from small configs), proven by the mask-equivalence check; what stays
+(the residual stream through LayerNorm, torchvision's packed in-projection) is left alone with a
+named reason.
+
+Heads: a Reshape [B,S,C]→[B,S,H,D] whose output reaches a MatMul of two activations keeps the
+channel ids on the head axis and couples each head's D channels, so a class is a whole head; Q·Kᵀ
+and A·V couple the heads of their operands; the merge Reshape spreads a head back over its D
+columns of the output projection (the leaf). Q, K, V are the group's roots.
 
 PyTorch without constant folding exports ``Linear`` on 3-D input as ``MatMul(x, Transpose(W))``:
 the transposed initializer is a constant weight (``Graph.const_array``), rewritten as a new
@@ -8,14 +14,13 @@ initializer when sliced."""
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
 
 import models
 import pipeline
 from passes.validate import run_model, sample_inputs
-from transformer_models import export
+from transformer_models import attention_block, export
 
 
 def linear_mlp() -> onnx.ModelProto:
@@ -44,6 +49,29 @@ def test_matmul_with_a_transposed_initializer_prunes_and_loses_the_transpose():
     assert run_model(result.model, feeds)[0].shape == run_model(model, feeds)[0].shape
 
 
+def test_attention_heads_are_pruned_whole_with_their_reshapes_rewritten():
+    model = attention_block(heads=4, head_dim=4)
+    result = pipeline.prune(model, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True
+    heads = [g for g in rep["groups"] if g.get("pruned")]
+    assert len(heads) == 1
+    group = heads[0]
+    assert group["pattern"] == "many-to-one" and len(group["roots"]) == 3 and len(group["leaves"]) == 1
+    assert (group["channels_before"], group["channels_after"]) == (4, 2)
+    shapes = sorted(tuple(onnx.numpy_helper.to_array(t).tolist()) for t in result.model.graph.initializer
+                    if t.data_type == onnx.TensorProto.INT64)
+    assert shapes == [(1, 4, 2, 4)] * 3 + [(1, 4, 8)]  # 2 heads of 4, merged back into 8 columns
+    feeds = sample_inputs(model, 0)
+    assert run_model(result.model, feeds)[0].shape == run_model(model, feeds)[0].shape
+
+
+def test_heads_prune_even_when_the_output_projection_joins_a_residual():
+    rep = pipeline.prune(attention_block(residual=True), ratio=0.5).report
+    assert rep["verified"] is True
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(4, 2)]
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return tmp_path_factory.mktemp("transformers")
@@ -54,25 +82,29 @@ def named_blocker(reason: str) -> bool:
     return "(node '" in reason or "graph output" in reason
 
 
-@pytest.mark.parametrize("kind", ["bert", "hf-vit", "tv-vit"])
-def test_transformer_mlp_channels_prune_and_stay_equivalent(kind, folder):
+# per model: (heads before, after) of each layer's attention group, MLP channels before
+EXPECTED = {"bert": (4, 64), "gpt2": (4, 128), "hf-vit": (4, 64)}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_transformer_heads_and_mlp_channels_prune_and_stay_equivalent(kind, folder):
+    n_heads, mlp = EXPECTED[kind]
     result = pipeline.prune(export(kind, folder), ratio=0.5)
     rep = result.report
     assert rep["verified"] is True and rep["max_abs_diff"] < 1e-3
-    pruned = [g for g in rep["groups"] if g.get("pruned")]
-    # one MLP intermediate group per layer (2 layers, 64 -> 32 channels)
-    assert len(pruned) == 2, [g["roots"] for g in pruned]
-    assert all(g["channels_before"] == 64 and g["channels_after"] == 32 for g in pruned)
-    assert rep["params_after"] <= rep["params_before"] - 2 * 2 * 32 * 32
+    pruned = sorted((g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned"))
+    # two layers: each loses half its heads (Q, K, V and the output projection's columns) and
+    # half its MLP channels
+    assert pruned == sorted([(n_heads, n_heads // 2)] * 2 + [(mlp, mlp // 2)] * 2), pruned
+    assert rep["params_after"] < 0.8 * rep["params_before"]
     left = [g for g in rep["groups"] if not g.get("pruned")]
     assert all(named_blocker(g["reason"]) for g in left), [g["reason"] for g in left]
 
 
-def test_gpt2_prunes_what_it_can_prove_and_names_the_rest(folder):
-    result = pipeline.prune(export("gpt2", folder), ratio=0.5)
-    rep = result.report
+def test_torchvision_vit_prunes_its_mlp_and_names_what_blocks_the_packed_attention(folder):
+    rep = pipeline.prune(export("tv-vit", folder), ratio=0.5).report
     assert rep["verified"] is True
+    pruned = [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")]
+    assert pruned == [(64, 32), (64, 32)]
     left = [g for g in rep["groups"] if not g.get("pruned")]
     assert all(named_blocker(g["reason"]) for g in left), [g["reason"] for g in left]
-    out = run_model(result.model, sample_inputs(result.model, 0))[0]
-    assert out.shape == (1, 16, 32) and np.isfinite(out).all()

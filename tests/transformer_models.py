@@ -79,3 +79,35 @@ def export(kind: str, folder: Path, seed: int = 0) -> Path:
         torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
                           do_constant_folding=False, input_names=["input"], output_names=["output"])
     return path
+
+
+def attention_block(seed: int = 0, heads: int = 4, head_dim: int = 4, seq: int = 4, residual: bool = False):
+    """One hand-built multi-head self-attention as PyTorch-free ONNX: x [1, S, C] → separate Q, K,
+    V projections (MatMul + bias) → Reshape [1, S, H, D] → Transpose → Q·Kᵀ / √D → Softmax →
+    ·V → Transpose → Reshape [1, S, C] → output projection (+ x when ``residual``)."""
+    import numpy as np
+
+    import models
+
+    b = models.Builder(seed)
+    c = heads * head_dim
+    x = b.input("x", [1, seq, c])
+
+    def proj(src):
+        return b.op("Add", [b.op("MatMul", [src, b.weight(c, c)]), b.weight(c, prefix="b")])
+
+    def split(t, perm):
+        shape = b.const(np.array([1, seq, heads, head_dim], np.int64), "shape")
+        return b.op("Transpose", [b.op("Reshape", [t, shape])], perm=perm)
+
+    q = split(proj(x), [0, 2, 1, 3])
+    k = split(proj(x), [0, 2, 3, 1])
+    v = split(proj(x), [0, 2, 1, 3])
+    scores = b.op("Div", [b.op("MatMul", [q, k]), b.const(np.array(np.sqrt(head_dim), np.float32), "scale")])
+    ctx = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
+    merged = b.op("Reshape", [b.op("Transpose", [ctx], perm=[0, 2, 1, 3]),
+                              b.const(np.array([1, seq, c], np.int64), "shape")])
+    y = proj(merged)
+    if residual:
+        y = b.op("Add", [y, x])
+    return b.build([b.op("Relu", [y])])
