@@ -946,6 +946,45 @@ def _fold_cast(node, ins, opset):
     return ShapeValue(ins[0].value.astype(dtype), ins[0].taint)
 
 
+def _whole(fn):
+    """An op whose output shape depends on its operands' values (Range, ConstantOfShape,
+    Expand): every output element carries the taint of every input."""
+    def rule(node, ins, opset):
+        out = np.asarray(fn(node, *[None if sv is None else sv.value for sv in ins]))
+        taint = frozenset().union(*(sv.union() for sv in ins if sv is not None))
+        t = np.empty(out.shape, object)
+        t.fill(taint)
+        return ShapeValue(out, t)
+    return rule
+
+
+def _constant_of_shape(node, shape):
+    import onnx  # local: only this rule reads a tensor attribute
+
+    value = node.attr("value")
+    fill = onnx.numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
+    if int(np.prod(shape)) > SHAPE_VALUE_LIMIT:
+        raise ValueError("too large to be a shape value")
+    return np.full([int(d) for d in shape], fill.reshape(-1)[0], fill.dtype)
+
+
+def _fold_reshape(node, ins, opset):
+    v, t = ins[0].value, ins[0].taint
+    target = [int(d) for d in np.ravel(ins[1].value)]
+    if not node.attr("allowzero", 0):
+        target = [v.shape[i] if d == 0 else d for i, d in enumerate(target)]
+    return ShapeValue(v.reshape(target), np.asarray(t, object).reshape(target))
+
+
+def _fold_transpose(node, ins, opset):
+    perm = node.attr("perm") or list(range(ins[0].value.ndim))[::-1]
+    return ShapeValue(np.transpose(ins[0].value, perm), np.transpose(ins[0].taint, perm))
+
+
+def _mod(node, a, b):
+    return np.fmod(a, b) if node.attr("fmod", 0) else np.mod(a, b)
+
+
 SHAPE_RULES: dict[str, Callable] = {
     "Identity": lambda node, ins, opset: ins[0],
     "Cast": _fold_cast,
@@ -954,6 +993,8 @@ SHAPE_RULES: dict[str, Callable] = {
     "Squeeze": _fold_squeeze,
     "Concat": _fold_concat,
     "Slice": _fold_slice,
+    "Reshape": _fold_reshape,
+    "Transpose": _fold_transpose,
     "Add": _elementwise(np.add),
     "Sub": _elementwise(np.subtract),
     "Mul": _elementwise(np.multiply),
@@ -961,6 +1002,18 @@ SHAPE_RULES: dict[str, Callable] = {
     "Floor": _elementwise(np.floor),
     "Ceil": _elementwise(np.ceil),
     "Neg": _elementwise(np.negative),
+    "Abs": _elementwise(np.abs),
+    "Max": _elementwise(np.maximum),
+    "Min": _elementwise(np.minimum),
+    "Equal": _elementwise(np.equal),
+    "Less": _elementwise(np.less),
+    "Greater": _elementwise(np.greater),
+    "Not": _elementwise(np.logical_not),
+    "Where": _elementwise(np.where),
+    "Mod": _whole(_mod),
+    "Range": _whole(lambda node, start, limit, delta: np.arange(start, limit, delta)),
+    "ConstantOfShape": _whole(_constant_of_shape),
+    "Expand": _whole(lambda node, x, shape: x * np.ones([int(d) for d in shape], x.dtype)),
 }
 
 # Operands a slice rule rewrites as constants (a computed one is frozen to its folded value

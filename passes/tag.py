@@ -98,11 +98,11 @@ def _folded_static_shapes(ir: Graph, opset: int, rounds: int) -> dict[str, tuple
     shapes = value_shapes(ir)
     for _ in range(rounds):
         folded = fold_shapes(ir, shapes, opset)
-        model = raise_model(ir, light=True)
         drop = {n for n in folded.nodes
                 if all(v is None or v.name in folded.static for v in ir.outputs_of(n))}
         if not drop:
             return shapes
+        model = raise_model(ir, light=True)
         kept = [n for n in model.graph.node if n.name not in drop]
         used = {i for n in kept for i in n.input} | {o.name for o in model.graph.output}
         del model.graph.node[:]

@@ -111,14 +111,15 @@ def _blocked_reason(model) -> str:
 
 
 def test_channel_count_reaching_an_op_that_cannot_be_rewritten_blocks():
-    b = models.Builder(22, name="count_to_range")
+    b = models.Builder(22, name="count_to_tile")
     x = b.input("x", [1, 3, 8, 8])
     c = b.relu(b.conv(x, 3, 8))
-    ch = b.op("Gather", [b.op("Shape", [c]), b.const(np.array(1, np.int64), "i")], axis=0)
-    steps = b.op("Range", [b.const(np.array(0, np.int64), "lo"), ch, b.const(np.array(1, np.int64), "st")])
-    model = b.build([b.conv(c, 8, 4, k=1), b.op("Cast", [steps], to=onnx.TensorProto.FLOAT)])
+    ch = b.op("Gather", [b.op("Shape", [c]), models._ints(b, [1], "i")], axis=0)
+    one = models._ints(b, [1], "one")
+    repeats = b.op("Concat", [one, b.op("Div", [ch, models._ints(b, [8], "eight")]), one, one], axis=0)
+    model = b.build([b.conv(c, 8, 4, k=1), b.op("Tile", [x, repeats])])
     reason = _blocked_reason(model)
-    assert "read by Shape" in reason and "Range" in reason
+    assert "read by Shape" in reason and "Tile" in reason
 
 
 def test_strided_slice_along_channels_is_a_barrier():
@@ -193,7 +194,7 @@ SLOW = {
     "swin_t": ("patch merging, window attention", 0.2,
                GRAPH_OUTPUT + ("LayerNormalization normalizes over the channel axis",
                                "Add mixes pruned channels with untracked data",
-                               "Reshape to a computed shape that does not fold")),
+                               "MatMul of two activations")),   # attention: heads are issue 3's other part
 }
 
 
