@@ -1,6 +1,6 @@
 """The node attribute library: what each ONNX op does to the channel axis, as data.
 
-Three tables, keyed by op type (default ONNX domain only; any other domain is a barrier):
+Four tables, keyed by op type (default ONNX domain only; any other domain is a barrier):
 
 - ``CHANNEL_RULES``: op -> ``ChannelRule``: its paper Table II attribute (``role``), and how channel
   ids on its inputs become ids on its outputs (``propagate``), or why it blocks them.
@@ -8,11 +8,18 @@ Three tables, keyed by op type (default ONNX domain only; any other domain is a 
   indexes its output channels), or None when this instance is not prunable.
 - ``SLICE_RULES``: op -> function that shrinks the node's constants and attributes once channels
   are removed from its inputs and outputs.
+- ``SHAPE_RULES``: op -> numpy evaluation of integer shape values (Shape→Gather→Concat, a Slice
+  end as Shape[1] // 2), so computed Reshape targets / Slice bounds / Split sizes / Resize sizes
+  read as numbers, with the Shape dims each element counted (``fold_shapes``; ``SHAPE_OPERANDS``
+  are the operands slice may rewrite).
 
 **An op not in CHANNEL_RULES is a barrier**: channels that reach it are never removed. The effects
 are the op's real semantics on the channel axis: elementwise ops preserve it (and couple two
-tracked inputs), weight ops consume it, Concat / Flatten / Reshape / Transpose re-index it, and
-Softmax / reductions over that axis and LRN mix it (a barrier, but only over that axis).
+tracked inputs), weight ops consume it, Concat / Flatten / Reshape / Transpose / Split / Slice
+re-index it, and Softmax / reductions over that axis and LRN mix it (a barrier, but only over that
+axis). A grouped Conv (ResNeXt, RegNet, depthwise) passes channels through by whole groups; a
+Reshape that spreads channels over several axes (ShuffleNet's [N,g,C/g,H,W]) couples them so each
+class varies along one axis only; ``Shape`` ends channels (its numbers are checked by trees).
 
 Example: ``CHANNEL_RULES["Relu"].role == "next-no-process"``; a Conv's ``propagate`` with channel
 ids on input 0 returns a leaf consumption through weight axis 1.
