@@ -835,7 +835,7 @@ def _cmd_sensitivity(args) -> int:
         _write_text_atomic(args.output, json.dumps(the_plan, indent=2) + "\n")
     print(sensitivity.format_table(result, the_plan))
     print(f"plan for a budget of {args.budget:g} points: " +
-          (", ".join(f"{k} {v:g}" for k, v in the_plan["ratios"].items()) or "nothing can be pruned"))
+          (", ".join(f"{k} {v:g}" for k, v in the_plan["ratios"].items() if v > 0) or "nothing can be pruned"))
     return 0
 
 

@@ -5,7 +5,8 @@ that group's roots at that ratio (``pipeline.prune`` with ``ratios``, proven by 
 mask-equivalence check like any prune) and its top-1 accuracy measured (``finetune.evaluate``),
 without fine-tuning. A *plan* for an accuracy budget gives each group the largest ratio of the
 grid whose drop, and the drop of every smaller ratio, stays within ``budget`` points of the
-unpruned accuracy; ``prune --ratios plan.json`` takes it. The drops are measured one group at a
+unpruned accuracy (0 when even the smallest is over: the plan names it, so ``prune``'s default
+ratio does not apply to it); ``prune --ratios plan.json`` takes it. The drops are measured one group at a
 time: pruning all groups at once by the plan can lose more than the budget.
 
 Plan file (JSON)::
@@ -101,9 +102,7 @@ def plan(result: Sensitivity, budget: float) -> dict:
             if 100.0 * (result.baseline - g["accuracy"][r]) > budget + 1e-9:
                 break
             best = r
-        g_ratio = best
-        if g_ratio > 0:
-            ratios.update({root: g_ratio for root in g["roots"]})
+        ratios.update({root: best for root in g["roots"]})  # 0: kept whole, not the default ratio
     return {"budget": budget, "baseline": result.baseline, "criterion": result.criterion,
             "scope": result.scope, "ratios": ratios,
             "groups": [{**g, "accuracy": {f"{r:g}": a for r, a in g["accuracy"].items()}}

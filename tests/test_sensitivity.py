@@ -67,9 +67,9 @@ def test_plan_takes_the_largest_ratio_within_the_budget_by_hand():
                 {"id": 2, "roots": ["d"], "channels": 8, "accuracy": {0.1: 0.91, 0.3: 0.89, 0.5: 0.80}}])
     # drops in points: a [0, 0.5, 5], b [2, 0, 0], d [-1, 1, 10]
     plan = sensitivity.plan(result, budget=1.0)
-    assert plan["ratios"] == {"a": 0.3, "d": 0.3}           # b: already 2 points at 0.1 -> left out
+    assert plan["ratios"] == {"a": 0.3, "b": 0.0, "c": 0.0, "d": 0.3}   # b: 2 points at 0.1 -> kept whole
     assert sensitivity.plan(result, budget=2.0)["ratios"] == {"a": 0.3, "b": 0.5, "c": 0.5, "d": 0.3}
-    assert sensitivity.plan(result, budget=0.0)["ratios"] == {"a": 0.1, "d": 0.1}
+    assert sensitivity.plan(result, budget=0.0)["ratios"] == {"a": 0.1, "b": 0.0, "c": 0.0, "d": 0.1}
 
 
 def test_cli_table_plot_and_plan_that_prune_takes(tmp_path, capsys):
@@ -91,6 +91,26 @@ def test_cli_table_plot_and_plan_that_prune_takes(tmp_path, capsys):
                           "--report", str(report)]) == 0
     groups = [g for g in json.loads(report.read_text())["groups"] if g.get("pruned")]
     assert [g["channels_after"] for g in groups] == [3, 3]
+
+
+def test_a_group_over_budget_is_kept_whole_by_the_plan_not_pruned_at_the_default(tmp_path, capsys):
+    model_path = tmp_path / "m.onnx"
+    onnx.save(two_conv_classifier(), str(model_path))
+    result = sensitivity.Sensitivity(0.9, (0.5,), [])
+    model = two_conv_classifier()
+    from passes.analyses import Patterns
+    import ir
+    ctx = pipeline.Pipeline.parse(pipeline.ANALYSIS_SPEC).run(ir.lower(model), pipeline.PassContext())
+    groups = [g for g in ctx.get(Patterns).groups if not g.blocked]
+    result.groups = [{"id": g.id, "roots": list(g.roots), "channels": g.channels, "accuracy": {0.5: acc}}
+                     for g, acc in zip(groups, (0.9, 0.5))]           # the second drops 40 points
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(sensitivity.plan(result, budget=1.0)))
+    report = tmp_path / "r.json"
+    assert pipeline.main(["prune", str(model_path), "-o", str(tmp_path / "p.onnx"), "--ratios", str(plan),
+                          "--report", str(report)]) == 0                # default --ratio 0.5 elsewhere
+    after = {g["roots"][0]: g["channels_after"] for g in json.loads(report.read_text())["groups"]}
+    assert after[groups[0].roots[0]] == 3 and after[groups[1].roots[0]] == 6
 
 
 @pytest.mark.parametrize("case, code_want, words", [
