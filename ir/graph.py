@@ -483,8 +483,9 @@ class Graph:
     # -------------------------------------------------------------- constants
     def const_array(self, value: Value | str | None) -> np.ndarray | None:
         """The value's data when it is a constant: an initializer, a Constant node's output, or
-        an Identity or Transpose of one (PyTorch shares deduplicated weights through Identity
-        nodes). A rule that rewrites such a value gets a new initializer (``Rewriter.set_const``)."""
+        an Identity, Transpose, Cast, Reshape, Unsqueeze or Squeeze of one (PyTorch shares
+        deduplicated weights through Identity nodes). ``Rewriter.set_const`` writes a new value
+        back through Transpose and Cast links, and replaces the others by a new initializer."""
         if value is None:
             return None
         name = _name(value)
@@ -505,16 +506,53 @@ class Graph:
                 continue
             if prod.op_type == "Constant" and prod.domain in ("", "ai.onnx"):
                 return constant_node_value(prod)
-            if prod.op_type == "Transpose" and prod.domain in ("", "ai.onnx"):
-                # PyTorch without constant folding exports Linear on 3-D input as MatMul(x, Transpose(W))
+            if prod.op_type in ("Reshape", "Unsqueeze", "Squeeze") and prod.domain in ("", "ai.onnx"):
+                # Paddle's exporter adds a bias as Add(y, Reshape(b, [1, C, 1, 1]))
+                ins = self.inputs_of(prod)
+                arr = self.const_array(ins[0]) if ins and ins[0] is not None else None
+                operand = self.const_array(ins[1]) if len(ins) > 1 and ins[1] is not None else None
+                out = _fold_shape_op(prod, arr, operand) if arr is not None else None
+                if out is not None:
+                    out.flags.writeable = False
+                return out
+            if prod.op_type in ("Transpose", "Cast") and prod.domain in ("", "ai.onnx"):
+                # PyTorch without constant folding exports Linear on 3-D input as MatMul(x,
+                # Transpose(W)); other exporters store float16 weights behind a Cast
                 src = self.inputs_of(prod)[0]
                 arr = self.const_array(src) if src is not None else None
                 if arr is None:
                     return None
-                out = np.transpose(arr, prod.attr("perm"))  # perm absent: reversed axes, as ONNX says
+                if prod.op_type == "Transpose":
+                    out = np.transpose(arr, prod.attr("perm"))  # no perm: reversed axes, as ONNX says
+                else:
+                    out = arr.astype(onnx.helper.tensor_dtype_to_np_dtype(prod.attr("to")))
                 out.flags.writeable = False
                 return out
             return None
+        return None
+
+
+def _fold_shape_op(node: Node, arr: np.ndarray, operand: np.ndarray | None) -> np.ndarray | None:
+    """Reshape / Unsqueeze / Squeeze of a constant (the operand as an input, or an attribute
+    before opsets 5 / 13); None when it cannot be read."""
+    try:
+        if node.op_type == "Reshape":
+            target = operand if operand is not None else node.attr("shape")
+            if target is None:
+                return None
+            target = [int(t) for t in np.ravel(target)]
+            if not node.attr("allowzero", 0):
+                target = [arr.shape[i] if t == 0 and i < arr.ndim else t for i, t in enumerate(target)]
+            return np.reshape(arr, target)
+        axes = operand if operand is not None else node.attr("axes")
+        if node.op_type == "Squeeze":
+            return np.squeeze(arr) if axes is None else np.squeeze(arr, axis=tuple(int(a) for a in np.ravel(axes)))
+        if axes is None:
+            return None
+        axes = [int(a) for a in np.ravel(axes)]
+        rank = arr.ndim + len(axes)
+        return np.expand_dims(arr, tuple(sorted(a + rank if a < 0 else a for a in axes)))
+    except (ValueError, TypeError):
         return None
 
 

@@ -1,6 +1,6 @@
 """Parameters and FLOPs of a model, for the report (not a pass).
 
-Parameters: elements of floating-point initializers. FLOPs: 2 × multiply-accumulates of Conv,
+Parameters: elements of floating-point initializers and Constant nodes. FLOPs: 2 × multiply-accumulates of Conv,
 ConvTranspose, Gemm and MatMul (the ops pruning shrinks), from inferred shapes with a symbolic
 batch taken as 1.
 
@@ -12,13 +12,21 @@ from __future__ import annotations
 import numpy as np
 
 from ir import Graph
+from ir.graph import constant_node_value
 
 from .infer_shapes import value_shapes
 
 
 def count_params(ir: Graph) -> int:
-    return int(sum(init.size for init in ir.initializers.values()
-                   if _is_float(init.elem_type)))
+    """Float elements of initializers and of Constant nodes (Paddle's exporter writes weights as
+    Constant nodes)."""
+    held = sum(init.size for init in ir.initializers.values() if _is_float(init.elem_type))
+    for node in ir.nodes():
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            arr = constant_node_value(node)
+            if arr is not None and arr.dtype.kind == "f":
+                held += arr.size
+    return int(held)
 
 
 def _is_float(elem_type: int) -> bool:

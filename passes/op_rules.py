@@ -1145,6 +1145,8 @@ class Rewriter:
         from ir import Initializer  # local: only transforms build initializers
 
         value = self.graph.inputs_of(self.node)[port]
+        if self._write_through(value, np.asarray(array)):
+            return
         uses = self.graph.consumers(value)
         init = self.graph.initializer(value.name)
         if init is not None and len(uses) == 1 and not self.graph.is_graph_output(value) \
@@ -1157,6 +1159,32 @@ class Rewriter:
         dtype = array.dtype if old is None else old.dtype
         self.graph.add_initializer(Initializer.from_array(name, np.asarray(array).astype(dtype)))
         self.graph.set_input(self.node, port, name)
+
+    def _write_through(self, value, array: np.ndarray) -> bool:
+        """A weight behind single-use Transpose / Cast links from an initializer (PyTorch's
+        MatMul(x, Transpose(W)), a float16 weight behind a Cast): undo each link and rewrite the
+        initializer itself, so the model keeps its layout and its dtype."""
+        from ir import Initializer  # local: only transforms build initializers
+
+        g = self.graph
+        if g.initializer(value.name) is not None:
+            return False  # a plain initializer: set_const's own path
+        while g.initializer(value.name) is None:
+            prod = g.producer(value)
+            if prod is None or prod.domain not in DEFAULT_DOMAINS or prod.op_type not in ("Transpose", "Cast") \
+                    or len(g.consumers(value)) != 1 or g.is_graph_output(value):
+                return False
+            if prod.op_type == "Transpose":
+                perm = prod.attr("perm") or list(range(array.ndim))[::-1]
+                array = np.transpose(array, np.argsort(perm))
+            value = g.inputs_of(prod)[0]  # a Cast is undone below: the values came from its source
+            if value is None:
+                return False
+        init = g.initializer(value.name)
+        if len(g.consumers(value)) != 1 or g.is_graph_output(value) or value.name in g.input_names:
+            return False
+        g.replace_initializer(Initializer.from_array(value.name, array.astype(init.array.dtype)))
+        return True
 
     def set_attr(self, key: str, value) -> None:
         self.node = self.node.with_attr(key, value)

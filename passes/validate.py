@@ -34,8 +34,21 @@ class EquivalenceError(PassError):
     """The pruned model's outputs differ from the masked original's."""
 
 
-def sample_inputs(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
-    """Seeded inputs for every real graph input: symbolic batch 2, other symbolic dims 16."""
+# sizes tried, in order, for symbolic non-batch dims until the original model runs on them (a
+# detector's FPN needs sides divisible by 32, a text recognizer a minimum width)
+SYMBOLIC_SIZES = (16, 32, 64, 128, 224)
+
+
+def has_symbolic_dims(model: onnx.ModelProto) -> bool:
+    inits = {t.name for t in model.graph.initializer}
+    return any(not (d.HasField("dim_value") and d.dim_value > 0)
+               for vi in model.graph.input if vi.name not in inits
+               for i, d in enumerate(vi.type.tensor_type.shape.dim) if i > 0)
+
+
+def sample_inputs(model: onnx.ModelProto, seed: int, size: int = SYMBOLIC_SIZES[0]) -> dict[str, np.ndarray]:
+    """Seeded inputs for every real graph input: symbolic batch 2, other symbolic dims ``size``
+    (a dim written as -1 or 0, as Paddle's exporter does, is symbolic)."""
     rng = np.random.default_rng(seed)
     inits = {t.name for t in model.graph.initializer}
     feeds = {}
@@ -45,7 +58,8 @@ def sample_inputs(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
         tt = vi.type.tensor_type
         dims = []
         for i, d in enumerate(tt.shape.dim):
-            dims.append(d.dim_value if d.HasField("dim_value") else (2 if i == 0 else 16))
+            known = d.HasField("dim_value") and d.dim_value > 0
+            dims.append(d.dim_value if known else (2 if i == 0 else size))
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
         if np.issubdtype(dtype, np.floating):
             feeds[vi.name] = rng.standard_normal(dims).astype(dtype)
@@ -56,11 +70,12 @@ def sample_inputs(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
     return feeds
 
 
-def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool = False) -> list[np.ndarray]:
+    """``quiet``: ORT logs no error of its own (a probe whose failure is expected and reported)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4 if quiet else 3
     threads = int(os.environ.get("ONNXPRUNER_THREADS", "0") or 0)
     if threads > 0:  # batch workers share the machine: each takes its part of the cores
         opts.intra_op_num_threads = threads
@@ -106,16 +121,31 @@ class ValidatePass(Pass):
         if not self.ort:
             return PassResult(False, stats)
         model = raise_model(ir)
-        feeds = ctx.sample_inputs or sample_inputs(model, ctx.seed)
+        check = self.equivalence and ctx.original is not None
+        probe = masked_original(ctx.original, ctx.analyses.get(SliceRecord)) if check else model
+        feeds, reference = ctx.sample_inputs, None
+        if feeds is None:  # the first symbolic size the model before pruning runs on
+            sizes = SYMBOLIC_SIZES if has_symbolic_dims(model) else SYMBOLIC_SIZES[:1]
+            for size in sizes:
+                feeds = sample_inputs(model, ctx.seed, size)
+                try:
+                    reference = run_model(probe, feeds, quiet=True)
+                    break
+                except Exception as exc:
+                    failure = str(exc).strip().splitlines()[0]
+            else:
+                raise PassError(f"ONNX Runtime cannot run the model before pruning on seeded inputs "
+                                f"(symbolic dims tried: {', '.join(map(str, sizes))}); pass sample "
+                                f"inputs of the right shape: {failure}")
         try:
             pruned = run_model(model, feeds)
         except Exception as exc:
             raise PassError(f"ONNX Runtime cannot run the result: {str(exc).strip().splitlines()[0]}") from None
         stats["ort"] = True
-        if not self.equivalence or ctx.original is None:
+        if not check:
             return PassResult(False, stats)
-        record = ctx.analyses.get(SliceRecord)
-        reference = run_model(masked_original(ctx.original, record), feeds)
+        if reference is None:
+            reference = run_model(probe, feeds)
         worst = 0.0
         for out, got, want in zip(model.graph.output, pruned, reference):
             if got.shape != want.shape:
