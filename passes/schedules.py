@@ -24,10 +24,8 @@ No checkpoint/resume for the soft schedule.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +38,7 @@ from ir import Graph, Initializer, lower, raise_model
 
 from .base import PassContext, PassError
 from .criteria import native_stderr_silenced
-from .finetune import (DataError, Progress, TrainConfig, _source_initializer, _training_copy,
+from .finetune import (Progress, TrainConfig, _source_initializer, _training_copy,
                        as_batches, check_data, evaluate, finetune, trainable_names)
 
 SCHEDULES = ("linear", "agp")

@@ -5,7 +5,6 @@ plot and plan (which ``prune --ratios`` takes), and one-line errors with nothing
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx

@@ -16,7 +16,7 @@ import ir
 import models
 import pipeline
 from passes.analyses import Masks, Patterns, Scores, Trees
-from passes.base import PassContext, PassError
+from passes.base import PassContext
 from passes.cost import count_flops, count_params
 from passes.infer_shapes import value_shapes
 from passes.mask import MaskPass
