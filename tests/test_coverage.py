@@ -231,3 +231,34 @@ def test_torchvision_structure_prunes(name, zoo_export):
 def test_torchvision_structure_prunes_slow(name, zoo_export):
     _, least, allowed = SLOW[name]
     check_zoo_model(zoo_export(name), least, allowed)
+
+
+def test_reshape_spreading_channels_over_two_axes_prunes_exactly():
+    """[N,8,2,2] -> [N,4,8]: position (i, j) reads channel 2i + j // 4, so channels vary along both
+    axes; they stay on the larger (8) and channels {0,2,4,6} / {1,3,5,7} become one class each."""
+    b = models.Builder(27, name="spread")
+    x = b.input("x", [1, 3, 2, 2])
+    c = b.relu(b.conv(x, 3, 8))
+    r = b.op("Reshape", [c, models._ints(b, [1, 4, 8], "shape")])
+    y = b.op("MatMul", [r, b.weight(8, 5)])
+    model = b.build([y])
+    (group, *_) = groups_of(model)
+    assert sorted(m.tolist() for m in group.members) == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    result = pipeline.prune(model, ratio=0.5)
+    assert result.report["verified"] is True
+    (reshape,) = nodes(result.model, "Reshape")
+    assert inits(result.model)[reshape.input[1]].tolist() == [1, 4, 4]
+
+
+def test_opset9_channel_slice_attributes_are_rewritten():
+    b = models.Builder(28, opset=9, name="slice9")
+    x = b.input("x", [1, 3, 8, 8])
+    c = b.relu(b.conv(x, 3, 8))
+    head = b.op("Slice", [c], starts=[0], ends=[4], axes=[1])
+    tail = b.op("Slice", [c], starts=[4], ends=[8], axes=[1])
+    model = b.build([b.op("Add", [b.conv(head, 4, 4, k=1), b.conv(tail, 4, 4, k=1)])])
+    result = pipeline.prune(model, ratio=0.5)
+    assert result.report["verified"] is True
+    bounds = [(onnx.helper.get_node_attr_value(n, "starts"), onnx.helper.get_node_attr_value(n, "ends"))
+              for n in nodes(result.model, "Slice")]
+    assert bounds[0][0] == [0] and bounds[0][1] == bounds[1][0] and bounds[1][1][0] < 8
