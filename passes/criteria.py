@@ -261,7 +261,15 @@ def feature_maps(ir: Graph, values: list[str], calib: Batches):
     except Exception as exc:
         raise PassError(f"ONNX Runtime cannot run the model for calibration: {str(exc).strip().splitlines()[0]}") from None
     for x, _ in calib.batches:
-        yield dict(zip(values, session.run(values, {in_name: x})))
+        try:
+            outs = [session.run(values, {in_name: x})]
+        except Exception as exc:
+            if len(x) == 1:
+                raise PassError(f"ONNX Runtime cannot run the model on calibration data: "
+                                f"{str(exc).strip().splitlines()[0]}") from None
+            # a model written for a fixed batch (e.g. Reshape to [1, -1]): one sample at a time
+            outs = [session.run(values, {in_name: x[i:i + 1]}) for i in range(len(x))]
+        yield {v: np.concatenate([o[k] for o in outs]) for k, v in enumerate(values)}
 
 
 def map_ranks(arr: np.ndarray, axis: int) -> np.ndarray:
@@ -410,9 +418,19 @@ def weight_gradients(ir: Graph, wanted: dict[str, str | None], calib: Batches) -
             raise PassError(f"ONNX Runtime training cannot take this model: {str(exc).strip().splitlines()[0]}") from None
         module.train()
         module.lazy_reset_grad()
-        for x, y in calib.batches:
+        batches = calib.batches
+        try:
+            module(*batches[0])
+        except Exception as exc:
+            if len(batches[0][0]) == 1:
+                raise PassError(f"ONNX Runtime training cannot run the model on calibration data: "
+                                f"{str(exc).strip().splitlines()[0]}") from None
+            # a model written for a fixed batch: one sample at a time (same mean gradient)
+            module.lazy_reset_grad()
+            batches = [(x[i:i + 1], y[i:i + 1]) for x, y in calib.batches for i in range(len(x))]
+            module(*batches[0])
+        for x, y in batches[1:]:
             module(x, y)  # forward + backward; gradients accumulate until reset
-        n = len(calib.batches)
-        return {name: np.array(state.parameters[name].grad, np.float64) / n for name in names}
+        return {name: np.array(state.parameters[name].grad, np.float64) / len(batches) for name in names}
     finally:
         shutil.rmtree(folder, ignore_errors=True)

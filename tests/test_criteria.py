@@ -276,3 +276,22 @@ def test_readme_criterion_example_runs():
         np.testing.assert_allclose(scores(conv_pair(), "max-abs", "tree"), np.array([1.0, 4.0, 2.0]) * LEAF)
     finally:
         CRITERIA.pop("max-abs", None)
+
+
+def fixed_batch_model() -> onnx.ModelProto:
+    """conv a -> Reshape to [1, 12] (written for batch 1, as some exporters do) -> Gemm."""
+    b = models.Builder(0, name="fixed")
+    x = b.input("x", [1, 2, 2, 2])
+    a = b.op("Conv", [x, b.const(WA)], kernel_shape=[1, 1])
+    flat = b.op("Reshape", [a, b.const(np.array([1, 12], np.int64), "shape")])
+    return b.build([b.op("Gemm", [flat, b.const(np.ones((3, 12), np.float32))], transB=1)])
+
+
+@pytest.mark.parametrize("criterion", ["hrank", "taylor"])
+def test_data_criteria_run_a_fixed_batch_model_one_sample_at_a_time(criterion):
+    y = np.array([0, 2], np.int64)
+    got = scores(fixed_batch_model(), criterion, "node", (CALIB_X, y))
+    batched = scores(fixed_batch_model(), criterion, "node", [(CALIB_X[:1], y[:1]), (CALIB_X[1:], y[1:])])
+    np.testing.assert_allclose(got, batched, rtol=1e-5)
+    if criterion == "hrank":
+        np.testing.assert_allclose(got, HAND["hrank"])
