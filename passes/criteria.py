@@ -286,8 +286,10 @@ def map_ranks(arr: np.ndarray, axis: int) -> np.ndarray:
 
 @register_criterion
 class HRank(Criterion):
-    """HRank (Lin et al.): the average rank of each channel's feature maps (the root's output)
-    over the calibration samples; low-rank maps carry little information and go first."""
+    """HRank (Lin et al.): the average rank of each channel's feature maps over the calibration
+    samples; low-rank maps carry little information and go first. The maps are the root's own
+    output (before any BatchNormalization/ReLU after it: the value whose channels are pruned);
+    HRank's code reads them after the ReLU, where a map can lose rank to clipping."""
     name = "hrank"
     needs_data = True
 
