@@ -142,9 +142,11 @@ class Trees:
     # computed shape operands slice replaces by constants: node -> ((port, folded value, always),
     # ..); ``always`` when the value counts pruned channels, else only when the node is cut
     frozen: Mapping[str, tuple[tuple[int, np.ndarray, bool], ...]] = field(default_factory=dict)
+    head_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ids split into heads
 
     def __post_init__(self):
         object.__setattr__(self, "frozen", MappingProxyType(dict(self.frozen)))
+        object.__setattr__(self, "head_ids", _frozen(self.head_ids))
         object.__setattr__(self, "rep", _frozen(self.rep))
         object.__setattr__(self, "maps", MappingProxyType(dict(self.maps)))
         object.__setattr__(self, "blocked", MappingProxyType(dict(self.blocked)))
@@ -175,6 +177,7 @@ class Group:
     # channel sets of which one must stay: a value carrying part of the group (a Slice or Split
     # output, a root coupled to part of it) must not be cut to zero width
     nonempty: tuple[tuple[int, ...], ...] = ()
+    heads: bool = False             # its channels are attention heads (``mask{heads=R}``)
 
     @property
     def channels(self) -> int:

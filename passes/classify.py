@@ -95,7 +95,8 @@ class ClassifyPass(Pass):
                 reason = trees.blocked[int(hit[0])]
             roots = tuple(trees.roots[r].node for r in root_idx)
             pattern = pattern_name(len(roots), len(leaves))
-            groups.append(Group(gid, pattern, roots, leaves, members, reason))
+            heads = bool(len(trees.head_ids)) and bool(np.isin(reps, rep[trees.head_ids]).any())
+            groups.append(Group(gid, pattern, roots, leaves, members, reason, heads=heads))
             counts["blocked" if reason else pattern] += 1
         groups = _with_nonempty(groups, trees)
         ctx.put(Patterns(tuple(groups)))

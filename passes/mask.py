@@ -18,7 +18,9 @@ Targets (``passes/targets.py``):
   The global threshold (``rank=global``) or the uniform ratio (``rank=layer``) is solved by
   bisection on a cost model of the channel maps (each Conv/Gemm/MatMul's FLOPs scale with its
   kept output and input channel fractions); ``prune()`` then checks the real count after slicing.
-- Groups whose roots are named in ``ratios`` keep their own ratio in every mode.
+- Groups whose roots are named in ``ratios`` keep their own ratio in every mode, and so do
+  attention-head groups (a channel is a whole head) when ``heads`` is set: ``mask{ratio=0.3
+  heads=0.5}`` removes half the heads of every attention and 30% of the other channels.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class MaskPass(Pass):
     max_ratio: float = 0.9
     target_flops: float = 0.0
     target_params: float = 0.0
+    heads: float = -1.0     # ratio of attention heads removed per attention group; < 0: `ratio`
 
     def __post_init__(self):
         _check_ratio(self.ratio, "ratio")
@@ -86,6 +89,8 @@ class MaskPass(Pass):
             raise ValueError(f"unknown normalize {self.normalize!r}; known: {', '.join(NORMALIZE)}")
         if not (0.0 < self.max_ratio < 1.0):
             raise ValueError(f"max-ratio must be in (0, 1), got {self.max_ratio}")
+        if self.heads >= 0:
+            _check_ratio(self.heads, "heads")
         _check_ratio(self.target_flops, "target-flops")
         _check_ratio(self.target_params, "target-params")
         if self.target_flops and self.target_params:
@@ -94,7 +99,7 @@ class MaskPass(Pass):
     def __hash__(self):
         return hash((self.ratio, tuple(sorted(self.ratios.items())), self.round_to,
                      self.min_keep, self.ignore, self.rank, self.normalize, self.max_ratio,
-                     self.target_flops, self.target_params))
+                     self.target_flops, self.target_params, self.heads))
 
     @property
     def target(self) -> tuple[str, float] | None:
@@ -120,6 +125,8 @@ class MaskPass(Pass):
                 notes.append(f"group {group.id} ignored by request")
                 continue
             named = [self.ratios[r] for r in group.roots if r in self.ratios]
+            if not named and group.heads and self.heads >= 0:
+                named = [self.heads]
             if named:
                 fixed[group.id] = apply_round_to(
                     group.channels, n_drop_for_ratio(group.channels, min(named), self.min_keep), self.round_to)

@@ -110,6 +110,7 @@ class Effect:
     couplings: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     leaf: tuple[int, int, int, int] | None = None
     block: str | None = None
+    heads: bool = False     # the output map's positions are attention heads (a class = one head)
 
 
 def blocked(reason: str) -> Effect:
@@ -528,7 +529,8 @@ def _reshape_split(full: np.ndarray, out_rank: int, heads: bool = False, offset:
         return blocked("Reshape spreads channels over several axes, mixed with untracked data")
     pairs = np.unique(np.stack([ref_full[full >= 0], full[full >= 0]], axis=1), axis=0)
     return Effect(outputs={0: ChannelMap(axis + offset, out_rank, ref.reshape(-1))},
-                  couplings=[(pairs[:, 0], pairs[:, 1])] if len(pairs) else [])
+                  couplings=[(pairs[:, 0], pairs[:, 1])] if len(pairs) else [],
+                  heads=heads and bool(varying))
 
 
 def _resolve_reshape(shape, target, allowzero) -> list | None:

@@ -35,6 +35,8 @@ def group_reports(patterns: Patterns, masks: Masks | None, trees: Trees) -> tupl
     for g in patterns.groups:
         entry = {"id": g.id, "pattern": g.pattern, "roots": list(g.roots), "leaves": list(g.leaves),
                  "channels_before": g.channels}
+        if g.heads:  # its channels are whole attention heads
+            entry["heads"] = True
         if g.blocked:
             entry.update(channels_after=g.channels, pruned=False, reason=g.blocked)
         elif masks is None or g.id not in masks.kept:

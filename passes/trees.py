@@ -52,6 +52,7 @@ class TreesPass(Pass):
         seen: dict[str, tuple[tuple[int, ...], tuple[int, ...], str]] = {}
         folded = fold_shapes(ir, shapes, opset)
         frozen: dict[str, dict[int, tuple[np.ndarray, bool]]] = {}  # node -> port -> (value, always)
+        head_ids: list[np.ndarray] = []
         next_id = 0
 
         def block(ids: np.ndarray, reason: str) -> None:
@@ -87,6 +88,8 @@ class TreesPass(Pass):
                     for a, b in effect.couplings:
                         pairs_a.append(a)
                         pairs_b.append(b)
+                    if effect.heads:
+                        head_ids += [m.ids for m in effect.outputs.values()]
                     leaf_ports: tuple[int, ...] = ()
                     if effect.leaf is not None:
                         data_port, weight_port, weight_axis, filter_axis = effect.leaf
@@ -119,7 +122,8 @@ class TreesPass(Pass):
         trees = tuple(_tree(ir, root, maps, rep, seen) for root in roots)
         ctx.put(Trees(tuple(roots), maps, tuple(leaves), a, b, blocked, trees, next_id, rep,
                       {n: tuple((p, v, always) for p, (v, always) in sorted(ports.items()))
-                       for n, ports in frozen.items()}))
+                       for n, ports in frozen.items()},
+                      np.unique(np.concatenate(head_ids)) if head_ids else np.zeros(0, np.int64)))
         return PassResult(False, {"roots": len(roots), "leaves": len(leaves),
                                   "channels": next_id, "blocked_channels": len(blocked)})
 

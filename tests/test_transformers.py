@@ -109,3 +109,16 @@ def test_torchvision_vit_prunes_its_mlp_and_names_what_blocks_the_packed_attenti
     assert pruned == [(64, 32), (64, 32)]
     left = [g for g in rep["groups"] if not g.get("pruned")]
     assert all(named_blocker(g["reason"]) for g in left), [g["reason"] for g in left]
+
+
+def test_heads_option_sets_the_head_ratio_apart_from_the_channel_ratio(folder):
+    path = export("bert", folder)
+    spec = ("tag,trees,classify,score,mask{ratio=0.5 heads=0.25},slice,infer-shapes,validate")
+    rep = pipeline.prune(path, passes=spec).report
+    assert rep["verified"] is True
+    heads = [g for g in rep["groups"] if g.get("heads")]
+    others = [g for g in rep["groups"] if g.get("pruned") and not g.get("heads")]
+    assert [(g["channels_before"], g["channels_after"]) for g in heads] == [(4, 3), (4, 3)]
+    assert [(g["channels_before"], g["channels_after"]) for g in others] == [(64, 32), (64, 32)]
+    plain = pipeline.prune(path, ratio=0.5).report  # without `heads`, heads follow the ratio
+    assert [g["channels_after"] for g in plain["groups"] if g.get("heads")] == [2, 2]
