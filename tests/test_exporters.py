@@ -10,22 +10,7 @@ import onnx
 import pytest
 
 import pipeline
-from torchvision_models import import_torchvision
-
-
-def _seeded(name: str):
-    import torch
-
-    tv = import_torchvision()
-    torch.manual_seed(0)
-    model = tv.models.get_model(name, weights=None).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.01)
-        for key, buf in model.named_buffers():
-            if key.endswith("running_var"):
-                buf.copy_(torch.rand_like(buf) + 0.5)
-    return model
+from torchvision_models import seeded
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
@@ -35,7 +20,7 @@ def test_dynamo_export_prunes_and_stays_equivalent(name, tmp_path):
     path = tmp_path / f"{name}.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_seeded(name), (torch.randn(1, 3, 64, 64),), dynamo=True, verbose=False).save(str(path))
+        torch.onnx.export(seeded(name), (torch.randn(1, 3, 64, 64),), dynamo=True, verbose=False).save(str(path))
     model = onnx.load(str(path))
     assert {o.domain: o.version for o in model.opset_import}[""] >= 18
     assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)  # folded into Conv

@@ -28,12 +28,9 @@ SIZES = {"resnet18": 64, "resnet50": 64, "vgg16_bn": 224, "squeezenet1_1": 64, "
          "densenet121": 64, "mobilenet_v2": 64, "googlenet": 64}
 
 
-def export(name: str, folder: Path, size: int | None = None, seed: int = 0, opset: int = 17) -> Path:
-    """Export ``name`` to ``folder/name[_opN].onnx`` (cached); weights perturbed so none are
-    identical (the exporter would otherwise share fresh BatchNorm tensors)."""
-    path = Path(folder) / (f"{name}.onnx" if opset == 17 else f"{name}_op{opset}.onnx")
-    if path.exists():
-        return path
+def seeded(name: str, seed: int = 0):
+    """torchvision model ``name`` in eval mode, random init, perturbed so that no two weights
+    are identical (the exporter would otherwise share fresh BatchNorm tensors)."""
     tv = import_torchvision()
     torch.manual_seed(seed)
     kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
@@ -41,11 +38,20 @@ def export(name: str, folder: Path, size: int | None = None, seed: int = 0, opse
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.01)
-        for name_b, buf in model.named_buffers():
-            if name_b.endswith("running_var"):
+        for key, buf in model.named_buffers():
+            if key.endswith("running_var"):
                 buf.copy_(torch.rand_like(buf) + 0.5)
-            elif name_b.endswith("running_mean"):
+            elif key.endswith("running_mean"):
                 buf.copy_(torch.randn_like(buf) * 0.1)
+    return model
+
+
+def export(name: str, folder: Path, size: int | None = None, seed: int = 0, opset: int = 17) -> Path:
+    """Export ``seeded(name, seed)`` to ``folder/name[_opN].onnx`` (cached)."""
+    path = Path(folder) / (f"{name}.onnx" if opset == 17 else f"{name}_op{opset}.onnx")
+    if path.exists():
+        return path
+    model = seeded(name, seed)
     side = size or SIZES.get(name, 224)
     torch.onnx.export(model, torch.randn(1, 3, side, side), str(path), dynamo=False,
                       opset_version=opset, do_constant_folding=False,
