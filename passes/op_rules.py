@@ -50,6 +50,7 @@ class NodeView:
     shapes: dict[str, tuple]
     opset: int
     static: dict[str, np.ndarray] = field(default_factory=dict)  # computed shape operands, folded
+    shape_values: dict = field(default_factory=dict)  # name -> ShapeValue, partly known ones too
 
     def input_name(self, port: int) -> str | None:
         ins = self.graph.inputs_of(self.node)
@@ -468,9 +469,43 @@ def _reshape(view: NodeView) -> Effect:
         return blocked("channels reach the shape input of Reshape")
     target = view.static_value(1) if view.opset >= 5 else np.asarray(view.node.attr("shape", []))
     shape = view.shape(0)
-    if target is None:
-        return blocked("Reshape to a computed shape that does not fold to a constant")
+    dynamic = target is None
+    if dynamic:
+        target = _symbolic_target(view, shape)
+        if target is None:
+            return blocked("Reshape to a computed shape that does not fold to a constant")
     target = [int(t) for t in np.ravel(target)]
+    effect = _reshape_effect(view, m, shape, target)
+    if dynamic and effect.block is None:  # nothing rewrites a computed target: it must adapt
+        axis = effect.outputs[0].axis
+        if not (target[axis] == -1 or (target[axis] == 0 and axis == m.axis)) or \
+                (m.axis < len(target) and target[m.axis] == 0 and axis != m.axis):
+            return blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
+    return effect
+
+
+def _symbolic_target(view: NodeView, shape) -> list[int] | None:
+    """A computed target whose unknown entries are each exactly the input's own symbolic dim at
+    that index (``x.view(x.size(0), -1)`` with a dynamic batch), read with those entries as 0
+    (copy the input dim, which pruning never changes); None for anything else."""
+    sv = view.shape_values.get(view.input_name(1) or "")
+    if sv is None or sv.value is None or sv.value.ndim != 1 or shape is None \
+            or view.node.attr("allowzero", 0):
+        return None
+    out = []
+    for i, (v, taint) in enumerate(zip(sv.value.tolist(), sv.taint)):
+        marks = {b for a, b in taint if a is None}
+        if not marks:
+            out.append(int(v))
+        elif i < len(shape) and isinstance(shape[i], str) and marks == {f"={shape[i]}"}:
+            out.append(0)
+        else:
+            return None
+    return out
+
+
+def _reshape_effect(view: NodeView, m: ChannelMap, shape, target: list[int]) -> Effect:
+    """The channel map of a Reshape of ``m`` (input ``shape``) to ``target`` (0 copies, -1 infers)."""
     out = _resolve_reshape(shape, target, view.node.attr("allowzero", 0))
     if out is not None and m.axis != 0:
         offset, full = 1, np.broadcast_to(  # per sample: the batch axis stays apart
@@ -842,6 +877,19 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
 
 Taint = frozenset  # of (value name, axis); axis "*" when the Shape's rank is unknown
 _NO_TAINT: Taint = frozenset()
+# markers in a taint (value name None): the element is not static; (None, "=N") when it is exactly
+# the symbolic dim N (a dynamic batch read by Shape, moved by Gather/Concat but not computed on)
+UNKNOWN = (None, "?")
+
+
+def _blur(taint: np.ndarray) -> np.ndarray:
+    """After arithmetic an element equal to a symbolic dim is just unknown."""
+    fix = np.frompyfunc(lambda t: frozenset(UNKNOWN if a is None else (a, b) for a, b in t), 1, 1)
+    return np.asarray(fix(taint), object).reshape(np.shape(taint)) if np.size(taint) else taint
+
+
+def _known(taint: Taint) -> bool:
+    return not any(a is None for a, _ in taint)
 _union = np.frompyfunc(lambda a, b: a | b, 2, 1)
 SHAPE_VALUE_LIMIT = 1024  # larger integer tensors are data, not shapes
 
@@ -859,6 +907,9 @@ class ShapeValue:
             return self.taint
         return frozenset().union(*self.taint.ravel()) if self.taint.size else _NO_TAINT
 
+    def static(self) -> bool:
+        return self.value is not None and _known(self.union())
+
 
 def _untainted(value: np.ndarray) -> ShapeValue:
     taint = np.empty(value.shape, object)
@@ -867,16 +918,18 @@ def _untainted(value: np.ndarray) -> ShapeValue:
 
 
 def _shape_of(node: Node, ins: list, shape, name: str, opset: int) -> ShapeValue:
-    rank = None if shape is None else len(shape)
-    if shape is None or any(not isinstance(d, int) for d in shape):
-        axes = range(rank) if rank is not None else ["*"]
-        return ShapeValue(None, frozenset((name, a) for a in axes))
+    if shape is None:
+        return ShapeValue(None, frozenset({(name, "*"), UNKNOWN}))
+    rank = len(shape)
     start, end = node.attr("start", 0), node.attr("end", rank)
     start, end = (max(0, min(rank, _axis(a, rank))) for a in (start, end))
-    taint = np.empty(end - start, object)
+    taint = np.empty(max(0, end - start), object)
     for i, a in enumerate(range(start, end)):
-        taint[i] = frozenset({(name, a)})
-    return ShapeValue(np.asarray(shape[start:end], np.int64), taint)
+        d = shape[a]
+        mark = set() if isinstance(d, int) else {(None, f"={d}") if isinstance(d, str) and d else UNKNOWN}
+        taint[i] = frozenset({(name, a)} | mark)
+    value = [d if isinstance(d, int) else 1 for d in shape[start:end]]  # 1: a placeholder
+    return ShapeValue(np.asarray(value, np.int64), taint)
 
 
 def _elementwise(fn):
@@ -887,7 +940,7 @@ def _elementwise(fn):
         t = taints[0]
         for other in taints[1:]:
             t = _union(t, other)
-        return ShapeValue(np.asarray(out), np.asarray(t, object).reshape(np.shape(out)))
+        return ShapeValue(np.asarray(out), _blur(np.asarray(t, object).reshape(np.shape(out))))
     return rule
 
 
@@ -963,7 +1016,7 @@ def _whole(fn):
         taint = frozenset().union(*(sv.union() for sv in ins if sv is not None))
         t = np.empty(out.shape, object)
         t.fill(taint)
-        return ShapeValue(out, t)
+        return ShapeValue(out, _blur(t))
     return rule
 
 
@@ -1077,18 +1130,19 @@ def fold_shapes(graph: Graph, shapes: dict[str, tuple], opset: int) -> FoldedSha
         present = [sv for v, sv in zip(graph.inputs_of(node), ins) if v is not None]
         if not present or any(sv is None for sv in present):
             continue  # reads data that is not a shape value: an ordinary op
+        unknown = frozenset().union(*(sv.union() for sv in present)) | {UNKNOWN}
         if any(sv.value is None for sv in present):
-            out = ShapeValue(None, frozenset().union(*(sv.union() for sv in present)))
+            out = ShapeValue(None, unknown)
         else:
             try:
                 out = rule(node, ins, opset)
             except Exception:  # an operand form this folder does not know: not static
-                out = ShapeValue(None, frozenset().union(*(sv.union() for sv in present)))
+                out = ShapeValue(None, unknown)
             if out.value is not None and out.value.size > SHAPE_VALUE_LIMIT:
-                out = ShapeValue(None, out.union())
+                out = ShapeValue(None, out.union() | {UNKNOWN})
         values[outs[0].name] = out
         nodes.add(node.name)
-    static = {k: sv.value for k, sv in values.items() if sv.value is not None}
+    static = {k: sv.value for k, sv in values.items() if sv.static()}
     return FoldedShapes(static, values, nodes)
 
 
@@ -1289,10 +1343,12 @@ def _slice_reshape(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     zero_copies = not rw.node.attr("allowzero", 0)
     if rw.opset < 5:
         target = np.array(rw.node.attr("shape"), dtype=np.int64)
+    elif rw.const(1) is None:
+        return  # a computed target the channel rule found right as it is (a -1 on the channels)
     else:
         target = np.array(rw.const(1), dtype=np.int64).copy()
     if zero_copies and in_axis is not None and in_axis < len(target) and target[in_axis] == 0:
-        target[in_axis] = int(ins[0][1].sum())  # a 0 there copied the input's channel count
+        target[in_axis] = len(ins[0][1])  # a 0 there copied the input's channel count: keep it
     if target[axis] != -1:
         target[axis] = int(keep.sum())
     if rw.opset < 5:

@@ -66,7 +66,7 @@ class TreesPass(Pass):
                 if v.name in maps:
                     block(maps[v.name].ids, f"read inside a subgraph of {node.op_type} node {node.name!r}")
             tag = tags.by_node[node.name]
-            view = NodeView(ir, node, in_maps, shapes, opset, folded.static)
+            view = NodeView(ir, node, in_maps, shapes, opset, folded.static, folded.values)
             tracked = tuple(p for p, m in enumerate(in_maps) if m is not None)
             if tracked:
                 if tag.role == "barrier":

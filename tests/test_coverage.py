@@ -139,16 +139,44 @@ def test_split_into_equal_parts_without_sizes_is_a_barrier():
     assert "without an explicit list of sizes" in _blocked_reason(model)
 
 
-def test_computed_target_that_does_not_fold_blocks():
-    """Dynamic batch: ``x.view(x.size(0), -1)`` cannot become a constant, so it stays a barrier."""
+def _dynamic_view(rest) -> onnx.ModelProto:
+    """Dynamic batch: ``c.view(c.size(0), *rest)`` before a Gemm; ``rest`` entries are ints or
+    "C" (the channel count read by Shape)."""
     b = models.Builder(25, name="dynamic")
     x = b.input("x", ["N", 3, 4, 4])
     c = b.relu(b.conv(x, 3, 6))
-    n = b.op("Unsqueeze", [b.op("Gather", [b.op("Shape", [c]), b.const(np.array(0, np.int64), "i")], axis=0),
-                           models._ints(b, [0], "axes")])
-    flat = b.op("Reshape", [c, b.op("Concat", [n, models._ints(b, [-1], "rest")], axis=0)])
-    reason = _blocked_reason(b.build([b.gemm(flat, 96, 4)], shapes={}))
-    assert "Reshape" in reason
+    shp = b.op("Shape", [c])
+
+    def dim(i):
+        return b.op("Unsqueeze", [b.op("Gather", [shp, b.const(np.array(i, np.int64), "i")], axis=0),
+                                  models._ints(b, [0], "axes")])
+
+    parts = [dim(0)] + [dim(1) if r == "C" else models._ints(b, [r], "d") for r in rest]
+    flat = b.op("Reshape", [c, b.op("Concat", parts, axis=0)])
+    if len(rest) > 1:
+        flat = b.op("Reshape", [flat, models._ints(b, [0, -1], "shape")])
+    return b.build([b.gemm(flat, 96, 4)], shapes={})
+
+
+def test_dynamic_batch_view_keeps_computing_its_shape():
+    """``x.view(x.size(0), -1)`` with a symbolic batch cannot fold, but its target is exactly
+    [batch, -1]: it prunes, the Shape sub-graph stays, and the model runs at any batch."""
+    from passes.validate import run_model
+
+    result = pipeline.prune(_dynamic_view([-1]), ratio=0.5)
+    assert result.report["verified"] is True
+    assert result.report["params_after"] < result.report["params_before"]
+    assert nodes(result.model, "Shape")
+    for batch in (1, 3):
+        (out,) = run_model(result.model, {"x": np.ones((batch, 3, 4, 4), np.float32)})
+        assert out.shape == (batch, 4)
+
+
+@pytest.mark.parametrize("rest", [["C", -1],   # the count read by Shape: would go stale
+                                  [6, -1]])    # a literal count inside a computed target
+def test_dynamic_batch_target_naming_the_channel_count_blocks(rest):
+    reason = _blocked_reason(_dynamic_view(rest))
+    assert "Reshape" in reason and "cannot be rewritten" in reason
 
 
 def test_grouped_conv_with_a_group_mixing_pruned_and_input_channels_is_a_barrier():
