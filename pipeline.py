@@ -22,11 +22,9 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 import time
-import tracemalloc
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 

@@ -31,10 +31,8 @@ Hand-checkable examples (the tests compute them):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -49,7 +47,7 @@ from .analyses import Root, Trees
 from .base import PassContext, PassError
 from .infer_shapes import inferred_types
 from .finetune import (Batches, DataError, _fits, _show, _source_initializer, _training_copy,
-                       check_data, trainable_names)
+                       check_data, quiet_native_stderr, trainable_names)
 
 
 # ----------------------------------------------------------------------------- interface
@@ -367,21 +365,6 @@ def root_weight_name(ir: Graph, root: Root) -> str | None:
     return _source_initializer(ir, v.name) if v is not None else None
 
 
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """File descriptor 2 to /dev/null for native code's logging; Python errors still raise."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(devnull)
-        os.close(saved)
-
-
 def weight_gradients(ir: Graph, wanted: dict[str, str | None], calib: Batches) -> dict[str, np.ndarray]:
     """``∂L/∂w`` averaged over the calibration batches for the wanted initializers that are
     trainable (float, upstream of the first output), from ONNX Runtime training."""
@@ -406,7 +389,7 @@ def weight_gradients(ir: Graph, wanted: dict[str, str | None], calib: Batches) -
     folder = Path(tempfile.mkdtemp(prefix="onnxpruner-taylor-"))
     try:
         try:
-            with native_stderr_silenced():  # ORT's graph builder logs every transformer at info level
+            with quiet_native_stderr():  # ORT's graph builder logs every transformer at info level
                 artifacts.generate_artifacts(
                     _training_copy(raise_model(ir), freeze_bn=True), requires_grad=names, frozen_params=frozen,
                     loss=artifacts.LossType.CrossEntropyLoss if loss == "ce" else artifacts.LossType.MSELoss,
