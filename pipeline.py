@@ -324,14 +324,15 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
           instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None,
           train_data=None, val_data=None, calib_data=None, ratios: dict | None = None,
           target_flops: float = 0.0, target_params: float = 0.0, rank: str | None = None,
-          max_ratio: float | None = None) -> PruneResult:
+          max_ratio: float | None = None, heads: float | None = None) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
     ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
     ``train_data`` / ``val_data`` feed a ``finetune`` pass at the end of it; ``calib_data``
     feeds data criteria (hrank, hrank-star, taylor). ``ratios`` (root node -> ratio, e.g. a
     sensitivity plan), ``target_flops`` / ``target_params`` (fraction to remove), ``rank``
-    (layer/global) and ``max_ratio`` set the options of every ``mask`` pass. A target is
+    (layer/global), ``max_ratio`` and ``heads`` (the ratio of attention heads removed, apart
+    from the channel ratio) set the options of every ``mask`` pass. A target is
     checked by the real count after slicing; when the prediction is off by more than 0.5%,
     the mask is re-solved for the corrected target (at most 3 times) and the report's
     ``target`` says what was met.
@@ -339,7 +340,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     alone, the groups that fail it are left alone (their reason goes in the report), and the rest
     is pruned again and re-checked."""
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope))
-    pipe = _with_mask_options(pipe, ratios, target_flops, target_params, rank, max_ratio)
+    pipe = _with_mask_options(pipe, ratios, target_flops, target_params, rank, max_ratio, heads)
     model, external, where = _open(model_or_path)
     check_input(model, where)
     if ratios:
@@ -391,7 +392,8 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     return PruneResult(out, report, external & set(graph.initializers))
 
 
-def _with_mask_options(pipe: Pipeline, ratios, target_flops, target_params, rank, max_ratio) -> Pipeline:
+def _with_mask_options(pipe: Pipeline, ratios, target_flops, target_params, rank, max_ratio,
+                       heads=None) -> Pipeline:
     """Every ``mask`` pass with the API's/CLI's ratio table, target and ranking (when given)."""
     changes: dict[str, Any] = {}
     if ratios:
@@ -406,6 +408,8 @@ def _with_mask_options(pipe: Pipeline, ratios, target_flops, target_params, rank
         changes["rank"] = "global"
     if max_ratio is not None:
         changes["max_ratio"] = float(max_ratio)
+    if heads is not None:
+        changes["heads"] = float(heads)
     if not changes:
         return pipe
     try:
@@ -582,6 +586,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", choices=["layer", "global"], help="per-layer ratio or one global ranking "
                    "(default: layer; global with a target)")
     p.add_argument("--max-ratio", type=float, help="global ranking/targets: most of one group removed (0.9)")
+    p.add_argument("--heads", type=float, help="ratio of attention heads removed (default: --ratio)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     s = sub.add_parser("sensitivity", help="accuracy per group at ratios 0.1..0.9, and a ratio plan")
     s.add_argument("model")
@@ -695,7 +700,7 @@ def _cmd_prune(args) -> int:
                    passes=args.passes, verify=not args.no_verify, seed=args.seed,
                    instruments=instruments, calib_data=args.calib, ratios=ratios,
                    target_flops=args.target_flops, target_params=args.target_params,
-                   rank=args.rank, max_ratio=args.max_ratio)
+                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads)
     ir.save(result.model, args.output, result.external)
     if args.report:
         try:

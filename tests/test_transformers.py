@@ -14,6 +14,8 @@ the transposed initializer is a constant weight (``Graph.const_array``), sliced 
 
 from __future__ import annotations
 
+import json
+
 import onnx
 import pytest
 
@@ -122,3 +124,16 @@ def test_heads_option_sets_the_head_ratio_apart_from_the_channel_ratio(folder):
     assert [(g["channels_before"], g["channels_after"]) for g in others] == [(64, 32), (64, 32)]
     plain = pipeline.prune(path, ratio=0.5).report  # without `heads`, heads follow the ratio
     assert [g["channels_after"] for g in plain["groups"] if g.get("heads")] == [2, 2]
+
+
+def test_cli_heads_flag(folder, tmp_path, capsys):
+    out, report = tmp_path / "bert.pruned.onnx", tmp_path / "report.json"
+    code = pipeline.main(["prune", str(export("bert", folder)), "-o", str(out), "--ratio", "0.5",
+                          "--heads", "0.75", "--report", str(report)])
+    assert code == 0 and out.exists()
+    groups = json.loads(report.read_text())["groups"]
+    assert [g["channels_after"] for g in groups if g.get("heads")] == [1, 1]
+    assert pipeline.main(["prune", str(export("bert", folder)), "-o", str(tmp_path / "x.onnx"),
+                          "--heads", "1.5"]) == 2
+    assert not (tmp_path / "x.onnx").exists()
+    assert "heads must be in [0, 1)" in capsys.readouterr().err
