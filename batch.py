@@ -6,7 +6,8 @@ A plan lists models and the variants to produce (JSON or YAML)::
      "variants": [{"name": "r30", "ratio": 0.3},
                   {"name": "r50-node", "ratio": 0.5, "scope": "node", "criterion": "l2"},
                   {"name": "custom", "passes": "tag,trees,classify,score,mask{ratio=0.4},slice,infer-shapes,validate"},
-                  {"name": "tuned", "ratio": 0.5, "finetune": {"data": "train.npz", "val": "val.npz", "epochs": 3}}]}
+                  {"name": "tuned", "ratio": 0.5, "finetune": {"data": "train.npz", "val": "val.npz", "epochs": 3}},
+                  {"name": "taylor", "ratio": 0.5, "criterion": "taylor", "calib": "calib.npz"}]}
 
 Every job (model × variant) writes ``OUT/<model>/<variant>/model.onnx`` and ``report.json``;
 ``OUT/summary.csv`` and ``summary.md`` get one row per job (params and FLOPs before/after,
@@ -56,6 +57,7 @@ class Variant:
     scope: str = "tree"
     passes: str | None = None
     finetune: dict | None = None
+    calib: str | None = None        # calibration data (.npz) for hrank / hrank-star / taylor
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ def read_plan(path: str | os.PathLike) -> dict:
         for k in ("data", "val"):
             if ft and isinstance(ft.get(k), str) and not os.path.isabs(ft[k]):
                 ft[k] = str(base / ft[k])
+        if isinstance(v, dict) and isinstance(v.get("calib"), str) and not os.path.isabs(v["calib"]):
+            v["calib"] = str(base / v["calib"])
     return plan
 
 
@@ -124,7 +128,7 @@ def make_jobs(models: Iterable[dict | str], variants: Iterable[dict]) -> list[Jo
 
 
 def _variant(v: dict) -> dict:
-    known = {"name", "ratio", "criterion", "scope", "passes", "finetune"}
+    known = {"name", "ratio", "criterion", "scope", "passes", "finetune", "calib"}
     unknown = set(v) - known
     if unknown:
         raise PlanError(f"variant {v.get('name', v)!r}: unknown key(s) {', '.join(sorted(unknown))}; "
@@ -162,7 +166,7 @@ def run_job(job: Job, out_dir: str, model_bytes: bytes | None = None, threads: i
             if not any(onnx.external_data_helper.uses_external_data(t) for t in shipped.graph.initializer):
                 model = shipped  # external weights stay where the worker can read them by path
         result = pipeline.prune(model, ratio=v.ratio, criterion=v.criterion, scope=v.scope, passes=passes,
-                                train_data=train, val_data=val)
+                                train_data=train, val_data=val, calib_data=v.calib)
         folder.mkdir(parents=True, exist_ok=True)
         ir.save(result.model, folder / "model.onnx", result.external)
         row["sha256"] = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()[:16]

@@ -163,3 +163,27 @@ def test_a_plan_variant_can_fine_tune(tmp_path):
     report = json.loads((tmp_path / "out" / "mm" / "ft" / "report.json").read_text())
     assert len(report["finetune"]["history"]) == 2
     assert "finetune{" in report["spec"]
+
+
+def test_a_plan_variant_can_use_a_data_criterion_with_its_calibration_file(tmp_path):
+    import numpy as np
+
+    onnx.save(models.chain(), str(tmp_path / "chain.onnx"))
+    x = np.random.default_rng(0).standard_normal((4, *sample_shape(tmp_path / "chain.onnx"))).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    plan = {"models": ["chain.onnx"],
+            "variants": [{"name": "hrank", "criterion": "hrank", "calib": "calib.npz"},
+                         {"name": "no-calib", "criterion": "hrank"}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    plan = batch.read_plan(tmp_path / "plan.json")
+    rows = batch.run_batch(batch.make_jobs(plan["models"], plan["variants"]), tmp_path / "out").rows
+    assert rows[0]["error"] == "" and rows[0]["verified"] is True
+    report = json.loads((tmp_path / "out" / "chain" / "hrank" / "report.json").read_text())
+    assert "criterion=hrank" in report["spec"]
+    assert "calib" in rows[1]["error"]  # a data criterion without data: that row's one-line error
+
+
+def sample_shape(path) -> tuple:
+    """The model's input shape without the batch axis."""
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    return tuple(d.dim_value for d in dims[1:])
