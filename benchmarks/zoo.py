@@ -97,7 +97,7 @@ def export(name: str, size: int = 224, folder: Path = CACHE, opset: int = 17) ->
             return tuple(self.inner(x).values())
 
     net = Tupled(model) if is_segmentation(name) else model
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two runs sharing the cache never collide
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, torch.randn(1, 3, side, side), str(tmp), dynamo=False,
