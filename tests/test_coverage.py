@@ -290,3 +290,44 @@ def test_opset9_channel_slice_attributes_are_rewritten():
     bounds = [(onnx.helper.get_node_attr_value(n, "starts"), onnx.helper.get_node_attr_value(n, "ends"))
               for n in nodes(result.model, "Slice")]
     assert bounds[0][0] == [0] and bounds[0][1] == bounds[1][0] and bounds[1][1][0] < 8
+
+
+def test_resize_to_a_size_computed_from_the_pruned_feature_map():
+    """FCN's head: Resize(feat, sizes=Concat(Shape(feat)[:2], [H, W])) names feat's channel count;
+    the sizes become a constant with the kept count."""
+    b = models.Builder(29, name="resize")
+    x = b.input("x", [1, 3, 8, 8])
+    feat = b.relu(b.conv(x, 3, 8))
+    head = b.op("Slice", [b.op("Shape", [feat]), models._ints(b, [0]), models._ints(b, [2]), models._ints(b, [0])])
+    sizes = b.op("Concat", [head, models._ints(b, [16, 16], "hw")], axis=0)
+    up = b.op("Resize", [feat, "", "", sizes], mode="linear")
+    result = pipeline.prune(b.build([b.conv(up, 8, 4, k=1)]), ratio=0.5)
+    assert result.report["verified"] is True
+    (resize,) = nodes(result.model, "Resize")
+    assert inits(result.model)[resize.input[3]].tolist() == [1, 4, 16, 16]
+
+
+ZOO_TEST_SIDE = 64
+ZOO_MAX_PARAMS = 150e6   # larger ones need more memory than the test machines have
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", zoo.model_names())
+def test_zoo_model_prunes_and_verifies(name, zoo_export):
+    """The whole zoo (benchmarks/zoo.py measures it at 224): verified, parameters removed, every
+    group left alone names a node of the model."""
+    from torchvision_models import import_torchvision
+
+    tv = import_torchvision()
+    kw = {"weights_backbone": None} if zoo.is_segmentation(name) else {}
+    if sum(p.numel() for p in tv.models.get_model(name, weights=None, **kw).parameters()) > ZOO_MAX_PARAMS:
+        pytest.skip(f"{name} has more than {ZOO_MAX_PARAMS:.0f} parameters")
+    path = zoo_export(name)
+    result = pipeline.prune(path, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True
+    assert zoo.weight_params(result.model) < zoo.weight_params(onnx.load(str(path)))
+    names = {n.name for n in onnx.load(str(path)).graph.node}
+    for g in rep["groups"]:
+        if not g.get("pruned") and not g["reason"].startswith("reaches graph output"):
+            assert g["reason"].rsplit("(node '", 1)[1].rstrip("')") in names, g["reason"]
