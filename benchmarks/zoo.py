@@ -125,14 +125,10 @@ def weight_params(model: onnx.ModelProto) -> int:
 
 
 def flops(model: onnx.ModelProto) -> int:
-    """FLOPs with shapes completed through folded shape sub-graphs (ONNX inference alone leaves
-    the convolutions after ShuffleNet's computed Slice symbolic, counted as size 1)."""
     import ir
     from passes.cost import count_flops
-    from passes.tag import opset_of, static_shapes
 
-    graph = ir.lower(model)
-    return count_flops(graph, static_shapes(graph, opset_of(graph)))
+    return count_flops(ir.lower(model))
 
 
 def latency_ms(model: onnx.ModelProto, feeds: dict, repeat: int = 10) -> float:

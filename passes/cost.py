@@ -1,8 +1,8 @@
 """Parameters and FLOPs of a model, for the report (not a pass).
 
-Parameters: elements of floating-point initializers and Constant nodes. FLOPs: 2 × multiply-accumulates of Conv,
-ConvTranspose, Gemm and MatMul (the ops pruning shrinks), from inferred shapes with a symbolic
-batch taken as 1.
+Parameters: elements of floating-point initializers and Constant nodes. FLOPs: 2 ×
+multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul (the ops pruning shrinks), from static
+shapes with a symbolic batch taken as 1.
 
 Example: ``Conv(x[1,3,8,8], W[4,3,3,3], pads=1)`` -> 2 × 4·8·8 × 3·3·3 = 13,824 FLOPs.
 """
@@ -41,6 +41,13 @@ def _numel(shape) -> int | None:
 
 
 def count_flops(ir: Graph, shapes: dict | None = None) -> int:
+    """FLOPs on ``shapes``, by default the static shapes ``tag`` decides on (inference completed
+    through folded shape sub-graphs, and by ONNX Runtime where the inputs are static): plain
+    inference leaves ShuffleNet's convolutions after a computed Slice at size 1."""
+    if shapes is None:
+        from .tag import opset_of, static_shapes  # local: tag's imports reach this module
+
+        shapes = static_shapes(ir, opset_of(ir))
     return int(sum(flops_by_node(ir, shapes).values()))
 
 

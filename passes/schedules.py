@@ -37,9 +37,8 @@ import onnx
 from ir import Graph, Initializer, lower, raise_model
 
 from .base import PassContext, PassError
-from .criteria import native_stderr_silenced
-from .finetune import (Progress, TrainConfig, _source_initializer, _training_copy,
-                       as_batches, check_data, evaluate, finetune, trainable_names)
+from .finetune import (Progress, TrainConfig, _source_initializer, _training_copy, as_batches,
+                       check_data, evaluate, finetune, quiet_native_stderr, trainable_names)
 
 SCHEDULES = ("linear", "agp")
 
@@ -152,7 +151,7 @@ def soft_filter_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio
     folder = Path(tempfile.mkdtemp(prefix="onnxpruner-sfp-"))
     try:
         try:
-            with native_stderr_silenced():  # its graph builder logs every transformer at info level
+            with quiet_native_stderr():  # its graph builder logs every transformer at info level
                 artifacts.generate_artifacts(
                     _training_copy(model, freeze_bn=True), requires_grad=names, frozen_params=frozen,
                     loss=artifacts.LossType.CrossEntropyLoss if config.loss == "ce" else artifacts.LossType.MSELoss,
