@@ -61,32 +61,19 @@ def input_side(name: str, size: int) -> int:
 
 
 def export(name: str, size: int = 224, folder: Path = CACHE, opset: int = 17) -> Path:
-    """Export ``name`` (cached as ``folder/name_SIZE.onnx``); random init, perturbed weights."""
+    """Export ``name`` (cached as ``folder/name_SIZE.onnx``, or ``folder/name_SIZE/model.onnx``
+    with its weights beside it when over 2 GiB); random init, perturbed weights."""
     import torch
-
-    from torchvision_models import import_torchvision
 
     side = input_side(name, size)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}_{side}.onnx"
-    if path.exists():
-        return path
-    tv = import_torchvision()
-    torch.manual_seed(0)
-    if is_segmentation(name):
-        model = tv.models.get_model(name, weights=None, weights_backbone=None, num_classes=21)
-    else:
-        kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
-        model = tv.models.get_model(name, weights=None, **kwargs)
-    model = model.eval()
-    with torch.no_grad():  # no two weights identical (the exporter would share fresh BN tensors)
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.01)
-        for buf_name, buf in model.named_buffers():
-            if buf_name.endswith("running_var"):
-                buf.copy_(torch.rand_like(buf) + 0.5)
-            elif buf_name.endswith("running_mean"):
-                buf.copy_(torch.randn_like(buf) * 0.1)
+    path, big = folder / f"{name}_{side}.onnx", folder / f"{name}_{side}" / "model.onnx"
+    for cached in (path, big):
+        if cached.exists():
+            return cached
+    from torchvision_models import seeded
+
+    model = seeded(name, 0, **({"weights_backbone": None, "num_classes": 21} if is_segmentation(name) else {}))
 
     class Tupled(torch.nn.Module):  # segmentation models return a dict
         def __init__(self, inner):
@@ -97,6 +84,10 @@ def export(name: str, size: int = 224, folder: Path = CACHE, opset: int = 17) ->
             return tuple(self.inner(x).values())
 
     net = Tupled(model) if is_segmentation(name) else model
+    if sum(p.numel() for p in model.parameters()) * 4 > 1.8 * 2**30:
+        # over protobuf's 2 GiB the exporter writes one file per weight beside the model: a folder
+        path = big
+        path.parent.mkdir(exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two runs sharing the cache never collide
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

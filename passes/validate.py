@@ -16,6 +16,7 @@ never as a shipped model.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -81,8 +82,21 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool 
         opts.intra_op_num_threads = threads
     # graph optimizations off: compare the models as written, not as ORT fuses them
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
+    try:
+        data = model.SerializeToString()
+    except Exception:  # over protobuf's 2 GiB (ViT-H/14, RegNetY-128GF): through a folder
+        data = None
+    if data is not None:
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
+    with tempfile.TemporaryDirectory(prefix="onnxpruner-run-") as tmp:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)  # save_model moves the weights out of the proto it is given
+        path = os.path.join(tmp, "model.onnx")
+        onnx.save_model(copy, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="model.onnx.data")
+        del copy
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        return session.run(None, feeds)
 
 
 def masked_original(original: onnx.ModelProto, record: SliceRecord | None) -> onnx.ModelProto:

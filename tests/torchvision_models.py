@@ -28,12 +28,14 @@ SIZES = {"resnet18": 64, "resnet50": 64, "vgg16_bn": 224, "squeezenet1_1": 64, "
          "densenet121": 64, "mobilenet_v2": 64, "googlenet": 64}
 
 
-def seeded(name: str, seed: int = 0):
-    """torchvision model ``name`` in eval mode, random init, perturbed so that no two weights
-    are identical (the exporter would otherwise share fresh BatchNorm tensors)."""
+def seeded(name: str, seed: int = 0, **kwargs):
+    """torchvision model ``name`` in eval mode (``kwargs`` to its builder), random init,
+    perturbed so that no two weights are identical (the exporter would otherwise share fresh
+    BatchNorm tensors)."""
     tv = import_torchvision()
     torch.manual_seed(seed)
-    kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    if name in ("googlenet", "inception_v3"):
+        kwargs = {"aux_logits": False, "init_weights": True, **kwargs}
     model = tv.models.get_model(name, weights=None, **kwargs).eval()
     with torch.no_grad():
         for p in model.parameters():
