@@ -340,7 +340,7 @@ def feeds_batched_matmul(graph: Graph, value, shapes: dict, depth: int = 6) -> b
                 if node.op_type == "MatMul" and node.domain in DEFAULT_DOMAINS and len(ins) == 2:
                     if graph.const_array(ins[1 - port]) is None:
                         return True
-                elif node.op_type in ("Transpose", "Identity") or (
+                elif node.op_type in ("Transpose", "Identity", "Reshape", "Unsqueeze", "Squeeze") or (
                         node.op_type == "Concat" and len(ins) == 1) or (  # GPT-2's empty KV cache
                         node.op_type in ("Mul", "Div") and len(ins) == 2 and scalar(ins[1 - port])):
                     nxt += [o for o in graph.outputs_of(node) if o is not None]
@@ -513,7 +513,7 @@ def _reshape_effect(view: NodeView, m: ChannelMap, shape, target: list[int]) -> 
             shape[1:]).reshape(out[1:])
     else:  # a fully static reshape may move the batch axis (GPT-2's [B·S, C] -> [B, S, C])
         out = _resolve_static_reshape(shape, target, view.node.attr("allowzero", 0))
-        if out is None or m.axis == 0:
+        if out is None:
             return blocked("Reshape with an unknown per-sample shape or one that moves the batch axis")
         offset, full = 0, np.broadcast_to(
             m.ids.reshape([len(m) if i == m.axis else 1 for i in range(len(shape))]), shape).reshape(out)
