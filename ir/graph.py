@@ -483,7 +483,7 @@ class Graph:
     # -------------------------------------------------------------- constants
     def const_array(self, value: Value | str | None) -> np.ndarray | None:
         """The value's data when it is a constant: an initializer, a Constant node's output, or
-        an Identity, Transpose, Cast, Reshape, Unsqueeze or Squeeze of one (PyTorch shares
+        an Identity, Transpose, Cast, Reshape, Unsqueeze, Squeeze or Gather of constants (PyTorch shares
         deduplicated weights through Identity nodes). ``Rewriter.set_const`` writes a new value
         back through Transpose and Cast links, and replaces the others by a new initializer."""
         if value is None:
@@ -514,6 +514,20 @@ class Graph:
                 out = _fold_shape_op(prod, arr, operand) if arr is not None else None
                 if out is not None:
                     out.flags.writeable = False
+                return out
+            if prod.op_type == "Gather" and prod.domain in ("", "ai.onnx"):
+                # Swin's relative position bias: a table gathered by a constant index
+                ins = self.inputs_of(prod)
+                if len(ins) != 2 or ins[0] is None or ins[1] is None:
+                    return None
+                table, index = self.const_array(ins[0]), self.const_array(ins[1])
+                if table is None or index is None or index.dtype.kind not in "iu":
+                    return None
+                try:
+                    out = np.take(table, index, axis=prod.attr("axis", 0))
+                except IndexError:
+                    return None
+                out.flags.writeable = False
                 return out
             if prod.op_type in ("Transpose", "Cast") and prod.domain in ("", "ai.onnx"):
                 # PyTorch without constant folding exports Linear on 3-D input as MatMul(x,

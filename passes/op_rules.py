@@ -340,7 +340,7 @@ def feeds_batched_matmul(graph: Graph, value, shapes: dict, depth: int = 6) -> b
                 if node.op_type == "MatMul" and node.domain in DEFAULT_DOMAINS and len(ins) == 2:
                     if graph.const_array(ins[1 - port]) is None:
                         return True
-                elif node.op_type in ("Transpose", "Identity", "Reshape", "Unsqueeze", "Squeeze") or (
+                elif node.op_type in ("Transpose", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Gather") or (
                         node.op_type == "Concat" and len(ins) == 1) or (  # GPT-2's empty KV cache
                         node.op_type in ("Mul", "Div") and len(ins) == 2 and scalar(ins[1 - port])):
                     nxt += [o for o in graph.outputs_of(node) if o is not None]
@@ -549,11 +549,12 @@ def _reshape_split(full: np.ndarray, out_rank: int, heads: bool = False, offset:
     others, so one class is removed from every row alike (channel j of each of the g parts).
     Exact for any reshape: input and output then lose the same flat positions, in order.
     ``heads`` (the split feeds attention's per-head MatMuls, [B,S,C]→[B,S,H,D]): keep them on
-    the outermost varying axis instead, so a class is a whole head, its D channels coupled."""
+    the head axis (the varying axis before the last) instead, so a class is a whole head, its D
+    channels (and, from a packed [3, H, D] projection, its Q, K and V) coupled."""
     varying = [a for a in range(full.ndim)
                if not np.array_equal(np.broadcast_to(np.take(full, [0], axis=a), full.shape), full)]
-    if heads and varying:
-        axis = min(varying)
+    if heads and varying:  # the axis before the head dim: H of [.., H, D], also of Swin's [.., 3, H, D]
+        axis = varying[-2] if len(varying) > 1 else varying[0]
     else:
         axis = max(varying or range(full.ndim), key=lambda a: (full.shape[a], a))  # none: one id
     if axis + offset == 0:

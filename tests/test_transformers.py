@@ -128,3 +128,15 @@ def test_cli_heads_flag(folder, tmp_path, capsys):
                           "--heads", "1.5"]) == 2
     assert not (tmp_path / "x.onnx").exists()
     assert "heads must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_swin_window_attention_prunes_whole_heads(tmp_path):
+    """Swin's packed qkv [.., 3, H, D] keeps one class per head (its Q, K and V coupled), and its
+    relative position bias, a table gathered by a constant index, loses the removed heads."""
+    from torchvision_models import export as export_tv
+
+    rep = pipeline.prune(export_tv("swin_t", tmp_path, size=64), ratio=0.5).report
+    assert rep["verified"] is True
+    heads = [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("heads")]
+    assert heads == [(3, 2)] * 2 + [(6, 3)] * 2 + [(12, 6)] * 6 + [(24, 12)] * 2
+    assert rep["params_after"] < 0.6 * rep["params_before"]
