@@ -125,9 +125,11 @@ def flops(model: onnx.ModelProto) -> int:
 def latency_ms(model: onnx.ModelProto, feeds: dict, repeat: int = 10) -> float:
     import onnxruntime as ort
 
+    from passes.validate import ort_session
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = ort_session(model, opts)  # over 2 GiB too
     session.run(None, feeds)
     times = []
     for _ in range(repeat):

@@ -84,7 +84,7 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple]) -> dict[str, tuple]:
     have = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in missing if n not in have)
     try:
-        values = run_model(model, sample_inputs(model, 0), quiet=True)
+        values = run_model(model, sample_inputs(model, 0), quiet=True, consume=True)  # a temporary copy
     except Exception:
         return shapes
     out = dict(shapes)

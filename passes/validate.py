@@ -15,6 +15,7 @@ never as a shipped model.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -71,8 +72,10 @@ def sample_inputs(model: onnx.ModelProto, seed: int, size: int = SYMBOLIC_SIZES[
     return feeds
 
 
-def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool = False) -> list[np.ndarray]:
-    """``quiet``: ORT logs no error of its own (a probe whose failure is expected and reported)."""
+def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool = False,
+              consume: bool = False) -> list[np.ndarray]:
+    """``quiet``: ORT logs no error of its own (a probe whose failure is expected and reported).
+    ``consume``: ``model`` is a temporary the caller drops; a large one gives its weights up."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -82,21 +85,62 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool 
         opts.intra_op_num_threads = threads
     # graph optimizations off: compare the models as written, not as ORT fuses them
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        data = model.SerializeToString()
-    except Exception:  # over protobuf's 2 GiB (ViT-H/14, RegNetY-128GF): through a folder
-        data = None
+    # one run per session: no pre-packed second copy of the weights, no arena kept for reuse
+    opts.add_session_config_entry("session.disable_prepacking", "1")
+    opts.enable_cpu_mem_arena = False
+    return ort_session(model, opts, consume).run(None, feeds)
+
+
+FILE_SESSION_BYTES = 256 * 2**20  # larger models reach ORT through a file: no serialized copy
+
+
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    return sum(int(np.prod(t.dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+               for t in model.graph.initializer if t.data_type != onnx.TensorProto.STRING)
+
+
+def ort_session(model: onnx.ModelProto, opts=None, consume: bool = False):
+    """An ONNX Runtime CPU session on ``model``. A large model (over ``FILE_SESSION_BYTES`` of
+    weights, and any over protobuf's 2 GiB: ViT-H/14, RegNetY-128GF) reaches ORT through a
+    temporary file that its weights are moved to and then read back from, so no serialized copy
+    is held beside it; ``model`` is as it was afterwards, unless ``consume``: then its weights
+    stay in the file (the memory they held is given back as they are written)."""
+    import onnxruntime as ort
+
+    data = None
+    if _weight_bytes(model) < FILE_SESSION_BYTES:
+        try:
+            data = model.SerializeToString()
+        except Exception:
+            data = None
     if data is not None:
-        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    from onnx.external_data_helper import set_external_data
+
+    big = [t for t in model.graph.initializer if len(t.raw_data) > 1024]
     with tempfile.TemporaryDirectory(prefix="onnxpruner-run-") as tmp:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)  # save_model moves the weights out of the proto it is given
-        path = os.path.join(tmp, "model.onnx")
-        onnx.save_model(copy, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="model.onnx.data")
-        del copy
-        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        return session.run(None, feeds)
+        spans = []
+        try:
+            with open(os.path.join(tmp, "weights.bin"), "wb") as f:
+                for t in big:
+                    offset = f.tell()
+                    f.write(t.raw_data)
+                    spans.append((t, offset, f.tell() - offset))
+                    set_external_data(t, "weights.bin", offset, f.tell() - offset)
+                    t.ClearField("raw_data")
+            path = os.path.join(tmp, "model.onnx")
+            with open(path, "wb") as f:
+                f.write(model.SerializeToString())
+            return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        finally:  # the weights back into the caller's model
+            if consume:
+                spans = []
+            with open(os.path.join(tmp, "weights.bin"), "rb") if spans else contextlib.nullcontext() as f:
+                for t, offset, length in spans:
+                    f.seek(offset)
+                    t.raw_data = f.read(length)
+                    del t.external_data[:]
+                    t.data_location = onnx.TensorProto.DEFAULT
 
 
 def masked_original(original: onnx.ModelProto, record: SliceRecord | None) -> onnx.ModelProto:
@@ -142,8 +186,8 @@ class ValidatePass(Pass):
             sizes = SYMBOLIC_SIZES if has_symbolic_dims(model) else SYMBOLIC_SIZES[:1]
             for size in sizes:
                 feeds = sample_inputs(model, ctx.seed, size)
-                try:
-                    reference = run_model(probe, feeds, quiet=True)
+                try:  # the masked original is a temporary: on its last try a large one gives its weights up
+                    reference = run_model(probe, feeds, quiet=True, consume=check and size == sizes[-1])
                     break
                 except Exception as exc:
                     failure = str(exc).strip().splitlines()[0]
@@ -152,14 +196,14 @@ class ValidatePass(Pass):
                                 f"(symbolic dims tried: {', '.join(map(str, sizes))}); pass sample "
                                 f"inputs of the right shape: {failure}")
         try:
-            pruned = run_model(model, feeds)
+            pruned = reference if not check and reference is not None else run_model(model, feeds, consume=True)
         except Exception as exc:
             raise PassError(f"ONNX Runtime cannot run the result: {str(exc).strip().splitlines()[0]}") from None
         stats["ort"] = True
         if not check:
             return PassResult(False, stats)
         if reference is None:
-            reference = run_model(probe, feeds)
+            reference = run_model(probe, feeds, consume=True)
         worst = 0.0
         for out, got, want in zip(model.graph.output, pruned, reference):
             if got.shape != want.shape:
