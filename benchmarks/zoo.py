@@ -192,6 +192,21 @@ def row(r: dict) -> str:
             f"| {r['seconds']:.1f} | {r['blockers']} |")
 
 
+def measure_isolated(name: str, size: int, repeat: int) -> dict:
+    """``measure`` in a process of its own: the memory a 600M-parameter model took is given back
+    before the next one (a process's heap does not shrink), and an out-of-memory kill is one
+    failed row."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        try:
+            return pool.submit(measure, name, size, repeat).result()
+        except BrokenProcessPool:
+            raise RuntimeError("the worker process died (out of memory?)") from None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated names (default: the whole zoo)")
@@ -213,7 +228,7 @@ def main(argv=None) -> int:
                 skipped.append(f"{name} ({n / 1e6:.0f}M)")
                 continue
         try:
-            r = measure(name, args.size, args.repeat)
+            r = measure_isolated(name, args.size, args.repeat)
         except Exception as exc:  # one model's failure never stops the others
             traceback.print_exc(file=sys.stderr)
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
