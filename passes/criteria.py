@@ -47,7 +47,7 @@ from .analyses import Root, Trees
 from .base import PassContext, PassError
 from .infer_shapes import inferred_types
 from .finetune import (Batches, DataError, _fits, _show, _source_initializer, _training_copy,
-                       check_data, quiet_native_stderr, trainable_names)
+                       check_data, load_npz, quiet_native_stderr, trainable_names)
 
 
 # ----------------------------------------------------------------------------- interface
@@ -157,25 +157,8 @@ def load_calib(data: Any, batch_size: int = 32, where: str = "calibration data")
     if isinstance(data, Batches):
         return data
     if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.is_file():
-            raise DataError(f"{path}: no such data file")
-        try:
-            loaded = np.load(path, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise DataError(f"{path}: not an .npz file with an array x (one bare array)")
-            with loaded:
-                if "x" not in loaded.files:
-                    raise DataError(f"{path}: missing array x (needs 'x', optionally 'y')")
-                x = loaded["x"]
-                y = loaded["y"] if "y" in loaded.files else None
-        except DataError:
-            raise
-        except ValueError as exc:
-            raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: not an .npz file ({type(exc).__name__})") from None
-        return _calib_split(np.asarray(x), None if y is None else np.asarray(y), batch_size, str(path))
+        x, y = load_npz(data, need_y=False)
+        return _calib_split(np.asarray(x), None if y is None else np.asarray(y), batch_size, str(data))
     if isinstance(data, np.ndarray):
         return _calib_split(data, None, batch_size, where)
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray):

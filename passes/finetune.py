@@ -67,19 +67,24 @@ class Batches:
         return sum(len(x) for x, _ in self.batches)
 
 
-def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+def load_npz(path: str | os.PathLike, need_y: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Arrays ``x`` and ``y`` of an ``.npz`` file (``allow_pickle=False``); ``y`` is None when
+    it is absent and not ``need_y`` (calibration data). Anything else is one ``DataError`` line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
+    wanted = "arrays x and y" if need_y else "an array x"
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
-            raise DataError(f"{path}: not an .npz file with arrays x and y (one bare array)")
+            raise DataError(f"{path}: not an .npz file with {wanted} (one bare array)")
         with data:
-            missing = [k for k in ("x", "y") if k not in data.files]
+            missing = [k for k in (("x", "y") if need_y else ("x",)) if k not in data.files]
             if missing:
-                raise DataError(f"{path}: missing array(s) {', '.join(missing)} (needs 'x' and 'y')")
-            return data["x"], data["y"]
+                needs = "'x' and 'y'" if need_y else "'x', optionally 'y'"
+                raise DataError(f"{path}: missing array{'s' if len(missing) > 1 else ''} "
+                                f"{', '.join(missing)} (needs {needs})")
+            return data["x"], data["y"] if "y" in data.files else None
     except DataError:
         raise
     except ValueError as exc:
