@@ -321,6 +321,36 @@ def _batched_matmul(view: NodeView) -> Effect:
     return Effect(outputs={0: ChannelMap(axis, out_rank, base)}, couplings=couplings)
 
 
+def _einsum(view: NodeView) -> Effect:
+    """Einsum (MaxViT's ``BGHID,BGHJD->BGHIJ``): the channel axis's letter must reach the output
+    (a contracted or summed letter mixes channels); operands sharing that letter are paired
+    position by position, so tracked ones are coupled and an untracked one blocks."""
+    eq = (view.node.attr("equation") or b"")
+    eq = (eq.decode() if isinstance(eq, bytes) else str(eq)).replace(" ", "")
+    lhs, arrow, out = eq.partition("->")
+    terms = lhs.split(",")
+    if not arrow or "." in eq or len(terms) != view.n_inputs():
+        return blocked("Einsum without an explicit output, or with an ellipsis")
+    letter, length, base, couplings = None, None, None, []
+    for p in view.labeled():
+        m = view.maps[p]
+        if len(terms[p]) != m.rank:
+            return blocked("Einsum term and operand rank disagree")
+        here = terms[p][m.axis]
+        if here not in out:
+            return blocked("Einsum contracts the channel axis")
+        if letter is None:
+            letter, length, base = here, len(m), m.ids
+            continue
+        if here != letter or len(m) != length or np.any((base >= 0) != (m.ids >= 0)):
+            return blocked("Einsum pairs channels on different letters or with untracked data")
+        couplings.append((base[base >= 0], m.ids[m.ids >= 0]))
+    for p, term in enumerate(terms):
+        if view.maps[p] is None and letter in term:
+            return blocked("Einsum pairs pruned channels with untracked data")
+    return Effect(outputs={0: ChannelMap(out.index(letter), len(out), base)}, couplings=couplings)
+
+
 def feeds_batched_matmul(graph: Graph, value, shapes: dict, depth: int = 6) -> bool:
     """Whether ``value`` reaches, through Transposes, identities and scalings by a scalar, a MatMul whose
     other operand is an activation: a Reshape that splits channels into attention heads. (Only a
@@ -338,6 +368,9 @@ def feeds_batched_matmul(graph: Graph, value, shapes: dict, depth: int = 6) -> b
             for node, port in graph.consumers(v):
                 ins = graph.inputs_of(node)
                 if node.op_type == "MatMul" and node.domain in DEFAULT_DOMAINS and len(ins) == 2:
+                    if graph.const_array(ins[1 - port]) is None:
+                        return True
+                elif node.op_type == "Einsum" and node.domain in DEFAULT_DOMAINS and len(ins) == 2:
                     if graph.const_array(ins[1 - port]) is None:
                         return True
                 elif node.op_type in ("Transpose", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Gather") or (
@@ -835,6 +868,7 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "ConvTranspose": ChannelRule("stop-process", _conv),
     "Gemm": ChannelRule("stop-process", _gemm),
     "MatMul": ChannelRule("stop-process", _matmul),
+    "Einsum": ChannelRule("next-process", _einsum),
     "BatchNormalization": ChannelRule("next-process", _batchnorm),
     "InstanceNormalization": ChannelRule("next-process", _instancenorm),
     "LayerNormalization": ChannelRule("next-no-process", _layernorm, mixes="axes from `axis` on"),

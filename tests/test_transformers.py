@@ -69,6 +69,20 @@ def test_attention_heads_are_pruned_whole_with_their_reshapes_rewritten():
     assert run_model(result.model, feeds)[0].shape == run_model(model, feeds)[0].shape
 
 
+def test_einsum_attention_prunes_heads_and_an_einsum_contracting_channels_blocks():
+    rep = pipeline.prune(attention_block(einsum=True), ratio=0.5).report
+    assert rep["verified"] is True
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("heads")] == [(4, 2)]
+
+    b = models.Builder(1)
+    x = b.input("x", [1, 4, 8])
+    h = b.relu(b.op("MatMul", [x, b.weight(8, 6)]))
+    y = b.op("Einsum", [h, b.weight(6, 5)], equation="bsc,cd->bsd")  # sums over the channels
+    rep = pipeline.prune(b.build([b.relu(y)]), ratio=0.5).report
+    assert rep["verified"] is True
+    assert [g["reason"] for g in rep["groups"]] == [f"Einsum contracts the channel axis (node {b.nodes[2].name!r})"]
+
+
 def test_heads_prune_even_when_the_output_projection_joins_a_residual():
     rep = pipeline.prune(attention_block(residual=True), ratio=0.5).report
     assert rep["verified"] is True

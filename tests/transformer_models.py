@@ -81,10 +81,12 @@ def export(kind: str, folder: Path, seed: int = 0) -> Path:
     return path
 
 
-def attention_block(seed: int = 0, heads: int = 4, head_dim: int = 4, seq: int = 4, residual: bool = False):
+def attention_block(seed: int = 0, heads: int = 4, head_dim: int = 4, seq: int = 4, residual: bool = False,
+                    einsum: bool = False):
     """One hand-built multi-head self-attention as PyTorch-free ONNX: x [1, S, C] → separate Q, K,
     V projections (MatMul + bias) → Reshape [1, S, H, D] → Transpose → Q·Kᵀ / √D → Softmax →
-    ·V → Transpose → Reshape [1, S, C] → output projection (+ x when ``residual``)."""
+    ·V → Transpose → Reshape [1, S, C] → output projection (+ x when ``residual``). ``einsum``:
+    the two products as Einsum (MaxViT's form) instead of MatMul."""
     import numpy as np
 
     import models
@@ -101,10 +103,15 @@ def attention_block(seed: int = 0, heads: int = 4, head_dim: int = 4, seq: int =
         return b.op("Transpose", [b.op("Reshape", [t, shape])], perm=perm)
 
     q = split(proj(x), [0, 2, 1, 3])
-    k = split(proj(x), [0, 2, 3, 1])
+    k = split(proj(x), [0, 2, 1, 3] if einsum else [0, 2, 3, 1])
     v = split(proj(x), [0, 2, 1, 3])
-    scores = b.op("Div", [b.op("MatMul", [q, k]), b.const(np.array(np.sqrt(head_dim), np.float32), "scale")])
-    ctx = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
+    scale = b.const(np.array(np.sqrt(head_dim), np.float32), "scale")
+    if einsum:
+        scores = b.op("Div", [b.op("Einsum", [q, k], equation="bhid,bhjd->bhij"), scale])
+        ctx = b.op("Einsum", [b.op("Softmax", [scores], axis=-1), v], equation="bhij,bhjd->bhid")
+    else:
+        scores = b.op("Div", [b.op("MatMul", [q, k]), scale])
+        ctx = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
     merged = b.op("Reshape", [b.op("Transpose", [ctx], perm=[0, 2, 1, 3]),
                               b.const(np.array([1, seq, c], np.int64), "shape")])
     y = proj(merged)
