@@ -339,6 +339,8 @@ def _einsum(view: NodeView) -> Effect:
         here = terms[p][m.axis]
         if here not in out:
             return blocked("Einsum contracts the channel axis")
+        if terms[p].count(here) != 1:
+            return blocked("Einsum takes a diagonal along the channel axis")
         if letter is None:
             letter, length, base = here, len(m), m.ids
             continue
