@@ -289,6 +289,19 @@ def _matmul(view: NodeView) -> Effect:
     return _batched_matmul(view)
 
 
+def _paired(keyed: list[tuple[object, ChannelMap]], mismatch: str):
+    """Tracked operands read position by position along one axis (a batched MatMul's head axis,
+    an Einsum letter): they must agree on the axis (``key``), the length, and where ids are
+    tracked. Returns ``(key, ids, couplings)``, or the blocking Effect."""
+    key, base = keyed[0][0], keyed[0][1].ids
+    couplings = []
+    for k, m in keyed[1:]:
+        if k != key or len(m) != len(base) or np.any((base >= 0) != (m.ids >= 0)):
+            return blocked(mismatch)
+        couplings.append((base[base >= 0], m.ids[m.ids >= 0]))
+    return key, base, couplings
+
+
 def _batched_matmul(view: NodeView) -> Effect:
     """MatMul of two activations (attention's Q·Kᵀ and A·V): channels on a batch axis (the
     heads) pass through elementwise, and the two operands' channels there are coupled; channels
@@ -297,18 +310,13 @@ def _batched_matmul(view: NodeView) -> Effect:
     if any(r is None or r < 2 for r in ranks):
         return blocked("MatMul of activations of unknown rank, or of a vector")
     out_rank = max(ranks)
-    axis, length, base, couplings = None, None, None, []
-    for p in view.labeled():
-        m = view.maps[p]
-        if m.axis >= m.rank - 2:
-            return blocked("MatMul of two activations contracts or mixes the channel axis")
-        a = m.axis + out_rank - m.rank
-        if axis is None:
-            axis, length, base = a, len(m), m.ids
-            continue
-        if a != axis or len(m) != length or np.any((base >= 0) != (m.ids >= 0)):
-            return blocked("MatMul pairs channels on different axes or with untracked data")
-        couplings.append((base[base >= 0], m.ids[m.ids >= 0]))
+    if any(view.maps[p].axis >= view.maps[p].rank - 2 for p in view.labeled()):
+        return blocked("MatMul of two activations contracts or mixes the channel axis")
+    paired = _paired([(view.maps[p].axis + out_rank - view.maps[p].rank, view.maps[p])
+                      for p in view.labeled()], "MatMul pairs channels on different axes or with untracked data")
+    if isinstance(paired, Effect):
+        return paired
+    axis, base, couplings = paired
     for p in (0, 1):
         if view.maps[p] is not None:
             continue
@@ -331,7 +339,7 @@ def _einsum(view: NodeView) -> Effect:
     terms = lhs.split(",")
     if not arrow or "." in eq or len(terms) != view.n_inputs():
         return blocked("Einsum without an explicit output, or with an ellipsis")
-    letter, length, base, couplings = None, None, None, []
+    keyed = []
     for p in view.labeled():
         m = view.maps[p]
         if len(terms[p]) != m.rank:
@@ -341,12 +349,11 @@ def _einsum(view: NodeView) -> Effect:
             return blocked("Einsum contracts the channel axis")
         if terms[p].count(here) != 1:
             return blocked("Einsum takes a diagonal along the channel axis")
-        if letter is None:
-            letter, length, base = here, len(m), m.ids
-            continue
-        if here != letter or len(m) != length or np.any((base >= 0) != (m.ids >= 0)):
-            return blocked("Einsum pairs channels on different letters or with untracked data")
-        couplings.append((base[base >= 0], m.ids[m.ids >= 0]))
+        keyed.append((here, m))
+    paired = _paired(keyed, "Einsum pairs channels on different letters or with untracked data")
+    if isinstance(paired, Effect):
+        return paired
+    letter, base, couplings = paired
     for p, term in enumerate(terms):
         if view.maps[p] is None and letter in term:
             return blocked("Einsum pairs pruned channels with untracked data")
