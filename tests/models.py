@@ -305,3 +305,14 @@ PATTERNS.update({
     "channel_slice": channel_slice,
     "shape_reshape": shape_reshape,
 })
+
+
+def channel_task(n: int, seed: int, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded 3-class task on [n, 2, 4, 4] inputs: class 0 has channel 0 bright, class 1
+    channel 1, class 2 neither (the fine-tuning, schedule and sensitivity tests learn it)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, 2, 4, 4)) * 0.5).astype(np.float32)
+    y = rng.integers(0, classes, n).astype(np.int64)
+    x[y == 0, 0] += 1.5
+    x[y == 1, 1] += 1.5
+    return x, y

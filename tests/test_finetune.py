@@ -38,16 +38,6 @@ def tiny_classifier(bn: bool = True, seed: int = 0) -> onnx.ModelProto:
     return b.build([b.gemm(y, 4, N_CLASSES)])
 
 
-def channel_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class 0: channel 0 is bright; class 1: channel 1 is bright; class 2: neither."""
-    rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((n, 2, 4, 4)) * 0.5).astype(np.float32)
-    y = rng.integers(0, N_CLASSES, n).astype(np.int64)
-    x[y == 0, 0] += 1.5
-    x[y == 1, 1] += 1.5
-    return x, y
-
-
 def regression_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Float32 targets shaped like the [N, 3] output: channel means and their difference."""
     rng = np.random.default_rng(seed)
@@ -95,7 +85,7 @@ class StopAfter:
 
 @pytest.fixture(scope="module")
 def train_val():
-    return channel_task(192, seed=1), channel_task(96, seed=2)
+    return models.channel_task(192, seed=1), models.channel_task(96, seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +289,7 @@ def test_finished_checkpoint_is_reused_and_a_new_config_starts_over(tmp_path, tr
 
 # --------------------------------------------------------------------------- 5. bad data
 def _good(n=32, seed=9):
-    return channel_task(n, seed)
+    return models.channel_task(n, seed)
 
 
 def _npz(path: Path, **arrays) -> Path:

@@ -27,15 +27,6 @@ def classifier(width: int = 6) -> onnx.ModelProto:
     return b.build([b.gemm(y, width, N_CLASSES)])
 
 
-def task(n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((n, 2, 4, 4)) * 0.5).astype(np.float32)
-    y = rng.integers(0, N_CLASSES, n).astype(np.int64)
-    x[y == 0, 0] += 1.5
-    x[y == 1, 1] += 1.5
-    return x, y
-
-
 def test_cumulative_schedules_by_hand():
     assert schedules.cumulative(0.5, 2, "linear") == [0.25, 0.5]
     assert schedules.cumulative(0.5, 2, "agp") == [0.5 * (1 - 0.5 ** 3), 0.5]
@@ -50,8 +41,9 @@ def test_cumulative_schedules_by_hand():
 
 def test_iterative_prunes_and_fine_tunes_each_step():
     model = classifier()
-    result = schedules.iterative_prune(model, task(96, 0), task(48, 1), ratio=0.5, steps=2,
-                                       config=TrainConfig(epochs=1, batch_size=32), stream=io.StringIO())
+    result = schedules.iterative_prune(model, models.channel_task(96, 0), models.channel_task(48, 1),
+                                       ratio=0.5, steps=2, config=TrainConfig(epochs=1, batch_size=32),
+                                       stream=io.StringIO())
     assert [row["step"] for row in result.history] == [1, 2]
     assert result.report["verified"]
     # 6 channels: step 1 at 0.25 removes floor(1.5) = 1 -> 5; step 2 at 1/3 removes floor(5/3) = 1 -> 4
@@ -65,15 +57,16 @@ def test_iterative_prunes_and_fine_tunes_each_step():
 
 def test_iterative_flops_target_is_met_against_the_original():
     model = classifier(width=16)
-    result = schedules.iterative_prune(model, task(64, 0), None, steps=2, schedule="agp", target_flops=0.5,
-                                       config=TrainConfig(epochs=1, batch_size=32), stream=io.StringIO())
+    result = schedules.iterative_prune(model, models.channel_task(64, 0), None, steps=2, schedule="agp",
+                                       target_flops=0.5, config=TrainConfig(epochs=1, batch_size=32),
+                                       stream=io.StringIO())
     assert result.history[-1]["flops_vs_original"] == pytest.approx(0.5, abs=0.02)
     assert result.history[0]["flops_vs_original"] > result.history[-1]["flops_vs_original"]
 
 
 def test_soft_pruning_zeroes_each_epoch_and_removes_exactly_those_filters():
     model = classifier(width=8)
-    result = schedules.soft_filter_prune(model, task(96, 0), task(48, 1), ratio=0.25,
+    result = schedules.soft_filter_prune(model, models.channel_task(96, 0), models.channel_task(48, 1), ratio=0.25,
                                          config=TrainConfig(epochs=2, batch_size=32))
     assert [row["filters_zeroed"] for row in result.history] == [4, 4]   # floor(0.25 * 8) per group, 2 groups
     assert result.report["soft"]["removed_match_last_mask"] is True
@@ -85,7 +78,7 @@ def test_soft_pruning_zeroes_each_epoch_and_removes_exactly_those_filters():
 def test_cli_schedule_iterative_and_its_report(tmp_path, capsys):
     path = tmp_path / "m.onnx"
     onnx.save(classifier(), str(path))
-    x, y = task(64, 0)
+    x, y = models.channel_task(64, 0)
     np.savez(tmp_path / "train.npz", x=x, y=y)
     out, report = tmp_path / "out.onnx", tmp_path / "rep.json"
     code = pipeline.main(["schedule", str(path), "-o", str(out), "--data", str(tmp_path / "train.npz"),
@@ -108,7 +101,7 @@ def test_cli_schedule_iterative_and_its_report(tmp_path, capsys):
 def test_cli_schedule_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, code_want, words):
     path = tmp_path / "m.onnx"
     onnx.save(classifier(), str(path))
-    x, y = task(16, 0)
+    x, y = models.channel_task(16, 0)
     np.savez(tmp_path / "train.npz", x=x, y=y)
     out = tmp_path / "out.onnx"
     base = ["schedule", str(path), "-o", str(out)]

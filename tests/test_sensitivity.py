@@ -29,19 +29,10 @@ def two_conv_classifier() -> onnx.ModelProto:
     return b.build([b.gemm(y, 6, N_CLASSES)])
 
 
-def task(n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((n, 2, 4, 4)) * 0.5).astype(np.float32)
-    y = rng.integers(0, N_CLASSES, n).astype(np.int64)
-    x[y == 0, 0] += 1.5
-    x[y == 1, 1] += 1.5
-    return x, y
-
-
 @pytest.fixture(scope="module")
 def analysed():
     model = two_conv_classifier()
-    val = task(90, 1)
+    val = models.channel_task(90, 1)
     return model, val, sensitivity.analyze(model, val, steps=(0.2, 0.5, 0.8))
 
 
@@ -74,7 +65,7 @@ def test_plan_takes_the_largest_ratio_within_the_budget_by_hand():
 def test_cli_table_plot_and_plan_that_prune_takes(tmp_path, capsys):
     model_path = tmp_path / "m.onnx"
     onnx.save(two_conv_classifier(), str(model_path))
-    x, y = task(90, 1)
+    x, y = models.channel_task(90, 1)
     np.savez(tmp_path / "val.npz", x=x, y=y)
     plan, png = tmp_path / "plan.json", tmp_path / "sens.png"
     code = pipeline.main(["sensitivity", str(model_path), "--val", str(tmp_path / "val.npz"), "-o", str(plan),
@@ -124,7 +115,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case, co
     model = models.chain() if case == "not_classifier" else two_conv_classifier()
     model_path = tmp_path / "m.onnx"
     onnx.save(model, str(model_path))
-    x, y = task(30, 0)
+    x, y = models.channel_task(30, 0)
     if case == "labels":
         y = y + 1
     if case == "not_classifier":
