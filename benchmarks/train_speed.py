@@ -28,12 +28,11 @@ import onnx  # noqa: E402
 
 import demo  # noqa: E402
 import ir  # noqa: E402
-from passes.finetune import _training_copy, quiet_native_stderr, trainable_names  # noqa: E402
+from passes.finetune import TrainConfig, trainable_names, write_artifacts  # noqa: E402
 
 
 def ort_step_fn(model: onnx.ModelProto, folder: Path, threads: int):
     import onnxruntime as ort
-    from onnxruntime.training import artifacts
     from onnxruntime.training.api import CheckpointState, Module, Optimizer
 
     ort.set_default_logger_severity(3)
@@ -41,12 +40,8 @@ def ort_step_fn(model: onnx.ModelProto, folder: Path, threads: int):
     names = trainable_names(graph)
     frozen = [n for n, init in graph.initializers.items()
               if n not in names and init.elem_type == onnx.TensorProto.FLOAT]
-    out = graph.output_names[0]
-    with quiet_native_stderr():
-        artifacts.generate_artifacts(_training_copy(model, freeze_bn=True), requires_grad=names,
-                                     frozen_params=frozen, loss=artifacts.LossType.CrossEntropyLoss,
-                                     optimizer=artifacts.OptimType.AdamW, artifact_directory=str(folder),
-                                     additional_output_names=[out], loss_input_names=[out])
+    write_artifacts(model, names, frozen, TrainConfig(loss="ce", optimizer="adamw"), folder,
+                    graph.output_names[0])
     state = CheckpointState.load_checkpoint(str(folder / "checkpoint"))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

@@ -46,8 +46,8 @@ from ir import Graph, raise_model
 from .analyses import Root, Trees
 from .base import PassContext, PassError
 from .infer_shapes import inferred_types
-from .finetune import (Batches, DataError, _fits, _show, _source_initializer, _training_copy,
-                       check_data, load_npz, quiet_native_stderr, trainable_names)
+from .finetune import (Batches, DataError, TrainConfig, _fits, _show, _source_initializer,
+                       _training_copy, check_data, load_npz, trainable_names, write_artifacts)
 
 
 # ----------------------------------------------------------------------------- interface
@@ -352,7 +352,6 @@ def weight_gradients(ir: Graph, wanted: dict[str, str | None], calib: Batches) -
     """``∂L/∂w`` averaged over the calibration batches for the wanted initializers that are
     trainable (float, upstream of the first output), from ONNX Runtime training."""
     import onnxruntime as ort
-    from onnxruntime.training import artifacts
     from onnxruntime.training.api import CheckpointState, Module
 
     ort.set_default_logger_severity(3)
@@ -372,12 +371,8 @@ def weight_gradients(ir: Graph, wanted: dict[str, str | None], calib: Batches) -
     folder = Path(tempfile.mkdtemp(prefix="onnxpruner-taylor-"))
     try:
         try:
-            with quiet_native_stderr():  # ORT's graph builder logs every transformer at info level
-                artifacts.generate_artifacts(
-                    _training_copy(raise_model(ir), freeze_bn=True), requires_grad=names, frozen_params=frozen,
-                    loss=artifacts.LossType.CrossEntropyLoss if loss == "ce" else artifacts.LossType.MSELoss,
-                    artifact_directory=str(folder), additional_output_names=[out_value.name],
-                    loss_input_names=[out_value.name])
+            write_artifacts(raise_model(ir), names, frozen, TrainConfig(loss=loss), folder, out_value.name,
+                            optimizer=False)
             state = CheckpointState.load_checkpoint(str(folder / "checkpoint"))
             opts = ort.SessionOptions()
             opts.log_severity_level = 3

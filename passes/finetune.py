@@ -361,6 +361,46 @@ def quiet_native_stderr():
         os.close(saved)
 
 
+def write_artifacts(model: onnx.ModelProto, names: list[str], frozen: list[str], config: "TrainConfig",
+                    folder: Path, output: str, optimizer: bool = True) -> None:
+    """ONNX Runtime training artifacts for ``model`` in ``folder``: ``names`` trained, the loss
+    of ``config`` on ``output`` alone (not on every output), BatchNorm in inference form; no
+    optimizer model when only gradients are wanted (``optimizer=False``)."""
+    from onnxruntime.training import artifacts
+
+    loss = artifacts.LossType.CrossEntropyLoss if config.loss == "ce" else artifacts.LossType.MSELoss
+    optim = None if not optimizer else (
+        artifacts.OptimType.AdamW if config.optimizer == "adamw" else artifacts.OptimType.SGD)
+    with quiet_native_stderr():
+        artifacts.generate_artifacts(_training_copy(model, freeze_bn=True), requires_grad=names,
+                                     frozen_params=frozen, loss=loss, optimizer=optim,
+                                     artifact_directory=str(folder), additional_output_names=[output],
+                                     loss_input_names=[output])
+
+
+def train_epoch(module, optimizer, batches: Batches, config: "TrainConfig", epoch: int, bar: "Progress") -> dict:
+    """One epoch of ORT training at the scheduled learning rate, batches in a seeded order;
+    returns the mean ``loss`` and, for cross-entropy, the training ``acc``."""
+    optimizer.set_learning_rate(config.lr_at(epoch))
+    module.train()
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(batches.batches))
+    losses, correct, seen = [], 0, 0
+    for step, b in enumerate(order):
+        x, y = batches.batches[b]
+        loss_value, out = module(x, y)
+        optimizer.step()
+        module.lazy_reset_grad()
+        losses.append(float(loss_value))
+        if config.loss == "ce":
+            correct += int((np.asarray(out).argmax(1) == y).sum())
+            seen += len(y)
+        bar.step(epoch, step, float(np.mean(losses)), correct / seen if seen else None)
+    row = {"loss": float(np.mean(losses))}
+    if config.loss == "ce":
+        row["acc"] = correct / max(seen, 1)
+    return row
+
+
 def _model_hash(model: onnx.ModelProto, config: TrainConfig) -> str:
     digest = hashlib.sha256(model.SerializeToString())
     digest.update(json.dumps(asdict(config), sort_keys=True).encode())
@@ -372,7 +412,6 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
     """Fine-tune ``model`` with ONNX Runtime training; returns the same graph with the best
     epoch's weights. ``checkpoint``: a folder that makes an interrupted run resume."""
     import onnxruntime as ort
-    from onnxruntime.training import artifacts
     from onnxruntime.training.api import CheckpointState, Module, Optimizer
 
     ort.set_default_logger_severity(3)  # ORT training logs every graph transformer at info level
@@ -410,14 +449,7 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
         if saved is None:
             shutil.rmtree(art, ignore_errors=True)
             art.mkdir(parents=True)
-            loss = artifacts.LossType.CrossEntropyLoss if config.loss == "ce" else artifacts.LossType.MSELoss
-            optim = artifacts.OptimType.AdamW if config.optimizer == "adamw" else artifacts.OptimType.SGD
-            with quiet_native_stderr():
-                artifacts.generate_artifacts(_training_copy(model, freeze_bn=True), requires_grad=names,
-                                             frozen_params=frozen, loss=loss, optimizer=optim,
-                                             artifact_directory=str(art),
-                                             additional_output_names=[out_value.name],
-                                             loss_input_names=[out_value.name])  # the first output, not all
+            write_artifacts(model, names, frozen, config, art, out_value.name)
         state_path = folder / "checkpoint" if saved is not None else art / "checkpoint"
         state = CheckpointState.load_checkpoint(str(state_path))
         device = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
@@ -434,23 +466,8 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
     bar = Progress(config.epochs, len(train_b.batches), stream)
     best_file = folder / "best.npz"
     for epoch in range(start, config.epochs):
-        optimizer.set_learning_rate(config.lr_at(epoch))
-        module.train()
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(train_b.batches))
-        losses, correct, seen = [], 0, 0
-        for step, b in enumerate(order):
-            x, y = train_b.batches[b]
-            loss_value, out = module(x, y)
-            optimizer.step()
-            module.lazy_reset_grad()
-            losses.append(float(loss_value))
-            if config.loss == "ce":
-                correct += int((np.asarray(out).argmax(1) == y).sum())
-                seen += len(y)
-            bar.step(epoch, step, float(np.mean(losses)), correct / seen if seen else None)
-        row: dict = {"epoch": epoch + 1, "lr": config.lr_at(epoch), "loss": float(np.mean(losses))}
-        if config.loss == "ce":
-            row["acc"] = correct / max(seen, 1)
+        row: dict = {"epoch": epoch + 1, "lr": config.lr_at(epoch),
+                     **train_epoch(module, optimizer, train_b, config, epoch, bar)}
         if val_b is not None:
             module.eval()
             v_loss, v_correct, v_seen = 0.0, 0, 0

@@ -37,8 +37,8 @@ import onnx
 from ir import Graph, Initializer, lower, raise_model
 
 from .base import PassContext, PassError
-from .finetune import (Progress, TrainConfig, _source_initializer, _training_copy, as_batches,
-                       check_data, evaluate, finetune, quiet_native_stderr, trainable_names)
+from .finetune import (Progress, TrainConfig, _source_initializer, as_batches, check_data, evaluate,
+                       finetune, train_epoch, trainable_names, write_artifacts)
 
 SCHEDULES = ("linear", "agp")
 
@@ -119,7 +119,6 @@ def soft_filter_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio
                       config: TrainConfig = TrainConfig(), criterion: str = "l2", scope: str = "node",
                       seed: int = 0, calib_data: Any = None, stream=None) -> ScheduleResult:
     import onnxruntime as ort
-    from onnxruntime.training import artifacts
     from onnxruntime.training.api import CheckpointState, Module, Optimizer
 
     import pipeline
@@ -151,13 +150,7 @@ def soft_filter_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio
     folder = Path(tempfile.mkdtemp(prefix="onnxpruner-sfp-"))
     try:
         try:
-            with quiet_native_stderr():  # its graph builder logs every transformer at info level
-                artifacts.generate_artifacts(
-                    _training_copy(model, freeze_bn=True), requires_grad=names, frozen_params=frozen,
-                    loss=artifacts.LossType.CrossEntropyLoss if config.loss == "ce" else artifacts.LossType.MSELoss,
-                    optimizer=artifacts.OptimType.AdamW if config.optimizer == "adamw" else artifacts.OptimType.SGD,
-                    artifact_directory=str(folder), additional_output_names=[out_value.name],
-                    loss_input_names=[out_value.name])
+            write_artifacts(model, names, frozen, config, folder, out_value.name)
             state = CheckpointState.load_checkpoint(str(folder / "checkpoint"))
             module = Module(str(folder / "training_model.onnx"), state, str(folder / "eval_model.onnx"),
                             device="cpu")
@@ -168,23 +161,13 @@ def soft_filter_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio
         bar = Progress(config.epochs, len(train_b.batches), stream if stream is not None else open(os.devnull, "w"))
         masks = None
         for epoch in range(config.epochs):
-            optimizer.set_learning_rate(config.lr_at(epoch))
-            module.train()
-            order = np.random.default_rng([config.seed, epoch]).permutation(len(train_b.batches))
-            losses = []
-            for step, b in enumerate(order):
-                x, y = train_b.batches[b]
-                loss_value, _ = module(x, y)
-                optimizer.step()
-                module.lazy_reset_grad()
-                losses.append(float(loss_value))
-                bar.step(epoch, step, float(np.mean(losses)), None)
+            trained = train_epoch(module, optimizer, train_b, config, epoch, bar)
             _pull(graph, state, names)
             masks, zeroed = _zero_lowest(graph, analysis, seed, calib_data)
             for name, arr in zeroed.items():
                 if name in names:
                     state.parameters[name].data = arr
-            row = {"epoch": epoch + 1, "lr": config.lr_at(epoch), "loss": float(np.mean(losses)),
+            row = {"epoch": epoch + 1, "lr": config.lr_at(epoch), "loss": trained["loss"],
                    "filters_zeroed": int(sum(len(v) for v in masks.values()))}
             if val_b is not None and config.loss == "ce":
                 row["val_acc_zeroed"] = evaluate(raise_model(graph), val_b)
