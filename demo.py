@@ -40,19 +40,29 @@ def digits_split(seed: int = 0, val_fraction: float = 0.2):
     return (x[train], y[train]), (x[val], y[val])
 
 
-def small_resnet(width: int = 32):
-    """The demo's small residual CNN for 1×8×8 inputs, as a PyTorch module (random init)."""
+def residual_block(c: int):
+    """A PyTorch basic residual block of ``c`` channels: conv-BN-ReLU-conv-BN, + input, ReLU."""
     import torch
     from torch import nn
 
     class Block(nn.Module):
-        def __init__(self, c):
+        def __init__(self):
             super().__init__()
             self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
             self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
 
         def forward(self, x):
             return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+    return Block()
+
+
+def small_resnet(width: int = 32):
+    """The demo's small residual CNN for 1×8×8 inputs, as a PyTorch module (random init)."""
+    import torch
+    from torch import nn
+
+    Block = residual_block
 
     class SmallResNet(nn.Module):
         def __init__(self):

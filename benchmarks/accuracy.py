@@ -96,14 +96,7 @@ def export_cifar_resnet(path: Path, seed: int = 0, width: int = 32) -> Path:
     import torch
     from torch import nn
 
-    class Block(nn.Module):
-        def __init__(self, c):
-            super().__init__()
-            self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
-            self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
-
-        def forward(self, x):
-            return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+    Block = demo.residual_block
 
     def down(c_in, c_out):
         return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
