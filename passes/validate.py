@@ -192,9 +192,10 @@ class ValidatePass(Pass):
                 except Exception as exc:
                     failure = str(exc).strip().splitlines()[0]
             else:
-                raise PassError(f"ONNX Runtime cannot run the model before pruning on seeded inputs "
-                                f"(symbolic dims tried: {', '.join(map(str, sizes))}); pass sample "
-                                f"inputs of the right shape: {failure}")
+                which = "the model before pruning" if check else "the result"
+                raise PassError(f"ONNX Runtime cannot run {which} on seeded inputs (symbolic dims "
+                                f"tried: {', '.join(map(str, sizes))}); pass sample inputs of the "
+                                f"right shape: {failure}")
         try:
             pruned = reference if not check and reference is not None else run_model(model, feeds, consume=True)
         except Exception as exc:
