@@ -1,0 +1,394 @@
+"""Channel rules of ops that move or re-index the channel axis: Transpose, Flatten, Reshape (head
+splits, channel shuffle), Squeeze/Unsqueeze, Concat, Pad, Resize, Gather, Slice, Split, and Shape
+(which ends channels)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+from ..analyses import ChannelMap
+from .channels import _broadcast, feeds_batched_matmul
+from .views import Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
+
+
+def _transpose(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach Transpose")
+    perm = view.node.attr("perm") or list(range(m.rank))[::-1]
+    return Effect(outputs={0: ChannelMap(list(perm).index(m.axis), m.rank, m.ids)})
+
+
+def _flatten(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach Flatten")
+    axis = _axis(view.node.attr("axis", 1), m.rank)
+    if m.axis < axis:
+        return blocked("Flatten merges the channel axis into the batch axis")
+    shape = view.shape(0)
+    tail = shape[axis:] if shape is not None else None
+    if tail is None or any(not isinstance(d, int) for d in tail):
+        return blocked("Flatten of a tensor whose per-sample shape is unknown")
+    # position p of the flattened axis reads channel index p // inner, where inner is the
+    # product of the dims after the channel axis (C×H×W columns: channel c owns H×W of them)
+    inner = int(np.prod(shape[m.axis + 1:], dtype=np.int64))
+    outer = int(np.prod(shape[axis:m.axis], dtype=np.int64))
+    ids = np.tile(np.repeat(m.ids, inner), outer)
+    return Effect(outputs={0: ChannelMap(1, 2, ids)})
+
+
+def _reshape(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach the shape input of Reshape")
+    target = view.static_value(1) if view.opset >= 5 else np.asarray(view.node.attr("shape", []))
+    shape = view.shape(0)
+    dynamic = target is None
+    if dynamic:
+        target = _symbolic_target(view, shape)
+        if target is None:
+            return blocked("Reshape to a computed shape that does not fold to a constant")
+    target = [int(t) for t in np.ravel(target)]
+    effect = _reshape_effect(view, m, shape, target)
+    if dynamic and effect.block is None:  # nothing rewrites a computed target: it must adapt
+        axis = effect.outputs[0].axis
+        if not (target[axis] == -1 or (target[axis] == 0 and axis == m.axis)) or \
+                (m.axis < len(target) and target[m.axis] == 0 and axis != m.axis):
+            return blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
+    return effect
+
+
+def _symbolic_target(view: NodeView, shape) -> list[int] | None:
+    """A computed target whose unknown entries are each exactly the input's own symbolic dim at
+    that index (``x.view(x.size(0), -1)`` with a dynamic batch), read with those entries as 0
+    (copy the input dim, which pruning never changes); None for anything else."""
+    sv = view.shape_values.get(view.input_name(1) or "")
+    if sv is None or sv.value is None or sv.value.ndim != 1 or shape is None \
+            or view.node.attr("allowzero", 0):
+        return None
+    out = []
+    for i, (v, taint) in enumerate(zip(sv.value.tolist(), sv.taint)):
+        marks = {b for a, b in taint if a is None}
+        if not marks:
+            out.append(int(v))
+        elif i < len(shape) and isinstance(shape[i], str) and marks == {f"={shape[i]}"}:
+            out.append(0)
+        else:
+            return None
+    return out
+
+
+def _reshape_effect(view: NodeView, m: ChannelMap, shape, target: list[int]) -> Effect:
+    """The channel map of a Reshape of ``m`` (input ``shape``) to ``target`` (0 copies, -1 infers)."""
+    out = _resolve_reshape(shape, target, view.node.attr("allowzero", 0))
+    if out is not None and m.axis != 0:
+        offset, full = 1, np.broadcast_to(  # per sample: the batch axis stays apart
+            m.ids.reshape([len(m) if i == m.axis - 1 else 1 for i in range(len(shape) - 1)]),
+            shape[1:]).reshape(out[1:])
+    else:  # a fully static reshape may move the batch axis (GPT-2's [B·S, C] -> [B, S, C])
+        out = _resolve_static_reshape(shape, target, view.node.attr("allowzero", 0))
+        if out is None:
+            return blocked("Reshape with an unknown per-sample shape or one that moves the batch axis")
+        offset, full = 0, np.broadcast_to(
+            m.ids.reshape([len(m) if i == m.axis else 1 for i in range(len(shape))]), shape).reshape(out)
+    found = _single_axis(full)
+    if found is not None:
+        axis, ids = found
+        if axis + offset == 0:
+            return blocked("Reshape moves the channels onto the batch axis")
+        return Effect(outputs={0: ChannelMap(axis + offset, len(out), ids)})
+    heads = feeds_batched_matmul(view.graph, view.graph.outputs_of(view.node)[0], view.shapes)
+    return _reshape_split(full, len(out), heads, offset)
+
+
+def _resolve_static_reshape(shape, target, allowzero) -> list | None:
+    """The output shape of Reshape when every input dim is known (batch included)."""
+    if shape is None or not all(isinstance(d, int) for d in shape) or not target:
+        return None
+    out = [shape[i] if t == 0 and not allowzero and i < len(shape) else t for i, t in enumerate(target)]
+    total = int(np.prod(shape, dtype=np.int64))
+    if out.count(-1) == 1:
+        known = int(np.prod([d for d in out if d != -1], dtype=np.int64))
+        if known == 0 or total % known:
+            return None
+        out[out.index(-1)] = total // known
+    if -1 in out or int(np.prod(out, dtype=np.int64)) != total:
+        return None
+    return out
+
+
+def _reshape_split(full: np.ndarray, out_rank: int, heads: bool = False, offset: int = 1) -> Effect:
+    """Channels spread over several axes (ShuffleNet's [N,C,H,W]→[N,g,C/g,H,W], heads): keep
+    them on the largest varying axis and couple each position with the one at index 0 of the
+    others, so one class is removed from every row alike (channel j of each of the g parts).
+    Exact for any reshape: input and output then lose the same flat positions, in order.
+    ``heads`` (the split feeds attention's per-head MatMuls, [B,S,C]→[B,S,H,D]): keep them on
+    the head axis (the varying axis before the last) instead, so a class is a whole head, its D
+    channels (and, from a packed [3, H, D] projection, its Q, K and V) coupled."""
+    varying = [a for a in range(full.ndim)
+               if not np.array_equal(np.broadcast_to(np.take(full, [0], axis=a), full.shape), full)]
+    if heads and varying:  # the axis before the head dim: H of [.., H, D], also of Swin's [.., 3, H, D]
+        axis = varying[-2] if len(varying) > 1 else varying[0]
+    else:
+        axis = max(varying or range(full.ndim), key=lambda a: (full.shape[a], a))  # none: one id
+    if axis + offset == 0:
+        return blocked("Reshape moves the channels onto the batch axis")
+    ref = full[tuple(slice(None) if i == axis else slice(0, 1) for i in range(full.ndim))]
+    ref_full = np.broadcast_to(ref, full.shape)
+    if np.any((ref_full >= 0) != (full >= 0)):
+        return blocked("Reshape spreads channels over several axes, mixed with untracked data")
+    pairs = np.unique(np.stack([ref_full[full >= 0], full[full >= 0]], axis=1), axis=0)
+    return Effect(outputs={0: ChannelMap(axis + offset, out_rank, ref.reshape(-1))},
+                  couplings=[(pairs[:, 0], pairs[:, 1])] if len(pairs) else [],
+                  heads=heads and bool(varying))
+
+
+def _resolve_reshape(shape, target, allowzero) -> list | None:
+    """Output shape of Reshape with the batch axis kept apart; None if it cannot be known."""
+    if shape is None or len(target) == 0 or any(not isinstance(d, int) for d in shape[1:]):
+        return None
+    if not isinstance(shape[0], int) and target[0] > 0:
+        # the target fixes the batch (a folded Shape read of a static input) where shape
+        # inference lost it; a wrong guess would fail the mask-equivalence check, never ship
+        shape = (target[0],) + tuple(shape[1:])
+    out = list(target)
+    for i, t in enumerate(out):
+        if t == 0 and not allowzero:
+            if i >= len(shape):
+                return None
+            out[i] = shape[i]
+    if out[0] not in (-1, shape[0]) and not (target[0] == 0):
+        return None
+    per_sample = int(np.prod(shape[1:], dtype=np.int64))
+    rest = out[1:]
+    if out[0] == -1:  # -1 on the batch axis: the rest must be the whole sample
+        if -1 in rest or int(np.prod(rest, dtype=np.int64)) != per_sample:
+            return None
+    elif rest.count(-1) == 1:
+        known = int(np.prod([d for d in rest if d != -1], dtype=np.int64))
+        if known == 0 or per_sample % known:
+            return None
+        rest[rest.index(-1)] = per_sample // known
+    elif rest.count(-1) > 1 or int(np.prod(rest, dtype=np.int64)) != per_sample:
+        return None
+    return [shape[0]] + rest
+
+
+def _single_axis(full: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """The one axis along which channel ids vary in ``full`` (all others constant)."""
+    varying = []
+    for a in range(full.ndim):
+        first = np.take(full, [0], axis=a)
+        if not np.array_equal(np.broadcast_to(first, full.shape), full):
+            varying.append(a)
+    if len(varying) != 1:
+        return None
+    a = varying[0]
+    ids = full[tuple(slice(None) if i == a else 0 for i in range(full.ndim))]
+    return a, np.asarray(ids)
+
+
+def _squeeze(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked(f"channels reach the axes input of {view.node.op_type}")
+    axes, known = _attr_or_input(view, "axes", 1, 13)
+    if not known:
+        return blocked(f"{view.node.op_type} axes are not constant")
+    if view.node.op_type == "Unsqueeze":
+        if axes is None:
+            return blocked("Unsqueeze without axes")
+        out_rank = m.rank + len(axes)
+        axes = sorted(_axis(int(a), out_rank) for a in axes)
+        pos = [i for i in range(out_rank) if i not in axes]
+        return Effect(outputs={0: ChannelMap(pos[m.axis], out_rank, m.ids)})
+    if axes is None:
+        shape = view.shape(0)
+        if shape is None:
+            return blocked("Squeeze without axes on an unknown shape")
+        axes = [i for i, d in enumerate(shape) if d == 1]
+    axes = sorted(_axis(int(a), m.rank) for a in axes)
+    if m.axis in axes:
+        return blocked("Squeeze removes the channel axis")
+    return Effect(outputs={0: ChannelMap(m.axis - sum(a < m.axis for a in axes),
+                                         m.rank - len(axes), m.ids)})
+
+
+def _concat(view: NodeView) -> Effect:
+    labeled = view.labeled()
+    rank = view.maps[labeled[0]].rank
+    axis = _axis(view.node.attr("axis"), rank)
+    if any(view.maps[p].axis != view.maps[labeled[0]].axis for p in labeled):
+        return blocked("Concat of inputs with channels on different axes")
+    if view.maps[labeled[0]].axis != axis:
+        return _broadcast(view)  # concatenating along another axis: like an elementwise join
+    parts = []
+    for p in range(view.n_inputs()):
+        if view.maps[p] is not None:
+            parts.append(view.maps[p].ids)
+            continue
+        shape = view.shape(p)
+        if shape is None or not isinstance(shape[axis], int):
+            return blocked(f"Concat operand {view.input_name(p)!r} of unknown size")
+        parts.append(np.full(shape[axis], -1, np.int64))
+    return Effect(outputs={0: ChannelMap(axis, rank, np.concatenate(parts))})
+
+
+def _pad(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach the pads of Pad")
+    if view.opset < 11:
+        pads = view.node.attr("pads") or view.node.attr("paddings")
+        pads = None if pads is None else np.asarray(pads)
+    else:
+        pads = view.const(1)
+    if pads is None:
+        return blocked("Pad with non-constant pads")
+    pads = np.ravel(pads).astype(np.int64)
+    axes = list(range(m.rank))
+    if view.opset >= 18 and view.n_inputs() > 3 and view.input_name(3) is not None:
+        given = view.const(3)
+        if given is None:
+            return blocked("Pad with non-constant axes")
+        axes = [_axis(int(a), m.rank) for a in np.ravel(given)]
+    n = len(axes)
+    if m.axis in axes:
+        i = axes.index(m.axis)
+        if pads[i] != 0 or pads[i + n] != 0:
+            return blocked("Pad pads the channel axis")
+    return Effect(outputs={0: m})
+
+
+def _resize(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked(f"channels reach the scales of {view.node.op_type}")
+    op = view.node.op_type
+    if op == "Upsample" and view.opset < 9:
+        scales = np.asarray(view.node.attr("scales", []))
+        sizes = None
+    elif op == "Upsample":
+        scales, sizes = view.static_value(1), None
+    elif view.opset < 11:
+        scales, sizes = view.static_value(1), None
+    else:
+        scales = view.static_value(2) if view.input_name(2) else None
+        sizes = view.static_value(3) if view.n_inputs() > 3 and view.input_name(3) else None
+    if view.node.attr("axes") is not None:
+        return blocked(f"{op} with an axes attribute is not supported yet")
+    if sizes is not None:
+        if int(np.ravel(sizes)[m.axis]) != len(m):
+            return blocked(f"{op} resizes the channel axis")
+        return Effect(outputs={0: m})
+    if scales is None or np.ravel(scales).size != m.rank:
+        return blocked(f"{op} with computed scales")
+    if float(np.ravel(scales)[m.axis]) != 1.0:
+        return blocked(f"{op} resizes the channel axis")
+    return Effect(outputs={0: m})
+
+
+def _gather(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels used as Gather indices")
+    axis = _axis(view.node.attr("axis", 0), m.rank)
+    if axis == m.axis:
+        return blocked("Gather picks along the channel axis")
+    q = view.rank(1)
+    if q is None:
+        return blocked("Gather indices of unknown rank")
+    new_axis = m.axis if m.axis < axis else m.axis + q - 1
+    return Effect(outputs={0: ChannelMap(new_axis, m.rank + q - 1, m.ids)})
+
+
+def _slice_bounds(view: NodeView):
+    """(starts, ends, axes, steps) of a Slice as int lists, or None when one does not fold."""
+    if view.opset < 10:
+        starts, ends = view.node.attr("starts"), view.node.attr("ends")
+        axes, steps = view.node.attr("axes"), None
+    else:
+        starts, ends = view.static_value(1), view.static_value(2)
+        axes = steps = None
+        if view.n_inputs() > 3 and view.input_name(3) is not None:
+            axes = view.static_value(3)
+            if axes is None:
+                return None
+        if view.n_inputs() > 4 and view.input_name(4) is not None:
+            steps = view.static_value(4)
+            if steps is None:
+                return None
+    if starts is None or ends is None:
+        return None
+    starts, ends = [int(v) for v in np.ravel(starts)], [int(v) for v in np.ravel(ends)]
+    axes = list(range(len(starts))) if axes is None else [int(v) for v in np.ravel(axes)]
+    steps = [1] * len(starts) if steps is None else [int(v) for v in np.ravel(steps)]
+    return starts, ends, axes, steps
+
+
+def _clamp_range(start: int, end: int, dim: int) -> tuple[int, int]:
+    """ONNX Slice bounds for step 1: negatives count from the end, then clamped to [0, dim]."""
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    return max(0, min(dim, start)), max(0, min(dim, end))
+
+
+def _slice(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach the bounds of Slice")
+    bounds = _slice_bounds(view)
+    if bounds is None:
+        return blocked("Slice with bounds that do not fold to constants")
+    starts, ends, axes, steps = bounds
+    axes = [_axis(a, m.rank) for a in axes]
+    if m.axis not in axes:
+        return Effect(outputs={0: m})
+    i = axes.index(m.axis)
+    if steps[i] != 1:
+        return blocked("strided Slice along the channel axis")
+    start, end = _clamp_range(starts[i], ends[i], len(m))
+    return Effect(outputs={0: ChannelMap(m.axis, m.rank, m.ids[start:max(start, end)])})
+
+
+def _split_sizes(view: NodeView, length: int) -> list[int] | None:
+    if view.opset < 13:
+        split = view.node.attr("split")
+    elif view.n_inputs() > 1 and view.input_name(1) is not None:
+        split = view.static_value(1)
+        if split is None:
+            return None
+    else:
+        split = None
+    if split is None:  # equal parts: an explicit list is needed once they shrink unevenly
+        return None
+    return [int(v) for v in np.ravel(split)]
+
+
+def _split(view: NodeView) -> Effect:
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach the sizes of Split")
+    axis = _axis(view.node.attr("axis", 0), m.rank)
+    if axis != m.axis:
+        return _same_all(view, m)
+    sizes = _split_sizes(view, len(m))
+    if sizes is None or sum(sizes) != len(m) or len(sizes) != view.n_outputs():
+        return blocked("Split along the channel axis without an explicit list of sizes")
+    offsets = np.concatenate(([0], np.cumsum(sizes)))
+    return Effect(outputs={p: ChannelMap(axis, m.rank, m.ids[offsets[p]:offsets[p + 1]])
+                           for p in range(len(sizes))})
+
+
+def _shape(view: NodeView) -> Effect:
+    """Shape reads no channel data: channels end here. The numbers it gives are checked apart
+    (``fold_shapes`` taints, enforced in trees): they must reach only rewritten operands."""
+    if _only(view, 0) is None:
+        return blocked("channels reach a parameter of Shape")
+    return Effect()
+
+
+def _constant_operands_only(view: NodeView) -> Effect:
+    return blocked(f"{view.node.op_type} is not expected to see channels")

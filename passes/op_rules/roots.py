@@ -1,0 +1,35 @@
+"""Root rules: the weight axis that indexes a pruned node's output channels (``RootSpec``), or None
+when this instance is not prunable."""
+
+from __future__ import annotations
+
+from .views import NodeView, RootSpec
+
+
+# ----------------------------------------------------------------------------- roots
+def _conv_root(view: NodeView) -> RootSpec | None:
+    w = view.const(1)
+    if w is None or w.ndim < 3 or view.node.attr("group", 1) != 1:
+        return None
+    rank = view.rank(0) or w.ndim
+    if view.node.op_type == "ConvTranspose":
+        return RootSpec(1, 1, 1, rank, int(w.shape[1]))
+    return RootSpec(1, 0, 1, rank, int(w.shape[0]))
+
+
+def _gemm_root(view: NodeView) -> RootSpec | None:
+    w = view.const(1)
+    if w is None or w.ndim != 2:
+        return None
+    if view.input_name(2) is not None and view.const(2) is None:
+        return None
+    trans_b = view.node.attr("transB", 0)
+    return RootSpec(1, 0 if trans_b else 1, 1, 2, int(w.shape[0] if trans_b else w.shape[1]))
+
+
+def _matmul_root(view: NodeView) -> RootSpec | None:
+    w = view.const(1)
+    rank = view.rank(0)
+    if w is None or w.ndim != 2 or rank is None or rank < 2 or view.const(0) is not None:
+        return None
+    return RootSpec(1, 1, rank - 1, rank, int(w.shape[1]))

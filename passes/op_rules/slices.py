@@ -1,0 +1,241 @@
+"""Slice rules: how a node's constants and attributes shrink once channels leave its inputs and
+outputs. ``Rewriter`` is all a rule may change (constants un-shared first, written through
+Transpose/Cast links so the stored layout and dtype are kept)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ir import Graph, Node
+
+from .channels import conv_group_widths
+from .reindex import _clamp_range
+from .views import DEFAULT_DOMAINS, _axis
+
+
+# ----------------------------------------------------------------------------- slicing
+@dataclass
+class Rewriter:
+    """What a slice rule may change on one node: its constant inputs and its attributes.
+    Constants are never written in place when shared: the node gets its own copy."""
+
+    graph: Graph
+    node: Node
+    opset: int
+
+    def const(self, port: int) -> np.ndarray | None:
+        ins = self.graph.inputs_of(self.node)
+        return None if port >= len(ins) or ins[port] is None else self.graph.const_array(ins[port])
+
+    def set_const(self, port: int, array: np.ndarray) -> None:
+        from ir import Initializer  # local: only transforms build initializers
+
+        value = self.graph.inputs_of(self.node)[port]
+        if self._write_through(value, np.asarray(array)):
+            return
+        uses = self.graph.consumers(value)
+        init = self.graph.initializer(value.name)
+        if init is not None and len(uses) == 1 and not self.graph.is_graph_output(value) \
+                and value.name not in self.graph.input_names:
+            self.graph.replace_initializer(Initializer.from_array(value.name, array.astype(init.array.dtype)))
+            return
+        name = self.graph.unique_name(f"{value.name}.{self.node.name}" if init is not None
+                                      else f"{self.node.name}.in{port}")
+        old = self.graph.const_array(value)  # None for a computed operand being frozen
+        dtype = array.dtype if old is None else old.dtype
+        self.graph.add_initializer(Initializer.from_array(name, np.asarray(array).astype(dtype)))
+        self.graph.set_input(self.node, port, name)
+
+    def _write_through(self, value, array: np.ndarray) -> bool:
+        """A weight behind single-use Transpose / Cast links from an initializer (PyTorch's
+        MatMul(x, Transpose(W)), a float16 weight behind a Cast): undo each link and rewrite the
+        initializer itself, so the model keeps its layout and its dtype."""
+        from ir import Initializer  # local: only transforms build initializers
+
+        g = self.graph
+        if g.initializer(value.name) is not None:
+            return False  # a plain initializer: set_const's own path
+        while g.initializer(value.name) is None:
+            prod = g.producer(value)
+            if prod is None or prod.domain not in DEFAULT_DOMAINS or prod.op_type not in ("Transpose", "Cast") \
+                    or len(g.consumers(value)) != 1 or g.is_graph_output(value):
+                return False
+            if prod.op_type == "Transpose":
+                perm = prod.attr("perm") or list(range(array.ndim))[::-1]
+                array = np.transpose(array, np.argsort(perm))
+            value = g.inputs_of(prod)[0]  # a Cast is undone below: the values came from its source
+            if value is None:
+                return False
+        init = g.initializer(value.name)
+        if len(g.consumers(value)) != 1 or g.is_graph_output(value) or value.name in g.input_names:
+            return False
+        g.replace_initializer(Initializer.from_array(value.name, array.astype(init.array.dtype)))
+        return True
+
+    def set_attr(self, key: str, value) -> None:
+        self.node = self.node.with_attr(key, value)
+        self.graph.replace_node(self.node)
+
+
+Keeps = dict[int, tuple[int, np.ndarray, int]]   # port -> (axis, keep mask along it, rank)
+
+
+def _take(arr: np.ndarray, axis: int, keep: np.ndarray) -> np.ndarray:
+    return np.compress(keep, arr, axis=axis)
+
+
+def _slice_conv(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    w = rw.const(1)
+    transposed = rw.node.op_type == "ConvTranspose"
+    out_axis, in_axis = (1, 0) if transposed else (0, 1)
+    group = rw.node.attr("group", 1)
+    new_w = w
+    if group > 1:  # whole groups go: output filters (Conv) or input rows (ConvTranspose)
+        _, w_in, _ = conv_group_widths(rw.node, w)
+        keep_in = ins[0][1] if 0 in ins else np.ones(group * w_in, bool)
+        per_group = keep_in.reshape(group, w_in)
+        assert np.all(per_group.all(axis=1) | ~per_group.any(axis=1)), "a group is cut partly"
+        new_w = _take(w, 0, keep_in) if transposed else _take(w, 0, outs[0][1]) if 0 in outs else w
+        if new_w is not w:
+            rw.set_const(1, new_w)
+        rw.set_attr("group", int(per_group.all(axis=1).sum()))
+    else:
+        if 0 in outs:
+            new_w = _take(new_w, out_axis, outs[0][1])
+        if 0 in ins:
+            new_w = _take(new_w, in_axis, ins[0][1])
+        if new_w is not w:
+            rw.set_const(1, new_w)
+    if 0 in outs and rw.const(2) is not None:
+        rw.set_const(2, _take(rw.const(2), 0, outs[0][1]))
+
+
+def _slice_gemm(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    w = rw.const(1)
+    trans_b = rw.node.attr("transB", 0)
+    new_w = w
+    if 0 in outs:
+        new_w = _take(new_w, 0 if trans_b else 1, outs[0][1])
+        c = rw.const(2)
+        if c is not None and c.ndim >= 1 and c.shape[-1] == len(outs[0][1]) and c.shape[-1] > 1:
+            rw.set_const(2, _take(c, c.ndim - 1, outs[0][1]))
+    if 0 in ins:
+        new_w = _take(new_w, 1 if trans_b else 0, ins[0][1])
+    if new_w is not w:
+        rw.set_const(1, new_w)
+
+
+def _slice_matmul(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    w = rw.const(1)
+    if w is None or w.ndim != 2 or rw.const(0) is not None:
+        return  # a MatMul of two activations (attention heads): nothing of its own to cut
+    new_w = w
+    if 0 in outs:
+        new_w = _take(new_w, 1, outs[0][1])
+    if 0 in ins:
+        new_w = _take(new_w, 0, ins[0][1])
+    if new_w is not w:
+        rw.set_const(1, new_w)
+
+
+def _slice_per_channel_params(first: int, last: int):
+    """BatchNormalization / InstanceNormalization: 1-D parameters indexed by channel."""
+    def rule(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+        keep = ins[0][1]
+        for port in range(first, last + 1):
+            arr = rw.const(port)
+            if arr is not None and arr.ndim == 1 and len(arr) == len(keep):
+                rw.set_const(port, arr[keep])
+    return rule
+
+
+def _slice_broadcast_constants(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    """Per-channel constants of an elementwise op (Caffe-style scale, PRelu slope, ...)."""
+    if 0 not in outs:
+        return
+    axis, keep, out_rank = outs[0]
+    for port, value in enumerate(rw.graph.inputs_of(rw.node)):
+        if value is None or port in ins:
+            continue
+        arr = rw.const(port)
+        if arr is None:
+            continue
+        a = axis - (out_rank - arr.ndim)
+        if a >= 0 and arr.shape[a] == len(keep) and arr.shape[a] > 1:
+            rw.set_const(port, _take(arr, a, keep))
+
+
+def _slice_reshape(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    if 0 not in outs:
+        return
+    axis, keep, _ = outs[0]
+    in_axis = ins[0][0] if 0 in ins else None
+    zero_copies = not rw.node.attr("allowzero", 0)
+    if rw.opset < 5:
+        target = np.array(rw.node.attr("shape"), dtype=np.int64)
+    elif rw.const(1) is None:
+        return  # a computed target the channel rule found right as it is (a -1 on the channels)
+    else:
+        target = np.array(rw.const(1), dtype=np.int64).copy()
+    if zero_copies and in_axis is not None and in_axis < len(target) and target[in_axis] == 0:
+        target[in_axis] = len(ins[0][1])  # a 0 there copied the input's channel count: keep it
+    if target[axis] != -1:
+        target[axis] = int(keep.sum())
+    if rw.opset < 5:
+        rw.set_attr("shape", [int(t) for t in target])
+    else:
+        rw.set_const(1, target)
+
+
+def _slice_slice(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    """Channel-axis bounds move to the kept positions: start' = kept before start, end' = kept
+    before end (step 1 only; see ``_slice``)."""
+    if 0 not in ins:
+        return
+    axis, keep, rank = ins[0]
+    if rw.opset < 10:
+        starts, ends, axes = (list(rw.node.attr(k)) if rw.node.attr(k) is not None else None
+                              for k in ("starts", "ends", "axes"))
+    else:
+        starts, ends = [np.array(rw.const(p), dtype=np.int64).copy() for p in (1, 2)]
+        axes = rw.const(3)
+    axes = list(range(len(starts))) if axes is None else [_axis(int(a), rank) for a in np.ravel(axes)]
+    if axis not in axes:
+        return
+    i = axes.index(axis)
+    start, end = _clamp_range(int(starts[i]), int(ends[i]), len(keep))
+    starts[i], ends[i] = int(keep[:start].sum()), int(keep[:max(start, end)].sum())
+    if rw.opset < 10:
+        rw.set_attr("starts", [int(v) for v in starts])
+        rw.set_attr("ends", [int(v) for v in ends])
+    else:
+        rw.set_const(1, np.asarray(starts))
+        rw.set_const(2, np.asarray(ends))
+
+
+def _slice_split(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    if 0 not in ins:
+        return
+    axis, keep, rank = ins[0]
+    if _axis(rw.node.attr("axis", 0), rank) != axis:
+        return
+    sizes = rw.node.attr("split") if rw.opset < 13 else rw.const(1)
+    offsets = np.concatenate(([0], np.cumsum(np.ravel(sizes))))
+    new = [int(keep[offsets[p]:offsets[p + 1]].sum()) for p in range(len(offsets) - 1)]
+    if rw.opset < 13:
+        rw.set_attr("split", new)
+    else:
+        rw.set_const(1, np.asarray(new, dtype=np.int64))
+
+
+def _slice_resize(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    if rw.node.op_type != "Resize" or rw.opset < 11:
+        return
+    ins_list = rw.graph.inputs_of(rw.node)
+    if len(ins_list) > 3 and ins_list[3] is not None:
+        axis, keep, _ = outs[0]
+        sizes = np.array(rw.const(3), dtype=np.int64).copy()
+        sizes[axis] = int(keep.sum())
+        rw.set_const(3, sizes)

@@ -1,0 +1,108 @@
+"""The op table: what each ONNX op does to the channel axis, one line per op.
+
+``CHANNEL_RULES`` (Table II role + channel rule), ``ROOT_RULES`` (which ops are pruned and along
+which weight axis), ``SLICE_RULES`` (how constants shrink), ``WEIGHT_BEARING`` (ops that need a
+slice rule; a test checks the tables agree). **An op not in CHANNEL_RULES is a barrier.**
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _gemm, _instancenorm, _layernorm,
+                       _lrn, _matmul, _prelu, _reduce, _softmax, _unary, _where)
+from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad, _reshape, _resize, _shape, _slice,
+                      _split, _squeeze, _transpose)
+from .roots import _conv_root, _gemm_root, _matmul_root
+from .slices import (Keeps, Rewriter, _slice_broadcast_constants, _slice_conv, _slice_gemm, _slice_matmul,
+                     _slice_per_channel_params, _slice_reshape, _slice_resize, _slice_slice, _slice_split)
+from .views import DEFAULT_DOMAINS, ChannelRule, NodeView, RootSpec
+
+
+UNARY = ["Relu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Cast", "Identity", "Dropout",
+         "LeakyRelu", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu", "Softplus", "Softsign",
+         "ThresholdedRelu", "Neg", "Abs", "Exp", "Log", "Reciprocal", "Floor", "Ceil", "Round",
+         "Sign", "Sin", "Cos", "Not", "IsNaN", "IsInf", "Mish", "Gelu", "Shrink", "CastLike"]
+BROADCAST = ["Add", "Sub", "Mul", "Div", "Pow", "Sum", "Max", "Min", "Mean", "Equal", "Less",
+             "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod"]
+
+CHANNEL_RULES: dict[str, ChannelRule] = {
+    **{op: ChannelRule("next-no-process", _unary) for op in UNARY},
+    **{op: ChannelRule("next-process", _broadcast) for op in BROADCAST},
+    "Clip": ChannelRule("next-no-process", _broadcast),  # opset 11+: min/max are scalar inputs
+    "Where": ChannelRule("next-process", _where),
+    "PRelu": ChannelRule("next-process", _prelu),
+    "Conv": ChannelRule("stop-process", _conv),
+    "ConvTranspose": ChannelRule("stop-process", _conv),
+    "Gemm": ChannelRule("stop-process", _gemm),
+    "MatMul": ChannelRule("stop-process", _matmul),
+    "Einsum": ChannelRule("next-process", _einsum),
+    "BatchNormalization": ChannelRule("next-process", _batchnorm),
+    "InstanceNormalization": ChannelRule("next-process", _instancenorm),
+    "LayerNormalization": ChannelRule("next-no-process", _layernorm, mixes="axes from `axis` on"),
+    "MaxPool": ChannelRule("next-no-process", _channel_pool),
+    "AveragePool": ChannelRule("next-no-process", _channel_pool),
+    "LpPool": ChannelRule("next-no-process", _channel_pool),
+    "GlobalAveragePool": ChannelRule("next-no-process", _channel_pool),
+    "GlobalMaxPool": ChannelRule("next-no-process", _channel_pool),
+    "GlobalLpPool": ChannelRule("next-no-process", _channel_pool),
+    "LRN": ChannelRule("next-no-process", _lrn, mixes="the channel axis"),
+    "Softmax": ChannelRule("next-no-process", _softmax, mixes="its `axis`"),
+    "LogSoftmax": ChannelRule("next-no-process", _softmax, mixes="its `axis`"),
+    "Hardmax": ChannelRule("next-no-process", _softmax, mixes="its `axis`"),
+    **{op: ChannelRule("next-no-process", _reduce, mixes="its reduced axes")
+       for op in ["ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1",
+                  "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"]},
+    "Transpose": ChannelRule("next-no-process", _transpose),
+    "Flatten": ChannelRule("next-no-process", _flatten),
+    "Reshape": ChannelRule("next-process", _reshape),
+    "Squeeze": ChannelRule("next-no-process", _squeeze),
+    "Unsqueeze": ChannelRule("next-no-process", _squeeze),
+    "Concat": ChannelRule("next-process", _concat),
+    "Pad": ChannelRule("next-no-process", _pad),
+    "Resize": ChannelRule("next-process", _resize),
+    "Upsample": ChannelRule("next-process", _resize),
+    "Gather": ChannelRule("next-process", _gather),
+    "Slice": ChannelRule("next-process", _slice),
+    "Split": ChannelRule("next-process", _split),
+    "Shape": ChannelRule("next-no-process", _shape),
+    "Constant": ChannelRule("next-no-process", _constant_operands_only),
+}
+
+
+ROOT_RULES: dict[str, Callable[[NodeView], RootSpec | None]] = {
+    "Conv": _conv_root,
+    "ConvTranspose": _conv_root,
+    "Gemm": _gemm_root,
+    "MatMul": _matmul_root,
+}
+
+
+SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
+    "Conv": _slice_conv,
+    "ConvTranspose": _slice_conv,
+    "Gemm": _slice_gemm,
+    "MatMul": _slice_matmul,
+    "BatchNormalization": _slice_per_channel_params(1, 4),
+    "InstanceNormalization": _slice_per_channel_params(1, 2),
+    **{op: _slice_broadcast_constants for op in BROADCAST + ["Clip", "Where", "PRelu"]},
+    "Reshape": _slice_reshape,
+    "Slice": _slice_slice,
+    "Split": _slice_split,
+    "Resize": _slice_resize,
+    "Upsample": _slice_resize,
+}
+
+# Ops whose channel-carrying behaviour involves constants that must shrink: each needs a
+# SLICE_RULES entry (a test checks the two tables agree).
+WEIGHT_BEARING = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization",
+                  "InstanceNormalization", "PRelu")
+
+
+def role_of(op_type: str, domain: str = "") -> str:
+    """The Table II attribute of an op type, ``barrier`` when it is not in the table."""
+    if domain not in DEFAULT_DOMAINS or op_type not in CHANNEL_RULES:
+        return "barrier"
+    if op_type in ROOT_RULES:
+        return "pruned"
+    return CHANNEL_RULES[op_type].role

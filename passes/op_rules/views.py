@@ -1,0 +1,138 @@
+"""What a channel rule sees and answers: ``NodeView`` (a node, its operands' constants, shapes
+and channel maps), ``Effect`` (output maps, couplings, a leaf consumption or a block reason),
+``RootSpec`` and ``ChannelRule``, and the small helpers every rule shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ir import Graph, Node
+
+from ..analyses import ChannelMap
+
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+# ----------------------------------------------------------------------------- views
+@dataclass
+class NodeView:
+    """What a rule may look at: the node, its operands' constants and shapes, channel maps."""
+
+    graph: Graph
+    node: Node
+    maps: list[ChannelMap | None]
+    shapes: dict[str, tuple]
+    opset: int
+    static: dict[str, np.ndarray] = field(default_factory=dict)  # computed shape operands, folded
+    shape_values: dict = field(default_factory=dict)  # name -> ShapeValue, partly known ones too
+
+    def input_name(self, port: int) -> str | None:
+        ins = self.graph.inputs_of(self.node)
+        return ins[port].name if port < len(ins) and ins[port] is not None else None
+
+    def const(self, port: int) -> np.ndarray | None:
+        name = self.input_name(port)
+        return None if name is None else self.graph.const_array(name)
+
+    def static_value(self, port: int) -> np.ndarray | None:
+        """A constant, or an integer operand computed from constants and static shapes (a
+        Shape→Gather→Concat target): its value in the original model."""
+        arr = self.const(port)
+        if arr is not None:
+            return arr
+        name = self.input_name(port)
+        return None if name is None else self.static.get(name)
+
+    def shape(self, port: int) -> tuple | None:
+        name = self.input_name(port)
+        if name is None:
+            return None
+        arr = self.graph.const_array(name)
+        if arr is not None:
+            return tuple(arr.shape)
+        return self.shapes.get(name)
+
+    def rank(self, port: int) -> int | None:
+        m = self.maps[port] if port < len(self.maps) else None
+        if m is not None:
+            return m.rank
+        s = self.shape(port)
+        return None if s is None else len(s)
+
+    def n_inputs(self) -> int:
+        return len(self.maps)
+
+    def n_outputs(self) -> int:
+        return len(self.graph.outputs_of(self.node))
+
+    def output_used(self, port: int) -> bool:
+        outs = self.graph.outputs_of(self.node)
+        if port >= len(outs) or outs[port] is None:
+            return False
+        v = outs[port]
+        return bool(self.graph.consumers(v)) or self.graph.is_graph_output(v)
+
+    def labeled(self) -> list[int]:
+        return [p for p, m in enumerate(self.maps) if m is not None]
+
+
+@dataclass
+class Effect:
+    """A rule's answer: output maps by port, id pairs made equivalent, a leaf consumption
+    ``(data_port, weight_port, weight_axis, filter_axis)``, or a block reason."""
+
+    outputs: dict[int, ChannelMap] = field(default_factory=dict)
+    couplings: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    leaf: tuple[int, int, int, int] | None = None
+    block: str | None = None
+    heads: bool = False     # the output map's positions are attention heads (a class = one head)
+
+
+def blocked(reason: str) -> Effect:
+    return Effect(block=reason)
+
+
+@dataclass(frozen=True)
+class RootSpec:
+    weight_port: int
+    weight_axis: int
+    out_axis: int
+    out_rank: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    role: str                                   # Table II attribute
+    propagate: Callable[[NodeView], Effect]
+    mixes: str = ""                             # what it mixes, for docs and `inspect`
+
+
+# ----------------------------------------------------------------------------- helpers
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def _attr_or_input(view: NodeView, attr: str, port: int, since: int):
+    """Read an operand that moved from an attribute to an input at opset ``since``."""
+    if view.opset < since:
+        value = view.node.attr(attr)
+        return None if value is None else np.asarray(value, dtype=np.int64), True
+    if port >= view.n_inputs() or view.input_name(port) is None:
+        return None, True
+    arr = view.const(port)
+    return (None, False) if arr is None else (np.asarray(arr).astype(np.int64), True)
+
+
+def _only(view: NodeView, port: int = 0) -> ChannelMap | None:
+    """The single tracked input, when it is ``port``; None if other inputs are tracked too."""
+    labeled = view.labeled()
+    return view.maps[port] if labeled == [port] else None
+
+
+def _same_all(view: NodeView, m: ChannelMap) -> Effect:
+    return Effect(outputs={p: m for p in range(view.n_outputs())})
