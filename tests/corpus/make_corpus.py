@@ -454,7 +454,7 @@ def paddle2onnx() -> None:
             model_file = next(p for p in (f"{prefix}.json", f"{prefix}.pdmodel") if Path(p).exists())
             path = HERE / f"{name}.onnx"
             p2o.export(model_file, f"{prefix}.pdiparams", str(path), opset_version=13)
-        dims = ",".join(str(d or 2) for d in shape)
+        dims = ",".join(str(d if d and d > 0 else 2) for d in shape)
         record(path, "paddle2onnx", exporter, f"{in_name}:float32[{dims}]")
 
 
