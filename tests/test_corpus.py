@@ -91,9 +91,7 @@ PLANT = {
     "ir3_caffenet.onnx": "conv3",  # -> Relu -> MaxPool -> Flatten (C×H×W columns) -> Gemm
     "ir3_squeezenet.onnx": "fire2/squeeze1x1",  # -> both expand convs
     "jax_cnn_opset21.onnx": "node_Conv_13",  # NCHW conv between NHWC Transposes -> mean -> Gemm
-    "jax_cnn_opset23.onnx": "node_Conv_13",
     "jax_mlp_opset21.onnx": "node_Gemm_0",
-    "jax_mlp_opset23.onnx": "node_Gemm_0",
     "onnxsim_resblock.onnx": "/pw/pw.0/Conv",  # -> Concat (offset 16) -> conv
     "onnxslim_mobile.onnx": "/3/body/body.0/Conv_output_0",  # expand 1x1 -> Hardswish -> depthwise
     "onnxslim_resblock.onnx": "/a1/a1.0/Conv_output_0",
