@@ -216,3 +216,46 @@ def test_planted_dead_channels_are_removed_and_nothing_else_changes(name):
 
     for i, (got, want) in enumerate(zip(run(result.model, inputs), run(planted, inputs))):
         assert_same(got, want, f"output {i}")
+
+
+# trained models shipped inside wheels (tests/third_party.py downloads them; no install) and the
+# inputs each needs; True where something must be pruned at 0.3 (silero_vad and its If-less
+# export keep every weight inside If branches or a computed graph: nothing prunable, still proven)
+TRAINED = {
+    "silero-vad/silero_vad": ("input:float32[1,576];state:float32[2,1,128];sr:int64[]=16000", False),
+    "silero-vad/silero_vad_16k_op15": ("input:float32[1,576];state:float32[2,1,128];sr:int64[]=16000", True),
+    "silero-vad/silero_vad_16k_sequence": ("input:float32[4,576];h:float32[1,1,128];c:float32[1,1,128]", True),
+    "silero-vad/silero_vad_half": ("input:float32[1,576];state:float32[2,1,128]", True),
+    "silero-vad/silero_vad_op18_ifless": ("input:float32[1,576];state:float32[2,1,128];sr:int64[]=16000", False),
+    "silero-vad/silero_vad_openvino_16k": ("input:float32[1,576];state:float32[2,1,128]", True),
+    "magika/model": ("bytes:int32[1,2048]<257", False),  # a computed Reshape, LayerNorm's ReduceSum
+    "nudenet/320n": ("images:float32[1,3,320,320]", True),
+}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from third_party import Unavailable, trained_models
+
+    try:
+        return trained_models()
+    except Unavailable as exc:  # no network: nothing to test here
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "nudenet/320n" else n
+                                  for n in sorted(TRAINED)])
+def test_trained_model_from_a_wheel_prunes_with_its_inputs(name, trained):
+    spec, prunes = TRAINED[name]
+    inputs = feeds(spec)
+    result = pipeline.prune(trained[name], ratio=0.3, sample_inputs=inputs)
+    rep = result.report
+    assert rep["verified"] is True
+    assert (rep["params_after"] < rep["params_before"]) == prunes, [g.get("reason") for g in rep["groups"]]
+    assert all(g.get("reason") for g in rep["groups"] if not g.get("pruned"))
+    original, pruned = run(onnx.load(str(trained[name])), inputs), run(result.model, inputs)
+    assert [np.shape(o) for o in pruned] == [np.shape(o) for o in original]
+
+
+def test_trained_models_listed_are_all_there(trained):
+    assert sorted(TRAINED) == sorted(trained)
