@@ -259,3 +259,42 @@ def test_trained_model_from_a_wheel_prunes_with_its_inputs(name, trained):
 
 def test_trained_models_listed_are_all_there(trained):
     assert sorted(TRAINED) == sorted(trained)
+
+
+def _cli(*args) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+
+    console = Path(sys.executable).parent / "onnxpruner"
+    return subprocess.run([str(console), *map(str, args)], capture_output=True, text=True)
+
+
+NO_INPUTS = "today: 'error: unrecognized arguments: --inputs …' (exit 2): the command line cannot give the inputs"
+NO_SHAPES = "today: 'error: unrecognized arguments: --input-shape …' (exit 2): the command line cannot fix symbolic dims"
+GRU_DEFAULTS = ("today: validate sets every symbolic dim to one size (batch 2 for dim 0, 16.. for the others), "
+                "so the state [1, batch, 24] disagrees with the input's batch: 'Input initial_h must have shape {1,2,24}'")
+
+
+@pytest.mark.parametrize("how", [
+    pytest.param("npz", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NO_INPUTS)),
+    pytest.param("shapes", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NO_SHAPES)),
+    pytest.param("defaults", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=GRU_DEFAULTS)),
+])
+def test_command_line_prunes_a_model_with_state_and_scalar_inputs(how, tmp_path):
+    """The recurrent model with a state input [layers, batch, hidden] and an int64 ``sr``: with
+    ``--inputs FILE.npz``, with ``--input-shape``, and with the defaults (dims that share the
+    name ``batch`` share a value; integer inputs are zeros: sr = 0 takes the 8 kHz branch)."""
+    name = "torch_gru_state_sr.onnx"
+    out = tmp_path / "out.onnx"
+    args = ["prune", CORPUS / name, "-o", out, "--ratio", "0.3"]
+    if how == "npz":
+        np.savez(tmp_path / "feeds.npz", **feeds(manifest()[name]["inputs"]))
+        args += ["--inputs", tmp_path / "feeds.npz"]
+    elif how == "shapes":
+        args += ["--input-shape", "input:2,10,8", "--input-shape", "state:1,2,24"]
+    proc = _cli(*args)
+    assert proc.returncode == 0, proc.stderr.strip()[-500:]
+    assert "verified True" in proc.stdout and out.exists()
+    inputs = feeds(manifest()[name]["inputs"])
+    original, pruned = run(onnx.load(str(CORPUS / name)), inputs), run(onnx.load(str(out)), inputs)
+    assert [o.shape for o in pruned] == [o.shape for o in original]
