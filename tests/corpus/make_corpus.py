@@ -11,6 +11,14 @@ committed, and the tests only read them (the exporters are not test dependencies
     /work/venvs/paddle/bin/python   tests/corpus/make_corpus.py paddle2onnx
     /work/venvs/jax/bin/python      tests/corpus/make_corpus.py jax2onnx
 
+The venvs (outside the repo, one per exporter):
+
+    python3.11 -m venv /work/venvs/sim    && /work/venvs/sim/bin/pip install onnxsim==0.8.1 onnxslim onnx==1.17.0
+    python3.11 -m venv /work/venvs/skl    && /work/venvs/skl/bin/pip install skl2onnx==1.20.0 scikit-learn onnxruntime
+    python3.11 -m venv /work/venvs/tf     && /work/venvs/tf/bin/pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0
+    python3.11 -m venv /work/venvs/paddle && /work/venvs/paddle/bin/pip install paddlepaddle==3.3.1 paddle2onnx==2.1.0 packaging
+    python3.11 -m venv /work/venvs/jax    && /work/venvs/jax/bin/pip install jax2onnx==0.17.1
+
 Pins used: onnx 1.17.0 + torch 2.13.0 (the project's), onnxsim 0.8.1, onnxslim, skl2onnx 1.20.0,
 tensorflow-cpu 2.21.0 + tf2onnx 1.17.0, paddlepaddle 3.3.1 + paddle2onnx 2.1.0, jax2onnx 0.17.1
 (each source records the versions it really ran with in MANIFEST).
