@@ -18,8 +18,10 @@ import ir
 from passes.base import PassError
 from passes.finetune import DataError, TrainConfig, finetune
 from passes.score import ScorePass
-from pipeline import (DumpInstrument, Instrument, PipelineError, SpecError, TimingInstrument, open_model,
-                      check_input, inspect, prune)
+from pipeline import (DumpInstrument, Instrument, PipelineError, SpecError, TimingInstrument, check_input,
+                      inspect, open_model, prune)
+from workflows import batch, demo, schedules, sensitivity
+
 
 def trees_to_dot(info: dict) -> str:
     lines = ["digraph trees {", "  rankdir=LR;"]
@@ -165,10 +167,9 @@ def _cmd_prune(args) -> int:
         raise UsageError("give --target-flops or --target-params, not both")
     ratios = None
     if args.ratios:
-        from passes.sensitivity import PlanError, read_plan
         try:
-            ratios = read_plan(args.ratios)
-        except PlanError as exc:
+            ratios = sensitivity.read_plan(args.ratios)
+        except sensitivity.PlanError as exc:
             raise UsageError(str(exc)) from None
     if args.calib and not Path(args.calib).is_file():
         raise DataError(f"{args.calib}: no such data file")
@@ -236,8 +237,6 @@ def _cmd_finetune(args) -> int:
 
 
 def _cmd_batch(args) -> int:
-    import batch
-
     if bool(args.models) == bool(args.plan):
         raise UsageError("give model files or --plan, not both (and not neither)")
     if args.jobs < 1:
@@ -290,8 +289,6 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_sensitivity(args) -> int:
-    from passes import sensitivity
-
     if args.output:
         _check_output(args.output, args.model)
     if args.plot:
@@ -324,8 +321,6 @@ def _cmd_sensitivity(args) -> int:
 
 
 def _cmd_schedule(args) -> int:
-    from passes import schedules
-
     _check_output(args.output, args.model)
     if args.report:
         _check_output(args.report, args.model)
@@ -372,8 +367,6 @@ def _cmd_schedule(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    import demo
-
     report = demo.run(args.out_dir)
     print(demo.format_report(report))
     print(f"wrote {args.out_dir}/digits_resnet.onnx, digits_resnet.pruned.onnx, demo-report.json, demo-channels.png")

@@ -27,9 +27,9 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 import cli  # noqa: E402
-import demo  # noqa: E402
 import ir  # noqa: E402
 from passes.finetune import TrainConfig, evaluate, finetune  # noqa: E402
+from workflows import demo  # noqa: E402
 
 
 def main() -> int:

@@ -11,10 +11,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-import batch
 import cli
 import models
 import pipeline
+from workflows import batch
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

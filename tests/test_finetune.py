@@ -552,6 +552,6 @@ def test_demo_on_a_small_budget(tmp_path):
 
 
 def demo_run(out_dir: Path) -> dict:
-    import demo
+    from workflows import demo
 
     return demo.run(out_dir, epochs=2, finetune_epochs=1, stream=io.StringIO())

@@ -13,7 +13,7 @@ import pytest
 import cli
 import models
 import pipeline
-from passes import schedules
+from workflows import schedules
 from passes.finetune import TrainConfig
 
 N_CLASSES = 3

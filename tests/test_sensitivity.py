@@ -13,7 +13,7 @@ import pytest
 import cli
 import models
 import pipeline
-from passes import sensitivity
+from workflows import sensitivity
 from passes.finetune import evaluate
 
 N_CLASSES = 3
