@@ -22,7 +22,7 @@ import pytest
 import cli
 import models
 import pipeline
-from passes.validate import run_model, sample_inputs
+from passes.runtime import run_model, sample_inputs
 from transformer_models import attention_block, export
 
 
