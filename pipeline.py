@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -29,13 +28,15 @@ from typing import Any, Iterable
 import onnx
 
 import ir
-from passes.analyses import Masks, Patterns, SliceRecord, Tags, Trees, render
-from passes.base import Pass, PassContext, PassError, PassResult
+from passes.analyses import Patterns, SliceRecord, Tags, Trees, render
+from passes.base import (Pass, PassContext, PassError, PassResult, PipelineError, SpecError, format_option,
+                         option_fields, option_types, parse_option)
 from passes.classify import ClassifyPass
-from passes.finetune import FinetunePass
 from passes.cost import count_flops, count_params
+from passes.finetune import FinetunePass
 from passes.infer_shapes import InferShapesPass
 from passes.mask import MaskPass
+from passes.reruns import has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
 from passes.slice import SlicePass, group_reports
 from passes.tag import TagPass
@@ -46,14 +47,6 @@ DEFAULT_SPEC = ("tag,trees,classify,score{criterion=l1 scope=tree},mask{ratio=0.
                 "slice,infer-shapes,validate")
 ANALYSIS_SPEC = "tag,trees,classify"
 SPEC_METADATA_KEY = "onnxpruner.spec"
-
-
-class SpecError(ValueError):
-    """A malformed spec, unknown pass or option, or an option value out of range (exit 2)."""
-
-
-class PipelineError(RuntimeError):
-    """A pass failed on this model; the message names it and the passes before it (exit 1)."""
 
 
 # --------------------------------------------------------------------------- registry
@@ -96,61 +89,6 @@ def _split_top(text: str, sep: str) -> list[str]:
     return parts
 
 
-def _option_fields(cls: type[Pass]) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls) if f.init}
-
-
-_PLAIN_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
-
-
-def _option_types(cls: type[Pass], fields: dict[str, dataclasses.Field]) -> dict[str, Any]:
-    """Option types of a pass; a user's pass defined where its string annotations cannot be
-    resolved (a script, exec'd code) still gets its plain types."""
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:
-        return {n: _PLAIN_TYPES.get(f.type, f.type) if isinstance(f.type, str) else f.type
-                for n, f in fields.items()}
-
-
-def _convert(text: str, hint, where: str):
-    origin = typing.get_origin(hint)
-    try:
-        if hint is bool:
-            if text.lower() in ("true", "1", "yes", "on"):
-                return True
-            if text.lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(text)
-        if hint in (int, float, str):
-            return hint(text)
-        if origin is tuple:
-            return tuple(t for t in text.split(",") if t)
-        if origin is dict:
-            out = {}
-            for item in (t for t in text.split(",") if t):
-                key, _, val = item.rpartition(":")
-                if not key:
-                    raise ValueError(item)
-                out[key] = float(val)
-            return out
-    except ValueError:
-        raise SpecError(f"{where}: cannot read {text!r} as {getattr(hint, '__name__', hint)}") from None
-    raise SpecError(f"{where}: unsupported option type {hint}")
-
-
-def _format(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple):
-        return ",".join(value)
-    if isinstance(value, dict):
-        return ",".join(f"{k}:{v:g}" for k, v in sorted(value.items()))
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def parse_pass(item: str) -> Pass:
     item = item.strip()
     name, brace, rest = item.partition("{")
@@ -158,8 +96,8 @@ def parse_pass(item: str) -> Pass:
     if name not in REGISTRY:
         raise SpecError(f"unknown pass {name!r}; known passes: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[name]
-    fields = _option_fields(cls)
-    hints = _option_types(cls, fields)
+    fields = option_fields(cls)
+    hints = option_types(cls, fields)
     kwargs: dict[str, Any] = {}
     if brace:
         if not rest.endswith("}"):
@@ -170,7 +108,7 @@ def parse_pass(item: str) -> Pass:
             if not eq or attr not in fields:
                 known = ", ".join(f.replace("_", "-") for f in fields) or "none"
                 raise SpecError(f"pass {name!r} has no option {key!r}; its options: {known}")
-            kwargs[attr] = _convert(val, hints[attr], f"{name}{{{key}}}")
+            kwargs[attr] = parse_option(val, hints[attr], f"{name}{{{key}}}")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
@@ -178,7 +116,7 @@ def parse_pass(item: str) -> Pass:
 
 
 def print_pass(p: Pass) -> str:
-    opts = [f"{f.replace('_', '-')}={_format(getattr(p, f))}" for f in _option_fields(type(p))]
+    opts = [f"{f.replace('_', '-')}={format_option(getattr(p, f))}" for f in option_fields(type(p))]
     return p.name + ("{" + " ".join(opts) + "}" if opts else "")
 
 
@@ -338,7 +276,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     alone, the groups that fail it are left alone (their reason goes in the report), and the rest
     is pruned again and re-checked."""
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope))
-    pipe = _with_mask_options(pipe, ratios, target_flops, target_params, rank, max_ratio, heads)
+    pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads))
     model, external, where = open_model(model_or_path)
     check_input(model, where)
     if ratios:
@@ -346,19 +284,19 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         if missing:
             raise SpecError(f"ratios name node(s) not in {where}: {', '.join(missing[:5])}"
                             + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
-    instruments = list(instruments)
-    data = (train_data, val_data, calib_data)
+    run, analyse = _runner(model, seed, sample_inputs, list(instruments), verify,
+                           (train_data, val_data, calib_data))
     try:
-        graph, ctx = _run(pipe, model, seed, sample_inputs, instruments, verify, data)
+        graph, ctx = run(pipe.passes)
         unproven: dict[str, str] = {}
     except PipelineError as exc:
-        if not isinstance(exc.__cause__, EquivalenceError) or not _has_mask(pipe):
+        if not isinstance(exc.__cause__, EquivalenceError) or not has_mask(pipe.passes):
             raise
-        unproven = _unproven_groups(pipe, model, seed, sample_inputs, exc, data)
-        pipe = _with_ignored(pipe, sorted(unproven))
-        graph, ctx = _run(pipe, model, seed, sample_inputs, instruments, verify, data)
-    graph, ctx, pipe, target = _meet_target(pipe, model, seed, sample_inputs, instruments, verify,
-                                            data, graph, ctx)
+        unproven = unproven_groups(pipe.passes, run, analyse, exc)
+        pipe = Pipeline(with_ignored(pipe.passes, sorted(unproven)))
+        graph, ctx = run(pipe.passes)
+    graph, ctx, kept, target = meet_target(pipe.passes, model, run, graph, ctx)
+    pipe = Pipeline(kept)
     graph.props.metadata_props[SPEC_METADATA_KEY] = pipe.spec()
     out = ir.raise_model(graph)
     record = ctx.analyses.get(SliceRecord)
@@ -390,118 +328,21 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     return PruneResult(out, report, external & set(graph.initializers))
 
 
-def _with_mask_options(pipe: Pipeline, ratios, target_flops, target_params, rank, max_ratio,
-                       heads=None) -> Pipeline:
-    """Every ``mask`` pass with the API's/CLI's ratio table, target and ranking (when given)."""
-    changes: dict[str, Any] = {}
-    if ratios:
-        changes["ratios"] = {str(k): float(v) for k, v in ratios.items()}
-    if target_flops:
-        changes["target_flops"] = float(target_flops)
-    if target_params:
-        changes["target_params"] = float(target_params)
-    if rank is not None:
-        changes["rank"] = rank
-    elif target_flops or target_params:
-        changes["rank"] = "global"
-    if max_ratio is not None:
-        changes["max_ratio"] = float(max_ratio)
-    if heads is not None:
-        changes["heads"] = float(heads)
-    if not changes:
-        return pipe
-    try:
-        return Pipeline([dataclasses.replace(p, **changes) if isinstance(p, MaskPass) else p
-                         for p in pipe.passes])
-    except (ValueError, TypeError) as exc:
-        raise SpecError(f"pass 'mask': {exc}") from None
+def _runner(model, seed, sample_inputs, instruments, verify, data):
+    """``run(passes, quiet=False)``: the passes on a fresh lowering of ``model``, with this call's
+    options; ``quiet``: no instruments, ``ir.verify`` on (a trial of ``passes.reruns``)."""
+    def run(passes, quiet=False):
+        graph = ir.lower(model)
+        ctx = PassContext(original=model, seed=seed, sample_inputs=sample_inputs,
+                          train_data=data[0], val_data=data[1], calib_data=data[2])
+        ctx.report.update(verified=False, max_abs_diff=None)
+        Pipeline(list(passes)).run(graph, ctx, [] if quiet else instruments, verify=quiet or verify)
+        return graph, ctx
 
-
-TARGET_TOLERANCE = 0.01   # a target is met when |achieved - asked| <= 1 point of the original
-
-
-def _meet_target(pipe, model, seed, sample_inputs, instruments, verify, data, graph, ctx):
-    """Check a mask target by the real count after slicing; re-solve with the error corrected
-    when the cost model's prediction missed by more than half the tolerance."""
-    masks = [p for p in pipe.passes if isinstance(p, MaskPass) and p.target is not None]
-    if not masks or not _sliced(pipe):
-        return graph, ctx, pipe, None
-    kind, goal = masks[-1].target
-    count = count_flops if kind == "flops" else count_params
-    total = count(ir.lower(model))
-
-    def achieved(g) -> float:
-        return 1.0 - count(g) / total if total else 0.0
-
-    best = (abs(achieved(graph) - goal), graph, ctx, pipe)
-    asked = goal
-    for _ in range(3):
-        if best[0] <= TARGET_TOLERANCE / 2:
-            break
-        asked = min(0.999, max(0.0, asked + goal - achieved(best[1])))
-        field_name = f"target_{kind}"
-        trial = Pipeline([dataclasses.replace(p, **{field_name: asked}) if isinstance(p, MaskPass) else p
-                          for p in pipe.passes])
-        try:
-            g2, c2 = _run(trial, model, seed, sample_inputs, instruments, verify, data)
-        except PipelineError:
-            break
-        if abs(achieved(g2) - goal) < best[0]:
-            best = (abs(achieved(g2) - goal), g2, c2, trial)
-    _, graph, ctx, pipe = best
-    got = achieved(graph)
-    predicted = ctx.report.get("target", {}).get("predicted_ratio")
-    target = {"kind": kind, "reduction": goal, "achieved": round(got, 6),
-              "predicted_reduction": None if predicted is None else round(1.0 - predicted, 6),
-              "met": abs(got - goal) <= TARGET_TOLERANCE}
-    return graph, ctx, pipe, target
-
-
-def _sliced(pipe: Pipeline) -> bool:
-    return any(isinstance(p, SlicePass) for p in pipe.passes)
-
-
-def _run(pipe: Pipeline, model, seed, sample_inputs, instruments, verify, data=(None, None, None)):
-    graph = ir.lower(model)
-    ctx = PassContext(original=model, seed=seed, sample_inputs=sample_inputs,
-                      train_data=data[0], val_data=data[1], calib_data=data[2])
-    ctx.report.update(verified=False, max_abs_diff=None)
-    pipe.run(graph, ctx, instruments, verify=verify)
-    return graph, ctx
-
-
-def _has_mask(pipe: Pipeline) -> bool:
-    return any(isinstance(p, MaskPass) for p in pipe.passes)
-
-
-def _with_ignored(pipe: Pipeline, roots: list[str]) -> Pipeline:
-    return Pipeline([dataclasses.replace(p, ignore=tuple(dict.fromkeys(p.ignore + tuple(roots))))
-                     if isinstance(p, MaskPass) else p for p in pipe.passes])
-
-
-def _unproven_groups(pipe: Pipeline, model, seed, sample_inputs, failure: PipelineError,
-                     data=(None, None, None)) -> dict[str, str]:
-    """Root -> reason for every group whose pruning alone fails the mask-equivalence check."""
-    graph = ir.lower(model)
-    last_mask = max(i for i, p in enumerate(pipe.passes) if isinstance(p, MaskPass))
-    ctx = Pipeline(pipe.passes[:last_mask + 1]).run(graph, PassContext(original=model, seed=seed,
+    def analyse(passes):
+        return Pipeline(list(passes)).run(ir.lower(model), PassContext(original=model, seed=seed,
                                                                        calib_data=data[2]))
-    patterns, masks = ctx.get(Patterns), ctx.get(Masks)
-    pruned = [g for g in patterns.groups if g.id in masks.kept and len(masks.kept[g.id]) < g.channels]
-    all_roots = [r for g in pruned for r in g.roots]
-    unproven: dict[str, str] = {}
-    for g in pruned:
-        others = [r for r in all_roots if r not in g.roots]
-        try:
-            _run(_with_ignored(pipe, others), model, seed, sample_inputs, [], True, data)
-        except PipelineError as exc:
-            if not isinstance(exc.__cause__, EquivalenceError):
-                raise
-            reason = f"left alone: pruning it fails the mask-equivalence check ({exc.__cause__})"
-            unproven.update({r: reason for r in g.roots})
-    if not unproven:  # only the combination fails: nothing can be shipped as proven
-        raise failure
-    return unproven
+    return run, analyse
 
 
 def prune_graphsurgeon(graph, **kwargs):
