@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ("cli", "workflows", "pipeline", "passes", "ir")   # top to bottom
 FREE = {"tests", "benchmarks", "build", "dist"}               # may import anything; not read
 ONLY_IMPORTER = {"networkx": "ir.graph"}                      # a third-party module one module owns
+MAX_LINES = 600                                               # a room's size; README names any exception
 
 
 def project_modules(root: Path) -> dict[str, Path]:
@@ -143,6 +144,12 @@ def _path_round(graph: dict[str, list[str]], comp: set[str]) -> list[str]:
 # ----------------------------------------------------------------------------- the project
 def test_the_project_imports_only_downward_and_has_no_cycle():
     assert check(ROOT) == []
+
+
+def test_no_module_is_over_the_size_limit():
+    sizes = {m: len(p.read_text().splitlines()) for m, p in project_modules(ROOT).items()}
+    assert {m: n for m, n in sizes.items() if n > MAX_LINES} == {}
+    assert len(ROOT.joinpath("pipeline.py").read_text().splitlines()) < 400   # the story on one screen
 
 
 def test_every_layer_is_read():
