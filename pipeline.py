@@ -315,7 +315,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         "model": where,
         "spec": pipe.spec(),
         "params_before": count_params(before), "params_after": count_params(graph),
-        "flops_before": count_flops(before), "flops_after": count_flops(graph),
+        "flops_before": count_flops(before, ctx.original_shapes), "flops_after": count_flops(graph),
         "groups": groups,
         "passes": ctx.report["passes"],
         "verified": ctx.report["verified"],
@@ -328,6 +328,18 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     return PruneResult(out, report, external & set(graph.initializers))
 
 
+class _OriginalShapes(Instrument):
+    """Keeps the shapes ``tag`` established while the graph was still the model as given, so the
+    report counts the original's FLOPs on them (one source for shapes, no second ORT run)."""
+
+    def __init__(self, version: int):
+        self.version = version
+
+    def after(self, p, graph, ctx, result, seconds):
+        if ctx.original_shapes is None and isinstance(p, TagPass) and graph.version == self.version:
+            ctx.original_shapes = ctx.get(Tags).shapes
+
+
 def _runner(model, seed, sample_inputs, instruments, verify, data):
     """``run(passes, quiet=False)``: the passes on a fresh lowering of ``model``, with this call's
     options; ``quiet``: no instruments, ``ir.verify`` on (a trial of ``passes.reruns``)."""
@@ -336,7 +348,8 @@ def _runner(model, seed, sample_inputs, instruments, verify, data):
         ctx = PassContext(original=model, seed=seed, sample_inputs=sample_inputs,
                           train_data=data[0], val_data=data[1], calib_data=data[2])
         ctx.report.update(verified=False, max_abs_diff=None)
-        Pipeline(list(passes)).run(graph, ctx, [] if quiet else instruments, verify=quiet or verify)
+        hooks = [_OriginalShapes(graph.version)] + ([] if quiet else instruments)
+        Pipeline(list(passes)).run(graph, ctx, hooks, verify=quiet or verify)
         return graph, ctx
 
     def analyse(passes):

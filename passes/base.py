@@ -57,6 +57,9 @@ class PassContext:
     train_data: Any = None     # for `finetune`: a path, (x, y) arrays, or (x, y) batches
     val_data: Any = None
     calib_data: Any = None     # for data criteria (hrank, taylor): a .npz path (x, optional y) or arrays
+    # the static shapes `tag` established on the model as given (before any transform): the
+    # report's FLOPs of the original read them instead of computing them again
+    original_shapes: Any = None
     analyses: dict[type, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
 

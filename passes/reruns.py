@@ -73,7 +73,8 @@ def meet_target(passes: list[Pass], model: onnx.ModelProto, run: Run, graph: Gra
         return graph, ctx, passes, None
     kind, goal = masks[-1].target
     count = count_flops if kind == "flops" else count_params
-    total = count(lower(model))
+    original = lower(model)
+    total = count_flops(original, ctx.original_shapes) if kind == "flops" else count_params(original)
 
     def achieved(g) -> float:
         return 1.0 - count(g) / total if total else 0.0
