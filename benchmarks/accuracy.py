@@ -52,11 +52,11 @@ sys.path[:0] = [str(ROOT)]
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
-import demo  # noqa: E402
 import ir  # noqa: E402
 import pipeline  # noqa: E402
 from passes.analyses import Masks, Patterns  # noqa: E402
 from passes.finetune import TrainConfig, evaluate, finetune  # noqa: E402
+from workflows import demo  # noqa: E402
 
 CRITERIA = ("l1", "l2")   # --criteria replaces it (e.g. l1 l2 fpgm hrank hrank-star taylor random)
 DATA_CRITERIA = ("hrank", "hrank-star", "taylor")

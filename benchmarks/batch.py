@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import batch  # noqa: E402
+from workflows import batch  # noqa: E402
 
 CACHE = Path(os.environ.get("ONNXPRUNER_CACHE", Path.home() / ".cache" / "onnxpruner"))
 MODELS = ["resnet18", "resnet50", "squeezenet1_1", "mobilenet_v2", "densenet121", "googlenet",

@@ -30,10 +30,10 @@ sys.path[:0] = [str(ROOT)]
 
 import onnx  # noqa: E402
 
-import demo  # noqa: E402
 import pipeline  # noqa: E402
 from passes.finetune import TrainConfig, evaluate, finetune  # noqa: E402
-from passes.schedules import iterative_prune, soft_filter_prune  # noqa: E402
+from workflows import demo  # noqa: E402
+from workflows.schedules import iterative_prune, soft_filter_prune  # noqa: E402
 
 
 def main() -> int:

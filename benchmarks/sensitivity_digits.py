@@ -26,10 +26,10 @@ sys.path[:0] = [str(ROOT)]
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
-import demo  # noqa: E402
+import cli  # noqa: E402
 import ir  # noqa: E402
-import pipeline  # noqa: E402
 from passes.finetune import TrainConfig, evaluate, finetune  # noqa: E402
+from workflows import demo  # noqa: E402
 
 
 def main() -> int:
@@ -53,13 +53,13 @@ def main() -> int:
                 "--budget", f"{args.budget:g}", "--plot", str(png)]
         text = io.StringIO()
         with contextlib.redirect_stdout(text), contextlib.redirect_stderr(io.StringIO()):
-            code = pipeline.main(argv)
+            code = cli.main(argv)
         if code:
             return code
         pruned_path = Path(tmp) / "planned.onnx"
         with contextlib.redirect_stdout(io.StringIO()):
-            code = pipeline.main(["prune", str(model_path), "-o", str(pruned_path), "--ratios", str(plan),
-                                  "--ratio", "0", "--report", str(Path(tmp) / "r.json")])
+            code = cli.main(["prune", str(model_path), "-o", str(pruned_path), "--ratios", str(plan),
+                             "--ratio", "0", "--report", str(Path(tmp) / "r.json")])
         if code:
             return code
         rep = json.loads((Path(tmp) / "r.json").read_text())

@@ -26,9 +26,9 @@ sys.path[:0] = [str(ROOT)]
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
-import demo  # noqa: E402
 import ir  # noqa: E402
 from passes.finetune import TrainConfig, trainable_names, write_artifacts  # noqa: E402
+from workflows import demo  # noqa: E402
 
 
 def ort_step_fn(model: onnx.ModelProto, folder: Path, threads: int):

@@ -125,7 +125,7 @@ def flops(model: onnx.ModelProto) -> int:
 def latency_ms(model: onnx.ModelProto, feeds: dict, repeat: int = 10) -> float:
     import onnxruntime as ort
 
-    from passes.validate import ort_session
+    from passes.runtime import ort_session
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -154,7 +154,7 @@ def blockers(groups: list[dict]) -> str:
 
 def measure(name: str, size: int, repeat: int = 10) -> dict:
     import pipeline
-    from passes.validate import sample_inputs
+    from passes.runtime import sample_inputs
 
     path = export(name, size)
     original = onnx.load(str(path))

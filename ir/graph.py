@@ -179,6 +179,12 @@ class ModelProps:
     initializer_inputs: frozenset[str] = frozenset()
 
 
+def opset_of(graph: Graph) -> int:
+    """The default-domain opset the graph is written for (the op rules depend on it)."""
+    props = graph.props.opset_imports
+    return props.get("", props.get("ai.onnx", 1))
+
+
 class GraphError(ValueError):
     """A mutation that would break the IR's structure."""
 

@@ -17,6 +17,8 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -36,6 +38,14 @@ class PassError(RuntimeError):
     """A pass could not do its job on this model; the message is one line for the user."""
 
 
+class SpecError(ValueError):
+    """A malformed spec, unknown pass or option, or an option value out of range (exit 2)."""
+
+
+class PipelineError(RuntimeError):
+    """A pass failed on this model; the message names it and the passes before it (exit 1)."""
+
+
 @dataclass
 class PassContext:
     """Typed analyses by type, the model as it was before any pass (for validation), and
@@ -47,6 +57,9 @@ class PassContext:
     train_data: Any = None     # for `finetune`: a path, (x, y) arrays, or (x, y) batches
     val_data: Any = None
     calib_data: Any = None     # for data criteria (hrank, taylor): a .npz path (x, optional y) or arrays
+    # the static shapes `tag` established on the model as given (before any transform): the
+    # report's FLOPs of the original read them instead of computing them again
+    original_shapes: Any = None
     analyses: dict[type, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -75,3 +88,62 @@ class Pass:
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError(f"pass {self.name!r} does not implement run()")
+
+
+# --------------------------------------------------------------------------- options as text
+def option_fields(cls: type[Pass]) -> dict[str, dataclasses.Field]:
+    """A pass's options: its init fields, by name."""
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
+_PLAIN_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def option_types(cls: type[Pass], fields: dict[str, dataclasses.Field]) -> dict[str, Any]:
+    """Option types of a pass; a user's pass defined where its string annotations cannot be
+    resolved (a script, exec'd code) still gets its plain types."""
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:
+        return {n: _PLAIN_TYPES.get(f.type, f.type) if isinstance(f.type, str) else f.type
+                for n, f in fields.items()}
+
+
+def parse_option(text: str, hint, where: str):
+    """An option's value from its text in a spec (``where`` names it in the error)."""
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            if text.lower() in ("true", "1", "yes", "on"):
+                return True
+            if text.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(text)
+        if hint in (int, float, str):
+            return hint(text)
+        if origin is tuple:
+            return tuple(t for t in text.split(",") if t)
+        if origin is dict:
+            out = {}
+            for item in (t for t in text.split(",") if t):
+                key, _, val = item.rpartition(":")
+                if not key:
+                    raise ValueError(item)
+                out[key] = float(val)
+            return out
+    except ValueError:
+        raise SpecError(f"{where}: cannot read {text!r} as {getattr(hint, '__name__', hint)}") from None
+    raise SpecError(f"{where}: unsupported option type {hint}")
+
+
+def format_option(value) -> str:
+    """An option's value as a spec writes it (``parse_option`` reads it back)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v:g}" for k, v in sorted(value.items()))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

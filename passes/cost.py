@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ir import Graph
+from ir import Graph, opset_of
 from ir.graph import constant_node_value
 
 from .infer_shapes import value_shapes
+from .tag import static_shapes
 
 
 def count_params(ir: Graph) -> int:
@@ -45,8 +46,6 @@ def count_flops(ir: Graph, shapes: dict | None = None) -> int:
     through folded shape sub-graphs, and by ONNX Runtime where the inputs are static): plain
     inference leaves ShuffleNet's convolutions after a computed Slice at size 1."""
     if shapes is None:
-        from .tag import opset_of, static_shapes  # local: tag's imports reach this module
-
         shapes = static_shapes(ir, opset_of(ir))
     return int(sum(flops_by_node(ir, shapes).values()))
 

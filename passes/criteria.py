@@ -48,6 +48,7 @@ from .base import PassContext, PassError
 from .infer_shapes import inferred_types
 from .finetune import (Batches, DataError, TrainConfig, _fits, _show, _source_initializer,
                        _training_copy, check_data, load_npz, trainable_names, write_artifacts)
+from .runtime import ort_session, session_options
 
 
 # ----------------------------------------------------------------------------- interface
@@ -216,8 +217,6 @@ def _check_x(calib: Batches, ir: Graph) -> str:
 def feature_maps(ir: Graph, values: list[str], calib: Batches):
     """Yield, per calibration batch, ``{value: array}`` for the named intermediate values, from
     ONNX Runtime with them exposed as extra graph outputs (symbolic batch axis)."""
-    import onnxruntime as ort
-
     in_name = _check_x(calib, ir)
     model = _training_copy(raise_model(ir))
     present = {o.name for o in model.graph.output}
@@ -232,13 +231,8 @@ def feature_maps(ir: Graph, values: list[str], calib: Batches):
             elem = tp.tensor_type.elem_type if tp is not None else onnx.TensorProto.FLOAT
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
         present.add(name)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    threads = int(os.environ.get("ONNXPRUNER_THREADS", "0") or 0)
-    if threads > 0:
-        opts.intra_op_num_threads = threads
     try:
-        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        session = ort_session(model, session_options())
     except Exception as exc:
         raise PassError(f"ONNX Runtime cannot run the model for calibration: {str(exc).strip().splitlines()[0]}") from None
     for x, _ in calib.batches:

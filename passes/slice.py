@@ -21,12 +21,11 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from ir import Graph, Initializer
+from ir import Graph, Initializer, opset_of
 
 from .analyses import LeafZeroing, Masks, Patterns, SliceRecord, Trees
 from .base import Pass, PassContext, PassResult
 from .op_rules import SLICE_RULES, Rewriter
-from .tag import opset_of
 
 
 def group_reports(patterns: Patterns, masks: Masks | None, trees: Trees) -> tuple[dict, ...]:

@@ -18,18 +18,14 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from ir import Graph, raise_model, shape_of
+from ir import Graph, opset_of, raise_model, shape_of
 
 from .analyses import NodeTag, Tags
 from .base import Pass, PassContext, PassResult
 from .infer_shapes import value_shapes
 from .op_rules import (CHANNEL_RULES, DEFAULT_DOMAINS, ROOT_RULES, NodeView, conv_group_widths,
                        fold_shapes)
-
-
-def opset_of(ir: Graph) -> int:
-    props = ir.props.opset_imports
-    return props.get("", props.get("ai.onnx", 1))
+from .runtime import run_model, sample_inputs
 
 
 @dataclass(frozen=True)
@@ -78,8 +74,6 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple]) -> dict[str, tuple]:
                      and not _static(shapes.get(v.name)))
     if not missing:
         return shapes
-    from .validate import run_model, sample_inputs  # local: validate imports this module's users
-
     model = raise_model(ir)
     have = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in missing if n not in have)

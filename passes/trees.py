@@ -24,12 +24,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from ir import Graph
+from ir import Graph, opset_of
 
 from .analyses import AssociationTree, ChannelMap, Leaf, Root, Tags, Trees
 from .base import Pass, PassContext, PassResult
 from .op_rules import CHANNEL_RULES, ROOT_RULES, SHAPE_OPERANDS, NodeView, fold_shapes
-from .tag import opset_of
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-import batch
+import cli
 import models
 import pipeline
+from workflows import batch
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -85,18 +86,18 @@ def test_yaml_plan_and_plan_errors(plan_dir):
 
 
 def test_batch_command_line(plan_dir, capsys):
-    code = pipeline.main(["batch", str(plan_dir / "chain.onnx"), str(plan_dir / "concat.onnx"),
-                          "-o", str(plan_dir / "cli"), "--ratio", "0.3", "0.5"])
+    code = cli.main(["batch", str(plan_dir / "chain.onnx"), str(plan_dir / "concat.onnx"),
+                     "-o", str(plan_dir / "cli"), "--ratio", "0.3", "0.5"])
     out = capsys.readouterr().out
     assert code == 0 and "4 jobs: 4 done, 0 failed" in out
     assert (plan_dir / "cli" / "chain" / "l1-tree-r0.5" / "report.json").exists()
-    code = pipeline.main(["batch", "--plan", str(plan_dir / "plan.json"), "-o", str(plan_dir / "cli2")])
+    code = cli.main(["batch", "--plan", str(plan_dir / "plan.json"), "-o", str(plan_dir / "cli2")])
     assert code == 1  # a job failed: the exit code says so, the summary has every row
     assert "6 jobs: 4 done, 2 failed" in capsys.readouterr().out
-    assert pipeline.main(["batch", "-o", str(plan_dir / "x")]) == 2
+    assert cli.main(["batch", "-o", str(plan_dir / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error:")
-    assert pipeline.main(["batch", "--plan", str(plan_dir / "nope.json"), "-o", str(plan_dir / "x")]) == 2
+    assert cli.main(["batch", "--plan", str(plan_dir / "nope.json"), "-o", str(plan_dir / "x")]) == 2
 
 
 def test_two_threads_prune_two_models_like_one_after_the_other():

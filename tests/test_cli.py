@@ -14,6 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+import cli
 import ir
 import models
 import pipeline
@@ -43,7 +44,7 @@ def _listing(folder: Path) -> list[str]:
 
 
 def _run_main(capsys, argv):
-    code = pipeline.main([str(a) for a in argv])
+    code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -363,7 +364,7 @@ def test_report_equal_to_input_is_refused(tmp_path, chain_file, capsys):
 def test_debug_after_the_command_raises(tmp_path, capsys):
     missing = tmp_path / "absent.onnx"
     with pytest.raises(ir.ModelLoadError, match="absent.onnx"):
-        pipeline.main(["prune", str(missing), "-o", str(tmp_path / "o.onnx"), "--debug"])
+        cli.main(["prune", str(missing), "-o", str(tmp_path / "o.onnx"), "--debug"])
     assert _listing(tmp_path) == []
 
 
@@ -371,7 +372,7 @@ def test_debug_before_the_command_raises(tmp_path, capsys):
     # `onnxpruner --debug prune ...`: the top-level --debug ("show tracebacks") must work too
     missing = tmp_path / "absent.onnx"
     with pytest.raises(ir.ModelLoadError, match="absent.onnx"):
-        pipeline.main(["--debug", "prune", str(missing), "-o", str(tmp_path / "o.onnx")])
+        cli.main(["--debug", "prune", str(missing), "-o", str(tmp_path / "o.onnx")])
     assert _listing(tmp_path) == []
 
 

@@ -161,7 +161,7 @@ def _dynamic_view(rest) -> onnx.ModelProto:
 def test_dynamic_batch_view_keeps_computing_its_shape():
     """``x.view(x.size(0), -1)`` with a symbolic batch cannot fold, but its target is exactly
     [batch, -1]: it prunes, the Shape sub-graph stays, and the model runs at any batch."""
-    from passes.validate import run_model
+    from passes.runtime import run_model
 
     result = pipeline.prune(_dynamic_view([-1]), ratio=0.5)
     assert result.report["verified"] is True

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
+import cli
 import ir
 import models
 import pipeline
@@ -205,7 +206,7 @@ def test_cli_bad_calibration_data_is_one_line_and_writes_nothing(tmp_path, capsy
         calib = tmp_path / "calib.npy"
         np.save(calib, np.zeros((2, 2, 2, 2), np.float32))
     out = tmp_path / "out.onnx"
-    code = pipeline.main(["prune", str(model), "-o", str(out), "--criterion", "hrank", "--calib", str(calib)])
+    code = cli.main(["prune", str(model), "-o", str(out), "--criterion", "hrank", "--calib", str(calib)])
     err = capsys.readouterr().err
     assert code == 1
     assert "Traceback" not in err and len(err.splitlines()) == 1 and err.startswith("error:")
@@ -218,7 +219,7 @@ def test_cli_data_criterion_without_calib_is_one_line(tmp_path, capsys):
     model = tmp_path / "m.onnx"
     onnx.save(conv_pair(), str(model))
     out = tmp_path / "out.onnx"
-    code = pipeline.main(["prune", str(model), "-o", str(out), "--criterion", "hrank"])
+    code = cli.main(["prune", str(model), "-o", str(out), "--criterion", "hrank"])
     err = capsys.readouterr().err
     assert code == 1 and len(err.splitlines()) == 1 and "--calib" in err
     assert not out.exists()
@@ -229,8 +230,8 @@ def test_cli_prune_with_calib_npz(tmp_path, capsys):
     onnx.save(conv_pair(), str(model))
     np.savez(tmp_path / "calib.npz", x=CALIB_X)
     out = tmp_path / "out.onnx"
-    code = pipeline.main(["prune", str(model), "-o", str(out), "--criterion", "hrank", "--scope", "node",
-                          "--calib", str(tmp_path / "calib.npz"), "--ratio", "0.4"])
+    code = cli.main(["prune", str(model), "-o", str(out), "--criterion", "hrank", "--scope", "node",
+                     "--calib", str(tmp_path / "calib.npz"), "--ratio", "0.4"])
     assert code == 0, capsys.readouterr().err
     pruned = onnx.load(str(out))
     wa = next(onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer if t.dims[0] != 1)

@@ -18,6 +18,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
+import cli
 import models
 import pipeline
 from passes.finetune import DataError, TrainConfig, evaluate, finetune
@@ -420,7 +421,7 @@ def model_file(tmp_path):
 def test_cli_bad_data_exits_1_with_one_error_line(tmp_path, model_file, capfd, kind):
     bad = _bad_file(kind, tmp_path)
     out = tmp_path / "out.onnx"
-    code = pipeline.main(["finetune", str(model_file), "--data", str(bad), "-o", str(out), "--epochs", "1"])
+    code = cli.main(["finetune", str(model_file), "--data", str(bad), "-o", str(out), "--epochs", "1"])
     stdout, err = capfd.readouterr()
     assert code == 1, (stdout, err)
     assert "Traceback" not in err
@@ -491,8 +492,8 @@ def test_cli_finetune_writes_a_model_and_a_summary(tmp_path, model_file, train_v
     tr, va = _npz(tmp_path / "train.npz", x=x, y=y), _npz(tmp_path / "val.npz", x=xv, y=yv)
     out = tmp_path / "tuned.onnx"
     source = model_file.read_bytes()
-    code = pipeline.main(["finetune", str(model_file), "--data", str(tr), "--val", str(va), "-o", str(out),
-                          "--epochs", "2", "--lr", "0.01"])
+    code = cli.main(["finetune", str(model_file), "--data", str(tr), "--val", str(va), "-o", str(out),
+                     "--epochs", "2", "--lr", "0.01"])
     stdout, err = capsys.readouterr()
     assert code == 0, err
     assert model_file.read_bytes() == source, "the input model was modified"
@@ -515,10 +516,10 @@ def test_cli_finetune_freeze_and_checkpoint(tmp_path, model_file, train_val, cap
     w = names_of(original, "Conv", 1)[0]
     argv = ["finetune", str(model_file), "--data", str(tr), "-o", str(tmp_path / "o.onnx"), "--epochs", "1",
             "--freeze", w, "--checkpoint", str(tmp_path / "ck")]
-    assert pipeline.main(argv) == 0
+    assert cli.main(argv) == 0
     assert "resumed after 0" in capsys.readouterr().out
     np.testing.assert_array_equal(inits(onnx.load(str(tmp_path / "o.onnx")))[w], inits(original)[w])
-    assert pipeline.main(argv) == 0
+    assert cli.main(argv) == 0
     assert "resumed after 1" in capsys.readouterr().out
 
 
@@ -526,7 +527,7 @@ def test_cli_finetune_bad_option_is_a_usage_error(tmp_path, model_file, train_va
     (x, y), _ = train_val
     tr = _npz(tmp_path / "train.npz", x=x, y=y)
     out = tmp_path / "o.onnx"
-    code = pipeline.main(["finetune", str(model_file), "--data", str(tr), "-o", str(out), "--epochs", "0"])
+    code = cli.main(["finetune", str(model_file), "--data", str(tr), "-o", str(out), "--epochs", "0"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error:")
     assert not out.exists()
@@ -551,6 +552,6 @@ def test_demo_on_a_small_budget(tmp_path):
 
 
 def demo_run(out_dir: Path) -> dict:
-    import demo
+    from workflows import demo
 
     return demo.run(out_dir, epochs=2, finetune_epochs=1, stream=io.StringIO())

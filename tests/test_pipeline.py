@@ -172,3 +172,21 @@ def test_output_records_the_spec_and_report_fields():
         assert key in result.report
     assert result.report["flops_after"] < result.report["flops_before"]
     onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_report_counts_the_original_on_the_shapes_tag_established(monkeypatch):
+    """One source for shapes: the original's FLOPs are counted on ``tag``'s shapes (kept in the
+    context), not by computing the static shapes (inference, folding, maybe an ORT run) again."""
+    import passes.cost
+    from passes.cost import count_flops
+
+    for build in (models.chain, models.shape_reshape):
+        model = build()
+        want = count_flops(ir.lower(model))
+        calls = []
+        real = passes.cost.static_shapes
+        monkeypatch.setattr(passes.cost, "static_shapes", lambda g, o: calls.append(g) or real(g, o))
+        report = pipeline.prune(model, ratio=0.5).report
+        monkeypatch.undo()
+        assert report["flops_before"] == want
+        assert len(calls) == 1   # the pruned model's count only

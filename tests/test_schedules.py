@@ -10,9 +10,10 @@ import numpy as np
 import onnx
 import pytest
 
+import cli
 import models
 import pipeline
-from passes import schedules
+from workflows import schedules
 from passes.finetune import TrainConfig
 
 N_CLASSES = 3
@@ -81,8 +82,8 @@ def test_cli_schedule_iterative_and_its_report(tmp_path, capsys):
     x, y = models.channel_task(64, 0)
     np.savez(tmp_path / "train.npz", x=x, y=y)
     out, report = tmp_path / "out.onnx", tmp_path / "rep.json"
-    code = pipeline.main(["schedule", str(path), "-o", str(out), "--data", str(tmp_path / "train.npz"),
-                          "--steps", "2", "--epochs", "1", "--report", str(report)])
+    code = cli.main(["schedule", str(path), "-o", str(out), "--data", str(tmp_path / "train.npz"),
+                     "--steps", "2", "--epochs", "1", "--report", str(report)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "step 2" in captured.out and "verified True" in captured.out
@@ -109,7 +110,7 @@ def test_cli_schedule_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys,
         base += ["--data", str(tmp_path / "train.npz")]
     else:
         argv = ["--data", str(tmp_path / "missing.npz")]
-    code = pipeline.main(base + argv)
+    code = cli.main(base + argv)
     err = capsys.readouterr().err
     assert code == code_want
     assert len(err.splitlines()) == 1 and err.startswith("error:") and "Traceback" not in err, err

@@ -10,9 +10,10 @@ import numpy as np
 import onnx
 import pytest
 
+import cli
 import models
 import pipeline
-from passes import sensitivity
+from workflows import sensitivity
 from passes.finetune import evaluate
 
 N_CLASSES = 3
@@ -68,8 +69,8 @@ def test_cli_table_plot_and_plan_that_prune_takes(tmp_path, capsys):
     x, y = models.channel_task(90, 1)
     np.savez(tmp_path / "val.npz", x=x, y=y)
     plan, png = tmp_path / "plan.json", tmp_path / "sens.png"
-    code = pipeline.main(["sensitivity", str(model_path), "--val", str(tmp_path / "val.npz"), "-o", str(plan),
-                          "--budget", "100", "--plot", str(png), "--steps", "0.3", "0.5"])
+    code = cli.main(["sensitivity", str(model_path), "--val", str(tmp_path / "val.npz"), "-o", str(plan),
+                     "--budget", "100", "--plot", str(png), "--steps", "0.3", "0.5"])
     out = capsys.readouterr().out
     assert code == 0
     assert "baseline top-1" in out and "plan for a budget of 100 points" in out
@@ -77,8 +78,8 @@ def test_cli_table_plot_and_plan_that_prune_takes(tmp_path, capsys):
     data = json.loads(plan.read_text())
     assert data["budget"] == 100 and len(data["ratios"]) == 2 and set(data["ratios"].values()) == {0.5}
     pruned, report = tmp_path / "p.onnx", tmp_path / "r.json"
-    assert pipeline.main(["prune", str(model_path), "-o", str(pruned), "--ratios", str(plan), "--ratio", "0",
-                          "--report", str(report)]) == 0
+    assert cli.main(["prune", str(model_path), "-o", str(pruned), "--ratios", str(plan), "--ratio", "0",
+                     "--report", str(report)]) == 0
     groups = [g for g in json.loads(report.read_text())["groups"] if g.get("pruned")]
     assert [g["channels_after"] for g in groups] == [3, 3]
 
@@ -97,8 +98,8 @@ def test_a_group_over_budget_is_kept_whole_by_the_plan_not_pruned_at_the_default
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(sensitivity.plan(result, budget=1.0)))
     report = tmp_path / "r.json"
-    assert pipeline.main(["prune", str(model_path), "-o", str(tmp_path / "p.onnx"), "--ratios", str(plan),
-                          "--report", str(report)]) == 0                # default --ratio 0.5 elsewhere
+    assert cli.main(["prune", str(model_path), "-o", str(tmp_path / "p.onnx"), "--ratios", str(plan),
+                     "--report", str(report)]) == 0                # default --ratio 0.5 elsewhere
     after = {g["roots"][0]: g["channels_after"] for g in json.loads(report.read_text())["groups"]}
     assert after[groups[0].roots[0]] == 3 and after[groups[1].roots[0]] == 6
 
@@ -127,7 +128,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case, co
             "--plot", str(tmp_path / "s.png")]
     argv += {"budget": ["--budget", "-1"], "steps": ["--steps", "1.0"],
              "criterion": ["--criterion", "nope"]}.get(case, [])
-    code = pipeline.main(argv)
+    code = cli.main(argv)
     err = capsys.readouterr().err
     assert code == code_want
     assert len(err.splitlines()) == 1 and err.startswith("error:") and "Traceback" not in err, err

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
+import cli
 import ir
 import models
 import pipeline
@@ -171,8 +172,8 @@ def test_cli_ratio_plan_sets_per_node_ratios(tmp_path, chain_file, capsys):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"budget": 1.0, "ratios": {r0: 0.25, r1: 0.5}}))
     out, report = tmp_path / "out.onnx", tmp_path / "rep.json"
-    code = pipeline.main(["prune", str(chain_file), "-o", str(out), "--ratios", str(plan),
-                          "--ratio", "0", "--report", str(report)])
+    code = cli.main(["prune", str(chain_file), "-o", str(out), "--ratios", str(plan),
+                     "--ratio", "0", "--report", str(report)])
     assert code == 0, capsys.readouterr().err
     groups = {g["roots"][0]: g for g in json.loads(report.read_text())["groups"]}
     assert (groups[r0]["channels_after"], groups[r1]["channels_after"]) == (6, 3)
@@ -188,7 +189,7 @@ def test_cli_bad_ratio_plan_is_one_line_exit_2_nothing_written(tmp_path, chain_f
     plan = tmp_path / "plan.json"
     plan.write_text(content)
     out = tmp_path / "out.onnx"
-    code = pipeline.main(["prune", str(chain_file), "-o", str(out), "--ratios", str(plan)])
+    code = cli.main(["prune", str(chain_file), "-o", str(out), "--ratios", str(plan)])
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and "Traceback" not in err
     for w in words:
@@ -198,7 +199,7 @@ def test_cli_bad_ratio_plan_is_one_line_exit_2_nothing_written(tmp_path, chain_f
 
 def test_cli_target_flops(tmp_path, chain_file, capsys):
     out = tmp_path / "out.onnx"
-    code = pipeline.main(["prune", str(chain_file), "-o", str(out), "--target-flops", "0.5"])
+    code = cli.main(["prune", str(chain_file), "-o", str(out), "--target-flops", "0.5"])
     text = capsys.readouterr().out
     assert code == 0
     assert "target: remove 0.5 of the flops" in text and "met within 1 point" in text
@@ -213,7 +214,7 @@ def test_cli_target_flops(tmp_path, chain_file, capsys):
 ])
 def test_cli_bad_targets_are_usage_errors(tmp_path, chain_file, capsys, argv, words):
     out = tmp_path / "out.onnx"
-    code = pipeline.main(["prune", str(chain_file), "-o", str(out)] + argv)
+    code = cli.main(["prune", str(chain_file), "-o", str(out)] + argv)
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     for w in words:
@@ -223,7 +224,7 @@ def test_cli_bad_targets_are_usage_errors(tmp_path, chain_file, capsys, argv, wo
 
 def test_cli_unreachable_target_is_exit_1(tmp_path, chain_file, capsys):
     out = tmp_path / "out.onnx"
-    code = pipeline.main(["prune", str(chain_file), "-o", str(out), "--target-params", "0.99"])
+    code = cli.main(["prune", str(chain_file), "-o", str(out), "--target-params", "0.99"])
     err = capsys.readouterr().err
     assert code == 1 and len(err.splitlines()) == 1 and "cannot be met" in err
     assert not out.exists()

@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 import pipeline
-from passes.validate import run_model, sample_inputs
+from passes.runtime import run_model, sample_inputs
 from torchvision_models import SIZES, export
 
 MODELS = sorted(SIZES)

@@ -19,9 +19,10 @@ import json
 import onnx
 import pytest
 
+import cli
 import models
 import pipeline
-from passes.validate import run_model, sample_inputs
+from passes.runtime import run_model, sample_inputs
 from transformer_models import attention_block, export
 
 
@@ -133,13 +134,13 @@ def test_heads_option_sets_the_head_ratio_apart_from_the_channel_ratio(folder):
 
 def test_cli_heads_flag(folder, tmp_path, capsys):
     out, report = tmp_path / "bert.pruned.onnx", tmp_path / "report.json"
-    code = pipeline.main(["prune", str(export("bert", folder)), "-o", str(out), "--ratio", "0.5",
-                          "--heads", "0.75", "--report", str(report)])
+    code = cli.main(["prune", str(export("bert", folder)), "-o", str(out), "--ratio", "0.5",
+                     "--heads", "0.75", "--report", str(report)])
     assert code == 0 and out.exists()
     groups = json.loads(report.read_text())["groups"]
     assert [g["channels_after"] for g in groups if g.get("heads")] == [1, 1]
-    assert pipeline.main(["prune", str(export("bert", folder)), "-o", str(tmp_path / "x.onnx"),
-                          "--heads", "1.5"]) == 2
+    assert cli.main(["prune", str(export("bert", folder)), "-o", str(tmp_path / "x.onnx"),
+                     "--heads", "1.5"]) == 2
     assert not (tmp_path / "x.onnx").exists()
     assert "heads must be in [0, 1)" in capsys.readouterr().err
 

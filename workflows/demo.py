@@ -6,8 +6,8 @@ ONNX Runtime training, pruned at 0.5 (l1, tree scope, proven by the mask-equival
 fine-tuned with ONNX Runtime, and a report: validation accuracy unpruned / pruned / fine-tuned,
 parameters, FLOPs, ORT latency with their ratios, and a PNG plot of channels per layer.
 
-This module sits beside ``pipeline.py`` (not in ``passes/``) because it is a job built on the
-API, shared by ``benchmarks/accuracy.py``; it imports PyTorch only to define and export the model.
+A workflow (not a pass): a job built on the API, shared by ``benchmarks/accuracy.py``; it
+imports PyTorch only to define and export the model.
 """
 
 from __future__ import annotations

@@ -28,7 +28,11 @@ from typing import Any
 
 import onnx
 
-from .finetune import as_batches, check_data, evaluate
+import ir
+import pipeline
+from passes.analyses import Patterns
+from passes.base import PassError
+from passes.finetune import as_batches, check_data, evaluate
 
 STEPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -48,13 +52,10 @@ class Sensitivity:
 
 def check_val(model: onnx.ModelProto, val: Any):
     """Validation batches, checked against the classifier's input and output before any work."""
-    import ir
-
     graph = ir.lower(model)
     real = [v for v in graph.inputs if graph.initializer(v.name) is None]
     out_shape = graph.outputs[0].shape or ()
     if len(out_shape) != 2:
-        from .base import PassError
         raise PassError(f"sensitivity needs a classifier with [N, classes] logits; output "
                         f"{graph.outputs[0].name!r} has shape {list(out_shape)}")
     batches = as_batches(val, 256, "validation data")
@@ -65,14 +66,9 @@ def check_val(model: onnx.ModelProto, val: Any):
 
 def analyze(model: onnx.ModelProto, val: Any, steps: tuple[float, ...] = STEPS, criterion: str = "l1",
             scope: str = "tree", seed: int = 0, calib_data: Any = None, stream=None) -> Sensitivity:
-    import ir
-    import pipeline
-
     batches = check_val(model, val)
     baseline = evaluate(model, batches)
     ctx = pipeline.Pipeline.parse(pipeline.ANALYSIS_SPEC).run(ir.lower(model), pipeline.PassContext())
-    from .analyses import Patterns
-
     result = Sensitivity(baseline, tuple(steps), [], criterion, scope)
     for g in ctx.get(Patterns).groups:
         if g.blocked:

@@ -34,11 +34,13 @@ from typing import Any
 import numpy as np
 import onnx
 
+import pipeline
 from ir import Graph, Initializer, lower, raise_model
-
-from .base import PassContext, PassError
-from .finetune import (Progress, TrainConfig, _source_initializer, as_batches, check_data, evaluate,
-                       finetune, train_epoch, trainable_names, write_artifacts)
+from passes.analyses import Masks, Patterns, Trees
+from passes.base import PassContext, PassError
+from passes.cost import count_flops, count_params
+from passes.finetune import (Progress, TrainConfig, _source_initializer, as_batches, check_data, evaluate,
+                             finetune, train_epoch, trainable_names, write_artifacts)
 
 SCHEDULES = ("linear", "agp")
 
@@ -74,9 +76,6 @@ def iterative_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio: 
                     schedule: str = "linear", config: TrainConfig = TrainConfig(), criterion: str = "l1",
                     scope: str = "tree", seed: int = 0, calib_data: Any = None, target_flops: float = 0.0,
                     target_params: float = 0.0, stream=None) -> ScheduleResult:
-    import pipeline
-    from .cost import count_flops, count_params
-
     kind = "flops" if target_flops else "params" if target_params else None
     final = target_flops or target_params or ratio
     cum = cumulative(final, steps, schedule)
@@ -120,8 +119,6 @@ def soft_filter_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio
                       seed: int = 0, calib_data: Any = None, stream=None) -> ScheduleResult:
     import onnxruntime as ort
     from onnxruntime.training.api import CheckpointState, Module, Optimizer
-
-    import pipeline
 
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must be in [0, 1), got {ratio}")
@@ -198,8 +195,6 @@ def _pull(graph: Graph, state, names: list[str]) -> None:
 def _zero_lowest(graph: Graph, analysis, seed: int, calib_data) -> tuple[dict, dict[str, np.ndarray]]:
     """Score and mask the graph's current weights; zero the removed filters of every root in the
     graph. Returns ``{group roots: removed channel indices}`` and the new arrays by initializer."""
-    from .analyses import Masks, Patterns, Trees
-
     current = raise_model(graph)
     ctx = PassContext(original=current, seed=seed, calib_data=calib_data)
     analysis.run(lower(current), ctx)

@@ -1,0 +1,138 @@
+"""The ONNX Runtime runner that the passes share: tag's shape discovery (``runtime_shapes``), the
+data criteria's feature maps and the proof in ``validate`` all run models through it.
+
+Reads and provides no analysis; it works on ``onnx.ModelProto`` and imports nothing of the project.
+- ``sample_inputs(model, seed, size)``: seeded inputs for every real graph input; a symbolic batch
+  is 2, any other symbolic dim ``size`` (``SYMBOLIC_SIZES`` are tried in order by ``validate``).
+- ``run_model(model, feeds)``: one run, graph optimizations off (the model as written).
+- ``ort_session(model, opts)``: a CPU session; a model over ``FILE_SESSION_BYTES`` of weights
+  reaches ORT through a temporary file instead of a serialized copy.
+- ``session_options()``: the threads a batch worker was given (``ONNXPRUNER_THREADS``).
+
+Example: ``run_model(m, sample_inputs(m, 0))`` on a ResNet-18 with a symbolic batch runs it on a
+[2, 3, 224, 224] input and returns its logits, [2, 1000].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+import numpy as np
+import onnx
+
+# sizes tried, in order, for symbolic non-batch dims until the original model runs on them (a
+# detector's FPN needs sides divisible by 32, a text recognizer a minimum width)
+SYMBOLIC_SIZES = (16, 32, 64, 128, 224)
+
+
+def has_symbolic_dims(model: onnx.ModelProto) -> bool:
+    inits = {t.name for t in model.graph.initializer}
+    return any(not (d.HasField("dim_value") and d.dim_value > 0)
+               for vi in model.graph.input if vi.name not in inits
+               for i, d in enumerate(vi.type.tensor_type.shape.dim) if i > 0)
+
+
+def sample_inputs(model: onnx.ModelProto, seed: int, size: int = SYMBOLIC_SIZES[0]) -> dict[str, np.ndarray]:
+    """Seeded inputs for every real graph input: symbolic batch 2, other symbolic dims ``size``
+    (a dim written as -1 or 0, as Paddle's exporter does, is symbolic)."""
+    rng = np.random.default_rng(seed)
+    inits = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dims = []
+        for i, d in enumerate(tt.shape.dim):
+            known = d.HasField("dim_value") and d.dim_value > 0
+            dims.append(d.dim_value if known else (2 if i == 0 else size))
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        if np.issubdtype(dtype, np.floating):
+            feeds[vi.name] = rng.standard_normal(dims).astype(dtype)
+        elif np.issubdtype(dtype, np.integer):
+            feeds[vi.name] = rng.integers(0, 2, dims).astype(dtype)
+        else:
+            feeds[vi.name] = np.zeros(dims, dtype)
+    return feeds
+
+
+def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool = False,
+              consume: bool = False) -> list[np.ndarray]:
+    """``quiet``: ORT logs no error of its own (a probe whose failure is expected and reported).
+    ``consume``: ``model`` is a temporary the caller drops; a large one gives its weights up."""
+    import onnxruntime as ort
+
+    opts = session_options(4 if quiet else 3)
+    # graph optimizations off: compare the models as written, not as ORT fuses them
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    # one run per session: no pre-packed second copy of the weights, no arena kept for reuse
+    opts.add_session_config_entry("session.disable_prepacking", "1")
+    opts.enable_cpu_mem_arena = False
+    return ort_session(model, opts, consume).run(None, feeds)
+
+
+def session_options(log_severity: int = 3):
+    """ONNX Runtime session options: ORT's own log at ``log_severity`` (3 errors, 4 nothing), and
+    the threads of a batch worker (``ONNXPRUNER_THREADS``; 0 or unset: all cores)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = log_severity
+    threads = int(os.environ.get("ONNXPRUNER_THREADS", "0") or 0)
+    if threads > 0:  # batch workers share the machine: each takes its part of the cores
+        opts.intra_op_num_threads = threads
+    return opts
+
+
+FILE_SESSION_BYTES = 256 * 2**20  # larger models reach ORT through a file: no serialized copy
+
+
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    return sum(int(np.prod(t.dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+               for t in model.graph.initializer if t.data_type != onnx.TensorProto.STRING)
+
+
+def ort_session(model: onnx.ModelProto, opts=None, consume: bool = False):
+    """An ONNX Runtime CPU session on ``model``. A large model (over ``FILE_SESSION_BYTES`` of
+    weights, and any over protobuf's 2 GiB: ViT-H/14, RegNetY-128GF) reaches ORT through a
+    temporary file that its weights are moved to and then read back from, so no serialized copy
+    is held beside it; ``model`` is as it was afterwards, unless ``consume``: then its weights
+    stay in the file (the memory they held is given back as they are written)."""
+    import onnxruntime as ort
+
+    data = None
+    if _weight_bytes(model) < FILE_SESSION_BYTES:
+        try:
+            data = model.SerializeToString()
+        except Exception:
+            data = None
+    if data is not None:
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    from onnx.external_data_helper import set_external_data
+
+    big = [t for t in model.graph.initializer if len(t.raw_data) > 1024]
+    with tempfile.TemporaryDirectory(prefix="onnxpruner-run-") as tmp:
+        spans = []
+        try:
+            with open(os.path.join(tmp, "weights.bin"), "wb") as f:
+                for t in big:
+                    offset = f.tell()
+                    f.write(t.raw_data)
+                    spans.append((t, offset, f.tell() - offset))
+                    set_external_data(t, "weights.bin", offset, f.tell() - offset)
+                    t.ClearField("raw_data")
+            path = os.path.join(tmp, "model.onnx")
+            with open(path, "wb") as f:
+                f.write(model.SerializeToString())
+            return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        finally:  # the weights back into the caller's model
+            if consume:
+                spans = []
+            with open(os.path.join(tmp, "weights.bin"), "rb") if spans else contextlib.nullcontext() as f:
+                for t, offset, length in spans:
+                    f.seek(offset)
+                    t.raw_data = f.read(length)
+                    del t.external_data[:]
+                    t.data_location = onnx.TensorProto.DEFAULT
