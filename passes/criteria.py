@@ -46,6 +46,7 @@ from ir import Graph, raise_model
 from .analyses import Root, Trees
 from .base import PassContext, PassError
 from .infer_shapes import inferred_types
+from .op_rules import constant_value
 from .finetune import (Batches, DataError, TrainConfig, _fits, _show, _source_initializer,
                        _training_copy, check_data, load_npz, trainable_names, write_artifacts)
 from .runtime import ort_session, session_options
@@ -94,9 +95,15 @@ def get_criterion(name: str) -> type[Criterion]:
 
 
 def root_weight(ir: Graph, root: Root) -> np.ndarray:
-    w = ir.const_array(ir.inputs_of(root.node)[root.weight_port])
+    w = constant_value(ir, ir.inputs_of(root.node)[root.weight_port])
     if w is None:
         raise PassError(f"weight of node {root.node!r} is not a constant")
+    rows = w.shape[root.weight_axis]
+    if rows != root.channels and rows % root.channels == 0:
+        # gate blocks (LSTM's i,o,f,c rows of each unit): channel j owns rows j, H+j, 2H+j, ..
+        blocks = w.reshape(w.shape[:root.weight_axis] + (rows // root.channels, root.channels)
+                           + w.shape[root.weight_axis + 1:])
+        return np.moveaxis(blocks, root.weight_axis + 1, root.weight_axis)
     return w
 
 

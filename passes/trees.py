@@ -103,12 +103,18 @@ class TreesPass(Pass):
                                 port, (folded.static[ins[port].name], False))
             if tag.root:
                 spec = ROOT_RULES[node.op_type](view)
-                out = ir.outputs_of(node)[0]
-                if spec is not None and out is not None:
+                outs = ir.outputs_of(node)
+                carried = [] if spec is None else [
+                    (outs[p], axis, rank) for p, axis, rank in ((0, spec.out_axis, spec.out_rank),) + spec.outputs
+                    if p < len(outs) and outs[p] is not None]
+                if carried:
                     ids = np.arange(next_id, next_id + spec.channels, dtype=np.int64)
-                    roots.append(Root(node.name, out.name, spec.weight_port, spec.weight_axis,
+                    roots.append(Root(node.name, carried[0][0].name, spec.weight_port, spec.weight_axis,
                                       spec.channels, next_id))
-                    maps[out.name] = ChannelMap(spec.out_axis, spec.out_rank, ids)
+                    for out, axis, rank in carried:
+                        maps[out.name] = ChannelMap(axis, rank, ids)
+                    if spec.self_leaf is not None:  # a recurrent state: its own weights read it back
+                        leaves.append(Leaf(node.name, *spec.self_leaf, ids))
                     next_id += spec.channels
         for name in ir.output_names:
             if name in maps:
@@ -198,7 +204,7 @@ def _tree(ir: Graph, root: Root, maps, rep: np.ndarray, seen) -> AssociationTree
     edges: list[tuple[str, str]] = []
     leaves: list[str] = []
     blockers: list[str] = []
-    queue = deque([(root.node, root.output)])
+    queue = deque((root.node, v.name) for v in ir.outputs_of(root.node) if v is not None and carries(v.name))
     while queue:
         parent, value = queue.popleft()
         if ir.is_graph_output(value):

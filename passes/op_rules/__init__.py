@@ -30,6 +30,7 @@ and ``table`` (the four tables).
 """
 
 from .channels import conv_group_widths, feeds_batched_matmul
+from .folding import constant_value
 from .shape_values import SHAPE_OPERANDS, SHAPE_RULES, FoldedShapes, ShapeValue, fold_shapes
 from .slices import Keeps, Rewriter
 from .table import BROADCAST, CHANNEL_RULES, ROOT_RULES, SLICE_RULES, UNARY, WEIGHT_BEARING, role_of
@@ -38,4 +39,4 @@ from .views import DEFAULT_DOMAINS, ChannelRule, Effect, NodeView, RootSpec, blo
 __all__ = ["BROADCAST", "CHANNEL_RULES", "DEFAULT_DOMAINS", "ROOT_RULES", "SHAPE_OPERANDS", "SHAPE_RULES",
            "SLICE_RULES", "UNARY", "WEIGHT_BEARING", "ChannelRule", "Effect", "FoldedShapes", "Keeps",
            "NodeView", "Rewriter", "RootSpec", "ShapeValue", "blocked", "conv_group_widths",
-           "feeds_batched_matmul", "fold_shapes", "role_of"]
+           "constant_value", "feeds_batched_matmul", "fold_shapes", "role_of"]

@@ -13,6 +13,7 @@ from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _g
                        _lrn, _matmul, _prelu, _reduce, _softmax, _unary, _where)
 from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad, _reshape, _resize, _shape, _slice,
                       _split, _squeeze, _transpose)
+from .recurrent import _recurrent, _recurrent_root, _slice_recurrent
 from .roots import _conv_root, _gemm_root, _matmul_root
 from .slices import (Keeps, Rewriter, _slice_broadcast_constants, _slice_conv, _slice_gemm, _slice_matmul,
                      _slice_per_channel_params, _slice_reshape, _slice_resize, _slice_slice, _slice_split)
@@ -67,6 +68,7 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "Split": ChannelRule("next-process", _split),
     "Shape": ChannelRule("next-no-process", _shape),
     "Constant": ChannelRule("next-no-process", _constant_operands_only),
+    **{op: ChannelRule("stop-process", _recurrent) for op in ("LSTM", "GRU", "RNN")},
 }
 
 
@@ -75,6 +77,7 @@ ROOT_RULES: dict[str, Callable[[NodeView], RootSpec | None]] = {
     "ConvTranspose": _conv_root,
     "Gemm": _gemm_root,
     "MatMul": _matmul_root,
+    **{op: _recurrent_root for op in ("LSTM", "GRU", "RNN")},
 }
 
 
@@ -91,12 +94,13 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "Split": _slice_split,
     "Resize": _slice_resize,
     "Upsample": _slice_resize,
+    **{op: _slice_recurrent for op in ("LSTM", "GRU", "RNN")},
 }
 
 # Ops whose channel-carrying behaviour involves constants that must shrink: each needs a
 # SLICE_RULES entry (a test checks the two tables agree).
 WEIGHT_BEARING = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization",
-                  "InstanceNormalization", "PRelu")
+                  "InstanceNormalization", "PRelu", "LSTM", "GRU", "RNN")
 
 
 def role_of(op_type: str, domain: str = "") -> str:

@@ -103,6 +103,8 @@ class RootSpec:
     out_axis: int
     out_rank: int
     channels: int
+    outputs: tuple[tuple[int, int, int], ...] = ()  # more outputs carrying them: (port, axis, rank)
+    self_leaf: tuple[int, int, int, int] | None = None  # its own channels read back (a recurrent state)
 
 
 @dataclass(frozen=True)
