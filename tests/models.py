@@ -316,3 +316,79 @@ def channel_task(n: int, seed: int, classes: int = 3) -> tuple[np.ndarray, np.nd
     x[y == 0, 0] += 1.5
     x[y == 1, 1] += 1.5
     return x, y
+
+
+# ----------------------------------------------------------------------------- recurrent networks
+def _recurrent(b: Builder, op: str, x: str, inputs: int, hidden: int, directions: int = 1,
+               state: list[str] | None = None, peepholes: bool = False, **attrs) -> list[str]:
+    """An LSTM / GRU / RNN node with seeded W, R, B (and P), all its outputs named."""
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    ins = [x, b.weight(directions, gates * hidden, inputs), b.weight(directions, gates * hidden, hidden),
+           b.weight(directions, 2 * gates * hidden, prefix="b")] + list(state or [])
+    if peepholes:
+        ins += [""] * (7 - len(ins)) + [b.weight(directions, 3 * hidden, prefix="p")]
+    outs = 3 if op == "LSTM" else 2
+    return b.op(op, ins, n_out=outs, hidden_size=hidden,
+                direction={1: "forward", 2: "bidirectional"}[directions] if "direction" not in attrs else attrs.pop("direction"),
+                **attrs)
+
+
+def lstm_chain() -> onnx.ModelProto:
+    """MatMul -> Relu -> LSTM (peepholes, sequence lengths, constant initial states) -> Squeeze
+    -> MatMul: the MatMul's features are the LSTM's input (W's columns), its units the head's rows."""
+    b = Builder(21, name="lstm_chain")
+    x = b.input("x", [5, 2, 6])
+    f = b.relu(b.op("MatMul", [x, b.weight(6, 8)]))
+    lens = b.const(np.array([5, 3], np.int32), "lens")
+    h0 = b.weight(1, 2, 6, prefix="h0")
+    c0 = b.weight(1, 2, 6, prefix="c0")
+    y, _, _ = _recurrent(b, "LSTM", f, 8, 6, state=[lens, h0, c0], peepholes=True)
+    seq = b.op("Squeeze", [y, _ints(b, [1], "axes")])
+    return b.build([b.op("MatMul", [seq, b.weight(6, 3)])])
+
+
+def gru_bidirectional(layout: int = 0) -> onnx.ModelProto:
+    """A bidirectional GRU (linear_before_reset): Y [T, 2, B, H] transposed and reshaped to
+    [T, B, 2·H] (the directions concatenated, as PyTorch writes it) feeds a second GRU, Y_h
+    [2, B, H] the same way a Gemm; a unit is removed from both directions. ``layout=1`` (batch
+    first: Y [B, T, 2, H], Y_h [B, 2, H]) needs no Transpose; ONNX Runtime's CPU kernels do not
+    run it."""
+    b = Builder(22, name="gru_bidirectional" + ("_layout1" if layout else ""))
+    x = b.input("x", [2, 4, 5] if layout else [4, 2, 5])
+    y, yh = _recurrent(b, "GRU", x, 5, 6, directions=2, linear_before_reset=1, **({"layout": 1} if layout else {}))
+    if not layout:
+        y = b.op("Transpose", [y], perm=[0, 2, 1, 3])
+        yh = b.op("Transpose", [yh], perm=[1, 0, 2])
+    seq = b.op("Reshape", [y, _ints(b, [2, 4, 12] if layout else [4, 2, 12], "shape")])
+    y2, _ = _recurrent(b, "GRU", seq, 12, 4, **({"layout": 1} if layout else {}))
+    last = b.op("Reshape", [yh, _ints(b, [2, 12], "shape")])
+    return b.build([b.op("MatMul", [y2, b.weight(4, 3)]), b.gemm(last, 12, 3)])
+
+
+def rnn_reverse_state_input() -> onnx.ModelProto:
+    """A reverse RNN whose initial state is a graph input: the pruned node reads the kept units
+    through a Gather, the input keeps its shape."""
+    b = Builder(23, name="rnn_reverse_state_input")
+    x = b.input("x", [4, 2, 3])
+    h0 = b.input("h0", [1, 2, 6])
+    _, yh = _recurrent(b, "RNN", x, 3, 6, state=["", h0], direction="reverse")
+    last = b.op("Squeeze", [yh, _ints(b, [0], "axes")])
+    return b.build([b.gemm(b.op("Tanh", [last]), 6, 2)])
+
+
+def lstm_state_output() -> onnx.ModelProto:
+    """An LSTM whose final states are graph outputs (a streaming model's state): its units are
+    the user's interface and stay; the features feeding it still prune."""
+    b = Builder(24, name="lstm_state_output")
+    x = b.input("x", [3, 1, 4])
+    f = b.relu(b.op("MatMul", [x, b.weight(4, 8)]))
+    y, yh, yc = _recurrent(b, "LSTM", f, 8, 5)
+    return b.build([b.op("MatMul", [y, b.weight(5, 2)]), yh, yc])
+
+
+RECURRENT = {
+    "lstm_chain": lstm_chain,
+    "gru_bidirectional": gru_bidirectional,
+    "rnn_reverse_state_input": rnn_reverse_state_input,
+    "lstm_state_output": lstm_state_output,
+}
