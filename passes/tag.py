@@ -59,7 +59,36 @@ def static_shapes(ir: Graph, opset: int, rounds: int = 3) -> dict[str, tuple]:
     runs again with those operands as constants, so the values after them get static shapes.
     Where inference still leaves a dim symbolic in a model whose inputs are all static, the
     shape ONNX Runtime produces is taken (``runtime_shapes``)."""
-    return runtime_shapes(ir, _folded_static_shapes(ir, opset, rounds))
+    return runtime_shapes(ir, _reshape_targets(ir, _folded_static_shapes(ir, opset, rounds), opset))
+
+
+def _reshape_targets(ir: Graph, shapes: dict[str, tuple], opset: int) -> dict[str, tuple]:
+    """A Reshape that inference left unknown, whose computed target folds to numbers and exact
+    symbolic dims (``x.view(x.size(0), 1, c * h)`` on a sequence of symbolic length), has that
+    shape: a later Shape read of it then names which axis it reads."""
+    folded = None
+    for node in ir.topo_nodes():
+        if node.op_type != "Reshape" or node.domain not in DEFAULT_DOMAINS or node.attr("allowzero", 0):
+            continue
+        ins, out = ir.inputs_of(node), ir.outputs_of(node)[0]
+        if out is None or shapes.get(out.name) is not None or len(ins) < 2 or ins[1] is None:
+            continue
+        folded = folded or fold_shapes(ir, shapes, opset)
+        sv = folded.values.get(ins[1].name)
+        if sv is None or sv.value is None or sv.value.ndim != 1 or isinstance(sv.taint, frozenset):
+            continue
+        dims = []
+        for v, taint in zip(sv.value.tolist(), sv.taint):
+            marks = [b for a, b in taint if a is None]
+            if not marks and v > 0:
+                dims.append(int(v))
+            elif len(marks) == 1 and marks[0].startswith("="):
+                dims.append(marks[0][1:])
+            else:
+                break
+        else:
+            shapes[out.name] = tuple(dims)
+    return shapes
 
 
 def runtime_shapes(ir: Graph, shapes: dict[str, tuple]) -> dict[str, tuple]:

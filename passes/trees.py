@@ -52,6 +52,7 @@ class TreesPass(Pass):
         folded = fold_shapes(ir, shapes, opset)
         frozen: dict[str, dict[int, tuple[np.ndarray, bool]]] = {}  # node -> port -> (value, always)
         head_ids: list[np.ndarray] = []
+        adapts: set[tuple[str, int]] = set()  # (node, port): a channel count read off its own input
         next_id = 0
 
         def block(ids: np.ndarray, reason: str) -> None:
@@ -96,6 +97,7 @@ class TreesPass(Pass):
                                            filter_axis, in_maps[data_port].ids))
                         leaf_ports = (data_port,)
                     seen[node.name] = (tracked, leaf_ports, "")
+                    adapts.update((node.name, p) for p in effect.adapts)
                     for port in SHAPE_OPERANDS.get(node.op_type, ()):  # its slice rule rewrites them
                         if port < len(ins) and ins[port] is not None and ins[port].name in folded.static \
                                 and ir.const_array(ins[port]) is None:
@@ -119,7 +121,7 @@ class TreesPass(Pass):
         for name in ir.output_names:
             if name in maps:
                 block(maps[name].ids, f"reaches graph output {name!r}")
-        _check_shape_values(ir, maps, folded, frozen, block, seen)
+        _check_shape_values(ir, maps, folded, frozen, block, seen, adapts)
 
         a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
         b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, np.int64)
@@ -133,7 +135,7 @@ class TreesPass(Pass):
                                   "channels": next_id, "blocked_channels": len(blocked)})
 
 
-def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen) -> None:
+def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen, adapts=frozenset()) -> None:
     """A number read by Shape on a channel axis changes once channels go. It may only reach an
     operand that slice rewrites (frozen to its folded value, then cut: a Reshape target, Slice
     bounds, Split sizes, Resize sizes); anywhere else the channels it counted are blocked."""
@@ -162,8 +164,8 @@ def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen) -> None:
         if ir.is_graph_output(name):
             stop(sources, f"graph output {name!r}")
         for node, port in ir.consumers(name):
-            if node.name in folded.nodes:
-                continue  # more shape arithmetic: the taint follows it
+            if node.name in folded.nodes or (node.name, port) in adapts:
+                continue  # more shape arithmetic (the taint follows it), or a count that adapts
             if port in SHAPE_OPERANDS.get(node.op_type, ()) and name in folded.static:
                 frozen.setdefault(node.name, {})[port] = (folded.static[name], True)
             else:

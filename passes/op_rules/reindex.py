@@ -49,15 +49,52 @@ def _reshape(view: NodeView) -> Effect:
     if dynamic:
         target = _symbolic_target(view, shape)
         if target is None:
-            return blocked("Reshape to a computed shape that does not fold to a constant")
+            return _self_sized(view, m, shape) or \
+                blocked("Reshape to a computed shape that does not fold to a constant")
     target = [int(t) for t in np.ravel(target)]
     effect = _reshape_effect(view, m, shape, target)
     if dynamic and effect.block is None:  # nothing rewrites a computed target: it must adapt
         axis = effect.outputs[0].axis
         if not (target[axis] == -1 or (target[axis] == 0 and axis == m.axis)) or \
                 (m.axis < len(target) and target[m.axis] == 0 and axis != m.axis):
-            return blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
+            return _self_sized(view, m, shape) or \
+                blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
     return effect
+
+
+def _self_sized(view: NodeView, m: ChannelMap, shape) -> Effect | None:
+    """A computed target read off the input itself, ``x.view(T * B, x.size(2))`` before a
+    recognizer's classifier: entries computed from the input's symbolic dims (one at most, read
+    as -1) and its own channel count, which sits on the output's channel axis. After pruning the
+    Shape reads the kept count, so the target adapts by itself (``Effect.adapts``)."""
+    name = view.input_name(1) or ""
+    sv = view.shape_values.get(name)
+    src = view.input_name(0)
+    if sv is None or sv.value is None or sv.value.ndim != 1 or shape is None or view.node.attr("allowzero", 0) \
+            or not isinstance(shape[m.axis], int):
+        return None
+    # the channel count, or its product with the static dims after it (``c * h`` of [.., C, H])
+    spans = {frozenset((src, a) for a in range(m.axis, j)): int(np.prod(shape[m.axis:j], dtype=np.int64))
+             for j in range(m.axis + 1, len(shape) + 1) if all(isinstance(d, int) for d in shape[m.axis:j])}
+    target, own = [], None
+    for i, (v, taint) in enumerate(zip(sv.value.tolist(), sv.taint)):
+        reads = {(a, b) for a, b in taint if a is not None}
+        unknown = any(a is None for a, _ in taint)
+        if not unknown and all(a == src and b != m.axis for a, b in reads):
+            target.append(int(v))  # a constant, or static dims pruning never changes
+        elif not unknown and spans.get(frozenset(reads)) == v and own is None:
+            own = i
+            target.append(int(v))
+        elif unknown and all(a == src and b != m.axis for a, b in reads) and -1 not in target:
+            target.append(-1)
+        else:
+            return None
+    if own is None:
+        return None
+    effect = _reshape_effect(view, m, shape, target)
+    if effect.block is not None or effect.couplings or effect.outputs[0].axis != own:
+        return None
+    return Effect(outputs=effect.outputs, adapts=(1,))
 
 
 def _symbolic_target(view: NodeView, shape) -> list[int] | None:
@@ -90,7 +127,8 @@ def _reshape_effect(view: NodeView, m: ChannelMap, shape, target: list[int]) -> 
     else:  # a fully static reshape may move the batch axis (GPT-2's [B·S, C] -> [B, S, C])
         out = _resolve_static_reshape(shape, target, view.node.attr("allowzero", 0))
         if out is None:
-            return blocked("Reshape with an unknown per-sample shape or one that moves the batch axis")
+            return _outer_axes_kept(view, m, shape, target) or \
+                blocked("Reshape with an unknown per-sample shape or one that moves the batch axis")
         offset, full = 0, np.broadcast_to(
             m.ids.reshape([len(m) if i == m.axis else 1 for i in range(len(shape))]), shape).reshape(out)
     found = _single_axis(full)
@@ -101,6 +139,32 @@ def _reshape_effect(view: NodeView, m: ChannelMap, shape, target: list[int]) -> 
         return Effect(outputs={0: ChannelMap(axis + offset, len(out), ids)})
     heads = feeds_batched_matmul(view.graph, view.graph.outputs_of(view.node)[0], view.shapes)
     return _reshape_split(full, len(out), heads, offset)
+
+
+def _outer_axes_kept(view: NodeView, m: ChannelMap, shape, target: list[int]) -> Effect | None:
+    """Sequence-first tensors (an RNN's [T, B, 2, H]) whose leading dims are symbolic: a Reshape
+    acts on each outer position alike when its target copies the leading axes (0 entries: they
+    act as one batch axis) or keeps the trailing static dims as they are (identical trailing
+    dims of equal total size map one to one: ``[T, B, C] -> [-1, C]``)."""
+    if shape is None or view.node.attr("allowzero", 0):
+        return None
+    lead = next((i for i, t in enumerate(target) if t != 0), len(target))
+    lead = min(lead, len(shape) - 1)
+    if lead > 1 and m.axis >= lead:
+        inner = _reshape_effect(view, ChannelMap(m.axis - lead + 1, m.rank - lead + 1, m.ids),
+                                ("outer",) + tuple(shape[lead:]), [0] + list(target[lead:]))
+        if inner.block is not None:
+            return None
+        return Effect(outputs={p: ChannelMap(c.axis + lead - 1, c.rank + lead - 1, c.ids)
+                               for p, c in inner.outputs.items()},
+                      couplings=inner.couplings, heads=inner.heads)
+    same = 0
+    while same < min(len(shape), len(target)) - 1 and isinstance(shape[-1 - same], int) \
+            and shape[-1 - same] > 0 and target[-1 - same] == shape[-1 - same]:
+        same += 1
+    if same and m.axis >= len(shape) - same and target.count(-1) <= 1:
+        return Effect(outputs={0: ChannelMap(len(target) - (len(shape) - m.axis), len(target), m.ids)})
+    return None
 
 
 def _resolve_static_reshape(shape, target, allowzero) -> list | None:

@@ -90,6 +90,7 @@ class Effect:
     leaf: tuple[int, int, int, int] | None = None
     block: str | None = None
     heads: bool = False     # the output map's positions are attention heads (a class = one head)
+    adapts: tuple[int, ...] = ()  # shape operands that count channels yet adapt by themselves
 
 
 def blocked(reason: str) -> Effect:
