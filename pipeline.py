@@ -38,6 +38,7 @@ from passes.infer_shapes import InferShapesPass
 from passes.mask import MaskPass
 from passes.reruns import has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
+from passes import subgraphs
 from passes.slice import SlicePass, group_reports
 from passes.tag import TagPass
 from passes.trees import TreesPass
@@ -284,6 +285,9 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         if missing:
             raise SpecError(f"ratios name node(s) not in {where}: {', '.join(missing[:5])}"
                             + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+    model, branches = subgraphs.prune_branches(model, lambda body, feeds: prune(  # If bodies: models of their own
+        body, ratio, criterion, scope, passes, verify, seed, sample_inputs=feeds, target_flops=target_flops,
+        target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads), sample_inputs)
     run, analyse = _runner(model, seed, sample_inputs, list(instruments), verify,
                            (train_data, val_data, calib_data))
     try:
@@ -325,7 +329,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         report["finetune"] = ctx.report["finetune"]
     if target is not None:
         report["target"] = target
-    return PruneResult(out, report, external & set(graph.initializers))
+    return PruneResult(out, subgraphs.merge_reports(report, branches), external & set(graph.initializers))
 
 
 class _OriginalShapes(Instrument):

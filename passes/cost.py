@@ -10,6 +10,7 @@ Example: ``Conv(x[1,3,8,8], W[4,3,3,3], pads=1)`` -> 2 × 4·8·8 × 3·3·3 = 1
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from ir import Graph, opset_of
 from ir.graph import constant_node_value
@@ -27,7 +28,23 @@ def count_params(ir: Graph) -> int:
             arr = constant_node_value(node)
             if arr is not None and arr.dtype.kind == "f":
                 held += arr.size
+        held += sum(_body_params(a) for a in node.attrs.values())
     return int(held)
+
+
+def _body_params(attr: onnx.AttributeProto) -> int:
+    """Float weights held inside subgraph bodies (If / Loop / Scan): initializers and Constants."""
+    graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else \
+        list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else []
+    held = 0
+    for g in graphs:
+        held += sum(int(np.prod(t.dims, dtype=np.int64)) for t in g.initializer if _is_float(t.data_type))
+        for n in g.node:
+            for a in n.attribute:
+                if n.op_type == "Constant" and a.name == "value" and _is_float(a.t.data_type):
+                    held += int(np.prod(a.t.dims, dtype=np.int64))
+                held += _body_params(a)
+    return held
 
 
 def _is_float(elem_type: int) -> bool:
