@@ -124,15 +124,16 @@ def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
 def _placed(pruned: onnx.GraphProto, name: str, inits: dict, weights: set[str], readers: dict,
             taken: set[str]) -> onnx.GraphProto:
     """The pruned standalone graph as a body again: no inputs (it reads the enclosing scope).
-    A weight copied in from the enclosing graph is read from there again when it is unchanged;
-    changed, it stays in the body (under a fresh name when something else still reads the
-    original); the enclosing graph drops weights no one reads any more."""
+    A weight copied in from the enclosing graph that only this body reads stays in it; one that
+    others read too is read from there again when unchanged, else kept in the body under a fresh
+    name. The enclosing graph then drops the weights no one reads any more."""
     body = onnx.helper.make_graph(list(pruned.node), name, [], list(pruned.output), [],
                                   value_info=list(pruned.value_info))
     for t in pruned.initializer:
-        if t.name in weights and t.SerializeToString() == inits[t.name].SerializeToString():
+        shared = t.name in weights and readers.get(t.name, 0) > 2
+        if shared and t.SerializeToString() == inits[t.name].SerializeToString():
             continue
-        if t.name in weights and readers.get(t.name, 0) > 2:
+        if shared:
             fresh = next(f"{t.name}.{name}_{i}" for i in range(len(taken) + 1) if f"{t.name}.{name}_{i}" not in taken)
             taken.add(fresh)
             _rename(body, t.name, fresh)
@@ -236,8 +237,11 @@ def merge_reports(report: dict, branches: Branches | None) -> dict:
         verified = verified and bool(b.report["verified"])
         worst = max(worst, b.report["max_abs_diff"] or 0.0)
         for g in b.report["groups"]:
-            groups.append({**g, "id": next_id, "roots": [f"{where}:{r}" for r in g["roots"]],
-                           "leaves": [f"{where}:{r}" for r in g["leaves"]]})
+            g = {**g, "id": next_id, "roots": [f"{where}:{r}" for r in g["roots"]],
+                 "leaves": [f"{where}:{r}" for r in g["leaves"]]}
+            if str(g.get("reason", "")).startswith("reaches graph output"):  # the body's output
+                g["reason"] = g["reason"].replace("reaches graph output", f"leaves {where} as its output")
+            groups.append(g)
             next_id += 1
     return {**report, "params_before": params_before, "groups": groups, "branches": entries,
             "verified": verified, "max_abs_diff": float(np.float64(worst)) if verified else report.get("max_abs_diff")}

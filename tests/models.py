@@ -392,3 +392,36 @@ RECURRENT = {
     "rnn_reverse_state_input": rnn_reverse_state_input,
     "lstm_state_output": lstm_state_output,
 }
+
+
+# ----------------------------------------------------------------------------- control flow
+def _branch(seed: int, x: str, width: int, name: str) -> onnx.GraphProto:
+    """A body reading the graph input ``x`` [1, 3, 8, 8] from the enclosing scope: conv ->
+    relu -> conv -> relu -> global pool -> Flatten -> Gemm to [1, 4], its weights inside it."""
+    b = Builder(seed, name=name)
+    b.count = 100 * seed  # names apart from the other branch's
+    y = b.relu(b.conv(b.relu(b.conv(x, 3, width)), width, width))
+    out = b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", [y])]), width, 4)
+    return helper.make_graph(b.nodes, name, [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 4])],
+                             b.inits)
+
+
+def if_branches(read_outer: bool = False) -> onnx.ModelProto:
+    """A model whose network sits inside the two branches of an If selected by a scalar int64
+    input ``sr`` (Silero VAD's form: one network per sample rate). ``read_outer``: the else
+    branch reads a value computed outside it (a Conv of the enclosing graph) instead."""
+    b = Builder(31, name="if_branches" + ("_read_outer" if read_outer else ""))
+    x = b.input("x", [1, 3, 8, 8])
+    sr = b.input("sr", [], TensorProto.INT64)
+    cond = b.op("Equal", [sr, b.const(np.array(16000, np.int64), "rate")])
+    then_g = _branch(32, x, 8, "k16")
+    outer = b.relu(b.conv(x, 3, 4)) if read_outer else x
+    else_g = _branch(33, outer, 6, "k8")
+    if read_outer:  # the body's first conv now reads the 4-channel outer value
+        w = next(t for t in else_g.initializer if list(t.dims) == [6, 3, 3, 3])
+        w.CopyFrom(numpy_helper.from_array(b.rng.standard_normal((6, 4, 3, 3)).astype(np.float32), w.name))
+    y = b.op("If", [cond], then_branch=then_g, else_branch=else_g)
+    return b.build([y], shapes={y: [1, 4]})
+
+
+CONTROL_FLOW = {"if_branches": if_branches, "if_branches_read_outer": lambda: if_branches(read_outer=True)}

