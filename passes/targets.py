@@ -29,6 +29,8 @@ from ir import Graph
 from .analyses import Group, Patterns, Scores, Trees
 from .cost import count_flops, count_params, flops_by_node, _is_float
 from .infer_shapes import value_shapes
+from .op_rules.folding import FOLDABLE
+from .op_rules.recurrent import GATES, RECURRENT_ROWS
 
 NORM_OPS = ("BatchNormalization", "InstanceNormalization")
 
@@ -95,7 +97,7 @@ class CostModel:
             factors: tuple[np.ndarray, ...] = ()
             consumers = ir.consumers(name)
             if consumers:
-                node, port = consumers[0]
+                node, port = _past_folding(ir, *consumers[0])
                 factors = _init_factors(ir, trees, node, port, init.dims, roots, leaves, out_map)
             params_terms.append((init.size, factors))
         drop_order = {}
@@ -128,10 +130,24 @@ class CostModel:
         return self.cost(kind, drops) / total if total else 1.0
 
 
+def _past_folding(ir, node, port, steps: int = 8):
+    """The op a weight really feeds when the exporter re-indexes it first (PyTorch's
+    Unsqueeze(Concat(Slice(W))) of an LSTM's gates): the first consumer down a folded chain."""
+    for _ in range(steps):
+        if node.op_type not in FOLDABLE or node.op_type == "Constant":
+            break
+        outs = [v for v in ir.outputs_of(node) if v is not None]
+        uses = ir.consumers(outs[0]) if outs else []
+        if not uses:
+            break
+        node, port = uses[0]
+    return node, port
+
+
 def _init_factors(ir, trees, node, port, dims, roots, leaves, out_map) -> tuple[np.ndarray, ...]:
     factors: list[np.ndarray] = []
     root = roots.get(node.name)
-    if root is not None and root.weight_port == port:
+    if root is not None and (root.weight_port == port or (node.op_type in GATES and port in RECURRENT_ROWS)):
         factors.append(np.arange(root.first_id, root.first_id + root.channels))
     factors += [lf.ids for lf in leaves.get(node.name, ()) if lf.weight_port == port]
     if factors:

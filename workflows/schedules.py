@@ -213,7 +213,8 @@ def _zero_lowest(graph: Graph, analysis, seed: int, calib_data) -> tuple[dict, d
             continue
         w = np.array(zeroed.get(name, graph.initializer(name).array), copy=True)
         index = [slice(None)] * w.ndim
-        index[r.weight_axis] = chans
+        rows = w.shape[r.weight_axis]  # gate blocks (an LSTM's i,o,f,c): the unit's row in each
+        index[r.weight_axis] = [c + k * r.channels for k in range(max(1, rows // r.channels)) for c in chans]
         w[tuple(index)] = 0
         zeroed[name] = w
         graph.replace_initializer(Initializer.from_array(name, w))

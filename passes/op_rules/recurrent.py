@@ -34,6 +34,7 @@ STATE_PORTS = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
 OUTPUT_PORTS = {"LSTM": (0, 1, 2), "GRU": (0, 1), "RNN": (0, 1)}
 PEEPHOLE_PORT = 7  # LSTM only
 RECURRENT_LEAF = (5, 2, 2, 1)  # (the state port, R, R's unit axis, R's gate-row axis)
+RECURRENT_ROWS = (2, 3, 5, 6, 7)  # R, B, initial_h, initial_c, P: indexed by the unit like W's rows
 
 
 def _recurrent(view: NodeView) -> Effect:
