@@ -62,9 +62,30 @@ def branch_bodies(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str]]:
             for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
 
 
+def _computed(model: onnx.ModelProto, names: list[str], sample_inputs: dict | None):
+    """Values of the enclosing graph a body reads, as the original computes them on the given
+    inputs (seeded ones without): their types for the body's standalone inputs, their arrays
+    for its proof; or the reason they cannot be had. The channels they carry stay blocked."""
+    from .runtime import sample_inputs as seeded
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    feeds = sample_inputs if sample_inputs is not None else seeded(model, 0)
+    try:
+        values = run_model(probe, feeds, quiet=True)[len(model.graph.output):]
+    except Exception as exc:
+        return f"which the model does not compute on the sample inputs ({str(exc).strip().splitlines()[0]})"
+    if any(not isinstance(v, np.ndarray) for v in values):
+        return "which is not a tensor"
+    infos = {n: onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+             for n, v in zip(names, values)}
+    return infos, dict(zip(names, values)), dict(feeds)
+
+
 def _standalone(model: onnx.ModelProto, body: onnx.GraphProto, reads: list[str],
-                weights: list[onnx.TensorProto] = ()) -> onnx.ModelProto:
-    inputs = {i.name: i for i in model.graph.input}
+                weights: list[onnx.TensorProto] = (), computed: dict | None = None) -> onnx.ModelProto:
+    inputs = {i.name: i for i in model.graph.input} | dict(computed or {})
     graph = onnx.helper.make_graph(list(body.node), body.name or "branch", [inputs[n] for n in reads],
                                    list(body.output), list(body.initializer) + list(weights),
                                    value_info=list(body.value_info))
@@ -156,8 +177,10 @@ class Branches:
 
 def prune_branches(model: onnx.ModelProto, prune: Callable, sample_inputs: dict | None
                    ) -> tuple[onnx.ModelProto, Branches | None]:
-    """The model with every If branch that reads only graph inputs pruned as a model of its
-    own by ``prune(model, sample_inputs)`` (a ``PruneResult``); the others are kept, with why."""
+    """The model with every top-level If branch pruned as a model of its own by
+    ``prune(model, sample_inputs)`` (a ``PruneResult``): what it reads from outside becomes its
+    inputs (values computed outside sampled from the model's own run); bodies that fail stay,
+    with why."""
     bodies = branch_bodies(model)
     if not bodies:
         return model, None
@@ -176,6 +199,7 @@ def prune_branches(model: onnx.ModelProto, prune: Callable, sample_inputs: dict 
             readers[name] = readers.get(name, 0) + 1
     results: list[Branch] = []
     taken = _all_names(model.graph)
+    computed = None  # (value infos, sampled values, the graph inputs they came from), or why not
     for node, attr in bodies:
         target = next(n for n in out.graph.node if n is not None and n.name == node.name and n.output == node.output)
         slot = next(a for a in target.attribute if a.name == attr)
@@ -185,11 +209,18 @@ def prune_branches(model: onnx.ModelProto, prune: Callable, sample_inputs: dict 
         foreign = [r for r in reads if r not in graph_inputs]
         branch = Branch(node.name or node.output[0], attr)
         results.append(branch)
-        if foreign:
-            branch.reason = f"reads {foreign[0]!r} from the enclosing graph, which is not a graph input"
-            continue
-        standalone = _standalone(model, slot.g, reads, [inits[r] for r in weights])
-        feeds = None if sample_inputs is None else {k: v for k, v in sample_inputs.items() if k in reads}
+        given = sample_inputs
+        if foreign:  # values computed outside: inputs of their own, sampled from the model's run
+            if computed is None:
+                computed = _computed(model, sorted({r for n, a in bodies for r in outer_names(
+                    next(x for x in n.attribute if x.name == a).g)} - graph_inputs - set(inits)), sample_inputs)
+            if isinstance(computed, str):
+                branch.reason = f"reads {foreign[0]!r} from the enclosing graph, {computed}"
+                continue
+            given = {**computed[1], **computed[2]}
+        standalone = _standalone(model, slot.g, reads, [inits[r] for r in weights],
+                                 computed[0] if foreign else {})
+        feeds = None if given is None else {k: v for k, v in given.items() if k in reads}
         try:
             result = prune(standalone, _runnable_feeds(standalone, feeds))
         except Exception as exc:  # the branch stays as it was: the rest may still prune

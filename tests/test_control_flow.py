@@ -48,14 +48,28 @@ def test_both_branches_prune_and_the_if_still_selects_them():
     onnx.checker.check_model(result.model, full_check=True)
 
 
-def test_a_branch_reading_a_value_computed_outside_stays_whole_with_its_reason():
+def test_a_branch_reading_a_value_computed_outside_takes_it_as_an_input():
+    """The else body reads a Conv of the enclosing graph: the value becomes the body's input,
+    sampled from the model's own run, so the body prunes; the outer Conv's channels, read inside
+    the body, stay whole with that reason."""
     rep = pipeline.prune(models.if_branches(read_outer=True), ratio=0.5).report
-    by_branch = {b["branch"]: b for b in rep["branches"]}
-    assert not by_branch["else_branch"]["pruned"]
-    assert "not a graph input" in by_branch["else_branch"]["reason"]
-    assert by_branch["then_branch"]["pruned"] and rep["verified"] is True
+    assert rep["verified"] is True and all(b["pruned"] and b["verified"] for b in rep["branches"])
+    inner = [g for g in rep["groups"] if g["roots"][0].startswith("If11/else_branch:Conv")]
+    assert inner and all(g["pruned"] for g in inner)
     outer = next(g for g in rep["groups"] if g["roots"] == ["Conv7"])
     assert not outer["pruned"] and "read inside a subgraph" in outer["reason"]
+
+
+def test_a_branch_whose_outer_value_cannot_be_computed_stays_whole():
+    model = models.if_branches(read_outer=True)
+    feeds = {"x": np.zeros((1, 2, 8, 8), np.float32), "sr": np.array(16000, np.int64)}  # 2 channels, not 3
+
+    def refuse(body, given):
+        raise RuntimeError("not on these inputs")
+
+    model, branches = subgraphs.prune_branches(model, refuse, feeds)
+    (else_branch,) = [b for b in branches.items if b.attr == "else_branch"]
+    assert else_branch.report is None and "does not compute" in else_branch.reason
 
 
 def test_weights_of_the_enclosing_graph_move_into_the_body_that_alone_reads_them(tmp_path):
