@@ -281,8 +281,7 @@ def _cmd_inspect(args) -> int:
         blocked = f"; blocked at {', '.join(t['blockers'])}" if t["blockers"] else ""
         print(f"  tree {t['root']} ({t['pattern']}): leaves {', '.join(t['leaves']) or '-'}{blocked}")
     for g in info["groups"]:
-        state = "prunable" if g.get("reason") is None or g["reason"].startswith("not selected") \
-            else f"left alone: {g['reason']}"
+        state = "prunable" if g["prunable"] else f"left alone: {g['reason']}"
         print(f"  group {g['id']} {g['pattern']} roots={','.join(g['roots'])} "
               f"leaves={','.join(g['leaves']) or '-'} channels={g['channels_before']} {state}")
     return 0

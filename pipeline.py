@@ -39,7 +39,7 @@ from passes.mask import MaskPass
 from passes.reruns import has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
 from passes import subgraphs
-from passes.slice import SlicePass, group_reports
+from passes.slice import SlicePass, group_reports, inspect_reports
 from passes.tag import TagPass
 from passes.trees import TreesPass
 from passes.validate import EquivalenceError, ValidatePass
@@ -265,7 +265,8 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
     ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
-    ``train_data`` / ``val_data`` feed a ``finetune`` pass at the end of it; ``calib_data``
+    ``train_data`` / ``val_data`` feed a ``finetune`` pass: appended to the default pipeline
+    (default options), required in a given spec (a ``SpecError`` otherwise); ``calib_data``
     feeds data criteria (hrank, hrank-star, taylor). ``ratios`` (root node -> ratio, e.g. a
     sensitivity plan), ``target_flops`` / ``target_params`` (fraction to remove), ``rank``
     (layer/global), ``max_ratio`` and ``heads`` (the ratio of attention heads removed, apart
@@ -276,7 +277,13 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     Nothing unproven is shipped: if the mask-equivalence check fails, each pruned group is tried
     alone, the groups that fail it are left alone (their reason goes in the report), and the rest
     is pruned again and re-checked."""
-    pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope))
+    if val_data is not None and train_data is None:
+        raise SpecError("val_data= needs train_data= (validation is for fine-tuning)")
+    tune = ",finetune" if train_data is not None and passes is None else ""  # default pipeline, then tuning
+    pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope) + tune)
+    if train_data is not None and not any(isinstance(p, FinetunePass) for p in pipe.passes):
+        raise SpecError("train_data= is given but the spec has no finetune pass: add finetune{...} "
+                        "at its end (or leave passes= out for the default pipeline and fine-tuning)")
     pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads))
     model, external, where = open_model(model_or_path)
     check_input(model, where)
@@ -392,5 +399,5 @@ def inspect(model_or_path) -> dict:
         "trees": [{"root": t.root, "pattern": pattern_of.get(t.root), "leaves": list(t.leaves),
                    "blockers": list(t.blockers), "edges": [list(e) for e in t.edges]}
                   for t in trees.trees],
-        "groups": list(group_reports(patterns, None, trees)),
+        "groups": list(inspect_reports(patterns, trees)),
     }

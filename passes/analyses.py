@@ -221,9 +221,11 @@ class Masks:
     kept: Mapping[int, tuple[int, ...]]
     removed_ids: np.ndarray
     notes: tuple[str, ...] = field(default=())
+    whole: Mapping[int, str] = field(default_factory=dict)  # group id -> why it keeps every channel
 
     def __post_init__(self):
         object.__setattr__(self, "kept", MappingProxyType(dict(self.kept)))
+        object.__setattr__(self, "whole", MappingProxyType(dict(self.whole)))
         object.__setattr__(self, "removed_ids", _frozen(np.unique(self.removed_ids)))
 
 

@@ -39,6 +39,7 @@ import onnx
 
 from ir import Graph, Initializer, lower, raise_model
 
+from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult
 
 LOSSES = ("ce", "mse")
@@ -520,6 +521,8 @@ def evaluate(model: onnx.ModelProto, data: Any, batch_size: int = 256) -> float:
 @dataclass(frozen=True)
 class FinetunePass(Pass):
     name: ClassVar[str] = "finetune"
+    # it changes weight values only: what slice recorded (the report's groups) still holds
+    preserves: ClassVar[tuple[type, ...]] = (SliceRecord,)
     epochs: int = 3
     lr: float = 1e-3
     batch_size: int = 32

@@ -38,13 +38,28 @@ def group_reports(patterns: Patterns, masks: Masks | None, trees: Trees) -> tupl
             entry["heads"] = True
         if g.blocked:
             entry.update(channels_after=g.channels, pruned=False, reason=g.blocked)
-        elif masks is None or g.id not in masks.kept:
+        elif masks is None:
+            entry.update(channels_after=g.channels, pruned=False, reason="not selected (no mask pass ran)")
+        elif g.id not in masks.kept:
             entry.update(channels_after=g.channels, pruned=False,
-                         reason="not selected (ignored, or no mask pass ran)")
+                         reason=masks.whole.get(g.id, "not selected by the mask pass"))
         else:
             kept = list(masks.kept[g.id])
             entry.update(channels_after=len(kept), pruned=len(kept) < g.channels, kept=kept)
+            if len(kept) == g.channels:
+                entry["reason"] = masks.whole.get(g.id, "the mask pass removed none of its channels")
         out.append(entry)
+    return tuple(out)
+
+
+def inspect_reports(patterns: Patterns, trees: Trees) -> tuple[dict, ...]:
+    """The groups as ``inspect`` shows them: ``prunable``, or not with the ``reason`` (what blocks
+    it); nothing was pruned, so no ``pruned`` or ``channels_after``."""
+    out = []
+    for g in group_reports(patterns, None, trees):
+        blocked = patterns.groups[g["id"]].blocked or None
+        g = {k: v for k, v in g.items() if k not in ("pruned", "reason", "channels_after")}
+        out.append(dict(g, prunable=blocked is None, reason=blocked))
     return tuple(out)
 
 

@@ -440,7 +440,19 @@ def test_inspect_json_and_dot(tmp_path, capsys):
     roots = {t["root"] for t in info["trees"]}
     assert roots and roots <= conv_names
     for g in info["groups"]:
-        assert {"id", "pattern", "roots", "leaves", "channels_before"} <= set(g)
+        assert {"id", "pattern", "roots", "leaves", "channels_before", "prunable", "reason"} <= set(g)
+        assert "pruned" not in g
+        assert g["prunable"] == (g["reason"] is None)
+    # issue 15.7: the JSON agrees with the text, group by group
+    _, text_out, _ = _run_main(capsys, ["inspect", path])
+    lines = [line for line in text_out.splitlines() if line.strip().startswith("group ")]
+    assert len(lines) == len(info["groups"])
+    assert any(g["prunable"] for g in info["groups"]) and any(not g["prunable"] for g in info["groups"])
+    for g, line in zip(info["groups"], lines):
+        assert line.strip().startswith(f"group {g['id']} ")
+        assert ("prunable" in line) == g["prunable"], (line, g)
+        if not g["prunable"]:
+            assert g["reason"] in line
 
     text = dot.read_text()
     assert text.startswith("digraph")

@@ -461,6 +461,35 @@ def test_finetune_pass_at_the_end_of_a_spec(train_val, pruned_plain):
         report["finetune"]["history"][report["finetune"]["best_epoch"] - 1]["val_acc"], abs=1 / len(val[1]))
 
 
+def test_finetune_pass_keeps_the_group_report(train_val, pruned_plain):
+    """Issue 15.2: a finetune pass after slice used to wipe the groups ("groups 0 pruned of 0")."""
+    train, val = train_val
+    spec = pipeline.build_spec(0.5) + ",finetune{epochs=1 lr=0.01}"
+    report = pipeline.prune(tiny_classifier(), passes=spec, train_data=train, val_data=val).report
+    assert report["groups"] and report["groups"] == pruned_plain.report["groups"]
+    assert any(g["pruned"] for g in report["groups"])
+
+
+def test_api_train_data_fine_tunes_the_default_pipeline(train_val, pruned_plain):
+    """Issue 15.1: prune(train_data=, val_data=) without a spec runs fine-tuning (it used to do nothing)."""
+    train, val = train_val
+    result = pipeline.prune(tiny_classifier(), ratio=0.5, train_data=train, val_data=val)
+    report = result.report
+    assert [p["name"] for p in report["passes"]][-2:] == ["validate", "finetune"]
+    assert report["verified"] is True and len(report["finetune"]["history"]) == 3
+    a, b = inits(pruned_plain.model), inits(result.model)
+    assert {n: v.shape for n, v in a.items()} == {n: v.shape for n, v in b.items()}
+    assert any(not np.array_equal(a[n], b[n]) for n in a)
+
+
+def test_api_train_data_with_a_spec_lacking_finetune_is_refused(train_val):
+    train, val = train_val
+    with pytest.raises(pipeline.SpecError, match="no finetune pass"):
+        pipeline.prune(tiny_classifier(), passes=pipeline.build_spec(0.5), train_data=train)
+    with pytest.raises(pipeline.SpecError, match="needs train_data"):
+        pipeline.prune(tiny_classifier(), val_data=val)
+
+
 def test_finetune_pass_reads_data_from_spec_paths(tmp_path, train_val):
     (x, y), (xv, yv) = train_val
     tr, va = _npz(tmp_path / "train.npz", x=x, y=y), _npz(tmp_path / "val.npz", x=xv, y=yv)
