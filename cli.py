@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import ir
+from passes import progress
 from passes.base import PassError
 from passes.finetune import DataError, TrainConfig, finetune
 from passes.score import ScorePass
@@ -33,6 +34,12 @@ def trees_to_dot(info: dict) -> str:
     lines.append("}")
     return "\n".join(lines) + "\n"
 
+
+
+def _log_stream():
+    """Where a long step's one line per finished item goes: stderr when no bar is drawn there
+    and the user did not ask for quiet (a log file keeps them); None under a bar or --quiet."""
+    return sys.stderr if progress.mode() == "off" and not progress.quiet() else None
 
 
 class UsageError(Exception):
@@ -305,7 +312,9 @@ def _cmd_sensitivity(args) -> int:
     model, _, where = open_model(args.model)
     check_input(model, where)
     result = sensitivity.analyze(model, args.val, steps, args.criterion, args.scope, args.seed,
-                                 args.calib, stream=sys.stderr)
+                                 args.calib, stream=_log_stream())
+    if result.warning:
+        print(f"warning: {result.warning}", file=sys.stderr)
     the_plan = sensitivity.plan(result, args.budget)
     if args.plot:
         tmp = args.plot + ".tmp.png"

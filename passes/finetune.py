@@ -40,6 +40,7 @@ import onnx
 from ir import Graph, Initializer, lower, raise_model
 
 from .analyses import SliceRecord
+from . import progress
 from .base import Pass, PassContext, PassError, PassResult
 
 LOSSES = ("ce", "mse")
@@ -197,26 +198,37 @@ class FinetuneResult:
 
 
 class Progress:
-    """One line per epoch, and a live bar on a terminal."""
+    """A bar per epoch (``passes.progress``: tqdm on a terminal, JSON lines, or nothing) and one
+    line per finished epoch: on ``stream`` when one is given, else on stderr unless progress is
+    off (``--quiet``); in json mode the epoch's numbers are a ``note`` event instead."""
 
     def __init__(self, epochs: int, steps: int, stream=None):
         self.epochs, self.steps = epochs, steps
-        self.stream = stream if stream is not None else sys.stderr
-        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.stream = stream
+        self._task = None
 
     def step(self, epoch: int, step: int, loss: float, acc: float | None) -> None:
-        if not self.live:
-            return
-        done = int(20 * (step + 1) / max(self.steps, 1))
-        acc_text = f" acc {acc:.3f}" if acc is not None else ""
-        self.stream.write(f"\repoch {epoch + 1}/{self.epochs} [{'#' * done}{'.' * (20 - done)}] "
-                          f"loss {loss:.4f}{acc_text}")
-        self.stream.flush()
+        if self._task is None:
+            self._task = progress.task(f"epoch {epoch + 1}/{self.epochs}", self.steps, unit="batch")
+        info = {"loss": loss} if acc is None else {"loss": loss, "acc": acc}
+        self._task.update(1, **info)
+        if step + 1 >= self.steps:
+            self._task.close()
+            self._task = None
 
     def epoch(self, row: dict) -> None:
+        if self._task is not None:
+            self._task.close()
+            self._task = None
         text = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
-        self.stream.write(("\r" if self.live else "") + text + "\n")
-        self.stream.flush()
+        if self.stream is not None:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        elif progress.mode() == "json":
+            progress.note("finetune", **row)
+        elif not progress.quiet():   # a log line, terminal or not
+            progress.stream().write(text + "\n")
+            progress.stream().flush()
 
 
 def trainable_names(graph: Graph, freeze: Iterable[str] = (), output: str | None = None) -> list[str]:
