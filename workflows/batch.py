@@ -28,7 +28,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -39,6 +38,7 @@ from typing import Any, Iterable
 import onnx
 
 import ir
+from passes import progress
 
 SHIP_LIMIT = 64 * 2**20
 COLUMNS = ["model", "variant", "params_before", "params_after", "flops_before", "flops_after",
@@ -258,24 +258,26 @@ def _ray(jobs: list[Job], out_dir: str, n: int, address: str | None, tick) -> li
 
 
 class _Bar:
+    """Jobs done so far: a ``passes.progress`` bar (tqdm on a terminal, JSON lines); without a
+    bar, one log line a job on ``stream`` (stderr by default; none under ``--quiet``)."""
+
     def __init__(self, total: int, stream=None):
         self.total, self.done, self.failed = total, 0, 0
-        self.stream = stream if stream is not None else sys.stderr
+        self.stream = stream
+        self.task = progress.task("batch", total, unit="job") if total else None
 
     def __call__(self, row: dict) -> None:
         self.done += 1
         self.failed += bool(row.get("error"))
-        if not (hasattr(self.stream, "isatty") and self.stream.isatty()):  # a log: one line a job
-            state = "failed" if row.get("error") else "done"
-            self.stream.write(f"[{self.done}/{self.total}] {row['model']}/{row['variant']} {state}\n")
-            self.stream.flush()
-            return
-        filled = int(20 * self.done / max(self.total, 1))
-        self.stream.write(f"\r[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} jobs"
-                          f"{f', {self.failed} failed' if self.failed else ''}  {row['model']}/{row['variant']}   ")
-        if self.done == self.total:
-            self.stream.write("\n")
-        self.stream.flush()
+        state = "failed" if row.get("error") else "done"
+        if self.task is not None and self.task.mode != "off":
+            self.task.update(1, job=f"{row['model']}/{row['variant']}", state=state, failed=self.failed)
+        elif self.stream is not None or not progress.quiet():
+            out = self.stream if self.stream is not None else progress.stream()
+            out.write(f"[{self.done}/{self.total}] {row['model']}/{row['variant']} {state}\n")
+            out.flush()
+        if self.done == self.total and self.task is not None:
+            self.task.close()
 
 
 @dataclass
