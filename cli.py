@@ -216,8 +216,10 @@ def _summary(report: dict) -> str:
              f"verified {report['verified']} (max abs diff {report['max_abs_diff']})"]
     if report.get("target"):
         t = report["target"]
-        lines.append(f"target: remove {t['reduction']:g} of the {t['kind']}; achieved {t['achieved']:.4f} "
-                     f"({'met' if t['met'] else 'NOT met'} within 1 point; predicted {t['predicted_reduction']})")
+        predicted = f"; predicted {t['predicted_reduction']}" if t.get("predicted_reduction") is not None else ""
+        over = f" over {t['steps']} steps" if t.get("steps") else ""
+        lines.append(f"target: remove {t['reduction']:g} of the {t['kind']}{over}; achieved {t['achieved']:.4f} "
+                     f"({'met' if t['met'] else 'NOT met'} within 1 point{predicted})")
     for g in left[:10]:
         lines.append(f"  group {g['id']} ({', '.join(g['roots'][:3])}): {g['reason']}")
     if len(left) > 10:
@@ -350,11 +352,11 @@ def _cmd_schedule(args) -> int:
     if args.mode == "iterative":
         result = schedules.iterative_prune(model, args.data, args.val, args.ratio, args.steps, args.schedule,
                                            config, criterion, scope, args.seed, args.calib,
-                                           target_flops=args.target_flops, stream=sys.stderr)
+                                           target_flops=args.target_flops)
     else:
         result = schedules.soft_filter_prune(model, args.data, args.val, args.ratio, config, criterion, scope,
-                                             args.seed, args.calib, stream=sys.stderr)
-    report = dict(result.report, schedule={"mode": args.mode, "history": result.history})
+                                             args.seed, args.calib)
+    report = dict(result.report, model=args.model, schedule={"mode": args.mode, "history": result.history})
     ir.save(result.model, args.output, external & {t.name for t in result.model.graph.initializer})
     if args.report:
         try:
@@ -363,9 +365,12 @@ def _cmd_schedule(args) -> int:
             Path(args.output).unlink(missing_ok=True)
             Path(args.output + ".data").unlink(missing_ok=True)
             raise
+    what = "step" if args.mode == "iterative" else "epoch"
+    print(f"{args.model}: {args.mode} schedule, {len(result.history)} {what}s; the summary is the whole run "
+          f"(original -> final)")
     for row in result.history:
         print("  " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-    print(_summary(result.report))
+    print(_summary(report))
     soft = result.report.get("soft")
     if soft is not None:
         acc = soft.get("val_acc_pruned")
