@@ -29,6 +29,7 @@ import onnx
 
 import ir
 from passes.analyses import Patterns, SliceRecord, Tags, Trees, render
+from passes import plugins
 from passes.base import (Pass, PassContext, PassError, PassResult, PipelineError, SpecError, format_option,
                          option_fields, option_types, parse_option)
 from passes.classify import ClassifyPass
@@ -94,6 +95,8 @@ def parse_pass(item: str) -> Pass:
     item = item.strip()
     name, brace, rest = item.partition("{")
     name = name.strip()
+    if name not in REGISTRY:   # a plugin package's pass (entry point group onnxpruner.passes)
+        plugins.load("passes", register)
     if name not in REGISTRY:
         raise SpecError(f"unknown pass {name!r}; known passes: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[name]
@@ -272,11 +275,9 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     (layer/global), ``max_ratio`` and ``heads`` (the ratio of attention heads removed, apart
     from the channel ratio) set the options of every ``mask`` pass. A target is
     checked by the real count after slicing; when the prediction is off by more than 0.5%,
-    the mask is re-solved for the corrected target (at most 3 times) and the report's
-    ``target`` says what was met.
-    Nothing unproven is shipped: if the mask-equivalence check fails, each pruned group is tried
-    alone, the groups that fail it are left alone (their reason goes in the report), and the rest
-    is pruned again and re-checked."""
+    the mask is re-solved for the corrected target (at most 3 times); ``target`` says what was met.
+    Nothing unproven is shipped: if the mask-equivalence check fails, the groups that fail it
+    alone are left whole (with the reason) and the rest is pruned again and re-checked."""
     if val_data is not None and train_data is None:
         raise SpecError("val_data= needs train_data= (validation is for fine-tuning)")
     tune = ",finetune" if train_data is not None and passes is None else ""  # default pipeline, then tuning
@@ -370,8 +371,7 @@ def _runner(model, seed, sample_inputs, instruments, verify, data):
 
 
 def prune_graphsurgeon(graph, **kwargs):
-    """The adapter for compilers that hold an onnx-graphsurgeon ``Graph``: prune it (same keyword
-    arguments as ``prune``) and get a new ``Graph`` back, plus the report."""
+    """onnx-graphsurgeon ``Graph`` in (``prune``'s keywords), a new ``Graph`` and the report out."""
     import onnx_graphsurgeon as gs
 
     result = prune(gs.export_onnx(graph), **kwargs)

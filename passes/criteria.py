@@ -44,6 +44,7 @@ import onnx
 from ir import Graph, raise_model
 
 from .analyses import Root, Trees
+from . import plugins
 from .base import PassContext, PassError
 from .infer_shapes import inferred_types
 from .op_rules import constant_value
@@ -89,6 +90,8 @@ def register_criterion(cls: type[Criterion]) -> type[Criterion]:
 
 
 def get_criterion(name: str) -> type[Criterion]:
+    if name not in CRITERIA:   # a plugin package's criterion (entry point group onnxpruner.criteria)
+        plugins.load("criteria", register_criterion)
     if name not in CRITERIA:
         raise ValueError(f"unknown criterion {name!r}; known: {', '.join(sorted(CRITERIA))}")
     return CRITERIA[name]
