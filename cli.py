@@ -21,19 +21,8 @@ from passes.finetune import DataError, TrainConfig, finetune
 from passes.score import ScorePass
 from pipeline import (DumpInstrument, Instrument, PipelineError, SpecError, TimingInstrument, check_input,
                       inspect, open_model, prune)
-from workflows import batch, demo, schedules, sensitivity
-
-
-def trees_to_dot(info: dict) -> str:
-    lines = ["digraph trees {", "  rankdir=LR;"]
-    for i, t in enumerate(info["trees"]):
-        lines.append(f'  subgraph cluster_{i} {{ label="{t["root"]} ({t["pattern"]})";')
-        for a, b in t["edges"]:
-            lines.append(f'    "{i}:{a}" -> "{i}:{b}";')
-        lines.append("  }")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
+from workflows import batch, demo, schedules, sensitivity, show
+from workflows.show import trees_to_dot
 
 
 def _log_stream():
