@@ -64,6 +64,21 @@ def with_mask_options(passes: list[Pass], ratios, target_flops, target_params, r
         raise SpecError(f"pass 'mask': {exc}") from None
 
 
+def set_mask_options(passes: list[Pass], changes: dict[str, Any]) -> list[Pass]:
+    """Every ``mask`` pass with ``changes`` (field name -> value; None values are left out):
+    the command line's mask flags, named as the spec's options."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return passes
+    if not any(isinstance(p, MaskPass) for p in passes):
+        raise SpecError(f"{', '.join('--' + k.replace('_', '-') for k in changes)} set mask options, "
+                        f"but the spec has no mask pass")
+    try:
+        return [dataclasses.replace(p, **changes) if isinstance(p, MaskPass) else p for p in passes]
+    except (ValueError, TypeError) as exc:
+        raise SpecError(f"pass 'mask': {exc}") from None
+
+
 def meet_target(passes: list[Pass], model: onnx.ModelProto, run: Run, graph: Graph, ctx: PassContext):
     """Check a mask target by the real count after slicing; re-solve with the error corrected
     when the cost model's prediction missed by more than half the tolerance. Returns the

@@ -58,6 +58,8 @@ class Variant:
     passes: str | None = None
     finetune: dict | None = None
     calib: str | None = None        # calibration data (.npz) for hrank / hrank-star / taylor
+    mask: dict | None = None        # mask options by field name (round_to, min_keep, ignore, normalize,
+                                    # rank, max_ratio, target_flops, target_params), as in the spec
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ def make_jobs(models: Iterable[dict | str], variants: Iterable[dict]) -> list[Jo
 
 
 def _variant(v: dict) -> dict:
-    known = {"name", "ratio", "criterion", "scope", "passes", "finetune", "calib"}
+    known = {"name", "ratio", "criterion", "scope", "passes", "finetune", "calib", "mask"}
     unknown = set(v) - known
     if unknown:
         raise PlanError(f"variant {v.get('name', v)!r}: unknown key(s) {', '.join(sorted(unknown))}; "
@@ -165,6 +167,11 @@ def run_job(job: Job, out_dir: str, model_bytes: bytes | None = None, threads: i
         if shipped is not None:
             if not any(onnx.external_data_helper.uses_external_data(t) for t in shipped.graph.initializer):
                 model = shipped  # external weights stay where the worker can read them by path
+        if v.mask:
+            from passes.reruns import set_mask_options
+            changes = {k.replace("-", "_"): tuple(x) if isinstance(x, list) else x for k, x in v.mask.items()}
+            base = passes or pipeline.build_spec(v.ratio, v.criterion, v.scope)
+            passes = pipeline.Pipeline(set_mask_options(pipeline.Pipeline.parse(base).passes, changes)).spec()
         result = pipeline.prune(model, ratio=v.ratio, criterion=v.criterion, scope=v.scope, passes=passes,
                                 train_data=train, val_data=val, calib_data=v.calib)
         folder.mkdir(parents=True, exist_ok=True)

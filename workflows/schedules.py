@@ -75,7 +75,8 @@ def step_ratios(cum: list[float]) -> list[float]:
 def iterative_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio: float = 0.5, steps: int = 3,
                     schedule: str = "linear", config: TrainConfig = TrainConfig(), criterion: str = "l1",
                     scope: str = "tree", seed: int = 0, calib_data: Any = None, target_flops: float = 0.0,
-                    target_params: float = 0.0, stream=None) -> ScheduleResult:
+                    target_params: float = 0.0, stream=None, checkpoint=None) -> ScheduleResult:
+    """``checkpoint``: a folder; each step's fine-tuning resumes from its own subfolder."""
     kind = "flops" if target_flops else "params" if target_params else None
     final = target_flops or target_params or ratio
     cum = cumulative(final, steps, schedule)
@@ -99,7 +100,8 @@ def iterative_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio: 
         first = first or report
         if not report["verified"]:
             raise PassError(f"step {k + 1}: the pruned model failed the mask-equivalence check")
-        tuned = finetune(pruned.model, train, val, config, stream=stream)
+        tuned = finetune(pruned.model, train, val, config, stream=stream,
+                         checkpoint=Path(checkpoint) / f"step-{k + 1}" if checkpoint else None)
         current = tuned.model
         row = {"step": k + 1, "step_ratio": round(r, 6), "cumulative": round(c, 6),
                "params": report["params_after"], "flops": report["flops_after"],

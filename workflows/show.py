@@ -4,10 +4,14 @@ from the API's results; no printing here (``cli.py`` prints)."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 
 import onnx
+
+from passes import progress
+from passes.runtime import sample_inputs
 
 ROLE_STYLE = {   # fill colour and shape by role in an association tree
     "root": ("#8ecae6", "box"),
@@ -129,3 +133,109 @@ def widths_plot(report: dict, path: str | os.PathLike, keep: bool = False):
         return fig
     plt.close(fig)
     return None
+
+
+def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result, seed: int | None) -> str:
+    """What a deployment engineer wants on one screen: the op-type table before/after with
+    parameters, FLOPs and ORT latency, per-group widths, every group left whole (largest first)."""
+    rep = result.report
+
+    def x(a, b):
+        return f" (x{b / a:.3f})" if a else ""
+    extra = [("parameters", f"{rep['params_before']:,}", f"{rep['params_after']:,}{x(rep['params_before'], rep['params_after'])}"),
+             ("FLOPs", f"{rep['flops_before']:,}", f"{rep['flops_after']:,}{x(rep['flops_before'], rep['flops_after'])}")]
+    if seed is not None:   # None: the user opted out (--no-latency)
+        try:
+            feeds = sample_inputs(original, seed)
+            with progress.task("latency: ONNX Runtime", 2, unit="model") as bar:
+                t0 = latency_ms(original, feeds)
+                bar.update(1)
+                t1 = latency_ms(result.model, feeds)
+                bar.update(1)
+            extra.append(("ORT latency (ms)", f"{t0:.3f}", f"{t1:.3f}{x(t0, t1)}"))
+        except Exception as exc:  # a timing is a nicety: say why it is missing, never fail the prune
+            extra.append(("ORT latency (ms)", "n/a", f"n/a ({type(exc).__name__})"))
+    lines = [f"{model_path} -> {output}", op_table(original, result.model, extra)]
+    groups = rep["groups"]
+    pruned = [g for g in groups if g.get("pruned")]
+    held = {g["id"]: group_params(original, g["roots"]) for g in groups if not g.get("pruned")}
+    whole = sorted((g for g in groups if not g.get("pruned")), key=lambda g: -held[g["id"]])
+    lines.append(f"groups {len(pruned)} pruned of {len(groups)}; {len(whole)} left alone")
+    if pruned:
+        cells = [f"{g['id']}:{g['channels_before']}->{g['channels_after']}" for g in pruned]
+        lines.append("widths (group:before->after): " + wrap(cells, 100, indent=2))
+    shown = whole[:25]
+    for g in shown:
+        lines.append(f"  group {g['id']} ({', '.join(g['roots'][:2])}{', ...' if len(g['roots']) > 2 else ''}; "
+                     f"{held[g['id']]:,} params): {g.get('reason') or '?'}")
+    if len(whole) > len(shown):
+        lines.append(f"  ... {len(whole) - len(shown)} smaller groups left alone: see --report")
+    lines.append(f"verified {rep['verified']} (max abs diff {rep['max_abs_diff']})")
+    if rep.get("target"):
+        lines.append(target_line(rep["target"]))
+    return "\n".join(lines)
+
+
+def wrap(cells: list[str], width: int, indent: int) -> str:
+    out, line = [], ""
+    for c in cells:
+        if line and len(line) + len(c) + 1 > width:
+            out.append(line)
+            line = ""
+        line = f"{line} {c}" if line else c
+    out.append(line)
+    return ("\n" + " " * indent).join(out)
+
+
+def summary(report: dict) -> str:
+    def ratio(a, b):
+        return f"{b / a:.3f}" if a else "n/a"
+
+    pruned = sum(1 for g in report["groups"] if g.get("pruned"))
+    left = [g for g in report["groups"] if not g.get("pruned") and g.get("reason")]
+    lines = [f"params {report['params_before']:,} -> {report['params_after']:,} "
+             f"(x{ratio(report['params_before'], report['params_after'])})",
+             f"FLOPs  {report['flops_before']:,} -> {report['flops_after']:,} "
+             f"(x{ratio(report['flops_before'], report['flops_after'])})",
+             f"groups {pruned} pruned of {len(report['groups'])}; {len(left)} left alone",
+             f"verified {report['verified']} (max abs diff {report['max_abs_diff']})"]
+    if report.get("target"):
+        lines.append(target_line(report["target"]))
+    for g in left[:10]:
+        lines.append(f"  group {g['id']} ({', '.join(g['roots'][:3])}): {g['reason']}")
+    if len(left) > 10:
+        lines.append(f"  ... {len(left) - 10} more in the report")
+    return "\n".join(lines)
+
+
+def target_line(t: dict) -> str:
+    predicted = f"; predicted {t['predicted_reduction']}" if t.get("predicted_reduction") is not None else ""
+    over = f" over {t['steps']} steps" if t.get("steps") else ""
+    return (f"target: remove {t['reduction']:g} of the {t['kind']}{over}; achieved {t['achieved']:.4f} "
+            f"({'met' if t['met'] else 'NOT met'} within 1 point{predicted})")
+
+
+def latency_ms(model: onnx.ModelProto, feeds: dict, budget_s: float = 2.0, max_runs: int = 20) -> float:
+    """Median ORT latency of one run on ``feeds`` (ms): default graph optimizations (as deployed),
+    one warm-up run, then runs until ``max_runs`` or ``budget_s`` seconds (at least 3)."""
+    import statistics
+    import time
+
+    from passes.runtime import ort_session, session_options
+
+    session = ort_session(model, session_options(3))
+    session.run(None, feeds)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_runs and (len(times) < 3 or time.perf_counter() - start < budget_s):
+        t = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def group_params(model: onnx.ModelProto, roots) -> int:
+    """The parameters a group holds in the original: its roots' initializer inputs (weight, bias)."""
+    sizes = {t.name: math.prod(t.dims) for t in model.graph.initializer}
+    names = set(roots)
+    return sum(sizes.get(i, 0) for n in model.graph.node if n.name in names for i in n.input)
