@@ -578,6 +578,17 @@ def test_demo_on_a_small_budget(tmp_path):
     assert saved["params"] == report["params"] and saved["flops"] == report["flops"]
     for name in ("digits_resnet.onnx", "digits_resnet.pruned.onnx"):
         onnx.checker.check_model(onnx.load(str(tmp_path / name)))
+    # issue 15.6: the README's demo block is the demo's whole standard output (numbers aside)
+    import re
+    from workflows import demo
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("$ .venv/bin/onnxpruner demo\n", 1)[1].split("```", 1)[0].rstrip("\n").splitlines()
+    printed = (demo.format_report(report) + "\nwrote demo-output/digits_resnet.onnx, digits_resnet.pruned.onnx, "
+               "demo-report.json, demo-channels.png").splitlines()
+
+    def shape(line):
+        return re.sub(r"-?\d[\d,]*(\.\d+)?(e[-+]\d+)?", "N", line)
+    assert [shape(x) for x in block] == [shape(x) for x in printed]
 
 
 def demo_run(out_dir: Path) -> dict:
