@@ -141,12 +141,16 @@ def latency_ms(model: onnx.ModelProto, feeds: dict, repeat: int = 10) -> float:
     return statistics.median(times) * 1000
 
 
+MASK_CHOICES = ("reaches graph output", "not selected", "ratio ", "its ratio ", "the global ranking",
+                "ignored by request", "not scored", "the mask pass")
+
+
 def blockers(groups: list[dict]) -> str:
     """What blocks the groups left alone, node names taken out, most frequent first."""
     counts = collections.Counter()
     for g in groups:
         reason = g.get("reason") or ""
-        if g.get("pruned") or reason.startswith("reaches graph output") or reason.startswith("not selected"):
+        if g.get("pruned") or reason.startswith(MASK_CHOICES):   # the mask's choice, not a blocker
             continue
         reason = re.sub(r" \(node '[^']*'\)", "", reason)
         reason = re.sub(r"'[^']*'", "…", reason)
