@@ -37,7 +37,7 @@ from passes.cost import count_flops, count_params
 from passes.finetune import FinetunePass
 from passes.infer_shapes import InferShapesPass
 from passes.mask import MaskPass
-from passes.reruns import has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
+from passes.reruns import check_tuning, has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
 from passes import subgraphs
 from passes.slice import SlicePass, group_reports, inspect_reports
@@ -278,13 +278,9 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     the mask is re-solved for the corrected target (at most 3 times); ``target`` says what was met.
     Nothing unproven is shipped: if the mask-equivalence check fails, the groups that fail it
     alone are left whole (with the reason) and the rest is pruned again and re-checked."""
-    if val_data is not None and train_data is None:
-        raise SpecError("val_data= needs train_data= (validation is for fine-tuning)")
     tune = ",finetune" if train_data is not None and passes is None else ""  # default pipeline, then tuning
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope) + tune)
-    if train_data is not None and not any(isinstance(p, FinetunePass) for p in pipe.passes):
-        raise SpecError("train_data= is given but the spec has no finetune pass: add finetune{...} "
-                        "at its end (or leave passes= out for the default pipeline and fine-tuning)")
+    check_tuning(pipe.passes, train_data, val_data)
     pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads))
     model, external, where = open_model(model_or_path)
     check_input(model, where)

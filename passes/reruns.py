@@ -64,6 +64,15 @@ def with_mask_options(passes: list[Pass], ratios, target_flops, target_params, r
         raise SpecError(f"pass 'mask': {exc}") from None
 
 
+def check_tuning(passes: list[Pass], train_data, val_data) -> None:
+    """``prune()``'s training data must reach a finetune pass: never a silent no-op."""
+    if val_data is not None and train_data is None:
+        raise SpecError("val_data= needs train_data= (validation is for fine-tuning)")
+    if train_data is not None and not any(p.name == "finetune" for p in passes):
+        raise SpecError("train_data= is given but the spec has no finetune pass: add finetune{...} "
+                        "at its end (or leave passes= out for the default pipeline and fine-tuning)")
+
+
 def set_mask_options(passes: list[Pass], changes: dict[str, Any]) -> list[Pass]:
     """Every ``mask`` pass with ``changes`` (field name -> value; None values are left out):
     the command line's mask flags, named as the spec's options."""
