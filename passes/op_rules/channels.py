@@ -213,31 +213,49 @@ def _einsum(view: NodeView) -> Effect:
 
 def feeds_batched_matmul(graph: Graph, value, shapes: dict, depth: int = 6) -> bool:
     """Whether ``value`` reaches, through Transposes, identities and scalings by a scalar, a MatMul whose
-    other operand is an activation: a Reshape that splits channels into attention heads. (Only a
-    choice of representation rides on it; either choice is exact.)"""
+    other operand is an activation: a Reshape that splits channels into attention heads. Rotary
+    arithmetic, a KV-cache Concat and repeat_kv's Expand on the way (``attention.toward_heads``)
+    are passed without counting against ``depth`` (at most 4 × depth nodes in all).
+    (Only a choice of representation rides on it; either choice is exact.)"""
+    from .attention import toward_heads  # local: attention builds on this module
 
     def scalar(v) -> bool:
         c = graph.const_array(v)
         shape = c.shape if c is not None else shapes.get(v.name)
         return shape is not None and all(d == 1 for d in shape)
 
-    frontier = [value]
-    for _ in range(depth):
+    frontier = [(value, 0)]
+    seen: set[tuple[str, int]] = set()
+    for _ in range(4 * depth):
         nxt = []
-        for v in frontier:
+        for v, used in frontier:
             for node, port in graph.consumers(v):
                 ins = graph.inputs_of(node)
                 if node.op_type == "MatMul" and node.domain in DEFAULT_DOMAINS and len(ins) == 2:
                     if graph.const_array(ins[1 - port]) is None:
                         return True
-                elif node.op_type == "Einsum" and node.domain in DEFAULT_DOMAINS and len(ins) == 2:
+                    continue
+                if node.op_type == "Einsum" and node.domain in DEFAULT_DOMAINS and len(ins) == 2:
                     if graph.const_array(ins[1 - port]) is None:
                         return True
-                elif node.op_type in ("Transpose", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Gather") or (
-                        node.op_type == "Concat" and len(ins) == 1) or (  # GPT-2's empty KV cache
-                        node.op_type in ("Mul", "Div") and len(ins) == 2 and scalar(ins[1 - port])):
-                    nxt += [o for o in graph.outputs_of(node) if o is not None]
+                    continue
+                if node.op_type in ("Mul", "Div") and len(ins) == 2 and scalar(ins[1 - port]) or \
+                        node.op_type in ("Transpose", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Gather") or (
+                        node.op_type == "Concat" and len(ins) == 1):  # GPT-2's empty KV cache
+                    cost = 1
+                elif toward_heads(graph, node, port):
+                    cost = 0
+                else:
+                    continue
+                if used + cost >= depth:
+                    continue
+                for o in graph.outputs_of(node):
+                    if o is not None and (o.name, used + cost) not in seen:
+                        seen.add((o.name, used + cost))
+                        nxt.append((o, used + cost))
         frontier = nxt
+        if not frontier:
+            break
     return False
 
 

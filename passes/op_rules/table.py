@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .attention import _expand, _slice_expand
 from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _gemm, _instancenorm, _layernorm,
                        _lrn, _matmul, _prelu, _reduce, _softmax, _unary, _where)
 from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad, _reshape, _resize, _shape, _slice,
@@ -69,6 +70,7 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "Shape": ChannelRule("next-no-process", _shape),
     "Constant": ChannelRule("next-no-process", _constant_operands_only),
     **{op: ChannelRule("stop-process", _recurrent) for op in ("LSTM", "GRU", "RNN")},
+    "Expand": ChannelRule("next-no-process", _expand),
 }
 
 
@@ -95,6 +97,7 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "Resize": _slice_resize,
     "Upsample": _slice_resize,
     **{op: _slice_recurrent for op in ("LSTM", "GRU", "RNN")},
+    "Expand": _slice_expand,
 }
 
 # Ops whose channel-carrying behaviour involves constants that must shrink: each needs a

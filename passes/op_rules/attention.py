@@ -1,0 +1,72 @@
+"""Decoder attention: rotary embeddings, grouped-query attention (GQA) and the KV cache.
+
+- **Rotary** (``q·cos + rotate_half(q)·sin``; rotate_half as Slice/Neg/Concat halves or
+  Split/Neg/Concat along the head dim): the head split's lookahead (``feeds_batched_matmul``)
+  sees through these ops (``toward_heads``), so the split keeps its ids on the head axis and a
+  class is a whole head. Then Slice/Split/Concat work along the head dim (not the channel axis),
+  and cos/sin broadcast over the head axis (their dim there is 1): the existing rules carry the
+  heads through, and a head's D channels (its rotary pairs among them) stay one class.
+- **GQA** (repeat_kv: ``k[:, :, None].expand(B, KV, n_rep, T, D).reshape(B, H, T, D)``):
+  ``Expand`` broadcasts along non-channel axes only (``_expand``); the merging Reshape then
+  repeats each KV head's id n_rep times on the head axis, and Q·Kᵀ / A·V couple every query head
+  with the KV head it reads: a class is one KV group (its KV head and its n_rep query heads),
+  removed whole. The Expand's target (computed, folded) is rewritten with 1 on the channel axis
+  (broadcasting keeps whatever width the input has).
+- **KV cache**: see ``trees`` (``adopt_inputs``): a graph input joined elementwise with tracked
+  channels (``Concat(past_key, k)`` along the sequence) is adopted, it takes the same ids, and the
+  graph output carrying exactly those ids (``present_key``) may shrink with it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ir import Graph, Node
+
+from ..analyses import ChannelMap
+from .views import DEFAULT_DOMAINS, Effect, NodeView, _axis, _only, blocked
+
+# ops a head split's lookahead passes through on its way to Q·Kᵀ / A·V (rotary arithmetic, the
+# cache Concat, repeat_kv's Expand); only where the split keeps its ids rides on it
+TOWARD_HEADS = ("Mul", "Add", "Sub", "Neg", "Slice", "Split", "Concat", "Expand", "Cast", "Where")
+
+
+def toward_heads(graph: Graph, node: Node, port: int) -> bool:
+    """Whether the head split's lookahead goes on through ``node`` (reached on input ``port``)."""
+    if node.domain not in DEFAULT_DOMAINS or node.op_type not in TOWARD_HEADS:
+        return False
+    if node.op_type in ("Slice", "Split", "Expand", "Neg", "Cast"):
+        return port == 0
+    if node.op_type == "Where":
+        return port in (1, 2)
+    return True
+
+
+def _expand(view: NodeView) -> Effect:
+    """Expand broadcasts its input to a target shape: channels pass when the channel axis is not
+    broadcast (the target there is 1 or the channel count), the output's rank may grow."""
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach the shape input of Expand")
+    target = view.static_value(1)
+    if target is None:
+        return blocked("Expand to a computed shape that does not fold to a constant")
+    target = [int(t) for t in np.ravel(target)]
+    out_rank = max(m.rank, len(target))
+    axis = m.axis + out_rank - m.rank
+    t_axis = axis - (out_rank - len(target))
+    if t_axis >= 0 and target[t_axis] not in (1, len(m)):
+        return blocked("Expand broadcasts along the channel axis")
+    return Effect(outputs={0: ChannelMap(axis, out_rank, m.ids)})
+
+
+def _slice_expand(rw, ins, outs) -> None:
+    """The channel entry of Expand's target becomes 1: broadcasting keeps the input's width."""
+    if 0 not in ins or rw.const(1) is None:
+        return
+    axis, _, rank = ins[0]
+    target = np.array(rw.const(1), dtype=np.int64).copy()
+    t_axis = axis + len(target) - max(rank, len(target))
+    if t_axis >= 0 and target[t_axis] != 1:
+        target[t_axis] = 1
+        rw.set_const(1, target)
