@@ -40,7 +40,7 @@ from passes.mask import MaskPass
 from passes.reruns import check_tuning, has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
 from passes import subgraphs
-from passes.slice import SlicePass, group_reports, inspect_reports
+from passes.slice import SlicePass, group_reports, inspect_reports, interface_shapes
 from passes.tag import TagPass
 from passes.trees import TreesPass
 from passes.validate import EquivalenceError, ValidatePass
@@ -264,7 +264,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
           instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None,
           train_data=None, val_data=None, calib_data=None, ratios: dict | None = None,
           target_flops: float = 0.0, target_params: float = 0.0, rank: str | None = None,
-          max_ratio: float | None = None, heads: float | None = None) -> PruneResult:
+          max_ratio: float | None = None, heads: float | None = None, keep_io: bool = False) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
     ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
@@ -281,7 +281,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     tune = ",finetune" if train_data is not None and passes is None else ""  # default pipeline, then tuning
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope) + tune)
     check_tuning(pipe.passes, train_data, val_data)
-    pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads))
+    pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads, keep_io))
     model, external, where = open_model(model_or_path)
     check_input(model, where)
     if ratios:
@@ -327,7 +327,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         "groups": groups,
         "passes": ctx.report["passes"],
         "verified": ctx.report["verified"],
-        "max_abs_diff": ctx.report["max_abs_diff"],
+        "max_abs_diff": ctx.report["max_abs_diff"], **interface_shapes(model, out),  # a KV cache that shrank
     }
     if "finetune" in ctx.report:
         report["finetune"] = ctx.report["finetune"]

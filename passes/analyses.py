@@ -143,9 +143,12 @@ class Trees:
     # ..); ``always`` when the value counts pruned channels, else only when the node is cut
     frozen: Mapping[str, tuple[tuple[int, np.ndarray, bool], ...]] = field(default_factory=dict)
     head_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ids split into heads
+    # graph inputs and outputs whose channels may go (a KV cache): name -> "input" | "output"
+    interface: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "frozen", MappingProxyType(dict(self.frozen)))
+        object.__setattr__(self, "interface", MappingProxyType(dict(self.interface)))
         object.__setattr__(self, "head_ids", _frozen(self.head_ids))
         object.__setattr__(self, "rep", _frozen(self.rep))
         object.__setattr__(self, "maps", MappingProxyType(dict(self.maps)))
@@ -247,6 +250,9 @@ class SliceRecord:
 
     zeroings: tuple[LeafZeroing, ...]
     groups: tuple[dict, ...]
+    # graph inputs/outputs that lost channels (a KV cache): (name, "input" | "output", axis,
+    # kept positions along it); validate feeds/compares the kept part of the original's
+    interface: tuple[tuple[str, str, int, tuple[int, ...]], ...] = ()
 
 
 def render(analysis) -> str:

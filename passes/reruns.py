@@ -32,6 +32,7 @@ from .base import Pass, PassContext, PipelineError, SpecError
 from .cost import count_flops, count_params
 from .mask import MaskPass
 from .slice import SlicePass
+from .trees import TreesPass
 from .validate import EquivalenceError
 
 Run = Callable[..., tuple[Graph, PassContext]]
@@ -39,8 +40,11 @@ TARGET_TOLERANCE = 0.01   # a target is met when |achieved - asked| <= 1 point o
 
 
 def with_mask_options(passes: list[Pass], ratios, target_flops, target_params, rank, max_ratio,
-                      heads=None) -> list[Pass]:
-    """Every ``mask`` pass with the API's/CLI's ratio table, target and ranking (when given)."""
+                      heads=None, keep_io: bool = False) -> list[Pass]:
+    """Every ``mask`` pass with the API's/CLI's ratio table, target and ranking (when given);
+    every ``trees`` pass with ``keep-io`` when ``keep_io``."""
+    if keep_io:
+        passes = [dataclasses.replace(p, keep_io=True) if isinstance(p, TreesPass) else p for p in passes]
     changes: dict[str, Any] = {}
     if ratios:
         changes["ratios"] = {str(k): float(v) for k, v in ratios.items()}

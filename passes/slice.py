@@ -63,6 +63,22 @@ def inspect_reports(patterns: Patterns, trees: Trees) -> tuple[dict, ...]:
     return tuple(out)
 
 
+def interface_shapes(before: onnx.ModelProto, after: onnx.ModelProto) -> dict:
+    """The report's ``interface`` (none when nothing changed): graph inputs and outputs whose shape
+    pruning changed (a KV cache's past_*/present_*, API ``keep_io`` refuses it): a list of
+    ``{"name", "kind", "shape_before", "shape_after"}``."""
+    def shapes(model, kind):
+        values = model.graph.input if kind == "input" else model.graph.output
+        return {v.name: [d.dim_param if d.dim_param else d.dim_value for d in v.type.tensor_type.shape.dim]
+                for v in values}
+    out = []
+    for kind in ("input", "output"):
+        old, new = shapes(before, kind), shapes(after, kind)
+        out += [{"name": n, "kind": kind, "shape_before": old[n], "shape_after": new[n]}
+                for n in old if n in new and old[n] != new[n]]
+    return {"interface": out} if out else {}
+
+
 @dataclass(frozen=True)
 class SlicePass(Pass):
     name: ClassVar[str] = "slice"
@@ -79,14 +95,16 @@ class SlicePass(Pass):
             if len(pos):
                 zeroings.append(LeafZeroing(lf.node, lf.weight_port, lf.weight_axis,
                                             tuple(int(p) for p in pos)))
-        ctx.put(SliceRecord(tuple(zeroings), groups))
-        if len(removed) == 0:
-            return PassResult(False, {"values_sliced": 0})
         keeps: dict[str, tuple[int, np.ndarray, int]] = {}
         for name, m in trees.maps.items():
             keep = ~np.isin(m.ids, removed)
             if not keep.all():
                 keeps[name] = (m.axis, keep, m.rank)
+        interface = tuple((name, kind, keeps[name][0], tuple(int(i) for i in np.nonzero(keeps[name][1])[0]))
+                          for name, kind in sorted(trees.interface.items()) if name in keeps)
+        ctx.put(SliceRecord(tuple(zeroings), groups, interface))
+        if len(removed) == 0:
+            return PassResult(False, {"values_sliced": 0})
         opset = opset_of(ir)
         for name, operands in trees.frozen.items():  # computed shape operands become constants
             node = ir.node(name)

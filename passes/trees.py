@@ -29,6 +29,7 @@ from ir import Graph, opset_of
 from .analyses import AssociationTree, ChannelMap, Leaf, Root, Tags, Trees
 from .base import Pass, PassContext, PassResult
 from .op_rules import CHANNEL_RULES, ROOT_RULES, SHAPE_OPERANDS, NodeView, fold_shapes
+from .op_rules.attention import adopt
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class TreesPass(Pass):
     name: ClassVar[str] = "trees"
     requires: ClassVar[tuple[type, ...]] = (Tags,)
     provides: ClassVar[tuple[type, ...]] = (Trees,)
+    # never change a graph input's or output's shape (a KV cache's past_*/present_* stay whole)
+    keep_io: bool = False
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
         tags = ctx.get(Tags)
@@ -53,6 +56,8 @@ class TreesPass(Pass):
         frozen: dict[str, dict[int, tuple[np.ndarray, bool]]] = {}  # node -> port -> (value, always)
         head_ids: list[np.ndarray] = []
         adapts: set[tuple[str, int]] = set()  # (node, port): a channel count read off its own input
+        adopted: dict[str, ChannelMap] = {}    # graph input -> its map (a KV cache's past_*)
+        interface: dict[str, str] = {}
         next_id = 0
 
         def block(ids: np.ndarray, reason: str) -> None:
@@ -68,9 +73,24 @@ class TreesPass(Pass):
             tag = tags.by_node[node.name]
             view = NodeView(ir, node, in_maps, shapes, opset, folded.static, folded.values)
             tracked = tuple(p for p, m in enumerate(in_maps) if m is not None)
+            io_block = ""
+            if tracked and tag.role != "barrier":
+                chains = adopt(view)
+                if chains and self.keep_io:
+                    names = ", ".join(repr(c[0].name) for c in chains.values())
+                    io_block = f"pruning would change the shape of graph input {names} (keep-io)"
+                    chains = {}
+                for p, chain in chains.items():  # a KV cache input: same ids
+                    m = in_maps[tracked[0]]
+                    for v in chain:
+                        maps[v.name] = m
+                    in_maps[p] = m
+                    adopted[chain[0].name] = m
+                    interface[chain[0].name] = "input"
+                tracked = tuple(p for p, m in enumerate(in_maps) if m is not None)
             if tracked:
-                if tag.role == "barrier":
-                    effect_block = tag.reason
+                if tag.role == "barrier" or io_block:
+                    effect_block = tag.reason if tag.role == "barrier" else io_block
                     effect = None
                 else:
                     effect = CHANNEL_RULES[node.op_type].propagate(view)
@@ -119,8 +139,14 @@ class TreesPass(Pass):
                         leaves.append(Leaf(node.name, *spec.self_leaf, ids))
                     next_id += spec.channels
         for name in ir.output_names:
-            if name in maps:
-                block(maps[name].ids, f"reaches graph output {name!r}")
+            if name not in maps:
+                continue
+            m = maps[name]
+            if any(a.axis == m.axis and a.rank == m.rank and np.array_equal(a.ids, m.ids)
+                   for a in adopted.values()):
+                interface[name] = "output"  # a present_* carrying its past_*'s channels
+            else:
+                block(m.ids, f"reaches graph output {name!r}")
         _check_shape_values(ir, maps, folded, frozen, block, seen, adapts)
 
         a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
@@ -130,7 +156,8 @@ class TreesPass(Pass):
         ctx.put(Trees(tuple(roots), maps, tuple(leaves), a, b, blocked, trees, next_id, rep,
                       {n: tuple((p, v, always) for p, (v, always) in sorted(ports.items()))
                        for n, ports in frozen.items()},
-                      np.unique(np.concatenate(head_ids)) if head_ids else np.zeros(0, np.int64)))
+                      np.unique(np.concatenate(head_ids)) if head_ids else np.zeros(0, np.int64),
+                      interface))
         return PassResult(False, {"roots": len(roots), "leaves": len(leaves),
                                   "channels": next_id, "blocked_channels": len(blocked)})
 
