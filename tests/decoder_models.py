@@ -21,6 +21,7 @@ VOCAB, SEQ, PAST = 96, 4, 3
 
 
 def config(kind: str):
+    import_torchvision()  # transformers imports torchvision: its op schemas first
     import transformers as hf
 
     common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -97,7 +98,7 @@ def io_names(layers: int, cache: bool):
 
 def export(kind: str, folder: Path, cache: bool = False, dynamic: bool = False, seed: int = 0,
            batch: int = 1, seq: int = SEQ, past: int = PAST) -> Path:
-    tag = f"{kind}{'-cache' if cache else ''}{'-dyn' if dynamic else ''}"
+    tag = f"{kind}{'-cache' if cache else ''}{'-dyn' if dynamic else ''}{'' if seq == SEQ else f'-s{seq}'}"
     path = Path(folder) / f"{tag}.onnx"
     if path.exists():
         return path
@@ -126,3 +127,21 @@ def export(kind: str, folder: Path, cache: bool = False, dynamic: bool = False, 
                           do_constant_folding=False, input_names=inputs, output_names=outputs,
                           dynamic_axes=axes)
     return path
+
+
+def feeds(kind: str, cache: bool, batch: int = 2, seq: int = SEQ, past: int = PAST, seed: int = 0) -> dict:
+    """Inputs that agree with each other (mask length = past + seq): what a dynamic-axes export
+    needs, since one size per symbolic dim cannot make ``total`` = ``past`` + ``seq``."""
+    import numpy as np
+
+    _, cfg = config(kind)
+    layers, kv, dim = geometry(cfg)
+    rng = np.random.default_rng(seed)
+    p = past if cache else 0
+    out = {"input_ids": rng.integers(0, VOCAB, (batch, seq)).astype(np.int64),
+           "attention_mask": np.ones((batch, p + seq), np.int64)}
+    if cache:
+        for i in range(layers):
+            out[f"past_key_{i}"] = rng.standard_normal((batch, kv, p, dim)).astype(np.float32)
+            out[f"past_value_{i}"] = rng.standard_normal((batch, kv, p, dim)).astype(np.float32)
+    return out

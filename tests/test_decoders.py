@@ -1,0 +1,144 @@
+"""Decoder language models (issue 16): Llama (MHA and GQA), Qwen2 (GQA) and GPT-2 from
+``transformers`` configs, exported with and without a KV cache (``decoder_models``).
+
+- Rotary embeddings: the head split's lookahead sees through ``q·cos + rotate_half(q)·sin``, so
+  Q, K and V keep one class per head and whole heads go (a head's rotary pairs stay together).
+- GQA: repeat_kv's Expand + Reshape repeat each KV head's id over its query heads; Q·Kᵀ and A·V
+  couple them, so a KV group (one KV head, its query heads) goes whole.
+- KV cache: ``past_*`` inputs and ``present_*`` outputs shrink with their heads; the report's
+  ``interface`` gives their new shapes; ``keep_io`` refuses it with a named reason.
+- A greedy generation loop: the pruned model fed its own, smaller cache generates the tokens the
+  masked original generates with the full one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import decoder_models as dm
+import pipeline
+from passes.analyses import SliceRecord
+from passes.validate import masked_original, run_model
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("decoders")
+
+
+def shapes(model: onnx.ModelProto, kind: str) -> dict[str, list]:
+    values = model.graph.input if kind == "input" else model.graph.output
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
+
+
+def head_groups(report: dict) -> list[tuple[int, int]]:
+    return [(g["channels_before"], g["channels_after"]) for g in report["groups"] if g.get("heads")]
+
+
+@pytest.mark.parametrize("kind,groups", [("llama", 4), ("llama-gqa", 2), ("qwen2", 2)])
+def test_rotary_and_gqa_attention_prune_whole_heads_or_kv_groups(kind, groups, folder):
+    result = pipeline.prune(dm.export(kind, folder), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-3
+    # one group per layer: Q, K and V roots, classes are heads (MHA) or KV groups (GQA)
+    assert head_groups(rep) == [(groups, groups // 2)] * 2
+    attn = [g for g in rep["groups"] if g.get("heads")]
+    assert all(sorted(r.rsplit("/", 2)[-2] for r in g["roots"]) == ["k_proj", "q_proj", "v_proj"] for g in attn)
+    mlp = [(g["channels_before"], g["channels_after"]) for g in rep["groups"]
+           if g.get("pruned") and not g.get("heads")]
+    assert mlp == [(64, 32)] * 2
+    inits = {t.name: tuple(t.dims) for t in result.model.graph.initializer}
+    q = inits["model.model.layers.0.self_attn.q_proj.weight"]
+    k = inits["model.model.layers.0.self_attn.k_proj.weight"]
+    assert q == (16, 32)                      # half the query heads (2 of 4, head dim 8)
+    assert k == ((16, 32) if groups == 4 else (8, 32))  # GQA: 1 of 2 KV heads, with its 2 query heads
+    assert rep["params_after"] < 0.65 * rep["params_before"]
+
+
+@pytest.mark.parametrize("kind,kv", [("llama-gqa", 2), ("qwen2", 2), ("gpt2", 4)])
+def test_kv_cache_inputs_and_outputs_shrink_with_their_heads(kind, kv, folder, tmp_path):
+    import onnxruntime as ort
+
+    path = dm.export(kind, folder, cache=True)
+    result = pipeline.prune(path, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True
+    assert head_groups(rep) == [(kv, kv // 2)] * 2
+    layers, _, dim = dm.geometry(dm.config(kind)[1])
+    changed = {e["name"]: (e["kind"], e["shape_before"], e["shape_after"]) for e in rep["interface"]}
+    names = [f"{w}_{x}_{i}" for w in ("past", "present") for x in ("key", "value") for i in range(layers)]
+    assert sorted(changed) == sorted(names)
+    for name, (io, before, after) in changed.items():
+        assert io == ("input" if name.startswith("past") else "output")
+        assert before[1] == kv and after[1] == kv // 2 and before[2:] == after[2:]
+    assert shapes(result.model, "input")["past_key_0"] == [1, kv // 2, dm.PAST, dim]
+    # the written file runs in a fresh ONNX Runtime session, fed a cache of the new shape
+    out = tmp_path / "pruned.onnx"
+    onnx.save(result.model, str(out))
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    feeds = dm.feeds(kind, cache=True, batch=1)
+    feeds = {k: (v[:, : kv // 2] if k.startswith("past") else v) for k, v in feeds.items()}
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    assert got["present_key_1"].shape == (1, kv // 2, dm.PAST + dm.SEQ, dim)
+    assert got["logits"].shape == (1, dm.SEQ, dm.VOCAB)
+
+
+def test_keep_io_refuses_to_change_the_cache_shapes(folder):
+    path = dm.export("llama-gqa", folder, cache=True)
+    rep = pipeline.prune(path, ratio=0.5, keep_io=True).report
+    assert rep["verified"] is True and "interface" not in rep
+    assert all(a == b for a, b in head_groups(rep))   # the heads stay: their cache is the runtime's contract
+    reasons = [g["reason"] for g in rep["groups"] if not g.get("pruned")]
+    assert any("graph input 'past_value_0' (keep-io)" in r for r in reasons), reasons
+    # the same through the spec; the MLP still prunes
+    spec = "tag,trees{keep-io=true},classify,score,mask{ratio=0.5},slice,infer-shapes,validate"
+    result = pipeline.prune(path, passes=spec)
+    assert shapes(result.model, "input") == shapes(onnx.load(str(path)), "input")
+    assert shapes(result.model, "output") == shapes(onnx.load(str(path)), "output")
+    assert [g["channels_after"] for g in result.report["groups"] if g.get("pruned")] == [32, 32]
+
+
+class _Record(pipeline.Instrument):
+    def after(self, p, graph, ctx, result, seconds):
+        if ctx.has(SliceRecord):
+            self.record = ctx.get(SliceRecord)
+
+
+def _generate(model: onnx.ModelProto, prompt: list[int], steps: int, kv: int, layers: int, dim: int):
+    """Greedy decoding, one token a step, with a cache window of PAST slots (the oldest dropped)."""
+    past = {f"past_{w}_{i}": np.zeros((1, kv, dm.PAST, dim), np.float32)
+            for i in range(layers) for w in ("key", "value")}
+    tokens, logits = list(prompt), []
+    for step in range(len(prompt) + steps - 1):
+        feeds = {"input_ids": np.array([[tokens[step]]], np.int64),
+                 "attention_mask": np.ones((1, dm.PAST + 1), np.int64), **past}
+        out = run_model(model, feeds)
+        names = [o.name for o in model.graph.output]
+        got = dict(zip(names, out))
+        past = {n.replace("present", "past"): v[:, :, 1:] for n, v in got.items() if n.startswith("present")}
+        if step >= len(prompt) - 1:
+            logits.append(got["logits"][0, -1])
+            tokens.append(int(np.argmax(got["logits"][0, -1])))
+    return tokens, np.stack(logits)
+
+
+@pytest.mark.parametrize("kind", ["llama-gqa", "gpt2"])
+def test_greedy_generation_with_the_smaller_cache_matches_the_masked_original(kind, folder):
+    path = dm.export(kind, folder, cache=True, seq=1)  # a decode step: one token, PAST cached
+    rec = _Record()
+    result = pipeline.prune(path, ratio=0.5, instruments=[rec])
+    assert result.report["verified"] is True
+    original = onnx.load(str(path))
+    masked = masked_original(original, rec.record)
+    layers, kv, dim = dm.geometry(dm.config(kind)[1])
+    kept = shapes(result.model, "input")["past_key_0"][1]
+    assert kept == kv // 2
+    prompt = [5, 17, 42]
+    want, want_logits = _generate(masked, prompt, 6, kv, layers, dim)
+    got, got_logits = _generate(result.model, prompt, 6, kept, layers, dim)
+    assert got == want
+    np.testing.assert_allclose(got_logits, want_logits, rtol=1e-3, atol=1e-4)
+    # and pruning changed what the model computes (the check is not vacuous)
+    assert not np.allclose(_generate(original, prompt, 6, kv, layers, dim)[1], want_logits, atol=1e-3)
