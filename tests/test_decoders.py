@@ -20,7 +20,8 @@ import pytest
 import decoder_models as dm
 import pipeline
 from passes.analyses import SliceRecord
-from passes.validate import masked_original, run_model
+from passes.runtime import run_model
+from passes.validate import masked_original
 
 
 @pytest.fixture(scope="module")
