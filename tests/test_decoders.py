@@ -143,3 +143,17 @@ def test_greedy_generation_with_the_smaller_cache_matches_the_masked_original(ki
     np.testing.assert_allclose(got_logits, want_logits, rtol=1e-3, atol=1e-4)
     # and pruning changed what the model computes (the check is not vacuous)
     assert not np.allclose(_generate(original, prompt, 6, kv, layers, dim)[1], want_logits, atol=1e-3)
+
+
+def test_cli_prints_the_new_cache_shapes_and_keep_io_keeps_them(folder, tmp_path, capsys):
+    import cli
+
+    path = str(dm.export("llama-gqa", folder, cache=True))
+    assert cli.main(["prune", path, "-o", str(tmp_path / "a.onnx"), "--ratio", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert f"input past_key_0: [1, 2, {dm.PAST}, 8] -> [1, 1, {dm.PAST}, 8]" in out
+    assert f"output present_value_1: [1, 2, {dm.PAST + dm.SEQ}, 8] -> [1, 1, {dm.PAST + dm.SEQ}, 8]" in out
+    assert cli.main(["prune", path, "-o", str(tmp_path / "b.onnx"), "--ratio", "0.5", "--keep-io"]) == 0
+    out = capsys.readouterr().out
+    assert "past_key_0: [" not in out and "(keep-io)" in out
+    assert shapes(onnx.load(str(tmp_path / "b.onnx")), "input") == shapes(onnx.load(path), "input")

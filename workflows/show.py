@@ -170,6 +170,8 @@ def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result
                      f"{held[g['id']]:,} params): {g.get('reason') or '?'}")
     if len(whole) > len(shown):
         lines.append(f"  ... {len(whole) - len(shown)} smaller groups left alone: see --report")
+    for e in rep.get("interface", []):  # a KV cache that shrank: the runtime must follow
+        lines.append(f"{e['kind']} {e['name']}: {e['shape_before']} -> {e['shape_after']}")
     lines.append(f"verified {rep['verified']} (max abs diff {rep['max_abs_diff']})")
     if rep.get("target"):
         lines.append(target_line(rep["target"]))
