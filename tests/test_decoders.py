@@ -157,3 +157,55 @@ def test_cli_prints_the_new_cache_shapes_and_keep_io_keeps_them(folder, tmp_path
     out = capsys.readouterr().out
     assert "past_key_0: [" not in out and "(keep-io)" in out
     assert shapes(onnx.load(str(tmp_path / "b.onnx")), "input") == shapes(onnx.load(path), "input")
+
+
+def dynamic_attention(heads: int = 4, head_dim: int = 4, rotary: str = "slice"):
+    """One attention block with a symbolic batch and sequence, its head splits written as exporters
+    write them for dynamic axes (``[0, 0, -1, D]``, merged back by ``[0, 0, -1]``), rotary on Q and
+    K (rotate_half as Slice/Neg/Concat or Split/Neg/Concat; cos/sin [1, 1, S, D] broadcast over the
+    heads, fed as inputs)."""
+    import models
+
+    b = models.Builder(7)
+    c = heads * head_dim
+    x = b.input("x", ["batch", "seq", c])
+    cos = b.input("cos", [1, 1, "seq", head_dim])
+    sin = b.input("sin", [1, 1, "seq", head_dim])
+
+    def split(t):
+        t = b.op("Reshape", [t, b.const(np.array([0, 0, -1, head_dim], np.int64), "shape")])
+        return b.op("Transpose", [t], perm=[0, 2, 1, 3])
+
+    def rope(t):
+        half = head_dim // 2
+        if rotary == "slice":
+            lo = b.op("Slice", [t, b.const(np.array([0]), "s"), b.const(np.array([half]), "s"),
+                                b.const(np.array([3]), "s")])
+            hi = b.op("Slice", [t, b.const(np.array([half]), "s"), b.const(np.array([head_dim]), "s"),
+                                b.const(np.array([3]), "s")])
+        else:
+            lo, hi = b.op("Split", [t, b.const(np.array([half, half]), "s")], n_out=2, axis=3)
+        rot = b.op("Concat", [b.op("Neg", [hi]), lo], axis=-1)
+        return b.op("Add", [b.op("Mul", [t, cos]), b.op("Mul", [rot, sin])])
+
+    q = rope(split(b.op("MatMul", [x, b.weight(c, c)])))
+    k = rope(split(b.op("MatMul", [x, b.weight(c, c)])))
+    v = split(b.op("MatMul", [x, b.weight(c, c)]))
+    scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])
+    ctx = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
+    merged = b.op("Reshape", [b.op("Transpose", [ctx], perm=[0, 2, 1, 3]),
+                              b.const(np.array([0, 0, -1], np.int64), "shape")])
+    return b.build([b.relu(b.op("MatMul", [merged, b.weight(c, c)]))])
+
+
+@pytest.mark.parametrize("rotary", ["slice", "split"])
+def test_heads_prune_with_symbolic_batch_and_sequence(rotary):
+    model = dynamic_attention(rotary=rotary)
+    result = pipeline.prune(model, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True
+    assert head_groups(rep) == [(4, 2)]
+    inits = {t.name: tuple(t.dims) for t in result.model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    assert sorted(v for v in inits.values()) == [(8, 16)] + [(16, 8)] * 3  # q, k, v lose 2 heads; the output projection's rows
+    # the 0/-1 targets adapt as they are: the batch and sequence stay symbolic
+    assert shapes(result.model, "input")["x"] == ["batch", "seq", 16]

@@ -48,9 +48,9 @@ def _reshape(view: NodeView) -> Effect:
     dynamic = target is None
     if dynamic:
         target = _symbolic_target(view, shape)
-        if target is None:
-            return _self_sized(view, m, shape) or \
-                blocked("Reshape to a computed shape that does not fold to a constant")
+        if target is None:  # symbolic dims that move (a dynamic batch, sequence, cache length)
+            from .attention import symbolic_reshape  # local: attention imports this module
+            return _self_sized(view, m, shape) or symbolic_reshape(view, m, shape)
     target = [int(t) for t in np.ravel(target)]
     effect = _reshape_effect(view, m, shape, target)
     if dynamic and effect.block is None:  # nothing rewrites a computed target: it must adapt
@@ -126,11 +126,17 @@ def _reshape_effect(view: NodeView, m: ChannelMap, shape, target: list[int]) -> 
             shape[1:]).reshape(out[1:])
     else:  # a fully static reshape may move the batch axis (GPT-2's [B·S, C] -> [B, S, C])
         out = _resolve_static_reshape(shape, target, view.node.attr("allowzero", 0))
-        if out is None:
+        tail = None if out is not None else _resolve_tail(shape, target, view.node.attr("allowzero", 0), m.axis)
+        if out is None and tail is None:
             return _outer_axes_kept(view, m, shape, target) or \
                 blocked("Reshape with an unknown per-sample shape or one that moves the batch axis")
-        offset, full = 0, np.broadcast_to(
-            m.ids.reshape([len(m) if i == m.axis else 1 for i in range(len(shape))]), shape).reshape(out)
+        if tail is not None:  # symbolic leading dims copied as they are ([B, S, C] -> [0, 0, -1, D])
+            offset, out = tail
+            full = np.broadcast_to(m.ids.reshape([len(m) if i == m.axis else 1 for i in range(offset, len(shape))]),
+                                   shape[offset:]).reshape(out[offset:])
+        else:
+            offset, full = 0, np.broadcast_to(
+                m.ids.reshape([len(m) if i == m.axis else 1 for i in range(len(shape))]), shape).reshape(out)
     found = _single_axis(full)
     if found is not None:
         axis, ids = found
@@ -165,6 +171,30 @@ def _outer_axes_kept(view: NodeView, m: ChannelMap, shape, target: list[int]) ->
     if same and m.axis >= len(shape) - same and target.count(-1) <= 1:
         return Effect(outputs={0: ChannelMap(len(target) - (len(shape) - m.axis), len(target), m.ids)})
     return None
+
+
+def _resolve_tail(shape, target, allowzero, channel_axis: int) -> tuple[int, list] | None:
+    """``(k, output shape)`` of a Reshape whose first ``k`` entries copy the input's leading dims
+    (0, or the same number) — symbolic ones (a dynamic batch and sequence) included — and whose
+    dims from ``k`` on, the channel axis among them, are static on the input side."""
+    if shape is None or allowzero or not target:
+        return None
+    k = 0
+    while k < min(len(shape), len(target), channel_axis) and (
+            target[k] == 0 or (isinstance(shape[k], int) and target[k] == shape[k])):
+        k += 1
+    if k == 0 or any(not isinstance(d, int) for d in shape[k:]):
+        return None
+    rest = [shape[i] if t == 0 and i < len(shape) else t for i, t in enumerate(target) if i >= k]
+    total = int(np.prod(shape[k:], dtype=np.int64))
+    if rest.count(-1) == 1:
+        known = int(np.prod([d for d in rest if d != -1], dtype=np.int64))
+        if known == 0 or total % known:
+            return None
+        rest[rest.index(-1)] = total // known
+    if -1 in rest or int(np.prod(rest, dtype=np.int64)) != total:
+        return None
+    return k, list(shape[:k]) + rest
 
 
 def _resolve_static_reshape(shape, target, allowzero) -> list | None:
