@@ -211,13 +211,28 @@ def _einsum(view: NodeView) -> Effect:
     return Effect(outputs={0: ChannelMap(out.index(letter), len(out), base)}, couplings=couplings)
 
 
+# ops a head split's lookahead passes through on its way to Q·Kᵀ / A·V (rotary arithmetic, the
+# cache Concat, repeat_kv's Expand); only where the split keeps its ids rides on it
+TOWARD_HEADS = ("Mul", "Add", "Sub", "Neg", "Slice", "Split", "Concat", "Expand", "Cast", "Where")
+
+
+def toward_heads(graph: Graph, node: Node, port: int) -> bool:
+    """Whether the head split's lookahead goes on through ``node`` (reached on input ``port``)."""
+    if node.domain not in DEFAULT_DOMAINS or node.op_type not in TOWARD_HEADS:
+        return False
+    if node.op_type in ("Slice", "Split", "Expand", "Neg", "Cast"):
+        return port == 0
+    if node.op_type == "Where":
+        return port in (1, 2)
+    return True
+
+
 def feeds_batched_matmul(graph: Graph, value, shapes: dict, depth: int = 6) -> bool:
     """Whether ``value`` reaches, through Transposes, identities and scalings by a scalar, a MatMul whose
     other operand is an activation: a Reshape that splits channels into attention heads. Rotary
-    arithmetic, a KV-cache Concat and repeat_kv's Expand on the way (``attention.toward_heads``)
+    arithmetic, a KV-cache Concat and repeat_kv's Expand on the way (``toward_heads``)
     are passed without counting against ``depth`` (at most 4 × depth nodes in all).
     (Only a choice of representation rides on it; either choice is exact.)"""
-    from .attention import toward_heads  # local: attention builds on this module
 
     def scalar(v) -> bool:
         c = graph.const_array(v)
