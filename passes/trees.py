@@ -53,6 +53,7 @@ class TreesPass(Pass):
         frozen: dict[str, dict[int, tuple[np.ndarray, bool]]] = {}  # node -> port -> (value, always)
         head_ids: list[np.ndarray] = []
         adapts: set[tuple[str, int]] = set()  # (node, port): a channel count read off its own input
+        stream_ids: list[np.ndarray] = []
         next_id = 0
 
         def block(ids: np.ndarray, reason: str) -> None:
@@ -90,6 +91,8 @@ class TreesPass(Pass):
                         pairs_b.append(b)
                     if effect.heads:
                         head_ids += [m.ids for m in effect.outputs.values()]
+                    if effect.stream:
+                        stream_ids += [in_maps[p].ids for p in tracked]
                     leaf_ports: tuple[int, ...] = ()
                     if effect.leaf is not None:
                         data_port, weight_port, weight_axis, filter_axis = effect.leaf
@@ -130,7 +133,8 @@ class TreesPass(Pass):
         ctx.put(Trees(tuple(roots), maps, tuple(leaves), a, b, blocked, trees, next_id, rep,
                       {n: tuple((p, v, always) for p, (v, always) in sorted(ports.items()))
                        for n, ports in frozen.items()},
-                      np.unique(np.concatenate(head_ids)) if head_ids else np.zeros(0, np.int64)))
+                      np.unique(np.concatenate(head_ids)) if head_ids else np.zeros(0, np.int64),
+                      _ids_of(stream_ids)))
         return PassResult(False, {"roots": len(roots), "leaves": len(leaves),
                                   "channels": next_id, "blocked_channels": len(blocked)})
 
@@ -170,6 +174,11 @@ def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen, adapts=fro
                 frozen.setdefault(node.name, {})[port] = (folded.static[name], True)
             else:
                 stop(sources, f"{node.op_type} node {node.name!r}, which cannot be rewritten")
+
+
+def _ids_of(parts: list[np.ndarray]) -> np.ndarray:
+    ids = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    return ids[ids >= 0]
 
 
 def union_find(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -264,16 +264,6 @@ def _instancenorm(view: NodeView) -> Effect:
     return Effect(outputs={0: m})
 
 
-def _layernorm(view: NodeView) -> Effect:
-    m = _only(view, 0)
-    if m is None:
-        return blocked("channels reach LayerNormalization parameters")
-    start = _axis(view.node.attr("axis", -1), m.rank)
-    if m.axis >= start:
-        return blocked("LayerNormalization normalizes over the channel axis (mixes channels)")
-    return _same_all(view, m)
-
-
 def _channel_pool(view: NodeView) -> Effect:
     """Pools keep axis 1 and mix only spatial axes."""
     m = _only(view, 0)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _gemm, _instancenorm, _layernorm,
+from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _gemm, _instancenorm,
                        _lrn, _matmul, _prelu, _reduce, _softmax, _unary, _where)
 from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad, _reshape, _resize, _shape, _slice,
                       _split, _squeeze, _transpose)
 from .recurrent import _recurrent, _recurrent_root, _slice_recurrent
+from .norms import _layernorm, _slice_layernorm
 from .roots import _conv_root, _gemm_root, _matmul_root
+from .streams import _concat as _concat_tokens, _expand_like, _slice_concat, _slice_expand
 from .slices import (Keeps, Rewriter, _slice_broadcast_constants, _slice_conv, _slice_gemm, _slice_matmul,
                      _slice_per_channel_params, _slice_reshape, _slice_resize, _slice_slice, _slice_split)
 from .views import DEFAULT_DOMAINS, ChannelRule, NodeView, RootSpec
@@ -59,7 +61,9 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "Reshape": ChannelRule("next-process", _reshape),
     "Squeeze": ChannelRule("next-no-process", _squeeze),
     "Unsqueeze": ChannelRule("next-no-process", _squeeze),
-    "Concat": ChannelRule("next-process", _concat),
+    "Concat": ChannelRule("next-process", lambda view: _concat_tokens(view, _concat)),
+    "Expand": ChannelRule("next-no-process", _expand_like),
+    "Tile": ChannelRule("next-no-process", _expand_like),
     "Pad": ChannelRule("next-no-process", _pad),
     "Resize": ChannelRule("next-process", _resize),
     "Upsample": ChannelRule("next-process", _resize),
@@ -95,6 +99,9 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "Resize": _slice_resize,
     "Upsample": _slice_resize,
     **{op: _slice_recurrent for op in ("LSTM", "GRU", "RNN")},
+    "LayerNormalization": _slice_layernorm,
+    "Concat": _slice_concat,
+    "Expand": _slice_expand,
 }
 
 # Ops whose channel-carrying behaviour involves constants that must shrink: each needs a

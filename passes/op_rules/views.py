@@ -91,6 +91,8 @@ class Effect:
     block: str | None = None
     heads: bool = False     # the output map's positions are attention heads (a class = one head)
     adapts: tuple[int, ...] = ()  # shape operands that count channels yet adapt by themselves
+    stream: bool = False    # the node reads statistics over the channels (a normalization): removed
+                            # channels must be exactly zero at its input (roots zeroed in the proof)
 
 
 def blocked(reason: str) -> Effect:

@@ -1,0 +1,63 @@
+"""Small seeded models of residual streams read by normalizations (``models.Builder``).
+
+- ``vit_stream``: a patch-embedding Conv, a class token (Expand of a constant) concatenated on the
+  token axis, a position embedding added, a pre-norm block (LayerNorm → MLP → residual Add), a
+  post-norm block (the LayerNorm's output is the stream), a final LayerNorm, the class token's
+  row picked by Gather, a Gemm head.
+- ``convnext_stream``: ConvNeXt's channels-last block: depthwise Conv → Transpose → LayerNorm
+  (last axis) → MatMul → Relu → MatMul → layer-scale Mul → Transpose → residual Add.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from models import Builder, _ints
+
+
+def _layernorm(b: Builder, x: str, c: int, axis: int = -1) -> str:
+    scale = b.const((b.rng.random(c) + 0.5).astype(np.float32), "ln_scale")
+    bias = b.const(b.rng.standard_normal(c).astype(np.float32) * 0.1, "ln_bias")
+    return b.op("LayerNormalization", [x, scale, bias], axis=axis, epsilon=1e-5)
+
+
+def _linear(b: Builder, x: str, cin: int, cout: int) -> str:
+    return b.op("Add", [b.op("MatMul", [x, b.weight(cin, cout)]), b.weight(cout, prefix="b")])
+
+
+def vit_stream(opset: int = 17) -> onnx.ModelProto:
+    b = Builder(21, opset=opset, name="vit_stream")
+    c, tokens = 8, 4
+    x = b.input("x", [1, 3, 8, 8])
+    patches = b.op("Conv", [x, b.weight(c, 3, 4, 4), b.weight(c, prefix="b")], kernel_shape=[4, 4], strides=[4, 4])
+    seq = b.op("Transpose", [b.op("Reshape", [patches, _ints(b, [1, c, tokens], "shape")])], perm=[0, 2, 1])
+    cls = b.op("Expand", [b.weight(1, 1, c, prefix="cls"), _ints(b, [1, 1, 1], "shape")])
+    s = b.op("Add", [b.op("Concat", [cls, seq], axis=1), b.weight(1, tokens + 1, c, prefix="pos")])
+    # pre-norm block: s + MLP(LN(s))
+    h = b.relu(_linear(b, _layernorm(b, s, c), c, 16))
+    s = b.op("Add", [s, _linear(b, h, 16, c)])
+    # post-norm block: LN(s + MLP(s))
+    h = b.relu(_linear(b, s, c, 12))
+    s = _layernorm(b, b.op("Add", [s, _linear(b, h, 12, c)]), c)
+    cls_out = b.op("Gather", [_layernorm(b, s, c), b.const(np.array(0, np.int64), "i")], axis=1)
+    return b.build([b.gemm(cls_out, c, 5)])
+
+
+def convnext_stream() -> onnx.ModelProto:
+    b = Builder(22, name="convnext_stream")
+    c = 8
+    x = b.input("x", [1, 3, 8, 8])
+    stem = b.op("Conv", [x, b.weight(c, 3, 2, 2), b.weight(c, prefix="b")], kernel_shape=[2, 2], strides=[2, 2])
+    s = b.op("Transpose", [_layernorm(b, b.op("Transpose", [stem], perm=[0, 2, 3, 1]), c)], perm=[0, 3, 1, 2])
+    for _ in range(2):
+        dw = b.conv(s, c, c, k=3, group=c)
+        t = _layernorm(b, b.op("Transpose", [dw], perm=[0, 2, 3, 1]), c)
+        h = _linear(b, b.relu(_linear(b, t, c, 16)), 16, c)
+        gamma = b.const((b.rng.random(c) + 0.5).astype(np.float32), "layer_scale")
+        s = b.op("Add", [s, b.op("Transpose", [b.op("Mul", [h, gamma])], perm=[0, 3, 1, 2])])
+    pooled = b.op("ReduceMean", [s], axes=[2, 3], keepdims=0)
+    return b.build([b.gemm(_layernorm(b, pooled, c), c, 5)])
+
+
+STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream}

@@ -1,0 +1,68 @@
+"""Residual streams through normalizations: the stream's channels prune when every writer goes,
+the pruned normalization keeps the original statistics, and the proof zeroes the writers."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import pipeline
+import stream_models
+from passes import slice as slice_pass
+from test_passes import Recorder
+
+
+@pytest.mark.parametrize("name", sorted(stream_models.STREAMS))
+def test_stream_models_match_golden(name, golden):
+    rec = Recorder()
+    result = pipeline.prune(stream_models.STREAMS[name](), ratio=0.5, instruments=[rec])
+    assert result.report["verified"] is True
+    golden(f"streams_{name}", "".join(rec.sections))
+
+
+@pytest.mark.parametrize("name", sorted(stream_models.STREAMS))
+def test_stream_group_prunes_through_every_layernorm_and_is_proven(name):
+    result = pipeline.prune(stream_models.STREAMS[name](), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    stream = [g for g in rep["groups"] if g.get("stream")]
+    assert len(stream) == 1 and stream[0]["channels_before"] == 8 and stream[0]["channels_after"] == 4
+    assert len(stream[0]["roots"]) == 3  # the embedding and each block's output projection
+    ops = [n.op_type for n in result.model.graph.node]
+    assert "LayerNormalization" not in ops  # each became its corrected decomposed form
+    onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_stream_ratio_is_apart_from_the_channel_ratio():
+    model = stream_models.vit_stream()
+    spec = "tag,trees,classify,score,mask{ratio=0.5 stream=0.25},slice,infer-shapes,validate"
+    rep = pipeline.prune(model, passes=spec).report
+    assert rep["verified"] is True
+    assert [g["channels_after"] for g in rep["groups"] if g.get("stream")] == [6]
+    assert sorted(g["channels_after"] for g in rep["groups"] if g.get("pruned") and not g.get("stream")) == [6, 8]
+    api = pipeline.prune(model, ratio=0.5, stream=0.0).report
+    assert [g["channels_after"] for g in api["groups"] if g.get("stream")] == [8]
+    assert api["verified"] is True
+
+
+def test_without_zeroing_the_writers_the_proof_rejects_the_stream(monkeypatch):
+    """The masked original must zero the stream at its roots and constants: with the leaves'
+    weights alone the normalization sees the removed channels and the proof fails, so the
+    stream group is left alone with that reason."""
+    monkeypatch.setattr(slice_pass, "stream_zeroings", lambda *a: [])
+    rep = pipeline.prune(stream_models.vit_stream(), ratio=0.5).report
+    stream = [g for g in rep["groups"] if g.get("stream")][0]
+    assert stream["channels_after"] == 8 and "mask-equivalence" in stream["reason"]
+
+
+def test_pruned_layernorm_equals_the_original_on_a_stream_with_zeros():
+    """The decomposed form's statistics count the removed channels as zeros, as the original
+    LayerNormalization does (checked at opset 18, where ReduceMean takes its axes as an input)."""
+    model = stream_models.vit_stream(opset=18)
+    result = pipeline.prune(model, ratio=0.5)
+    assert result.report["verified"] is True
+    reduce = [n for n in result.model.graph.node if n.op_type == "ReduceMean"]
+    assert reduce and all(len(n.input) == 2 for n in reduce)
+    kept = {t.name: t for t in result.model.graph.initializer if "stream_kept_fraction" in t.name}
+    assert kept and all(np.isclose(onnx.numpy_helper.to_array(t), 0.5) for t in kept.values())
