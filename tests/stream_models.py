@@ -60,4 +60,41 @@ def convnext_stream() -> onnx.ModelProto:
     return b.build([b.gemm(_layernorm(b, pooled, c), c, 5)])
 
 
-STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream}
+def _reduce_mean(b: Builder, x: str) -> str:
+    if b.opset >= 18:
+        return b.op("ReduceMean", [x, _ints(b, [-1], "axes")], keepdims=1)
+    return b.op("ReduceMean", [x], axes=[-1], keepdims=1)
+
+
+def _decomposed_norm(b: Builder, x: str, c: int, rms: bool) -> str:
+    """LayerNorm as tf2onnx / jax2onnx write it (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt,
+    Div, Mul, Add), or RMSNorm as torch exports Llama's (Pow, ReduceMean, Add, Sqrt,
+    Reciprocal, Mul, Mul)."""
+    eps = b.const(np.array(1e-5, np.float32), "eps")
+    two = b.const(np.array(2.0, np.float32), "two")
+    scale = b.const((b.rng.random(c) + 0.5).astype(np.float32), "norm_scale")
+    if rms:
+        var = _reduce_mean(b, b.op("Pow", [x, two]))
+        inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [var, eps])])])
+        return b.op("Mul", [scale, b.op("Mul", [x, inv])])
+    d = b.op("Sub", [x, _reduce_mean(b, x)])
+    var = _reduce_mean(b, b.op("Pow", [d, two]))
+    n = b.op("Div", [d, b.op("Sqrt", [b.op("Add", [var, eps])])])
+    return b.op("Add", [b.op("Mul", [n, scale]), b.const(b.rng.standard_normal(c).astype(np.float32) * 0.1, "norm_bias")])
+
+
+def decoder_stream(rms: bool = False, opset: int = 17) -> onnx.ModelProto:
+    """A token stream: an input projection, two pre-norm MLP blocks, a final norm, a head; the
+    norms decomposed (``_decomposed_norm``)."""
+    b = Builder(23 + rms, opset=opset, name="rms_stream" if rms else "decomposed_stream")
+    c = 8
+    x = b.input("x", [1, 5, 6])
+    s = b.op("MatMul", [x, b.weight(6, c)])
+    for width in (16, 12):
+        h = b.relu(b.op("MatMul", [_decomposed_norm(b, s, c, rms), b.weight(c, width)]))
+        s = b.op("Add", [s, b.op("MatMul", [h, b.weight(width, c)])])
+    return b.build([b.op("MatMul", [_decomposed_norm(b, s, c, rms), b.weight(c, 5)])])
+
+
+STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream,
+           "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True)}

@@ -66,3 +66,27 @@ def test_pruned_layernorm_equals_the_original_on_a_stream_with_zeros():
     assert reduce and all(len(n.input) == 2 for n in reduce)
     kept = {t.name: t for t in result.model.graph.initializer if "stream_kept_fraction" in t.name}
     assert kept and all(np.isclose(onnx.numpy_helper.to_array(t), 0.5) for t in kept.values())
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+@pytest.mark.parametrize("rms", [False, True])
+def test_decomposed_layernorm_and_rmsnorm_prune_the_stream(rms, opset):
+    result = pipeline.prune(stream_models.decoder_stream(rms=rms, opset=opset), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("stream")] == [(8, 4)]
+    names = [n.name for n in result.model.graph.node]
+    # every mean over the stream is scaled; LayerNorm's centered variance gets its (1 - r)·mean²
+    assert sum(n.endswith("stream_scaled_mean") for n in names) == (3 if rms else 6)
+    assert sum(n.endswith("stream_gone_var") for n in names) == (0 if rms else 3)
+
+
+def test_uncorrected_means_fail_the_proof(monkeypatch):
+    """Without the kept/original correction the pruned statistics differ and the stream group
+    is left alone by the proof (the correction is what makes it hold)."""
+    from passes.op_rules import SLICE_RULES
+
+    monkeypatch.setitem(SLICE_RULES, "ReduceMean", lambda rw, ins, outs: None)
+    rep = pipeline.prune(stream_models.decoder_stream(), ratio=0.5).report
+    stream = [g for g in rep["groups"] if g.get("stream")][0]
+    assert stream["channels_after"] == 8 and "mask-equivalence" in stream["reason"]

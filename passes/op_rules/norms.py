@@ -71,10 +71,10 @@ class _Emit:
         self.graph.add_initializer(Initializer.from_array(name, arr))
         return name
 
-    def op(self, op_type: str, inputs: list[str], tag: str, out: str | None = None, **attrs) -> str:
+    def op(self, op_type: str, inputs: list[str], tag: str, out: str | None = None, doc: str = "", **attrs) -> str:
         name = self.graph.unique_name(f"{self.base}/{tag}", kind="n")
         out = out or self.graph.unique_name(f"{self.base}/{tag}_output")
-        node = Node(name, op_type, "", {k: onnx.helper.make_attribute(k, v) for k, v in attrs.items()})
+        node = Node(name, op_type, "", {k: onnx.helper.make_attribute(k, v) for k, v in attrs.items()}, doc)
         self.graph.add_node(node, inputs, [out])
         return out
 
@@ -133,3 +133,126 @@ def _slice_layernorm(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     else:
         s = e.op("Mul", [n, e.const("stream_scale", scale)], "stream_scaled")
         e.op("Add", [s, e.const("stream_bias", bias)], "stream_shifted", out=y)
+
+
+# ----------------------------------------------------------------------------- decomposed forms
+# Reductions over the channel axis that a decomposed normalization computes (tf2onnx, jax2onnx and
+# torch write LayerNorm and RMSNorm as ReduceMean/Sub/Pow/Sqrt/Div): on a stream with zeros in the
+# removed channels a sum is unchanged and a mean scales by kept/original; the mean of a centered
+# square (x - mean(x))² also misses the removed channels' mean² each.
+STAT_REDUCES = ("ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2")
+
+
+def reduced_axes(graph: Graph, node: Node, rank: int, opset: int) -> list[int] | None:
+    """The axes a Reduce* node reduces (sorted, non-negative), None when they are not constant."""
+    since = 13 if node.op_type == "ReduceSum" else 18
+    if opset < since:
+        axes = node.attr("axes")
+    else:
+        ins = graph.inputs_of(node)
+        if len(ins) < 2 or ins[1] is None:
+            axes = None
+        else:
+            axes = graph.const_array(ins[1])
+            if axes is None:
+                return None
+    if axes is None or len(np.ravel(axes)) == 0:
+        if node.attr("noop_with_empty_axes", 0):
+            return []
+        return list(range(rank))
+    return sorted({_axis(int(a), rank) for a in np.ravel(axes)})
+
+
+SCALED_MEAN = "onnxpruner: a mean over a pruned stream, scaled by kept/original"
+
+
+def centered_mean(graph: Graph, value) -> str | None:
+    """The mean ``m`` when ``value`` is ``(x - m)²`` (Pow(d, 2) or Mul(d, d), d = Sub(x, m)) with
+    ``m`` a ReduceMean of ``x``; else None."""
+    prod = graph.producer(value)
+    if prod is None or prod.domain not in ("", "ai.onnx"):
+        return None
+    ins = graph.inputs_of(prod)
+    if prod.op_type == "Pow":
+        e = graph.const_array(ins[1]) if len(ins) > 1 and ins[1] is not None else None
+        if e is None or e.size != 1 or float(np.ravel(e)[0]) != 2.0:
+            return None
+        d = ins[0]
+    elif prod.op_type == "Mul" and len(ins) == 2 and ins[0] is not None and ins[1] is not None \
+            and ins[0].name == ins[1].name:
+        d = ins[0]
+    else:
+        return None
+    sub = graph.producer(d) if d is not None else None
+    if sub is None or sub.op_type != "Sub":
+        return None
+    x, m = graph.inputs_of(sub)
+    mean = graph.producer(m) if m is not None else None
+    if mean is not None and mean.doc_string == SCALED_MEAN:  # a mean slice already corrected
+        mean = graph.producer(graph.inputs_of(mean)[0])
+    if mean is None or mean.op_type != "ReduceMean" or graph.inputs_of(mean)[0] is None \
+            or graph.inputs_of(mean)[0].name != x.name:
+        return None
+    return m.name
+
+
+def _reduce(view: NodeView, fallback) -> Effect:
+    """A reduction over the channel axis of a stream (a decomposed normalization's statistics):
+    the statistic has no channel axis left, and the reduced ids become a stream. Over other
+    axes: ``fallback`` (the plain reduction rule)."""
+    m = _only(view, 0)
+    if m is None:
+        return fallback(view)
+    axes = reduced_axes(view.graph, view.node, m.rank, view.opset)
+    if axes is None or m.axis not in axes:
+        return fallback(view)
+    op = view.node.op_type
+    if op not in STAT_REDUCES:
+        return blocked(f"{op} over the channel axis mixes channels")
+    centered = centered_mean(view.graph, view.input_name(0))
+    if centered is not None and op != "ReduceMean":
+        return blocked(f"{op} of a centered square over the channel axis")
+    if centered is not None and _reduced_elsewhere(view, centered, axes, m.rank):
+        return blocked("a centered square reduced over other axes than its mean")
+    return Effect(outputs={}, stream=True)
+
+
+def _reduced_elsewhere(view: NodeView, mean_value: str, axes: list[int], rank: int) -> bool:
+    node = view.graph.producer(mean_value)
+    return reduced_axes(view.graph, node, rank, view.opset) != axes
+
+
+def _slice_reduce(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    """A mean over the channel axis of a stream scales by kept/original; the mean of a centered
+    square adds the removed channels' ``(1 - r)·mean²``; sums are unchanged."""
+    if 0 not in ins or rw.node.op_type != "ReduceMean":
+        return
+    axis, keep, rank = ins[0]
+    g, node = rw.graph, rw.node
+    if axis not in (reduced_axes(g, node, rank, rw.opset) or []):
+        return
+    r = float(keep.sum()) / len(keep)
+    x = g.inputs_of(node)[0].name
+    centered = centered_mean(g, x)
+    inputs = [v.name if v is not None else "" for v in g.inputs_of(node)]
+    y = g.outputs_of(node)[0].name
+    g.remove_node(node)
+    kept = g.unique_name(f"{y}/kept")
+    g.add_node(Node(node.name, node.op_type, node.domain, dict(node.attrs), node.doc_string), inputs, [kept])
+    dtype = _value_dtype(g, y)
+    e = _Emit(g, node, rw.opset, dtype)
+    if centered is None:
+        e.op("Mul", [kept, e.const("stream_kept_fraction", r)], "stream_scaled_mean", out=y, doc=SCALED_MEAN)
+        return
+    q = e.op("Mul", [kept, e.const("stream_kept_fraction", r)], "stream_scaled_mean")
+    gone = e.op("Mul", [e.op("Mul", [centered, centered], "stream_mean_sq"),
+                        e.const("stream_gone_fraction", 1.0 - r)], "stream_gone_var")
+    e.op("Add", [q, gone], "stream_var", out=y)
+
+
+def _value_dtype(graph: Graph, name: str):
+    value = graph.value(name)
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(value.elem_type)
+    except Exception:
+        return np.float32

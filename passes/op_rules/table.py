@@ -13,8 +13,8 @@ from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _g
                        _lrn, _matmul, _prelu, _reduce, _softmax, _unary, _where)
 from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad, _reshape, _resize, _shape, _slice,
                       _split, _squeeze, _transpose)
+from .norms import STAT_REDUCES, _layernorm, _reduce as _reduce_stats, _slice_layernorm, _slice_reduce
 from .recurrent import _recurrent, _recurrent_root, _slice_recurrent
-from .norms import _layernorm, _slice_layernorm
 from .roots import _conv_root, _gemm_root, _matmul_root
 from .streams import _concat as _concat_tokens, _expand_like, _slice_concat, _slice_expand
 from .slices import (Keeps, Rewriter, _slice_broadcast_constants, _slice_conv, _slice_gemm, _slice_matmul,
@@ -53,7 +53,8 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "Softmax": ChannelRule("next-no-process", _softmax, mixes="its `axis`"),
     "LogSoftmax": ChannelRule("next-no-process", _softmax, mixes="its `axis`"),
     "Hardmax": ChannelRule("next-no-process", _softmax, mixes="its `axis`"),
-    **{op: ChannelRule("next-no-process", _reduce, mixes="its reduced axes")
+    **{op: ChannelRule("next-no-process", (lambda view: _reduce_stats(view, _reduce)) if op in STAT_REDUCES
+                       else _reduce, mixes="its reduced axes")
        for op in ["ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1",
                   "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"]},
     "Transpose": ChannelRule("next-no-process", _transpose),
@@ -102,6 +103,7 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "LayerNormalization": _slice_layernorm,
     "Concat": _slice_concat,
     "Expand": _slice_expand,
+    "ReduceMean": _slice_reduce,
 }
 
 # Ops whose channel-carrying behaviour involves constants that must shrink: each needs a
