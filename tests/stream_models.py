@@ -96,5 +96,26 @@ def decoder_stream(rms: bool = False, opset: int = 17) -> onnx.ModelProto:
     return b.build([b.op("MatMul", [_decomposed_norm(b, s, c, rms), b.weight(c, 5)])])
 
 
+def groupnorm_block(opset: int = 18) -> onnx.ModelProto:
+    """A UNet-style residual block with GroupNormalization (opset 18: per-group scale and bias;
+    opset 21: per-channel), SiLU, and a residual Add."""
+    b = Builder(25, opset=opset, name=f"groupnorm_block_op{opset}")
+    c, groups = 8, 4
+    x = b.input("x", [1, 3, 8, 8])
+
+    def gn_silu(h: str, width: int = c) -> str:
+        n = groups if opset < 21 else width
+        scale = b.const((b.rng.random(n) + 0.5).astype(np.float32), "gn_scale")
+        bias = b.const(b.rng.standard_normal(n).astype(np.float32) * 0.1, "gn_bias")
+        y = b.op("GroupNormalization", [h, scale, bias], num_groups=groups, epsilon=1e-5)
+        return b.op("Mul", [y, b.op("Sigmoid", [y])])
+
+    s = b.conv(x, 3, c)
+    h = b.conv(gn_silu(b.conv(gn_silu(s), c, 12), 12), 12, c)
+    out = b.conv(gn_silu(b.op("Add", [s, h])), c, 5, k=1)
+    return b.build([out], shapes={out: [1, 5, 8, 8]})  # onnx 1.17 infers no GroupNormalization shapes
+
+
 STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream,
-           "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True)}
+           "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True),
+           "groupnorm_block": groupnorm_block}

@@ -21,12 +21,15 @@ channels × 0.5, then the variance as above, then scale and bias cut to the 384 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx
 
 from ir import Graph, Initializer, Node
 
-from .slices import Keeps, Rewriter
+if TYPE_CHECKING:  # slices imports reindex, which reads ``feeds_group_norm`` from here
+    from .slices import Keeps, Rewriter
 from .views import Effect, NodeView, _axis, _only, _same_all, blocked
 
 
@@ -256,3 +259,49 @@ def _value_dtype(graph: Graph, name: str):
         return onnx.helper.tensor_dtype_to_np_dtype(value.elem_type)
     except Exception:
         return np.float32
+
+
+# ----------------------------------------------------------------------------- group norms
+def feeds_group_norm(graph: Graph, value) -> bool:
+    """Whether ``value`` (a Reshape's output) is normalized per row of axis 1 by an
+    InstanceNormalization: torch's GroupNorm, ``[N, C, H, W] -> [N, G, C/G·H·W]``. Its channels
+    then stay on the group axis, each group one class (whole groups go, whose statistics no other
+    group reads: nothing to correct)."""
+    return any(node.op_type == "InstanceNormalization" and node.domain in ("", "ai.onnx") and port == 0
+               for node, port in graph.consumers(value))
+
+
+def _groupnorm(view: NodeView) -> Effect:
+    """GroupNormalization (opset 18): the channels of a group are normalized together, so a
+    group is one class (whole groups go; no other group's statistics change)."""
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels reach GroupNormalization parameters")
+    if m.axis != 1:
+        return blocked("GroupNormalization sees channels off axis 1")
+    groups = int(view.node.attr("num_groups", 0) or 0)
+    if groups < 1 or len(m) % groups:
+        return blocked(f"GroupNormalization of {len(m)} channels in {groups} groups")
+    for port in (1, 2):
+        if view.const(port) is None:
+            return blocked("GroupNormalization scale or bias is not a constant")
+    ids = m.ids.reshape(groups, -1)
+    tracked = ids >= 0
+    if np.any(tracked.any(axis=1) & ~tracked.all(axis=1)):
+        return blocked("GroupNormalization mixes pruned channels with untracked data in one group")
+    first = np.broadcast_to(ids[:, :1], ids.shape)
+    couplings = [(first[tracked], ids[tracked])]
+    return Effect(outputs={0: m}, couplings=couplings)
+
+
+def _slice_groupnorm(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    if 0 not in ins:
+        return
+    _, keep, _ = ins[0]
+    groups = int(rw.node.attr("num_groups"))
+    per_group = keep.reshape(groups, -1).all(axis=1)
+    for port in (1, 2):
+        arr = rw.const(port)
+        if arr is not None and arr.ndim == 1 and len(arr) in (groups, len(keep)):
+            rw.set_const(port, arr[per_group] if len(arr) == groups and groups != len(keep) else arr[keep])
+    rw.set_attr("num_groups", int(per_group.sum()))

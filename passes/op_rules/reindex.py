@@ -9,6 +9,7 @@ import numpy as np
 
 from ..analyses import ChannelMap
 from .channels import _broadcast, feeds_batched_matmul
+from .norms import feeds_group_norm
 from .views import Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
 
 
@@ -137,7 +138,12 @@ def _reshape_effect(view: NodeView, m: ChannelMap, shape, target: list[int]) -> 
         if axis + offset == 0:
             return blocked("Reshape moves the channels onto the batch axis")
         return Effect(outputs={0: ChannelMap(axis + offset, len(out), ids)})
-    heads = feeds_batched_matmul(view.graph, view.graph.outputs_of(view.node)[0], view.shapes)
+    value = view.graph.outputs_of(view.node)[0]
+    heads = feeds_batched_matmul(view.graph, value, view.shapes)
+    if not heads and feeds_group_norm(view.graph, value):  # torch's GroupNorm: [N, C, ..] -> [N, G, -1]
+        effect = _reshape_split(full, len(out), True, offset)
+        effect.heads = False  # a class is one group of channels, normalized together
+        return effect
     return _reshape_split(full, len(out), heads, offset)
 
 

@@ -13,7 +13,8 @@ from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _g
                        _lrn, _matmul, _prelu, _reduce, _softmax, _unary, _where)
 from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad, _reshape, _resize, _shape, _slice,
                       _split, _squeeze, _transpose)
-from .norms import STAT_REDUCES, _layernorm, _reduce as _reduce_stats, _slice_layernorm, _slice_reduce
+from .norms import (STAT_REDUCES, _groupnorm, _layernorm, _reduce as _reduce_stats, _slice_groupnorm,
+                    _slice_layernorm, _slice_reduce)
 from .recurrent import _recurrent, _recurrent_root, _slice_recurrent
 from .roots import _conv_root, _gemm_root, _matmul_root
 from .streams import _concat as _concat_tokens, _expand_like, _slice_concat, _slice_expand
@@ -43,6 +44,7 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "BatchNormalization": ChannelRule("next-process", _batchnorm),
     "InstanceNormalization": ChannelRule("next-process", _instancenorm),
     "LayerNormalization": ChannelRule("next-no-process", _layernorm, mixes="axes from `axis` on"),
+    "GroupNormalization": ChannelRule("next-process", _groupnorm),
     "MaxPool": ChannelRule("next-no-process", _channel_pool),
     "AveragePool": ChannelRule("next-no-process", _channel_pool),
     "LpPool": ChannelRule("next-no-process", _channel_pool),
@@ -104,12 +106,13 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "Concat": _slice_concat,
     "Expand": _slice_expand,
     "ReduceMean": _slice_reduce,
+    "GroupNormalization": _slice_groupnorm,
 }
 
 # Ops whose channel-carrying behaviour involves constants that must shrink: each needs a
 # SLICE_RULES entry (a test checks the two tables agree).
 WEIGHT_BEARING = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization",
-                  "InstanceNormalization", "PRelu", "LSTM", "GRU", "RNN")
+                  "InstanceNormalization", "PRelu", "LSTM", "GRU", "RNN", "GroupNormalization")
 
 
 def role_of(op_type: str, domain: str = "") -> str:
