@@ -25,6 +25,7 @@ from .base import Pass, PassContext, PassResult
 from .infer_shapes import value_shapes
 from .op_rules import (CHANNEL_RULES, DEFAULT_DOMAINS, ROOT_RULES, NodeView, conv_group_widths,
                        fold_shapes)
+from .op_rules.computed import computed_weights
 from .runtime import run_model, sample_inputs
 
 
@@ -37,8 +38,9 @@ class TagPass(Pass):
         opset = opset_of(ir)
         shapes = static_shapes(ir, opset)
         tags = {}
+        computed = computed_weights(ir)
         for node in ir.topo_nodes():
-            view = NodeView(ir, node, [None] * ir.input_arity(node), shapes, opset)
+            view = NodeView(ir, node, [None] * ir.input_arity(node), shapes, opset, computed=computed)
             tags[node.name] = _tag(view)
         counts: dict[str, int] = {}
         for t in tags.values():

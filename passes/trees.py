@@ -29,6 +29,7 @@ from ir import Graph, opset_of
 from .analyses import AssociationTree, ChannelMap, Leaf, Root, Tags, Trees
 from .base import Pass, PassContext, PassResult
 from .op_rules import CHANNEL_RULES, ROOT_RULES, SHAPE_OPERANDS, NodeView, fold_shapes
+from .op_rules.computed import computed_weights
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class TreesPass(Pass):
         adapts: set[tuple[str, int]] = set()  # (node, port): a channel count read off its own input
         stream_ids: list[np.ndarray] = []
         next_id = 0
+        computed = computed_weights(ir)  # weights computed from initializers: frozen when cut
 
         def block(ids: np.ndarray, reason: str) -> None:
             for i in ids[ids >= 0].tolist():
@@ -67,7 +69,9 @@ class TreesPass(Pass):
                 if v.name in maps:
                     block(maps[v.name].ids, f"read inside a subgraph of {node.op_type} node {node.name!r}")
             tag = tags.by_node[node.name]
-            view = NodeView(ir, node, in_maps, shapes, opset, folded.static, folded.values)
+            view = NodeView(ir, node, in_maps, shapes, opset, folded.static, folded.values, computed)
+            if len(ins) > 1 and ins[1] is not None and ins[1].name in computed:
+                frozen.setdefault(node.name, {}).setdefault(1, (computed[ins[1].name], False))
             tracked = tuple(p for p, m in enumerate(in_maps) if m is not None)
             if tracked:
                 if tag.role == "barrier":

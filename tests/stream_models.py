@@ -116,6 +116,23 @@ def groupnorm_block(opset: int = 18) -> onnx.ModelProto:
     return b.build([out], shapes={out: [1, 5, 8, 8]})  # onnx 1.17 infers no GroupNormalization shapes
 
 
+def computed_weights() -> onnx.ModelProto:
+    """Convolutions whose weights are computed from initializers: weight standardization
+    (ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Div over each filter) and a per-filter gain
+    (weight · gain), then a plain head."""
+    b = Builder(26, name="computed_weights")
+    x = b.input("x", [1, 3, 8, 8])
+    w = b.weight(8, 3, 3, 3)
+    mean = b.op("ReduceMean", [w], axes=[1, 2, 3], keepdims=1)
+    d = b.op("Sub", [w, mean])
+    var = b.op("ReduceMean", [b.op("Mul", [d, d])], axes=[1, 2, 3], keepdims=1)
+    std_w = b.op("Div", [d, b.op("Sqrt", [b.op("Add", [var, b.const(np.array(1e-5, np.float32), "eps")])])])
+    h = b.relu(b.op("Conv", [x, std_w, b.weight(8, prefix="b")], kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    gain_w = b.op("Mul", [b.weight(6, 8, 1, 1), b.weight(6, 1, 1, 1, prefix="gain")])
+    h = b.relu(b.op("Conv", [h, gain_w], kernel_shape=[1, 1]))
+    return b.build([b.conv(h, 6, 4, k=1)])
+
+
 STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream,
            "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True),
-           "groupnorm_block": groupnorm_block}
+           "groupnorm_block": groupnorm_block, "computed_weights": computed_weights}

@@ -21,7 +21,7 @@ def test_stream_models_match_golden(name, golden):
     golden(f"streams_{name}", "".join(rec.sections))
 
 
-@pytest.mark.parametrize("name", sorted(set(stream_models.STREAMS) - {"groupnorm_block"}))
+@pytest.mark.parametrize("name", sorted(set(stream_models.STREAMS) - {"groupnorm_block", "computed_weights"}))
 def test_stream_group_prunes_through_every_layernorm_and_is_proven(name):
     result = pipeline.prune(stream_models.STREAMS[name](), ratio=0.5)
     rep = result.report
@@ -138,3 +138,71 @@ def test_exported_torch_groupnorm_block_prunes_whole_groups(tmp_path):
     assert rep["verified"] is True
     assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(4, 2)]
     assert rep["params_after"] < 0.6 * rep["params_before"]
+
+
+def test_weights_computed_from_initializers_are_roots_and_leaves():
+    """The standardized and the gained convolutions prune like plain ones; each computed weight
+    becomes the cut initializer it computes, and its chain goes."""
+    result = pipeline.prune(stream_models.computed_weights(), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(8, 4), (6, 3)]
+    ops = [n.op_type for n in result.model.graph.node]
+    assert ops == ["Conv", "Relu", "Conv", "Relu", "Conv"]
+
+
+def _weight_normalized_convs(kind: str, path):
+    """A residual block whose convolutions standardize their weights as timm's ScaledStdConv2d
+    (NF-ResNet: a training-mode BatchNormalization over each filter, times gain), BiT's StdConv2d
+    (var_mean over each filter), or torch's weight_norm parametrization (g · v / ||v||)."""
+    import torch
+    import torch.nn.functional as F
+
+    class ScaledStd(torch.nn.Conv2d):
+        def __init__(self, cin, cout):
+            super().__init__(cin, cout, 3, padding=1)
+            self.gain = torch.nn.Parameter(torch.ones(cout, 1, 1, 1))
+            self.scale = (cin * 9) ** -0.5
+
+        def forward(self, x):
+            w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                             weight=(self.gain * self.scale).view(-1), training=True, momentum=0.,
+                             eps=1e-6).reshape_as(self.weight)
+            return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+    class BiTStd(torch.nn.Conv2d):
+        def forward(self, x):
+            v, m = torch.var_mean(self.weight, dim=[1, 2, 3], keepdim=True, unbiased=False)
+            return F.conv2d(x, (self.weight - m) / torch.sqrt(v + 1e-10), self.bias, self.stride, self.padding)
+
+    def conv(cin, cout):
+        if kind == "nf":
+            return ScaledStd(cin, cout)
+        if kind == "bit":
+            return BiTStd(cin, cout, 3, padding=1)
+        return torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv2d(cin, cout, 3, padding=1))
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.c3 = conv(3, 8), conv(8, 8), torch.nn.Conv2d(8, 5, 1)
+
+        def forward(self, x):
+            h = torch.relu(self.c1(x))
+            return self.c3(h + torch.relu(self.c2(h)) * 0.2)
+
+    torch.manual_seed(0)
+    model = Block().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    torch.onnx.export(model, torch.randn(1, 3, 8, 8), str(path), dynamo=False, opset_version=17,
+                      do_constant_folding=False)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["nf", "bit", "weight_norm"])
+def test_exported_weight_standardized_convs_prune(kind, tmp_path):
+    rep = pipeline.prune(_weight_normalized_convs(kind, tmp_path / f"{kind}.onnx"), ratio=0.5).report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(8, 4)]

@@ -35,24 +35,25 @@ from .views import Effect, NodeView, _axis, _only, _same_all, blocked
 
 # ----------------------------------------------------------------------------- channel rules
 def _layernorm(view: NodeView) -> Effect:
+    op = view.node.op_type
     m = _only(view, 0)
     if m is None:
-        return blocked("channels reach LayerNormalization parameters")
+        return blocked(f"channels reach {op} parameters")
     start = _axis(view.node.attr("axis", -1), m.rank)
     if m.axis < start:  # it normalizes other axes only: channels pass untouched
         return _same_all(view, m)
     if start != m.rank - 1:
-        return blocked("LayerNormalization normalizes the channel axis together with other axes")
-    if any(view.output_used(p) for p in (1, 2)):
-        return blocked("LayerNormalization's mean / inverse std outputs are read")
+        return blocked(f"{op} normalizes the channel axis together with other axes")
+    if any(view.output_used(p) for p in range(1, view.n_outputs())):
+        return blocked(f"{op}'s mean / inverse std outputs are read")
     for port in (1, 2):
         if port >= view.n_inputs() or view.input_name(port) is None:
             continue
         arr = view.const(port)
         if arr is None:
-            return blocked("LayerNormalization scale or bias is not a constant")
+            return blocked(f"{op} scale or bias is not a constant")
         if arr.ndim > 1 and int(np.prod(arr.shape[:-1])) != 1:
-            return blocked("LayerNormalization scale or bias varies along other axes")
+            return blocked(f"{op} scale or bias varies along other axes")
     return Effect(outputs={0: m}, stream=True)
 
 
@@ -130,7 +131,8 @@ def _slice_layernorm(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     g.remove_node(node)
     e = _Emit(g, node, rw.opset, dtype)
     r = float(keep.sum()) / len(keep)
-    n, _ = emit_normalize(e, x, [-1], r, float(node.attr("epsilon", 1e-5)), centered=True)
+    n, _ = emit_normalize(e, x, [-1], r, float(node.attr("epsilon", 1e-5)),
+                          centered=node.op_type == "LayerNormalization")
     if bias is None:
         e.op("Mul", [n, e.const("stream_scale", scale)], "stream_scaled", out=y)
     else:

@@ -134,7 +134,7 @@ def _slice_expand(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
 # ----------------------------------------------------------------------------- the proof
 ZERO_ADDITIVE = {"Add", "Sub", "Sum", "Mul", "Max", "Min", "Mean"}   # f(0, 0) == 0: zero the constant
 ZERO_PARAMS = {"LayerNormalization": (1, 2), "BatchNormalization": (1, 2),
-               "InstanceNormalization": (1, 2), "SimplifiedLayerNormalization": (1,),
+               "InstanceNormalization": (1, 2),
                "GroupNormalization": (1, 2)}
 
 

@@ -29,6 +29,7 @@ class NodeView:
     opset: int
     static: dict[str, np.ndarray] = field(default_factory=dict)  # computed shape operands, folded
     shape_values: dict = field(default_factory=dict)  # name -> ShapeValue, partly known ones too
+    computed: dict[str, np.ndarray] = field(default_factory=dict)  # weights computed from initializers
 
     def input_name(self, port: int) -> str | None:
         ins = self.graph.inputs_of(self.node)
@@ -36,7 +37,10 @@ class NodeView:
 
     def const(self, port: int) -> np.ndarray | None:
         name = self.input_name(port)
-        return None if name is None else self.graph.const_array(name)
+        if name is None:
+            return None
+        arr = self.graph.const_array(name)
+        return self.computed.get(name) if arr is None else arr
 
     def static_value(self, port: int) -> np.ndarray | None:
         """A constant, or an integer operand computed from constants and static shapes (a
