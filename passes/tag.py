@@ -55,6 +55,17 @@ def _static(shape) -> bool:
     return shape is not None and all(isinstance(d, int) for d in shape)
 
 
+def _more_known(new, old) -> bool:
+    """``new`` (same rank) knows more dims than ``old``, and agrees with it where both know."""
+    if new is None:
+        return False
+    if old is None:
+        return any(isinstance(d, int) for d in new)
+    if len(new) != len(old) or any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(new, old)):
+        return False
+    return sum(isinstance(d, int) for d in new) > sum(isinstance(d, int) for d in old)
+
+
 def static_shapes(ir: Graph, opset: int, rounds: int = 3) -> dict[str, tuple]:
     """Value shapes from ONNX shape inference, completed where a computed shape operand (a
     Slice end from Shape // 2, a Reshape target built by Concat) folds to a number: inference
@@ -141,7 +152,7 @@ def _folded_static_shapes(ir: Graph, opset: int, rounds: int) -> dict[str, tuple
         better = 0
         for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
             new = shape_of(vi.type) if vi.HasField("type") else None
-            if _static(new) and not _static(shapes.get(vi.name)):
+            if _more_known(new, shapes.get(vi.name)):  # a dynamic batch keeps others symbolic
                 shapes[vi.name] = new
                 better += 1
         if not better:

@@ -29,6 +29,7 @@ from ir import Graph, opset_of
 from .analyses import AssociationTree, ChannelMap, Leaf, Root, Tags, Trees
 from .base import Pass, PassContext, PassResult
 from .op_rules import CHANNEL_RULES, ROOT_RULES, SHAPE_OPERANDS, NodeView, fold_shapes
+from .op_rules.adaptive import adapts as adapts_by_itself
 from .op_rules.computed import computed_weights
 
 
@@ -128,7 +129,7 @@ class TreesPass(Pass):
         for name in ir.output_names:
             if name in maps:
                 block(maps[name].ids, f"reaches graph output {name!r}")
-        _check_shape_values(ir, maps, folded, frozen, block, seen, adapts)
+        _check_shape_values(ir, maps, folded, frozen, block, seen, adapts, shapes)
 
         a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
         b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, np.int64)
@@ -143,7 +144,8 @@ class TreesPass(Pass):
                                   "channels": next_id, "blocked_channels": len(blocked)})
 
 
-def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen, adapts=frozenset()) -> None:
+def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen, adapts=frozenset(),
+                        shapes=None) -> None:
     """A number read by Shape on a channel axis changes once channels go. It may only reach an
     operand that slice rewrites (frozen to its folded value, then cut: a Reshape target, Slice
     bounds, Split sizes, Resize sizes); anywhere else the channels it counted are blocked."""
@@ -176,6 +178,8 @@ def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen, adapts=fro
                 continue  # more shape arithmetic (the taint follows it), or a count that adapts
             if port in SHAPE_OPERANDS.get(node.op_type, ()) and name in folded.static:
                 frozen.setdefault(node.name, {})[port] = (folded.static[name], True)
+            elif port == 1 and adapts_by_itself(ir, node, sv, maps, shapes or {}):
+                continue  # a computed Reshape target that follows its pruned input by itself
             else:
                 stop(sources, f"{node.op_type} node {node.name!r}, which cannot be rewritten")
 

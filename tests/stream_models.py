@@ -133,6 +133,24 @@ def computed_weights() -> onnx.ModelProto:
     return b.build([b.conv(h, 6, 4, k=1)])
 
 
+def small_blockers(opset: int = 18) -> onnx.ModelProto:
+    """Ops that pass channels along other axes: Expand of a tracked tensor (a broadcast row),
+    Tile (repeats spatially), Pad with zero channel pads (axes given, opset 18), ReduceSum and
+    ReduceMin over spatial axes (axes as an input)."""
+    b = Builder(27, opset=opset, name="small_blockers")
+    x = b.input("x", [1, 3, 4, 4])
+    c = b.relu(b.conv(x, 3, 8))
+    row = b.op("ReduceSum", [c, _ints(b, [2], "axes")], keepdims=1)               # [1, 8, 1, 4]
+    wide = b.op("Expand", [row, _ints(b, [1, 1, 4, 1], "shape")])                   # [1, 8, 4, 4]
+    tiled = b.op("Tile", [b.op("Add", [c, wide]), _ints(b, [1, 1, 2, 2], "repeats")])  # [1, 8, 8, 8]
+    padded = b.op("Pad", [tiled, _ints(b, [1, 1, 1, 1], "pads"), b.const(np.array(0.0, np.float32), "value"),
+                          _ints(b, [2, 3], "axes")])                                 # [1, 8, 10, 10]
+    low = b.op("ReduceMin", [padded, _ints(b, [3], "axes")], keepdims=1)           # [1, 8, 10, 1]
+    d = b.relu(b.conv(b.op("Sub", [padded, low]), 8, 6))
+    return b.build([b.conv(d, 6, 4, k=1)])
+
+
 STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream,
            "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True),
-           "groupnorm_block": groupnorm_block, "computed_weights": computed_weights}
+           "groupnorm_block": groupnorm_block, "computed_weights": computed_weights,
+           "small_blockers": small_blockers}

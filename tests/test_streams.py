@@ -21,7 +21,7 @@ def test_stream_models_match_golden(name, golden):
     golden(f"streams_{name}", "".join(rec.sections))
 
 
-@pytest.mark.parametrize("name", sorted(set(stream_models.STREAMS) - {"groupnorm_block", "computed_weights"}))
+@pytest.mark.parametrize("name", sorted(set(stream_models.STREAMS) - {"groupnorm_block", "computed_weights", "small_blockers"}))
 def test_stream_group_prunes_through_every_layernorm_and_is_proven(name):
     result = pipeline.prune(stream_models.STREAMS[name](), ratio=0.5)
     rep = result.report
@@ -206,3 +206,42 @@ def test_exported_weight_standardized_convs_prune(kind, tmp_path):
     rep = pipeline.prune(_weight_normalized_convs(kind, tmp_path / f"{kind}.onnx"), ratio=0.5).report
     assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
     assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(8, 4)]
+
+
+def test_expand_tile_pad_and_reductions_along_other_axes_pass_channels():
+    rep = pipeline.prune(stream_models.small_blockers(), ratio=0.5).report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(8, 4), (6, 3)]
+
+
+def _recognizer_tail(path, dynamic: bool):
+    """torch's F.pad (pads computed by a small constant sub-graph), amin / sum over non-channel
+    axes, then a recognizer's ``reshape(b, c * h, w)`` read from the tensor's own Shape."""
+    import torch
+    import torch.nn.functional as F
+
+    class Tail(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3)
+            self.fc = torch.nn.Linear(8 * 4, 5)
+
+        def forward(self, x):
+            h = torch.relu(self.c2(F.pad(torch.relu(self.c1(x)), (1, 1, 1, 1))))
+            h = h - h.amin(dim=3, keepdim=True)
+            h = h.sum(dim=2, keepdim=True) + h
+            b, c, hh, w = h.shape
+            return self.fc(h.reshape(b, c * hh, w).permute(0, 2, 1))
+
+    torch.manual_seed(0)
+    torch.onnx.export(Tail().eval(), torch.randn(1, 3, 4, 12), str(path), dynamo=False, opset_version=17,
+                      do_constant_folding=False, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b", 3: "w"}, "y": {0: "b", 1: "w"}} if dynamic else None)
+    return path
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_computed_pads_reductions_and_a_self_adapting_reshape_prune(dynamic, tmp_path):
+    rep = pipeline.prune(_recognizer_tail(tmp_path / "tail.onnx", dynamic), ratio=0.5).report
+    assert rep["verified"] is True
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(8, 4), (8, 4)]

@@ -133,7 +133,7 @@ def _attr_or_input(view: NodeView, attr: str, port: int, since: int):
         return None if value is None else np.asarray(value, dtype=np.int64), True
     if port >= view.n_inputs() or view.input_name(port) is None:
         return None, True
-    arr = view.const(port)
+    arr = view.static_value(port)  # a constant, or folded from constants and static shapes
     return (None, False) if arr is None else (np.asarray(arr).astype(np.int64), True)
 
 
