@@ -31,6 +31,10 @@ WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 NONDETERMINISTIC = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                     "Multinomial", "Bernoulli", "Dropout")
 MAX_CHAIN_NODES = 64
+# a weight computed from integers (Cast(int8) × scale, DequantizeLinear) is quantized: pruning it
+# would dequantize it, so such chains stay as they are (their nodes are barriers)
+QUANTIZED = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear")
+INTEGER_DATA_LIMIT = 64   # integer initializers up to this size are shape / axes operands
 
 _CACHE: "weakref.WeakKeyDictionary[Graph, tuple[int, dict]]" = weakref.WeakKeyDictionary()
 
@@ -43,10 +47,14 @@ def _chain(graph: Graph, name: str) -> list | None:
         if v in seen:
             continue
         seen.add(v)
-        if graph.initializer(v) is not None:
-            continue
         prod = graph.producer(v)
-        if prod is None or prod.domain not in ("", "ai.onnx") or prod.op_type in NONDETERMINISTIC \
+        if graph.initializer(v) is not None or (prod is not None and prod.op_type == "Constant"):
+            arr = graph.const_array(v)
+            if arr is None or (arr.dtype.kind not in "fc" and arr.size > INTEGER_DATA_LIMIT):
+                return None
+            if graph.initializer(v) is not None:
+                continue
+        if prod is None or prod.domain not in ("", "ai.onnx") or prod.op_type in NONDETERMINISTIC + QUANTIZED \
                 or prod.op_type in ("If", "Loop", "Scan") or graph.implicit_inputs_of(prod):
             return None
         if prod not in nodes:
