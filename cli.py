@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: layer; global with a target)")
     p.add_argument("--max-ratio", type=float, help="global ranking/targets: most of one group removed (0.9)")
     p.add_argument("--heads", type=float, help="ratio of attention heads removed (default: --ratio)")
+    p.add_argument("--stream", type=float, help="ratio of residual-stream channels removed, read by "
+                   "normalizations (default: --ratio)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     s = sub.add_parser("sensitivity", help="accuracy per group at ratios 0.1..0.9, and a ratio plan")
     s.add_argument("model")
@@ -182,7 +184,7 @@ def _cmd_prune(args) -> int:
                    passes=args.passes, verify=not args.no_verify, seed=args.seed,
                    instruments=instruments, calib_data=args.calib, ratios=ratios,
                    target_flops=args.target_flops, target_params=args.target_params,
-                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads)
+                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads, stream=args.stream)
     ir.save(result.model, args.output, result.external)
     if args.report:
         try:

@@ -245,3 +245,19 @@ def test_computed_pads_reductions_and_a_self_adapting_reshape_prune(dynamic, tmp
     rep = pipeline.prune(_recognizer_tail(tmp_path / "tail.onnx", dynamic), ratio=0.5).report
     assert rep["verified"] is True
     assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(8, 4), (8, 4)]
+
+
+def test_cli_stream_flag(tmp_path, capsys):
+    import json
+
+    import cli
+
+    model, out, report = tmp_path / "vit_stream.onnx", tmp_path / "out.onnx", tmp_path / "report.json"
+    onnx.save(stream_models.vit_stream(), str(model))
+    assert cli.main(["prune", str(model), "-o", str(out), "--ratio", "0.5", "--stream", "0.75",
+                     "--report", str(report)]) == 0
+    groups = json.loads(report.read_text())["groups"]
+    assert [g["channels_after"] for g in groups if g.get("stream")] == [2]
+    assert cli.main(["prune", str(model), "-o", str(tmp_path / "x.onnx"), "--stream", "1.5"]) == 2
+    assert not (tmp_path / "x.onnx").exists()
+    assert "stream must be in [0, 1)" in capsys.readouterr().err
