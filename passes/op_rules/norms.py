@@ -21,15 +21,12 @@ channels × 0.5, then the variance as above, then scale and bias cut to the 384 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx
 
 from ir import Graph, Initializer, Node
 
-if TYPE_CHECKING:  # slices imports reindex, which reads ``feeds_group_norm`` from here
-    from .slices import Keeps, Rewriter
+from .slices import Keeps, Rewriter
 from .views import Effect, NodeView, _axis, _only, _same_all, blocked
 
 
@@ -264,15 +261,6 @@ def _value_dtype(graph: Graph, name: str):
 
 
 # ----------------------------------------------------------------------------- group norms
-def feeds_group_norm(graph: Graph, value) -> bool:
-    """Whether ``value`` (a Reshape's output) is normalized per row of axis 1 by an
-    InstanceNormalization: torch's GroupNorm, ``[N, C, H, W] -> [N, G, C/G·H·W]``. Its channels
-    then stay on the group axis, each group one class (whole groups go, whose statistics no other
-    group reads: nothing to correct)."""
-    return any(node.op_type == "InstanceNormalization" and node.domain in ("", "ai.onnx") and port == 0
-               for node, port in graph.consumers(value))
-
-
 def _groupnorm(view: NodeView) -> Effect:
     """GroupNormalization (opset 18): the channels of a group are normalized together, so a
     group is one class (whole groups go; no other group's statistics change)."""

@@ -8,9 +8,8 @@ import numpy as np
 
 
 from ..analyses import ChannelMap
-from .channels import _broadcast, feeds_batched_matmul
 from .adaptive import adaptive_reshape
-from .norms import feeds_group_norm
+from .channels import _broadcast, feeds_batched_matmul, feeds_group_norm
 from .views import Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
 
 
