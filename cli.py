@@ -179,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of sample inputs and random choices")
     p.add_argument("--ratios", help="a JSON ratio plan: node -> ratio (e.g. from `sensitivity -o`)")
     p.add_argument("--heads", type=float, help="ratio of attention heads removed (default: --ratio)")
+    p.add_argument("--stream", type=float, help="ratio of residual-stream channels removed, read by "
+                   "normalizations (default: --ratio)")
     _mask_flags(p)
     s = sub.add_parser("sensitivity", parents=[common], help="accuracy per group at ratios 0.1..0.9, and a ratio plan")
     s.add_argument("model", help="the ONNX classifier")
@@ -286,7 +288,7 @@ def _cmd_prune(args) -> int:
                    passes=passes, verify=not args.no_verify, seed=args.seed,
                    instruments=instruments, calib_data=args.calib, ratios=ratios,
                    target_flops=args.target_flops, target_params=args.target_params,
-                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads)
+                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads, stream=args.stream)
     ir.save(result.model, args.output, result.external)
     if args.report:
         try:

@@ -264,7 +264,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
           instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None,
           train_data=None, val_data=None, calib_data=None, ratios: dict | None = None,
           target_flops: float = 0.0, target_params: float = 0.0, rank: str | None = None,
-          max_ratio: float | None = None, heads: float | None = None) -> PruneResult:
+          max_ratio: float | None = None, heads: float | None = None, stream: float | None = None) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
     ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
@@ -272,16 +272,16 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     (default options), required in a given spec (a ``SpecError`` otherwise); ``calib_data``
     feeds data criteria (hrank, hrank-star, taylor). ``ratios`` (root node -> ratio, e.g. a
     sensitivity plan), ``target_flops`` / ``target_params`` (fraction to remove), ``rank``
-    (layer/global), ``max_ratio`` and ``heads`` (the ratio of attention heads removed, apart
-    from the channel ratio) set the options of every ``mask`` pass. A target is
-    checked by the real count after slicing; when the prediction is off by more than 0.5%,
+    (layer/global), ``max_ratio``, ``heads`` and ``stream`` (attention heads' and residual-stream
+    ratios) set every ``mask`` pass. A target is checked by the real count after slicing; off by >0.5%,
     the mask is re-solved for the corrected target (at most 3 times); ``target`` says what was met.
     Nothing unproven is shipped: if the mask-equivalence check fails, the groups that fail it
     alone are left whole (with the reason) and the rest is pruned again and re-checked."""
     tune = ",finetune" if train_data is not None and passes is None else ""  # default pipeline, then tuning
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope) + tune)
     check_tuning(pipe.passes, train_data, val_data)
-    pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads))
+    pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads,
+                                      stream))
     model, external, where = open_model(model_or_path)
     check_input(model, where)
     if ratios:

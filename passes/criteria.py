@@ -47,7 +47,7 @@ from .analyses import Root, Trees
 from . import plugins
 from .base import PassContext, PassError
 from .infer_shapes import inferred_types
-from .op_rules import constant_value
+from .op_rules.computed import weight_array
 from .finetune import (Batches, DataError, TrainConfig, _fits, _show, _source_initializer,
                        _training_copy, check_data, load_npz, trainable_names, write_artifacts)
 from .runtime import ort_session, session_options
@@ -98,7 +98,7 @@ def get_criterion(name: str) -> type[Criterion]:
 
 
 def root_weight(ir: Graph, root: Root) -> np.ndarray:
-    w = constant_value(ir, ir.inputs_of(root.node)[root.weight_port])
+    w = weight_array(ir, ir.inputs_of(root.node)[root.weight_port])
     if w is None:
         raise PassError(f"weight of node {root.node!r} is not a constant")
     rows = w.shape[root.weight_axis]
