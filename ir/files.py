@@ -84,12 +84,13 @@ def _kind(mode: int) -> str:
 
 
 def check_writes(writes: Mapping[str, str | os.PathLike | None], reads: Mapping[str, object] = {},
-                 folders_ok: Iterable[str] = ()) -> None:
+                 folders_ok: Iterable[str] = (), new_folders: bool = False) -> None:
     """Refuse any output that would destroy an input, another output or a non-regular file.
 
     ``writes``: label (``-o``, ``--report``…) -> path (None: not given). ``reads``: label -> a
     path or a list of paths the command reads (use ``model_files`` for a model: it adds its
-    external-data files). Labels in ``folders_ok`` name outputs that are folders (batch ``-o``)."""
+    external-data files). Labels in ``folders_ok`` name outputs that are folders (batch ``-o``);
+    ``new_folders``: the caller creates missing parent folders (else a missing one is refused)."""
     read_paths: list[tuple[str, str, str]] = []
     for label, paths in reads.items():
         if paths is None:
@@ -105,7 +106,7 @@ def check_writes(writes: Mapping[str, str | os.PathLike | None], reads: Mapping[
         real = _real(path)
         is_folder = label in folders_ok
         folder = os.path.dirname(real)
-        if not is_folder and not os.path.isdir(folder):
+        if not is_folder and not new_folders and not os.path.isdir(folder):
             raise FileRefused(f"{label} {path}: output folder {os.path.dirname(path) or '.'!r} does not exist")
         try:
             mode = os.stat(path).st_mode
@@ -210,6 +211,21 @@ def _sweep_stale(folder: str, name: str) -> None:
     for entry in entries:
         m = _TMP.match(entry)
         if m and m["name"] == name and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
+            try:
+                os.unlink(os.path.join(folder, entry))
+            except OSError:
+                pass
+
+
+def remove_stale(folder: str | os.PathLike) -> None:
+    """Remove every temporary in ``folder`` whose process is gone (a killed worker's)."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        m = _TMP.match(entry)
+        if m and not _alive(int(m["pid"])):
             try:
                 os.unlink(os.path.join(folder, entry))
             except OSError:
