@@ -151,15 +151,15 @@ def model_writes(label: str, path: str | os.PathLike | None) -> dict[str, str | 
 
 
 # ----------------------------------------------------------------------------- names
-_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+=,@-]*")
+_SAFE = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*")
 
 
 def safe_component(name: object, what: str) -> str:
-    """``name`` if it is one harmless path component (no separators, not ``.``/``..``, no leading
-    dot or dash, printable ASCII, at most 128 chars); else ``FileRefused`` naming ``what``."""
-    if not isinstance(name, str) or not _SAFE.fullmatch(name) or len(name) > 128 or name in (".", ".."):
-        raise FileRefused(f"{what} {name!r} is not a safe folder name (letters, digits and ._+=,@- only, "
-                          f"not starting with a dot)")
+    """``name`` if it is one harmless path component (no slash or backslash, no control
+    character, not starting with a dot, at most 128 chars); else ``FileRefused`` naming ``what``."""
+    if not isinstance(name, str) or not _SAFE.fullmatch(name) or len(name) > 128:
+        raise FileRefused(f"{what} {name!r} is not a safe folder name (one path component: no '/' "
+                          f"or '\\', not starting with a dot)")
     return name
 
 
@@ -232,6 +232,13 @@ def remove_stale(folder: str | os.PathLike) -> None:
                 pass
 
 
+def _write_error(exc: OSError, target) -> OSError:
+    """An OSError that names the file the user asked for, not our temporary."""
+    err = OSError(f"cannot write {os.fspath(target)}: {exc.strerror or exc}")
+    err.errno = exc.errno
+    return err
+
+
 def temporary(target: str | os.PathLike) -> str:
     """A new empty temporary file beside ``target``, registered for removal; returns its path."""
     target = os.fspath(target)
@@ -244,6 +251,8 @@ def temporary(target: str | os.PathLike) -> str:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise _write_error(exc, target) from None
         os.close(fd)
         _LIVE.add(tmp)
         return tmp
@@ -297,7 +306,7 @@ class Staged:
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot write {os.fspath(target)}: {exc.strerror or exc}") from None
+            raise _write_error(exc, target) from None
 
     def discard(self) -> None:
         for tmp, _ in self.parts:
@@ -324,13 +333,13 @@ class Staged:
                 _LIVE.discard(tmp)
                 backups.append((target, backup))
         except BaseException as exc:
-            for target, backup in reversed(backups):
+            for done, backup in reversed(backups):
                 try:
                     if backup is not None:
-                        os.replace(backup, target)
+                        os.replace(backup, done)
                         _LIVE.discard(backup)
                     else:
-                        os.unlink(target)
+                        os.unlink(done)
                 except OSError:
                     pass
             self.discard()
@@ -338,7 +347,7 @@ class Staged:
                 if backup is not None:
                     discard(backup)
             if isinstance(exc, OSError):
-                raise OSError(exc.errno, f"cannot write {target}: {exc.strerror or exc}") from None
+                raise _write_error(exc, target) from None
             raise
         for _, backup in backups:
             if backup is not None:
