@@ -36,6 +36,7 @@ from passes.cost import count_flops, count_params
 from passes.finetune import FinetunePass
 from passes.infer_shapes import InferShapesPass
 from passes.mask import MaskPass
+from passes import runtime
 from passes.reruns import has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
 from passes import subgraphs
@@ -243,11 +244,15 @@ def open_model(model_or_path) -> tuple[onnx.ModelProto, frozenset[str], str]:
 def check_input(model: onnx.ModelProto, where: str) -> None:
     """onnx.checker on the model's structure. Large weights are declared as typed inputs instead
     of being serialized into the check (their dims and types are still checked when lowered)."""
+    skeleton = ir.skeleton(model)
     try:
-        onnx.checker.check_model(ir.skeleton(model))
+        onnx.checker.check_model(skeleton)
     except Exception as exc:
         text = str(exc).strip().splitlines()
         raise ir.ModelLoadError(f"{where}: invalid ONNX model ({text[0] if text else type(exc).__name__})") from None
+    problem = runtime.unrunnable(model, skeleton)
+    if problem:
+        raise ir.ModelLoadError(f"{where}: {problem}")
 
 
 def build_spec(ratio: float = 0.5, criterion: str = "l1", scope: str = "tree", ort: bool = True) -> str:

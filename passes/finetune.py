@@ -138,9 +138,9 @@ def check_data(data: Batches, input_shape: tuple, n_classes: int | None, loss: s
     for i, (x, y) in enumerate(data.batches):
         if x.dtype != np.float32:
             raise DataError(f"{data.where}: x has dtype {x.dtype}, the model takes float32")
-        _check_finite(x, "x", data, i)
+        refuse_non_finite(x, "x", data, i)
         if y.dtype.kind == "f":
-            _check_finite(y, "y", data, i)
+            refuse_non_finite(y, "y", data, i)
         if not _fits(x.shape, input_shape):
             raise DataError(f"{data.where}: x has shape {list(x.shape)}, the model takes {_show(input_shape)}")
         if loss == "ce":
@@ -158,7 +158,7 @@ def check_data(data: Batches, input_shape: tuple, n_classes: int | None, loss: s
                 raise DataError(f"{data.where}: y has shape {list(y.shape)}, the model outputs {_show(out_shape)}")
 
 
-def _check_finite(arr: np.ndarray, what: str, data: Batches, batch: int) -> None:
+def refuse_non_finite(arr: np.ndarray, what: str, data: Batches, batch: int) -> None:
     """NaN or inf in the data would train a model of NaN weights: refused before training."""
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())
