@@ -330,6 +330,8 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         "verified": ctx.report["verified"],
         "max_abs_diff": ctx.report["max_abs_diff"],
     }
+    if not any(p.name == "validate" for p in pipe.passes):  # unproven: say so, never "False"
+        report.update(verified=None, proof="not run")
     if "finetune" in ctx.report:
         report["finetune"] = ctx.report["finetune"]
     if target is not None:

@@ -119,7 +119,8 @@ def format_table(result: Sensitivity, the_plan: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def plot(result: Sensitivity, path: str | os.PathLike) -> None:
+def plot(result: Sensitivity, path) -> None:
+    """A PNG of accuracy against ratio per group, to ``path`` (a path or a binary file)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,7 +136,7 @@ def plot(result: Sensitivity, path: str | os.PathLike) -> None:
     ax.set_title(f"sensitivity ({result.criterion}, {result.scope} scope, no fine-tuning)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
 
 
