@@ -285,3 +285,248 @@ def test_a_killed_worker_is_its_jobs_failed_row_and_the_others_finish(two_models
     assert [r["error"] for r in died] == ["worker died: signal 9"]
     assert all(r["verified"] == "True" for r in rows if not r["error"])
     assert proc.returncode == 1 and _temporaries(out) == []
+
+
+# --------------------------------------------------------------------------- the command line
+def _main(capsys, *argv):
+    import pipeline
+
+    code = pipeline.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def _one_line(err: str, *names: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+
+
+@pytest.fixture
+def ext(tmp_path):
+    """A model with external data, and a calibration file and ratio plan beside it."""
+    path = _external_model(tmp_path)
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32))
+    (tmp_path / "ratios.json").write_text(json.dumps({"ratios": {}}))
+    return path
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: _sha(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["-o", "{d}/weights.bin"], "weights.bin"),                      # the input's external data
+    (["-o", "{d}/out.onnx", "--report", "{d}/out.onnx"], "out.onnx"),  # the report on the model
+    (["-o", "{d}/out.onnx", "--report", "{d}/calib.npz", "--criterion", "hrank", "--calib", "{d}/calib.npz"],
+     "calib.npz"),
+    (["-o", "{d}/out.onnx", "--report", "{d}/ratios.json", "--ratios", "{d}/ratios.json"], "ratios.json"),
+    (["-o", "{d}/m.onnx"], "m.onnx"),
+])
+def test_prune_refuses_outputs_that_are_inputs_and_changes_nothing(capsys, ext, argv, name):
+    d = ext.parent
+    argv = [a.format(d=d) for a in argv]
+    before = _digests(d)
+    code, _, err = _main(capsys, "prune", ext, *argv)
+    assert code == 2
+    _one_line(err, name)
+    assert _digests(d) == before
+
+
+def test_output_whose_data_file_is_the_inputs_external_data_is_refused(capsys, tmp_path):
+    path = _external_model(tmp_path, "m.onnx", "out.onnx.data")
+    before = _digests(tmp_path)
+    code, _, err = _main(capsys, "prune", path, "-o", tmp_path / "out.onnx")
+    assert code == 2
+    _one_line(err, "out.onnx.data")
+    assert _digests(tmp_path) == before
+
+
+def test_inspect_finetune_and_sensitivity_never_write_their_inputs(capsys, tmp_path, task):
+    model = tmp_path / "m.onnx"
+    onnx.save(tiny_classifier(), str(model))
+    x, y = task
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    before = _digests(tmp_path)
+    for argv, name in [(["inspect", model, "--dot", model], "m.onnx"),
+                       (["finetune", model, "--data", tmp_path / "d.npz", "-o", tmp_path / "d.npz"], "d.npz"),
+                       (["sensitivity", model, "--val", tmp_path / "d.npz", "-o", tmp_path / "d.npz"], "d.npz"),
+                       (["sensitivity", model, "--val", tmp_path / "d.npz", "--plot", model], "m.onnx")]:
+        code, _, err = _main(capsys, *argv)
+        assert code == 2, argv
+        _one_line(err, name)
+    assert _digests(tmp_path) == before
+
+
+def test_fifo_folder_and_device_outputs_are_refused(capsys, tmp_path):
+    model = tmp_path / "m.onnx"
+    onnx.save(models.chain(), str(model))
+    os.mkfifo(tmp_path / "fifo")
+    for target, word in ((tmp_path / "fifo", "FIFO"), (tmp_path, "folder"), ("/dev/null", "device")):
+        code, _, err = _main(capsys, "prune", model, "-o", target)
+        assert code == 2
+        _one_line(err, word)
+    assert (tmp_path / "fifo").is_fifo() and Path("/dev/null").is_char_device()
+
+
+def test_a_failed_report_write_keeps_the_old_model_and_names_the_report(capsys, tmp_path, monkeypatch):
+    import errno
+
+    model = tmp_path / "m.onnx"
+    onnx.save(models.chain(), str(model))
+    (tmp_path / "out.onnx").write_bytes(b"the previous result")
+    real = files.Staged.write_bytes
+
+    def full_disk(self, target, data):
+        if str(target).endswith("r.json"):
+            raise files._write_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), target)
+        return real(self, target, data)
+
+    monkeypatch.setattr(files.Staged, "write_bytes", full_disk)
+    code, _, err = _main(capsys, "prune", model, "-o", tmp_path / "out.onnx", "--report", tmp_path / "r.json")
+    assert code == 1
+    _one_line(err, "r.json", "No space left on device")
+    assert ".tmp" not in err
+    assert (tmp_path / "out.onnx").read_bytes() == b"the previous result"
+    assert _temporaries(tmp_path) == [] and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--heads", "nan"], "--heads"), (["--ratio", "nan"], "--ratio"), (["--ratio", "1.5"], "--ratio"),
+    (["--dump-after", "bogus"], "bogus"), (["--max-ratio", "inf"], "--max-ratio"),
+    (["--target-flops", "-0.1"], "--target-flops"), (["--seed", "-1"], "--seed"),
+])
+def test_options_are_range_checked_before_anything_runs(capsys, tmp_path, argv, option):
+    model = tmp_path / "m.onnx"
+    onnx.save(models.chain(), str(model))
+    code, _, err = _main(capsys, "prune", model, "-o", tmp_path / "out.onnx", *argv)
+    assert code == 2
+    _one_line(err, option)
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_training_options_are_range_checked(capsys, tmp_path):
+    model = tmp_path / "m.onnx"
+    onnx.save(tiny_classifier(), str(model))
+    for argv, option in ((["--lr", "nan"], "--lr"), (["--lr", "inf"], "--lr"), (["--epochs", "0"], "--epochs"),
+                         (["--batch-size", "0"], "--batch-size")):
+        code, _, err = _main(capsys, "finetune", model, "--data", tmp_path / "d.npz", "-o", tmp_path / "o.onnx", *argv)
+        assert code == 2
+        _one_line(err, option)
+
+
+def test_passes_without_validate_warn_and_report_no_proof(capsys, tmp_path):
+    model = tmp_path / "m.onnx"
+    onnx.save(models.chain(), str(model))
+    code, _, err = _main(capsys, "prune", model, "-o", tmp_path / "o.onnx", "--report", tmp_path / "r.json",
+                         "--passes", "tag,trees,classify,score,mask{ratio=0.5},slice,infer-shapes")
+    assert code == 0 and "warning:" in err and "NOT proven" in err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["verified"] is None and report["proof"] == "not run"
+
+
+def test_leaky_messages_name_the_node_the_input_or_the_file(capsys, tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    empty = numpy_helper.from_array(np.zeros((0, 3, 3, 3), np.float32), "w")
+    w2 = numpy_helper.from_array(np.ones((4, 0, 1, 1), np.float32), "w2")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv0"),
+                           helper.make_node("Conv", ["y", "w2"], ["z"], name="conv1")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 6, 6])], [empty, w2])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "zero.onnx"))
+    code, _, err = _main(capsys, "prune", tmp_path / "zero.onnx", "-o", tmp_path / "o.onnx")
+    assert code == 1
+    _one_line(err, "conv0", "empty weight")
+
+    b = models.Builder(0, name="tall")
+    y = b.conv(b.input("x", [1, 3, 10**9, 1]), 3, 4)
+    onnx.save(b.build([b.conv(b.relu(y), 4, 4)]), str(tmp_path / "tall.onnx"))
+    start = time.perf_counter()
+    code, _, err = _main(capsys, "prune", tmp_path / "tall.onnx", "-o", tmp_path / "o.onnx")
+    assert code == 1 and time.perf_counter() - start < 30
+    _one_line(err, "'x'", "memory budget")
+
+    onnx.save(models.chain(), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "nan.npz", x=np.full((4, 3, 8, 8), np.nan, np.float32))
+    code, _, err = _main(capsys, "prune", tmp_path / "m.onnx", "-o", tmp_path / "o.onnx",
+                         "--criterion", "hrank", "--calib", tmp_path / "nan.npz")
+    assert code == 1
+    _one_line(err, "nan.npz", "non-finite")
+    assert "SVD" not in err and not (tmp_path / "o.onnx").exists()
+
+
+def test_finetune_never_writes_a_nan_model(capsys, tmp_path, task):
+    model = tmp_path / "m.onnx"
+    onnx.save(tiny_classifier(), str(model))
+    x, y = task
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    code, _, err = _main(capsys, "finetune", model, "--data", tmp_path / "d.npz", "--val", tmp_path / "d.npz",
+                         "-o", tmp_path / "o.onnx", "--lr", "1e6", "--optimizer", "sgd", "--epochs", "2")
+    assert code == 1
+    _one_line(err, "training diverged", "epoch 1")
+    assert not (tmp_path / "o.onnx").exists()
+    x = x.copy()
+    x[3] = np.inf
+    np.savez(tmp_path / "bad.npz", x=x, y=y)
+    code, _, err = _main(capsys, "finetune", model, "--data", tmp_path / "bad.npz", "-o", tmp_path / "o.onnx")
+    assert code == 1
+    _one_line(err, "bad.npz", "non-finite")
+
+
+def test_a_batch_plan_that_names_paths_is_a_plan_error(capsys, two_models):
+    plan = two_models / "plan.json"
+    plan.write_text(json.dumps({"models": ["chain.onnx"], "variants": [{"name": "../../x", "ratio": 0.3}]}))
+    code, _, err = _main(capsys, "batch", "--plan", plan, "-o", two_models / "out")
+    assert code == 2
+    _one_line(err, "../../x")
+    assert not (two_models / "out").exists() and not (two_models.parent / "x").exists()
+
+
+# --------------------------------------------------------------------------- interrupts
+def _slow_model(path: Path) -> Path:
+    """Big enough that the passes after ``tag`` take a while (so a signal lands mid-run)."""
+    b = models.Builder(0, name="slow")
+    y = b.input("x", [1, 64, 64, 64])
+    for _ in range(8):
+        y = b.relu(b.conv(y, 64, 64))
+    onnx.save(b.build([y]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_prune_says_one_word_and_leaves_nothing(tmp_path, sig, code):
+    model = _slow_model(tmp_path / "m.onnx")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "o.onnx").write_bytes(b"previous")
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "onnxpruner"), "prune", model, "-o", out / "o.onnx",
+                             "--report", out / "r.json", "--time-passes"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()            # the first pass finished: work is under way
+    assert first.strip(), "no timing line"
+    proc.send_signal(sig)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == code, rest
+    assert rest.strip().splitlines()[-1] == "interrupted" and "Traceback" not in rest
+    assert sorted(p.name for p in out.iterdir()) == ["o.onnx"] and (out / "o.onnx").read_bytes() == b"previous"
+
+
+def test_an_interrupted_batch_says_how_to_resume_and_leaves_no_temporaries(two_models):
+    out = two_models / "out"
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "onnxpruner"), "batch", two_models / "chain.onnx",
+                             two_models / "concat.onnx", "-o", out, "--ratio", "0.3", "0.5", "0.7", "--jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
+                                             for c in _children(proc.pid)):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)        # Ctrl-C reaches the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("interrupted; run the same command to resume")
+    assert _temporaries(out) == [] if out.exists() else True

@@ -28,7 +28,9 @@ import hashlib
 import io
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -283,7 +285,15 @@ def _local(jobs: list[Job], out_dir: str, n: int, tick) -> list[dict]:
     def start() -> None:
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_worker, args=(child, out_dir, threads), daemon=True)
-        proc.start()
+        # a worker is born ignoring Ctrl-C (SIG_IGN survives exec, and Python keeps it): the
+        # parent handles it, and a worker still importing must not die of it with a traceback
+        main = threading.current_thread() is threading.main_thread()
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            proc.start()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, handler)
         child.close()
         hand_out(parent, proc)
 
@@ -344,8 +354,6 @@ def _local(jobs: list[Job], out_dir: str, n: int, tick) -> list[dict]:
 def _worker(conn, out_dir: str, threads: int) -> None:
     """A local worker: jobs from ``conn`` until None. Ctrl-C is the parent's to handle; SIGTERM
     (the parent stopping us) removes our temporaries on the way out."""
-    import signal
-
     files.interrupts()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
