@@ -166,7 +166,7 @@ class DumpInstrument(Instrument):
             for kind in p.provides:  # the analyses this pass decided, after the IR
                 if ctx.has(kind):
                     text += f"\n# {kind.__name__}\n" + render(ctx.get(kind))
-            (self.folder / f"{self.count:02d}-{p.name}.txt").write_text(text)
+            files.write_bytes(self.folder / f"{self.count:02d}-{p.name}.txt", text.encode())
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -530,3 +530,24 @@ def test_an_interrupted_batch_says_how_to_resume_and_leaves_no_temporaries(two_m
     assert "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("interrupted; run the same command to resume")
     assert _temporaries(out) == [] if out.exists() else True
+
+
+@pytest.mark.parametrize("checkpoint, hint", [(True, "run the same command to resume from --checkpoint"),
+                                              (False, "--checkpoint DIR makes a run resumable")])
+def test_an_interrupted_finetune_says_how_to_resume(capsys, tmp_path, task, monkeypatch, checkpoint, hint):
+    import pipeline
+
+    model = tmp_path / "m.onnx"
+    onnx.save(tiny_classifier(), str(model))
+    x, y = task
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+
+    def stopped(*args, **kwargs):        # SIGTERM arriving in the middle of training
+        raise files.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(pipeline, "finetune", stopped)
+    extra = ["--checkpoint", tmp_path / "ck"] if checkpoint else []
+    code, _, err = _main(capsys, "finetune", model, "--data", tmp_path / "d.npz", "-o", tmp_path / "o.onnx", *extra)
+    assert code == 143
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("interrupted;") and hint in err
+    assert not (tmp_path / "o.onnx").exists()
