@@ -23,14 +23,12 @@ raised before training starts.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
@@ -40,6 +38,7 @@ import onnx
 from ir import Graph, Initializer, lower, raise_model
 
 from .base import Pass, PassContext, PassError, PassResult
+from .checkpoints import CheckpointError, read_progress, save_epoch, settings_of  # noqa: F401 (re-exported)
 
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("adamw", "sgd")
@@ -426,55 +425,6 @@ def train_epoch(module, optimizer, batches: Batches, config: "TrainConfig", epoc
     return row
 
 
-def _settings(model: onnx.ModelProto, config: TrainConfig, train: Batches, val: Batches | None) -> dict:
-    """What a checkpoint was made with; a resume must match every entry (named by its option)."""
-    def digest(data: Batches | None) -> str | None:
-        if data is None:
-            return None
-        h = hashlib.sha256()
-        for x, y in data.batches:
-            h.update(np.ascontiguousarray(x).tobytes())
-            h.update(np.ascontiguousarray(y).tobytes())
-        return h.hexdigest()[:16]
-
-    settings = {"model": hashlib.sha256(model.SerializeToString()).hexdigest()[:16],
-                "data": digest(train), "val": digest(val)}
-    for k, v in asdict(config).items():
-        settings[k.replace("_", "-")] = list(v) if isinstance(v, tuple) else v
-    return settings
-
-
-class CheckpointError(PassError):
-    """A checkpoint folder that cannot be resumed; one line naming the folder and the reason."""
-
-
-def _read_progress(folder: Path, settings: dict, restart: bool) -> dict | None:
-    """The saved progress to resume from; None to start afresh. Refuses (``CheckpointError``)
-    a damaged file or one made with other settings, unless ``restart``."""
-    progress_file = folder / "progress.json"
-    if restart or not progress_file.exists():
-        return None
-    try:
-        saved = json.loads(progress_file.read_text())
-        made_with, history, best = saved["settings"], saved["history"], saved["best"]
-        if not (isinstance(made_with, dict) and isinstance(history, list) and isinstance(best, dict)):
-            raise ValueError("unexpected content")
-        if not (folder / "checkpoint").is_file() or (best["epoch"] > 0 and not (folder / "best.npz").is_file()):
-            raise ValueError("its checkpoint files are missing")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{progress_file}: damaged checkpoint ({reason}); "
-                              f"--force starts over (the folder is rewritten)") from None
-    for key in settings:
-        if made_with.get(key) != settings[key]:
-            what = {"model": "a different model", "data": "different training data (--data)",
-                    "val": "different validation data (--val)"}.get(key)
-            differs = what or f"--{key} {made_with.get(key)!r}, this run has {settings[key]!r}"
-            raise CheckpointError(f"{folder}: the checkpoint was made with {differs}; resume with the same "
-                                  f"settings, or --force to start over")
-    return saved
-
-
 def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainConfig = TrainConfig(),
              checkpoint: str | os.PathLike | None = None, stream=None, restart: bool = False) -> FinetuneResult:
     """Fine-tune ``model`` with ONNX Runtime training; returns the same graph with the best
@@ -482,7 +432,6 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
     ignores what is in it). A NaN or infinite loss stops training: the best finite epoch so far is
     returned (``result.stopped`` says where it stopped), or ``Diverged`` is raised if there is none."""
     import onnxruntime as ort
-    from onnxruntime.training.api import CheckpointState, Module, Optimizer
 
     ort.set_default_logger_severity(3)  # ORT training logs every graph transformer at info level
     graph = lower(model)
@@ -507,13 +456,9 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
     frozen = [n for n, init in graph.initializers.items()
               if n not in names and init.elem_type == onnx.TensorProto.FLOAT]
 
-    settings = _settings(model, config, train_b, val_b)
+    settings = settings_of(model, config, train_b, val_b)
     if checkpoint:
-        folder = Path(checkpoint)
-        if folder.exists() and not folder.is_dir():
-            raise CheckpointError(f"--checkpoint {folder}: is not a folder")
-        saved = _read_progress(folder, settings, restart)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder, saved = Path(checkpoint), read_progress(Path(checkpoint), settings, restart)
     else:
         folder, saved = Path(tempfile.mkdtemp(prefix="onnxpruner-ft-")), None
     try:
@@ -528,12 +473,10 @@ def _train(graph, model, names, frozen, config, train_b, val_b, folder: Path, sa
     import onnxruntime as ort
     from onnxruntime.training.api import CheckpointState, Module, Optimizer
 
-    from ir import files
-
     art = folder / "artifacts"
     try:
         if saved is None:
-            for stale in ("progress.json", "checkpoint", "best.npz"):
+            for stale in ("progress.json", "checkpoint", "best.npz"):   # another run's, or --force
                 (folder / stale).unlink(missing_ok=True)
             shutil.rmtree(art, ignore_errors=True)
             art.mkdir(parents=True)
@@ -586,16 +529,10 @@ def _train(graph, model, names, frozen, config, train_b, val_b, folder: Path, sa
             else row.get("acc", -row["loss"])
         history.append(row)
         bar.epoch(row)
-        with files.Staged() as staged:  # checkpoint, best weights and progress change together
-            improved = score > best["score"]
-            if improved:
-                best = {"epoch": epoch + 1, "score": score}
-                with open(staged.path_for(best_file), "wb") as fh:
-                    np.savez(fh, **weights)
-            CheckpointState.save_checkpoint(state, staged.path_for(folder / "checkpoint"),
-                                            include_optimizer_state=True)
-            staged.write_bytes(folder / "progress.json", json.dumps(
-                {"settings": settings, "history": history, "best": best}).encode())
+        improved = score > best["score"]
+        if improved:
+            best = {"epoch": epoch + 1, "score": score}
+        save_epoch(folder, state, weights if improved else None, settings, history, best)
 
     with np.load(best_file, allow_pickle=False) as weights:
         for name in names:

@@ -9,8 +9,8 @@ import hashlib
 import onnx
 import pytest
 
+import cli
 import fuzz_graphs
-import pipeline
 
 
 @pytest.mark.parametrize("start", range(0, 40, 10))
@@ -27,7 +27,7 @@ def test_command_line_writes_only_its_outputs_and_never_the_input(tmp_path, caps
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     out = tmp_path / "out"
     out.mkdir()
-    code = pipeline.main(["prune", str(src), "-o", str(out / "p.onnx"), "--report", str(out / "r.json"),
+    code = cli.main(["prune", str(src), "-o", str(out / "p.onnx"), "--report", str(out / "r.json"),
                           "--ratio", "0.5"])
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -19,7 +19,7 @@ import onnx
 import pytest
 from onnx import external_data_helper
 
-import batch
+from workflows import batch
 import ir
 import models
 from ir import files
@@ -289,9 +289,9 @@ def test_a_killed_worker_is_its_jobs_failed_row_and_the_others_finish(two_models
 
 # --------------------------------------------------------------------------- the command line
 def _main(capsys, *argv):
-    import pipeline
+    import cli
 
-    code = pipeline.main([str(a) for a in argv])
+    code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     return code, out, err
@@ -535,7 +535,7 @@ def test_an_interrupted_batch_says_how_to_resume_and_leaves_no_temporaries(two_m
 @pytest.mark.parametrize("checkpoint, hint", [(True, "run the same command to resume from --checkpoint"),
                                               (False, "--checkpoint DIR makes a run resumable")])
 def test_an_interrupted_finetune_says_how_to_resume(capsys, tmp_path, task, monkeypatch, checkpoint, hint):
-    import pipeline
+    import cli
 
     model = tmp_path / "m.onnx"
     onnx.save(tiny_classifier(), str(model))
@@ -545,7 +545,7 @@ def test_an_interrupted_finetune_says_how_to_resume(capsys, tmp_path, task, monk
     def stopped(*args, **kwargs):        # SIGTERM arriving in the middle of training
         raise files.Interrupted(signal.SIGTERM)
 
-    monkeypatch.setattr(pipeline, "finetune", stopped)
+    monkeypatch.setattr(cli, "finetune", stopped)
     extra = ["--checkpoint", tmp_path / "ck"] if checkpoint else []
     code, _, err = _main(capsys, "finetune", model, "--data", tmp_path / "d.npz", "-o", tmp_path / "o.onnx", *extra)
     assert code == 143
