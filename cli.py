@@ -8,22 +8,36 @@ API: ``pipeline.prune`` / ``pipeline.inspect``, the fine-tuning engine, and the 
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
+import os
 import signal
 import sys
-import threading
-from pathlib import Path
 
-import ir
-from ir import files
-from passes.base import PassError
-from passes.finetune import DataError, TrainConfig, finetune
-from passes.score import ScorePass
-from pipeline import (REGISTRY, DumpInstrument, Instrument, PipelineError, SpecError, TimingInstrument, check_input,
+
+def _interrupted_while_starting(signum, frame):  # nothing is written yet: leave at once, one line
+    sys.stderr.write("interrupted\n")
+    os._exit(128 + signum)
+
+
+if os.path.basename(sys.argv[0]) == "onnxpruner":  # the console script: Ctrl-C during the imports
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(_sig) is not signal.SIG_IGN:  # a batch worker ignores Ctrl-C: keep it so
+            signal.signal(_sig, _interrupted_while_starting)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import ir  # noqa: E402
+from ir import files  # noqa: E402
+from passes.base import PassError  # noqa: E402
+from passes.finetune import DataError, TrainConfig, finetune  # noqa: E402
+from passes.score import ScorePass  # noqa: E402
+from pipeline import (REGISTRY,  # noqa: E402
+                      DumpInstrument, Instrument, PipelineError, SpecError, TimingInstrument, check_input,
                       inspect, open_model, prune)
-from workflows import batch, demo, schedules, sensitivity
+from workflows import batch, demo, schedules, sensitivity  # noqa: E402
 
 
 def trees_to_dot(info: dict) -> str:

@@ -551,3 +551,17 @@ def test_an_interrupted_finetune_says_how_to_resume(capsys, tmp_path, task, monk
     assert code == 143
     assert err.strip().splitlines() == [err.strip()] and err.startswith("interrupted;") and hint in err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_ctrl_c_while_the_program_is_still_starting_is_one_line(tmp_path):
+    model = tmp_path / "m.onnx"
+    onnx.save(models.chain(), str(model))
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "onnxpruner"), "prune", model, "-o", tmp_path / "o.onnx"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.2)                            # still importing numpy, onnx, ONNX Runtime
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
