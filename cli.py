@@ -164,7 +164,7 @@ def _file_rule(args) -> None:
     cmd = args.command
     model = getattr(args, "model", None)
     reads: dict = {"model": files.model_files(model)} if model else {}
-    for flag in ("calib", "ratios", "data", "val", "plan"):
+    for flag in ("calib", "ratios", "data", "val", "plan", "inputs"):
         if getattr(args, flag, None):
             reads[f"--{flag}"] = getattr(args, flag)
     writes: dict = {}
@@ -178,7 +178,11 @@ def _file_rule(args) -> None:
     if cmd == "prune" and args.dump_after:
         if Path(args.dump_dir).exists() and not Path(args.dump_dir).is_dir():
             raise files.FileRefused(f"--dump-dir {args.dump_dir}: exists and is not a folder")
-    files.check_writes(writes, reads)
+    if cmd == "demo":  # checked now, not after minutes of training
+        if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+            raise files.FileRefused(f"--out-dir {args.out_dir}: exists and is not a folder")
+        writes = {n: Path(args.out_dir) / n for n in demo.OUTPUTS}
+    files.check_writes(writes, reads, new_folders=cmd == "demo")
     if cmd == "finetune" and args.checkpoint:  # the folder's own files must not be inputs either
         ck = Path(args.checkpoint)
         if ck.exists() and not ck.is_dir():

@@ -160,6 +160,9 @@ def plot_channels(before: dict[str, int], after: dict[str, int], path: str | os.
     plt.close(fig)
 
 
+OUTPUTS = ("digits_resnet.onnx", "digits_resnet.pruned.onnx", "demo-channels.png", "demo-report.json")
+
+
 def run(out_dir: str | os.PathLike = ".", ratio: float = 0.5, seed: int = 0, epochs: int = 30,
         finetune_epochs: int = 15, stream=None) -> dict:
     """The whole job; returns the report (also written to ``out_dir/demo-report.json``)."""
@@ -190,8 +193,7 @@ def run(out_dir: str | os.PathLike = ".", ratio: float = 0.5, seed: int = 0, epo
         "seconds": {"train": train_seconds, "finetune": tune_seconds},
         "groups": rep["groups"],
     }
-    names = {n: out_dir / n for n in ("digits_resnet.onnx", "digits_resnet.pruned.onnx", "demo-channels.png",
-                                       "demo-report.json")}
+    names = {n: out_dir / n for n in OUTPUTS}
     files.check_writes(names)
     with files.Staged() as staged:  # the four files land together
         ir.save(trained, names["digits_resnet.onnx"], staged=staged)
