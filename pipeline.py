@@ -166,7 +166,7 @@ class DumpInstrument(Instrument):
             for kind in p.provides:  # the analyses this pass decided, after the IR
                 if ctx.has(kind):
                     text += f"\n# {kind.__name__}\n" + render(ctx.get(kind))
-            files.write_bytes(self.folder / f"{self.count:02d}-{p.name}.txt", text.encode())
+            ir.save_bytes(text.encode(), self.folder / f"{self.count:02d}-{p.name}.txt")
 
 
 # --------------------------------------------------------------------------- pipeline
