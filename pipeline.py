@@ -36,10 +36,9 @@ from passes.cost import count_flops, count_params
 from passes.finetune import FinetunePass
 from passes.infer_shapes import InferShapesPass
 from passes.mask import MaskPass
-from passes import runtime
 from passes.reruns import has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
-from passes import subgraphs
+from passes import runtime, subgraphs
 from passes.slice import SlicePass, group_reports
 from passes.tag import TagPass
 from passes.trees import TreesPass
@@ -244,14 +243,12 @@ def open_model(model_or_path) -> tuple[onnx.ModelProto, frozenset[str], str]:
 def check_input(model: onnx.ModelProto, where: str) -> None:
     """onnx.checker on the model's structure. Large weights are declared as typed inputs instead
     of being serialized into the check (their dims and types are still checked when lowered)."""
-    skeleton = ir.skeleton(model)
     try:
-        onnx.checker.check_model(skeleton)
+        onnx.checker.check_model(skeleton := ir.skeleton(model))
     except Exception as exc:
         text = str(exc).strip().splitlines()
         raise ir.ModelLoadError(f"{where}: invalid ONNX model ({text[0] if text else type(exc).__name__})") from None
-    problem = runtime.unrunnable(model, skeleton)
-    if problem:
+    if problem := runtime.unrunnable(model, skeleton):  # an empty weight, over the memory budget
         raise ir.ModelLoadError(f"{where}: {problem}")
 
 
@@ -329,9 +326,8 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         "passes": ctx.report["passes"],
         "verified": ctx.report["verified"],
         "max_abs_diff": ctx.report["max_abs_diff"],
+        **({} if any(p.name == "validate" for p in pipe.passes) else {"verified": None, "proof": "not run"}),
     }
-    if not any(p.name == "validate" for p in pipe.passes):  # unproven: say so, never "False"
-        report.update(verified=None, proof="not run")
     if "finetune" in ctx.report:
         report["finetune"] = ctx.report["finetune"]
     if target is not None:
