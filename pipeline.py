@@ -40,6 +40,7 @@ from passes.mask import MaskPass
 from passes.reruns import check_tuning, has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
 from passes import subgraphs
+from passes.runtime import check_input  # noqa: F401 (the API: cli and workflows check their inputs)
 from passes.slice import SlicePass, group_reports, inspect_reports
 from passes.tag import TagPass
 from passes.trees import TreesPass
@@ -168,7 +169,7 @@ class DumpInstrument(Instrument):
             for kind in p.provides:  # the analyses this pass decided, after the IR
                 if ctx.has(kind):
                     text += f"\n# {kind.__name__}\n" + render(ctx.get(kind))
-            (self.folder / f"{self.count:02d}-{p.name}.txt").write_text(text)
+            ir.save_bytes(text.encode(), self.folder / f"{self.count:02d}-{p.name}.txt")
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -241,16 +242,6 @@ def open_model(model_or_path) -> tuple[onnx.ModelProto, frozenset[str], str]:
         return model_or_path, frozenset(), "<model>"
     model, external = ir.load(model_or_path)
     return model, external, str(model_or_path)
-
-
-def check_input(model: onnx.ModelProto, where: str) -> None:
-    """onnx.checker on the model's structure. Large weights are declared as typed inputs instead
-    of being serialized into the check (their dims and types are still checked when lowered)."""
-    try:
-        onnx.checker.check_model(ir.skeleton(model))
-    except Exception as exc:
-        text = str(exc).strip().splitlines()
-        raise ir.ModelLoadError(f"{where}: invalid ONNX model ({text[0] if text else type(exc).__name__})") from None
 
 
 def build_spec(ratio: float = 0.5, criterion: str = "l1", scope: str = "tree", ort: bool = True) -> str:
@@ -328,6 +319,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         "passes": ctx.report["passes"],
         "verified": ctx.report["verified"],
         "max_abs_diff": ctx.report["max_abs_diff"],
+        **({} if any(p.name == "validate" for p in pipe.passes) else {"verified": None, "proof": "not run"}),
     }
     if "finetune" in ctx.report:
         report["finetune"] = ctx.report["finetune"]
