@@ -238,6 +238,15 @@ class Progress:
             self._task.close()
             self._task = None
 
+    def warn(self, text: str) -> None:
+        """A warning line, even under --quiet (the bar of the epoch closed first)."""
+        if self._task is not None:
+            self._task.close()
+            self._task = None
+        out = self.stream if self.stream is not None else progress.stream()
+        out.write(text + "\n")
+        out.flush()
+
     def epoch(self, row: dict) -> None:
         if self._task is not None:
             self._task.close()
@@ -536,7 +545,7 @@ def _train(graph, model, names, frozen, config, train_b, val_b, folder: Path, sa
             if best["epoch"] < 1:
                 raise PassError(f"{exc}; no finite epoch to keep, nothing written") from None
             stopped = str(exc)
-            bar.stream.write(("\n" if bar.live else "") + f"warning: {exc}; keeping epoch {best['epoch']}\n")
+            bar.warn(f"warning: {exc}; keeping epoch {best['epoch']}")
             break
         score = row.get("val_acc", -row.get("val_loss", row["loss"])) if val_b is not None \
             else row.get("acc", -row["loss"])
