@@ -17,6 +17,7 @@ from pathlib import Path
 import ir
 from passes.base import PassError
 from passes.finetune import DataError, TrainConfig, finetune
+from passes.inputs import InputsUsageError, check_given, load_inputs, parse_input_shapes
 from passes.score import ScorePass
 from pipeline import (DumpInstrument, Instrument, PipelineError, SpecError, TimingInstrument, check_input,
                       inspect, open_model, prune)
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: layer; global with a target)")
     p.add_argument("--max-ratio", type=float, help="global ranking/targets: most of one group removed (0.9)")
     p.add_argument("--heads", type=float, help="ratio of attention heads removed (default: --ratio)")
+    _input_flags(p)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     s = sub.add_parser("sensitivity", help="accuracy per group at ratios 0.1..0.9, and a ratio plan")
     s.add_argument("model")
@@ -81,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scope", default="tree", choices=["tree", "node"])
     s.add_argument("--calib", help="calibration data for data criteria")
     s.add_argument("--steps", type=float, nargs="+", default=None, help="ratios to try (default 0.1 .. 0.9)")
+    _input_flags(s)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sc = sub.add_parser("schedule", help="iterative pruning (prune -> fine-tune, N steps) or soft filter pruning")
@@ -100,12 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--scope", default=None, choices=["tree", "node"], help="default: tree (iterative), node (soft)")
     sc.add_argument("--calib", help="calibration data for data criteria")
     sc.add_argument("--report", help="write the history and last prune report (JSON) here")
+    _input_flags(sc)
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     i = sub.add_parser("inspect", help="show tags, association trees and groups")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
     i.add_argument("--dot", help="write the association trees as Graphviz")
+    _input_flags(i)
     i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     f = sub.add_parser("finetune", help="fine-tune a model with ONNX Runtime training")
     f.add_argument("model")
@@ -133,11 +138,31 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--executor", default="local", choices=["local", "ray"])
     b.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
     b.add_argument("--force", action="store_true", help="redo jobs that are already done")
+    _input_flags(b, " (every model; a plan's model entry may give its own)")
     b.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     d = sub.add_parser("demo", help="digits: train a small residual CNN with ORT, prune at 0.5, fine-tune, report")
     d.add_argument("--out-dir", default="demo-output", help="where the models, report and plot go")
     d.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
+
+
+def _input_flags(parser: argparse.ArgumentParser, scope: str = "") -> None:
+    """The same words wherever the model runs: the proof's inputs under the user's control."""
+    parser.add_argument("--inputs", metavar="FILE.npz",
+                        help="arrays by exact input name, fed to every run of the model (shape discovery, "
+                             "data criteria, the proof)" + scope)
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME:D1,D2,...",
+                        help="fix an input's symbolic dims (repeatable)" + scope)
+
+
+def _given_inputs(args) -> tuple[dict | None, dict | None]:
+    """``--inputs`` and ``--input-shape`` read (a malformed shape is a usage error)."""
+    try:
+        shapes = parse_input_shapes(args.input_shape) or None
+    except InputsUsageError as exc:
+        raise UsageError(str(exc)) from None
+    given = load_inputs(args.inputs) if args.inputs else None
+    return given, shapes
 
 
 def _check_output(path: str, model: str | None = None) -> None:
@@ -173,6 +198,10 @@ def _cmd_prune(args) -> int:
             raise UsageError(str(exc)) from None
     if args.calib and not Path(args.calib).is_file():
         raise DataError(f"{args.calib}: no such data file")
+    for path in (args.output, args.report):
+        if path and args.inputs and Path(args.inputs).exists() and Path(path).resolve() == Path(args.inputs).resolve():
+            raise UsageError(f"{path}: output would overwrite the inputs file")
+    given, shapes = _given_inputs(args)
     instruments: list[Instrument] = []
     if args.time_passes:
         instruments.append(TimingInstrument(sys.stderr))
@@ -182,7 +211,8 @@ def _cmd_prune(args) -> int:
                    passes=args.passes, verify=not args.no_verify, seed=args.seed,
                    instruments=instruments, calib_data=args.calib, ratios=ratios,
                    target_flops=args.target_flops, target_params=args.target_params,
-                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads)
+                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads,
+                   sample_inputs=given, input_shapes=shapes)
     ir.save(result.model, args.output, result.external)
     if args.report:
         try:
@@ -247,14 +277,17 @@ def _cmd_batch(args) -> int:
     parent = Path(args.output).resolve().parent
     if not parent.is_dir():
         raise UsageError(f"output folder's parent {str(parent)!r} does not exist")
+    _given_inputs(args)  # a malformed --input-shape is a usage error before any job runs
+    defaults = {"inputs": str(Path(args.inputs).resolve()) if args.inputs else None,
+                "input_shape": list(args.input_shape)}
     try:
         if args.plan:
             plan = batch.read_plan(args.plan)
-            jobs = batch.make_jobs(plan["models"], plan.get("variants", []))
+            jobs = batch.make_jobs(plan["models"], plan.get("variants", []), defaults)
         else:
             variants = [{"name": f"{c}-{s}-r{r:g}", "ratio": r, "criterion": c, "scope": s}
                         for r in args.ratio for c in args.criterion for s in args.scope]
-            jobs = batch.make_jobs(args.models, variants)
+            jobs = batch.make_jobs(args.models, variants, defaults)
     except batch.PlanError as exc:
         raise UsageError(str(exc)) from None
     result = batch.run_batch(jobs, args.output, args.executor, args.jobs, args.address, args.force)
@@ -268,7 +301,8 @@ def _cmd_batch(args) -> int:
 def _cmd_inspect(args) -> int:
     if args.dot:
         _check_output(args.dot)
-    info = inspect(args.model)
+    given, shapes = _given_inputs(args)
+    info = inspect(args.model, sample_inputs=given, input_shapes=shapes)
     if args.dot:
         _write_text_atomic(args.dot, trees_to_dot(info))
     if args.json:
@@ -305,8 +339,9 @@ def _cmd_sensitivity(args) -> int:
         raise UsageError(str(exc)) from None
     model, _, where = open_model(args.model)
     check_input(model, where)
+    given, shapes = _given_inputs(args)
     result = sensitivity.analyze(model, args.val, steps, args.criterion, args.scope, args.seed,
-                                 args.calib, stream=sys.stderr)
+                                 args.calib, stream=sys.stderr, sample_inputs=given, input_shapes=shapes)
     the_plan = sensitivity.plan(result, args.budget)
     if args.plot:
         tmp = args.plot + ".tmp.png"
@@ -339,13 +374,17 @@ def _cmd_schedule(args) -> int:
         raise UsageError(str(exc)) from None
     model, external, where = open_model(args.model)
     check_input(model, where)
+    given, shapes = _given_inputs(args)
+    check_given(model, given, shapes, where)
     if args.mode == "iterative":
         result = schedules.iterative_prune(model, args.data, args.val, args.ratio, args.steps, args.schedule,
                                            config, criterion, scope, args.seed, args.calib,
-                                           target_flops=args.target_flops, stream=sys.stderr)
+                                           target_flops=args.target_flops, stream=sys.stderr,
+                                           sample_inputs=given, input_shapes=shapes)
     else:
         result = schedules.soft_filter_prune(model, args.data, args.val, args.ratio, config, criterion, scope,
-                                             args.seed, args.calib, stream=sys.stderr)
+                                             args.seed, args.calib, stream=sys.stderr,
+                                             sample_inputs=given, input_shapes=shapes)
     report = dict(result.report, schedule={"mode": args.mode, "history": result.history})
     ir.save(result.model, args.output, external & {t.name for t in result.model.graph.initializer})
     if args.report:

@@ -2,15 +2,13 @@
 data criteria's feature maps and the proof in ``validate`` all run models through it.
 
 Reads and provides no analysis; it works on ``onnx.ModelProto`` and imports nothing of the project.
-- ``sample_inputs(model, seed, size)``: seeded inputs for every real graph input; a symbolic batch
-  is 2, any other symbolic dim ``size`` (``SYMBOLIC_SIZES`` are tried in order by ``validate``).
 - ``run_model(model, feeds)``: one run, graph optimizations off (the model as written).
 - ``ort_session(model, opts)``: a CPU session; a model over ``FILE_SESSION_BYTES`` of weights
   reaches ORT through a temporary file instead of a serialized copy.
 - ``session_options()``: the threads a batch worker was given (``ONNXPRUNER_THREADS``).
 
-Example: ``run_model(m, sample_inputs(m, 0))`` on a ResNet-18 with a symbolic batch runs it on a
-[2, 3, 224, 224] input and returns its logits, [2, 1000].
+What it is fed comes from ``passes.inputs``. Example: ``run_model(m, sample_inputs(m, 0))`` on a
+ResNet-18 with a symbolic batch runs it on a [2, 3, 224, 224] input and returns its logits, [2, 1000].
 """
 
 from __future__ import annotations
@@ -21,41 +19,6 @@ import tempfile
 
 import numpy as np
 import onnx
-
-# sizes tried, in order, for symbolic non-batch dims until the original model runs on them (a
-# detector's FPN needs sides divisible by 32, a text recognizer a minimum width)
-SYMBOLIC_SIZES = (16, 32, 64, 128, 224)
-
-
-def has_symbolic_dims(model: onnx.ModelProto) -> bool:
-    inits = {t.name for t in model.graph.initializer}
-    return any(not (d.HasField("dim_value") and d.dim_value > 0)
-               for vi in model.graph.input if vi.name not in inits
-               for i, d in enumerate(vi.type.tensor_type.shape.dim) if i > 0)
-
-
-def sample_inputs(model: onnx.ModelProto, seed: int, size: int = SYMBOLIC_SIZES[0]) -> dict[str, np.ndarray]:
-    """Seeded inputs for every real graph input: symbolic batch 2, other symbolic dims ``size``
-    (a dim written as -1 or 0, as Paddle's exporter does, is symbolic)."""
-    rng = np.random.default_rng(seed)
-    inits = {t.name for t in model.graph.initializer}
-    feeds = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        dims = []
-        for i, d in enumerate(tt.shape.dim):
-            known = d.HasField("dim_value") and d.dim_value > 0
-            dims.append(d.dim_value if known else (2 if i == 0 else size))
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        if np.issubdtype(dtype, np.floating):
-            feeds[vi.name] = rng.standard_normal(dims).astype(dtype)
-        elif np.issubdtype(dtype, np.integer):
-            feeds[vi.name] = rng.integers(0, 2, dims).astype(dtype)
-        else:
-            feeds[vi.name] = np.zeros(dims, dtype)
-    return feeds
 
 
 def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool = False,

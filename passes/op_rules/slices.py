@@ -38,7 +38,7 @@ class Rewriter:
         uses = self.graph.consumers(value)
         init = self.graph.initializer(value.name)
         if init is not None and len(uses) == 1 and not self.graph.is_graph_output(value) \
-                and value.name not in self.graph.input_names:
+                and not self.graph.is_fed_input(value.name):
             self.graph.replace_initializer(Initializer.from_array(value.name, array.astype(init.array.dtype)))
             return
         name = self.graph.unique_name(f"{value.name}.{self.node.name}" if init is not None
@@ -69,7 +69,7 @@ class Rewriter:
             if value is None:
                 return False
         init = g.initializer(value.name)
-        if len(g.consumers(value)) != 1 or g.is_graph_output(value) or value.name in g.input_names:
+        if len(g.consumers(value)) != 1 or g.is_graph_output(value) or g.is_fed_input(value.name):
             return False
         g.replace_initializer(Initializer.from_array(value.name, array.astype(init.array.dtype)))
         return True
