@@ -177,9 +177,7 @@ class ModelProps:
     quantization_annotation: list[onnx.TensorAnnotation] = field(default_factory=list)
     # names of graph inputs that are also initializers (IR version < 4 lists all weights as inputs)
     initializer_inputs: frozenset[str] = frozenset()
-    # the old style: every initializer is also a graph input (IR < 4, or an export that kept
-    # initializers as inputs); the raised model lists every initializer once, under its final name
-    initializers_as_inputs: bool = False
+    initializers_as_inputs: bool = False  # the old style: every initializer also a graph input
 
 
 def opset_of(graph: Graph) -> int:
@@ -244,14 +242,6 @@ class Graph:
 
     def initializer(self, name: str) -> Initializer | None:
         return self._initializers.get(name)
-
-    def is_fed_input(self, name: str) -> bool:
-        """A graph input a caller may feed: a real input, or an initializer listed among the
-        inputs of a model in the new style (an overridable default). In the old style (every
-        initializer listed) a listed initializer is just a weight."""
-        if name not in self._inputs:
-            return False
-        return name not in self._initializers or not self.props.initializers_as_inputs
 
     def nodes(self) -> Iterator[Node]:
         for key, data in self._g.nodes(data=True):
