@@ -229,8 +229,6 @@ def probe_inputs(model: onnx.ModelProto, seed: int = 0, given: dict | None = Non
             return proof, run(model, proof.feeds)
         except Exception as exc:
             first = first or (proof, ort_message(exc))
-    if _load_failure(first[1]):  # not the inputs' fault: the model does not load at all
-        raise InputsError(f"ONNX Runtime cannot load {where}: {_short(first[1])}")
     raise InputsError(rejection(model, first[0], first[1], where, sizes if len(sizes) > 1 else None))
 
 
@@ -261,7 +259,10 @@ def _names_input(message: str, name: str) -> bool:
 
 def rejection(model: onnx.ModelProto, proof: ProofInputs, message: str, where: str, sizes=None) -> str:
     """One line: the input ORT rejected (named in its message, else the inputs that were
-    defaulted), what it was fed, ORT's reason, and the hint to pass ``--inputs``."""
+    defaulted), what it was fed, ORT's reason, and the hint to pass ``--inputs``; or, when the
+    model does not load at all (no inputs' fault), that it cannot be loaded."""
+    if _load_failure(message):
+        return f"ONNX Runtime cannot load {where}: {_short(message)}"
     names = [n for n in proof.feeds if _names_input(message, n)]
     tried = f"; symbolic sizes tried: {', '.join(map(str, sizes))}" if sizes else ""
     message = _short(message)
@@ -319,12 +320,21 @@ def parse_input_shapes(items) -> dict[str, list[int]]:
 def resolve_inputs(model: onnx.ModelProto, where: str, seed: int = 0, given: dict | None = None,
                    shapes: dict | None = None, probe: bool = True) -> ProofInputs:
     """The feeds of every run of a ``prune``: the caller's arrays and shapes checked (one line
-    naming the input), the rest defaulted; with ``probe``, the model runs on them once now, so an
-    input ONNX Runtime rejects is named before any pass runs."""
+    naming the input), the rest defaulted. With ``probe``, where a default is a guess (a size for
+    a symbolic dim, zeros for an integer input) the model runs on them once now: a size is chosen,
+    and an input ONNX Runtime rejects is named before any pass runs. Float inputs of known shape
+    need no such run (a large model is not run once more; validate names a rejection then)."""
     check_given(model, given, shapes, where)
-    if not probe:
+    if not probe or not guessed(model, given, shapes):
         return make_inputs(model, seed, given, shapes)
     return probe_inputs(model, seed, given, shapes, where)[0]
+
+
+def guessed(model: onnx.ModelProto, given: dict | None = None, shapes: dict | None = None) -> bool:
+    """Whether some default is a guess: a size tried for a symbolic dim, or a non-float input."""
+    given = given or {}
+    return symbolic(model, given, shapes) or any(
+        vi.name not in given and (_dtype(vi) is None or _dtype(vi).kind not in "fc") for vi in fed_inputs(model))
 
 
 def run_inputs(inputs) -> dict:
