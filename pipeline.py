@@ -270,9 +270,8 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     from the channel ratio) set the options of every ``mask`` pass. A target is
     checked by the real count after slicing; when the prediction is off by more than 0.5%,
     the mask is re-solved for the corrected target (at most 3 times) and the report's
-    ``target`` says what was met. ``sample_inputs`` (arrays by input name, some or all) and
-    ``input_shapes`` (dims fixing symbolic ones) feed every run of the model; the rest is
-    defaulted (``passes.inputs``); the report's ``inputs`` records what was used.
+    ``target`` says what was met. ``sample_inputs`` (arrays by input name) and ``input_shapes``
+    feed every run of the model, the rest defaulted (``passes.inputs``; the report's ``inputs``).
     Nothing unproven is shipped: if the mask-equivalence check fails, each pruned group is tried
     alone, the groups that fail it are left alone (their reason goes in the report), and the rest
     is pruned again and re-checked."""
