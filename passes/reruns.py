@@ -40,7 +40,7 @@ TARGET_TOLERANCE = 0.01   # a target is met when |achieved - asked| <= 1 point o
 
 
 def with_mask_options(passes: list[Pass], ratios, target_flops, target_params, rank, max_ratio,
-                      heads=None, keep_io: bool = False) -> list[Pass]:
+                      heads=None, stream=None, keep_io: bool = False) -> list[Pass]:
     """Every ``mask`` pass with the API's/CLI's ratio table, target and ranking (when given);
     every ``trees`` pass with ``keep-io`` when ``keep_io``."""
     if keep_io:
@@ -60,6 +60,8 @@ def with_mask_options(passes: list[Pass], ratios, target_flops, target_params, r
         changes["max_ratio"] = float(max_ratio)
     if heads is not None:
         changes["heads"] = float(heads)
+    if stream is not None:
+        changes["stream"] = float(stream)
     if not changes:
         return passes
     try:

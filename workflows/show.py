@@ -11,7 +11,7 @@ from collections import Counter
 import onnx
 
 from passes import progress
-from passes.runtime import sample_inputs
+from passes.inputs import sample_inputs
 
 ROLE_STYLE = {   # fill colour and shape by role in an association tree
     "root": ("#8ecae6", "box"),
@@ -128,7 +128,7 @@ def widths_plot(report: dict, path: str | os.PathLike, keep: bool = False):
               loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
     if keep:
         return fig
     plt.close(fig)

@@ -7,11 +7,11 @@
   and cos/sin broadcast over the head axis (their dim there is 1): the existing rules carry the
   heads through, and a head's D channels (its rotary pairs among them) stay one class.
 - **GQA** (repeat_kv: ``k[:, :, None].expand(B, KV, n_rep, T, D).reshape(B, H, T, D)``):
-  ``Expand`` broadcasts along non-channel axes only (``_expand``); the merging Reshape then
+  ``Expand`` broadcasts along non-channel axes only (``streams._expand_like``); the merging Reshape then
   repeats each KV head's id n_rep times on the head axis, and Q·Kᵀ / A·V couple every query head
   with the KV head it reads: a class is one KV group (its KV head and its n_rep query heads),
-  removed whole. The Expand's target (computed, folded) is rewritten with 1 on the channel axis
-  (broadcasting keeps whatever width the input has).
+  removed whole. The Expand's target (computed, folded, frozen) names the KV head count: it is
+  rewritten to the kept count (``streams._slice_expand``).
 - **KV cache**: see ``trees`` (``adopt_inputs``): a graph input joined elementwise with tracked
   channels (``Concat(past_key, k)`` along the sequence) is adopted, it takes the same ids, and the
   graph output carrying exactly those ids (``present_key``) may shrink with it.
@@ -19,42 +19,9 @@
 
 from __future__ import annotations
 
-import numpy as np
+from ir import Graph
 
-from ir import Graph, Node
-
-from ..analyses import ChannelMap
-from .reindex import _entries
-from .views import DEFAULT_DOMAINS, Effect, NodeView, _axis, _only, blocked
-
-def _expand(view: NodeView) -> Effect:
-    """Expand broadcasts its input to a target shape: channels pass when the channel axis is not
-    broadcast (the target there is 1 or the channel count), the output's rank may grow."""
-    m = _only(view, 0)
-    if m is None:
-        return blocked("channels reach the shape input of Expand")
-    target = view.static_value(1)
-    if target is None:
-        return expand_entry_adapts(view, m) or blocked("Expand to a computed shape that does not fold to a constant")
-    target = [int(t) for t in np.ravel(target)]
-    out_rank = max(m.rank, len(target))
-    axis = m.axis + out_rank - m.rank
-    t_axis = axis - (out_rank - len(target))
-    if t_axis >= 0 and target[t_axis] not in (1, len(m)):
-        return blocked("Expand broadcasts along the channel axis")
-    return Effect(outputs={0: ChannelMap(axis, out_rank, m.ids)})
-
-
-def _slice_expand(rw, ins, outs) -> None:
-    """The channel entry of Expand's target becomes 1: broadcasting keeps the input's width."""
-    if 0 not in ins or rw.const(1) is None:
-        return
-    axis, _, rank = ins[0]
-    target = np.array(rw.const(1), dtype=np.int64).copy()
-    t_axis = axis + len(target) - max(rank, len(target))
-    if t_axis >= 0 and target[t_axis] != 1:
-        target[t_axis] = 1
-        rw.set_const(1, target)
+from .views import DEFAULT_DOMAINS, NodeView, _axis
 
 
 # ----------------------------------------------------------------------------- the KV cache
@@ -113,19 +80,3 @@ def adopt(view: NodeView) -> dict[int, list]:
         if chain is not None:
             out[p] = chain
     return out
-
-
-def expand_entry_adapts(view: NodeView, m: ChannelMap) -> Effect | None:
-    """Expand to a computed target: its channel entry must be 1 (a number read from the channels'
-    own shape would adapt too, but is blocked like every such read, see ``trees``); the other
-    entries broadcast other axes."""
-    got = _entries(view, 1)
-    if got is None:
-        return None
-    target, read = got
-    out_rank = max(m.rank, len(target))
-    axis = m.axis + out_rank - m.rank
-    t_axis = axis - (out_rank - len(target))
-    if t_axis >= 0 and target[t_axis] != 1:
-        return blocked("Expand broadcasts along the channel axis")
-    return Effect(outputs={0: ChannelMap(axis, out_rank, m.ids)})

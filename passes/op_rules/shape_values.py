@@ -232,7 +232,7 @@ SHAPE_OPERANDS: dict[str, tuple[int, ...]] = {
     "Slice": (1, 2, 3, 4),
     "Split": (1,),
     "Resize": (1, 2, 3),
-    "Expand": (1,),   # repeat_kv's target: its channel entry becomes 1 (attention._slice_expand)
+    "Expand": (1,),   # repeat_kv's target: its channel entry becomes the kept count (streams._slice_expand)
 }
 
 
