@@ -36,6 +36,7 @@ from passes.cost import count_flops, count_params
 from passes.finetune import FinetunePass
 from passes.infer_shapes import InferShapesPass
 from passes.mask import MaskPass
+from passes.recover import RecoverPass, with_recover
 from passes.reruns import has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
 from passes import subgraphs
@@ -65,7 +66,7 @@ def register(cls: type[Pass]) -> type[Pass]:
 
 
 for _cls in (TagPass, TreesPass, ClassifyPass, ScorePass, MaskPass, SlicePass, InferShapesPass,
-             ValidatePass, FinetunePass):
+             ValidatePass, RecoverPass, FinetunePass):
     register(_cls)
 
 
@@ -261,7 +262,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
           instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None,
           train_data=None, val_data=None, calib_data=None, ratios: dict | None = None,
           target_flops: float = 0.0, target_params: float = 0.0, rank: str | None = None,
-          max_ratio: float | None = None, heads: float | None = None) -> PruneResult:
+          max_ratio: float | None = None, heads: float | None = None, recover: str | None = None) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
     ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
@@ -272,12 +273,14 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     from the channel ratio) set the options of every ``mask`` pass. A target is
     checked by the real count after slicing; when the prediction is off by more than 0.5%,
     the mask is re-solved for the corrected target (at most 3 times) and the report's
-    ``target`` says what was met.
+    ``target`` says what was met. ``recover`` ("bias,bn", "bias,bn,ls") appends a ``recover`` pass
+    after ``validate``: ``calib_data`` (no labels needed) makes the proven model work before fine-tuning.
     Nothing unproven is shipped: if the mask-equivalence check fails, each pruned group is tried
     alone, the groups that fail it are left alone (their reason goes in the report), and the rest
     is pruned again and re-checked."""
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope))
-    pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads))
+    pipe = Pipeline(with_recover(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank,
+                                                   max_ratio, heads), recover))
     model, external, where = open_model(model_or_path)
     check_input(model, where)
     if ratios:
@@ -325,8 +328,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         "verified": ctx.report["verified"],
         "max_abs_diff": ctx.report["max_abs_diff"],
     }
-    if "finetune" in ctx.report:
-        report["finetune"] = ctx.report["finetune"]
+    report.update({k: ctx.report[k] for k in ("recovery", "finetune") if k in ctx.report})
     if target is not None:
         report["target"] = target
     return PruneResult(out, subgraphs.merge_reports(report, branches), external & set(graph.initializers))

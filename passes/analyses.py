@@ -236,6 +236,7 @@ class LeafZeroing:
     weight_port: int
     weight_axis: int
     positions: tuple[int, ...]
+    data_port: int = 0   # the leaf's input carrying those channels (what ``recover`` measures)
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,9 @@ class SliceRecord:
 
     zeroings: tuple[LeafZeroing, ...]
     groups: tuple[dict, ...]
+    # value -> (channel axis, keep mask) for every value that lost channels (``recover`` maps
+    # original channels to the pruned model's with it)
+    keeps: Mapping[str, tuple[int, np.ndarray]] = field(default_factory=dict)
 
 
 def render(analysis) -> str:

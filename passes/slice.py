@@ -63,15 +63,15 @@ class SlicePass(Pass):
             pos = np.nonzero(np.isin(lf.ids, removed))[0]
             if len(pos):
                 zeroings.append(LeafZeroing(lf.node, lf.weight_port, lf.weight_axis,
-                                            tuple(int(p) for p in pos)))
-        ctx.put(SliceRecord(tuple(zeroings), groups))
-        if len(removed) == 0:
-            return PassResult(False, {"values_sliced": 0})
+                                            tuple(int(p) for p in pos), lf.data_port))
         keeps: dict[str, tuple[int, np.ndarray, int]] = {}
         for name, m in trees.maps.items():
             keep = ~np.isin(m.ids, removed)
             if not keep.all():
                 keeps[name] = (m.axis, keep, m.rank)
+        ctx.put(SliceRecord(tuple(zeroings), groups, {k: (a, keep) for k, (a, keep, _) in keeps.items()}))
+        if len(removed) == 0:
+            return PassResult(False, {"values_sliced": 0})
         opset = opset_of(ir)
         for name, operands in trees.frozen.items():  # computed shape operands become constants
             node = ir.node(name)
