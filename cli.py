@@ -62,7 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-after", default="", help="comma-separated pass names")
     p.add_argument("--dump-dir", default="onnxpruner-dumps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--calib", help="calibration data for hrank/hrank-star/taylor: .npz with x (and y)")
+    p.add_argument("--calib", help="calibration data for hrank/hrank-star/taylor/recon and --recover: "
+                   ".npz with x (y optional)")
+    p.add_argument("--recover", nargs="?", const="bias,bn", metavar="STEPS",
+                   help="after the proof, recover accuracy from --calib (no labels): bias,bn (default), "
+                        "add ls for a least-squares refit; without --calib nothing is changed")
     p.add_argument("--ratios", help="a JSON ratio plan: node -> ratio (e.g. from `sensitivity -o`)")
     p.add_argument("--target-flops", type=float, default=0.0, help="remove this fraction of the FLOPs")
     p.add_argument("--target-params", type=float, default=0.0, help="remove this fraction of the parameters")
@@ -182,7 +186,7 @@ def _cmd_prune(args) -> int:
                    passes=args.passes, verify=not args.no_verify, seed=args.seed,
                    instruments=instruments, calib_data=args.calib, ratios=ratios,
                    target_flops=args.target_flops, target_params=args.target_params,
-                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads)
+                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads, recover=args.recover)
     ir.save(result.model, args.output, result.external)
     if args.report:
         try:
@@ -193,6 +197,22 @@ def _cmd_prune(args) -> int:
             raise
     print(_summary(result.report))
     return 0
+
+
+def _recovery_lines(rec: dict | None) -> list[str]:
+    """What the ``recover`` pass bought, or why it did nothing."""
+    if rec is None:
+        return []
+    if not rec["applied"]:
+        return [f"recovery: not applied ({rec['reason']})"]
+    if "heldout_error_before" not in rec:
+        return [f"recovery ({','.join(rec['method'])}): applied; too few calibration samples to hold any out"]
+    line = (f"recovery ({','.join(rec['method'])}): held-out output error vs original "
+            f"{rec['heldout_error_before']:.4f} -> {rec['heldout_error_after']:.4f} on {rec['heldout_samples']} samples")
+    if "heldout_top1_after" in rec:
+        line += (f"; top-1 {rec['heldout_top1_before']:.4f} -> {rec['heldout_top1_after']:.4f} "
+                 f"(original {rec['heldout_top1_original']:.4f})")
+    return [line + ("" if rec["helped"] else "; it did NOT help")]
 
 
 def _summary(report: dict) -> str:
@@ -207,6 +227,7 @@ def _summary(report: dict) -> str:
              f"(x{ratio(report['flops_before'], report['flops_after'])})",
              f"groups {pruned} pruned of {len(report['groups'])}; {len(left)} left alone",
              f"verified {report['verified']} (max abs diff {report['max_abs_diff']})"]
+    lines += _recovery_lines(report.get("recovery"))
     if report.get("target"):
         t = report["target"]
         lines.append(f"target: remove {t['reduction']:g} of the {t['kind']}; achieved {t['achieved']:.4f} "
