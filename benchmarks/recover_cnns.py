@@ -28,7 +28,7 @@ sys.path[:0] = [str(ROOT)]
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
-import demo  # noqa: E402
+from workflows import demo  # noqa: E402
 import pipeline  # noqa: E402
 from passes.finetune import TrainConfig, evaluate, finetune  # noqa: E402
 
