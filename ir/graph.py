@@ -433,16 +433,6 @@ class Graph:
         ins[port] = value_name
         self._bump()
 
-    def append_input(self, node: Node | str, value_name: str) -> None:
-        """Give a node one more input port, at the end, reading ``value_name`` (a Conv's bias)."""
-        key = ("n", _name(node))
-        ins = self._g.nodes[key]["ins"]
-        ins.append(value_name)
-        if value_name:
-            self._ensure_value(value_name)
-            self._g.add_edge(("v", value_name), key, key=len(ins) - 1)
-        self._bump()
-
     def remove_node(self, node: Node | str) -> None:
         key = ("n", _name(node))
         outs = [dst for _, dst in self._g.out_edges(key)]

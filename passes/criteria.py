@@ -425,7 +425,7 @@ class Reconstruction(Criterion):
         leaves = [lf for lf in trees.leaves if ir.inputs_of(lf.node)[lf.data_port] is not None]
         data = sorted({ir.inputs_of(lf.node)[lf.data_port].name for lf in leaves})
         plain = sorted({r.output for r in roots})
-        acts = _gather(ir, data + [v for v in plain if v not in data], calib)
+        acts = gather(ir, data + [v for v in plain if v not in data], calib)
         rng = np.random.default_rng(self.seed)
         for lf in leaves:
             node = ir.node(lf.node)
@@ -450,7 +450,8 @@ class Reconstruction(Criterion):
         return out
 
 
-def _gather(ir: Graph, values: list[str], calib: Batches) -> dict[str, np.ndarray]:
+def gather(ir: Graph, values: list[str], calib: Batches) -> dict[str, np.ndarray]:
+    """``feature_maps`` over every calibration batch, concatenated."""
     parts: dict[str, list] = {v: [] for v in values}
     for got in feature_maps(ir, values, calib):
         for v in values:
@@ -458,13 +459,37 @@ def _gather(ir: Graph, values: list[str], calib: Batches) -> dict[str, np.ndarra
     return {v: np.concatenate(p) for v, p in parts.items()}
 
 
+def conv_attrs(node, w_shape: tuple) -> dict | None:
+    """Kernel, stride, padding and dilation of a 2-D Conv with group 1, or None when unsupported."""
+    if len(w_shape) != 4 or (node.attr("group", 1) or 1) != 1:
+        return None
+    if (node.attr("auto_pad", "NOTSET") or "NOTSET") not in ("NOTSET", "VALID", b"NOTSET", b"VALID"):
+        return None
+    pads = list(node.attr("pads", None) or [0, 0, 0, 0])
+    return {"kernel": tuple(w_shape[2:]), "strides": tuple(node.attr("strides", None) or (1, 1)),
+            "dilations": tuple(node.attr("dilations", None) or (1, 1)), "pads": pads}
+
+
+def im2col(x: np.ndarray, kernel, strides, dilations, pads) -> np.ndarray:
+    """[N, C, H, W] -> [N, H', W', C·kh·kw] patches, zero padding as ONNX Conv pads."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
+    x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    n, c, h, w = x.shape
+    oh = (h - dh * (kh - 1) - 1) // sh + 1
+    ow = (w - dw * (kw - 1) - 1) // sw + 1
+    cols = np.empty((n, oh, ow, c, kh, kw), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[..., i, j] = x[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                                j * dw:j * dw + sw * (ow - 1) + 1:sw].transpose(0, 2, 3, 1)
+    return cols.reshape(n, oh, ow, c * kh * kw)
+
+
 def leaf_errors(node, w: np.ndarray, leaf, x: np.ndarray, rng) -> np.ndarray | None:
     """Per input position of ``leaf``'s weight: the mean-compensated output error of zeroing it."""
     n_pos = w.shape[leaf.weight_axis]
     if node.op_type == "Conv" and leaf.weight_axis == 1 and w.ndim == 4 and x.ndim == 4 \
             and (node.attr("group", 1) or 1) == 1 and x.shape[1] == n_pos:
-        from .recover import conv_attrs, im2col
-
         a = conv_attrs(node, w.shape)
         if a is not None:
             xc = x.astype(np.float64) - x.mean(axis=(0, 2, 3), keepdims=True)

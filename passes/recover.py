@@ -50,7 +50,7 @@ from ir import Graph, Initializer, lower, raise_model
 
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult, SpecError
-from .criteria import feature_maps, load_calib
+from .criteria import conv_attrs, gather, im2col, load_calib
 from .finetune import Batches
 from .op_rules import Rewriter
 from .tag import opset_of
@@ -78,32 +78,6 @@ def with_recover(passes: list, methods: str | None) -> list:
 
 
 # ----------------------------------------------------------------------------- small numerics
-def conv_attrs(node, w_shape: tuple) -> dict | None:
-    """Stride, padding and dilation of a 2-D Conv with group 1, or None when unsupported."""
-    if len(w_shape) != 4 or (node.attr("group", 1) or 1) != 1:
-        return None
-    if (node.attr("auto_pad", "NOTSET") or "NOTSET") not in ("NOTSET", "VALID", b"NOTSET", b"VALID"):
-        return None
-    pads = list(node.attr("pads", None) or [0, 0, 0, 0])
-    return {"kernel": tuple(w_shape[2:]), "strides": tuple(node.attr("strides", None) or (1, 1)),
-            "dilations": tuple(node.attr("dilations", None) or (1, 1)), "pads": pads}
-
-
-def im2col(x: np.ndarray, kernel, strides, dilations, pads) -> np.ndarray:
-    """[N, C, H, W] -> [N, H', W', C·kh·kw] patches, zero padding as ONNX Conv pads."""
-    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
-    x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    n, c, h, w = x.shape
-    oh = (h - dh * (kh - 1) - 1) // sh + 1
-    ow = (w - dw * (kw - 1) - 1) // sw + 1
-    cols = np.empty((n, oh, ow, c, kh, kw), x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[..., i, j] = x[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                                j * dw:j * dw + sw * (ow - 1) + 1:sw].transpose(0, 2, 3, 1)
-    return cols.reshape(n, oh, ow, c * kh * kw)
-
-
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
     want = np.asarray(want, np.float64)
     return float(np.linalg.norm(np.asarray(got, np.float64) - want) / max(np.linalg.norm(want), 1e-12))
@@ -122,11 +96,7 @@ def _batches(x: np.ndarray, where: str, size: int = 64) -> Batches:
 
 def collect(g: Graph, values: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
     """The named values of ``g`` on all of ``x`` (ONNX Runtime)."""
-    parts: dict[str, list] = {v: [] for v in values}
-    for got in feature_maps(g, values, _batches(x, "calibration data")):
-        for v in values:
-            parts[v].append(got[v])
-    return {v: np.concatenate(p) for v, p in parts.items()}
+    return gather(g, values, _batches(x, "calibration data"))
 
 
 # ----------------------------------------------------------------------------- the pass
@@ -396,5 +366,8 @@ def _set_bias(ir: Graph, name: str, bias: np.ndarray, port: int) -> None:
     ir.add_initializer(Initializer.from_array(value, bias))
     if len(ins) > port:
         ir.set_input(node, port, value)
-    else:
-        ir.append_input(node, value)
+    else:  # the node again with one more input (same name, attributes and outputs)
+        names = [v.name if v is not None else "" for v in ins] + [""] * (port - len(ins)) + [value]
+        outs = [v.name if v is not None else "" for v in ir.outputs_of(node)]
+        ir.remove_node(node)
+        ir.add_node(node, names, outs)
