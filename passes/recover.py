@@ -213,9 +213,8 @@ class RecoverPass(Pass):
         if not targets:
             return 0
         names = {b: ir.inputs_of(b)[0].name for b in targets}
-        reference = {b: _channel_stats(a) for b, a in
-                     ((b, a) for a_map in [collect(original, sorted(set(names.values())), x)]
-                      for b, a in ((b, a_map[names[b]]) for b in targets))}
+        inputs = collect(original, sorted(set(names.values())), x)   # the original's, once
+        reference = {b: _channel_stats(inputs[names[b]]) for b in targets}
         done: set[str] = set()
         opset = opset_of(ir)
         while len(done) < len(targets):
