@@ -212,3 +212,21 @@ def test_recon_conv_error_uses_the_patch_covariance():
     want0 = sum(float(np.mean((cols @ wb[o, 0].reshape(-1)) ** 2)) for o in range(2))
     assert scores[1] == pytest.approx(0.0, abs=1e-9)   # a constant channel: nothing to lose
     assert scores[0] == pytest.approx(want0, rel=1e-4)
+
+
+def test_cli_recover(tmp_path, capsys):
+    import cli
+
+    model, _ = constant_channel_conv()
+    path, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(model, str(path))
+    np.savez(tmp_path / "calib.npz", x=calib(40))
+    argv = ["prune", str(path), "-o", str(out), "--criterion", "l1", "--scope", "node"]
+    assert cli.main(argv + ["--calib", str(tmp_path / "calib.npz"), "--recover"]) == 0
+    text = capsys.readouterr().out
+    assert "recovery (bias,bn): held-out output error vs original" in text and "on 10 samples" in text
+    assert cli.main(argv + ["--recover", "bias,bn,ls"]) == 0
+    assert "recovery: not applied (no calibration data" in capsys.readouterr().out
+    assert cli.main(argv + ["--calib", str(tmp_path / "calib.npz"), "--recover", "bias,magic"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("error: pass 'recover': unknown recovery method 'magic'")
