@@ -29,6 +29,7 @@ import onnx
 
 import ir
 from passes.analyses import Patterns, SliceRecord, Tags, Trees, render
+from passes import plugins
 from passes.base import (Pass, PassContext, PassError, PassResult, PipelineError, SpecError, format_option,
                          option_fields, option_types, parse_option)
 from passes.classify import ClassifyPass
@@ -37,10 +38,11 @@ from passes.finetune import FinetunePass
 from passes.infer_shapes import InferShapesPass
 from passes.mask import MaskPass
 from passes.recover import RecoverPass, with_recover
-from passes.reruns import has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
+from passes.reruns import check_tuning, has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
 from passes import subgraphs
-from passes.slice import SlicePass, group_reports
+from passes.runtime import check_input  # noqa: F401 (the API: cli and workflows check their inputs)
+from passes.slice import SlicePass, group_reports, inspect_reports
 from passes.tag import TagPass
 from passes.trees import TreesPass
 from passes.validate import EquivalenceError, ValidatePass
@@ -95,6 +97,8 @@ def parse_pass(item: str) -> Pass:
     item = item.strip()
     name, brace, rest = item.partition("{")
     name = name.strip()
+    if name not in REGISTRY:   # a plugin package's pass (entry point group onnxpruner.passes)
+        plugins.load("passes", register)
     if name not in REGISTRY:
         raise SpecError(f"unknown pass {name!r}; known passes: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[name]
@@ -166,7 +170,7 @@ class DumpInstrument(Instrument):
             for kind in p.provides:  # the analyses this pass decided, after the IR
                 if ctx.has(kind):
                     text += f"\n# {kind.__name__}\n" + render(ctx.get(kind))
-            (self.folder / f"{self.count:02d}-{p.name}.txt").write_text(text)
+            ir.save_bytes(text.encode(), self.folder / f"{self.count:02d}-{p.name}.txt")
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -241,16 +245,6 @@ def open_model(model_or_path) -> tuple[onnx.ModelProto, frozenset[str], str]:
     return model, external, str(model_or_path)
 
 
-def check_input(model: onnx.ModelProto, where: str) -> None:
-    """onnx.checker on the model's structure. Large weights are declared as typed inputs instead
-    of being serialized into the check (their dims and types are still checked when lowered)."""
-    try:
-        onnx.checker.check_model(ir.skeleton(model))
-    except Exception as exc:
-        text = str(exc).strip().splitlines()
-        raise ir.ModelLoadError(f"{where}: invalid ONNX model ({text[0] if text else type(exc).__name__})") from None
-
-
 def build_spec(ratio: float = 0.5, criterion: str = "l1", scope: str = "tree", ort: bool = True) -> str:
     validate = "validate" if ort else "validate{ort=false}"
     return (f"tag,trees,classify,score{{criterion={criterion} scope={scope}}},"
@@ -262,25 +256,27 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
           instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None,
           train_data=None, val_data=None, calib_data=None, ratios: dict | None = None,
           target_flops: float = 0.0, target_params: float = 0.0, rank: str | None = None,
-          max_ratio: float | None = None, heads: float | None = None, recover: str | None = None) -> PruneResult:
+          max_ratio: float | None = None, heads: float | None = None, stream: float | None = None,
+          recover: str | None = None) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
     ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
-    ``train_data`` / ``val_data`` feed a ``finetune`` pass at the end of it; ``calib_data``
+    ``train_data`` / ``val_data`` feed a ``finetune`` pass: appended to the default pipeline
+    (default options), required in a given spec (a ``SpecError`` otherwise); ``calib_data``
     feeds data criteria (hrank, hrank-star, taylor). ``ratios`` (root node -> ratio, e.g. a
     sensitivity plan), ``target_flops`` / ``target_params`` (fraction to remove), ``rank``
-    (layer/global), ``max_ratio`` and ``heads`` (the ratio of attention heads removed, apart
-    from the channel ratio) set the options of every ``mask`` pass. A target is
-    checked by the real count after slicing; when the prediction is off by more than 0.5%,
-    the mask is re-solved for the corrected target (at most 3 times) and the report's
-    ``target`` says what was met. ``recover`` ("bias,bn", "bias,bn,ls") appends a ``recover`` pass
-    after ``validate``: ``calib_data`` (no labels needed) makes the proven model work before fine-tuning.
-    Nothing unproven is shipped: if the mask-equivalence check fails, each pruned group is tried
-    alone, the groups that fail it are left alone (their reason goes in the report), and the rest
-    is pruned again and re-checked."""
-    pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope))
+    (layer/global), ``max_ratio``, ``heads`` and ``stream`` (attention heads' and residual-stream
+    ratios) set every ``mask`` pass. A target is checked by the real count after slicing; off by >0.5%,
+    the mask is re-solved for the corrected target (at most 3 times); ``target`` says what was met.
+    ``recover`` ("bias,bn", "bias,bn,ls") appends a ``recover`` pass after ``validate``: ``calib_data``
+    (no labels needed) makes the proven model work before fine-tuning.
+    Nothing unproven is shipped: if the mask-equivalence check fails, the groups that fail it
+    alone are left whole (with the reason) and the rest is pruned again and re-checked."""
+    tune = ",finetune" if train_data is not None and passes is None else ""  # default pipeline, then tuning
+    pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope) + tune)
+    check_tuning(pipe.passes, train_data, val_data)
     pipe = Pipeline(with_recover(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank,
-                                                   max_ratio, heads), recover))
+                                                   max_ratio, heads, stream), recover))
     model, external, where = open_model(model_or_path)
     check_input(model, where)
     if ratios:
@@ -327,6 +323,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         "passes": ctx.report["passes"],
         "verified": ctx.report["verified"],
         "max_abs_diff": ctx.report["max_abs_diff"],
+        **({} if any(p.name == "validate" for p in pipe.passes) else {"verified": None, "proof": "not run"}),
     }
     report.update({k: ctx.report[k] for k in ("recovery", "finetune") if k in ctx.report})
     if target is not None:
@@ -365,8 +362,7 @@ def _runner(model, seed, sample_inputs, instruments, verify, data):
 
 
 def prune_graphsurgeon(graph, **kwargs):
-    """The adapter for compilers that hold an onnx-graphsurgeon ``Graph``: prune it (same keyword
-    arguments as ``prune``) and get a new ``Graph`` back, plus the report."""
+    """onnx-graphsurgeon ``Graph`` in (``prune``'s keywords), a new ``Graph`` and the report out."""
     import onnx_graphsurgeon as gs
 
     result = prune(gs.export_onnx(graph), **kwargs)
@@ -394,5 +390,5 @@ def inspect(model_or_path) -> dict:
         "trees": [{"root": t.root, "pattern": pattern_of.get(t.root), "leaves": list(t.leaves),
                    "blockers": list(t.blockers), "edges": [list(e) for e in t.edges]}
                   for t in trees.trees],
-        "groups": list(group_reports(patterns, None, trees)),
+        "groups": list(inspect_reports(patterns, trees)),
     }

@@ -54,6 +54,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
+import outputs  # noqa: E402
+
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
@@ -187,31 +189,45 @@ def overlap_table(model: onnx.ModelProto, ratios: list[float], calib=None):
     return table
 
 
-def plot_overlap(table: dict, ratios: list[float], path: Path, title: str) -> None:
+def plot_overlap(table: dict, ratios: list[float], path: Path, title: str, keep: bool = False):
+    """One panel per criterion, at most 2 across; each panel at most 9 inches wide whatever the
+    number of layers (labels thinned to fit), the legend below the panels, never over the data:
+    a readable figure of at most ~2200 px across at 120 dpi."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [lab for lab, _, _ in table[CRITERIA[0]][ratios[0]]]
+    criteria = list(table)
+    labels = [lab for lab, _, _ in table[criteria[0]][ratios[0]]]
     xs = np.arange(len(labels))
-    fig, axes = plt.subplots(1, len(CRITERIA), figsize=(max(8, 2.2 * len(labels) * len(CRITERIA)), 4.2),
-                             sharey=True)
-    for ax, c in zip(np.atleast_1d(axes), CRITERIA):
+    cols = min(2, len(criteria))
+    rows = math.ceil(len(criteria) / cols)
+    width = min(9.0, max(4.5, 0.22 * len(labels) + 2.0))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.4 * rows + 0.9), sharey=True, squeeze=False)
+    step = max(1, math.ceil(len(labels) / 30))        # at most 30 tick labels a panel
+    for ax, c in zip(axes.flat, criteria):
         for r in ratios:
             ys = [np.nan if ov is None else 100 * ov for _, ov, _ in table[c][r]]
-            ax.plot(xs, ys, marker="o", label=f"ratio {r:g}")
-        ax.set_xticks(xs, [lab.strip("/").replace("/", ".")[:28] for lab in labels], rotation=35,
-                      ha="right", fontsize=8)
+            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, label=f"ratio {r:g}")
+        ax.set_xticks(xs[::step], [lab.strip("/").replace("/", ".")[-22:] for lab in labels][::step],
+                      rotation=60, ha="right", fontsize=6)
         ax.set_ylim(0, 105)
-        ax.set_title(f"ONNXPruner ({c}) vs {c}-norm")
+        ax.set_title(f"ONNXPruner ({c}) vs {c}-norm", fontsize=9)
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("Eq. 5 overlap of removed indices (%)")
-    np.atleast_1d(axes)[-1].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    for ax in axes.flat[len(criteria):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("overlap (%)")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(ratios), fontsize=8, frameon=False)
+    fig.suptitle(title + " — Eq. 5 overlap of removed indices", fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=120)
+    if keep:
+        return fig
     plt.close(fig)
+    return None
 
 
 # --------------------------------------------------------------------------- recovery
@@ -262,14 +278,17 @@ def main() -> None:
                     help="let finetune keep its best epoch on the validation set (optimistic)")
     ap.add_argument("--data-dir", type=Path, help="CIFAR-10 python-pickle folder (default: digits)")
     ap.add_argument("--model", type=Path, help="an ONNX classifier used as the unpruned baseline (no training)")
-    ap.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "out")
+    ap.add_argument("--out-dir", type=Path, default=outputs.LATEST)
+    outputs.add_argument(ap)
     ap.add_argument("--recover", nargs="+", default=["bias,bn"],
                     help="recovery steps for the 'pruned + recovered' rows, one set of rows per setting "
                          "(e.g. bias,bn bias,bn,ls; 'none': no such rows)")
-    ap.add_argument("--scopes", nargs="+", default=list(SCOPES), choices=list(SCOPES))
+    ap.add_argument("--scopes", nargs="+", default=list(SCOPES), choices=list(SCOPES),
+                    help="pruning scopes to compare (default: node tree)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 ratios, 2 fine-tuning epochs")
     ap.add_argument("--verbose", action="store_true", help="show finetune's per-epoch lines")
     args = ap.parse_args()
+    outputs.check([args.out_dir / "accuracy.md", args.out_dir / "fig5_overlap.png"], args.update_tracked)
     from passes.criteria import CRITERIA as KNOWN
     unknown = [c for c in args.criteria if c not in KNOWN]
     if unknown:

@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
+import outputs  # noqa: E402
+
 import onnx  # noqa: E402
 
 import pipeline  # noqa: E402
@@ -42,8 +44,10 @@ def main() -> int:
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "schedules.md")
+    ap.add_argument("--out", type=Path, default=outputs.LATEST / "schedules.md")
+    outputs.add_argument(ap)
     args = ap.parse_args()
+    outputs.check([args.out], args.update_tracked)
     if args.epochs % args.steps:
         ap.error("--epochs must be a multiple of --steps (the same budget for every method)")
     rows: dict[str, list] = {"unpruned": [], "one-shot": [], "iterative": [], "soft": []}

@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
+import outputs  # noqa: E402
+
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
@@ -36,8 +38,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "out" / "sensitivity")
+    ap.add_argument("--out-dir", type=Path, default=outputs.LATEST / "sensitivity")
+    outputs.add_argument(ap)
     args = ap.parse_args()
+    outputs.check([args.out_dir / n for n in ("plan.json", "sensitivity.png", "sensitivity.md")], args.update_tracked)
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     train, val = demo.digits_split(args.seed)

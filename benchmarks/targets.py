@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import outputs  # noqa: E402
+
 import pipeline  # noqa: E402
 from torchvision_models import export  # noqa: E402
 
@@ -34,8 +36,10 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--targets", nargs="+", default=["flops:0.5", "flops:0.3", "flops:0.7", "params:0.5"])
     ap.add_argument("--rank", default="global", choices=["global", "layer"])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "targets.md"))
+    ap.add_argument("--out", default=str(outputs.LATEST / "targets.md"))
+    outputs.add_argument(ap)
     args = ap.parse_args(argv)
+    outputs.check([args.out], args.update_tracked)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         with warnings.catch_warnings():

@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import outputs  # noqa: E402
+
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
@@ -139,12 +141,16 @@ def latency_ms(model: onnx.ModelProto, feeds: dict, repeat: int = 10) -> float:
     return statistics.median(times) * 1000
 
 
+MASK_CHOICES = ("reaches graph output", "not selected", "ratio ", "its ratio ", "the global ranking",
+                "ignored by request", "not scored", "the mask pass")
+
+
 def blockers(groups: list[dict]) -> str:
     """What blocks the groups left alone, node names taken out, most frequent first."""
     counts = collections.Counter()
     for g in groups:
         reason = g.get("reason") or ""
-        if g.get("pruned") or reason.startswith("reaches graph output") or reason.startswith("not selected"):
+        if g.get("pruned") or reason.startswith(MASK_CHOICES):   # the mask's choice, not a blocker
             continue
         reason = re.sub(r" \(node '[^']*'\)", "", reason)
         reason = re.sub(r"'[^']*'", "…", reason)
@@ -213,8 +219,10 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=224, help="input side (some models need more)")
     ap.add_argument("--max-params", type=float, default=0, help="skip models with more parameters")
     ap.add_argument("--repeat", type=int, default=10, help="latency runs per model (median)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "zoo.md")
+    ap.add_argument("--out", type=Path, default=outputs.LATEST / "zoo.md")
+    outputs.add_argument(ap)
     args = ap.parse_args(argv)
+    outputs.check([args.out], args.update_tracked)
     names = args.models.split(",") if args.models else model_names()
     rows, skipped = [], []
     for name in names:

@@ -96,7 +96,8 @@ class ClassifyPass(Pass):
             roots = tuple(trees.roots[r].node for r in root_idx)
             pattern = pattern_name(len(roots), len(leaves))
             heads = bool(len(trees.head_ids)) and bool(np.isin(reps, rep[trees.head_ids]).any())
-            groups.append(Group(gid, pattern, roots, leaves, members, reason, heads=heads))
+            stream = bool(len(trees.stream_ids)) and bool(np.isin(reps, rep[trees.stream_ids]).any())
+            groups.append(Group(gid, pattern, roots, leaves, members, reason, heads=heads, stream=stream))
             counts["blocked" if reason else pattern] += 1
         groups = _with_nonempty(groups, trees)
         ctx.put(Patterns(tuple(groups)))

@@ -20,7 +20,8 @@ Targets (``passes/targets.py``):
   kept output and input channel fractions); ``prune()`` then checks the real count after slicing.
 - Groups whose roots are named in ``ratios`` keep their own ratio in every mode, and so do
   attention-head groups (a channel is a whole head) when ``heads`` is set: ``mask{ratio=0.3
-  heads=0.5}`` removes half the heads of every attention and 30% of the other channels.
+  heads=0.5}`` removes half the heads of every attention and 30% of the other channels; likewise
+  residual-stream groups (a normalization reads their channels) when ``stream`` is set.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class MaskPass(Pass):
     target_flops: float = 0.0
     target_params: float = 0.0
     heads: float = -1.0     # ratio of attention heads removed per attention group; < 0: `ratio`
+    stream: float = -1.0    # ratio of residual-stream channels removed (groups a normalization reads); < 0: `ratio`
 
     def __post_init__(self):
         _check_ratio(self.ratio, "ratio")
@@ -91,6 +93,8 @@ class MaskPass(Pass):
             raise ValueError(f"max-ratio must be in (0, 1), got {self.max_ratio}")
         if self.heads >= 0:
             _check_ratio(self.heads, "heads")
+        if self.stream >= 0:
+            _check_ratio(self.stream, "stream")
         _check_ratio(self.target_flops, "target-flops")
         _check_ratio(self.target_params, "target-params")
         if self.target_flops and self.target_params:
@@ -99,7 +103,7 @@ class MaskPass(Pass):
     def __hash__(self):
         return hash((self.ratio, tuple(sorted(self.ratios.items())), self.round_to,
                      self.min_keep, self.ignore, self.rank, self.normalize, self.max_ratio,
-                     self.target_flops, self.target_params, self.heads))
+                     self.target_flops, self.target_params, self.heads, self.stream))
 
     @property
     def target(self) -> tuple[str, float] | None:
@@ -118,22 +122,32 @@ class MaskPass(Pass):
             notes.append(f"no such node(s) for ratios/ignore: {', '.join(unknown)}")
         fixed: dict[int, int] = {}     # group id -> channels dropped, by ratio or ratios
         free: list[Group] = []
+        whole: dict[int, str] = {}     # group id -> why it keeps every channel
         for group in patterns.groups:
-            if group.blocked or group.id not in scores.by_group:
+            if group.blocked:
+                continue
+            if group.id not in scores.by_group:
+                whole[group.id] = "not scored (the criterion gave its channels no score)"
                 continue
             if ignore & set(group.roots):
                 notes.append(f"group {group.id} ignored by request")
+                whole[group.id] = "ignored by request (mask ignore=)"
                 continue
             named = [self.ratios[r] for r in group.roots if r in self.ratios]
             if not named and group.heads and self.heads >= 0:
                 named = [self.heads]
+            elif not named and group.stream and self.stream >= 0:
+                named = [self.stream]
             if named:
+                whole[group.id] = (f"its ratio {min(named):g} removes none of its {group.channels} channels "
+                                   f"(min-keep {self.min_keep}, round-to {self.round_to})")
                 fixed[group.id] = apply_round_to(
                     group.channels, n_drop_for_ratio(group.channels, min(named), self.min_keep), self.round_to)
             else:
                 free.append(group)
         stats: dict = {}
         decide = self._decider(free, scores)
+        level = self.ratio
         if self.target is None:
             drops = decide(self.ratio)
         else:
@@ -150,8 +164,10 @@ class MaskPass(Pass):
             stats.update({f"target_{kind}": goal, f"predicted_{kind}_ratio": round(predicted, 6)})
             ctx.report["target"] = {"kind": kind, "reduction": goal, "predicted_ratio": predicted,
                                     "level": level, "rank": self.rank}
+        for group in free:
+            whole[group.id] = self._why_whole(group, level)
         drops = {**fixed, **drops}
-        masks, n_removed = self._masks(patterns, scores, drops, notes)
+        masks, n_removed = self._masks(patterns, scores, drops, notes, whole)
         ctx.put(masks)
         stats.update({"groups_pruned": sum(1 for g, k in masks.kept.items()
                                            if len(k) < patterns.groups[g].channels),
@@ -181,8 +197,17 @@ class MaskPass(Pass):
             return {gid: apply_round_to(size[gid], d, self.round_to) for gid, d in drops.items()}
         return global_
 
+    def _why_whole(self, group: Group, level: float) -> str:
+        """Why a free group may keep every channel (used only when it does)."""
+        goal = f" for target-{self.target[0]} {self.target[1]:g}" if self.target else ""
+        if self.rank == "global":
+            return (f"the global ranking{goal} cut none of its {group.channels} channels "
+                    f"(its normalised scores rank above the threshold; max-ratio {self.max_ratio:g})")
+        return (f"ratio {level:.3g}{goal} removes none of its {group.channels} channels "
+                f"(min-keep {self.min_keep}, round-to {self.round_to})")
+
     def _masks(self, patterns: Patterns, scores: Scores, drops: dict[int, int],
-               notes: list[str]) -> tuple[Masks, int]:
+               notes: list[str], whole: dict[int, str] | None = None) -> tuple[Masks, int]:
         kept: dict[int, tuple[int, ...]] = {}
         removed: list[np.ndarray] = []
         n_removed = 0
@@ -197,4 +222,6 @@ class MaskPass(Pass):
                 removed.append(group.members[k])
             n_removed += len(drop)
         removed_ids = np.concatenate(removed) if removed else np.zeros(0, np.int64)
-        return Masks(kept, removed_ids, tuple(notes)), n_removed
+        whole = {g: why for g, why in (whole or {}).items() if len(kept.get(g, ())) == patterns.groups[g].channels
+                 or g not in kept}
+        return Masks(kept, removed_ids, tuple(notes), whole), n_removed

@@ -40,7 +40,7 @@ Example: ``a -> b`` with channel 1 of ``a`` removed and that channel constant 3.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -134,13 +134,17 @@ class RecoverPass(Pass):
         before = collect(ir, [out_name], hold_x)[out_name] if n_hold else None
         notes: list[str] = []
         stats: dict = {"bias": 0, "bn": 0, "ls": 0, "skipped": 0}
+        leaves = replace(record, zeroings=tuple(z for z in record.zeroings if z.data_port is not None))
+        if len(leaves.zeroings) < len(record.zeroings):
+            notes.append(f"recover: {len(record.zeroings) - len(leaves.zeroings)} residual-stream zeroings "
+                         "not compensated (bias and ls work on leaves' input channels only)")
         if record.zeroings:
             if "bias" in self.method:
-                stats["bias"] = self._fold_bias(ir, original, record, fit_x, notes)
+                stats["bias"] = self._fold_bias(ir, original, leaves, fit_x, notes)
             if "bn" in self.method:
                 stats["bn"] = self._reestimate_bn(ir, original, record, fit_x)
             if "ls" in self.method:
-                stats["ls"] = self._least_squares(ir, original, record, fit_x, notes)
+                stats["ls"] = self._least_squares(ir, original, leaves, fit_x, notes)
                 if "bn" in self.method:
                     self._reestimate_bn(ir, original, record, fit_x)
         stats["skipped"] = len(notes)

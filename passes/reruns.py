@@ -39,7 +39,7 @@ TARGET_TOLERANCE = 0.01   # a target is met when |achieved - asked| <= 1 point o
 
 
 def with_mask_options(passes: list[Pass], ratios, target_flops, target_params, rank, max_ratio,
-                      heads=None) -> list[Pass]:
+                      heads=None, stream=None) -> list[Pass]:
     """Every ``mask`` pass with the API's/CLI's ratio table, target and ranking (when given)."""
     changes: dict[str, Any] = {}
     if ratios:
@@ -56,8 +56,34 @@ def with_mask_options(passes: list[Pass], ratios, target_flops, target_params, r
         changes["max_ratio"] = float(max_ratio)
     if heads is not None:
         changes["heads"] = float(heads)
+    if stream is not None:
+        changes["stream"] = float(stream)
     if not changes:
         return passes
+    try:
+        return [dataclasses.replace(p, **changes) if isinstance(p, MaskPass) else p for p in passes]
+    except (ValueError, TypeError) as exc:
+        raise SpecError(f"pass 'mask': {exc}") from None
+
+
+def check_tuning(passes: list[Pass], train_data, val_data) -> None:
+    """``prune()``'s training data must reach a finetune pass: never a silent no-op."""
+    if val_data is not None and train_data is None:
+        raise SpecError("val_data= needs train_data= (validation is for fine-tuning)")
+    if train_data is not None and not any(p.name == "finetune" for p in passes):
+        raise SpecError("train_data= is given but the spec has no finetune pass: add finetune{...} "
+                        "at its end (or leave passes= out for the default pipeline and fine-tuning)")
+
+
+def set_mask_options(passes: list[Pass], changes: dict[str, Any]) -> list[Pass]:
+    """Every ``mask`` pass with ``changes`` (field name -> value; None values are left out):
+    the command line's mask flags, named as the spec's options."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return passes
+    if not any(isinstance(p, MaskPass) for p in passes):
+        raise SpecError(f"{', '.join('--' + k.replace('_', '-') for k in changes)} set mask options, "
+                        f"but the spec has no mask pass")
     try:
         return [dataclasses.replace(p, **changes) if isinstance(p, MaskPass) else p for p in passes]
     except (ValueError, TypeError) as exc:

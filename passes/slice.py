@@ -26,6 +26,7 @@ from ir import Graph, Initializer, opset_of
 from .analyses import LeafZeroing, Masks, Patterns, SliceRecord, Trees
 from .base import Pass, PassContext, PassResult
 from .op_rules import SLICE_RULES, Rewriter
+from .op_rules.streams import stream_zeroings
 
 
 def group_reports(patterns: Patterns, masks: Masks | None, trees: Trees) -> tuple[dict, ...]:
@@ -36,15 +37,32 @@ def group_reports(patterns: Patterns, masks: Masks | None, trees: Trees) -> tupl
                  "channels_before": g.channels}
         if g.heads:  # its channels are whole attention heads
             entry["heads"] = True
+        if g.stream:  # a normalization reads its channels: they are zeroed at its writers in the proof
+            entry["stream"] = True
         if g.blocked:
             entry.update(channels_after=g.channels, pruned=False, reason=g.blocked)
-        elif masks is None or g.id not in masks.kept:
+        elif masks is None:
+            entry.update(channels_after=g.channels, pruned=False, reason="not selected (no mask pass ran)")
+        elif g.id not in masks.kept:
             entry.update(channels_after=g.channels, pruned=False,
-                         reason="not selected (ignored, or no mask pass ran)")
+                         reason=masks.whole.get(g.id, "not selected by the mask pass"))
         else:
             kept = list(masks.kept[g.id])
             entry.update(channels_after=len(kept), pruned=len(kept) < g.channels, kept=kept)
+            if len(kept) == g.channels:
+                entry["reason"] = masks.whole.get(g.id, "the mask pass removed none of its channels")
         out.append(entry)
+    return tuple(out)
+
+
+def inspect_reports(patterns: Patterns, trees: Trees) -> tuple[dict, ...]:
+    """The groups as ``inspect`` shows them: ``prunable``, or not with the ``reason`` (what blocks
+    it); nothing was pruned, so no ``pruned`` or ``channels_after``."""
+    out = []
+    for g in group_reports(patterns, None, trees):
+        blocked = patterns.groups[g["id"]].blocked or None
+        g = {k: v for k, v in g.items() if k not in ("pruned", "reason", "channels_after")}
+        out.append(dict(g, prunable=blocked is None, reason=blocked))
     return tuple(out)
 
 
@@ -64,6 +82,9 @@ class SlicePass(Pass):
             if len(pos):
                 zeroings.append(LeafZeroing(lf.node, lf.weight_port, lf.weight_axis,
                                             tuple(int(p) for p in pos), lf.data_port))
+        stream = [m for g in patterns.groups if g.stream for m in g.members]
+        zeroings += stream_zeroings(ir, trees, removed[np.isin(removed, np.concatenate(stream))] if stream
+                                    else removed[:0])
         keeps: dict[str, tuple[int, np.ndarray, int]] = {}
         for name, m in trees.maps.items():
             keep = ~np.isin(m.ids, removed)

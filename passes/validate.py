@@ -25,12 +25,32 @@ from ir import Graph, lower, opset_of, raise_model
 
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult
-from .op_rules import Rewriter, constant_value
+from . import progress
+from .op_rules import Rewriter
+from .op_rules.computed import weight_array
 from .runtime import SYMBOLIC_SIZES, has_symbolic_dims, run_model, sample_inputs
 
 
 class EquivalenceError(PassError):
     """The pruned model's outputs differ from the masked original's."""
+
+
+LARGE = 10_000_000    # weights (elements) from which validation shows progress: ORT runs take seconds
+
+
+def _large(ir: Graph) -> bool:
+    return sum(int(np.prod(i.dims, dtype=np.int64)) for i in ir.initializers.values()) >= LARGE
+
+
+class _NoTask:
+    def update(self, n=1, **info):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
 
 
 def masked_original(original: onnx.ModelProto, record: SliceRecord | None) -> onnx.ModelProto:
@@ -41,7 +61,7 @@ def masked_original(original: onnx.ModelProto, record: SliceRecord | None) -> on
     opset = opset_of(g)
     for z in record.zeroings:
         rw = Rewriter(g, g.node(z.node), opset)
-        w = np.array(constant_value(g, g.inputs_of(z.node)[z.weight_port]), copy=True)  # computed: folded
+        w = np.array(weight_array(g, g.inputs_of(z.node)[z.weight_port]), copy=True)
         index = [slice(None)] * w.ndim
         index[z.weight_axis] = list(z.positions)
         w[tuple(index)] = 0
@@ -68,6 +88,10 @@ class ValidatePass(Pass):
         ctx.report["max_abs_diff"] = None
         if not self.ort:
             return PassResult(False, stats)
+        with progress.task("validate: ONNX Runtime", 2, unit="run") if _large(ir) else _NoTask() as bar:
+            return self._run_ort(ir, ctx, stats, bar)
+
+    def _run_ort(self, ir: Graph, ctx: PassContext, stats: dict, bar) -> PassResult:
         model = raise_model(ir)
         check = self.equivalence and ctx.original is not None
         probe = masked_original(ctx.original, ctx.analyses.get(SliceRecord)) if check else model
@@ -86,11 +110,13 @@ class ValidatePass(Pass):
                 raise PassError(f"ONNX Runtime cannot run {which} on seeded inputs (symbolic dims "
                                 f"tried: {', '.join(map(str, sizes))}); pass sample inputs of the "
                                 f"right shape: {failure}")
+        bar.update(1)
         try:
             pruned = reference if not check and reference is not None else run_model(model, feeds, consume=True)
         except Exception as exc:
             raise PassError(f"ONNX Runtime cannot run the result: {str(exc).strip().splitlines()[0]}") from None
         stats["ort"] = True
+        bar.update(1)
         if not check:
             return PassResult(False, stats)
         if reference is None:

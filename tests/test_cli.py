@@ -440,7 +440,19 @@ def test_inspect_json_and_dot(tmp_path, capsys):
     roots = {t["root"] for t in info["trees"]}
     assert roots and roots <= conv_names
     for g in info["groups"]:
-        assert {"id", "pattern", "roots", "leaves", "channels_before"} <= set(g)
+        assert {"id", "pattern", "roots", "leaves", "channels_before", "prunable", "reason"} <= set(g)
+        assert "pruned" not in g
+        assert g["prunable"] == (g["reason"] is None)
+    # issue 15.7: the JSON agrees with the text, group by group
+    _, text_out, _ = _run_main(capsys, ["inspect", path])
+    lines = [line for line in text_out.splitlines() if line.strip().startswith("group ")]
+    assert len(lines) == len(info["groups"])
+    assert any(g["prunable"] for g in info["groups"]) and any(not g["prunable"] for g in info["groups"])
+    for g, line in zip(info["groups"], lines):
+        assert line.strip().startswith(f"group {g['id']} ")
+        assert ("prunable" in line) == g["prunable"], (line, g)
+        if not g["prunable"]:
+            assert g["reason"] in line
 
     text = dot.read_text()
     assert text.startswith("digraph")
@@ -465,3 +477,24 @@ def test_inspect_dot_into_missing_folder_exits_2(tmp_path, capsys):
     code, _, err = _run_main(capsys, ["inspect", path, "--dot", tmp_path / "nope" / "t.dot"])
     assert code == 2
     _assert_one_error_line(err, "nope")
+
+
+def test_dot_colours_roots_leaves_blockers_and_shows_coupled_groups(tmp_path, capsys):
+    """Issue 15.10: DOT trees had no colour for root, leaf or blocker and did not show coupled groups."""
+    from workflows.show import ROLE_STYLE, trees_to_dot
+    info = pipeline.inspect(models.many_to_one())
+    text = trees_to_dot(info)
+    coupled = [g for g in info["groups"] if len(g["roots"]) > 1]
+    assert coupled
+    for g in coupled:   # one cluster holds all the coupled trees, its label says so
+        start = text.index(f"subgraph cluster_group_{g['id']} {{")
+        block = text[start:text.index("subgraph cluster_group_", start + 1)]
+        assert f"coupled: {len(g['roots'])} trees share these {g['channels_before']} channels" in block
+        for r in g["roots"]:
+            assert f'label="{r}", fillcolor="{ROLE_STYLE["root"][0]}"' in block
+        for lf in g["leaves"]:
+            assert f'label="{lf}", fillcolor="{ROLE_STYLE["leaf"][0]}"' in block
+    barrier = trees_to_dot(pipeline.inspect(models.barrier()))
+    gelu = next(n.name for n in models.barrier().graph.node if n.op_type == "Gelu")
+    assert f'label="{gelu}", fillcolor="{ROLE_STYLE["blocker"][0]}", shape=octagon' in barrier
+    assert "left alone" in barrier and barrier.count("{") == barrier.count("}")

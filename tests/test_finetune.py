@@ -271,7 +271,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, trai
         assert np.allclose(a[name], b[name], atol=1e-5), f"{name} differs after resume"
 
 
-def test_finished_checkpoint_is_reused_and_a_new_config_starts_over(tmp_path, train_val):
+def test_finished_checkpoint_is_reused_and_a_new_config_is_refused_unless_restarted(tmp_path, train_val):
     train, val = train_val
     model = tiny_classifier()
     ck = tmp_path / "ck"
@@ -282,8 +282,12 @@ def test_finished_checkpoint_is_reused_and_a_new_config_starts_over(tmp_path, tr
     assert again.resumed_from == 2 and again.history == first.history
     a, b = inits(first.model), inits(again.model)
     assert all(np.array_equal(a[n], b[n]) for n in a)
+    from passes.finetune import CheckpointError
+    with pytest.raises(CheckpointError, match="--epochs 2, this run has 3"):
+        finetune(model, train, val, TrainConfig(epochs=3, lr=0.01, batch_size=32, seed=1),
+                 checkpoint=ck, stream=io.StringIO())
     other = finetune(model, train, val, TrainConfig(epochs=3, lr=0.01, batch_size=32, seed=1),
-                     checkpoint=ck, stream=io.StringIO())
+                     checkpoint=ck, stream=io.StringIO(), restart=True)
     assert other.resumed_from == 0 and len(other.history) == 3
     assert other.history[0]["lr"] == pytest.approx(0.01)
 
@@ -461,6 +465,35 @@ def test_finetune_pass_at_the_end_of_a_spec(train_val, pruned_plain):
         report["finetune"]["history"][report["finetune"]["best_epoch"] - 1]["val_acc"], abs=1 / len(val[1]))
 
 
+def test_finetune_pass_keeps_the_group_report(train_val, pruned_plain):
+    """Issue 15.2: a finetune pass after slice used to wipe the groups ("groups 0 pruned of 0")."""
+    train, val = train_val
+    spec = pipeline.build_spec(0.5) + ",finetune{epochs=1 lr=0.01}"
+    report = pipeline.prune(tiny_classifier(), passes=spec, train_data=train, val_data=val).report
+    assert report["groups"] and report["groups"] == pruned_plain.report["groups"]
+    assert any(g["pruned"] for g in report["groups"])
+
+
+def test_api_train_data_fine_tunes_the_default_pipeline(train_val, pruned_plain):
+    """Issue 15.1: prune(train_data=, val_data=) without a spec runs fine-tuning (it used to do nothing)."""
+    train, val = train_val
+    result = pipeline.prune(tiny_classifier(), ratio=0.5, train_data=train, val_data=val)
+    report = result.report
+    assert [p["name"] for p in report["passes"]][-2:] == ["validate", "finetune"]
+    assert report["verified"] is True and len(report["finetune"]["history"]) == 3
+    a, b = inits(pruned_plain.model), inits(result.model)
+    assert {n: v.shape for n, v in a.items()} == {n: v.shape for n, v in b.items()}
+    assert any(not np.array_equal(a[n], b[n]) for n in a)
+
+
+def test_api_train_data_with_a_spec_lacking_finetune_is_refused(train_val):
+    train, val = train_val
+    with pytest.raises(pipeline.SpecError, match="no finetune pass"):
+        pipeline.prune(tiny_classifier(), passes=pipeline.build_spec(0.5), train_data=train)
+    with pytest.raises(pipeline.SpecError, match="needs train_data"):
+        pipeline.prune(tiny_classifier(), val_data=val)
+
+
 def test_finetune_pass_reads_data_from_spec_paths(tmp_path, train_val):
     (x, y), (xv, yv) = train_val
     tr, va = _npz(tmp_path / "train.npz", x=x, y=y), _npz(tmp_path / "val.npz", x=xv, y=yv)
@@ -550,6 +583,17 @@ def test_demo_on_a_small_budget(tmp_path):
     assert saved["params"] == report["params"] and saved["flops"] == report["flops"]
     for name in ("digits_resnet.onnx", "digits_resnet.pruned.onnx"):
         onnx.checker.check_model(onnx.load(str(tmp_path / name)))
+    # issue 15.6: the README's demo block is the demo's whole standard output (numbers aside)
+    import re
+    from workflows import demo
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("$ .venv/bin/onnxpruner demo\n", 1)[1].split("```", 1)[0].rstrip("\n").splitlines()
+    printed = (demo.format_report(report) + "\nwrote demo-output/digits_resnet.onnx, digits_resnet.pruned.onnx, "
+               "demo-report.json, demo-channels.png").splitlines()
+
+    def shape(line):
+        return re.sub(r"-?\d[\d,]*(\.\d+)?(e[-+]\d+)?", "N", line)
+    assert [shape(x) for x in block] == [shape(x) for x in printed]
 
 
 def demo_run(out_dir: Path) -> dict:

@@ -117,3 +117,29 @@ def test_cli_schedule_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys,
     for w in words:
         assert w in err
     assert not out.exists()
+
+
+def test_cli_schedule_summary_is_the_whole_run_printed_once(tmp_path, capsys):
+    """Issue 15.8: the summary described only the last step ("groups 1 pruned of 5", the last step's
+    share of the target), the step table came twice, and the report said "model": "<model>"."""
+    path = tmp_path / "m.onnx"
+    onnx.save(classifier(width=16), str(path))
+    x, y = models.channel_task(64, 0)
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    out, report = tmp_path / "out.onnx", tmp_path / "rep.json"
+    code = cli.main(["schedule", str(path), "-o", str(out), "--data", str(tmp_path / "train.npz"),
+                     "--steps", "3", "--epochs", "1", "--target-flops", "0.5", "--report", str(report)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    both = captured.out + captured.err
+    assert both.count("step 2,") == 1, both                    # one step table
+    assert "target: remove 0.5 of the flops over 3 steps" in captured.out
+    data = json.loads(report.read_text())
+    assert data["model"] == str(path)
+    original = pipeline.prune(classifier(width=16), ratio=0.0).report
+    assert data["flops_before"] == original["flops_before"]
+    assert data["target"]["achieved"] == pytest.approx(1 - data["flops_after"] / data["flops_before"], abs=1e-6)
+    pruned = [g for g in data["groups"] if g["pruned"]]
+    assert len(pruned) == 2 and all(g["channels_before"] == 16 for g in pruned)
+    assert f"groups 2 pruned of {len(data['groups'])}" in captured.out
+    assert all(g.get("reason") for g in data["groups"] if not g["pruned"])

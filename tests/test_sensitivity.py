@@ -135,3 +135,52 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case, co
     for w in words:
         assert w in err
     assert not (tmp_path / "plan.json").exists() and not (tmp_path / "s.png").exists()
+
+
+# --------------------------------------------------------------------------- issue 15.9: a baseline at chance
+def test_a_zero_or_chance_baseline_is_warned_about_and_a_real_one_is_not():
+    model = two_conv_classifier()
+    x, y = models.channel_task(90, 1)
+    batches = sensitivity.as_batches((x, y), 256, "validation data")
+    for baseline in (0.0, 1 / N_CLASSES, 1 / N_CLASSES + 0.04):
+        assert "chance" in sensitivity.chance_warning(model, batches, baseline) or baseline == 0
+        assert sensitivity.chance_warning(model, batches, baseline)
+    assert sensitivity.chance_warning(model, batches, 0.9) is None
+    # the most frequent label's share is chance too: all labels 0 -> 1.0 is chance
+    ones = sensitivity.as_batches((x, np.zeros_like(y)), 256, "validation data")
+    assert sensitivity.chance_warning(model, ones, 0.95) is not None
+
+
+def test_cli_warns_when_the_labels_are_wrong(tmp_path, capsys):
+    model_path = tmp_path / "m.onnx"
+    onnx.save(two_conv_classifier(), str(model_path))
+    x, y = models.channel_task(60, 1)
+    np.savez(tmp_path / "val.npz", x=x, y=y)
+    code = cli.main(["sensitivity", str(model_path), "--val", str(tmp_path / "val.npz"), "--steps", "0.5",
+                     "-o", str(tmp_path / "plan.json")])
+    captured = capsys.readouterr()
+    assert code == 0
+    baseline = json.loads((tmp_path / "plan.json").read_text())["baseline"]
+    assert baseline <= 1 / N_CLASSES + sensitivity.NEAR_CHANCE      # an untrained model
+    assert "warning:" in captured.err and "chance" in captured.err
+    assert "WARNING" in captured.out and "warning" in json.loads((tmp_path / "plan.json").read_text())
+
+
+def test_plot_colours_never_repeat_and_the_legend_is_outside(tmp_path):
+    for n in (5, 15, 40):
+        colours = [sensitivity.group_colour(i, n) for i in range(n)]
+        assert len({tuple(round(c, 3) for c in col) for col in colours}) == n
+    steps = (0.5,)
+    result = sensitivity.Sensitivity(0.9, steps, [{"id": i, "roots": [f"/g{i}/Conv"], "channels": 8,
+                                                   "accuracy": {0.5: 0.9 - i / 100}} for i in range(30)])
+    png = tmp_path / "s.png"
+    fig = sensitivity.plot(result, png, keep=True)
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert legend.x0 >= ax.get_window_extent(renderer).x1          # beside the data, not over it
+    colours = {tuple(line.get_color()) for line in ax.get_lines()[:-1]}
+    assert len(colours) == 30
+    from PIL import Image
+    w, h = Image.open(png).size
+    assert w < 3000 and h < 1500

@@ -228,3 +228,31 @@ def test_cli_unreachable_target_is_exit_1(tmp_path, chain_file, capsys):
     err = capsys.readouterr().err
     assert code == 1 and len(err.splitlines()) == 1 and "cannot be met" in err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- issue 15.3: every group has a reason
+def test_a_group_the_global_ranking_keeps_whole_says_why():
+    # at 0.1 of 14 channels one goes: g0's 1/8 ranks lowest, so g1 keeps all 6
+    graph, ctx, groups = chain_with_hand_scores()
+    MaskPass(ratio=0.1, rank="global").run(graph, ctx)
+    masks = ctx.get(Masks)
+    assert len(masks.kept[groups[1].id]) == 6 and groups[1].id in masks.whole
+    assert "global ranking" in masks.whole[groups[1].id]
+    assert groups[0].id not in masks.whole           # it lost a channel: nothing to explain
+
+
+@pytest.mark.parametrize("name", sorted(models.PATTERNS))
+@pytest.mark.parametrize("options", [dict(target_flops=0.1), dict(ratio=0.1, rank="global"),
+                                     dict(ratio=0.05)])
+def test_every_group_left_whole_has_a_reason(name, options):
+    try:
+        report = pipeline.prune(models.PATTERNS[name](), **options).report
+    except pipeline.PipelineError as exc:    # a target some tiny models cannot meet
+        assert "cannot be met" in str(exc)
+        return
+    for g in report["groups"]:
+        if not g["pruned"]:
+            assert g.get("reason"), g
+    whole = [g for g in report["groups"] if not g["pruned"]]
+    summary = cli._summary(report)
+    assert f"{len(whole)} left alone" in summary

@@ -24,7 +24,6 @@ No checkpoint/resume for the soft schedule.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import onnx
 
 import pipeline
 from ir import Graph, Initializer, lower, raise_model
+from passes import progress
 from passes.analyses import Masks, Patterns, Trees
 from passes.base import PassContext, PassError
 from passes.cost import count_flops, count_params
@@ -75,7 +75,8 @@ def step_ratios(cum: list[float]) -> list[float]:
 def iterative_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio: float = 0.5, steps: int = 3,
                     schedule: str = "linear", config: TrainConfig = TrainConfig(), criterion: str = "l1",
                     scope: str = "tree", seed: int = 0, calib_data: Any = None, target_flops: float = 0.0,
-                    target_params: float = 0.0, stream=None) -> ScheduleResult:
+                    target_params: float = 0.0, stream=None, checkpoint=None) -> ScheduleResult:
+    """``checkpoint``: a folder; each step's fine-tuning resumes from its own subfolder."""
     kind = "flops" if target_flops else "params" if target_params else None
     final = target_flops or target_params or ratio
     cum = cumulative(final, steps, schedule)
@@ -83,7 +84,8 @@ def iterative_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio: 
     start_count = count(lower(model)) if count else None
     base = lower(model)
     params0, flops0 = count_params(base), count_flops(base)
-    current, history, report = model, [], {}
+    current, history, report, first = model, [], {}, None
+    bar = progress.task("schedule", steps, unit="step")
     for k, c in enumerate(cum):
         if kind is None:
             r = step_ratios(cum)[k]
@@ -95,9 +97,11 @@ def iterative_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio: 
             pruned = pipeline.prune(current, ratio=0.0, criterion=criterion, scope=scope, seed=seed,
                                     calib_data=calib_data, **{f"target_{kind}": r} if r > 0 else {})
         report = pruned.report
+        first = first or report
         if not report["verified"]:
             raise PassError(f"step {k + 1}: the pruned model failed the mask-equivalence check")
-        tuned = finetune(pruned.model, train, val, config, stream=stream)
+        tuned = finetune(pruned.model, train, val, config, stream=stream,
+                         checkpoint=Path(checkpoint) / f"step-{k + 1}" if checkpoint else None)
         current = tuned.model
         row = {"step": k + 1, "step_ratio": round(r, 6), "cumulative": round(c, 6),
                "params": report["params_after"], "flops": report["flops_after"],
@@ -106,11 +110,39 @@ def iterative_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio: 
                "pruned_val_acc": evaluate(pruned.model, val) if val is not None else None,
                "val_acc": evaluate(current, val) if val is not None else None}
         history.append(row)
+        bar.update(1, **{k_: v for k_, v in row.items() if k_ in ("step", "params", "val_acc")})
         if stream is not None:
             print(" ".join(f"{k_}={v}" for k_, v in row.items()), file=stream, flush=True)
-    # the totals from the original model (the groups are the last step's)
-    report = dict(report, params_before=params0, flops_before=flops0)
-    return ScheduleResult(current, history, report)
+    bar.close()
+    return ScheduleResult(current, history, whole_run(first, report, params0, flops0, kind, final,
+                                                      count(lower(current)) / start_count if count else None, steps))
+
+
+def whole_run(first: dict, last: dict, params0: int, flops0: int, kind: str | None, goal: float,
+              kept_fraction: float | None, steps: int) -> dict:
+    """The report of a whole iterative run: totals from the original model, each group's
+    channels from the original to the last step's result (pruned if any step pruned it; the
+    last step's reason otherwise), and the target as the whole run met it (a step's own target
+    is only its share)."""
+    before = {tuple(g["roots"]): g["channels_before"] for g in first["groups"]}
+    groups = []
+    for g in last["groups"]:
+        g = {k: v for k, v in g.items() if k != "kept"}   # indices of the last step's input
+        g["channels_before"] = before.get(tuple(g["roots"]), g["channels_before"])
+        g["pruned"] = g["channels_after"] < g["channels_before"]
+        if g["pruned"]:
+            g.pop("reason", None)
+        else:
+            g["reason"] = g.get("reason") or "no step removed any of its channels"
+        groups.append(g)
+    report = dict(last, params_before=params0, flops_before=flops0, groups=groups, steps=steps)
+    report.pop("target", None)
+    if kind is not None:
+        achieved = 1.0 - kept_fraction
+        report["target"] = {"kind": kind, "reduction": goal, "achieved": round(achieved, 6),
+                            "met": abs(achieved - goal) <= 0.01, "predicted_reduction": None,
+                            "steps": steps}
+    return report
 
 
 # ----------------------------------------------------------------------------- soft filter pruning
@@ -155,7 +187,7 @@ def soft_filter_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio
         except Exception as exc:
             raise PassError(f"ONNX Runtime training cannot take this model: {str(exc).strip().splitlines()[0]}") from None
         history: list[dict] = []
-        bar = Progress(config.epochs, len(train_b.batches), stream if stream is not None else open(os.devnull, "w"))
+        bar = Progress(config.epochs, len(train_b.batches), stream)
         masks = None
         for epoch in range(config.epochs):
             trained = train_epoch(module, optimizer, train_b, config, epoch, bar)

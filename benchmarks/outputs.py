@@ -1,0 +1,43 @@
+"""Where a benchmark writes. ``benchmarks/out/`` holds the committed results the README quotes;
+a run writes under ``benchmarks/out/latest/`` (ignored by git) by default, and a file git tracks is
+replaced only when asked: ``--update-tracked``. Comparing a new run with the committed one is
+then a ``diff benchmarks/out/latest/X benchmarks/out/X``."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LATEST = ROOT / "benchmarks" / "out" / "latest"
+
+
+def add_argument(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--update-tracked", action="store_true",
+                    help="allow replacing committed results (files git tracks, e.g. under benchmarks/out/)")
+
+
+def tracked(path: Path) -> bool:
+    """Whether git tracks ``path`` (False outside a git checkout)."""
+    path = Path(path).resolve()
+    try:
+        run = subprocess.run(["git", "ls-files", "--error-unmatch", str(path)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return run.returncode == 0
+
+
+def check(paths, update_tracked: bool) -> None:
+    """Exit 2 with one ``error:`` line before any work when a path to write is tracked by git and
+    ``--update-tracked`` was not given; otherwise make the folders."""
+    for p in map(Path, paths):
+        if tracked(p) and not update_tracked:
+            print(f"error: {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p} is a committed "
+                             f"result (tracked by git); pass --update-tracked to replace it, or --out/--out-dir "
+                             f"elsewhere (default {LATEST.relative_to(ROOT)}/)", file=sys.stderr)
+            raise SystemExit(2)
+    for p in map(Path, paths):
+        p.parent.mkdir(parents=True, exist_ok=True)

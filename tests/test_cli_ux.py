@@ -1,0 +1,240 @@
+"""Issue 15: what a user meets on the command line. Every mask option a flag named as in the spec
+(prune, batch), one word for one meaning (schedule --growth), help with defaults and choices,
+--version, bare usage, did-you-mean, --debug keeping exit 2, prune's one screen and --plot,
+--quiet and --progress json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import cli
+import models
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def chain(tmp_path) -> Path:
+    path = tmp_path / "chain.onnx"
+    onnx.save(models.chain(), str(path))
+    return path
+
+
+def widths(report_path: Path) -> list[int]:
+    return [g["channels_after"] for g in json.loads(report_path.read_text())["groups"]]
+
+
+# --------------------------------------------------------------------------- 4. the mask flags
+@pytest.mark.parametrize("flag, spec_option", [("--round-to", "round-to"), ("--min-keep", "min-keep"),
+                                                ("--ignore", "ignore"), ("--normalize", "normalize"),
+                                                ("--rank", "rank"), ("--max-ratio", "max-ratio"),
+                                                ("--target-flops", "target-flops"),
+                                                ("--target-params", "target-params")])
+@pytest.mark.parametrize("command", ["prune", "batch"])
+def test_every_mask_option_is_a_flag_named_as_in_the_spec(command, flag, spec_option):
+    sub = cli._subcommands(cli._parser())[command]
+    assert flag in sub._option_string_actions
+    from passes.base import option_fields
+    from passes.mask import MaskPass
+    assert spec_option.replace("-", "_") in option_fields(MaskPass)
+
+
+def test_prune_mask_flags_do_what_the_spec_does(tmp_path, chain, capsys):
+    rep_flag, rep_spec = tmp_path / "a.json", tmp_path / "b.json"
+    code, _, err = run(capsys, "prune", chain, "-o", tmp_path / "a.onnx", "--ratio", "0.5", "--round-to", "4",
+                       "--report", rep_flag, "--no-latency")
+    assert code == 0, err
+    spec = "tag,trees,classify,score,mask{ratio=0.5 round-to=4},slice,infer-shapes,validate"
+    code, _, err = run(capsys, "prune", chain, "-o", tmp_path / "b.onnx", "--passes", spec, "--report", rep_spec,
+                       "--no-latency")
+    assert code == 0, err
+    assert widths(rep_flag) == widths(rep_spec) and widths(rep_flag)[0] == 4     # 8 at 0.5 -> 4
+    assert "round-to=4" in json.loads(rep_flag.read_text())["spec"]
+    code, _, err = run(capsys, "prune", chain, "-o", tmp_path / "c.onnx", "--ratio", "0.5", "--min-keep", "6",
+                       "--report", rep_flag, "--no-latency")
+    assert code == 0 and widths(rep_flag)[0] == 6
+    first_conv = next(n.name for n in models.chain().graph.node if n.op_type == "Conv")
+    code, _, err = run(capsys, "prune", chain, "-o", tmp_path / "d.onnx", "--ignore", first_conv,
+                       "--report", rep_flag, "--no-latency")
+    assert code == 0
+    g = json.loads(rep_flag.read_text())["groups"][0]
+    assert g["channels_after"] == g["channels_before"] and "ignored by request" in g["reason"]
+    code, _, err = run(capsys, "prune", chain, "-o", tmp_path / "e.onnx", "--round-to", "0")
+    assert code == 2 and "round-to must be at least 1" in err
+    code, _, err = run(capsys, "prune", chain, "-o", tmp_path / "e.onnx", "--round-to", "2",
+                       "--passes", "tag,trees,classify")
+    assert code == 2 and "no mask pass" in err
+
+
+def test_batch_takes_targets_calib_and_mask_flags(tmp_path, chain, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "batch", chain, "-o", out, "--target-params", "0.3", "--round-to", "2",
+                            "--quiet")
+    assert code == 0, err
+    (report,) = out.glob("chain/*/report.json")
+    data = json.loads(report.read_text())
+    assert "target-params=0.3" in data["spec"] and "round-to=2" in data["spec"] and "rank=global" in data["spec"]
+    assert data["target"]["kind"] == "params" and report.parent.name == "l1-tree-params0.3"
+    assert err == ""                                                 # --quiet: no per-job line
+    code, _, err = run(capsys, "batch", chain, "-o", out, "--calib", tmp_path / "nope.npz")
+    assert code == 1 and "nope.npz" in err
+
+
+def test_schedule_takes_finetunes_options_and_one_word_for_growth(tmp_path, capsys):
+    sub = cli._subcommands(cli._parser())
+    for flag in ("--optimizer", "--loss", "--freeze", "--checkpoint", "--growth"):
+        assert flag in sub["schedule"]._option_string_actions, flag
+    # --schedule means the learning-rate schedule in finetune; in schedule it is only a deprecated alias
+    assert sub["finetune"]._option_string_actions["--schedule"].choices == ["cosine", "step", "constant"]
+    b = models.Builder(3, name="c")
+    x = b.input("x", [1, 2, 4, 4])
+    y = b.relu(b.conv(x, 2, 8))
+    y = b.op("Flatten", [b.op("GlobalAveragePool", [b.relu(b.conv(y, 8, 8))])], axis=1)
+    path = tmp_path / "m.onnx"
+    onnx.save(b.build([b.gemm(y, 8, 3)]), str(path))
+    xs, ys = models.channel_task(64, 0)
+    np.savez(tmp_path / "t.npz", x=xs, y=ys)
+    base = ["schedule", path, "--data", tmp_path / "t.npz", "--steps", "2", "--epochs", "1"]
+    code, out, err = run(capsys, *base, "-o", tmp_path / "a.onnx", "--schedule", "agp", "--optimizer", "sgd",
+                         "--checkpoint", tmp_path / "ck", "--report", tmp_path / "a.json")
+    assert code == 0, err
+    assert "deprecated" in err and "--growth" in err
+    assert (tmp_path / "ck" / "step-1" / "progress.json").exists()
+    code, out, err = run(capsys, *base, "-o", tmp_path / "b.onnx", "--growth", "agp", "--optimizer", "sgd",
+                         "--report", tmp_path / "b.json")
+    assert code == 0 and "deprecated" not in err
+    a, b_ = json.loads((tmp_path / "a.json").read_text()), json.loads((tmp_path / "b.json").read_text())
+    assert a["schedule"]["history"][0]["cumulative"] == b_["schedule"]["history"][0]["cumulative"] == 0.4375
+    code, _, err = run(capsys, *base, "-o", tmp_path / "c.onnx", "--growth", "agp", "--schedule", "linear")
+    assert code == 2 and "--growth" in err
+
+
+# --------------------------------------------------------------------------- 10. thin edges
+def test_version_and_bare_usage():
+    from importlib.metadata import version
+    run_ = subprocess.run([sys.executable, "-m", "cli", "--version"], cwd=ROOT, capture_output=True, text=True)
+    assert run_.returncode == 0 and run_.stdout.strip() == f"onnxpruner {version('onnxpruner')}"
+    bare = subprocess.run([sys.executable, "-m", "cli"], cwd=ROOT, capture_output=True, text=True)
+    assert bare.returncode == 2 and bare.stderr.startswith("usage: onnxpruner")
+    for command in ("prune", "inspect", "batch", "schedule", "sensitivity", "finetune", "demo"):
+        assert command in bare.stderr
+
+
+def test_every_option_has_help_and_shows_its_default_or_choices(capsys):
+    for name, sub in cli._subcommands(cli._parser()).items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, (name, action.option_strings)
+            if action.default not in (None, False, "", argparse.SUPPRESS) and not isinstance(action.default, list):
+                assert "default" in sub._get_formatter()._get_help_string(action), (name, action.option_strings)
+            if action.choices:
+                assert "{" + ",".join(action.choices) + "}" in text, (name, action.option_strings)
+    prune_help = cli._subcommands(cli._parser())["prune"].format_help()
+    for words in ("(default: 0.5)", "(default: l1)", "fpgm", "hrank", "(default: tree)"):
+        assert words in " ".join(prune_help.split()), words
+    finetune_help = " ".join(cli._subcommands(cli._parser())["finetune"].format_help().split())
+    assert "(default: 3)" in finetune_help and "(default: 0.001)" in finetune_help
+
+
+@pytest.mark.parametrize("argv, suggestion", [
+    (["prun", "m.onnx"], "did you mean 'prune'?"),
+    (["prune", "m.onnx", "-o", "x.onnx", "--round-too", "8"], "did you mean --round-to?"),
+    (["prune", "m.onnx", "-o", "x.onnx", "--scope", "tre"], "did you mean 'tree'?"),
+    (["batch", "m.onnx", "-o", "out", "--traget-flops", "0.5"], "did you mean --target-flops?"),
+])
+def test_a_mistyped_name_gets_did_you_mean(capsys, argv, suggestion):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.splitlines()) == 1 and suggestion in err, err
+
+
+def test_debug_keeps_a_usage_errors_exit_code(chain, tmp_path, capsys):
+    code, _, err = run(capsys, "--debug", "prune", chain, "-o", tmp_path / "p.onnx", "--ratio", "2")
+    assert code == 2 and "Traceback" in err and "error: --ratio" in err
+    code, _, err = run(capsys, "prune", chain, "-o", tmp_path / "p.onnx", "--ratio", "2", "--debug")
+    assert code == 2 and "Traceback" in err
+
+
+# --------------------------------------------------------------------------- prune's one screen
+def test_prune_prints_one_screen_a_deployment_engineer_wants(tmp_path, capsys):
+    model = models.barrier()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    png, report = tmp_path / "w.png", tmp_path / "r.json"
+    code, out, err = run(capsys, "prune", path, "-o", tmp_path / "p.onnx", "--plot", png, "--report", report)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) <= 50
+    ops = {n.op_type for n in model.graph.node}
+    pruned = onnx.load(str(tmp_path / "p.onnx"))
+    for op in ops:   # the op-type table: each op's count before and after
+        row = next(line for line in lines if line.startswith(f"| {op} "))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1:] == [str(sum(n.op_type == op for n in model.graph.node)),
+                             str(sum(n.op_type == op for n in pruned.graph.node))]
+    data = json.loads(report.read_text())
+    assert any(line.startswith("| parameters ") and f"{data['params_after']:,}" in line for line in lines)
+    assert any(line.startswith("| FLOPs ") and f"{data['flops_after']:,}" in line for line in lines)
+    latency = next(line for line in lines if line.startswith("| ORT latency (ms)"))
+    assert float(latency.split("|")[2]) > 0
+    whole = [g for g in data["groups"] if not g["pruned"]]
+    listed = [line for line in lines if line.startswith("  group ")]
+    assert len(listed) == len(whole) >= 2
+    held = [int(line.split("; ")[-1].split(" params")[0].replace(",", "")) for line in listed]
+    assert held == sorted(held, reverse=True)                     # ordered by the parameters held
+    for g in whole:
+        assert any(f"group {g['id']} " in line and g["reason"] in line for line in listed)
+    for g in data["groups"]:
+        if g["pruned"]:
+            assert f"{g['id']}:{g['channels_before']}->{g['channels_after']}" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out, _ = run(capsys, "prune", path, "-o", tmp_path / "q.onnx", "--no-latency")
+    assert code == 0 and "latency" not in out
+
+
+def test_width_chart_has_a_bar_pair_per_group(tmp_path):
+    from workflows import show
+    import pipeline
+    report = pipeline.prune(models.barrier(), ratio=0.5).report
+    fig = show.widths_plot(report, tmp_path / "w.png", keep=True)
+    heights = [round(p.get_height()) for p in fig.axes[0].patches]
+    n = len(report["groups"])
+    assert heights[:n] == [g["channels_before"] for g in report["groups"]]
+    assert heights[n:2 * n] == [g["channels_after"] for g in report["groups"]]
+
+
+def test_quiet_and_json_progress_on_the_command_line(tmp_path):
+    b = models.Builder(3, name="c")
+    x = b.input("x", [1, 2, 4, 4])
+    y = b.op("Flatten", [b.op("GlobalAveragePool", [b.relu(b.conv(x, 2, 6))])], axis=1)
+    path = tmp_path / "m.onnx"
+    onnx.save(b.build([b.gemm(y, 6, 3)]), str(path))
+    xs, ys = models.channel_task(64, 0)
+    np.savez(tmp_path / "t.npz", x=xs, y=ys)
+    base = [sys.executable, "-m", "cli", "finetune", str(path), "--data", str(tmp_path / "t.npz"), "--epochs", "2",
+            "-o", str(tmp_path / "f.onnx")]
+    loud = subprocess.run(base, cwd=ROOT, capture_output=True, text=True)
+    assert loud.returncode == 0 and loud.stderr.count("epoch") == 2      # a log: a line per epoch
+    quiet = subprocess.run(base + ["--quiet"], cwd=ROOT, capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    scripted = subprocess.run(base + ["--progress", "json"], cwd=ROOT, capture_output=True, text=True)
+    events = [json.loads(line) for line in scripted.stderr.splitlines()]
+    assert [e["event"] for e in events if e["task"] == "finetune"] == ["note", "note"]
+    assert {e["task"] for e in events} >= {"epoch 1/2", "epoch 2/2", "finetune"}
