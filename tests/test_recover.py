@@ -230,3 +230,18 @@ def test_cli_recover(tmp_path, capsys):
     assert cli.main(argv + ["--calib", str(tmp_path / "calib.npz"), "--recover", "bias,magic"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("error: pass 'recover': unknown recovery method 'magic'")
+
+
+def test_recover_leaves_residual_stream_writers_be():
+    """A stream group's zeroings (roots, biases, constants written into the stream) are not a
+    leaf's input channels: recover says so and compensates only the leaves, after the proof."""
+    import stream_models
+
+    x = np.random.default_rng(3).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    result = pipeline.prune(stream_models.vit_stream(), ratio=0.5, calib_data=x, recover="bias,bn,ls")
+    rep = result.report
+    assert rep["verified"] is True and any(g.get("stream") and g.get("pruned") for g in rep["groups"])
+    assert rep["recovery"]["applied"] is True
+    notes = [n for p in rep["passes"] if p["name"] == "recover" for n in p["notes"]]
+    assert any("residual-stream zeroings not compensated" in n for n in notes)
+    onnx.checker.check_model(result.model, full_check=True)
