@@ -26,7 +26,7 @@ from .infer_shapes import value_shapes
 from .op_rules import (CHANNEL_RULES, DEFAULT_DOMAINS, ROOT_RULES, NodeView, conv_group_widths,
                        fold_shapes)
 from .op_rules.computed import computed_weights
-from .runtime import run_model, sample_inputs
+from .runtime import run_model
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class TagPass(Pass):
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
         opset = opset_of(ir)
-        shapes = static_shapes(ir, opset)
+        shapes = static_shapes(ir, opset, ctx=ctx)
         tags = {}
         computed = computed_weights(ir)
         for node in ir.topo_nodes():
@@ -66,13 +66,13 @@ def _more_known(new, old) -> bool:
     return sum(isinstance(d, int) for d in new) > sum(isinstance(d, int) for d in old)
 
 
-def static_shapes(ir: Graph, opset: int, rounds: int = 3) -> dict[str, tuple]:
+def static_shapes(ir: Graph, opset: int, rounds: int = 3, ctx: PassContext | None = None) -> dict[str, tuple]:
     """Value shapes from ONNX shape inference, completed where a computed shape operand (a
     Slice end from Shape // 2, a Reshape target built by Concat) folds to a number: inference
     runs again with those operands as constants, so the values after them get static shapes.
-    Where inference still leaves a dim symbolic in a model whose inputs are all static, the
-    shape ONNX Runtime produces is taken (``runtime_shapes``)."""
-    return runtime_shapes(ir, _reshape_targets(ir, _folded_static_shapes(ir, opset, rounds), opset))
+    Where inference still leaves a shape unknown or a dim symbolic, the shape ONNX Runtime
+    produces is taken (``runtime_shapes``)."""
+    return runtime_shapes(ir, _reshape_targets(ir, _folded_static_shapes(ir, opset, rounds), opset), ctx)
 
 
 def _reshape_targets(ir: Graph, shapes: dict[str, tuple], opset: int) -> dict[str, tuple]:
@@ -104,12 +104,16 @@ def _reshape_targets(ir: Graph, shapes: dict[str, tuple], opset: int) -> dict[st
     return shapes
 
 
-def runtime_shapes(ir: Graph, shapes: dict[str, tuple]) -> dict[str, tuple]:
-    """With every graph input of a static shape, every value's shape is a fact of the model:
-    run it once in ONNX Runtime and read the shapes inference left symbolic (BERT's attention
-    reshapes, after an Expand of a computed mask). Advisory: any failure keeps ``shapes``."""
-    inputs = [v for v in ir.inputs if ir.initializer(v.name) is None]
-    if not inputs or not all(_static(v.shape) for v in inputs):
+def runtime_shapes(ir: Graph, shapes: dict[str, tuple], ctx: PassContext | None = None) -> dict[str, tuple]:
+    """Shapes inference left unknown or symbolic (BERT's attention reshapes after an Expand of a
+    computed mask; everything after an ``ai.onnx.ml`` Scaler or a custom op), read from ONNX
+    Runtime runs on the run's inputs (``inputs.context_inputs``). With every input's shape
+    known (declared static, given, or fixed by ``input_shapes``) one run tells every shape; with
+    a symbolic input a second run at other sizes keeps the dims both runs agree on and leaves
+    the others symbolic (None). Advisory: any failure keeps ``shapes``."""
+    from .inputs import all_fixed, context_inputs, make_inputs
+
+    if not [v for v in ir.inputs if ir.initializer(v.name) is None]:
         return shapes
     missing = sorted(v.name for v in ir.values()
                      if v.name not in ir.initializers and ir.producer(v.name) is not None
@@ -117,16 +121,34 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple]) -> dict[str, tuple]:
     if not missing:
         return shapes
     model = raise_model(ir)
+    ctx = ctx or PassContext()
+    proof = context_inputs(ctx, model)
+    runs = [proof.feeds]
+    if not all_fixed(model, ctx.sample_inputs, ctx.input_shapes):
+        other = make_inputs(model, ctx.seed + 1, ctx.sample_inputs, ctx.input_shapes,
+                            size=2 * proof.size, batch=3)
+        runs.append(other.feeds)
     have = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in missing if n not in have)
-    try:
-        values = run_model(model, sample_inputs(model, 0), quiet=True, consume=True)  # a temporary copy
-    except Exception:
-        return shapes
+    seen: list[dict[str, tuple]] = []
+    for i, feeds in enumerate(runs):
+        try:  # a temporary copy: the last run gives its weights up
+            values = run_model(model, feeds, quiet=True, consume=i == len(runs) - 1)
+        except Exception:
+            return shapes
+        seen.append({vi.name: tuple(int(d) for d in arr.shape)
+                     for vi, arr in zip(model.graph.output, values)
+                     if vi.name in missing and isinstance(arr, np.ndarray)})
     out = dict(shapes)
-    for vi, arr in zip(model.graph.output, values):
-        if vi.name in missing and hasattr(arr, "shape"):
-            out[vi.name] = tuple(int(d) for d in arr.shape)
+    for name, shape in seen[0].items():
+        others = [s.get(name) for s in seen[1:]]
+        if any(o is None or len(o) != len(shape) for o in others):
+            continue
+        merged = tuple(d if all(o[k] == d for o in others) else None for k, d in enumerate(shape))
+        old = shapes.get(name)
+        if old is not None and len(old) == len(merged):  # keep what inference knew (a dim name)
+            merged = tuple(o if n is None else n for o, n in zip(old, merged))
+        out[name] = merged
     return out
 
 

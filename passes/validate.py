@@ -21,14 +21,15 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from ir import Graph, lower, opset_of, raise_model
+from ir import Graph, lower, opset_of, raise_model, skeleton
 
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult
 from . import progress
+from .inputs import InputsError, ort_message, probe_inputs, rejection
 from .op_rules import Rewriter
 from .op_rules.computed import weight_array
-from .runtime import SYMBOLIC_SIZES, has_symbolic_dims, run_model, sample_inputs
+from .runtime import run_model
 
 
 class EquivalenceError(PassError):
@@ -51,6 +52,16 @@ class _NoTask:
 
     def __exit__(self, *exc):
         pass
+
+
+def _full_check_failure(model: onnx.ModelProto | None) -> str | None:
+    if model is None:
+        return None
+    try:
+        onnx.checker.check_model(skeleton(model), full_check=True)
+    except Exception as exc:
+        return str(exc).strip().splitlines()[0]
+    return None
 
 
 def masked_original(original: onnx.ModelProto, record: SliceRecord | None) -> onnx.ModelProto:
@@ -82,7 +93,11 @@ class ValidatePass(Pass):
         try:  # weights stay out of the checker's copy: it checks structure, types and shapes
             onnx.checker.check_model(raise_model(ir, light=True), full_check=True)
         except Exception as exc:
-            raise PassError(f"onnx.checker rejects the result: {str(exc).strip().splitlines()[0]}") from None
+            mine = str(exc).strip().splitlines()[0]
+            theirs = _full_check_failure(ctx.original)
+            if theirs is not None:  # the input's fault, carried: blame the input
+                raise PassError(f"the input fails onnx.checker's full check (so the result does too): {theirs}") from None
+            raise PassError(f"onnx.checker rejects the result: {mine}") from None
         stats: dict = {"checker": True}
         ctx.report["verified"] = False
         ctx.report["max_abs_diff"] = None
@@ -95,47 +110,57 @@ class ValidatePass(Pass):
         model = raise_model(ir)
         check = self.equivalence and ctx.original is not None
         probe = masked_original(ctx.original, ctx.analyses.get(SliceRecord)) if check else model
-        feeds, reference = ctx.sample_inputs, None
-        if feeds is None:  # the first symbolic size the model before pruning runs on
-            sizes = SYMBOLIC_SIZES if has_symbolic_dims(model) else SYMBOLIC_SIZES[:1]
-            for size in sizes:
-                feeds = sample_inputs(model, ctx.seed, size)
-                try:  # the masked original is a temporary: on its last try a large one gives its weights up
-                    reference = run_model(probe, feeds, quiet=True, consume=check and size == sizes[-1])
-                    break
-                except Exception as exc:
-                    failure = str(exc).strip().splitlines()[0]
-            else:
-                which = "the model before pruning" if check else "the result"
-                raise PassError(f"ONNX Runtime cannot run {which} on seeded inputs (symbolic dims "
-                                f"tried: {', '.join(map(str, sizes))}); pass sample inputs of the "
-                                f"right shape: {failure}")
+        reference = None
+        if ctx.inputs is not None:
+            feeds = ctx.inputs.feeds
+            try:  # the masked original is a temporary: a large one gives its weights up
+                reference = run_model(probe, feeds, quiet=True, consume=check)
+            except Exception as exc:  # prune() ran the original on these: only a direct run gets here
+                raise InputsError(rejection(probe, ctx.inputs, ort_message(exc),
+                                            "the model before pruning" if check else "the result")) from None
+        else:  # a pipeline run directly: the first symbolic size the model before pruning runs on
+            proof, reference = probe_inputs(probe, ctx.seed, ctx.sample_inputs, ctx.input_shapes,
+                                            "the model before pruning" if check else "the result")
+            feeds = proof.feeds
         bar.update(1)
         try:
-            pruned = reference if not check and reference is not None else run_model(model, feeds, consume=True)
+            pruned = reference if not check else run_model(model, feeds, consume=True)
         except Exception as exc:
             raise PassError(f"ONNX Runtime cannot run the result: {str(exc).strip().splitlines()[0]}") from None
         stats["ort"] = True
         bar.update(1)
         if not check:
             return PassResult(False, stats)
-        if reference is None:
-            reference = run_model(probe, feeds, consume=True)
         worst = 0.0
         for out, got, want in zip(model.graph.output, pruned, reference):
-            if got.shape != want.shape:
-                raise EquivalenceError(f"output {out.name!r} has shape {got.shape}, masked original {want.shape}")
-            if got.dtype.kind not in "fc":
-                if not np.array_equal(got, want):
-                    raise EquivalenceError(f"output {out.name!r} differs from the masked original")
-                continue
-            diff = float(np.max(np.abs(got.astype(np.float64) - want))) if got.size else 0.0
-            worst = max(worst, diff)
-            scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
-            if not np.allclose(got, want, rtol=self.rtol, atol=self.atol * scale):
-                raise EquivalenceError(f"mask-equivalence check failed on output {out.name!r}: "
-                                       f"max abs diff {diff:.3g}")
+            worst = max(worst, self._compare(repr(out.name), got, want))
         ctx.report["verified"] = True
         ctx.report["max_abs_diff"] = worst
         stats.update(equivalent=True, max_abs_diff=worst)
         return PassResult(False, stats)
+
+    def _compare(self, where: str, got, want) -> float:
+        """The largest difference between an output of the result and the masked original's;
+        sequences and maps (a classifier's ZipMap) compared element by element."""
+        if isinstance(want, dict):
+            if not isinstance(got, dict) or sorted(map(repr, got)) != sorted(map(repr, want)):
+                raise EquivalenceError(f"output {where} has other keys than the masked original's")
+            return max((self._compare(f"{where}[{k!r}]", got[k], want[k]) for k in want), default=0.0)
+        if isinstance(want, (list, tuple)):
+            if not isinstance(got, (list, tuple)) or len(got) != len(want):
+                raise EquivalenceError(f"output {where} has {len(got) if isinstance(got, (list, tuple)) else 'no'} "
+                                       f"elements, masked original {len(want)}")
+            return max((self._compare(f"{where}[{i}]", g, w) for i, (g, w) in enumerate(zip(got, want))),
+                       default=0.0)
+        got, want = np.asarray(got), np.asarray(want)
+        if got.shape != want.shape:
+            raise EquivalenceError(f"output {where} has shape {got.shape}, masked original {want.shape}")
+        if got.dtype.kind not in "fc" or want.dtype.kind not in "fc":
+            if not np.array_equal(got, want):
+                raise EquivalenceError(f"output {where} differs from the masked original")
+            return 0.0
+        diff = float(np.max(np.abs(got.astype(np.float64) - want))) if got.size else 0.0
+        scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+        if not np.allclose(got, want, rtol=self.rtol, atol=self.atol * scale):
+            raise EquivalenceError(f"mask-equivalence check failed on output {where}: max abs diff {diff:.3g}")
+        return diff
