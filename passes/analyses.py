@@ -244,6 +244,9 @@ class LeafZeroing:
     weight_port: int
     weight_axis: int
     positions: tuple[int, ...]
+    # the leaf's input carrying those channels (what ``recover`` measures); None: not a leaf's
+    # input channels but a residual-stream writer (``op_rules.streams``), which ``recover`` leaves be
+    data_port: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,9 @@ class SliceRecord:
 
     zeroings: tuple[LeafZeroing, ...]
     groups: tuple[dict, ...]
+    # value -> (channel axis, keep mask) for every value that lost channels (``recover`` maps
+    # original channels to the pruned model's with it)
+    keeps: Mapping[str, tuple[int, np.ndarray]] = field(default_factory=dict)
     # graph inputs/outputs that lost channels (a KV cache): (name, "input" | "output", axis,
     # kept positions along it); validate feeds/compares the kept part of the original's
     interface: tuple[tuple[str, str, int, tuple[int, ...]], ...] = ()

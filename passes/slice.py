@@ -97,7 +97,7 @@ class SlicePass(Pass):
             pos = np.nonzero(np.isin(lf.ids, removed))[0]
             if len(pos):
                 zeroings.append(LeafZeroing(lf.node, lf.weight_port, lf.weight_axis,
-                                            tuple(int(p) for p in pos)))
+                                            tuple(int(p) for p in pos), lf.data_port))
         stream = [m for g in patterns.groups if g.stream for m in g.members]
         zeroings += stream_zeroings(ir, trees, removed[np.isin(removed, np.concatenate(stream))] if stream
                                     else removed[:0])
@@ -108,7 +108,8 @@ class SlicePass(Pass):
                 keeps[name] = (m.axis, keep, m.rank)
         interface = tuple((name, kind, keeps[name][0], tuple(int(i) for i in np.nonzero(keeps[name][1])[0]))
                           for name, kind in sorted(trees.interface.items()) if name in keeps)
-        ctx.put(SliceRecord(tuple(zeroings), groups, interface))
+        ctx.put(SliceRecord(tuple(zeroings), groups, {k: (a, keep) for k, (a, keep, _) in keeps.items()},
+                            interface))
         if len(removed) == 0:
             return PassResult(False, {"values_sliced": 0})
         opset = opset_of(ir)
