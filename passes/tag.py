@@ -58,8 +58,14 @@ def static_shapes(ir: Graph, opset: int, rounds: int = 3) -> dict[str, tuple]:
     Slice end from Shape // 2, a Reshape target built by Concat) folds to a number: inference
     runs again with those operands as constants, so the values after them get static shapes.
     Where inference still leaves a dim symbolic in a model whose inputs are all static, the
-    shape ONNX Runtime produces is taken (``runtime_shapes``)."""
-    return runtime_shapes(ir, _reshape_targets(ir, _folded_static_shapes(ir, opset, rounds), opset))
+    shape ONNX Runtime produces is taken (``runtime_shapes``), unless the folded shape values
+    already answer: a shape vector folded to known numbers has their length (ViT's
+    attention reshapes: 36 vectors inference leaves of unknown length, no run needed)."""
+    shapes = _reshape_targets(ir, _folded_static_shapes(ir, opset, rounds), opset)
+    for name, sv in fold_shapes(ir, shapes, opset).values.items():
+        if sv.static() and not _static(shapes.get(name)):
+            shapes[name] = tuple(int(d) for d in np.shape(sv.value))
+    return runtime_shapes(ir, shapes)
 
 
 def _reshape_targets(ir: Graph, shapes: dict[str, tuple], opset: int) -> dict[str, tuple]:
@@ -103,11 +109,17 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple]) -> dict[str, tuple]:
                      and not _static(shapes.get(v.name)))
     if not missing:
         return shapes
-    model = raise_model(ir)
+    # the weights by reference: large initializers are graph inputs of the raised model (no copy
+    # of them in it) and are fed as the IR's own arrays
+    model = raise_model(ir, light=True)
     have = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in missing if n not in have)
+    weights = {vi.name: ir.initializer(vi.name).array for vi in model.graph.input
+               if ir.initializer(vi.name) is not None}
     try:
-        values = run_model(model, sample_inputs(model, 0), quiet=True, consume=True)  # a temporary copy
+        real = onnx.ModelProto()
+        real.graph.input.extend(vi for vi in model.graph.input if vi.name not in weights)
+        values = run_model(model, {**sample_inputs(real, 0), **weights}, quiet=True)
     except Exception:
         return shapes
     out = dict(shapes)

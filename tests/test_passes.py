@@ -424,3 +424,60 @@ def test_a_group_that_cannot_be_proven_is_left_alone_with_its_reason(monkeypatch
     assert groups[("Conv4",)]["channels_after"] == 8
     assert groups[("Conv16",)]["pruned"] is True                   # no BN: still pruned
     assert "ignore=Conv4" in result.report["spec"]
+
+
+def _cast_reshape_model():
+    """A Reshape target computed through float arithmetic: inference leaves it symbolic, the
+    shape folder does not read it, only a run of the model knows it."""
+    b = models.Builder(3, name="cast_reshape")
+    x = b.input("x", [1, 3, 8, 8])
+    c = b.relu(b.conv(x, 3, 40))
+    target = b.op("Add", [b.const(np.array([1, 2560], np.float32), "s"), b.const(np.zeros(2, np.float32), "z")])
+    y = b.op("Reshape", [c, b.op("Cast", [target], to=onnx.TensorProto.INT64)])
+    return b.build([b.gemm(y, 2560, 5)])
+
+
+def test_runtime_shapes_run_the_model_with_its_weights_by_reference(monkeypatch):
+    from passes import tag as tag_mod
+
+    seen = []
+    real_run = tag_mod.run_model
+
+    def spy(model, feeds, *args, **kwargs):
+        seen.append((model, feeds))
+        return real_run(model, feeds, *args, **kwargs)
+
+    monkeypatch.setattr(tag_mod, "run_model", spy)
+    graph = ir.lower(_cast_reshape_model())
+    shapes = tag_mod.static_shapes(graph, 17)
+    reshape = [n for n in graph.topo_nodes() if n.op_type == "Reshape"][0]
+    assert shapes[graph.outputs_of(reshape)[0].name] == (1, 2560)
+    (model, feeds), = seen
+    assert all(t.dims == [] or np.prod(t.dims) <= ir.onnx_io.LIGHT_LIMIT for t in model.graph.initializer)
+    gemm_w = graph.inputs_of([n for n in graph.topo_nodes() if n.op_type == "Gemm"][0])[1].name
+    assert feeds[gemm_w] is graph.initializer(gemm_w).array  # the IR's own array, not a copy
+
+
+def _vit_like_model():
+    """torchvision ViT's attention reshape in small: Reshape(r, Concat(Slice(Shape(r), 0, e), [-1]))
+    with the Slice end ``e`` computed by Mod; inference leaves the vectors' lengths unknown."""
+    b = models.Builder(4, name="vit_like")
+    r = b.relu(b.conv(b.input("x", [1, 3, 4, 4]), 3, 6))
+    end = b.op("Reshape", [b.op("Mod", [b.const(np.array(7, np.int64), "a"), b.const(np.array(4, np.int64), "m")]),
+                           b.const(np.array([1], np.int64), "one")])
+    head = b.op("Slice", [b.op("Shape", [r]), b.const(np.array([0], np.int64), "zero"), end])
+    y = b.op("Reshape", [r, b.op("Concat", [head, b.const(np.array([-1], np.int64), "rest")], axis=0)])
+    return b.build([b.conv(y, 6, 2, k=1)])
+
+
+def test_folded_shape_vectors_need_no_run(monkeypatch):
+    """The vectors' lengths are read off the folded values; ONNX Runtime is not run."""
+    from passes import tag as tag_mod
+
+    graph = ir.lower(_vit_like_model())
+    plain = tag_mod._folded_static_shapes(graph, 17, 3)
+    vectors = [graph.outputs_of(n)[0].name for n in graph.topo_nodes() if n.op_type in ("Slice", "Concat")]
+    assert not any(tag_mod._static(plain.get(v)) for v in vectors)  # what inference leaves
+    monkeypatch.setattr(tag_mod, "run_model", lambda *a, **k: pytest.fail("ONNX Runtime was run"))
+    shapes = tag_mod.static_shapes(graph, 17)
+    assert [shapes[v] for v in vectors] == [(3,), (4,)]
