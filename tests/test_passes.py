@@ -233,8 +233,26 @@ def test_mask_per_node_ratios_and_ignore():
     assert any("nope" in n for n in ctx.get(Masks).notes)
 
 
+def _wide_chain(width: int):
+    b = models.Builder(5, name="wide")
+    y = b.relu(b.conv(b.input("x", [1, 3, 4, 4]), 3, width))
+    return b.build([b.conv(y, width, 2, k=1)])
+
+
+def test_round_to_default_rounds_only_wide_groups():
+    from passes.mask import apply_round_to, round_for
+
+    assert [round_for(n, -1) for n in (12, 32, 33, 64)] == [1, 1, 8, 8]
+    assert apply_round_to(64, 44, -1) == 40           # 20 kept -> 24
+    assert apply_round_to(64, 44, 1) == 44            # round-to=1: off
+    assert apply_round_to(20, 10, 8) == 4             # an explicit value rounds every group
+    assert kept_counts("mask{ratio=0.7}", _wide_chain(64)) == {0: 24}
+    assert kept_counts("mask{ratio=0.7 round-to=1}", _wide_chain(64)) == {0: 20}
+    assert kept_counts("mask{ratio=0.7}", _wide_chain(30)) == {0: 9}  # narrow: as the ratio says
+
+
 @pytest.mark.parametrize("bad", ["mask{ratio=1}", "mask{ratio=-0.1}", "mask{round-to=0}",
-                                 "mask{ratios=a:1.5}", "mask{min-keep=0}"])
+                                 "mask{round-to=-2}", "mask{ratios=a:1.5}", "mask{min-keep=0}"])
 def test_mask_rejects_bad_options(bad):
     with pytest.raises(pipeline.SpecError):
         pipeline.Pipeline.parse("tag,trees,classify,score," + bad)
