@@ -136,18 +136,14 @@ class Instrument:
 
 
 class VerifyInstrument(Instrument):
-    """Checks the IR's invariants after each pass that changed it (every mutation bumps
-    ``graph.version``; an analysis pass leaves it, and the graph verified before)."""
-
-    def __init__(self):
-        self.verified: tuple[int, int] | None = None  # (id of graph, version) last found sound
+    """The IR's invariants after each pass that changed it (a mutation bumps ``graph.version``)."""
+    verified: tuple[int, int] | None = None  # (id of graph, version) last found sound
 
     def after(self, p, graph, ctx, result, seconds):
         if self.verified == (id(graph), graph.version):
             return
         problems = ir.verify(graph)
-        if not problems:
-            self.verified = (id(graph), graph.version)
+        self.verified = None if problems else (id(graph), graph.version)
         if problems:
             more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
             raise PassError("IR verification failed: " + "; ".join(problems[:3]) + more)

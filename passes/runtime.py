@@ -1,7 +1,8 @@
 """The ONNX Runtime runner that the passes share: tag's shape discovery (``runtime_shapes``), the
 data criteria's feature maps and the proof in ``validate`` all run models through it.
 
-Reads and provides no analysis; it works on ``onnx.ModelProto`` and imports nothing of the project.
+Reads and provides no analysis; it works on ``onnx.ModelProto`` and imports nothing of the project
+but ``passes.ort`` (ONNX Runtime imported without torch).
 - ``sample_inputs(model, seed, size)``: seeded inputs for every real graph input; a symbolic batch
   is 2, any other symbolic dim ``size`` (``SYMBOLIC_SIZES`` are tried in order by ``validate``).
 - ``run_model(model, feeds)``: one run, graph optimizations off (the model as written).
@@ -21,6 +22,8 @@ import tempfile
 
 import numpy as np
 import onnx
+
+from .ort import import_ort  # ONNX Runtime's inference part, without torch
 
 # sizes tried, in order, for symbolic non-batch dims until the original model runs on them (a
 # detector's FPN needs sides divisible by 32, a text recognizer a minimum width)
@@ -62,7 +65,7 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool 
               consume: bool = False) -> list[np.ndarray]:
     """``quiet``: ORT logs no error of its own (a probe whose failure is expected and reported).
     ``consume``: ``model`` is a temporary the caller drops; a large one gives its weights up."""
-    import onnxruntime as ort
+    ort = import_ort()
 
     opts = session_options(4 if quiet else 3)
     # graph optimizations off: compare the models as written, not as ORT fuses them
@@ -76,7 +79,7 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool 
 def session_options(log_severity: int = 3):
     """ONNX Runtime session options: ORT's own log at ``log_severity`` (3 errors, 4 nothing), and
     the threads of a batch worker (``ONNXPRUNER_THREADS``; 0 or unset: all cores)."""
-    import onnxruntime as ort
+    ort = import_ort()
 
     opts = ort.SessionOptions()
     opts.log_severity_level = log_severity
@@ -100,7 +103,7 @@ def ort_session(model: onnx.ModelProto, opts=None, consume: bool = False):
     temporary file that its weights are moved to and then read back from, so no serialized copy
     is held beside it; ``model`` is as it was afterwards, unless ``consume``: then its weights
     stay in the file (the memory they held is given back as they are written)."""
-    import onnxruntime as ort
+    ort = import_ort()
 
     data = None
     if _weight_bytes(model) < FILE_SESSION_BYTES:

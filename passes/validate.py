@@ -56,16 +56,45 @@ def masked_original(original: onnx.ModelProto, record: SliceRecord | None) -> on
     """The original model with each removed channel zeroed in its leaves' input weights."""
     if record is None or not record.zeroings:
         return original
+    return raise_model(_masked_graph(original, record))
+
+
+def _masked_graph(original: onnx.ModelProto, record: SliceRecord | None) -> Graph:
     g = lower(original)
     opset = opset_of(g)
-    for z in record.zeroings:
+    for z in (record.zeroings if record is not None else ()):
         rw = Rewriter(g, g.node(z.node), opset)
         w = np.array(constant_value(g, g.inputs_of(z.node)[z.weight_port]), copy=True)  # computed: folded
         index = [slice(None)] * w.ndim
         index[z.weight_axis] = list(z.positions)
         w[tuple(index)] = 0
         rw.set_const(z.weight_port, w)
-    return raise_model(g)
+    return g
+
+
+class Runnable:
+    """A graph to run in ONNX Runtime with its weights by reference: raised with every initializer
+    over ``LIGHT_LIMIT`` elements as a graph input (``model``: no copy of them in it, nor in a
+    serialized form, nor in ORT: a CPU input is read where numpy holds it) and those weights fed
+    as the IR's own arrays. An op whose ORT kernel needs a constant where a weight became an input
+    makes the run fall back to the whole model, weights inside (``run``)."""
+
+    def __init__(self, g: Graph):
+        self.graph = g
+        self.model = raise_model(g, light=True)
+        self.weights = {vi.name: g.initializer(vi.name).array for vi in self.model.graph.input
+                        if g.initializer(vi.name) is not None}
+        self.inputs = onnx.ModelProto()  # the real inputs alone, for sample_inputs
+        self.inputs.graph.input.extend(vi for vi in self.model.graph.input if vi.name not in self.weights)
+
+    def run(self, feeds: dict[str, np.ndarray], quiet: bool = False) -> list[np.ndarray]:
+        if not self.weights:
+            return run_model(self.model, feeds, quiet=quiet)
+        try:
+            return run_model(self.model, {**feeds, **self.weights}, quiet=True)
+        except Exception:
+            pass
+        return run_model(raise_model(self.graph), feeds, quiet=quiet, consume=True)
 
 
 @dataclass(frozen=True)
@@ -78,8 +107,10 @@ class ValidatePass(Pass):
     atol: float = 1e-4
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
-        try:  # weights stay out of the checker's copy: it checks structure, types and shapes
-            onnx.checker.check_model(raise_model(ir, light=True), full_check=True)
+        result = Runnable(ir)  # weights by reference: the checker and ORT see no copy of them
+        model = result.model
+        try:
+            onnx.checker.check_model(model, full_check=True)
         except Exception as exc:
             raise PassError(f"onnx.checker rejects the result: {str(exc).strip().splitlines()[0]}") from None
         stats: dict = {"checker": True}
@@ -88,19 +119,19 @@ class ValidatePass(Pass):
         if not self.ort:
             return PassResult(False, stats)
         with progress.task("validate: ONNX Runtime", 2, unit="run") if _large(ir) else _NoTask() as bar:
-            return self._run_ort(ir, ctx, stats, bar)
+            return self._run_ort(result, ctx, stats, bar)
 
-    def _run_ort(self, ir: Graph, ctx: PassContext, stats: dict, bar) -> PassResult:
-        model = raise_model(ir)
+    def _run_ort(self, result: "Runnable", ctx: PassContext, stats: dict, bar) -> PassResult:
+        model = result.model
         check = self.equivalence and ctx.original is not None
-        probe = masked_original(ctx.original, ctx.analyses.get(SliceRecord)) if check else model
+        probe = Runnable(_masked_graph(ctx.original, ctx.analyses.get(SliceRecord))) if check else result
         feeds, reference = ctx.sample_inputs, None
         if feeds is None:  # the first symbolic size the model before pruning runs on
-            sizes = SYMBOLIC_SIZES if has_symbolic_dims(model) else SYMBOLIC_SIZES[:1]
+            sizes = SYMBOLIC_SIZES if has_symbolic_dims(result.inputs) else SYMBOLIC_SIZES[:1]
             for size in sizes:
-                feeds = sample_inputs(model, ctx.seed, size)
-                try:  # the masked original is a temporary: on its last try a large one gives its weights up
-                    reference = run_model(probe, feeds, quiet=True, consume=check and size == sizes[-1])
+                feeds = sample_inputs(result.inputs, ctx.seed, size)
+                try:
+                    reference = probe.run(feeds, quiet=True)
                     break
                 except Exception as exc:
                     failure = str(exc).strip().splitlines()[0]
@@ -111,7 +142,7 @@ class ValidatePass(Pass):
                                 f"right shape: {failure}")
         bar.update(1)
         try:
-            pruned = reference if not check and reference is not None else run_model(model, feeds, consume=True)
+            pruned = reference if not check and reference is not None else result.run(feeds)
         except Exception as exc:
             raise PassError(f"ONNX Runtime cannot run the result: {str(exc).strip().splitlines()[0]}") from None
         stats["ort"] = True
@@ -119,7 +150,8 @@ class ValidatePass(Pass):
         if not check:
             return PassResult(False, stats)
         if reference is None:
-            reference = run_model(probe, feeds, consume=True)
+            reference = probe.run(feeds)
+        del probe
         worst = 0.0
         for out, got, want in zip(model.graph.output, pruned, reference):
             if got.shape != want.shape:

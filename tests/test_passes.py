@@ -499,3 +499,46 @@ def test_folded_shape_vectors_need_no_run(monkeypatch):
     monkeypatch.setattr(tag_mod, "run_model", lambda *a, **k: pytest.fail("ONNX Runtime was run"))
     shapes = tag_mod.static_shapes(graph, 17)
     assert [shapes[v] for v in vectors] == [(3,), (4,)]
+
+
+def test_validate_runs_both_models_with_their_weights_by_reference(monkeypatch):
+    from passes import validate
+
+    seen = []
+    real_run = validate.run_model
+
+    def spy(model, feeds, *args, **kwargs):
+        seen.append((model, feeds))
+        return real_run(model, feeds, *args, **kwargs)
+
+    monkeypatch.setattr(validate, "run_model", spy)
+    b = models.Builder(6, name="wide")
+    y = b.relu(b.conv(b.input("x", [1, 16, 8, 8]), 16, 64))
+    result = pipeline.prune(b.build([b.conv(y, 64, 4, k=1)]), ratio=0.5)
+    assert result.report["verified"]
+    assert len(seen) == 2  # the masked original, then the result: neither fell back
+    for model, feeds in seen:
+        assert all(np.prod(t.dims) <= ir.onnx_io.LIGHT_LIMIT for t in model.graph.initializer)
+        assert any(a.size > ir.onnx_io.LIGHT_LIMIT for a in feeds.values())  # fed, not copied in
+
+
+def test_validate_falls_back_to_weights_inside_when_an_input_weight_fails(monkeypatch):
+    """An op whose ORT kernel needs a constant where a weight became a graph input: the light run
+    fails and the whole model (weights inside) runs instead; the proof still holds."""
+    from passes import validate
+
+    real_run = validate.run_model
+    calls = []
+
+    def picky(model, feeds, *args, **kwargs):
+        light = any(a.size > ir.onnx_io.LIGHT_LIMIT for n, a in feeds.items() if n != "x")
+        calls.append(light)
+        if light:
+            raise RuntimeError("weight must be a constant initializer")
+        return real_run(model, feeds, *args, **kwargs)
+
+    monkeypatch.setattr(validate, "run_model", picky)
+    b = models.Builder(6, name="wide")
+    y = b.relu(b.conv(b.input("x", [1, 16, 8, 8]), 16, 64))
+    result = pipeline.prune(b.build([b.conv(y, 64, 4, k=1)]), ratio=0.5)
+    assert result.report["verified"] and calls == [True, False, True, False]
