@@ -133,10 +133,13 @@ class ScorePass(Pass):
 
 
 class _L1Norms:
-    """ℓ1 sums of each weight, |W| computed once: a weight that is both a root (its filters'
-    sums) and a leaf (its input positions' sums: a VGG conv, a Gemm after Flatten) or a leaf of
-    several groups (a DenseNet conv after Concat) is read once, not once per use. The sums are
-    the same numbers, in the same order, as ``L1.channel_scores`` and ``leaf_norms``."""
+    """ℓ1 sums of each weight, |W| read once: a weight that is both a root (its filters' sums)
+    and a leaf (its input positions' sums: a VGG conv, a Gemm after Flatten) or a leaf of several
+    groups (a DenseNet conv after Concat) is read once, not once per use; |W| is taken a block of
+    filters at a time (no temporary as large as the weight). The sums are those of
+    ``L1.channel_scores`` and ``leaf_norms`` (float64, up to the order of additions)."""
+
+    BLOCK = 1 << 22  # elements of |W| in one block (16 MiB of float32)
 
     def __init__(self, ir: Graph):
         self.ir = ir
@@ -144,29 +147,46 @@ class _L1Norms:
         self.roots: dict[tuple[str, int, int], np.ndarray] = {}
         self.leaves: dict[tuple[str, int, int, int], np.ndarray] = {}
 
-    def _fill(self, node: str, port: int) -> None:
-        a = np.abs(np.asarray(_weight(self.ir, node, port)))
-        for filter_axis, in_axis in sorted(self.leaf_axes.get((node, port), ())):
-            if (node, port, filter_axis, in_axis) not in self.leaves:
+    def _fill(self, node: str, port: int, root_axis: int | None) -> None:
+        w = np.asarray(_weight(self.ir, node, port))
+        leaf_keys = [(f, i) for f, i in sorted(self.leaf_axes.get((node, port), ()))
+                     if (node, port, f, i) not in self.leaves]
+        if w.ndim == 0 or w.shape[0] == 0:
+            a = np.abs(w)
+            blocks = [(0, a)]
+        else:
+            rows = max(1, self.BLOCK // max(1, w[0].size))
+            blocks = ((r, np.abs(w[r:r + rows])) for r in range(0, w.shape[0], rows))
+        root = np.zeros(w.shape[root_axis]) if root_axis is not None else None
+        leaves = {k: np.zeros(w.shape[k[1]]) for k in leaf_keys}
+        for start, a in blocks:  # a: |W| of filters start.. along axis 0
+            if root_axis == 0:
+                root[start:start + len(a)] = a.reshape(len(a), -1).sum(axis=1, dtype=np.float64)
+            elif root_axis is not None:
+                root += np.moveaxis(a, root_axis, 0).reshape(a.shape[root_axis], -1).sum(axis=1, dtype=np.float64)
+            for (filter_axis, in_axis), acc in leaves.items():
                 arr = np.moveaxis(a, (filter_axis, in_axis), (0, 1))
                 arr = arr.reshape(arr.shape[0], arr.shape[1], -1)
-                self.leaves[(node, port, filter_axis, in_axis)] = arr.sum(axis=(0, 2), dtype=np.float64)
-        self._a = a
+                if in_axis == 0:
+                    acc[start:start + arr.shape[1]] += arr.sum(axis=(0, 2), dtype=np.float64)
+                else:
+                    acc += arr.sum(axis=(0, 2), dtype=np.float64)
+        for (filter_axis, in_axis), acc in leaves.items():
+            self.leaves[(node, port, filter_axis, in_axis)] = acc
+        if root_axis is not None:
+            self.roots[(node, port, root_axis)] = root
 
     def root(self, node: str, port: int, axis: int) -> np.ndarray:
         key = (node, port, axis)
         if key not in self.roots:
-            self._fill(node, port)
-            a, self._a = self._a, None
-            self.roots[key] = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1).sum(axis=1, dtype=np.float64)
+            self._fill(node, port, axis)
         return self.roots[key]
 
     def leaf(self, node: str, port: int, filter_axis: int, in_axis: int) -> np.ndarray:
         key = (node, port, filter_axis, in_axis)
         if key not in self.leaves:
             self.leaf_axes.setdefault((node, port), set()).add((filter_axis, in_axis))
-            self._fill(node, port)
-            self._a = None
+            self._fill(node, port, None)
         return self.leaves[key]
 
 
