@@ -136,14 +136,8 @@ class Instrument:
 
 
 class VerifyInstrument(Instrument):
-    """The IR's invariants after each pass that changed it (a mutation bumps ``graph.version``)."""
-    verified: tuple[int, int] | None = None  # (id of graph, version) last found sound
-
     def after(self, p, graph, ctx, result, seconds):
-        if self.verified == (id(graph), graph.version):
-            return
         problems = ir.verify(graph)
-        self.verified = None if problems else (id(graph), graph.version)
         if problems:
             more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
             raise PassError("IR verification failed: " + "; ".join(problems[:3]) + more)
@@ -270,7 +264,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
           instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None,
           train_data=None, val_data=None, calib_data=None, ratios: dict | None = None,
           target_flops: float = 0.0, target_params: float = 0.0, rank: str | None = None,
-          max_ratio: float | None = None, heads: float | None = None) -> PruneResult:
+          max_ratio: float | None = None, heads: float | None = None, round_to: int | None = None) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
     ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
@@ -278,8 +272,8 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     (default options), required in a given spec (a ``SpecError`` otherwise); ``calib_data``
     feeds data criteria (hrank, hrank-star, taylor). ``ratios`` (root node -> ratio, e.g. a
     sensitivity plan), ``target_flops`` / ``target_params`` (fraction to remove), ``rank``
-    (layer/global), ``max_ratio`` and ``heads`` (the ratio of attention heads removed, apart
-    from the channel ratio) set the options of every ``mask`` pass. A target is
+    (layer/global), ``max_ratio``, ``heads`` (the ratio of attention heads removed, apart from the
+    channel ratio) and ``round_to`` set the options of every ``mask`` pass. A target is
     checked by the real count after slicing; when the prediction is off by more than 0.5%,
     the mask is re-solved for the corrected target (at most 3 times); ``target`` says what was met.
     Nothing unproven is shipped: if the mask-equivalence check fails, the groups that fail it
@@ -287,7 +281,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     tune = ",finetune" if train_data is not None and passes is None else ""  # default pipeline, then tuning
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope) + tune)
     check_tuning(pipe.passes, train_data, val_data)
-    pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads))
+    pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads, round_to))
     model, external, where = open_model(model_or_path)
     check_input(model, where)
     if ratios:
