@@ -8,23 +8,39 @@ API: ``pipeline.prune`` / ``pipeline.inspect``, the fine-tuning engine, and the 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
+import signal
 import sys
-import traceback
-from pathlib import Path
 
-import ir
-from passes import progress
-from passes.base import PassError
-from passes.finetune import DataError, TrainConfig, finetune
-from passes.score import ScorePass
-from passes.reruns import set_mask_options
-from pipeline import (DumpInstrument, Instrument, Pipeline, PipelineError, SpecError, TimingInstrument,
-                      build_spec, check_input, inspect, open_model, prune)
-from workflows import batch, demo, schedules, sensitivity, show
-from workflows.show import summary as _summary, trees_to_dot  # noqa: F401 (the names tests use)
+
+def _interrupted_while_starting(signum, frame):  # nothing is written yet: leave at once, one line
+    sys.stderr.write("interrupted\n")
+    os._exit(128 + signum)
+
+
+if os.path.basename(sys.argv[0]) == "onnxpruner":  # the console script: Ctrl-C during the imports
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(_sig) is not signal.SIG_IGN:  # a batch worker ignores Ctrl-C: keep it so
+            signal.signal(_sig, _interrupted_while_starting)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import threading  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import ir  # noqa: E402
+from ir import files  # noqa: E402
+from passes import progress  # noqa: E402
+from passes.base import PassError  # noqa: E402
+from passes.finetune import DataError, TrainConfig, finetune  # noqa: E402
+from passes.score import ScorePass  # noqa: E402
+from passes.reruns import set_mask_options  # noqa: E402
+from pipeline import (REGISTRY, DumpInstrument, Instrument, Pipeline, PipelineError, SpecError,  # noqa: E402
+                      TimingInstrument, build_spec, check_input, inspect, open_model, prune)
+from workflows import batch, demo, schedules, sensitivity, show  # noqa: E402
+from workflows.show import summary as _summary, trees_to_dot  # noqa: E402,F401 (the names tests use)
 
 
 def _log_stream():
@@ -180,6 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of sample inputs and random choices")
     p.add_argument("--ratios", help="a JSON ratio plan: node -> ratio (e.g. from `sensitivity -o`)")
     p.add_argument("--heads", type=float, help="ratio of attention heads removed (default: --ratio)")
+    p.add_argument("--stream", type=float, help="ratio of residual-stream channels removed, read by "
+                   "normalizations (default: --ratio)")
     _mask_flags(p)
     s = sub.add_parser("sensitivity", parents=[common], help="accuracy per group at ratios 0.1..0.9, and a ratio plan")
     s.add_argument("model", help="the ONNX classifier")
@@ -222,6 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--val", help="validation data (.npz); the best epoch on it is kept")
     f.add_argument("-o", "--output", required=True, help="where the fine-tuned model is written")
     _train_flags(f, epochs=3)
+    f.add_argument("--force", action="store_true", help="start over even if --checkpoint holds another run")
     f.add_argument("--seed", type=int, default=0, help="seed of the batch order")
     b = sub.add_parser("batch", parents=[common], help="prune many models × variants, locally or on Ray")
     b.add_argument("models", nargs="*", help="model files (or use --plan)")
@@ -242,29 +261,86 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _check_output(path: str, model: str | None = None) -> None:
-    folder = Path(path).parent if Path(path).parent != Path("") else Path(".")
-    if not folder.is_dir():
-        raise UsageError(f"output folder {str(folder)!r} does not exist")
-    if Path(path).is_dir():
-        raise UsageError(f"{path}: is a folder, not a file path")
-    if model is not None and Path(model).exists() and Path(path).resolve() == Path(model).resolve():
-        raise UsageError(f"{path}: output would overwrite the input model")
+def _file_rule(args) -> None:
+    """The one rule for every file a command writes (``ir.files``): refused, before any work,
+    when it resolves to a file the command reads or to a non-regular file."""
+    cmd = args.command
+    model = getattr(args, "model", None)
+    reads: dict = {"model": files.model_files(model)} if model else {}
+    for flag in ("calib", "ratios", "data", "val", "plan", "inputs"):
+        if getattr(args, flag, None):
+            reads[f"--{flag}"] = getattr(args, flag)
+    writes: dict = {}
+    if cmd in ("prune", "finetune", "schedule"):
+        writes.update(files.model_writes("-o", args.output))
+    elif cmd == "sensitivity":
+        writes["-o"] = args.output
+    for flag in ("report", "dot", "plot"):
+        if getattr(args, flag, None):
+            writes[f"--{flag}"] = getattr(args, flag)
+    if cmd == "prune" and args.dump_after:
+        if Path(args.dump_dir).exists() and not Path(args.dump_dir).is_dir():
+            raise files.FileRefused(f"--dump-dir {args.dump_dir}: exists and is not a folder")
+    if cmd == "demo":  # checked now, not after minutes of training
+        if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+            raise files.FileRefused(f"--out-dir {args.out_dir}: exists and is not a folder")
+        writes = {n: Path(args.out_dir) / n for n in demo.OUTPUTS}
+    files.check_writes(writes, reads, new_folders=cmd == "demo")
+    if cmd == "finetune" and args.checkpoint:  # the folder's own files must not be inputs either
+        ck = Path(args.checkpoint)
+        if ck.exists() and not ck.is_dir():
+            raise files.FileRefused(f"--checkpoint {ck}: exists and is not a folder")
+        files.check_writes({f"--checkpoint {ck}/{n}": ck / n for n in ("progress.json", "checkpoint", "best.npz")},
+                           dict(reads, **{k: v for k, v in writes.items() if v}), new_folders=True)
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    ir.save_bytes(text.encode(), path)
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+# option -> (what it must be, the test); checked right after parsing, before anything is read
+OPTION_RANGES = {
+    "ratio": ("in [0, 1)", lambda v: _finite(v) and 0.0 <= v < 1.0),
+    "heads": ("in [0, 1)", lambda v: _finite(v) and 0.0 <= v < 1.0),
+    "target_flops": ("in [0, 1)", lambda v: _finite(v) and 0.0 <= v < 1.0),
+    "target_params": ("in [0, 1)", lambda v: _finite(v) and 0.0 <= v < 1.0),
+    "max_ratio": ("in (0, 1]", lambda v: _finite(v) and 0.0 < v <= 1.0),
+    "lr": ("a positive finite number", lambda v: _finite(v) and v > 0),
+    "budget": ("a non-negative finite number of points", lambda v: _finite(v) and v >= 0),
+    "epochs": ("at least 1", lambda v: v >= 1),
+    "batch_size": ("at least 1", lambda v: v >= 1),
+    "jobs": ("at least 1", lambda v: v >= 1),
+    "seed": ("between 0 and 2**32 - 1", lambda v: 0 <= v < 2**32),
+}
+
+
+def _check_options(args) -> None:
+    for dest, (what, ok) in OPTION_RANGES.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if not ok(v):
+                raise UsageError(f"--{dest.replace('_', '-')} must be {what}, got {v}")
+    steps = getattr(args, "steps", None)
+    if isinstance(steps, list):
+        bad = [r for r in steps if not (_finite(r) and 0.0 < r < 1.0)]
+        if bad:
+            raise UsageError(f"--steps must be in (0, 1), got {bad[0]}")
+    elif steps is not None and steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {steps}")
+    if getattr(args, "dump_after", ""):
+        unknown = [n for n in args.dump_after.split(",") if n not in REGISTRY]
+        if unknown:
+            raise UsageError(f"--dump-after: unknown pass {unknown[0]!r}; known passes: {', '.join(sorted(REGISTRY))}")
+    if getattr(args, "criterion", None) and args.command in ("prune", "sensitivity", "schedule"):
+        try:
+            ScorePass(criterion=args.criterion, scope=args.scope or "tree")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _cmd_prune(args) -> int:
-    _check_output(args.output, args.model)
-    if args.report:
-        _check_output(args.report, args.model)
-    if args.passes is None and not (0.0 <= args.ratio < 1.0):
-        raise UsageError(f"--ratio must be in [0, 1), got {args.ratio}")
-    for flag, value in (("--target-flops", args.target_flops), ("--target-params", args.target_params)):
-        if not (0.0 <= value < 1.0):
-            raise UsageError(f"{flag} must be in [0, 1), got {value}")
     if args.target_flops and args.target_params:
         raise UsageError("give --target-flops or --target-params, not both")
     ratios = None
@@ -280,26 +356,22 @@ def _cmd_prune(args) -> int:
         instruments.append(TimingInstrument(sys.stderr))
     if args.dump_after:
         instruments.append(DumpInstrument(args.dump_after.split(","), args.dump_dir))
-    if args.plot:
-        _check_output(args.plot, args.model)
     passes = _with_mask_flags(args, args.passes)
     result = prune(args.model, ratio=args.ratio, criterion=args.criterion, scope=args.scope,
                    passes=passes, verify=not args.no_verify, seed=args.seed,
                    instruments=instruments, calib_data=args.calib, ratios=ratios,
                    target_flops=args.target_flops, target_params=args.target_params,
-                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads)
-    ir.save(result.model, args.output, result.external)
-    if args.report:
-        try:
-            _write_text_atomic(args.report, json.dumps(result.report, indent=2) + "\n")
-        except OSError:  # all or nothing: no model at -o without its report
-            Path(args.output).unlink(missing_ok=True)
-            Path(args.output + ".data").unlink(missing_ok=True)
-            raise
-    if args.plot:
-        tmp = args.plot + ".tmp.png"
-        show.widths_plot(result.report, tmp)
-        os.replace(tmp, args.plot)
+                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads, stream=args.stream)
+    if result.report.get("proof") == "not run":
+        print("warning: --passes has no validate pass: the result is NOT proven "
+              "(report: verified null, proof \"not run\")", file=sys.stderr)
+    with files.Staged() as staged:  # model, its data, the report and the plot: all or nothing
+        ir.save(result.model, args.output, result.external, staged)
+        if args.report:
+            staged.write_bytes(args.report, (json.dumps(result.report, indent=2) + "\n").encode())
+        if args.plot:
+            with open(staged.path_for(args.plot), "wb") as fh:
+                show.widths_plot(result.report, fh)
     original, _, _ = open_model(args.model)
     print(show.prune_screen(args.model, args.output, original, result, None if args.no_latency else args.seed))
     return 0
@@ -322,7 +394,6 @@ def _with_mask_flags(args, spec: str | None) -> str | None:
 
 
 def _cmd_finetune(args) -> int:
-    _check_output(args.output, args.model)
     try:
         config = TrainConfig(args.epochs, args.lr, args.batch_size, args.loss, args.optimizer,
                              args.schedule, seed=args.seed, freeze=tuple(n for n in args.freeze.split(",") if n))
@@ -330,7 +401,9 @@ def _cmd_finetune(args) -> int:
         raise UsageError(str(exc)) from None
     model, external, where = open_model(args.model)
     check_input(model, where)
-    result = finetune(model, args.data, args.val, config, args.checkpoint)
+    result = finetune(model, args.data, args.val, config, args.checkpoint, restart=args.force)
+    if result.stopped:
+        print(f"warning: {result.stopped}; wrote the best finite epoch ({result.best_epoch})", file=sys.stderr)
     ir.save(result.model, args.output, external)
     last = result.history[-1] if result.history else {}
     print(f"fine-tuned {len(result.history)} epochs (resumed after {result.resumed_from}); "
@@ -376,6 +449,7 @@ def _cmd_batch(args) -> int:
                         for r in (args.ratio if goal is None else args.ratio[:1])
                         for c in args.criterion for s in args.scope]
             jobs = batch.make_jobs(args.models, variants)
+        batch.check_outputs(jobs, args.output, {"--plan": [args.plan] if args.plan else []})
     except batch.PlanError as exc:
         raise UsageError(str(exc)) from None
     result = batch.run_batch(jobs, args.output, args.executor, args.jobs, args.address, args.force)
@@ -387,11 +461,9 @@ def _cmd_batch(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    if args.dot:
-        _check_output(args.dot)
     info = inspect(args.model)
     if args.dot:
-        _write_text_atomic(args.dot, trees_to_dot(info))
+        ir.save_bytes(trees_to_dot(info).encode(), args.dot)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -409,20 +481,7 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_sensitivity(args) -> int:
-    if args.output:
-        _check_output(args.output, args.model)
-    if args.plot:
-        _check_output(args.plot, args.model)
-    if not (args.budget >= 0):
-        raise UsageError(f"--budget must be a non-negative number of points, got {args.budget}")
     steps = tuple(args.steps) if args.steps else sensitivity.STEPS
-    bad = [r for r in steps if not (0.0 < r < 1.0)]
-    if bad:
-        raise UsageError(f"--steps must be in (0, 1), got {bad[0]}")
-    try:
-        ScorePass(criterion=args.criterion, scope=args.scope)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     model, _, where = open_model(args.model)
     check_input(model, where)
     result = sensitivity.analyze(model, args.val, steps, args.criterion, args.scope, args.seed,
@@ -430,12 +489,12 @@ def _cmd_sensitivity(args) -> int:
     if result.warning:
         print(f"warning: {result.warning}", file=sys.stderr)
     the_plan = sensitivity.plan(result, args.budget)
-    if args.plot:
-        tmp = args.plot + ".tmp.png"
-        sensitivity.plot(result, tmp)
-        os.replace(tmp, args.plot)
-    if args.output:
-        _write_text_atomic(args.output, json.dumps(the_plan, indent=2) + "\n")
+    with files.Staged() as staged:  # the plan and the plot: both or neither
+        if args.plot:
+            with open(staged.path_for(args.plot), "wb") as fh:
+                sensitivity.plot(result, fh)
+        if args.output:
+            staged.write_bytes(args.output, (json.dumps(the_plan, indent=2) + "\n").encode())
     print(sensitivity.format_table(result, the_plan))
     print(f"plan for a budget of {args.budget:g} points: " +
           (", ".join(f"{k} {v:g}" for k, v in the_plan["ratios"].items() if v > 0) or "nothing can be pruned"))
@@ -443,13 +502,6 @@ def _cmd_sensitivity(args) -> int:
 
 
 def _cmd_schedule(args) -> int:
-    _check_output(args.output, args.model)
-    if args.report:
-        _check_output(args.report, args.model)
-    if not (0.0 <= args.ratio < 1.0) or not (0.0 <= args.target_flops < 1.0):
-        raise UsageError("--ratio and --target-flops must be in [0, 1)")
-    if args.steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {args.steps}")
     if args.mode == "soft" and args.target_flops:
         raise UsageError("--target-flops is for --mode iterative; soft pruning takes --ratio")
     if args.old_growth is not None:
@@ -478,14 +530,10 @@ def _cmd_schedule(args) -> int:
         result = schedules.soft_filter_prune(model, args.data, args.val, args.ratio, config, criterion, scope,
                                              args.seed, args.calib)
     report = dict(result.report, model=args.model, schedule={"mode": args.mode, "history": result.history})
-    ir.save(result.model, args.output, external & {t.name for t in result.model.graph.initializer})
-    if args.report:
-        try:
-            _write_text_atomic(args.report, json.dumps(report, indent=2, default=str) + "\n")
-        except OSError:
-            Path(args.output).unlink(missing_ok=True)
-            Path(args.output + ".data").unlink(missing_ok=True)
-            raise
+    with files.Staged() as staged:  # the model, its data and the report: all or nothing
+        ir.save(result.model, args.output, external & {t.name for t in result.model.graph.initializer}, staged)
+        if args.report:
+            staged.write_bytes(args.report, (json.dumps(report, indent=2, default=str) + "\n").encode())
     what = "step" if args.mode == "iterative" else "epoch"
     print(f"{args.model}: {args.mode} schedule, {len(result.history)} {what}s; the summary is the whole run "
           f"(original -> final)")
@@ -507,6 +555,15 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _resume_hint(args) -> str:
+    if args.command == "batch":
+        return "; run the same command to resume (finished jobs are kept)"
+    if args.command == "finetune":
+        return ("; run the same command to resume from --checkpoint " + args.checkpoint) if args.checkpoint \
+            else "; nothing written (--checkpoint DIR makes a run resumable)"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _ARGV[:] = argv
@@ -523,9 +580,21 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"prune": _cmd_prune, "inspect": _cmd_inspect, "finetune": _cmd_finetune,
                 "batch": _cmd_batch, "demo": _cmd_demo, "sensitivity": _cmd_sensitivity,
                 "schedule": _cmd_schedule}
+    main_thread = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
+        if main_thread:
+            files.interrupts()
+        _check_options(args)
+        _file_rule(args)
         return commands[args.command](args)
-    except (UsageError, SpecError) as exc:
+    except (files.Interrupted, KeyboardInterrupt) as exc:
+        files.remove_temporaries()
+        if debug:
+            raise
+        print("interrupted" + _resume_hint(args), file=sys.stderr)
+        return exc.exit_code if isinstance(exc, files.Interrupted) else 130
+    except (UsageError, SpecError, files.FileRefused) as exc:
         if debug:   # the traceback, and still the usage error's exit code
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
@@ -542,6 +611,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: internal error ({type(exc).__name__}: {text[0] if text else ''}); "
               f"rerun with --debug for the traceback", file=sys.stderr)
         return 1
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

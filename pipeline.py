@@ -40,6 +40,7 @@ from passes.mask import MaskPass
 from passes.reruns import check_tuning, has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
 from passes import subgraphs
+from passes.runtime import check_input  # noqa: F401 (the API: cli and workflows check their inputs)
 from passes.slice import SlicePass, group_reports, inspect_reports
 from passes.tag import TagPass
 from passes.trees import TreesPass
@@ -168,7 +169,7 @@ class DumpInstrument(Instrument):
             for kind in p.provides:  # the analyses this pass decided, after the IR
                 if ctx.has(kind):
                     text += f"\n# {kind.__name__}\n" + render(ctx.get(kind))
-            (self.folder / f"{self.count:02d}-{p.name}.txt").write_text(text)
+            ir.save_bytes(text.encode(), self.folder / f"{self.count:02d}-{p.name}.txt")
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -243,16 +244,6 @@ def open_model(model_or_path) -> tuple[onnx.ModelProto, frozenset[str], str]:
     return model, external, str(model_or_path)
 
 
-def check_input(model: onnx.ModelProto, where: str) -> None:
-    """onnx.checker on the model's structure. Large weights are declared as typed inputs instead
-    of being serialized into the check (their dims and types are still checked when lowered)."""
-    try:
-        onnx.checker.check_model(ir.skeleton(model))
-    except Exception as exc:
-        text = str(exc).strip().splitlines()
-        raise ir.ModelLoadError(f"{where}: invalid ONNX model ({text[0] if text else type(exc).__name__})") from None
-
-
 def build_spec(ratio: float = 0.5, criterion: str = "l1", scope: str = "tree", ort: bool = True) -> str:
     validate = "validate" if ort else "validate{ort=false}"
     return (f"tag,trees,classify,score{{criterion={criterion} scope={scope}}},"
@@ -264,7 +255,8 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
           instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None,
           train_data=None, val_data=None, calib_data=None, ratios: dict | None = None,
           target_flops: float = 0.0, target_params: float = 0.0, rank: str | None = None,
-          max_ratio: float | None = None, heads: float | None = None, round_to: int | None = None) -> PruneResult:
+          max_ratio: float | None = None, heads: float | None = None, stream: float | None = None,
+          round_to: int | None = None) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
     ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
@@ -272,16 +264,16 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     (default options), required in a given spec (a ``SpecError`` otherwise); ``calib_data``
     feeds data criteria (hrank, hrank-star, taylor). ``ratios`` (root node -> ratio, e.g. a
     sensitivity plan), ``target_flops`` / ``target_params`` (fraction to remove), ``rank``
-    (layer/global), ``max_ratio``, ``heads`` (the ratio of attention heads removed, apart from the
-    channel ratio) and ``round_to`` set the options of every ``mask`` pass. A target is
-    checked by the real count after slicing; when the prediction is off by more than 0.5%,
-    the mask is re-solved for the corrected target (at most 3 times); ``target`` says what was met.
+    (layer/global), ``max_ratio``, ``heads`` and ``stream`` (attention heads' and residual-stream
+    ratios) and ``round_to`` set every ``mask`` pass. A target is checked by the real count after
+    slicing; off by >0.5%, the mask is re-solved for the corrected target (at most 3 times); ``target`` says what was met.
     Nothing unproven is shipped: if the mask-equivalence check fails, the groups that fail it
     alone are left whole (with the reason) and the rest is pruned again and re-checked."""
     tune = ",finetune" if train_data is not None and passes is None else ""  # default pipeline, then tuning
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope) + tune)
     check_tuning(pipe.passes, train_data, val_data)
-    pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads, round_to))
+    pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads,
+                                      stream, round_to))
     model, external, where = open_model(model_or_path)
     check_input(model, where)
     if ratios:
@@ -291,7 +283,8 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
                             + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
     model, branches = subgraphs.prune_branches(model, lambda body, feeds: prune(  # If bodies: models of their own
         body, ratio, criterion, scope, passes, verify, seed, sample_inputs=feeds, target_flops=target_flops,
-        target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads), sample_inputs)
+        target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads, stream=stream,
+        round_to=round_to), sample_inputs)
     run, analyse = _runner(model, seed, sample_inputs, list(instruments), verify,
                            (train_data, val_data, calib_data))
     try:
@@ -328,6 +321,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         "passes": ctx.report["passes"],
         "verified": ctx.report["verified"],
         "max_abs_diff": ctx.report["max_abs_diff"],
+        **({} if any(p.name == "validate" for p in pipe.passes) else {"verified": None, "proof": "not run"}),
     }
     if "finetune" in ctx.report:
         report["finetune"] = ctx.report["finetune"]

@@ -14,12 +14,12 @@ Example::
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import onnx
-from onnx import external_data_helper
+from onnx import external_data_helper, numpy_helper
 
+from . import files
 from .graph import Graph, Initializer, ModelProps, Node, Value
 
 
@@ -29,76 +29,89 @@ class ModelLoadError(ValueError):
 
 def load(path: str | os.PathLike) -> tuple[onnx.ModelProto, frozenset[str]]:
     """Read a model file with its external data; returns the model and the names of
-    initializers that were stored externally."""
+    initializers that were stored externally. External data is read only from regular files
+    inside the model's folder (symlinks resolved first): anything else is one error naming the
+    tensor."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ModelLoadError(f"{path}: is a folder, not an ONNX file")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: not a regular file")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
         raise ModelLoadError(f"{path}: not an ONNX model ({_first_line(exc)})") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelLoadError(f"{path}: not an ONNX model (no graph)")
-    external = frozenset(t.name for t in external_data_helper._get_all_tensors(model)
-                         if external_data_helper.uses_external_data(t))
-    if external:
-        try:
-            external_data_helper.load_external_data_for_model(model, str(path.parent))
-        except Exception as exc:
-            raise ModelLoadError(f"{path}: cannot read its external data ({_first_line(exc)})") from None
-    return model, external
+    tensors = [t for t in external_data_helper._get_all_tensors(model)
+               if external_data_helper.uses_external_data(t)]
+    for tensor in tensors:
+        _read_external(tensor, path)
+    return model, frozenset(t.name for t in tensors)
+
+
+def _read_external(tensor: onnx.TensorProto, path: Path) -> None:
+    """Fill ``tensor`` from its external-data file, checked by ``files.inside_folder``."""
+    what = f"{path}: tensor {tensor.name!r}"
+    info = {e.key: e.value for e in tensor.external_data}
+    try:
+        real = files.inside_folder(path.parent, info.get("location", ""), what)
+        offset, length = int(info.get("offset", 0) or 0), info.get("length")
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    size = os.path.getsize(real)
+    length = size - offset if length in (None, "") else int(length)
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ModelLoadError(f"{what}: external data {info.get('location')!r} is too short "
+                             f"({size} bytes, needs {offset + length})")
+    with open(real, "rb") as fh:
+        fh.seek(offset)
+        tensor.raw_data = fh.read(length)
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.DEFAULT
 
 
 def save_bytes(data: bytes, path: str | os.PathLike) -> None:
     """Write a file atomically (temporary file beside it, then rename), with the permissions an
     ordinary ``open()`` would give."""
+    files.write_bytes(path, data)
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike, external: frozenset[str] = frozenset(),
+         staged: "files.Staged | None" = None) -> None:
+    """Write atomically: into temporaries beside ``path``, then rename. Initializers named in
+    ``external`` go to ``<path>.data`` (as they were in the input), written fresh (never appended
+    to a file already there). With ``staged``, the parts join that commit (model + data + report
+    renamed together) instead of being renamed now."""
+    if staged is None:
+        with files.Staged() as own:
+            save(model, path, external, own)
+        return
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def save(model: onnx.ModelProto, path: str | os.PathLike, external: frozenset[str] = frozenset()) -> None:
-    """Write atomically: into a temporary file beside ``path``, then rename. Initializers named in
-    ``external`` go to ``<path>.data`` (as they were in the input)."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    external = external & {t.name for t in model.graph.initializer}
     if not external:
-        save_bytes(model.SerializeToString(), path)
+        staged.write_bytes(path, model.SerializeToString())
         return
     model = onnx.ModelProto.FromString(model.SerializeToString())
     data_name = path.name + ".data"
-    tmp_data = folder / (data_name + ".tmp")
-    try:
-        for tensor in model.graph.initializer:
-            if tensor.name in external:
-                external_data_helper.set_external_data(tensor, data_name + ".tmp")
-        external_data_helper.write_external_data_tensors(model, str(folder))
-        for tensor in model.graph.initializer:
-            if tensor.name in external:
-                for entry in tensor.external_data:
-                    if entry.key == "location":
-                        entry.value = data_name
-        os.replace(tmp_data, folder / data_name)
-        save_bytes(model.SerializeToString(), path)
-    except BaseException:
-        tmp_data.unlink(missing_ok=True)
-        raise
+    chunks, offset = [], 0
+    for tensor in model.graph.initializer:
+        if tensor.name not in external or tensor.data_type == onnx.TensorProto.STRING:
+            continue
+        raw = tensor.raw_data if tensor.HasField("raw_data") else \
+            numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
+        for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
+                      "uint64_data", "string_data"):
+            tensor.ClearField(field)
+        tensor.raw_data = raw
+        external_data_helper.set_external_data(tensor, data_name, offset, len(raw))
+        tensor.ClearField("raw_data")
+        chunks.append(raw)
+        offset += len(raw)
+    staged.write_bytes(path.parent / data_name, b"".join(chunks))
+    staged.write_bytes(path, model.SerializeToString())
 
 
 def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -143,10 +143,12 @@ class Trees:
     # ..); ``always`` when the value counts pruned channels, else only when the node is cut
     frozen: Mapping[str, tuple[tuple[int, np.ndarray, bool], ...]] = field(default_factory=dict)
     head_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ids split into heads
+    stream_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ids a normalization reads
 
     def __post_init__(self):
         object.__setattr__(self, "frozen", MappingProxyType(dict(self.frozen)))
         object.__setattr__(self, "head_ids", _frozen(self.head_ids))
+        object.__setattr__(self, "stream_ids", _frozen(self.stream_ids))
         object.__setattr__(self, "rep", _frozen(self.rep))
         object.__setattr__(self, "maps", MappingProxyType(dict(self.maps)))
         object.__setattr__(self, "blocked", MappingProxyType(dict(self.blocked)))
@@ -178,6 +180,7 @@ class Group:
     # output, a root coupled to part of it) must not be cut to zero width
     nonempty: tuple[tuple[int, ...], ...] = ()
     heads: bool = False             # its channels are attention heads (``mask{heads=R}``)
+    stream: bool = False            # a normalization reads its channels' statistics (``mask{stream=R}``)
 
     @property
     def channels(self) -> int:

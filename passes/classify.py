@@ -82,6 +82,8 @@ class ClassifyPass(Pass):
         is_blocked[blocked_ids] = True
         head_class = np.zeros(max(trees.num_ids, 1), bool)  # by class representative
         head_class[rep[trees.head_ids]] = True
+        stream_class = np.zeros(max(trees.num_ids, 1), bool)
+        stream_class[rep[trees.stream_ids]] = True
         for gid, root_idx in enumerate(ordered):
             ids = np.concatenate([np.arange(trees.roots[r].first_id,
                                             trees.roots[r].first_id + trees.roots[r].channels)
@@ -100,7 +102,8 @@ class ClassifyPass(Pass):
             roots = tuple(trees.roots[r].node for r in root_idx)
             pattern = pattern_name(len(roots), len(leaves))
             heads = bool(head_class[reps].any())
-            groups.append(Group(gid, pattern, roots, leaves, members, reason, heads=heads))
+            stream = bool(stream_class[reps].any())
+            groups.append(Group(gid, pattern, roots, leaves, members, reason, heads=heads, stream=stream))
             counts["blocked" if reason else pattern] += 1
         groups = _with_nonempty(groups, trees)
         ctx.put(Patterns(tuple(groups)))

@@ -16,6 +16,7 @@ from ir import Graph, opset_of
 from ir.graph import constant_node_value
 
 from .infer_shapes import value_shapes
+from .op_rules.computed import weight_array
 from .tag import static_shapes
 
 
@@ -79,8 +80,8 @@ def flops_by_node(ir: Graph, shapes: dict | None = None) -> dict[str, int]:
         outs = ir.outputs_of(node)
         if len(ins) < 2 or ins[1] is None or outs[0] is None:
             continue
-        w_shape = shapes.get(ins[1].name) or (tuple(ir.const_array(ins[1]).shape)
-                                              if ir.const_array(ins[1]) is not None else None)
+        w = weight_array(ir, ins[1]) if not shapes.get(ins[1].name) else None
+        w_shape = shapes.get(ins[1].name) or (tuple(w.shape) if w is not None else None)
         out_n = _numel(shapes.get(outs[0].name))
         in_shape = shapes.get(ins[0].name)
         if w_shape is None or out_n is None:

@@ -47,9 +47,10 @@ from .analyses import Root, Trees
 from . import plugins
 from .base import PassContext, PassError
 from .infer_shapes import inferred_types
-from .op_rules import constant_value
+from .op_rules.computed import weight_array
 from .finetune import (Batches, DataError, TrainConfig, _fits, _show, _source_initializer,
-                       _training_copy, check_data, load_npz, trainable_names, write_artifacts)
+                       refuse_non_finite, _training_copy, check_data, load_npz, trainable_names,
+                       write_artifacts)
 from .runtime import ort_session, session_options
 
 
@@ -98,7 +99,7 @@ def get_criterion(name: str) -> type[Criterion]:
 
 
 def root_weight(ir: Graph, root: Root) -> np.ndarray:
-    w = constant_value(ir, ir.inputs_of(root.node)[root.weight_port])
+    w = weight_array(ir, ir.inputs_of(root.node)[root.weight_port])
     if w is None:
         raise PassError(f"weight of node {root.node!r} is not a constant")
     rows = w.shape[root.weight_axis]
@@ -164,7 +165,15 @@ class Random(Criterion):
 # ----------------------------------------------------------------------------- calibration data
 def load_calib(data: Any, batch_size: int = 32, where: str = "calibration data") -> Batches:
     """Calibration data -> ``Batches`` of ``(x, y)`` (``y`` is None when absent). Same rules as
-    training data: ``.npz`` read with ``allow_pickle=False``, one-line ``DataError`` otherwise."""
+    training data: ``.npz`` read with ``allow_pickle=False``, one-line ``DataError`` otherwise;
+    NaN or inf in ``x`` is refused here (it would surface as 'SVD did not converge')."""
+    batches = _load_calib(data, batch_size, where)
+    for i, (x, _) in enumerate(batches.batches):
+        refuse_non_finite(np.asarray(x), "x", batches, i)
+    return batches
+
+
+def _load_calib(data: Any, batch_size: int, where: str) -> Batches:
     if isinstance(data, Batches):
         return data
     if isinstance(data, (str, os.PathLike)):

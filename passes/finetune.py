@@ -23,14 +23,12 @@ raised before training starts.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
@@ -42,6 +40,7 @@ from ir import Graph, Initializer, lower, raise_model
 from .analyses import SliceRecord
 from . import progress
 from .base import Pass, PassContext, PassError, PassResult
+from .checkpoints import CheckpointError, read_progress, save_epoch, settings_of  # noqa: F401 (re-exported)
 
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("adamw", "sgd")
@@ -55,6 +54,16 @@ TRAINABLE_PORTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "Mat
 
 class DataError(ValueError):
     """Training data that does not fit the model; the message is one line for the user."""
+
+
+class Diverged(PassError):
+    """The loss became NaN or infinite; training stops there (one line naming epoch and step)."""
+
+    def __init__(self, epoch: int, step: int | str, value: float):
+        where = f"step {step + 1}" if isinstance(step, int) else step
+        super().__init__(f"training diverged: loss {value} at epoch {epoch + 1}, {where} "
+                         f"(lower --lr, or check the data)")
+        self.epoch, self.step, self.value = epoch, step, value
 
 
 # ----------------------------------------------------------------------------- data
@@ -130,6 +139,9 @@ def check_data(data: Batches, input_shape: tuple, n_classes: int | None, loss: s
     for i, (x, y) in enumerate(data.batches):
         if x.dtype != np.float32:
             raise DataError(f"{data.where}: x has dtype {x.dtype}, the model takes float32")
+        refuse_non_finite(x, "x", data, i)
+        if y.dtype.kind == "f":
+            refuse_non_finite(y, "y", data, i)
         if not _fits(x.shape, input_shape):
             raise DataError(f"{data.where}: x has shape {list(x.shape)}, the model takes {_show(input_shape)}")
         if loss == "ce":
@@ -145,6 +157,15 @@ def check_data(data: Batches, input_shape: tuple, n_classes: int | None, loss: s
                 raise DataError(f"{data.where}: y has dtype {y.dtype}; mse targets must be float32")
             if not _fits(y.shape, out_shape):
                 raise DataError(f"{data.where}: y has shape {list(y.shape)}, the model outputs {_show(out_shape)}")
+
+
+def refuse_non_finite(arr: np.ndarray, what: str, data: Batches, batch: int) -> None:
+    """NaN or inf in the data would train a model of NaN weights: refused before training."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        row = sum(len(b) for b, _ in data.batches[:batch]) + int(np.argwhere(~np.isfinite(arr))[0][0])
+        raise DataError(f"{data.where}: {what} has {bad} non-finite value{'s' if bad > 1 else ''} "
+                        f"(NaN or inf), the first in sample {row}")
 
 
 def _fits(shape: tuple, model_shape: tuple) -> bool:
@@ -195,6 +216,7 @@ class FinetuneResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     resumed_from: int = 0
+    stopped: str | None = None    # why training stopped early (a diverged loss), kept best epoch
 
 
 class Progress:
@@ -215,6 +237,15 @@ class Progress:
         if step + 1 >= self.steps:
             self._task.close()
             self._task = None
+
+    def warn(self, text: str) -> None:
+        """A warning line, even under --quiet (the bar of the epoch closed first)."""
+        if self._task is not None:
+            self._task.close()
+            self._task = None
+        out = self.stream if self.stream is not None else progress.stream()
+        out.write(text + "\n")
+        out.flush()
 
     def epoch(self, row: dict) -> None:
         if self._task is not None:
@@ -404,6 +435,8 @@ def train_epoch(module, optimizer, batches: Batches, config: "TrainConfig", epoc
         optimizer.step()
         module.lazy_reset_grad()
         losses.append(float(loss_value))
+        if not math.isfinite(losses[-1]):
+            raise Diverged(epoch, step, losses[-1])
         if config.loss == "ce":
             correct += int((np.asarray(out).argmax(1) == y).sum())
             seen += len(y)
@@ -414,18 +447,13 @@ def train_epoch(module, optimizer, batches: Batches, config: "TrainConfig", epoc
     return row
 
 
-def _model_hash(model: onnx.ModelProto, config: TrainConfig) -> str:
-    digest = hashlib.sha256(model.SerializeToString())
-    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
-    return digest.hexdigest()[:16]
-
-
 def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainConfig = TrainConfig(),
-             checkpoint: str | os.PathLike | None = None, stream=None) -> FinetuneResult:
+             checkpoint: str | os.PathLike | None = None, stream=None, restart: bool = False) -> FinetuneResult:
     """Fine-tune ``model`` with ONNX Runtime training; returns the same graph with the best
-    epoch's weights. ``checkpoint``: a folder that makes an interrupted run resume."""
+    epoch's weights. ``checkpoint``: a folder that makes an interrupted run resume (``restart``
+    ignores what is in it). A NaN or infinite loss stops training: the best finite epoch so far is
+    returned (``result.stopped`` says where it stopped), or ``Diverged`` is raised if there is none."""
     import onnxruntime as ort
-    from onnxruntime.training.api import CheckpointState, Module, Optimizer
 
     ort.set_default_logger_severity(3)  # ORT training logs every graph transformer at info level
     graph = lower(model)
@@ -450,19 +478,31 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
     frozen = [n for n, init in graph.initializers.items()
               if n not in names and init.elem_type == onnx.TensorProto.FLOAT]
 
-    folder = Path(checkpoint) if checkpoint else Path(tempfile.mkdtemp(prefix="onnxpruner-ft-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    key = _model_hash(model, config)
-    progress_file = folder / "progress.json"
-    saved = json.loads(progress_file.read_text()) if progress_file.exists() else None
-    if saved is not None and saved.get("key") != key:
-        saved = None  # a different model or configuration: start over
+    settings = settings_of(model, config, train_b, val_b)
+    if checkpoint:
+        folder, saved = Path(checkpoint), read_progress(Path(checkpoint), settings, restart)
+    else:
+        folder, saved = Path(tempfile.mkdtemp(prefix="onnxpruner-ft-")), None
+    try:
+        return _train(graph, model, names, frozen, config, train_b, val_b, folder, saved, settings,
+                      out_value.name, stream)
+    finally:  # an interrupt too: no temporary folder left behind
+        if not checkpoint:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _train(graph, model, names, frozen, config, train_b, val_b, folder: Path, saved, settings, output, stream):
+    import onnxruntime as ort
+    from onnxruntime.training.api import CheckpointState, Module, Optimizer
+
     art = folder / "artifacts"
     try:
         if saved is None:
+            for stale in ("progress.json", "checkpoint", "best.npz"):   # another run's, or --force
+                (folder / stale).unlink(missing_ok=True)
             shutil.rmtree(art, ignore_errors=True)
             art.mkdir(parents=True)
-            write_artifacts(model, names, frozen, config, art, out_value.name)
+            write_artifacts(model, names, frozen, config, art, output)
         state_path = folder / "checkpoint" if saved is not None else art / "checkpoint"
         state = CheckpointState.load_checkpoint(str(state_path))
         device = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
@@ -478,40 +518,50 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
     start = len(history)
     bar = Progress(config.epochs, len(train_b.batches), stream)
     best_file = folder / "best.npz"
+    stopped = None
     for epoch in range(start, config.epochs):
-        row: dict = {"epoch": epoch + 1, "lr": config.lr_at(epoch),
-                     **train_epoch(module, optimizer, train_b, config, epoch, bar)}
-        if val_b is not None:
-            module.eval()
-            v_loss, v_correct, v_seen = 0.0, 0, 0
-            for x, y in val_b.batches:
-                loss_value, out = module(x, y)
-                v_loss += float(loss_value) * len(y)
-                v_seen += len(y)
+        try:
+            row: dict = {"epoch": epoch + 1, "lr": config.lr_at(epoch),
+                         **train_epoch(module, optimizer, train_b, config, epoch, bar)}
+            if val_b is not None:
+                module.eval()
+                v_loss, v_correct, v_seen = 0.0, 0, 0
+                for x, y in val_b.batches:
+                    loss_value, out = module(x, y)
+                    v_loss += float(loss_value) * len(y)
+                    v_seen += len(y)
+                    if config.loss == "ce":
+                        v_correct += int((np.asarray(out).argmax(1) == y).sum())
+                if not math.isfinite(v_loss):
+                    raise Diverged(epoch, "on the validation data", v_loss)
+                row["val_loss"] = v_loss / v_seen
                 if config.loss == "ce":
-                    v_correct += int((np.asarray(out).argmax(1) == y).sum())
-            row["val_loss"] = v_loss / v_seen
-            if config.loss == "ce":
-                row["val_acc"] = v_correct / v_seen
+                    row["val_acc"] = v_correct / v_seen
+            weights = {n: np.array(state.parameters[n].data) for n in names}
+            bad = next((n for n, w in weights.items() if not np.isfinite(w).all()), None)
+            if bad is not None:
+                raise Diverged(epoch, f"end of epoch (weight {bad!r} is not finite)", float("nan"))
+        except Diverged as exc:
+            if best["epoch"] < 1:
+                raise PassError(f"{exc}; no finite epoch to keep, nothing written") from None
+            stopped = str(exc)
+            bar.warn(f"warning: {exc}; keeping epoch {best['epoch']}")
+            break
         score = row.get("val_acc", -row.get("val_loss", row["loss"])) if val_b is not None \
             else row.get("acc", -row["loss"])
         history.append(row)
         bar.epoch(row)
-        if score > best["score"]:
+        improved = score > best["score"]
+        if improved:
             best = {"epoch": epoch + 1, "score": score}
-            np.savez(best_file, **{n: np.array(state.parameters[n].data) for n in names})
-        CheckpointState.save_checkpoint(state, str(folder / "checkpoint"), include_optimizer_state=True)
-        progress_file.write_text(json.dumps({"key": key, "history": history, "best": best}))
+        save_epoch(folder, state, weights if improved else None, settings, history, best)
 
     with np.load(best_file, allow_pickle=False) as weights:
         for name in names:
             old = graph.initializer(name)
             graph.replace_initializer(Initializer.from_array(name, weights[name].astype(old.array.dtype)
                                                              .reshape(old.dims)))
-    out = raise_model(graph)
-    if not checkpoint:
-        shutil.rmtree(folder, ignore_errors=True)
-    return FinetuneResult(out, history, best["epoch"], start)
+    return FinetuneResult(raise_model(graph), history, best["epoch"], start, stopped)
 
 
 def evaluate(model: onnx.ModelProto, data: Any, batch_size: int = 256) -> float:
@@ -565,6 +615,8 @@ class FinetunePass(Pass):
             if ir.initializer(name) is not None:
                 ir.replace_initializer(init)
         ctx.report["finetune"] = {"history": result.history, "best_epoch": result.best_epoch}
+        if result.stopped:
+            ctx.report["finetune"]["stopped"] = result.stopped
         last = result.history[-1] if result.history else {}
         return PassResult(True, {"epochs": len(result.history), "best_epoch": result.best_epoch,
                                  **{k: v for k, v in last.items() if k != "epoch"}})

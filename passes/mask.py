@@ -23,7 +23,8 @@ Targets (``passes/targets.py``):
   kept output and input channel fractions); ``prune()`` then checks the real count after slicing.
 - Groups whose roots are named in ``ratios`` keep their own ratio in every mode, and so do
   attention-head groups (a channel is a whole head) when ``heads`` is set: ``mask{ratio=0.3
-  heads=0.5}`` removes half the heads of every attention and 30% of the other channels.
+  heads=0.5}`` removes half the heads of every attention and 30% of the other channels; likewise
+  residual-stream groups (a normalization reads their channels) when ``stream`` is set.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class MaskPass(Pass):
     target_flops: float = 0.0
     target_params: float = 0.0
     heads: float = -1.0     # ratio of attention heads removed per attention group; < 0: `ratio`
+    stream: float = -1.0    # ratio of residual-stream channels removed (groups a normalization reads); < 0: `ratio`
 
     def __post_init__(self):
         _check_ratio(self.ratio, "ratio")
@@ -108,6 +110,8 @@ class MaskPass(Pass):
             raise ValueError(f"max-ratio must be in (0, 1), got {self.max_ratio}")
         if self.heads >= 0:
             _check_ratio(self.heads, "heads")
+        if self.stream >= 0:
+            _check_ratio(self.stream, "stream")
         _check_ratio(self.target_flops, "target-flops")
         _check_ratio(self.target_params, "target-params")
         if self.target_flops and self.target_params:
@@ -116,7 +120,7 @@ class MaskPass(Pass):
     def __hash__(self):
         return hash((self.ratio, tuple(sorted(self.ratios.items())), self.round_to,
                      self.min_keep, self.ignore, self.rank, self.normalize, self.max_ratio,
-                     self.target_flops, self.target_params, self.heads))
+                     self.target_flops, self.target_params, self.heads, self.stream))
 
     @property
     def target(self) -> tuple[str, float] | None:
@@ -149,6 +153,8 @@ class MaskPass(Pass):
             named = [self.ratios[r] for r in group.roots if r in self.ratios]
             if not named and group.heads and self.heads >= 0:
                 named = [self.heads]
+            elif not named and group.stream and self.stream >= 0:
+                named = [self.stream]
             if named:
                 whole[group.id] = (f"its ratio {min(named):g} removes none of its {group.channels} channels "
                                    f"(min-keep {self.min_keep}, round-to {self.round_to})")

@@ -39,7 +39,7 @@ TARGET_TOLERANCE = 0.01   # a target is met when |achieved - asked| <= 1 point o
 
 
 def with_mask_options(passes: list[Pass], ratios, target_flops, target_params, rank, max_ratio,
-                      heads=None, round_to=None) -> list[Pass]:
+                      heads=None, stream=None, round_to=None) -> list[Pass]:
     """Every ``mask`` pass with the API's/CLI's ratio table, target and ranking (when given)."""
     changes: dict[str, Any] = {}
     if ratios:
@@ -56,6 +56,8 @@ def with_mask_options(passes: list[Pass], ratios, target_flops, target_params, r
         changes["max_ratio"] = float(max_ratio)
     if heads is not None:
         changes["heads"] = float(heads)
+    if stream is not None:
+        changes["stream"] = float(stream)
     if round_to is not None:
         changes["round_to"] = int(round_to)
     if not changes:

@@ -8,6 +8,8 @@ but ``passes.ort`` (ONNX Runtime imported without torch).
 - ``run_model(model, feeds)``: one run, graph optimizations off (the model as written).
 - ``ort_session(model, opts)``: a CPU session; a model over ``FILE_SESSION_BYTES`` of weights
   reaches ORT through a temporary file instead of a serialized copy.
+- ``unrunnable(model)``: why a model must be refused before it runs (an empty weight, a tensor
+  declared over the memory budget), or None.
 - ``session_options()``: the threads a batch worker was given (``ONNXPRUNER_THREADS``).
 
 Example: ``run_model(m, sample_inputs(m, 0))`` on a ResNet-18 with a symbolic batch runs it on a
@@ -17,17 +19,64 @@ Example: ``run_model(m, sample_inputs(m, 0))`` on a ResNet-18 with a symbolic ba
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 
 import numpy as np
 import onnx
 
+import ir
+
 from .ort import import_ort  # ONNX Runtime's inference part, without torch
 
 # sizes tried, in order, for symbolic non-batch dims until the original model runs on them (a
 # detector's FPN needs sides divisible by 32, a text recognizer a minimum width)
 SYMBOLIC_SIZES = (16, 32, 64, 128, 224)
+
+
+MEMORY_BUDGET_GIB = 4.0   # the largest single tensor we allocate; ONNXPRUNER_MEMORY_BUDGET (GiB) changes it
+WEIGHT_PORTS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+
+
+def unrunnable(model: onnx.ModelProto, skeleton: onnx.ModelProto | None = None) -> str | None:
+    """Why the model must be refused before anything runs, or None: a layer with an empty weight
+    (naming the node), or a tensor whose declared size is over the memory budget (naming it; a
+    model 10^9 pixels tall would otherwise take 100+ GiB before failing). ``skeleton``: the model
+    without its large weights, for shape inference."""
+    shapes = {t.name: list(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        port = WEIGHT_PORTS.get(node.op_type)
+        if port is not None and node.domain in ("", "ai.onnx") and len(node.input) > port:
+            dims = shapes.get(node.input[port])
+            if dims is not None and 0 in dims:
+                return (f"node {node.name or node.op_type!r} ({node.op_type}) has an empty weight "
+                        f"{node.input[port]!r} of shape {dims}; nothing to prune")
+    try:
+        budget = float(os.environ.get("ONNXPRUNER_MEMORY_BUDGET", MEMORY_BUDGET_GIB))
+    except ValueError:
+        budget = MEMORY_BUDGET_GIB
+    skeleton = skeleton if skeleton is not None else model
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton).graph
+        values = list(inferred.input) + list(inferred.value_info) + list(inferred.output)
+    except Exception:  # shape inference is a help here, not a requirement
+        values = list(skeleton.graph.input) + list(skeleton.graph.output)
+    inputs = {i.name for i in model.graph.input}
+    for vi in values:
+        if vi.name in shapes or not vi.type.HasField("tensor_type"):
+            continue
+        tt = vi.type.tensor_type
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).itemsize
+        except Exception:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 2 for d in tt.shape.dim]
+        size = itemsize * math.prod(dims)
+        if size > budget * 2**30:
+            return (f"{'input' if vi.name in inputs else 'tensor'} {vi.name!r} declares shape {dims}: "
+                    f"{size / 2**30:.1f} GiB, over the memory budget of {budget:g} GiB (ONNXPRUNER_MEMORY_BUDGET)")
+    return None
 
 
 def has_symbolic_dims(model: onnx.ModelProto) -> bool:
@@ -139,3 +188,15 @@ def ort_session(model: onnx.ModelProto, opts=None, consume: bool = False):
                     t.raw_data = f.read(length)
                     del t.external_data[:]
                     t.data_location = onnx.TensorProto.DEFAULT
+
+
+def check_input(model: onnx.ModelProto, where: str) -> None:
+    """onnx.checker on the model's structure. Large weights are declared as typed inputs instead
+    of being serialized into the check (their dims and types are still checked when lowered)."""
+    try:
+        onnx.checker.check_model(skeleton := ir.skeleton(model))
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise ir.ModelLoadError(f"{where}: invalid ONNX model ({text[0] if text else type(exc).__name__})") from None
+    if problem := unrunnable(model, skeleton):  # an empty weight, over the memory budget
+        raise ir.ModelLoadError(f"{where}: {problem}")

@@ -30,7 +30,7 @@ from ir import Graph
 from .analyses import Group, Patterns, Scores, Trees
 from .base import Pass, PassContext, PassError, PassResult
 from .criteria import CRITERIA, L1, calib_batches, get_criterion
-from .op_rules import constant_value
+from .op_rules.computed import weight_array
 
 SCOPES = ("tree", "node")
 
@@ -218,7 +218,7 @@ def _group_leaf_term(ir: Graph, group: Group, group_of: np.ndarray, chan_of: np.
 
 
 def _weight(ir: Graph, node: str, port: int) -> np.ndarray:
-    w = constant_value(ir, ir.inputs_of(node)[port])
+    w = weight_array(ir, ir.inputs_of(node)[port])
     if w is None:
         raise PassError(f"weight of node {node!r} is not a constant")
     return w

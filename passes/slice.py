@@ -26,6 +26,7 @@ from ir import Graph, Initializer, opset_of
 from .analyses import LeafZeroing, Masks, Patterns, SliceRecord, Trees
 from .base import Pass, PassContext, PassResult
 from .op_rules import SLICE_RULES, Rewriter
+from .op_rules.streams import stream_zeroings
 
 
 def group_reports(patterns: Patterns, masks: Masks | None, trees: Trees) -> tuple[dict, ...]:
@@ -36,6 +37,8 @@ def group_reports(patterns: Patterns, masks: Masks | None, trees: Trees) -> tupl
                  "channels_before": g.channels}
         if g.heads:  # its channels are whole attention heads
             entry["heads"] = True
+        if g.stream:  # a normalization reads its channels: they are zeroed at its writers in the proof
+            entry["stream"] = True
         if g.blocked:
             entry.update(channels_after=g.channels, pruned=False, reason=g.blocked)
         elif masks is None:
@@ -79,6 +82,9 @@ class SlicePass(Pass):
             if len(pos):
                 zeroings.append(LeafZeroing(lf.node, lf.weight_port, lf.weight_axis,
                                             tuple(int(p) for p in pos)))
+        stream = [m for g in patterns.groups if g.stream for m in g.members]
+        zeroings += stream_zeroings(ir, trees, removed[np.isin(removed, np.concatenate(stream))] if stream
+                                    else removed[:0])
         ctx.put(SliceRecord(tuple(zeroings), groups))
         if len(removed) == 0:
             return PassResult(False, {"values_sliced": 0})

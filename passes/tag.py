@@ -25,6 +25,7 @@ from .base import Pass, PassContext, PassResult
 from .infer_shapes import value_shapes
 from .op_rules import (CHANNEL_RULES, DEFAULT_DOMAINS, ROOT_RULES, NodeView, conv_group_widths,
                        fold_shapes)
+from .op_rules.computed import computed_weights
 from .runtime import run_model, sample_inputs
 
 
@@ -37,8 +38,9 @@ class TagPass(Pass):
         opset = opset_of(ir)
         shapes = static_shapes(ir, opset)
         tags = {}
+        computed = computed_weights(ir)
         for node in ir.topo_nodes():
-            view = NodeView(ir, node, [None] * ir.input_arity(node), shapes, opset)
+            view = NodeView(ir, node, [None] * ir.input_arity(node), shapes, opset, computed=computed)
             tags[node.name] = _tag(view)
         counts: dict[str, int] = {}
         for t in tags.values():
@@ -51,6 +53,17 @@ class TagPass(Pass):
 
 def _static(shape) -> bool:
     return shape is not None and all(isinstance(d, int) for d in shape)
+
+
+def _more_known(new, old) -> bool:
+    """``new`` (same rank) knows more dims than ``old``, and agrees with it where both know."""
+    if new is None:
+        return False
+    if old is None:
+        return any(isinstance(d, int) for d in new)
+    if len(new) != len(old) or any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(new, old)):
+        return False
+    return sum(isinstance(d, int) for d in new) > sum(isinstance(d, int) for d in old)
 
 
 def static_shapes(ir: Graph, opset: int, rounds: int = 3) -> dict[str, tuple]:
@@ -151,7 +164,7 @@ def _folded_static_shapes(ir: Graph, opset: int, rounds: int) -> dict[str, tuple
         better = 0
         for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
             new = shape_of(vi.type) if vi.HasField("type") else None
-            if _static(new) and not _static(shapes.get(vi.name)):
+            if _more_known(new, shapes.get(vi.name)):  # a dynamic batch keeps others symbolic
                 shapes[vi.name] = new
                 better += 1
         if not better:

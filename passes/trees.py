@@ -31,6 +31,8 @@ from ir import Graph, opset_of
 from .analyses import AssociationTree, ChannelMap, Leaf, Root, Tags, Trees
 from .base import Pass, PassContext, PassResult
 from .op_rules import CHANNEL_RULES, ROOT_RULES, SHAPE_OPERANDS, NodeView, fold_shapes
+from .op_rules.adaptive import adapts as adapts_by_itself
+from .op_rules.computed import computed_weights
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,9 @@ class TreesPass(Pass):
         frozen: dict[str, dict[int, tuple[np.ndarray, bool]]] = {}  # node -> port -> (value, always)
         head_ids: list[np.ndarray] = []
         adapts: set[tuple[str, int]] = set()  # (node, port): a channel count read off its own input
+        stream_ids: list[np.ndarray] = []
         next_id = 0
+        computed = computed_weights(ir)  # weights computed from initializers: frozen when cut
 
         def block(ids: np.ndarray, reason: str) -> None:
             for i in ids[ids >= 0].tolist():
@@ -68,7 +72,9 @@ class TreesPass(Pass):
                 if v.name in maps:
                     block(maps[v.name].ids, f"read inside a subgraph of {node.op_type} node {node.name!r}")
             tag = tags.by_node[node.name]
-            view = NodeView(ir, node, in_maps, shapes, opset, folded.static, folded.values)
+            view = NodeView(ir, node, in_maps, shapes, opset, folded.static, folded.values, computed)
+            if len(ins) > 1 and ins[1] is not None and ins[1].name in computed:
+                frozen.setdefault(node.name, {}).setdefault(1, (computed[ins[1].name], False))
             tracked = tuple(p for p, m in enumerate(in_maps) if m is not None)
             if tracked:
                 if tag.role == "barrier":
@@ -92,6 +98,8 @@ class TreesPass(Pass):
                         pairs_b.append(b)
                     if effect.heads:
                         head_ids += [m.ids for m in effect.outputs.values()]
+                    if effect.stream:
+                        stream_ids += [in_maps[p].ids for p in tracked]
                     leaf_ports: tuple[int, ...] = ()
                     if effect.leaf is not None:
                         data_port, weight_port, weight_axis, filter_axis = effect.leaf
@@ -123,7 +131,7 @@ class TreesPass(Pass):
         for name in ir.output_names:
             if name in maps:
                 block(maps[name].ids, f"reaches graph output {name!r}")
-        _check_shape_values(ir, maps, folded, frozen, block, seen, adapts)
+        _check_shape_values(ir, maps, folded, frozen, block, seen, adapts, shapes)
 
         a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
         b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, np.int64)
@@ -132,12 +140,14 @@ class TreesPass(Pass):
         ctx.put(Trees(tuple(roots), maps, tuple(leaves), a, b, blocked, trees, next_id, rep,
                       {n: tuple((p, v, always) for p, (v, always) in sorted(ports.items()))
                        for n, ports in frozen.items()},
-                      np.unique(np.concatenate(head_ids)) if head_ids else np.zeros(0, np.int64)))
+                      np.unique(np.concatenate(head_ids)) if head_ids else np.zeros(0, np.int64),
+                      _ids_of(stream_ids)))
         return PassResult(False, {"roots": len(roots), "leaves": len(leaves),
                                   "channels": next_id, "blocked_channels": len(blocked)})
 
 
-def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen, adapts=frozenset()) -> None:
+def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen, adapts=frozenset(),
+                        shapes=None) -> None:
     """A number read by Shape on a channel axis changes once channels go. It may only reach an
     operand that slice rewrites (frozen to its folded value, then cut: a Reshape target, Slice
     bounds, Split sizes, Resize sizes); anywhere else the channels it counted are blocked."""
@@ -170,8 +180,15 @@ def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen, adapts=fro
                 continue  # more shape arithmetic (the taint follows it), or a count that adapts
             if port in SHAPE_OPERANDS.get(node.op_type, ()) and name in folded.static:
                 frozen.setdefault(node.name, {})[port] = (folded.static[name], True)
+            elif port == 1 and adapts_by_itself(ir, node, sv, maps, shapes or {}):
+                continue  # a computed Reshape target that follows its pruned input by itself
             else:
                 stop(sources, f"{node.op_type} node {node.name!r}, which cannot be rewritten")
+
+
+def _ids_of(parts: list[np.ndarray]) -> np.ndarray:
+    ids = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    return ids[ids >= 0]
 
 
 def union_find(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

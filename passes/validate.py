@@ -25,8 +25,9 @@ from ir import Graph, lower, opset_of, raise_model
 
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult
-from .op_rules import Rewriter, constant_value
 from . import progress
+from .op_rules import Rewriter
+from .op_rules.computed import weight_array
 from .runtime import SYMBOLIC_SIZES, has_symbolic_dims, run_model, sample_inputs
 
 
@@ -64,7 +65,7 @@ def _masked_graph(original: onnx.ModelProto, record: SliceRecord | None) -> Grap
     opset = opset_of(g)
     for z in (record.zeroings if record is not None else ()):
         rw = Rewriter(g, g.node(z.node), opset)
-        w = np.array(constant_value(g, g.inputs_of(z.node)[z.weight_port]), copy=True)  # computed: folded
+        w = np.array(weight_array(g, g.inputs_of(z.node)[z.weight_port]), copy=True)
         index = [slice(None)] * w.ndim
         index[z.weight_axis] = list(z.positions)
         w[tuple(index)] = 0

@@ -271,7 +271,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, trai
         assert np.allclose(a[name], b[name], atol=1e-5), f"{name} differs after resume"
 
 
-def test_finished_checkpoint_is_reused_and_a_new_config_starts_over(tmp_path, train_val):
+def test_finished_checkpoint_is_reused_and_a_new_config_is_refused_unless_restarted(tmp_path, train_val):
     train, val = train_val
     model = tiny_classifier()
     ck = tmp_path / "ck"
@@ -282,8 +282,12 @@ def test_finished_checkpoint_is_reused_and_a_new_config_starts_over(tmp_path, tr
     assert again.resumed_from == 2 and again.history == first.history
     a, b = inits(first.model), inits(again.model)
     assert all(np.array_equal(a[n], b[n]) for n in a)
+    from passes.finetune import CheckpointError
+    with pytest.raises(CheckpointError, match="--epochs 2, this run has 3"):
+        finetune(model, train, val, TrainConfig(epochs=3, lr=0.01, batch_size=32, seed=1),
+                 checkpoint=ck, stream=io.StringIO())
     other = finetune(model, train, val, TrainConfig(epochs=3, lr=0.01, batch_size=32, seed=1),
-                     checkpoint=ck, stream=io.StringIO())
+                     checkpoint=ck, stream=io.StringIO(), restart=True)
     assert other.resumed_from == 0 and len(other.history) == 3
     assert other.history[0]["lr"] == pytest.approx(0.01)
 

@@ -18,6 +18,8 @@ LAYERS = ("cli", "workflows", "pipeline", "passes", "ir")   # top to bottom
 FREE = {"tests", "benchmarks", "build", "dist"}               # may import anything; not read
 ONLY_IMPORTER = {"networkx": "ir.graph"}                      # a third-party module one module owns
 MAX_LINES = 600                                               # a room's size; README names any exception
+# the exceptions the README's Layout section names, each with its own ceiling
+OVERSIZE = {"cli": 700, "passes.finetune": 650}
 
 
 def project_modules(root: Path) -> dict[str, Path]:
@@ -148,7 +150,7 @@ def test_the_project_imports_only_downward_and_has_no_cycle():
 
 def test_no_module_is_over_the_size_limit():
     sizes = {m: len(p.read_text().splitlines()) for m, p in project_modules(ROOT).items()}
-    assert {m: n for m, n in sizes.items() if n > MAX_LINES} == {}
+    assert {m: n for m, n in sizes.items() if n > OVERSIZE.get(m, MAX_LINES)} == {}
     assert len(ROOT.joinpath("pipeline.py").read_text().splitlines()) < 400   # the story on one screen
 
 

@@ -100,20 +100,25 @@ def named_blocker(reason: str) -> bool:
     return "(node '" in reason or "graph output" in reason
 
 
-# per model: (heads before, after) of each layer's attention group, MLP channels before
-EXPECTED = {"bert": (4, 64), "gpt2": (4, 128), "hf-vit": (4, 64), "tv-vit": (4, 64)}
+# per model: heads of each layer's attention group, MLP channels, residual stream channels (the
+# ViTs' stream is written by the patch embedding, position embedding, class token and each
+# block's output projections; BERT's and GPT-2's by a token-embedding table, which is no root)
+EXPECTED = {"bert": (4, 64, None), "gpt2": (4, 128, None), "hf-vit": (4, 64, 32), "tv-vit": (4, 64, 32)}
 
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
 def test_transformer_heads_and_mlp_channels_prune_and_stay_equivalent(kind, folder):
-    n_heads, mlp = EXPECTED[kind]
+    n_heads, mlp, stream = EXPECTED[kind]
     result = pipeline.prune(export(kind, folder), ratio=0.5)
     rep = result.report
     assert rep["verified"] is True and rep["max_abs_diff"] < 1e-3
     pruned = sorted((g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned"))
     # two layers: each loses half its heads (Q, K, V and the output projection's columns) and
-    # half its MLP channels
-    assert pruned == sorted([(n_heads, n_heads // 2)] * 2 + [(mlp, mlp // 2)] * 2), pruned
+    # half its MLP channels; the stream, through every LayerNorm, loses half its channels
+    assert pruned == sorted([(n_heads, n_heads // 2)] * 2 + [(mlp, mlp // 2)] * 2
+                            + ([(stream, stream // 2)] if stream else [])), pruned
+    assert [g["channels_before"] for g in rep["groups"] if g.get("stream") and g.get("pruned")] == \
+        ([stream] if stream else [])
     assert rep["params_after"] < 0.8 * rep["params_before"]
     left = [g for g in rep["groups"] if not g.get("pruned")]
     assert all(named_blocker(g["reason"]) for g in left), [g["reason"] for g in left]

@@ -28,8 +28,9 @@ import hashlib
 import io
 import json
 import os
+import signal
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -39,6 +40,7 @@ import onnx
 
 import ir
 from passes import progress
+from ir import files
 
 SHIP_LIMIT = 64 * 2**20
 COLUMNS = ["model", "variant", "params_before", "params_after", "flops_before", "flops_after",
@@ -121,7 +123,7 @@ def make_jobs(models: Iterable[dict | str], variants: Iterable[dict]) -> list[Jo
         raise PlanError("variant names must be unique")
     for m in models:
         entry = {"path": m} if isinstance(m, str) else m
-        name = entry.get("name") or Path(entry["path"]).stem
+        name = _safe(entry.get("name") or Path(str(entry["path"])).stem, "model name")
         if name in names:
             raise PlanError(f"two models are named {name!r}; give one a 'name'")
         names.add(name)
@@ -137,7 +139,32 @@ def _variant(v: dict) -> dict:
                         f"known: {', '.join(sorted(known))}")
     out = dict(v)
     out.setdefault("name", f"{v.get('criterion', 'l1')}-{v.get('scope', 'tree')}-r{v.get('ratio', 0.5)}")
+    out["name"] = _safe(out["name"], "variant name")
     return out
+
+
+def _safe(name, what: str) -> str:
+    """Model and variant names become folder names under -o: one safe path component each."""
+    try:
+        return files.safe_component(name, what)
+    except files.FileRefused as exc:
+        raise PlanError(str(exc)) from None
+
+
+def job_outputs(job: Job, out_dir: str | os.PathLike) -> dict[str, str]:
+    """Every file a job may write, labelled for ``files.check_writes``."""
+    folder = Path(out_dir) / job.model / job.variant.name
+    name = f"{job.model}/{job.variant.name}"
+    return {f"{name}/{f}": str(folder / f) for f in ("model.onnx", "model.onnx.data", "report.json", "job.json")}
+
+
+def job_inputs(job: Job) -> dict[str, list[str]]:
+    """Every file a job reads: its model (with external data), calibration and training data."""
+    v = job.variant
+    reads = {f"model {job.model}": files.model_files(job.path)}
+    data = [v.calib] + [v.finetune.get(k) for k in ("data", "val")] if v.finetune else [v.calib]
+    reads[f"data of {job.model}/{v.name}"] = [d for d in data if isinstance(d, str)]
+    return reads
 
 
 # ----------------------------------------------------------------------------- one job
@@ -174,24 +201,46 @@ def run_job(job: Job, out_dir: str, model_bytes: bytes | None = None, threads: i
             passes = pipeline.Pipeline(set_mask_options(pipeline.Pipeline.parse(base).passes, changes)).spec()
         result = pipeline.prune(model, ratio=v.ratio, criterion=v.criterion, scope=v.scope, passes=passes,
                                 train_data=train, val_data=val, calib_data=v.calib)
-        folder.mkdir(parents=True, exist_ok=True)
-        ir.save(result.model, folder / "model.onnx", result.external)
-        row["sha256"] = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()[:16]
         report = result.report
         report["model"] = job.path
-        ir.save_bytes((json.dumps(report, indent=2) + "\n").encode(), folder / "report.json")
         row.update({k: report[k] for k in ("params_before", "params_after", "flops_before", "flops_after",
                                             "verified", "max_abs_diff")})
-        row["error"] = ""
-    except (ir.ModelLoadError, pipeline.PipelineError, pipeline.SpecError, DataError, OSError) as exc:
+        folder.mkdir(parents=True, exist_ok=True)
+        with files.Staged() as staged:  # model, its data, report and job.json land together
+            ir.save(result.model, folder / "model.onnx", result.external, staged)
+            staged.write_bytes(folder / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+            digests = {Path(target).name: _sha256(tmp) for tmp, target in staged.parts}
+            row["sha256"] = digests["model.onnx"][:16]
+            row["error"] = ""
+            row["seconds"] = round(time.perf_counter() - start, 3)
+            staged.write_bytes(folder / "job.json", json.dumps({"key": job.key, "row": row,
+                                                                "sha256": digests}).encode())
+        return row
+    except (ir.ModelLoadError, pipeline.PipelineError, pipeline.SpecError, DataError, OSError, ValueError) as exc:
         row["error"] = str(exc).strip().splitlines()[0]
     except Exception as exc:  # a bug of ours must not stop the other jobs either
         text = str(exc).strip().splitlines()
         row["error"] = f"internal error ({type(exc).__name__}: {text[0] if text else ''})"
     row["seconds"] = round(time.perf_counter() - start, 3)
-    folder.mkdir(parents=True, exist_ok=True)
-    ir.save_bytes(json.dumps({"key": job.key, "row": row}).encode(), folder / "job.json")
+    _write_failed(job, out_dir, row)
     return row
+
+
+def _write_failed(job: Job, out_dir: str, row: dict) -> None:
+    folder = Path(out_dir) / job.model / job.variant.name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        files.write_bytes(folder / "job.json", json.dumps({"key": job.key, "row": row}).encode())
+    except OSError:
+        pass  # the row in the summary still says what failed
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _parse(data: bytes) -> onnx.ModelProto | None:
@@ -206,11 +255,14 @@ def _done_row(job: Job, out_dir: str) -> dict | None:
     folder = Path(out_dir) / job.model / job.variant.name
     try:
         saved = json.loads((folder / "job.json").read_text())
-    except (OSError, ValueError):
+        if saved.get("key") != job.key or saved["row"].get("error"):
+            return None  # changed or failed last time: run it again
+        digests = saved["sha256"]
+        if not digests or any(_sha256(folder / name) != digest for name, digest in digests.items()):
+            return None  # an output was damaged or removed since: run it again
+        return saved["row"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if saved.get("key") != job.key or saved["row"].get("error") or not (folder / "model.onnx").exists():
-        return None  # changed, failed last time, or incomplete: run it again
-    return saved["row"]
 
 
 # ----------------------------------------------------------------------------- executors
@@ -221,15 +273,104 @@ def _local(jobs: list[Job], out_dir: str, n: int, tick) -> list[dict]:
             rows.append(run_job(job, out_dir))
             tick(rows[-1])
         return rows
-    rows = [None] * len(jobs)
-    # spawn: a forked child would inherit ONNX Runtime's thread pools
-    with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
-        threads = max(1, (os.cpu_count() or 1) // n)
-        futures = {pool.submit(run_job, job, out_dir, None, threads): i for i, job in enumerate(jobs)}
-        for fut in as_completed(futures):
-            rows[futures[fut]] = fut.result()
-            tick(rows[futures[fut]])
-    return rows
+    # Our own workers, one job at a time each, instead of ProcessPoolExecutor: a worker that dies
+    # (out of memory, kill -9) then costs only its job (that row says so) and is replaced; a pool
+    # would break and abort every job. spawn: a forked child would inherit ORT's thread pools.
+    from multiprocessing.connection import wait
+
+    ctx = get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // n)
+    rows: list[dict | None] = [None] * len(jobs)
+    queue = list(enumerate(jobs))
+    busy: dict = {}     # connection -> (process, job index)
+
+    def hand_out(conn, proc) -> None:
+        i, job = queue.pop(0)
+        conn.send(job)
+        busy[conn] = (proc, i)
+
+    def start() -> None:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(child, out_dir, threads), daemon=True)
+        # a worker is born ignoring Ctrl-C (SIG_IGN survives exec, and Python keeps it): the
+        # parent handles it, and a worker still importing must not die of it with a traceback
+        main = threading.current_thread() is threading.main_thread()
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            proc.start()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, handler)
+        child.close()
+        hand_out(parent, proc)
+
+    try:
+        for _ in range(min(n, len(queue))):
+            start()
+        while busy:
+            ready = wait(list(busy) + [proc.sentinel for proc, _ in busy.values()])
+            for conn in list(busy):
+                proc, i = busy[conn]
+                row = None
+                if conn in ready or proc.sentinel in ready:
+                    try:
+                        row = conn.recv() if conn.poll() else None
+                    except (EOFError, OSError):
+                        row = None
+                    if row is None and proc.is_alive():
+                        continue
+                else:
+                    continue
+                del busy[conn]
+                if row is None:  # the worker died with this job
+                    proc.join()
+                    code = proc.exitcode
+                    why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                    row = {"model": jobs[i].model, "variant": jobs[i].variant.name,
+                           "error": f"worker died: {why}"}
+                    folder = Path(out_dir) / jobs[i].model / jobs[i].variant.name
+                    files.remove_stale(folder)
+                    _write_failed(jobs[i], out_dir, row)
+                    conn.close()
+                    rows[i] = row
+                    tick(row)
+                    if queue:
+                        start()
+                    continue
+                rows[i] = row
+                tick(row)
+                if queue:
+                    hand_out(conn, proc)
+                else:
+                    conn.send(None)
+                    conn.close()
+                    proc.join()
+    finally:  # an interrupt: workers get SIGTERM and remove their temporaries
+        for conn, (proc, _) in busy.items():
+            if proc.is_alive():
+                proc.terminate()
+        for conn, (proc, i) in busy.items():
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            files.remove_stale(Path(out_dir) / jobs[i].model / jobs[i].variant.name)
+    return rows  # type: ignore[return-value]
+
+
+def _worker(conn, out_dir: str, threads: int) -> None:
+    """A local worker: jobs from ``conn`` until None. Ctrl-C is the parent's to handle; SIGTERM
+    (the parent stopping us) removes our temporaries on the way out."""
+    files.interrupts()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        while True:
+            job = conn.recv()
+            if job is None:
+                return
+            conn.send(run_job(job, out_dir, None, threads))
+    except (files.Interrupted, EOFError, OSError):
+        files.remove_temporaries()
 
 
 def _ray(jobs: list[Job], out_dir: str, n: int, address: str | None, tick) -> list[dict]:
@@ -256,7 +397,13 @@ def _ray(jobs: list[Job], out_dir: str, n: int, address: str | None, tick) -> li
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 i = pending.pop(ref)
-                rows[i] = ray.get(ref)
+                try:
+                    rows[i] = ray.get(ref)
+                except Exception as exc:  # the worker died (WorkerCrashedError, OOM): this job's row
+                    text = str(exc).strip().splitlines()
+                    rows[i] = {"model": jobs[i].model, "variant": jobs[i].variant.name,
+                               "error": f"worker died: {text[0] if text else type(exc).__name__}"}
+                    _write_failed(jobs[i], out_dir, rows[i])
                 tick(rows[i])
         return rows
     finally:
@@ -300,6 +447,7 @@ class BatchResult:
 def run_batch(jobs: list[Job], out_dir: str | os.PathLike, executor: str = "local", n_jobs: int = 1,
               address: str | None = None, force: bool = False, stream=None) -> BatchResult:
     out_dir = str(out_dir)
+    check_outputs(jobs, out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rows: list[dict | None] = [None if force else _done_row(j, out_dir) for j in jobs]
@@ -319,6 +467,25 @@ def run_batch(jobs: list[Job], out_dir: str | os.PathLike, executor: str = "loca
     return result
 
 
+def check_outputs(jobs: list[Job], out_dir: str, extra_reads: dict | None = None) -> None:
+    """The file rule for a whole batch: no output of any job may be a file some job reads (a
+    model, its external data, calibration or training data, the plan) or a non-regular file."""
+    reads: dict[str, list[str]] = dict(extra_reads or {})
+    writes: dict[str, str] = {"summary.csv": str(Path(out_dir) / "summary.csv"),
+                              "summary.md": str(Path(out_dir) / "summary.md")}
+    for job in jobs:
+        for label, paths in job_inputs(job).items():
+            reads.setdefault(label, [])
+            reads[label] = reads[label] + [p for p in paths if p not in reads[label]]
+        writes.update(job_outputs(job, out_dir))
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise PlanError(f"-o {out_dir}: exists and is not a folder")
+    try:
+        files.check_writes(writes, reads, new_folders=True)
+    except files.FileRefused as exc:
+        raise PlanError(str(exc)) from None
+
+
 def write_summary(rows: list[dict], out_dir: str) -> tuple[str, str]:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
@@ -329,8 +496,9 @@ def write_summary(rows: list[dict], out_dir: str) -> tuple[str, str]:
     for r in rows:
         md.append("| " + " | ".join(_cell(r.get(k, "")) for k in COLUMNS) + " |")
     csv_path, md_path = Path(out_dir) / "summary.csv", Path(out_dir) / "summary.md"
-    ir.save_bytes(buf.getvalue().encode(), csv_path)
-    ir.save_bytes(("\n".join(md) + "\n").encode(), md_path)
+    with files.Staged() as staged:
+        staged.write_bytes(csv_path, buf.getvalue().encode())
+        staged.write_bytes(md_path, ("\n".join(md) + "\n").encode())
     return str(csv_path), str(md_path)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 import ir
+from ir import files
 import pipeline
 from passes.finetune import TrainConfig, evaluate, finetune
 
@@ -155,8 +156,11 @@ def plot_channels(before: dict[str, int], after: dict[str, int], path: str | os.
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
+
+
+OUTPUTS = ("digits_resnet.onnx", "digits_resnet.pruned.onnx", "demo-channels.png", "demo-report.json")
 
 
 def run(out_dir: str | os.PathLike = ".", ratio: float = 0.5, seed: int = 0, epochs: int = 30,
@@ -176,11 +180,7 @@ def run(out_dir: str | os.PathLike = ".", ratio: float = 0.5, seed: int = 0, epo
     tuned = finetune(pruned.model, train, val, TrainConfig(epochs=finetune_epochs, lr=1e-3, batch_size=64, seed=seed),
                      stream=stream).model
     tune_seconds = time.perf_counter() - start
-    ir.save(trained, out_dir / "digits_resnet.onnx")
-    ir.save(tuned, out_dir / "digits_resnet.pruned.onnx")
     before, after = channels_per_layer(trained), channels_per_layer(tuned)
-    plot_channels(before, after, out_dir / "demo-channels.png",
-                  f"channels per layer, ratio {ratio} (l1, tree scope)")
     batch = val[0][:64]
     rep = pruned.report
     report = {
@@ -193,7 +193,14 @@ def run(out_dir: str | os.PathLike = ".", ratio: float = 0.5, seed: int = 0, epo
         "seconds": {"train": train_seconds, "finetune": tune_seconds},
         "groups": rep["groups"],
     }
-    (out_dir / "demo-report.json").write_text(__import__("json").dumps(report, indent=2) + "\n")
+    names = {n: out_dir / n for n in OUTPUTS}
+    files.check_writes(names)
+    with files.Staged() as staged:  # the four files land together
+        ir.save(trained, names["digits_resnet.onnx"], staged=staged)
+        ir.save(tuned, names["digits_resnet.pruned.onnx"], staged=staged)
+        with open(staged.path_for(names["demo-channels.png"]), "wb") as fh:
+            plot_channels(before, after, fh, f"channels per layer, ratio {ratio} (l1, tree scope)")
+        staged.write_bytes(names["demo-report.json"], (__import__("json").dumps(report, indent=2) + "\n").encode())
     return report
 
 

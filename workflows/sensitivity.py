@@ -143,8 +143,9 @@ def format_table(result: Sensitivity, the_plan: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def plot(result: Sensitivity, path: str | os.PathLike, keep: bool = False):
-    """Accuracy against ratio, a line per group; ``keep``: return the figure (for tests)."""
+def plot(result: Sensitivity, path, keep: bool = False):
+    """A PNG of accuracy against ratio, a line per group, to ``path`` (a path or a binary file);
+    ``keep``: return the figure (for tests)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,7 +166,7 @@ def plot(result: Sensitivity, path: str | os.PathLike, keep: bool = False):
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
               ncol=1 + (n - 1) // 24, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
     if keep:
         return fig
     plt.close(fig)

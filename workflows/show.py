@@ -128,7 +128,7 @@ def widths_plot(report: dict, path: str | os.PathLike, keep: bool = False):
               loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
     if keep:
         return fig
     plt.close(fig)

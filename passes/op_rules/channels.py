@@ -241,6 +241,15 @@ def feeds_batched_matmul(graph: Graph, value, shapes: dict, depth: int = 6) -> b
     return False
 
 
+def feeds_group_norm(graph: Graph, value) -> bool:
+    """Whether ``value`` (a Reshape's output) is normalized per row of axis 1 by an
+    InstanceNormalization: torch's GroupNorm, ``[N, C, H, W] -> [N, G, C/G·H·W]``. Its channels
+    then stay on the group axis, each group one class (whole groups go, whose statistics no other
+    group reads: nothing to correct)."""
+    return any(node.op_type == "InstanceNormalization" and node.domain in ("", "ai.onnx") and port == 0
+               for node, port in graph.consumers(value))
+
+
 def _batchnorm(view: NodeView) -> Effect:
     m = _only(view, 0)
     if m is None:
@@ -262,16 +271,6 @@ def _instancenorm(view: NodeView) -> Effect:
     if m is None or m.axis != 1:
         return blocked("InstanceNormalization sees channels off axis 1")
     return Effect(outputs={0: m})
-
-
-def _layernorm(view: NodeView) -> Effect:
-    m = _only(view, 0)
-    if m is None:
-        return blocked("channels reach LayerNormalization parameters")
-    start = _axis(view.node.attr("axis", -1), m.rank)
-    if m.axis >= start:
-        return blocked("LayerNormalization normalizes over the channel axis (mixes channels)")
-    return _same_all(view, m)
 
 
 def _channel_pool(view: NodeView) -> Effect:

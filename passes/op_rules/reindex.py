@@ -8,7 +8,8 @@ import numpy as np
 
 
 from ..analyses import ChannelMap
-from .channels import _broadcast, feeds_batched_matmul
+from .adaptive import adaptive_reshape
+from .channels import _broadcast, feeds_batched_matmul, feeds_group_norm
 from .views import Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
 
 
@@ -48,9 +49,8 @@ def _reshape(view: NodeView) -> Effect:
     dynamic = target is None
     if dynamic:
         target = _symbolic_target(view, shape)
-        if target is None:
-            return _self_sized(view, m, shape) or \
-                blocked("Reshape to a computed shape that does not fold to a constant")
+        if target is None:  # one that names its own size, or adapts by itself to the pruned input
+            return _self_sized(view, m, shape) or adaptive_reshape(view, m, shape, _reshape_effect)
     target = [int(t) for t in np.ravel(target)]
     effect = _reshape_effect(view, m, shape, target)
     if dynamic and effect.block is None:  # nothing rewrites a computed target: it must adapt
@@ -137,7 +137,12 @@ def _reshape_effect(view: NodeView, m: ChannelMap, shape, target: list[int]) -> 
         if axis + offset == 0:
             return blocked("Reshape moves the channels onto the batch axis")
         return Effect(outputs={0: ChannelMap(axis + offset, len(out), ids)})
-    heads = feeds_batched_matmul(view.graph, view.graph.outputs_of(view.node)[0], view.shapes)
+    value = view.graph.outputs_of(view.node)[0]
+    heads = feeds_batched_matmul(view.graph, value, view.shapes)
+    if not heads and feeds_group_norm(view.graph, value):  # torch's GroupNorm: [N, C, ..] -> [N, G, -1]
+        effect = _reshape_split(full, len(out), True, offset)
+        effect.heads = False  # a class is one group of channels, normalized together
+        return effect
     return _reshape_split(full, len(out), heads, offset)
 
 
@@ -308,13 +313,13 @@ def _pad(view: NodeView) -> Effect:
         pads = view.node.attr("pads") or view.node.attr("paddings")
         pads = None if pads is None else np.asarray(pads)
     else:
-        pads = view.const(1)
+        pads = view.static_value(1)  # torch writes F.pad's pads as a small constant sub-graph
     if pads is None:
         return blocked("Pad with non-constant pads")
     pads = np.ravel(pads).astype(np.int64)
     axes = list(range(m.rank))
     if view.opset >= 18 and view.n_inputs() > 3 and view.input_name(3) is not None:
-        given = view.const(3)
+        given = view.static_value(3)
         if given is None:
             return blocked("Pad with non-constant axes")
         axes = [_axis(int(a), m.rank) for a in np.ravel(given)]

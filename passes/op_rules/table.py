@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _gemm, _instancenorm, _layernorm,
+from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _gemm, _instancenorm,
                        _lrn, _matmul, _prelu, _reduce, _softmax, _unary, _where)
 from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad, _reshape, _resize, _shape, _slice,
                       _split, _squeeze, _transpose)
+from .norms import (STAT_REDUCES, _groupnorm, _layernorm, _reduce as _reduce_stats, _slice_groupnorm,
+                    _slice_layernorm, _slice_reduce)
 from .recurrent import _recurrent, _recurrent_root, _slice_recurrent
 from .roots import _conv_root, _gemm_root, _matmul_root
+from .streams import _concat as _concat_tokens, _expand_like, _slice_concat, _slice_expand
 from .slices import (Keeps, Rewriter, _slice_broadcast_constants, _slice_conv, _slice_gemm, _slice_matmul,
                      _slice_per_channel_params, _slice_reshape, _slice_resize, _slice_slice, _slice_split)
 from .views import DEFAULT_DOMAINS, ChannelRule, NodeView, RootSpec
@@ -41,6 +44,7 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "BatchNormalization": ChannelRule("next-process", _batchnorm),
     "InstanceNormalization": ChannelRule("next-process", _instancenorm),
     "LayerNormalization": ChannelRule("next-no-process", _layernorm, mixes="axes from `axis` on"),
+    "GroupNormalization": ChannelRule("next-process", _groupnorm),
     "MaxPool": ChannelRule("next-no-process", _channel_pool),
     "AveragePool": ChannelRule("next-no-process", _channel_pool),
     "LpPool": ChannelRule("next-no-process", _channel_pool),
@@ -51,7 +55,8 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "Softmax": ChannelRule("next-no-process", _softmax, mixes="its `axis`"),
     "LogSoftmax": ChannelRule("next-no-process", _softmax, mixes="its `axis`"),
     "Hardmax": ChannelRule("next-no-process", _softmax, mixes="its `axis`"),
-    **{op: ChannelRule("next-no-process", _reduce, mixes="its reduced axes")
+    **{op: ChannelRule("next-no-process", (lambda view: _reduce_stats(view, _reduce)) if op in STAT_REDUCES
+                       else _reduce, mixes="its reduced axes")
        for op in ["ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1",
                   "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"]},
     "Transpose": ChannelRule("next-no-process", _transpose),
@@ -59,7 +64,9 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "Reshape": ChannelRule("next-process", _reshape),
     "Squeeze": ChannelRule("next-no-process", _squeeze),
     "Unsqueeze": ChannelRule("next-no-process", _squeeze),
-    "Concat": ChannelRule("next-process", _concat),
+    "Concat": ChannelRule("next-process", lambda view: _concat_tokens(view, _concat)),
+    "Expand": ChannelRule("next-no-process", _expand_like),
+    "Tile": ChannelRule("next-no-process", _expand_like),
     "Pad": ChannelRule("next-no-process", _pad),
     "Resize": ChannelRule("next-process", _resize),
     "Upsample": ChannelRule("next-process", _resize),
@@ -95,12 +102,17 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "Resize": _slice_resize,
     "Upsample": _slice_resize,
     **{op: _slice_recurrent for op in ("LSTM", "GRU", "RNN")},
+    "LayerNormalization": _slice_layernorm,
+    "Concat": _slice_concat,
+    "Expand": _slice_expand,
+    "ReduceMean": _slice_reduce,
+    "GroupNormalization": _slice_groupnorm,
 }
 
 # Ops whose channel-carrying behaviour involves constants that must shrink: each needs a
 # SLICE_RULES entry (a test checks the two tables agree).
 WEIGHT_BEARING = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization",
-                  "InstanceNormalization", "PRelu", "LSTM", "GRU", "RNN")
+                  "InstanceNormalization", "PRelu", "LSTM", "GRU", "RNN", "GroupNormalization")
 
 
 def role_of(op_type: str, domain: str = "") -> str:

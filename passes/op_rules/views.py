@@ -29,6 +29,7 @@ class NodeView:
     opset: int
     static: dict[str, np.ndarray] = field(default_factory=dict)  # computed shape operands, folded
     shape_values: dict = field(default_factory=dict)  # name -> ShapeValue, partly known ones too
+    computed: dict[str, np.ndarray] = field(default_factory=dict)  # weights computed from initializers
 
     def input_name(self, port: int) -> str | None:
         ins = self.graph.inputs_of(self.node)
@@ -36,7 +37,10 @@ class NodeView:
 
     def const(self, port: int) -> np.ndarray | None:
         name = self.input_name(port)
-        return None if name is None else self.graph.const_array(name)
+        if name is None:
+            return None
+        arr = self.graph.const_array(name)
+        return self.computed.get(name) if arr is None else arr
 
     def static_value(self, port: int) -> np.ndarray | None:
         """A constant, or an integer operand computed from constants and static shapes (a
@@ -91,6 +95,8 @@ class Effect:
     block: str | None = None
     heads: bool = False     # the output map's positions are attention heads (a class = one head)
     adapts: tuple[int, ...] = ()  # shape operands that count channels yet adapt by themselves
+    stream: bool = False    # the node reads statistics over the channels (a normalization): removed
+                            # channels must be exactly zero at its input (roots zeroed in the proof)
 
 
 def blocked(reason: str) -> Effect:
@@ -127,7 +133,7 @@ def _attr_or_input(view: NodeView, attr: str, port: int, since: int):
         return None if value is None else np.asarray(value, dtype=np.int64), True
     if port >= view.n_inputs() or view.input_name(port) is None:
         return None, True
-    arr = view.const(port)
+    arr = view.static_value(port)  # a constant, or folded from constants and static shapes
     return (None, False) if arr is None else (np.asarray(arr).astype(np.int64), True)
 
 

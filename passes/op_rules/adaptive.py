@@ -1,0 +1,100 @@
+"""A Reshape to a computed target that adapts by itself (a recognizer's ``x.reshape(b, c * h, w)``
+with a dynamic batch and width): its channel entry is read from the Shape of the Reshape's own
+input, as the product of that input's dims including the channel axis, so once channels go the
+graph computes the new entry (``K · h``) itself; nothing needs rewriting. The other entries are
+each a symbolic dim of the input: the one at the same index is read as 0 (copied), one other as -1
+(inferred). The channel map is computed with two different sizes for the symbolic dims and must
+not depend on them.
+
+Example: ``h [N, 8, 4, W] -> Reshape(h, Concat(Shape(h)[0], Shape(h)[1] * Shape(h)[2], Shape(h)[3]))``:
+target read as ``[0, 32, -1]``; channel c owns positions 4c..4c+3 of axis 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..analyses import ChannelMap
+from .views import Effect, NodeView, blocked
+
+TRIAL_SIZES = (7, 11)   # two sizes for the symbolic dims: the channel map must not change
+
+
+def _classify(sv, shape) -> list | None:
+    """Per target element: an int, 0 (the input's own symbolic dim at that index), or None (a
+    symbolic dim of the input elsewhere: inferred as -1, at most one)."""
+    if sv is None or sv.value is None or sv.value.ndim != 1 or isinstance(sv.taint, frozenset):
+        return None
+    out, inferred = [], 0
+    for i, (v, taint) in enumerate(zip(sv.value.tolist(), sv.taint)):
+        marks = {b for a, b in taint if a is None}
+        if not marks:
+            out.append(int(v))
+        elif i < len(shape) and isinstance(shape[i], str) and marks == {f"={shape[i]}"}:
+            out.append(0)
+        elif len(marks) == 1 and next(iter(marks)).startswith("=") and next(iter(marks))[1:] in \
+                [d for d in shape if isinstance(d, str)]:
+            out.append(None)
+            inferred += 1
+        else:
+            return None
+    return out if inferred <= 1 else None
+
+
+def self_adapting_entry(sv, source: str, shape, channel_axis: int, out_axis: int) -> bool:
+    """The target's element at ``out_axis`` is the product of static dims of ``source`` that
+    include its channel axis, and no other element reads that channel axis."""
+    if out_axis >= len(sv.taint):
+        return False
+    for i, taint in enumerate(sv.taint):
+        reads_channels = (source, channel_axis) in taint
+        if i != out_axis and reads_channels:
+            return False
+    taint = sv.taint[out_axis]
+    if (source, channel_axis) not in taint or any(a != source for a, _ in taint):
+        return False
+    dims = sorted(b for _, b in taint)
+    if any(not isinstance(shape[d], int) for d in dims):
+        return False
+    return int(sv.value[out_axis]) == int(np.prod([shape[d] for d in dims], dtype=np.int64))
+
+
+def adaptive_reshape(view: NodeView, m: ChannelMap, shape, reshape_effect) -> Effect:
+    sv = view.shape_values.get(view.input_name(1) or "")
+    elems = _classify(sv, shape) if shape is not None and not view.node.attr("allowzero", 0) else None
+    if elems is None:
+        return blocked("Reshape to a computed shape that does not fold to a constant")
+    target = [-1 if e is None else e for e in elems]
+    effects = []
+    for size in TRIAL_SIZES:
+        trial = tuple(shape[:1]) + tuple(d if isinstance(d, int) else size for d in shape[1:])
+        effects.append(reshape_effect(view, m, trial, target))
+    first, second = effects
+    if first.block or second.block or first.couplings or second.couplings:
+        return blocked("Reshape to a computed shape whose channel map depends on symbolic dims")
+    a, b = first.outputs[0], second.outputs[0]
+    if a.axis != b.axis or not np.array_equal(a.ids, b.ids):
+        return blocked("Reshape to a computed shape whose channel map depends on symbolic dims")
+    axis = a.axis
+    copied = target[axis] == 0 and axis == m.axis
+    if not copied and not self_adapting_entry(sv, view.input_name(0), shape, m.axis, axis):
+        return blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
+    return first
+
+
+def adapts(graph, node, sv, maps, shapes) -> bool:
+    """For trees' shape-value check: ``node`` is a Reshape whose computed target (``sv``, port 1)
+    adapts by itself to its pruned input (see the module doc)."""
+    ins, outs = graph.inputs_of(node), graph.outputs_of(node)
+    if node.op_type != "Reshape" or len(ins) < 2 or ins[0] is None or outs[0] is None:
+        return False
+    m_in, m_out = maps.get(ins[0].name), maps.get(outs[0].name)
+    shape = shapes.get(ins[0].name)
+    if m_in is None or m_out is None or shape is None or sv.value is None or isinstance(sv.taint, frozenset):
+        return False
+    for taint in sv.taint:  # channel axes read from other values: those counts change elsewhere
+        for a, b in taint:
+            if a is not None and a != ins[0].name and a in maps and b in (maps[a].axis, "*"):
+                return False
+    return self_adapting_entry(sv, ins[0].name, shape, m_in.axis, m_out.axis) or \
+        (m_in.axis == m_out.axis and not any((ins[0].name, m_in.axis) in t for t in sv.taint))

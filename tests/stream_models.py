@@ -1,0 +1,156 @@
+"""Small seeded models of residual streams read by normalizations (``models.Builder``).
+
+- ``vit_stream``: a patch-embedding Conv, a class token (Expand of a constant) concatenated on the
+  token axis, a position embedding added, a pre-norm block (LayerNorm → MLP → residual Add), a
+  post-norm block (the LayerNorm's output is the stream), a final LayerNorm, the class token's
+  row picked by Gather, a Gemm head.
+- ``convnext_stream``: ConvNeXt's channels-last block: depthwise Conv → Transpose → LayerNorm
+  (last axis) → MatMul → Relu → MatMul → layer-scale Mul → Transpose → residual Add.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from models import Builder, _ints
+
+
+def _layernorm(b: Builder, x: str, c: int, axis: int = -1) -> str:
+    scale = b.const((b.rng.random(c) + 0.5).astype(np.float32), "ln_scale")
+    bias = b.const(b.rng.standard_normal(c).astype(np.float32) * 0.1, "ln_bias")
+    return b.op("LayerNormalization", [x, scale, bias], axis=axis, epsilon=1e-5)
+
+
+def _linear(b: Builder, x: str, cin: int, cout: int) -> str:
+    return b.op("Add", [b.op("MatMul", [x, b.weight(cin, cout)]), b.weight(cout, prefix="b")])
+
+
+def vit_stream(opset: int = 17) -> onnx.ModelProto:
+    b = Builder(21, opset=opset, name="vit_stream")
+    c, tokens = 8, 4
+    x = b.input("x", [1, 3, 8, 8])
+    patches = b.op("Conv", [x, b.weight(c, 3, 4, 4), b.weight(c, prefix="b")], kernel_shape=[4, 4], strides=[4, 4])
+    seq = b.op("Transpose", [b.op("Reshape", [patches, _ints(b, [1, c, tokens], "shape")])], perm=[0, 2, 1])
+    cls = b.op("Expand", [b.weight(1, 1, c, prefix="cls"), _ints(b, [1, 1, 1], "shape")])
+    s = b.op("Add", [b.op("Concat", [cls, seq], axis=1), b.weight(1, tokens + 1, c, prefix="pos")])
+    # pre-norm block: s + MLP(LN(s))
+    h = b.relu(_linear(b, _layernorm(b, s, c), c, 16))
+    s = b.op("Add", [s, _linear(b, h, 16, c)])
+    # post-norm block: LN(s + MLP(s))
+    h = b.relu(_linear(b, s, c, 12))
+    s = _layernorm(b, b.op("Add", [s, _linear(b, h, 12, c)]), c)
+    cls_out = b.op("Gather", [_layernorm(b, s, c), b.const(np.array(0, np.int64), "i")], axis=1)
+    return b.build([b.gemm(cls_out, c, 5)])
+
+
+def convnext_stream() -> onnx.ModelProto:
+    b = Builder(22, name="convnext_stream")
+    c = 8
+    x = b.input("x", [1, 3, 8, 8])
+    stem = b.op("Conv", [x, b.weight(c, 3, 2, 2), b.weight(c, prefix="b")], kernel_shape=[2, 2], strides=[2, 2])
+    s = b.op("Transpose", [_layernorm(b, b.op("Transpose", [stem], perm=[0, 2, 3, 1]), c)], perm=[0, 3, 1, 2])
+    for _ in range(2):
+        dw = b.conv(s, c, c, k=3, group=c)
+        t = _layernorm(b, b.op("Transpose", [dw], perm=[0, 2, 3, 1]), c)
+        h = _linear(b, b.relu(_linear(b, t, c, 16)), 16, c)
+        gamma = b.const((b.rng.random(c) + 0.5).astype(np.float32), "layer_scale")
+        s = b.op("Add", [s, b.op("Transpose", [b.op("Mul", [h, gamma])], perm=[0, 3, 1, 2])])
+    pooled = b.op("ReduceMean", [s], axes=[2, 3], keepdims=0)
+    return b.build([b.gemm(_layernorm(b, pooled, c), c, 5)])
+
+
+def _reduce_mean(b: Builder, x: str) -> str:
+    if b.opset >= 18:
+        return b.op("ReduceMean", [x, _ints(b, [-1], "axes")], keepdims=1)
+    return b.op("ReduceMean", [x], axes=[-1], keepdims=1)
+
+
+def _decomposed_norm(b: Builder, x: str, c: int, rms: bool) -> str:
+    """LayerNorm as tf2onnx / jax2onnx write it (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt,
+    Div, Mul, Add), or RMSNorm as torch exports Llama's (Pow, ReduceMean, Add, Sqrt,
+    Reciprocal, Mul, Mul)."""
+    eps = b.const(np.array(1e-5, np.float32), "eps")
+    two = b.const(np.array(2.0, np.float32), "two")
+    scale = b.const((b.rng.random(c) + 0.5).astype(np.float32), "norm_scale")
+    if rms:
+        var = _reduce_mean(b, b.op("Pow", [x, two]))
+        inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [var, eps])])])
+        return b.op("Mul", [scale, b.op("Mul", [x, inv])])
+    d = b.op("Sub", [x, _reduce_mean(b, x)])
+    var = _reduce_mean(b, b.op("Pow", [d, two]))
+    n = b.op("Div", [d, b.op("Sqrt", [b.op("Add", [var, eps])])])
+    return b.op("Add", [b.op("Mul", [n, scale]), b.const(b.rng.standard_normal(c).astype(np.float32) * 0.1, "norm_bias")])
+
+
+def decoder_stream(rms: bool = False, opset: int = 17) -> onnx.ModelProto:
+    """A token stream: an input projection, two pre-norm MLP blocks, a final norm, a head; the
+    norms decomposed (``_decomposed_norm``)."""
+    b = Builder(23 + rms, opset=opset, name="rms_stream" if rms else "decomposed_stream")
+    c = 8
+    x = b.input("x", [1, 5, 6])
+    s = b.op("MatMul", [x, b.weight(6, c)])
+    for width in (16, 12):
+        h = b.relu(b.op("MatMul", [_decomposed_norm(b, s, c, rms), b.weight(c, width)]))
+        s = b.op("Add", [s, b.op("MatMul", [h, b.weight(width, c)])])
+    return b.build([b.op("MatMul", [_decomposed_norm(b, s, c, rms), b.weight(c, 5)])])
+
+
+def groupnorm_block(opset: int = 18) -> onnx.ModelProto:
+    """A UNet-style residual block with GroupNormalization (opset 18: per-group scale and bias;
+    opset 21: per-channel), SiLU, and a residual Add."""
+    b = Builder(25, opset=opset, name=f"groupnorm_block_op{opset}")
+    c, groups = 8, 4
+    x = b.input("x", [1, 3, 8, 8])
+
+    def gn_silu(h: str, width: int = c) -> str:
+        n = groups if opset < 21 else width
+        scale = b.const((b.rng.random(n) + 0.5).astype(np.float32), "gn_scale")
+        bias = b.const(b.rng.standard_normal(n).astype(np.float32) * 0.1, "gn_bias")
+        y = b.op("GroupNormalization", [h, scale, bias], num_groups=groups, epsilon=1e-5)
+        return b.op("Mul", [y, b.op("Sigmoid", [y])])
+
+    s = b.conv(x, 3, c)
+    h = b.conv(gn_silu(b.conv(gn_silu(s), c, 12), 12), 12, c)
+    out = b.conv(gn_silu(b.op("Add", [s, h])), c, 5, k=1)
+    return b.build([out], shapes={out: [1, 5, 8, 8]})  # onnx 1.17 infers no GroupNormalization shapes
+
+
+def computed_weights() -> onnx.ModelProto:
+    """Convolutions whose weights are computed from initializers: weight standardization
+    (ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Div over each filter) and a per-filter gain
+    (weight · gain), then a plain head."""
+    b = Builder(26, name="computed_weights")
+    x = b.input("x", [1, 3, 8, 8])
+    w = b.weight(8, 3, 3, 3)
+    mean = b.op("ReduceMean", [w], axes=[1, 2, 3], keepdims=1)
+    d = b.op("Sub", [w, mean])
+    var = b.op("ReduceMean", [b.op("Mul", [d, d])], axes=[1, 2, 3], keepdims=1)
+    std_w = b.op("Div", [d, b.op("Sqrt", [b.op("Add", [var, b.const(np.array(1e-5, np.float32), "eps")])])])
+    h = b.relu(b.op("Conv", [x, std_w, b.weight(8, prefix="b")], kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    gain_w = b.op("Mul", [b.weight(6, 8, 1, 1), b.weight(6, 1, 1, 1, prefix="gain")])
+    h = b.relu(b.op("Conv", [h, gain_w], kernel_shape=[1, 1]))
+    return b.build([b.conv(h, 6, 4, k=1)])
+
+
+def small_blockers(opset: int = 18) -> onnx.ModelProto:
+    """Ops that pass channels along other axes: Expand of a tracked tensor (a broadcast row),
+    Tile (repeats spatially), Pad with zero channel pads (axes given, opset 18), ReduceSum and
+    ReduceMin over spatial axes (axes as an input)."""
+    b = Builder(27, opset=opset, name="small_blockers")
+    x = b.input("x", [1, 3, 4, 4])
+    c = b.relu(b.conv(x, 3, 8))
+    row = b.op("ReduceSum", [c, _ints(b, [2], "axes")], keepdims=1)               # [1, 8, 1, 4]
+    wide = b.op("Expand", [row, _ints(b, [1, 1, 4, 1], "shape")])                   # [1, 8, 4, 4]
+    tiled = b.op("Tile", [b.op("Add", [c, wide]), _ints(b, [1, 1, 2, 2], "repeats")])  # [1, 8, 8, 8]
+    padded = b.op("Pad", [tiled, _ints(b, [1, 1, 1, 1], "pads"), b.const(np.array(0.0, np.float32), "value"),
+                          _ints(b, [2, 3], "axes")])                                 # [1, 8, 10, 10]
+    low = b.op("ReduceMin", [padded, _ints(b, [3], "axes")], keepdims=1)           # [1, 8, 10, 1]
+    d = b.relu(b.conv(b.op("Sub", [padded, low]), 8, 6))
+    return b.build([b.conv(d, 6, 4, k=1)])
+
+
+STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream,
+           "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True),
+           "groupnorm_block": groupnorm_block, "computed_weights": computed_weights,
+           "small_blockers": small_blockers}

@@ -1,0 +1,263 @@
+"""Residual streams through normalizations: the stream's channels prune when every writer goes,
+the pruned normalization keeps the original statistics, and the proof zeroes the writers."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import pipeline
+import stream_models
+from passes import slice as slice_pass
+from test_passes import Recorder
+
+
+@pytest.mark.parametrize("name", sorted(stream_models.STREAMS))
+def test_stream_models_match_golden(name, golden):
+    rec = Recorder()
+    result = pipeline.prune(stream_models.STREAMS[name](), ratio=0.5, instruments=[rec])
+    assert result.report["verified"] is True
+    golden(f"streams_{name}", "".join(rec.sections))
+
+
+@pytest.mark.parametrize("name", sorted(set(stream_models.STREAMS) - {"groupnorm_block", "computed_weights", "small_blockers"}))
+def test_stream_group_prunes_through_every_layernorm_and_is_proven(name):
+    result = pipeline.prune(stream_models.STREAMS[name](), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    stream = [g for g in rep["groups"] if g.get("stream")]
+    assert len(stream) == 1 and stream[0]["channels_before"] == 8 and stream[0]["channels_after"] == 4
+    assert len(stream[0]["roots"]) == 3  # the embedding and each block's output projection
+    ops = [n.op_type for n in result.model.graph.node]
+    assert "LayerNormalization" not in ops  # each became its corrected decomposed form
+    onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_stream_ratio_is_apart_from_the_channel_ratio():
+    model = stream_models.vit_stream()
+    spec = "tag,trees,classify,score,mask{ratio=0.5 stream=0.25},slice,infer-shapes,validate"
+    rep = pipeline.prune(model, passes=spec).report
+    assert rep["verified"] is True
+    assert [g["channels_after"] for g in rep["groups"] if g.get("stream")] == [6]
+    assert sorted(g["channels_after"] for g in rep["groups"] if g.get("pruned") and not g.get("stream")) == [6, 8]
+    api = pipeline.prune(model, ratio=0.5, stream=0.0).report
+    assert [g["channels_after"] for g in api["groups"] if g.get("stream")] == [8]
+    assert api["verified"] is True
+
+
+def test_without_zeroing_the_writers_the_proof_rejects_the_stream(monkeypatch):
+    """The masked original must zero the stream at its roots and constants: with the leaves'
+    weights alone the normalization sees the removed channels and the proof fails, so the
+    stream group is left alone with that reason."""
+    monkeypatch.setattr(slice_pass, "stream_zeroings", lambda *a: [])
+    rep = pipeline.prune(stream_models.vit_stream(), ratio=0.5).report
+    stream = [g for g in rep["groups"] if g.get("stream")][0]
+    assert stream["channels_after"] == 8 and "mask-equivalence" in stream["reason"]
+
+
+def test_pruned_layernorm_equals_the_original_on_a_stream_with_zeros():
+    """The decomposed form's statistics count the removed channels as zeros, as the original
+    LayerNormalization does (checked at opset 18, where ReduceMean takes its axes as an input)."""
+    model = stream_models.vit_stream(opset=18)
+    result = pipeline.prune(model, ratio=0.5)
+    assert result.report["verified"] is True
+    reduce = [n for n in result.model.graph.node if n.op_type == "ReduceMean"]
+    assert reduce and all(len(n.input) == 2 for n in reduce)
+    kept = {t.name: t for t in result.model.graph.initializer if "stream_kept_fraction" in t.name}
+    assert kept and all(np.isclose(onnx.numpy_helper.to_array(t), 0.5) for t in kept.values())
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+@pytest.mark.parametrize("rms", [False, True])
+def test_decomposed_layernorm_and_rmsnorm_prune_the_stream(rms, opset):
+    result = pipeline.prune(stream_models.decoder_stream(rms=rms, opset=opset), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("stream")] == [(8, 4)]
+    names = [n.name for n in result.model.graph.node]
+    # every mean over the stream is scaled; LayerNorm's centered variance gets its (1 - r)·mean²
+    assert sum(n.endswith("stream_scaled_mean") for n in names) == (3 if rms else 6)
+    assert sum(n.endswith("stream_gone_var") for n in names) == (0 if rms else 3)
+
+
+def test_uncorrected_means_fail_the_proof(monkeypatch):
+    """Without the kept/original correction the pruned statistics differ and the stream group
+    is left alone by the proof (the correction is what makes it hold)."""
+    from passes.op_rules import SLICE_RULES
+
+    monkeypatch.setitem(SLICE_RULES, "ReduceMean", lambda rw, ins, outs: None)
+    rep = pipeline.prune(stream_models.decoder_stream(), ratio=0.5).report
+    stream = [g for g in rep["groups"] if g.get("stream")][0]
+    assert stream["channels_after"] == 8 and "mask-equivalence" in stream["reason"]
+
+
+@pytest.mark.parametrize("opset", [18, 21])
+def test_groupnormalization_prunes_whole_groups(opset):
+    """Per-group (opset 18) or per-channel (21) scale and bias; ``num_groups`` counts the kept."""
+    result = pipeline.prune(stream_models.groupnorm_block(opset), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    assert sorted((g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")) == \
+        [(4, 2), (4, 2)]  # a channel of the group is a whole group of 2 or 3 channels
+    assert [a.i for n in result.model.graph.node if n.op_type == "GroupNormalization"
+            for a in n.attribute if a.name == "num_groups"] == [2, 2, 2]
+
+
+class _UNetBlock:
+    """torch's GroupNorm as the legacy exporter writes it: Reshape [N, G, -1] ->
+    InstanceNormalization -> Reshape(Shape(x)) -> Mul(weight) -> Add(bias)."""
+
+    @staticmethod
+    def export(path):
+        import torch
+
+        class Block(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.c1, self.n1 = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.GroupNorm(4, 16)
+                self.c2, self.n2 = torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.GroupNorm(4, 16)
+                self.c3 = torch.nn.Conv2d(16, 5, 1)
+
+            def forward(self, x):
+                h = torch.nn.functional.silu(self.n1(self.c1(x)))
+                return self.c3(h + torch.nn.functional.silu(self.n2(self.c2(h))))
+
+        torch.manual_seed(0)
+        model = Block().eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        torch.onnx.export(model, torch.randn(1, 3, 8, 8), str(path), dynamo=False, opset_version=17,
+                          do_constant_folding=False)
+        return path
+
+
+def test_exported_torch_groupnorm_block_prunes_whole_groups(tmp_path):
+    rep = pipeline.prune(_UNetBlock.export(tmp_path / "unet_block.onnx"), ratio=0.5).report
+    assert rep["verified"] is True
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(4, 2)]
+    assert rep["params_after"] < 0.6 * rep["params_before"]
+
+
+def test_weights_computed_from_initializers_are_roots_and_leaves():
+    """The standardized and the gained convolutions prune like plain ones; each computed weight
+    becomes the cut initializer it computes, and its chain goes."""
+    result = pipeline.prune(stream_models.computed_weights(), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(8, 4), (6, 3)]
+    ops = [n.op_type for n in result.model.graph.node]
+    assert ops == ["Conv", "Relu", "Conv", "Relu", "Conv"]
+
+
+def _weight_normalized_convs(kind: str, path):
+    """A residual block whose convolutions standardize their weights as timm's ScaledStdConv2d
+    (NF-ResNet: a training-mode BatchNormalization over each filter, times gain), BiT's StdConv2d
+    (var_mean over each filter), or torch's weight_norm parametrization (g · v / ||v||)."""
+    import torch
+    import torch.nn.functional as F
+
+    class ScaledStd(torch.nn.Conv2d):
+        def __init__(self, cin, cout):
+            super().__init__(cin, cout, 3, padding=1)
+            self.gain = torch.nn.Parameter(torch.ones(cout, 1, 1, 1))
+            self.scale = (cin * 9) ** -0.5
+
+        def forward(self, x):
+            w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                             weight=(self.gain * self.scale).view(-1), training=True, momentum=0.,
+                             eps=1e-6).reshape_as(self.weight)
+            return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+    class BiTStd(torch.nn.Conv2d):
+        def forward(self, x):
+            v, m = torch.var_mean(self.weight, dim=[1, 2, 3], keepdim=True, unbiased=False)
+            return F.conv2d(x, (self.weight - m) / torch.sqrt(v + 1e-10), self.bias, self.stride, self.padding)
+
+    def conv(cin, cout):
+        if kind == "nf":
+            return ScaledStd(cin, cout)
+        if kind == "bit":
+            return BiTStd(cin, cout, 3, padding=1)
+        return torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv2d(cin, cout, 3, padding=1))
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.c3 = conv(3, 8), conv(8, 8), torch.nn.Conv2d(8, 5, 1)
+
+        def forward(self, x):
+            h = torch.relu(self.c1(x))
+            return self.c3(h + torch.relu(self.c2(h)) * 0.2)
+
+    torch.manual_seed(0)
+    model = Block().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    torch.onnx.export(model, torch.randn(1, 3, 8, 8), str(path), dynamo=False, opset_version=17,
+                      do_constant_folding=False)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["nf", "bit", "weight_norm"])
+def test_exported_weight_standardized_convs_prune(kind, tmp_path):
+    rep = pipeline.prune(_weight_normalized_convs(kind, tmp_path / f"{kind}.onnx"), ratio=0.5).report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(8, 4)]
+
+
+def test_expand_tile_pad_and_reductions_along_other_axes_pass_channels():
+    rep = pipeline.prune(stream_models.small_blockers(), ratio=0.5).report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(8, 4), (6, 3)]
+
+
+def _recognizer_tail(path, dynamic: bool):
+    """torch's F.pad (pads computed by a small constant sub-graph), amin / sum over non-channel
+    axes, then a recognizer's ``reshape(b, c * h, w)`` read from the tensor's own Shape."""
+    import torch
+    import torch.nn.functional as F
+
+    class Tail(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3)
+            self.fc = torch.nn.Linear(8 * 4, 5)
+
+        def forward(self, x):
+            h = torch.relu(self.c2(F.pad(torch.relu(self.c1(x)), (1, 1, 1, 1))))
+            h = h - h.amin(dim=3, keepdim=True)
+            h = h.sum(dim=2, keepdim=True) + h
+            b, c, hh, w = h.shape
+            return self.fc(h.reshape(b, c * hh, w).permute(0, 2, 1))
+
+    torch.manual_seed(0)
+    torch.onnx.export(Tail().eval(), torch.randn(1, 3, 4, 12), str(path), dynamo=False, opset_version=17,
+                      do_constant_folding=False, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b", 3: "w"}, "y": {0: "b", 1: "w"}} if dynamic else None)
+    return path
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_computed_pads_reductions_and_a_self_adapting_reshape_prune(dynamic, tmp_path):
+    rep = pipeline.prune(_recognizer_tail(tmp_path / "tail.onnx", dynamic), ratio=0.5).report
+    assert rep["verified"] is True
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(8, 4), (8, 4)]
+
+
+def test_cli_stream_flag(tmp_path, capsys):
+    import json
+
+    import cli
+
+    model, out, report = tmp_path / "vit_stream.onnx", tmp_path / "out.onnx", tmp_path / "report.json"
+    onnx.save(stream_models.vit_stream(), str(model))
+    assert cli.main(["prune", str(model), "-o", str(out), "--ratio", "0.5", "--stream", "0.75",
+                     "--report", str(report)]) == 0
+    groups = json.loads(report.read_text())["groups"]
+    assert [g["channels_after"] for g in groups if g.get("stream")] == [2]
+    assert cli.main(["prune", str(model), "-o", str(tmp_path / "x.onnx"), "--stream", "1.5"]) == 2
+    assert not (tmp_path / "x.onnx").exists()
+    assert "stream must be in [0, 1)" in capsys.readouterr().err
