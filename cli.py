@@ -35,6 +35,7 @@ from ir import files  # noqa: E402
 from passes import progress  # noqa: E402
 from passes.base import PassError  # noqa: E402
 from passes.finetune import DataError, TrainConfig, finetune  # noqa: E402
+from passes.inputs import InputsUsageError, check_given, load_inputs, parse_input_shapes  # noqa: E402
 from passes.score import ScorePass  # noqa: E402
 from passes.reruns import set_mask_options  # noqa: E402
 from pipeline import (REGISTRY, DumpInstrument, Instrument, Pipeline, PipelineError, SpecError,  # noqa: E402
@@ -199,6 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", type=float, help="ratio of residual-stream channels removed, read by "
                    "normalizations (default: --ratio)")
     _mask_flags(p)
+    _input_flags(p)
     s = sub.add_parser("sensitivity", parents=[common], help="accuracy per group at ratios 0.1..0.9, and a ratio plan")
     s.add_argument("model", help="the ONNX classifier")
     s.add_argument("--val", required=True, help="validation data: .npz with x (float32) and y (int64)")
@@ -209,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scope", default="tree", choices=["tree", "node"], help="score over the tree or the root node")
     s.add_argument("--calib", help="calibration data for data criteria (.npz)")
     s.add_argument("--steps", type=float, nargs="+", default=None, help="ratios to try (default 0.1 .. 0.9)")
+    _input_flags(s)
     s.add_argument("--seed", type=int, default=0, help="seed of sample inputs and random choices")
     sc = sub.add_parser("schedule", parents=[common],
                         help="iterative pruning (prune -> fine-tune, N steps) or soft filter pruning")
@@ -229,11 +232,13 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--scope", default=None, choices=["tree", "node"], help="default: tree (iterative), node (soft)")
     sc.add_argument("--calib", help="calibration data for data criteria (.npz)")
     sc.add_argument("--report", help="write the history and the whole run's report (JSON) here")
+    _input_flags(sc)
     sc.add_argument("--seed", type=int, default=0, help="seed of sample inputs, batches and random choices")
     i = sub.add_parser("inspect", parents=[common], help="show tags, association trees and groups")
     i.add_argument("model", help="the ONNX model")
     i.add_argument("--json", action="store_true", help="print the analysis as JSON instead of text")
     i.add_argument("--dot", help="write the association trees as Graphviz (roots, leaves, blockers, coupled groups)")
+    _input_flags(i)
     f = sub.add_parser("finetune", parents=[common], help="fine-tune a model with ONNX Runtime training")
     f.add_argument("model", help="the ONNX model")
     f.add_argument("--data", required=True, help="training data: .npz with x (float32) and y")
@@ -254,6 +259,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--executor", default="local", choices=["local", "ray"], help="where the jobs run")
     b.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
     b.add_argument("--force", action="store_true", help="redo jobs that are already done")
+    _input_flags(b, " (every model; a plan's model entry may give its own)")
     d = sub.add_parser("demo", parents=[common],
                        help="digits: train a small residual CNN with ORT, prune at 0.5, fine-tune, report")
     d.add_argument("--out-dir", default="demo-output", help="where the models, report and plot go")
@@ -292,6 +298,26 @@ def _file_rule(args) -> None:
             raise files.FileRefused(f"--checkpoint {ck}: exists and is not a folder")
         files.check_writes({f"--checkpoint {ck}/{n}": ck / n for n in ("progress.json", "checkpoint", "best.npz")},
                            dict(reads, **{k: v for k, v in writes.items() if v}), new_folders=True)
+
+
+def _input_flags(parser: argparse.ArgumentParser, scope: str = "") -> None:
+    """The same words wherever the model runs: the proof's inputs under the user's control."""
+    parser.add_argument("--inputs", metavar="FILE.npz",
+                        help="arrays by exact input name, fed to every run of the model (shape discovery, "
+                             "data criteria, the proof)" + scope)
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME:D1,D2,...",
+                        help="fix an input's symbolic dims (repeatable)" + scope)
+
+
+def _given_inputs(args) -> tuple[dict | None, dict | None]:
+    """``--inputs`` and ``--input-shape`` read (a malformed shape is a usage error)."""
+    try:
+        shapes = parse_input_shapes(args.input_shape) or None
+    except InputsUsageError as exc:
+        raise UsageError(str(exc)) from None
+    given = load_inputs(args.inputs) if args.inputs else None
+    return given, shapes
+
 
 
 def _finite(v) -> bool:
@@ -351,6 +377,10 @@ def _cmd_prune(args) -> int:
             raise UsageError(str(exc)) from None
     if args.calib and not Path(args.calib).is_file():
         raise DataError(f"{args.calib}: no such data file")
+    for path in (args.output, args.report):
+        if path and args.inputs and Path(args.inputs).exists() and Path(path).resolve() == Path(args.inputs).resolve():
+            raise UsageError(f"{path}: output would overwrite the inputs file")
+    given, shapes = _given_inputs(args)
     instruments: list[Instrument] = []
     if args.time_passes:
         instruments.append(TimingInstrument(sys.stderr))
@@ -361,7 +391,8 @@ def _cmd_prune(args) -> int:
                    passes=passes, verify=not args.no_verify, seed=args.seed,
                    instruments=instruments, calib_data=args.calib, ratios=ratios,
                    target_flops=args.target_flops, target_params=args.target_params,
-                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads, stream=args.stream)
+                   rank=args.rank, max_ratio=args.max_ratio, heads=args.heads, stream=args.stream,
+                   sample_inputs=given, input_shapes=shapes)
     if result.report.get("proof") == "not run":
         print("warning: --passes has no validate pass: the result is NOT proven "
               "(report: verified null, proof \"not run\")", file=sys.stderr)
@@ -435,12 +466,15 @@ def _cmd_batch(args) -> int:
     parent = Path(args.output).resolve().parent
     if not parent.is_dir():
         raise UsageError(f"output folder's parent {str(parent)!r} does not exist")
+    _given_inputs(args)  # a malformed --input-shape is a usage error before any job runs
+    defaults = {"inputs": str(Path(args.inputs).resolve()) if args.inputs else None,
+                "input_shape": list(args.input_shape)}
     try:
         if args.plan:
             plan = batch.read_plan(args.plan)
             if mask or args.calib:
                 raise UsageError("with --plan, give mask options and --calib in the plan's variants")
-            jobs = batch.make_jobs(plan["models"], plan.get("variants", []))
+            jobs = batch.make_jobs(plan["models"], plan.get("variants", []), defaults)
         else:
             goal = (f"flops{args.target_flops:g}" if args.target_flops else
                     f"params{args.target_params:g}" if args.target_params else None)
@@ -448,7 +482,7 @@ def _cmd_batch(args) -> int:
                          "mask": mask, "calib": args.calib}
                         for r in (args.ratio if goal is None else args.ratio[:1])
                         for c in args.criterion for s in args.scope]
-            jobs = batch.make_jobs(args.models, variants)
+            jobs = batch.make_jobs(args.models, variants, defaults)
         batch.check_outputs(jobs, args.output, {"--plan": [args.plan] if args.plan else []})
     except batch.PlanError as exc:
         raise UsageError(str(exc)) from None
@@ -461,7 +495,8 @@ def _cmd_batch(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    info = inspect(args.model)
+    given, shapes = _given_inputs(args)
+    info = inspect(args.model, sample_inputs=given, input_shapes=shapes)
     if args.dot:
         ir.save_bytes(trees_to_dot(info).encode(), args.dot)
     if args.json:
@@ -484,8 +519,10 @@ def _cmd_sensitivity(args) -> int:
     steps = tuple(args.steps) if args.steps else sensitivity.STEPS
     model, _, where = open_model(args.model)
     check_input(model, where)
+    given, shapes = _given_inputs(args)
     result = sensitivity.analyze(model, args.val, steps, args.criterion, args.scope, args.seed,
-                                 args.calib, stream=_log_stream())
+                                 args.calib, stream=_log_stream(),
+                                 sample_inputs=given, input_shapes=shapes)
     if result.warning:
         print(f"warning: {result.warning}", file=sys.stderr)
     the_plan = sensitivity.plan(result, args.budget)
@@ -522,13 +559,16 @@ def _cmd_schedule(args) -> int:
         raise UsageError(str(exc)) from None
     model, external, where = open_model(args.model)
     check_input(model, where)
+    given, shapes = _given_inputs(args)
+    check_given(model, given, shapes, where)
     if args.mode == "iterative":
         result = schedules.iterative_prune(model, args.data, args.val, args.ratio, args.steps, growth,
                                            config, criterion, scope, args.seed, args.calib,
-                                           target_flops=args.target_flops, checkpoint=args.checkpoint)
+                                           target_flops=args.target_flops, checkpoint=args.checkpoint,
+                                           sample_inputs=given, input_shapes=shapes)
     else:
         result = schedules.soft_filter_prune(model, args.data, args.val, args.ratio, config, criterion, scope,
-                                             args.seed, args.calib)
+                                             args.seed, args.calib, sample_inputs=given, input_shapes=shapes)
     report = dict(result.report, model=args.model, schedule={"mode": args.mode, "history": result.history})
     with files.Staged() as staged:  # the model, its data and the report: all or nothing
         ir.save(result.model, args.output, external & {t.name for t in result.model.graph.initializer}, staged)

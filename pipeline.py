@@ -35,14 +35,15 @@ from passes.base import (Pass, PassContext, PassError, PassResult, PipelineError
 from passes.classify import ClassifyPass
 from passes.cost import count_flops, count_params
 from passes.finetune import FinetunePass
-from passes.infer_shapes import InferShapesPass
+from passes.infer_shapes import InferShapesPass, lower_input
+from passes.inputs import resolve_inputs, run_inputs
 from passes.mask import MaskPass
 from passes.reruns import check_tuning, has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
 from passes import subgraphs
-from passes.runtime import check_input  # noqa: F401 (the API: cli and workflows check their inputs)
 from passes.slice import SlicePass, group_reports, inspect_reports
 from passes.tag import TagPass
+from passes.support import check_model_input as check_input  # the API: cli and workflows check inputs
 from passes.trees import TreesPass
 from passes.validate import EquivalenceError, ValidatePass
 
@@ -256,7 +257,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
           train_data=None, val_data=None, calib_data=None, ratios: dict | None = None,
           target_flops: float = 0.0, target_params: float = 0.0, rank: str | None = None,
           max_ratio: float | None = None, heads: float | None = None, stream: float | None = None,
-          round_to: int | None = None) -> PruneResult:
+          round_to: int | None = None, input_shapes: dict | None = None) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
     ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
@@ -264,18 +265,20 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     (default options), required in a given spec (a ``SpecError`` otherwise); ``calib_data``
     feeds data criteria (hrank, hrank-star, taylor). ``ratios`` (root node -> ratio, e.g. a
     sensitivity plan), ``target_flops`` / ``target_params`` (fraction to remove), ``rank``
-    (layer/global), ``max_ratio``, ``heads`` and ``stream`` (attention heads' and residual-stream
-    ratios) and ``round_to`` set every ``mask`` pass. A target is checked by the real count after
-    slicing; off by >0.5%, the mask is re-solved for the corrected target (at most 3 times); ``target`` says what was met.
-    Nothing unproven is shipped: if the mask-equivalence check fails, the groups that fail it
-    alone are left whole (with the reason) and the rest is pruned again and re-checked."""
+    (layer/global), ``max_ratio``, ``heads``, ``stream`` (heads' and residual-stream ratios) and
+    ``round_to`` set every ``mask`` pass. A target is checked by the real count after slicing; off
+    by >0.5%, the mask is re-solved for the corrected target (at most 3 times); ``target`` says
+    what was met. Nothing unproven is shipped: if the mask-equivalence check fails, the groups that
+    fail it alone are left whole (with the reason) and the rest is pruned again and re-checked. ``sample_inputs``
+    (arrays by input name) and ``input_shapes`` feed every run, the rest defaulted (``passes.inputs``)."""
     tune = ",finetune" if train_data is not None and passes is None else ""  # default pipeline, then tuning
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope) + tune)
     check_tuning(pipe.passes, train_data, val_data)
     pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads,
                                       stream, round_to))
     model, external, where = open_model(model_or_path)
-    check_input(model, where)
+    runs = any(isinstance(p, ValidatePass) and p.ort for p in pipe.passes)
+    check_input(model, where, runs)
     if ratios:
         missing = sorted(set(ratios) - {n.name for n in model.graph.node})
         if missing:
@@ -285,6 +288,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         body, ratio, criterion, scope, passes, verify, seed, sample_inputs=feeds, target_flops=target_flops,
         target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads, stream=stream,
         round_to=round_to), sample_inputs)
+    sample_inputs = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=runs)
     run, analyse = _runner(model, seed, sample_inputs, list(instruments), verify,
                            (train_data, val_data, calib_data))
     try:
@@ -322,6 +326,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         "verified": ctx.report["verified"],
         "max_abs_diff": ctx.report["max_abs_diff"],
         **({} if any(p.name == "validate" for p in pipe.passes) else {"verified": None, "proof": "not run"}),
+        "inputs": sample_inputs.report(),
     }
     if "finetune" in ctx.report:
         report["finetune"] = ctx.report["finetune"]
@@ -346,8 +351,8 @@ def _runner(model, seed, sample_inputs, instruments, verify, data):
     """``run(passes, quiet=False)``: the passes on a fresh lowering of ``model``, with this call's
     options; ``quiet``: no instruments, ``ir.verify`` on (a trial of ``passes.reruns``)."""
     def run(passes, quiet=False):
-        graph = ir.lower(model)
-        ctx = PassContext(original=model, seed=seed, sample_inputs=sample_inputs,
+        graph = lower_input(model)
+        ctx = PassContext(original=model, seed=seed, **run_inputs(sample_inputs),
                           train_data=data[0], val_data=data[1], calib_data=data[2])
         ctx.report.update(verified=False, max_abs_diff=None)
         hooks = [_OriginalShapes(graph.version)] + ([] if quiet else instruments)
@@ -355,8 +360,8 @@ def _runner(model, seed, sample_inputs, instruments, verify, data):
         return graph, ctx
 
     def analyse(passes):
-        return Pipeline(list(passes)).run(ir.lower(model), PassContext(original=model, seed=seed,
-                                                                       calib_data=data[2]))
+        return Pipeline(list(passes)).run(lower_input(model), PassContext(
+            original=model, seed=seed, **run_inputs(sample_inputs), calib_data=data[2]))
     return run, analyse
 
 
@@ -368,12 +373,12 @@ def prune_graphsurgeon(graph, **kwargs):
     return gs.import_onnx(result.model), result.report
 
 
-def inspect(model_or_path) -> dict:
-    """Tags, trees with their pattern, groups, and what blocks each group left alone."""
+def inspect(model_or_path, sample_inputs: dict | None = None, input_shapes: dict | None = None, seed: int = 0) -> dict:
+    """Tags, trees with their pattern, groups, and what blocks each group left alone (inputs as in ``prune``)."""
     model, _, where = open_model(model_or_path)
-    check_input(model, where)
-    graph = ir.lower(model)
-    ctx = Pipeline.parse(ANALYSIS_SPEC).run(graph, PassContext())
+    check_input(model, where, runs=False)
+    proof = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=False)
+    ctx = Pipeline.parse(ANALYSIS_SPEC).run(lower_input(model), PassContext(seed=seed, **run_inputs(proof)))
     tags, trees, patterns = ctx.get(Tags), ctx.get(Trees), ctx.get(Patterns)
     pattern_of = {r: g.pattern for g in patterns.groups for r in g.roots}
     roles: dict[str, int] = {}
@@ -390,4 +395,5 @@ def inspect(model_or_path) -> dict:
                    "blockers": list(t.blockers), "edges": [list(e) for e in t.edges]}
                   for t in trees.trees],
         "groups": list(inspect_reports(patterns, trees)),
+        "inputs": proof.report(),
     }

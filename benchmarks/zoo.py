@@ -160,7 +160,7 @@ def blockers(groups: list[dict]) -> str:
 
 def measure(name: str, size: int, repeat: int = 10) -> dict:
     import pipeline
-    from passes.runtime import sample_inputs
+    from passes.inputs import sample_inputs
 
     path = export(name, size)
     original = onnx.load(str(path))

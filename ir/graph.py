@@ -177,6 +177,7 @@ class ModelProps:
     quantization_annotation: list[onnx.TensorAnnotation] = field(default_factory=list)
     # names of graph inputs that are also initializers (IR version < 4 lists all weights as inputs)
     initializer_inputs: frozenset[str] = frozenset()
+    initializers_as_inputs: bool = False  # the old style: every initializer also a graph input
 
 
 def opset_of(graph: Graph) -> int:

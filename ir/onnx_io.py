@@ -169,6 +169,8 @@ def lower(model: onnx.ModelProto) -> Graph:
         sparse_initializers=list(g.sparse_initializer),
         quantization_annotation=list(g.quantization_annotation),
         initializer_inputs=frozenset(i.name for i in g.input if i.name in init_names),
+        initializers_as_inputs=bool(init_names) and (
+            model.ir_version < 4 or init_names <= {i.name for i in g.input}),
     )
     graph = Graph(g.name, props)
     for t in g.initializer:
@@ -225,11 +227,13 @@ def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
     inputs = [_value_info(graph.value(name)) for name in graph.input_names]
     outputs = [_value_info(graph.value(name)) for name in graph.output_names]
     inits = list(graph.initializers.values())
-    if props.ir_version < 4:  # IR version 3 requires every initializer to be a graph input
-        listed = set(graph.input_names)
+    listed = set(graph.input_names)
+    if props.ir_version < 4 or props.initializers_as_inputs:
+        # the old style (IR 3 requires it): every initializer a graph input, each listed once
+        # under its final name, also those that slicing copied or renamed
         inputs += [_value_info(i) for i in inits if i.name not in listed]
+        listed |= {i.name for i in inits}
     if light:
-        listed = set(graph.input_names)
         inputs += [_value_info(i) for i in inits if i.size > LIGHT_LIMIT and i.name not in listed]
         inits = [i for i in inits if i.size <= LIGHT_LIMIT]
     value_info = []

@@ -53,7 +53,9 @@ class PassContext:
 
     original: onnx.ModelProto | None = None
     seed: int = 0
-    sample_inputs: dict | None = None
+    sample_inputs: dict | None = None   # the caller's arrays by input name (all or some)
+    input_shapes: dict | None = None    # the caller's shapes by input name (fix symbolic dims)
+    inputs: Any = None                  # ``inputs.ProofInputs``: the feeds every run uses
     train_data: Any = None     # for `finetune`: a path, (x, y) arrays, or (x, y) batches
     val_data: Any = None
     calib_data: Any = None     # for data criteria (hrank, taylor): a .npz path (x, optional y) or arrays

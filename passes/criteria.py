@@ -31,6 +31,7 @@ Hand-checkable examples (the tests compute them):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -47,6 +48,7 @@ from .analyses import Root, Trees
 from . import plugins
 from .base import PassContext, PassError
 from .infer_shapes import inferred_types
+from .inputs import make_inputs
 from .op_rules.computed import weight_array
 from .finetune import (Batches, DataError, TrainConfig, _fits, _show, _source_initializer,
                        refuse_non_finite, _training_copy, check_data, load_npz, trainable_names,
@@ -211,18 +213,30 @@ def calib_batches(ctx: PassContext, name: str) -> Batches:
     if ctx.calib_data is None:
         raise PassError(f"criterion {name!r} needs calibration data: --calib CALIB.npz "
                         "(array x, optionally y), or calib_data= in prune()")
-    return load_calib(ctx.calib_data)
+    batches = load_calib(ctx.calib_data)
+    if ctx.inputs is not None:  # the other inputs of a model with a state or a scalar input
+        batches = dataclasses.replace(batches, others=(ctx.inputs, ctx.seed))
+    return batches
 
 
-def _data_input(ir: Graph):
+def _data_input(ir: Graph, calib: Batches | None = None):
+    """The input ``x`` feeds: the only one, or (the run's inputs feeding the others) the first
+    float input whose shape fits the calibration batches."""
     real = [v for v in ir.inputs if ir.initializer(v.name) is None]
-    if len(real) != 1:
-        raise PassError(f"data criteria need a model with one data input, this one has {len(real)}")
-    return real[0]
+    if len(real) == 1:
+        return real[0]
+    if calib is not None and calib.others is not None:
+        x = calib.batches[0][0]
+        for v in real:
+            if v.elem_type == onnx.TensorProto.FLOAT and _fits(x.shape, v.shape or ()):
+                return v
+        raise PassError(f"{calib.where}: x of shape {list(x.shape)} fits none of the model's inputs "
+                        f"({', '.join(v.name for v in real)})")
+    raise PassError(f"data criteria need a model with one data input, this one has {len(real)}")
 
 
 def _check_x(calib: Batches, ir: Graph) -> str:
-    value = _data_input(ir)
+    value = _data_input(ir, calib)
     shape = value.shape or ()
     for x, _ in calib.batches:
         if x.dtype != np.float32:
@@ -230,6 +244,20 @@ def _check_x(calib: Batches, ir: Graph) -> str:
         if not _fits(x.shape, shape):
             raise DataError(f"{calib.where}: x has shape {list(x.shape)}, the model takes {_show(shape)}")
     return value.name
+
+
+def _feeds(ir: Graph, in_name: str, x: np.ndarray, calib: Batches) -> dict[str, np.ndarray]:
+    """One batch's feeds: ``x``, and the other inputs as the run's, sized to this batch (a
+    state's batch axis shares the name of x's)."""
+    if calib.others is None:
+        return {in_name: x}
+    proof, seed = calib.others
+    model = onnx.ModelProto()  # the inputs as the model declares them (the training copy's batch axis is not)
+    model.graph.input.extend(onnx.helper.make_value_info(v.name, v.type) for v in ir.inputs
+                             if ir.initializer(v.name) is None and v.type is not None)
+    given = {k: v for k, v in proof.given().items() if k != in_name}
+    shapes = {k: v for k, v in proof.shapes().items() if k != in_name}
+    return make_inputs(model, seed, {**given, in_name: x}, shapes).feeds
 
 
 # ----------------------------------------------------------------------------- data criteria
@@ -256,13 +284,13 @@ def feature_maps(ir: Graph, values: list[str], calib: Batches):
         raise PassError(f"ONNX Runtime cannot run the model for calibration: {str(exc).strip().splitlines()[0]}") from None
     for x, _ in calib.batches:
         try:
-            outs = [session.run(values, {in_name: x})]
+            outs = [session.run(values, _feeds(ir, in_name, x, calib))]
         except Exception as exc:
             if len(x) == 1:
                 raise PassError(f"ONNX Runtime cannot run the model on calibration data: "
                                 f"{str(exc).strip().splitlines()[0]}") from None
             # a model written for a fixed batch (e.g. Reshape to [1, -1]): one sample at a time
-            outs = [session.run(values, {in_name: x[i:i + 1]}) for i in range(len(x))]
+            outs = [session.run(values, _feeds(ir, in_name, x[i:i + 1], calib)) for i in range(len(x))]
         yield {v: np.concatenate([o[k] for o in outs]) for k, v in enumerate(values)}
 
 

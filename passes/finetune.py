@@ -73,6 +73,9 @@ class Batches:
 
     batches: list[tuple[np.ndarray, np.ndarray]]
     where: str
+    # calibration of a model with more inputs than x (a state, a scalar): the run's
+    # ``inputs.ProofInputs`` and seed, from which the other inputs are made for each batch's size
+    others: Any = None
 
     def __len__(self) -> int:
         return sum(len(x) for x, _ in self.batches)

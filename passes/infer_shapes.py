@@ -18,14 +18,19 @@ from typing import ClassVar
 
 import onnx
 
+import ir
 from ir import Graph, raise_model, shape_of
 
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassResult
 
 
-def inferred_types(ir: Graph) -> dict[str, onnx.TypeProto]:
+def inferred_types(ir: Graph, stated: bool = True) -> dict[str, onnx.TypeProto]:
+    """ONNX shape inference's types by value name; ``stated=False`` infers from the nodes alone,
+    ignoring the model's own value_info (which may be stale or wrong)."""
     model = raise_model(ir, light=True)
+    if not stated:
+        del model.graph.value_info[:]
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # inference is advisory: an op it cannot handle leaves shapes unknown
@@ -49,13 +54,40 @@ def value_shapes(ir: Graph) -> dict[str, tuple]:
     return shapes
 
 
+def refresh_value_info(ir: Graph) -> int:
+    """The input's value_info recomputed, not carried (before any pass): an entry shape inference
+    gives a type for takes that type (jax2onnx writes NHWC shapes into the value_info of NCHW
+    tensors); an entry with no type is dropped; the rest (after an op inference does not know)
+    is kept. Returns how many entries changed."""
+    fresh = inferred_types(ir, stated=False)
+    changed = 0
+    for name in sorted(ir.value_info_names):
+        if not ir.has_value(name) or name in ir.initializers:
+            continue
+        old, new = ir.value(name).type, fresh.get(name)
+        if new is not None and shape_of(new) is not None and new != old:
+            ir.set_value_type(name, new)
+            changed += 1
+        elif old is None or not old.HasField("tensor_type") and not old.ListFields():
+            ir.value_info_names.discard(name)
+            changed += 1
+    return changed
+
+
+def lower_input(model: onnx.ModelProto) -> Graph:
+    """The input as the passes see it: lowered, its own value_info recomputed (never carried stale)."""
+    graph = ir.lower(model)
+    refresh_value_info(graph)
+    return graph
+
+
 @dataclass(frozen=True)
 class InferShapesPass(Pass):
     name: ClassVar[str] = "infer-shapes"
     preserves: ClassVar[tuple[type, ...]] = (SliceRecord,)
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
-        types = inferred_types(ir)
+        types = inferred_types(ir, stated=False)
         changed = dropped = 0
         for name in sorted(ir.value_info_names):
             if not ir.has_value(name) or name in ir.initializers:

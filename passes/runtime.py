@@ -3,8 +3,6 @@ data criteria's feature maps and the proof in ``validate`` all run models throug
 
 Reads and provides no analysis; it works on ``onnx.ModelProto`` and imports nothing of the project
 but ``passes.ort`` (ONNX Runtime imported without torch).
-- ``sample_inputs(model, seed, size)``: seeded inputs for every real graph input; a symbolic batch
-  is 2, any other symbolic dim ``size`` (``SYMBOLIC_SIZES`` are tried in order by ``validate``).
 - ``run_model(model, feeds)``: one run, graph optimizations off (the model as written).
 - ``ort_session(model, opts)``: a CPU session; a model over ``FILE_SESSION_BYTES`` of weights
   reaches ORT through a temporary file instead of a serialized copy.
@@ -12,8 +10,8 @@ but ``passes.ort`` (ONNX Runtime imported without torch).
   declared over the memory budget), or None.
 - ``session_options()``: the threads a batch worker was given (``ONNXPRUNER_THREADS``).
 
-Example: ``run_model(m, sample_inputs(m, 0))`` on a ResNet-18 with a symbolic batch runs it on a
-[2, 3, 224, 224] input and returns its logits, [2, 1000].
+What it is fed comes from ``passes.inputs``. Example: ``run_model(m, sample_inputs(m, 0))`` on a
+ResNet-18 with a symbolic batch runs it on a [2, 3, 224, 224] input and returns its logits, [2, 1000].
 """
 
 from __future__ import annotations
@@ -26,13 +24,7 @@ import tempfile
 import numpy as np
 import onnx
 
-import ir
-
 from .ort import import_ort  # ONNX Runtime's inference part, without torch
-
-# sizes tried, in order, for symbolic non-batch dims until the original model runs on them (a
-# detector's FPN needs sides divisible by 32, a text recognizer a minimum width)
-SYMBOLIC_SIZES = (16, 32, 64, 128, 224)
 
 
 MEMORY_BUDGET_GIB = 4.0   # the largest single tensor we allocate; ONNXPRUNER_MEMORY_BUDGET (GiB) changes it
@@ -78,36 +70,6 @@ def unrunnable(model: onnx.ModelProto, skeleton: onnx.ModelProto | None = None) 
                     f"{size / 2**30:.1f} GiB, over the memory budget of {budget:g} GiB (ONNXPRUNER_MEMORY_BUDGET)")
     return None
 
-
-def has_symbolic_dims(model: onnx.ModelProto) -> bool:
-    inits = {t.name for t in model.graph.initializer}
-    return any(not (d.HasField("dim_value") and d.dim_value > 0)
-               for vi in model.graph.input if vi.name not in inits
-               for i, d in enumerate(vi.type.tensor_type.shape.dim) if i > 0)
-
-
-def sample_inputs(model: onnx.ModelProto, seed: int, size: int = SYMBOLIC_SIZES[0]) -> dict[str, np.ndarray]:
-    """Seeded inputs for every real graph input: symbolic batch 2, other symbolic dims ``size``
-    (a dim written as -1 or 0, as Paddle's exporter does, is symbolic)."""
-    rng = np.random.default_rng(seed)
-    inits = {t.name for t in model.graph.initializer}
-    feeds = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        dims = []
-        for i, d in enumerate(tt.shape.dim):
-            known = d.HasField("dim_value") and d.dim_value > 0
-            dims.append(d.dim_value if known else (2 if i == 0 else size))
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        if np.issubdtype(dtype, np.floating):
-            feeds[vi.name] = rng.standard_normal(dims).astype(dtype)
-        elif np.issubdtype(dtype, np.integer):
-            feeds[vi.name] = rng.integers(0, 2, dims).astype(dtype)
-        else:
-            feeds[vi.name] = np.zeros(dims, dtype)
-    return feeds
 
 
 def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool = False,
@@ -188,15 +150,3 @@ def ort_session(model: onnx.ModelProto, opts=None, consume: bool = False):
                     t.raw_data = f.read(length)
                     del t.external_data[:]
                     t.data_location = onnx.TensorProto.DEFAULT
-
-
-def check_input(model: onnx.ModelProto, where: str) -> None:
-    """onnx.checker on the model's structure. Large weights are declared as typed inputs instead
-    of being serialized into the check (their dims and types are still checked when lowered)."""
-    try:
-        onnx.checker.check_model(skeleton := ir.skeleton(model))
-    except Exception as exc:
-        text = str(exc).strip().splitlines()
-        raise ir.ModelLoadError(f"{where}: invalid ONNX model ({text[0] if text else type(exc).__name__})") from None
-    if problem := unrunnable(model, skeleton):  # an empty weight, over the memory budget
-        raise ir.ModelLoadError(f"{where}: {problem}")

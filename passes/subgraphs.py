@@ -28,7 +28,8 @@ import onnx
 from ir import lower
 
 from .cost import count_params
-from .runtime import SYMBOLIC_SIZES, run_model
+from .inputs import SYMBOLIC_SIZES
+from .runtime import run_model
 
 
 @dataclass
@@ -66,7 +67,7 @@ def _computed(model: onnx.ModelProto, names: list[str], sample_inputs: dict | No
     """Values of the enclosing graph a body reads, as the original computes them on the given
     inputs (seeded ones without): their types for the body's standalone inputs, their arrays
     for its proof; or the reason they cannot be had. The channels they carry stay blocked."""
-    from .runtime import sample_inputs as seeded
+    from .inputs import sample_inputs as seeded
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

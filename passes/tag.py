@@ -26,7 +26,7 @@ from .infer_shapes import value_shapes
 from .op_rules import (CHANNEL_RULES, DEFAULT_DOMAINS, ROOT_RULES, NodeView, conv_group_widths,
                        fold_shapes)
 from .op_rules.computed import computed_weights
-from .runtime import run_model, sample_inputs
+from .validate import Runnable  # weights by reference, as the proof runs them
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class TagPass(Pass):
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
         opset = opset_of(ir)
-        shapes = static_shapes(ir, opset)
+        shapes = static_shapes(ir, opset, ctx=ctx)
         tags = {}
         computed = computed_weights(ir)
         for node in ir.topo_nodes():
@@ -66,19 +66,19 @@ def _more_known(new, old) -> bool:
     return sum(isinstance(d, int) for d in new) > sum(isinstance(d, int) for d in old)
 
 
-def static_shapes(ir: Graph, opset: int, rounds: int = 3) -> dict[str, tuple]:
+def static_shapes(ir: Graph, opset: int, rounds: int = 3, ctx: PassContext | None = None) -> dict[str, tuple]:
     """Value shapes from ONNX shape inference, completed where a computed shape operand (a
     Slice end from Shape // 2, a Reshape target built by Concat) folds to a number: inference
     runs again with those operands as constants, so the values after them get static shapes.
-    Where inference still leaves a dim symbolic in a model whose inputs are all static, the
-    shape ONNX Runtime produces is taken (``runtime_shapes``), unless the folded shape values
-    already answer: a shape vector folded to known numbers has their length (ViT's
-    attention reshapes: 36 vectors inference leaves of unknown length, no run needed)."""
+    Where inference still leaves a shape unknown or a dim symbolic, the shape ONNX Runtime
+    produces is taken (``runtime_shapes``), unless the folded shape values already answer: a
+    shape vector folded to known numbers has their length (ViT's attention reshapes: 36 vectors
+    inference leaves of unknown length, no run needed)."""
     shapes = _reshape_targets(ir, _folded_static_shapes(ir, opset, rounds), opset)
     for name, sv in fold_shapes(ir, shapes, opset).values.items():
         if sv.static() and not _static(shapes.get(name)):
             shapes[name] = tuple(int(d) for d in np.shape(sv.value))
-    return runtime_shapes(ir, shapes)
+    return runtime_shapes(ir, shapes, ctx)
 
 
 def _reshape_targets(ir: Graph, shapes: dict[str, tuple], opset: int) -> dict[str, tuple]:
@@ -110,12 +110,16 @@ def _reshape_targets(ir: Graph, shapes: dict[str, tuple], opset: int) -> dict[st
     return shapes
 
 
-def runtime_shapes(ir: Graph, shapes: dict[str, tuple]) -> dict[str, tuple]:
-    """With every graph input of a static shape, every value's shape is a fact of the model:
-    run it once in ONNX Runtime and read the shapes inference left symbolic (BERT's attention
-    reshapes, after an Expand of a computed mask). Advisory: any failure keeps ``shapes``."""
-    inputs = [v for v in ir.inputs if ir.initializer(v.name) is None]
-    if not inputs or not all(_static(v.shape) for v in inputs):
+def runtime_shapes(ir: Graph, shapes: dict[str, tuple], ctx: PassContext | None = None) -> dict[str, tuple]:
+    """Shapes inference left unknown or symbolic (BERT's attention reshapes after an Expand of a
+    computed mask; everything after an ``ai.onnx.ml`` Scaler or a custom op), read from ONNX
+    Runtime runs on the run's inputs (``inputs.context_inputs``). With every input's shape
+    known (declared static, given, or fixed by ``input_shapes``) one run tells every shape; with
+    a symbolic input a second run at other sizes keeps the dims both runs agree on and leaves
+    the others symbolic (None). Advisory: any failure keeps ``shapes``."""
+    from .inputs import all_fixed, context_inputs, make_inputs
+
+    if not [v for v in ir.inputs if ir.initializer(v.name) is None]:
         return shapes
     missing = sorted(v.name for v in ir.values()
                      if v.name not in ir.initializers and ir.producer(v.name) is not None
@@ -123,22 +127,35 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple]) -> dict[str, tuple]:
     if not missing:
         return shapes
     # the weights by reference: large initializers are graph inputs of the raised model (no copy
-    # of them in it) and are fed as the IR's own arrays
-    model = raise_model(ir, light=True)
-    have = {o.name for o in model.graph.output}
-    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in missing if n not in have)
-    weights = {vi.name: ir.initializer(vi.name).array for vi in model.graph.input
-               if ir.initializer(vi.name) is not None}
-    try:
-        real = onnx.ModelProto()
-        real.graph.input.extend(vi for vi in model.graph.input if vi.name not in weights)
-        values = run_model(model, {**sample_inputs(real, 0), **weights}, quiet=True)
-    except Exception:
-        return shapes
+    # of them in it), fed as the IR's own arrays (the whole model when ORT needs one as a constant)
+    model = Runnable(ir, tuple(missing))
+    ctx = ctx or PassContext()
+    proof = context_inputs(ctx, model.inputs)
+    runs = [proof.feeds]
+    if not all_fixed(model.inputs, ctx.sample_inputs, ctx.input_shapes):
+        other = make_inputs(model.inputs, ctx.seed + 1, ctx.sample_inputs, ctx.input_shapes,
+                            size=2 * proof.size, batch=3)
+        runs.append(other.feeds)
+    outputs = [o.name for o in model.model.graph.output]
+    seen: list[dict[str, tuple]] = []
+    for feeds in runs:
+        try:
+            values = model.run(feeds, quiet=True)
+        except Exception:
+            return shapes
+        seen.append({name: tuple(int(d) for d in arr.shape)
+                     for name, arr in zip(outputs, values)
+                     if name in missing and isinstance(arr, np.ndarray)})
     out = dict(shapes)
-    for vi, arr in zip(model.graph.output, values):
-        if vi.name in missing and hasattr(arr, "shape"):
-            out[vi.name] = tuple(int(d) for d in arr.shape)
+    for name, shape in seen[0].items():
+        others = [s.get(name) for s in seen[1:]]
+        if any(o is None or len(o) != len(shape) for o in others):
+            continue
+        merged = tuple(d if all(o[k] == d for o in others) else None for k, d in enumerate(shape))
+        old = shapes.get(name)
+        if old is not None and len(old) == len(merged):  # keep what inference knew (a dim name)
+            merged = tuple(o if n is None else n for o, n in zip(old, merged))
+        out[name] = merged
     return out
 
 

@@ -21,14 +21,15 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from ir import Graph, lower, opset_of, raise_model
+from ir import Graph, lower, opset_of, raise_model, skeleton
 
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult
 from . import progress
+from .inputs import InputsError, ort_message, probe_inputs, rejection
 from .op_rules import Rewriter
 from .op_rules.computed import weight_array
-from .runtime import SYMBOLIC_SIZES, has_symbolic_dims, run_model, sample_inputs
+from .runtime import run_model
 
 
 class EquivalenceError(PassError):
@@ -51,6 +52,16 @@ class _NoTask:
 
     def __exit__(self, *exc):
         pass
+
+
+def _full_check_failure(model: onnx.ModelProto | None) -> str | None:
+    if model is None:
+        return None
+    try:
+        onnx.checker.check_model(skeleton(model), full_check=True)
+    except Exception as exc:
+        return str(exc).strip().splitlines()[0]
+    return None
 
 
 def masked_original(original: onnx.ModelProto, record: SliceRecord | None) -> onnx.ModelProto:
@@ -78,14 +89,17 @@ class Runnable:
     over ``LIGHT_LIMIT`` elements as a graph input (``model``: no copy of them in it, nor in a
     serialized form, nor in ORT: a CPU input is read where numpy holds it) and those weights fed
     as the IR's own arrays. An op whose ORT kernel needs a constant where a weight became an input
-    makes the run fall back to the whole model, weights inside (``run``)."""
+    makes the run fall back to the whole model, weights inside (``run``). ``extra_outputs``:
+    values also returned, after the graph's outputs (tag's shape discovery)."""
 
-    def __init__(self, g: Graph):
+    def __init__(self, g: Graph, extra_outputs: tuple[str, ...] = ()):
         self.graph = g
+        self.extra = [n for n in extra_outputs if n not in set(g.output_names)]
         self.model = raise_model(g, light=True)
+        self.model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in self.extra)
         self.weights = {vi.name: g.initializer(vi.name).array for vi in self.model.graph.input
                         if g.initializer(vi.name) is not None}
-        self.inputs = onnx.ModelProto()  # the real inputs alone, for sample_inputs
+        self.inputs = onnx.ModelProto()  # the fed inputs alone, for passes.inputs
         self.inputs.graph.input.extend(vi for vi in self.model.graph.input if vi.name not in self.weights)
 
     def run(self, feeds: dict[str, np.ndarray], quiet: bool = False) -> list[np.ndarray]:
@@ -95,7 +109,9 @@ class Runnable:
             return run_model(self.model, {**feeds, **self.weights}, quiet=True)
         except Exception:
             pass
-        return run_model(raise_model(self.graph), feeds, quiet=quiet, consume=True)
+        whole = raise_model(self.graph)
+        whole.graph.output.extend(onnx.ValueInfoProto(name=n) for n in self.extra)
+        return run_model(whole, feeds, quiet=quiet, consume=True)
 
 
 @dataclass(frozen=True)
@@ -113,7 +129,11 @@ class ValidatePass(Pass):
         try:
             onnx.checker.check_model(model, full_check=True)
         except Exception as exc:
-            raise PassError(f"onnx.checker rejects the result: {str(exc).strip().splitlines()[0]}") from None
+            mine = str(exc).strip().splitlines()[0]
+            theirs = _full_check_failure(ctx.original)
+            if theirs is not None:  # the input's fault, carried: blame the input
+                raise PassError(f"the input fails onnx.checker's full check (so the result does too): {theirs}") from None
+            raise PassError(f"onnx.checker rejects the result: {mine}") from None
         stats: dict = {"checker": True}
         ctx.report["verified"] = False
         ctx.report["max_abs_diff"] = None
@@ -126,48 +146,57 @@ class ValidatePass(Pass):
         model = result.model
         check = self.equivalence and ctx.original is not None
         probe = Runnable(_masked_graph(ctx.original, ctx.analyses.get(SliceRecord))) if check else result
-        feeds, reference = ctx.sample_inputs, None
-        if feeds is None:  # the first symbolic size the model before pruning runs on
-            sizes = SYMBOLIC_SIZES if has_symbolic_dims(result.inputs) else SYMBOLIC_SIZES[:1]
-            for size in sizes:
-                feeds = sample_inputs(result.inputs, ctx.seed, size)
-                try:
-                    reference = probe.run(feeds, quiet=True)
-                    break
-                except Exception as exc:
-                    failure = str(exc).strip().splitlines()[0]
-            else:
-                which = "the model before pruning" if check else "the result"
-                raise PassError(f"ONNX Runtime cannot run {which} on seeded inputs (symbolic dims "
-                                f"tried: {', '.join(map(str, sizes))}); pass sample inputs of the "
-                                f"right shape: {failure}")
+        where = "the model before pruning" if check else "the result"
+        if ctx.inputs is not None:
+            feeds = ctx.inputs.feeds
+            try:
+                reference = probe.run(feeds, quiet=True)
+            except Exception as exc:  # prune() ran the original on these: only a direct run gets here
+                raise InputsError(rejection(probe.inputs, ctx.inputs, ort_message(exc), where)) from None
+        else:  # a pipeline run directly: the first symbolic size the model before pruning runs on
+            proof, reference = probe_inputs(probe.inputs, ctx.seed, ctx.sample_inputs, ctx.input_shapes, where,
+                                            run=lambda _, feeds: probe.run(feeds, quiet=True))
+            feeds = proof.feeds
+        del probe  # the masked original's weights are given back before the result runs
         bar.update(1)
         try:
-            pruned = reference if not check and reference is not None else result.run(feeds)
+            pruned = reference if not check else result.run(feeds)
         except Exception as exc:
             raise PassError(f"ONNX Runtime cannot run the result: {str(exc).strip().splitlines()[0]}") from None
         stats["ort"] = True
         bar.update(1)
         if not check:
             return PassResult(False, stats)
-        if reference is None:
-            reference = probe.run(feeds)
-        del probe
         worst = 0.0
         for out, got, want in zip(model.graph.output, pruned, reference):
-            if got.shape != want.shape:
-                raise EquivalenceError(f"output {out.name!r} has shape {got.shape}, masked original {want.shape}")
-            if got.dtype.kind not in "fc":
-                if not np.array_equal(got, want):
-                    raise EquivalenceError(f"output {out.name!r} differs from the masked original")
-                continue
-            diff = float(np.max(np.abs(got.astype(np.float64) - want))) if got.size else 0.0
-            worst = max(worst, diff)
-            scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
-            if not np.allclose(got, want, rtol=self.rtol, atol=self.atol * scale):
-                raise EquivalenceError(f"mask-equivalence check failed on output {out.name!r}: "
-                                       f"max abs diff {diff:.3g}")
+            worst = max(worst, self._compare(repr(out.name), got, want))
         ctx.report["verified"] = True
         ctx.report["max_abs_diff"] = worst
         stats.update(equivalent=True, max_abs_diff=worst)
         return PassResult(False, stats)
+
+    def _compare(self, where: str, got, want) -> float:
+        """The largest difference between an output of the result and the masked original's;
+        sequences and maps (a classifier's ZipMap) compared element by element."""
+        if isinstance(want, dict):
+            if not isinstance(got, dict) or sorted(map(repr, got)) != sorted(map(repr, want)):
+                raise EquivalenceError(f"output {where} has other keys than the masked original's")
+            return max((self._compare(f"{where}[{k!r}]", got[k], want[k]) for k in want), default=0.0)
+        if isinstance(want, (list, tuple)):
+            if not isinstance(got, (list, tuple)) or len(got) != len(want):
+                raise EquivalenceError(f"output {where} has {len(got) if isinstance(got, (list, tuple)) else 'no'} "
+                                       f"elements, masked original {len(want)}")
+            return max((self._compare(f"{where}[{i}]", g, w) for i, (g, w) in enumerate(zip(got, want))),
+                       default=0.0)
+        got, want = np.asarray(got), np.asarray(want)
+        if got.shape != want.shape:
+            raise EquivalenceError(f"output {where} has shape {got.shape}, masked original {want.shape}")
+        if got.dtype.kind not in "fc" or want.dtype.kind not in "fc":
+            if not np.array_equal(got, want):
+                raise EquivalenceError(f"output {where} differs from the masked original")
+            return 0.0
+        diff = float(np.max(np.abs(got.astype(np.float64) - want))) if got.size else 0.0
+        scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+        if not np.allclose(got, want, rtol=self.rtol, atol=self.atol * scale):
+            raise EquivalenceError(f"mask-equivalence check failed on output {where}: max abs diff {diff:.3g}")
+        return diff

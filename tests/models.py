@@ -425,3 +425,85 @@ def if_branches(read_outer: bool = False) -> onnx.ModelProto:
 
 
 CONTROL_FLOW = {"if_branches": if_branches, "if_branches_read_outer": lambda: if_branches(read_outer=True)}
+
+
+def caffe_style_wide() -> onnx.ModelProto:
+    """IR version 3, opset 9, weights listed as inputs and large enough (over 1,024 elements) that
+    analyses declare them rather than copy them; one weight shared by two convs (un-shared by
+    slicing, so a renamed copy must be listed too)."""
+    b = Builder(12, opset=9, ir_version=3, name="caffe_wide")
+    x = b.input("data", [1, 3, 8, 8])
+    c1 = b.relu(b.conv(x, 3, 32))
+    shared = b.weight(32, 32, 1, 1)
+    e1 = b.relu(b.op("Conv", [c1, shared], kernel_shape=[1, 1]))
+    e2 = b.relu(b.op("Conv", [c1, shared], kernel_shape=[1, 1]))
+    cat = b.op("Concat", [e1, b.relu(b.conv(e2, 32, 32))], axis=1)
+    pooled = b.op("GlobalAveragePool", [b.relu(b.conv(cat, 64, 16, k=1))])
+    flat = b.op("Flatten", [pooled], axis=1)
+    return b.build([b.gemm(flat, 16, 5)])
+
+
+def plant_dead_channels(model: onnx.ModelProto, node_name: str, channels) -> onnx.ModelProto:
+    """A copy of ``model`` whose Conv/Gemm ``node_name`` has the given output channels dead: their
+    filters and bias zeroed, so (behind a Relu) they are exactly zero downstream."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    node = next(n for n in out.graph.node if n.name == node_name)
+    inits = {t.name: t for t in out.graph.initializer}
+    for port in (1, 2)[:len(node.input) - 1]:
+        t = inits[node.input[port]]
+        arr = numpy_helper.to_array(t).copy()
+        arr[list(channels)] = 0
+        t.CopyFrom(numpy_helper.from_array(arr, t.name))
+    return out
+
+
+def stateful_scalar() -> onnx.ModelProto:
+    """A voice-activity-style model: ``x[batch, 8]``, a recurrent state ``h[1, batch, 16]`` (the
+    batch at position 1, sharing the name) and a scalar ``sr`` (int64, must be 8: it slices ``x``);
+    outputs the prediction and the next state."""
+    b = Builder(21, name="stateful")
+    x = b.input("x", ["batch", 8])
+    h = b.input("h", [1, "batch", 16])
+    sr = b.input("sr", [], TensorProto.INT64)
+    end = b.op("Unsqueeze", [sr, _ints(b, [0])])
+    xs = b.op("Slice", [x, _ints(b, [0]), end, _ints(b, [1])])
+    a = b.relu(b.gemm(xs, 8, 16))
+    s = b.relu(b.op("Add", [a, b.op("Squeeze", [h, _ints(b, [0])])]))
+    hidden = b.relu(b.gemm(s, 16, 12))
+    y = b.gemm(hidden, 12, 4)
+    state = b.op("Unsqueeze", [s, _ints(b, [0])])
+    return b.build([y, state], shapes={y: ["batch", 4], state: [1, "batch", 16]})
+
+
+def fixed_size_symbolic() -> onnx.ModelProto:
+    """Declares ``x[N, 3, H, W]`` but runs only at 8×8 (Flatten -> Gemm of 8·8·8 columns)."""
+    b = Builder(22, name="fixed_size")
+    x = b.input("x", ["N", 3, "H", "W"])
+    c = b.relu(b.conv(x, 3, 8))
+    c = b.relu(b.conv(c, 8, 8))
+    flat = b.op("Flatten", [c], axis=1)
+    return b.build([b.gemm(flat, 8 * 8 * 8, 4)], shapes={})
+
+
+def scaler_mlp(zipmap: bool = False) -> onnx.ModelProto:
+    """scikit-learn style: ``ai.onnx.ml.Scaler`` in front of an MLP (ONNX shape inference gives
+    nothing after it), optionally a ZipMap output (a sequence of maps) beside the label."""
+    b = Builder(23, name="scaler_mlp")
+    x = b.input("X", [None, 8])
+    s = b.op("Scaler", [x], domain="ai.onnx.ml", offset=[0.5] * 8, scale=[2.0] * 8)
+    h = b.relu(b.op("Add", [b.op("MatMul", [s, b.weight(8, 16)]), b.weight(16, prefix="b")]))
+    h = b.relu(b.op("Add", [b.op("MatMul", [h, b.weight(16, 12)]), b.weight(12, prefix="b")]))
+    logits = b.op("Add", [b.op("MatMul", [h, b.weight(12, 3)]), b.weight(3, prefix="b")])
+    if not zipmap:
+        return b.build([logits], shapes={logits: [None, 3]})
+    probs = b.op("Softmax", [logits], axis=1)
+    label = b.op("ArgMax", [probs], axis=1, keepdims=0)
+    zm = b.op("ZipMap", [probs], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2])
+    graph = helper.make_graph(b.nodes, b.name, b.inputs, [
+        helper.make_tensor_value_info(label, TensorProto.INT64, [None]),
+        helper.make_value_info(zm, helper.make_sequence_type_proto(
+            helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))))],
+        b.inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)],
+                             ir_version=8, producer_name="tests")

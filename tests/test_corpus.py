@@ -11,8 +11,8 @@ IR-3 files, and torch models with state, scalar and token-id inputs). For every 
    is pruned, exactly those channels must go, and the pruned model's outputs must equal the
    planted model's (no masking: a removed channel that was exactly zero changes nothing).
 
-Files that fail for a reason issue 10 fixes are ``xfail(strict=True)`` with the failure seen
-today, so each flips to a failure (to be unmarked) when its fix lands.
+Old-style IR-3 files, ZipMap and Scaler pipelines, opset-23 files (refused up front) and the
+command line's ``--inputs`` / ``--input-shape`` were issue 10's failures; they pass since its fix.
 """
 
 from __future__ import annotations
@@ -114,23 +114,8 @@ PLANT = {
 # converted down to opset 21 are pruned like the rest
 TOO_NEW = {"jax_cnn_opset23.onnx", "jax_mlp_opset23.onnx"}
 
-# what fails today, fixed by issue 10's other half: (exception type, the exact failure seen)
-SSA = (pipeline.PipelineError, "pass 'validate' failed (after: tag, trees, classify, score, mask, slice, "
-       "infer-shapes): onnx.checker rejects the result: Graph must be in single static assignment (SSA) "
-       "form, however 'conv3_w_0.conv3' has been used as graph input names multiple times.")
-ZIPMAP = (pipeline.PipelineError, "pass 'validate' failed (after: tag, trees, classify, score, mask, slice, "
-          "infer-shapes): 'list' object has no attribute 'shape'")
-SCALER = (AssertionError, "0 groups: the ai.onnx.ml Scaler in front of the MLP leaves every later tensor "
-          "without a shape, and no hidden layer is found prunable (no reason given)")
-XFAIL_PRUNE = {"ir3_caffenet.onnx": SSA, "skl_mlp_zipmap.onnx": ZIPMAP, "skl_scaler_mlp.onnx": ZIPMAP,
-               "skl_scaler_mlpregressor.onnx": SCALER}
-XFAIL_PLANT = dict(XFAIL_PRUNE)
-
-
-def _params(table: dict[str, tuple]):
-    files = sorted(set(manifest()) - TOO_NEW)
-    return [pytest.param(f, marks=pytest.mark.xfail(strict=True, raises=table[f][0], reason=table[f][1]))
-            if f in table else f for f in files]
+def _params():
+    return sorted(set(manifest()) - TOO_NEW)
 
 
 def test_corpus_is_large_and_varied():
@@ -142,9 +127,6 @@ def test_corpus_is_large_and_varied():
     assert set(PLANT) == set(files) - TOO_NEW and TOO_NEW <= set(files)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="no up-front check: every pass runs, then one 940-character 'pass 'validate' failed "
-                          "… ONNX Runtime cannot run the result: … ValidateOpsetForDomain …' line")
 @pytest.mark.parametrize("name", sorted(TOO_NEW))
 def test_opset_above_what_onnx_runtime_runs_is_refused_up_front(name, tmp_path):
     """jax2onnx writes opset 23; ONNX Runtime 1.19.2 runs up to 21. Before any pass: one line
@@ -164,7 +146,7 @@ def test_opset_above_what_onnx_runtime_runs_is_refused_up_front(name, tmp_path):
     assert "pass '" not in line and len(line) < 300, line  # refused before any pass ran
 
 
-@pytest.mark.parametrize("name", _params(XFAIL_PRUNE))
+@pytest.mark.parametrize("name", _params())
 def test_corpus_file_prunes_and_is_proven(name):
     path = CORPUS / name
     before = path.read_bytes()
@@ -183,7 +165,7 @@ def _rank(model, root: str, inputs) -> int:
     return np.ndim(run(model, inputs, (node.output[0],))[-1])
 
 
-@pytest.mark.parametrize("name", _params(XFAIL_PLANT))
+@pytest.mark.parametrize("name", _params())
 def test_planted_dead_channels_are_removed_and_nothing_else_changes(name):
     import sys
 
@@ -269,17 +251,7 @@ def _cli(*args) -> "subprocess.CompletedProcess":
     return subprocess.run([str(console), *map(str, args)], capture_output=True, text=True)
 
 
-NO_INPUTS = "today: 'error: unrecognized arguments: --inputs …' (exit 2): the command line cannot give the inputs"
-NO_SHAPES = "today: 'error: unrecognized arguments: --input-shape …' (exit 2): the command line cannot fix symbolic dims"
-GRU_DEFAULTS = ("today: validate sets every symbolic dim to one size (batch 2 for dim 0, 16.. for the others), "
-                "so the state [1, batch, 24] disagrees with the input's batch: 'Input initial_h must have shape {1,2,24}'")
-
-
-@pytest.mark.parametrize("how", [
-    pytest.param("npz", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NO_INPUTS)),
-    pytest.param("shapes", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NO_SHAPES)),
-    pytest.param("defaults", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=GRU_DEFAULTS)),
-])
+@pytest.mark.parametrize("how", ["npz", "shapes", "defaults"])
 def test_command_line_prunes_a_model_with_state_and_scalar_inputs(how, tmp_path):
     """The recurrent model with a state input [layers, batch, hidden] and an int64 ``sr``: with
     ``--inputs FILE.npz``, with ``--input-shape``, and with the defaults (dims that share the

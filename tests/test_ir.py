@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ir
 import models
-from passes.runtime import sample_inputs
+from passes.inputs import sample_inputs
 
 
 # --------------------------------------------------------------------------- helpers

@@ -9,7 +9,8 @@ import onnx
 import pytest
 
 import pipeline
-from passes.runtime import run_model, sample_inputs
+from passes.inputs import sample_inputs
+from passes.runtime import run_model
 from torchvision_models import SIZES, export
 
 MODELS = sorted(SIZES)

@@ -22,7 +22,8 @@ import pytest
 import cli
 import models
 import pipeline
-from passes.runtime import run_model, sample_inputs
+from passes.inputs import sample_inputs
+from passes.runtime import run_model
 from transformer_models import attention_block, export
 
 

@@ -69,13 +69,16 @@ class Job:
     model: str          # display name (folder name)
     path: str           # where the model file is
     variant: Variant
+    inputs: str | None = None           # --inputs: an .npz of arrays by input name
+    input_shape: tuple[str, ...] = ()   # --input-shape NAME:D1,D2,... items
 
     @property
     def key(self) -> str:
         """Changes whenever the job would produce something else."""
         stat = Path(self.path).stat() if Path(self.path).exists() else None
         text = json.dumps([self.path, stat.st_size if stat else None, stat.st_mtime_ns if stat else None,
-                           asdict(self.variant)], sort_keys=True)
+                           asdict(self.variant)] + ([self.inputs, list(self.input_shape)]
+                                                    if self.inputs or self.input_shape else []), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -102,8 +105,9 @@ def read_plan(path: str | os.PathLike) -> dict:
         entry = {"path": m} if isinstance(m, str) else dict(m)
         if "path" not in entry:
             raise PlanError(f"{path}: model entry {m!r} has no 'path'")
-        if not os.path.isabs(entry["path"]):
-            entry["path"] = str(base / entry["path"])
+        for key in ("path", "inputs"):
+            if isinstance(entry.get(key), str) and not os.path.isabs(entry[key]):
+                entry[key] = str(base / entry[key])
         models.append(entry)
     plan["models"] = models
     for v in plan.get("variants", []):  # data files are relative to the plan too
@@ -116,18 +120,35 @@ def read_plan(path: str | os.PathLike) -> dict:
     return plan
 
 
-def make_jobs(models: Iterable[dict | str], variants: Iterable[dict]) -> list[Job]:
+MODEL_KEYS = {"path", "name", "inputs", "input_shape"}
+
+
+def make_jobs(models: Iterable[dict | str], variants: Iterable[dict], defaults: dict | None = None) -> list[Job]:
+    """Jobs of every model × variant. A model entry may give its own ``inputs`` (an .npz path) and
+    ``input_shape`` (a list of ``NAME:D1,D2,...``, the command line's words); ``defaults`` (the
+    command line's ``--inputs`` / ``--input-shape``) apply where it does not."""
+    defaults = defaults or {}
     jobs, names = [], set()
     variants = [Variant(**_variant(v)) for v in variants] or [Variant("r0.5")]
     if len({v.name for v in variants}) != len(variants):
         raise PlanError("variant names must be unique")
     for m in models:
         entry = {"path": m} if isinstance(m, str) else m
+        unknown = set(entry) - MODEL_KEYS
+        if unknown:
+            raise PlanError(f"model {entry.get('path')!r}: unknown key(s) {', '.join(sorted(unknown))}; "
+                            f"known: {', '.join(sorted(MODEL_KEYS))}")
         name = _safe(entry.get("name") or Path(str(entry["path"])).stem, "model name")
         if name in names:
             raise PlanError(f"two models are named {name!r}; give one a 'name'")
         names.add(name)
-        jobs += [Job(name, str(entry["path"]), v) for v in variants]
+        shapes = entry.get("input_shape", defaults.get("input_shape") or ())
+        if isinstance(shapes, str):
+            shapes = [shapes]
+        if not isinstance(shapes, (list, tuple)) or not all(isinstance(t, str) for t in shapes):
+            raise PlanError(f"model {name!r}: input_shape is a list of NAME:D1,D2,... strings")
+        inputs = entry.get("inputs", defaults.get("inputs"))
+        jobs += [Job(name, str(entry["path"]), v, inputs, tuple(shapes)) for v in variants]
     return jobs
 
 
@@ -175,6 +196,7 @@ def run_job(job: Job, out_dir: str, model_bytes: bytes | None = None, threads: i
         os.environ["ONNXPRUNER_THREADS"] = str(threads)
     import pipeline
     from passes.finetune import DataError
+    from passes.inputs import InputsUsageError, load_inputs, parse_input_shapes
 
     start = time.perf_counter()
     row: dict[str, Any] = {"model": job.model, "variant": job.variant.name}
@@ -200,7 +222,9 @@ def run_job(job: Job, out_dir: str, model_bytes: bytes | None = None, threads: i
             base = passes or pipeline.build_spec(v.ratio, v.criterion, v.scope)
             passes = pipeline.Pipeline(set_mask_options(pipeline.Pipeline.parse(base).passes, changes)).spec()
         result = pipeline.prune(model, ratio=v.ratio, criterion=v.criterion, scope=v.scope, passes=passes,
-                                train_data=train, val_data=val, calib_data=v.calib)
+                                train_data=train, val_data=val, calib_data=v.calib,
+                                sample_inputs=load_inputs(job.inputs) if job.inputs else None,
+                                input_shapes=parse_input_shapes(job.input_shape) or None)
         report = result.report
         report["model"] = job.path
         row.update({k: report[k] for k in ("params_before", "params_after", "flops_before", "flops_after",
@@ -216,7 +240,8 @@ def run_job(job: Job, out_dir: str, model_bytes: bytes | None = None, threads: i
             staged.write_bytes(folder / "job.json", json.dumps({"key": job.key, "row": row,
                                                                 "sha256": digests}).encode())
         return row
-    except (ir.ModelLoadError, pipeline.PipelineError, pipeline.SpecError, DataError, OSError, ValueError) as exc:
+    except (ir.ModelLoadError, pipeline.PipelineError, pipeline.SpecError, pipeline.PassError, DataError,
+            OSError, ValueError, InputsUsageError) as exc:
         row["error"] = str(exc).strip().splitlines()[0]
     except Exception as exc:  # a bug of ours must not stop the other jobs either
         text = str(exc).strip().splitlines()

@@ -75,7 +75,8 @@ def step_ratios(cum: list[float]) -> list[float]:
 def iterative_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio: float = 0.5, steps: int = 3,
                     schedule: str = "linear", config: TrainConfig = TrainConfig(), criterion: str = "l1",
                     scope: str = "tree", seed: int = 0, calib_data: Any = None, target_flops: float = 0.0,
-                    target_params: float = 0.0, stream=None, checkpoint=None) -> ScheduleResult:
+                    target_params: float = 0.0, stream=None, checkpoint=None, sample_inputs: dict | None = None,
+                    input_shapes: dict | None = None) -> ScheduleResult:
     """``checkpoint``: a folder; each step's fine-tuning resumes from its own subfolder."""
     kind = "flops" if target_flops else "params" if target_params else None
     final = target_flops or target_params or ratio
@@ -90,12 +91,13 @@ def iterative_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio: 
         if kind is None:
             r = step_ratios(cum)[k]
             pruned = pipeline.prune(current, ratio=r, criterion=criterion, scope=scope, seed=seed,
-                                    calib_data=calib_data)
+                                    calib_data=calib_data, sample_inputs=sample_inputs, input_shapes=input_shapes)
         else:
             now = count(lower(current))
             r = min(0.999, max(0.0, 1 - (1 - c) * start_count / now))
             pruned = pipeline.prune(current, ratio=0.0, criterion=criterion, scope=scope, seed=seed,
-                                    calib_data=calib_data, **{f"target_{kind}": r} if r > 0 else {})
+                                    calib_data=calib_data, sample_inputs=sample_inputs, input_shapes=input_shapes,
+                                    **{f"target_{kind}": r} if r > 0 else {})
         report = pruned.report
         first = first or report
         if not report["verified"]:
@@ -148,7 +150,8 @@ def whole_run(first: dict, last: dict, params0: int, flops0: int, kind: str | No
 # ----------------------------------------------------------------------------- soft filter pruning
 def soft_filter_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio: float = 0.3,
                       config: TrainConfig = TrainConfig(), criterion: str = "l2", scope: str = "node",
-                      seed: int = 0, calib_data: Any = None, stream=None) -> ScheduleResult:
+                      seed: int = 0, calib_data: Any = None, stream=None, sample_inputs: dict | None = None,
+                      input_shapes: dict | None = None) -> ScheduleResult:
     import onnxruntime as ort
     from onnxruntime.training.api import CheckpointState, Module, Optimizer
 
@@ -205,7 +208,8 @@ def soft_filter_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     soft = raise_model(graph)
-    hard = pipeline.prune(soft, ratio=ratio, criterion="l1", scope="node", seed=seed)
+    hard = pipeline.prune(soft, ratio=ratio, criterion="l1", scope="node", seed=seed,
+                          sample_inputs=sample_inputs, input_shapes=input_shapes)
     if not hard.report["verified"]:
         raise PassError("the hard prune after soft pruning failed the mask-equivalence check")
     removed = {tuple(g["roots"]): g["channels_before"] - g["channels_after"] for g in hard.report["groups"]}

@@ -35,6 +35,8 @@ from passes import progress
 from passes.analyses import Patterns
 from passes.base import PassError
 from passes.finetune import as_batches, check_data, evaluate
+from passes.infer_shapes import lower_input
+from passes.inputs import resolve_inputs, run_inputs
 
 STEPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -68,10 +70,15 @@ def check_val(model: onnx.ModelProto, val: Any):
 
 
 def analyze(model: onnx.ModelProto, val: Any, steps: tuple[float, ...] = STEPS, criterion: str = "l1",
-            scope: str = "tree", seed: int = 0, calib_data: Any = None, stream=None) -> Sensitivity:
+            scope: str = "tree", seed: int = 0, calib_data: Any = None, stream=None,
+            sample_inputs: dict | None = None, input_shapes: dict | None = None) -> Sensitivity:
+    """Each group pruned alone at each ratio; ``sample_inputs`` / ``input_shapes`` feed every
+    run of the model (as in ``pipeline.prune``)."""
     batches = check_val(model, val)
     baseline = evaluate(model, batches)
-    ctx = pipeline.Pipeline.parse(pipeline.ANALYSIS_SPEC).run(ir.lower(model), pipeline.PassContext())
+    proof = resolve_inputs(model, "the model", seed, sample_inputs, input_shapes, probe=False)
+    ctx = pipeline.Pipeline.parse(pipeline.ANALYSIS_SPEC).run(lower_input(model),
+                                                              pipeline.PassContext(seed=seed, **run_inputs(proof)))
     result = Sensitivity(baseline, tuple(steps), [], criterion, scope, chance_warning(model, batches, baseline))
     groups = [g for g in ctx.get(Patterns).groups if not g.blocked]
     with progress.task("sensitivity", len(groups) * len(steps), unit="prune") as bar:
@@ -80,7 +87,8 @@ def analyze(model: onnx.ModelProto, val: Any, steps: tuple[float, ...] = STEPS, 
                    "accuracy": {}}
             for r in steps:
                 pruned = pipeline.prune(model, ratio=0.0, criterion=criterion, scope=scope, seed=seed,
-                                        calib_data=calib_data, ratios={root: r for root in g.roots})
+                                        calib_data=calib_data, ratios={root: r for root in g.roots},
+                                        sample_inputs=sample_inputs, input_shapes=input_shapes)
                 assert pruned.report["verified"], "sensitivity: a prune failed the mask-equivalence check"
                 row["accuracy"][r] = evaluate(pruned.model, batches)
                 bar.update(1, group=g.id, ratio=r)

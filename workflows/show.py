@@ -11,7 +11,7 @@ from collections import Counter
 import onnx
 
 from passes import progress
-from passes.runtime import sample_inputs
+from passes.inputs import sample_inputs
 
 ROLE_STYLE = {   # fill colour and shape by role in an association tree
     "root": ("#8ecae6", "box"),

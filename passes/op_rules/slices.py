@@ -16,6 +16,15 @@ from .views import DEFAULT_DOMAINS, _axis
 
 
 # ----------------------------------------------------------------------------- slicing
+def fed_input(graph: Graph, name: str) -> bool:
+    """A graph input a caller may feed: a real input, or an initializer listed among the inputs of
+    a new-style model (an overridable default). In the old style (every initializer listed, IR 3)
+    a listed initializer is just a weight, rewritten in place under its own name."""
+    if name not in graph.input_names:
+        return False
+    return graph.initializer(name) is None or not graph.props.initializers_as_inputs
+
+
 @dataclass
 class Rewriter:
     """What a slice rule may change on one node: its constant inputs and its attributes.
@@ -38,7 +47,7 @@ class Rewriter:
         uses = self.graph.consumers(value)
         init = self.graph.initializer(value.name)
         if init is not None and len(uses) == 1 and not self.graph.is_graph_output(value) \
-                and value.name not in self.graph.input_names:
+                and not fed_input(self.graph, value.name):
             self.graph.replace_initializer(Initializer.from_array(value.name, array.astype(init.array.dtype)))
             return
         name = self.graph.unique_name(f"{value.name}.{self.node.name}" if init is not None
@@ -69,7 +78,7 @@ class Rewriter:
             if value is None:
                 return False
         init = g.initializer(value.name)
-        if len(g.consumers(value)) != 1 or g.is_graph_output(value) or value.name in g.input_names:
+        if len(g.consumers(value)) != 1 or g.is_graph_output(value) or fed_input(g, value.name):
             return False
         g.replace_initializer(Initializer.from_array(value.name, array.astype(init.array.dtype)))
         return True
