@@ -147,7 +147,8 @@ def _mask_flags(p: argparse.ArgumentParser) -> None:
                    help="global ranking/targets: most of one group removed (default 0.9)")
     p.add_argument("--target-flops", type=float, default=0.0, help="remove this fraction of the FLOPs")
     p.add_argument("--target-params", type=float, default=0.0, help="remove this fraction of the parameters")
-    p.add_argument("--calib", help="calibration data for hrank/hrank-star/taylor: .npz with x (and y)")
+    p.add_argument("--calib", help="calibration data for hrank/hrank-star/taylor/recon (and prune's --recover): "
+                   ".npz with x (y optional)")
 
 
 def _train_flags(p: argparse.ArgumentParser, epochs: int, lr_schedule: bool = True) -> None:
@@ -199,6 +200,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=float, help="ratio of attention heads removed (default: --ratio)")
     p.add_argument("--stream", type=float, help="ratio of residual-stream channels removed, read by "
                    "normalizations (default: --ratio)")
+    p.add_argument("--recover", nargs="?", const="bias,bn", metavar="STEPS",
+                   help="after the proof, recover accuracy from --calib (no labels): bias,bn (default), "
+                        "add ls for a least-squares refit; without --calib nothing is changed")
     _mask_flags(p)
     _input_flags(p)
     s = sub.add_parser("sensitivity", parents=[common], help="accuracy per group at ratios 0.1..0.9, and a ratio plan")
@@ -392,7 +396,7 @@ def _cmd_prune(args) -> int:
                    instruments=instruments, calib_data=args.calib, ratios=ratios,
                    target_flops=args.target_flops, target_params=args.target_params,
                    rank=args.rank, max_ratio=args.max_ratio, heads=args.heads, stream=args.stream,
-                   sample_inputs=given, input_shapes=shapes)
+                   sample_inputs=given, input_shapes=shapes, recover=args.recover)
     if result.report.get("proof") == "not run":
         print("warning: --passes has no validate pass: the result is NOT proven "
               "(report: verified null, proof \"not run\")", file=sys.stderr)

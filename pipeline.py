@@ -38,6 +38,7 @@ from passes.finetune import FinetunePass
 from passes.infer_shapes import InferShapesPass, lower_input
 from passes.inputs import resolve_inputs, run_inputs
 from passes.mask import MaskPass
+from passes.recover import RecoverPass, with_recover
 from passes.reruns import check_tuning, has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
 from passes import subgraphs
@@ -68,7 +69,7 @@ def register(cls: type[Pass]) -> type[Pass]:
 
 
 for _cls in (TagPass, TreesPass, ClassifyPass, ScorePass, MaskPass, SlicePass, InferShapesPass,
-             ValidatePass, FinetunePass):
+             ValidatePass, RecoverPass, FinetunePass):
     register(_cls)
 
 
@@ -257,25 +258,25 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
           train_data=None, val_data=None, calib_data=None, ratios: dict | None = None,
           target_flops: float = 0.0, target_params: float = 0.0, rank: str | None = None,
           max_ratio: float | None = None, heads: float | None = None, stream: float | None = None,
-          round_to: int | None = None, input_shapes: dict | None = None) -> PruneResult:
+          round_to: int | None = None, input_shapes: dict | None = None, recover: str | None = None) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
     ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
     ``train_data`` / ``val_data`` feed a ``finetune`` pass: appended to the default pipeline
     (default options), required in a given spec (a ``SpecError`` otherwise); ``calib_data``
-    feeds data criteria (hrank, hrank-star, taylor). ``ratios`` (root node -> ratio, e.g. a
-    sensitivity plan), ``target_flops`` / ``target_params`` (fraction to remove), ``rank``
-    (layer/global), ``max_ratio``, ``heads``, ``stream`` (heads' and residual-stream ratios) and
-    ``round_to`` set every ``mask`` pass. A target is checked by the real count after slicing; off
-    by >0.5%, the mask is re-solved for the corrected target (at most 3 times); ``target`` says
-    what was met. Nothing unproven is shipped: if the mask-equivalence check fails, the groups that
-    fail it alone are left whole (with the reason) and the rest is pruned again and re-checked. ``sample_inputs``
+    feeds data criteria (hrank, hrank-star, taylor, recon) and ``recover`` ("bias,bn[,ls]": a pass after
+    ``validate``, fit without labels). ``ratios`` (root -> ratio, e.g. a sensitivity plan), ``target_flops``
+    / ``target_params`` (fraction to remove), ``rank`` (layer/global), ``max_ratio``, ``heads``, ``stream``
+    (attention heads', residual-stream ratios) and ``round_to`` set every ``mask`` pass. A target is checked
+    by the real count after slicing; off by >0.5%, the mask is re-solved (at most 3 times); ``target`` says
+    what was met. Nothing unproven is shipped: if the mask-equivalence check fails, the groups that fail it
+    alone are left whole (with the reason) and the rest is pruned again and re-checked. ``sample_inputs``
     (arrays by input name) and ``input_shapes`` feed every run, the rest defaulted (``passes.inputs``)."""
     tune = ",finetune" if train_data is not None and passes is None else ""  # default pipeline, then tuning
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope) + tune)
     check_tuning(pipe.passes, train_data, val_data)
-    pipe = Pipeline(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank, max_ratio, heads,
-                                      stream, round_to))
+    pipe = Pipeline(with_recover(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank,
+                                                   max_ratio, heads, stream, round_to), recover))
     model, external, where = open_model(model_or_path)
     runs = any(isinstance(p, ValidatePass) and p.ort for p in pipe.passes)
     check_input(model, where, runs)
@@ -328,8 +329,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         **({} if any(p.name == "validate" for p in pipe.passes) else {"verified": None, "proof": "not run"}),
         "inputs": sample_inputs.report(),
     }
-    if "finetune" in ctx.report:
-        report["finetune"] = ctx.report["finetune"]
+    report.update({k: ctx.report[k] for k in ("recovery", "finetune") if k in ctx.report})
     if target is not None:
         report["target"] = target
     return PruneResult(out, subgraphs.merge_reports(report, branches), external & set(graph.initializers))

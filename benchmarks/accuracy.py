@@ -14,8 +14,13 @@ of the seed. Each cell (layerwise ratio × criterion l1/l2 × scope node/tree) i
 validation top-1 measured, then fine-tuned ``--epochs`` epochs at lr 1e-3 (cosine schedule,
 AdamW, batch 64) and measured again. Tables: mean ± sample std over seeds, in percentage points.
 
-``--criteria``: the rows (default l1 l2); data criteria (hrank, hrank-star, taylor) get the
+``--criteria``: the rows (default l1 l2); data criteria (hrank, hrank-star, taylor, recon) get the
 seed's first 256 training samples (with labels) as calibration data, never validation samples.
+
+``--recover STEPS`` (default ``bias,bn``; ``none`` skips it): every cell is also pruned with the
+``recover`` pass on the same 256 training images WITHOUT their labels, measured ("pruned +
+recovered") and fine-tuned like the plain cell ("recovered + fine-tuned"), so the two columns
+compare with the plain ones seed by seed.
 
 Model selection: ``finetune`` keeps its best epoch on the data it is given for validation. Here it
 is given none (``--select-on-val`` changes that), so the epoch kept is the best on training
@@ -225,9 +230,39 @@ def plot_overlap(table: dict, ratios: list[float], path: Path, title: str, keep:
     return None
 
 
+# --------------------------------------------------------------------------- recovery
+def _recovery_lines(cells: dict, ratios: list[float], baseline_acc: list[float], recover: str) -> list[str]:
+    """What recovery bought, paired by seed: recovered − pruned, recovered + fine-tuned −
+    fine-tuned (points, mean over criteria × scopes × seeds, worst cell), the held-out output error."""
+    lines = [f"What recovery ({recover}) bought (percentage points, paired by seed; mean over every criterion, "
+             "scope and seed, then the worst cell):", "",
+             "| | " + " | ".join(f"{r:g}" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
+    base = 100 * statistics.fmean(baseline_acc)
+    rows = {"recovered − pruned": (f"recovered:{recover}", "pruned"),
+            "recovered + fine-tuned − fine-tuned": (f"recovered_finetuned:{recover}", "finetuned")}
+    for label, (a, b) in rows.items():
+        row = []
+        for r in ratios:
+            diffs = [100 * (d[a] - d[b]) for key, ds in cells.items() if key[0] == r for d in ds]
+            row.append(f"{statistics.fmean(diffs):+.2f} (worst {min(diffs):+.2f})")
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    row = []
+    for r in ratios:
+        accs = [100 * d[f"recovered:{recover}"] for key, ds in cells.items() if key[0] == r for d in ds]
+        row.append(f"{statistics.fmean(accs) - base:+.2f} (worst {min(accs) - base:+.2f})")
+    lines.append("| pruned + recovered − unpruned | " + " | ".join(row) + " |")
+    row = []
+    for r in ratios:
+        errs = [d[f"heldout_error:{recover}"] for key, ds in cells.items() if key[0] == r for d in ds]
+        row.append(f"{statistics.fmean(e[0] for e in errs):.3f} → {statistics.fmean(e[1] for e in errs):.3f}")
+    lines.append("| held-out output error vs unpruned (64 of the 256 images) | " + " | ".join(row) + " |")
+    lines.append("")
+    return lines
+
+
 # --------------------------------------------------------------------------- main
 def main() -> None:
-    global CRITERIA
+    global CRITERIA, SCOPES
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--criteria", nargs="+", default=list(CRITERIA),
                     help="criteria to compare (registered names: l1 l2 fpgm hrank hrank-star taylor random); "
@@ -245,6 +280,11 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="an ONNX classifier used as the unpruned baseline (no training)")
     ap.add_argument("--out-dir", type=Path, default=outputs.LATEST)
     outputs.add_argument(ap)
+    ap.add_argument("--recover", nargs="+", default=["bias,bn"],
+                    help="recovery steps for the 'pruned + recovered' rows, one set of rows per setting "
+                         "(e.g. bias,bn bias,bn,ls; 'none': no such rows)")
+    ap.add_argument("--scopes", nargs="+", default=list(SCOPES), choices=list(SCOPES),
+                    help="pruning scopes to compare (default: node tree)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 ratios, 2 fine-tuning epochs")
     ap.add_argument("--verbose", action="store_true", help="show finetune's per-epoch lines")
     args = ap.parse_args()
@@ -270,6 +310,8 @@ def main() -> None:
     def quiet():
         return None if args.verbose else io.StringIO()
 
+    SCOPES = tuple(s for s in ("node", "tree") if s in args.scopes)
+    recovers = [r for r in args.recover if r not in ("", "none")]
     cifar = load_cifar10(args.data_dir) if args.data_dir else None
     user_model = onnx.load(str(args.model)) if args.model else None
     if cifar:
@@ -323,15 +365,30 @@ def main() -> None:
                                      TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                                  seed=seed), stream=quiet()).model
                     acc_f = evaluate(tuned, val)
+                    extra = {}
+                    for recover in recovers:
+                        # labels ride along for the report's held-out top-1; recover fits on x alone
+                        rec = pipeline.prune(base, ratio=ratio, criterion=c, scope=s, seed=seed,
+                                             calib_data=calib, recover=recover)
+                        assert rec.report["verified"] is True
+                        tuned_r = finetune(rec.model, train, select,
+                                           TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                                       seed=seed), stream=quiet()).model
+                        extra.update({f"recovered:{recover}": evaluate(rec.model, val),
+                                      f"recovered_finetuned:{recover}": evaluate(tuned_r, val),
+                                      f"heldout_error:{recover}": (rec.report["recovery"]["heldout_error_before"],
+                                                                   rec.report["recovery"]["heldout_error_after"])})
                     base_params.add(rep["params_before"])
                     base_flops.add(rep["flops_before"])
                     cells.setdefault((ratio, c, s), []).append({
                         "seed": seed, "pruned": acc_p, "finetuned": acc_f,
                         "sparsity": 1 - rep["params_after"] / rep["params_before"],
                         "speedup": rep["flops_before"] / rep["flops_after"],
-                        "kept": {g["id"]: tuple(g["kept"]) for g in rep["groups"] if g.get("pruned")}})
+                        "kept": {g["id"]: tuple(g["kept"]) for g in rep["groups"] if g.get("pruned")}, **extra})
                     log(f"seed {seed} ratio {ratio:g} {c} {s}: pruned {100 * acc_p:.2f}, "
-                        f"fine-tuned {100 * acc_f:.2f} (max abs diff {rep['max_abs_diff']:.1e})")
+                        f"fine-tuned {100 * acc_f:.2f} (max abs diff {rep['max_abs_diff']:.1e})"
+                        + "".join(f"; recovered ({r}) {100 * extra[f'recovered:{r}']:.2f}, + fine-tuned "
+                                  f"{100 * extra[f'recovered_finetuned:{r}']:.2f}" for r in recovers))
         if seed == args.seeds[0]:
             overlap = overlap_table(base, args.ratios, calib)
             # the Masks analysis run piecewise must be the decision prune() shipped
@@ -371,15 +428,20 @@ def main() -> None:
     lines += [header, sep,
               "| Sparsity (params) | " + " | ".join(per_ratio("sparsity", lambda v: f"{100 * v:.2f}%")) + " |",
               "| Speed-up (FLOPs) | " + " | ".join(per_ratio("speedup", lambda v: f"{v:.2f}×")) + " |"]
-    for key, title in (("pruned", "after pruning, no fine-tuning"),
-                       ("finetuned", f"after fine-tuning ({args.epochs} epochs, lr {args.lr:g})")):
+    stages = [("pruned", "after pruning, no fine-tuning"),
+              ("finetuned", f"after fine-tuning ({args.epochs} epochs, lr {args.lr:g})")]
+    for i, recover in enumerate(recovers):
+        stages.insert(1 + i, (f"recovered:{recover}",
+                              f"pruned + recovered ({recover}, {CALIB_SAMPLES} unlabeled training images)"))
+        stages.append((f"recovered_finetuned:{recover}", f"recovered ({recover}) + fine-tuned ({args.epochs} epochs)"))
+    for key, title in stages:
         lines.append(f"| **{title}** |" + " |" * len(ratios))
         for c in CRITERIA:
             for s in SCOPES:
                 row = []
                 for r in ratios:
                     text = fmt_acc([d[key] for d in cells[(r, c, s)]])
-                    if s == "tree":
+                    if s == "tree" and "node" in SCOPES:
                         delta = 100 * (statistics.fmean(d[key] for d in cells[(r, c, "tree")])
                                        - statistics.fmean(d[key] for d in cells[(r, c, "node")]))
                         text += f" ({'↑' if delta > 0 else '↓' if delta < 0 else '='}{abs(delta):.2f})"
@@ -387,7 +449,12 @@ def main() -> None:
                 lines.append(f"| {row_label(c, s)} | " + " | ".join(row) + " |")
     lines.append("")
 
+    for recover in recovers:
+        lines += _recovery_lines(cells, ratios, baseline_acc, recover)
+
     # paired tree - node differences and the verdict per ratio
+    if len(SCOPES) < 2:
+        return _finish(args, lines, overlap, notes, total, cells, n, user_model, cifar, ratios)
     lines += ["Tree − node, paired by seed (percentage points, mean ± std; wins/ties/losses of tree over seeds):", "",
               "| stage | criterion | " + " | ".join(f"{r:g}" for r in ratios) + " |",
               "|---|---|" + "---|" * len(ratios)]
@@ -413,6 +480,10 @@ def main() -> None:
         lines.append(f"Did tree beat node on the mean, {stage}? " + "; ".join(parts) + ".")
     lines.append("")
 
+    return _finish(args, lines, overlap, notes, total, cells, n, user_model, cifar, ratios)
+
+
+def _finish(args, lines, overlap, notes, total, cells, n, user_model, cifar, ratios) -> None:
     # Fig. 5 table
     seed0 = args.seeds[0]
     lines += [f"## Fig. 5 — Eq. 5 overlap |removed(tree) ∩ removed(node)| / |removed(node)|, seed {seed0}", "",

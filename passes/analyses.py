@@ -241,6 +241,9 @@ class LeafZeroing:
     weight_port: int
     weight_axis: int
     positions: tuple[int, ...]
+    # the leaf's input carrying those channels (what ``recover`` measures); None: not a leaf's
+    # input channels but a residual-stream writer (``op_rules.streams``), which ``recover`` leaves be
+    data_port: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,9 @@ class SliceRecord:
 
     zeroings: tuple[LeafZeroing, ...]
     groups: tuple[dict, ...]
+    # value -> (channel axis, keep mask) for every value that lost channels (``recover`` maps
+    # original channels to the pruned model's with it)
+    keeps: Mapping[str, tuple[int, np.ndarray]] = field(default_factory=dict)
 
 
 def render(analysis) -> str:

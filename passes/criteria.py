@@ -16,7 +16,8 @@ pass sums the root terms of a group's coupled roots and, in ``tree`` scope, mult
 Weight criteria (no data): ``l1``, ``l2``, ``fpgm``, ``random``. Data criteria need calibration
 data (``PassContext.calib_data``: an ``.npz`` path with ``x`` and optional ``y``, ``x`` or
 ``(x, y)`` arrays, or ``(x, y)`` batches; ``--calib`` on the command line): ``hrank``,
-``hrank-star`` (the paper's Hrank*), ``taylor``.
+``hrank-star`` (the paper's Hrank*), ``taylor``, ``recon`` (the output reconstruction error at the
+consumers, ThiNet-style; see ``recover``).
 
 Choice for data criteria in ``tree`` scope: the root term is the data-driven per-channel value
 (average feature-map rank, or Σ|w·g|); the leaf term stays the leaves' input-channel weight norm
@@ -440,3 +441,110 @@ def weight_gradients(ir: Graph, wanted: dict[str, str | None], calib: Batches) -
         return {name: np.array(state.parameters[name].grad, np.float64) / len(batches) for name in names}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- reconstruction error
+RECON_ROWS = 4096   # output positions (samples × H' × W') a leaf's patch covariance is estimated on
+
+
+@register_criterion
+class Reconstruction(Criterion):
+    """The output reconstruction error a channel's removal causes at its consumers (ThiNet's
+    objective, He et al.'s channel pruning), with the removed channel's mean folded into the
+    consumer's bias as the ``recover`` pass does: for leaf ``b`` reading channel ``c``,
+    ``E‖W_b[:, c] ∗ (x_c − μ_c)‖²`` on the calibration data, summed over the leaves that read it.
+    A 2-D Conv with group 1 uses the covariance of ``x_c``'s k×k patches (padding included), so
+    the error is exact for one channel removed alone; any other leaf uses ``Var(x_c) · ‖W_b[:, c]‖²``
+    (exact for a Gemm or a 1×1 Conv). It scores channels one at a time (ThiNet's greedy picks them
+    jointly; the independent sum is its first step). A root whose channels reach no leaf (a graph
+    output) scores by the variance of its own output. Tree scope multiplies by the leaf term like
+    every criterion; node scope is the error alone (it already looks at the consumers)."""
+    name = "recon"
+    needs_data = True
+
+    def root_scores(self, ir, roots, trees, calib):
+        by_id = np.zeros(trees.num_ids)
+        leaves = [lf for lf in trees.leaves if ir.inputs_of(lf.node)[lf.data_port] is not None]
+        data = sorted({ir.inputs_of(lf.node)[lf.data_port].name for lf in leaves})
+        plain = sorted({r.output for r in roots})
+        acts = gather(ir, data + [v for v in plain if v not in data], calib)
+        rng = np.random.default_rng(self.seed)
+        for lf in leaves:
+            node = ir.node(lf.node)
+            w = ir.const_array(ir.inputs_of(node)[lf.weight_port])
+            x = acts[ir.inputs_of(node)[lf.data_port].name]
+            if w is None:
+                continue
+            err = leaf_errors(node, np.asarray(w, np.float64), lf, x, rng)
+            if err is None:
+                continue
+            valid = lf.ids >= 0
+            np.add.at(by_id, lf.ids[valid], err[valid])
+        out = {}
+        for r in roots:
+            score = by_id[r.first_id:r.first_id + r.channels].copy()
+            if not score.any():  # no leaf reads it: its own output's spread
+                m = trees.maps.get(r.output)
+                a = acts[r.output]
+                axis = m.axis if m is not None else 1
+                score = np.moveaxis(a.astype(np.float64), axis, 0).reshape(a.shape[axis], -1).var(axis=1)
+            out[r.node] = score
+        return out
+
+
+def gather(ir: Graph, values: list[str], calib: Batches) -> dict[str, np.ndarray]:
+    """``feature_maps`` over every calibration batch, concatenated."""
+    parts: dict[str, list] = {v: [] for v in values}
+    for got in feature_maps(ir, values, calib):
+        for v in values:
+            parts[v].append(got[v])
+    return {v: np.concatenate(p) for v, p in parts.items()}
+
+
+def conv_attrs(node, w_shape: tuple) -> dict | None:
+    """Kernel, stride, padding and dilation of a 2-D Conv with group 1, or None when unsupported."""
+    if len(w_shape) != 4 or (node.attr("group", 1) or 1) != 1:
+        return None
+    if (node.attr("auto_pad", "NOTSET") or "NOTSET") not in ("NOTSET", "VALID", b"NOTSET", b"VALID"):
+        return None
+    pads = list(node.attr("pads", None) or [0, 0, 0, 0])
+    return {"kernel": tuple(w_shape[2:]), "strides": tuple(node.attr("strides", None) or (1, 1)),
+            "dilations": tuple(node.attr("dilations", None) or (1, 1)), "pads": pads}
+
+
+def im2col(x: np.ndarray, kernel, strides, dilations, pads) -> np.ndarray:
+    """[N, C, H, W] -> [N, H', W', C·kh·kw] patches, zero padding as ONNX Conv pads."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
+    x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    n, c, h, w = x.shape
+    oh = (h - dh * (kh - 1) - 1) // sh + 1
+    ow = (w - dw * (kw - 1) - 1) // sw + 1
+    cols = np.empty((n, oh, ow, c, kh, kw), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[..., i, j] = x[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                                j * dw:j * dw + sw * (ow - 1) + 1:sw].transpose(0, 2, 3, 1)
+    return cols.reshape(n, oh, ow, c * kh * kw)
+
+
+def leaf_errors(node, w: np.ndarray, leaf, x: np.ndarray, rng) -> np.ndarray | None:
+    """Per input position of ``leaf``'s weight: the mean-compensated output error of zeroing it."""
+    n_pos = w.shape[leaf.weight_axis]
+    if node.op_type == "Conv" and leaf.weight_axis == 1 and w.ndim == 4 and x.ndim == 4 \
+            and (node.attr("group", 1) or 1) == 1 and x.shape[1] == n_pos:
+        a = conv_attrs(node, w.shape)
+        if a is not None:
+            xc = x.astype(np.float64) - x.mean(axis=(0, 2, 3), keepdims=True)
+            cols = im2col(xc, a["kernel"], a["strides"], a["dilations"], a["pads"])
+            kk = a["kernel"][0] * a["kernel"][1]
+            cols = cols.reshape(-1, n_pos, kk)                      # [rows, C, k·k]
+            if len(cols) > RECON_ROWS:
+                cols = cols[rng.choice(len(cols), RECON_ROWS, replace=False)]
+            cov = np.einsum("rci,rcj->cij", cols, cols) / len(cols)  # [C, kk, kk]
+            wc = w.reshape(w.shape[0], n_pos, kk)                     # [O, C, kk]
+            return np.einsum("oci,cij,ocj->c", wc, cov, wc)
+    axis = 1 if x.ndim > 1 and x.shape[1] == n_pos else x.ndim - 1
+    if x.shape[axis] != n_pos:
+        return None
+    var = np.moveaxis(x.astype(np.float64), axis, 0).reshape(n_pos, -1).var(axis=1)
+    return var * np.square(_flat(w, leaf.weight_axis)).sum(axis=1)

@@ -10,7 +10,7 @@ coupled ids), with ``n(.)`` the criterion's norm:
   more roots Eq. 3, both Eq. 4. A group with no leaf scores by its roots alone.
 
 Criteria are the classes of ``passes/criteria.py`` (``l1``, ``l2``, ``fpgm``, ``random``,
-``hrank``, ``hrank-star``, ``taylor``, and any registered with ``register_criterion``): each gives
+``hrank``, ``hrank-star``, ``taylor``, ``recon``, and any registered with ``register_criterion``): each gives
 the root term of every root; the leaf term uses the criterion's ``leaf_norm`` (l1 or l2). Data
 criteria read ``PassContext.calib_data``.
 

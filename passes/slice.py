@@ -81,18 +81,18 @@ class SlicePass(Pass):
             pos = np.nonzero(np.isin(lf.ids, removed))[0]
             if len(pos):
                 zeroings.append(LeafZeroing(lf.node, lf.weight_port, lf.weight_axis,
-                                            tuple(int(p) for p in pos)))
+                                            tuple(int(p) for p in pos), lf.data_port))
         stream = [m for g in patterns.groups if g.stream for m in g.members]
         zeroings += stream_zeroings(ir, trees, removed[np.isin(removed, np.concatenate(stream))] if stream
                                     else removed[:0])
-        ctx.put(SliceRecord(tuple(zeroings), groups))
-        if len(removed) == 0:
-            return PassResult(False, {"values_sliced": 0})
         keeps: dict[str, tuple[int, np.ndarray, int]] = {}
         for name, m in trees.maps.items():
             keep = ~np.isin(m.ids, removed)
             if not keep.all():
                 keeps[name] = (m.axis, keep, m.rank)
+        ctx.put(SliceRecord(tuple(zeroings), groups, {k: (a, keep) for k, (a, keep, _) in keeps.items()}))
+        if len(removed) == 0:
+            return PassResult(False, {"values_sliced": 0})
         opset = opset_of(ir)
         for name, operands in trees.frozen.items():  # computed shape operands become constants
             node = ir.node(name)

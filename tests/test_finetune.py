@@ -570,8 +570,9 @@ def test_cli_finetune_bad_option_is_a_usage_error(tmp_path, model_file, train_va
 def test_demo_on_a_small_budget(tmp_path):
     report = demo_run(tmp_path)
     acc = report["accuracy"]
-    for key in ("unpruned", "pruned", "finetuned"):
+    for key in ("unpruned", "pruned", "finetuned", "recovered", "recovered_finetuned"):
         assert 0.0 <= acc[key] <= 1.0, acc
+    assert report["recovery"]["applied"] and report["recovery"]["heldout_samples"] == 64
     assert report["params"][1] < report["params"][0]
     assert report["flops"][1] < report["flops"][0]
     assert report["verified"] is True

@@ -4,7 +4,9 @@ The digits dataset that ships inside scikit-learn (1,797 8×8 images, a seeded t
 split), a small residual CNN defined in PyTorch and exported to ONNX, trained from scratch with
 ONNX Runtime training, pruned at 0.5 (l1, tree scope, proven by the mask-equivalence check),
 fine-tuned with ONNX Runtime, and a report: validation accuracy unpruned / pruned / fine-tuned,
-parameters, FLOPs, ORT latency with their ratios, and a PNG plot of channels per layer.
+parameters, FLOPs, ORT latency with their ratios, and a PNG plot of channels per layer. Beside the
+plain pruned model, the same pruning with the ``recover`` pass on 256 unlabeled training images
+("pruned + recovered") and that model fine-tuned ("recovered + fine-tuned").
 
 A workflow (not a pass): a job built on the API, shared by ``benchmarks/accuracy.py``; it
 imports PyTorch only to define and export the model.
@@ -164,7 +166,7 @@ OUTPUTS = ("digits_resnet.onnx", "digits_resnet.pruned.onnx", "demo-channels.png
 
 
 def run(out_dir: str | os.PathLike = ".", ratio: float = 0.5, seed: int = 0, epochs: int = 30,
-        finetune_epochs: int = 15, stream=None) -> dict:
+        finetune_epochs: int = 15, stream=None, recover: str = "bias,bn") -> dict:
     """The whole job; returns the report (also written to ``out_dir/demo-report.json``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,12 +182,18 @@ def run(out_dir: str | os.PathLike = ".", ratio: float = 0.5, seed: int = 0, epo
     tuned = finetune(pruned.model, train, val, TrainConfig(epochs=finetune_epochs, lr=1e-3, batch_size=64, seed=seed),
                      stream=stream).model
     tune_seconds = time.perf_counter() - start
+    recovered = pipeline.prune(trained, ratio=ratio, criterion="l1", scope="tree", seed=seed,
+                               calib_data=train[0][:256], recover=recover)  # images only, no labels
+    recovered_tuned = finetune(recovered.model, train, val, TrainConfig(epochs=finetune_epochs, lr=1e-3, batch_size=64,
+                                                                        seed=seed), stream=stream).model
     before, after = channels_per_layer(trained), channels_per_layer(tuned)
     batch = val[0][:64]
     rep = pruned.report
     report = {
         "accuracy": {"unpruned": evaluate(trained, val), "pruned": evaluate(pruned.model, val),
-                     "finetuned": evaluate(tuned, val)},
+                     "finetuned": evaluate(tuned, val), "recovered": evaluate(recovered.model, val),
+                     "recovered_finetuned": evaluate(recovered_tuned, val)},
+        "recover": recover, "recovery": recovered.report.get("recovery"),
         "params": [rep["params_before"], rep["params_after"]],
         "flops": [rep["flops_before"], rep["flops_after"]],
         "latency_ms_batch64": [latency_ms(trained, batch), latency_ms(tuned, batch)],
@@ -214,6 +222,8 @@ def format_report(report: dict) -> str:
         "digits (sklearn, 1,797 8x8 images; 20% validation), small residual CNN, ONNX Runtime training",
         f"validation top-1   unpruned {acc['unpruned']:.4f}   pruned {acc['pruned']:.4f}   "
         f"fine-tuned {acc['finetuned']:.4f}   (fine-tuned - unpruned: {100 * (acc['finetuned'] - acc['unpruned']):+.2f} points)",
+        f"with recovery ({report['recover']}, 256 unlabeled training images): pruned + recovered "
+        f"{acc['recovered']:.4f}   recovered + fine-tuned {acc['recovered_finetuned']:.4f}",
         f"parameters         {report['params'][0]:,} -> {report['params'][1]:,}  ({ratio(report['params'])})",
         f"FLOPs              {report['flops'][0]:,} -> {report['flops'][1]:,}  ({ratio(report['flops'])})",
         f"ORT latency, batch 64, 1 thread: {report['latency_ms_batch64'][0]:.3f} ms -> "

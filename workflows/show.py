@@ -171,9 +171,26 @@ def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result
     if len(whole) > len(shown):
         lines.append(f"  ... {len(whole) - len(shown)} smaller groups left alone: see --report")
     lines.append(f"verified {rep['verified']} (max abs diff {rep['max_abs_diff']})")
+    lines += recovery_lines(rep.get("recovery"))
     if rep.get("target"):
         lines.append(target_line(rep["target"]))
     return "\n".join(lines)
+
+
+def recovery_lines(rec: dict | None) -> list[str]:
+    """What the ``recover`` pass bought, or why it did nothing."""
+    if rec is None:
+        return []
+    if not rec["applied"]:
+        return [f"recovery: not applied ({rec['reason']})"]
+    if "heldout_error_before" not in rec:
+        return [f"recovery ({','.join(rec['method'])}): applied; too few calibration samples to hold any out"]
+    line = (f"recovery ({','.join(rec['method'])}): held-out output error vs original "
+            f"{rec['heldout_error_before']:.4f} -> {rec['heldout_error_after']:.4f} on {rec['heldout_samples']} samples")
+    if "heldout_top1_after" in rec:
+        line += (f"; top-1 {rec['heldout_top1_before']:.4f} -> {rec['heldout_top1_after']:.4f} "
+                 f"(original {rec['heldout_top1_original']:.4f})")
+    return [line + ("" if rec["helped"] else "; it did NOT help")]
 
 
 def wrap(cells: list[str], width: int, indent: int) -> str:
@@ -199,6 +216,7 @@ def summary(report: dict) -> str:
              f"(x{ratio(report['flops_before'], report['flops_after'])})",
              f"groups {pruned} pruned of {len(report['groups'])}; {len(left)} left alone",
              f"verified {report['verified']} (max abs diff {report['max_abs_diff']})"]
+    lines += recovery_lines(report.get("recovery"))
     if report.get("target"):
         lines.append(target_line(report["target"]))
     for g in left[:10]:
