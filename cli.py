@@ -133,7 +133,8 @@ def _criteria_help(what: str) -> str:
 def _mask_flags(p: argparse.ArgumentParser) -> None:
     """The mask pass's options as flags, named as in the spec (mask{round-to=8 min-keep=2 ...})."""
     p.add_argument("--round-to", type=int, default=None,
-                   help="kept channels rounded up to a multiple of this (spec: mask{round-to}; default 1)")
+                   help="kept channels rounded up to a multiple of this (spec: mask{round-to}; default: 8 in "
+                        "groups wider than 32 channels, else 1; 1: off)")
     p.add_argument("--min-keep", type=int, default=None,
                    help="no group keeps fewer channels (spec: mask{min-keep}; default 1)")
     p.add_argument("--ignore", default="", metavar="NODES",

@@ -258,26 +258,25 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
           train_data=None, val_data=None, calib_data=None, ratios: dict | None = None,
           target_flops: float = 0.0, target_params: float = 0.0, rank: str | None = None,
           max_ratio: float | None = None, heads: float | None = None, stream: float | None = None,
-          input_shapes: dict | None = None, recover: str | None = None, keep_io: bool = False) -> PruneResult:
+          round_to: int | None = None, input_shapes: dict | None = None, recover: str | None = None,
+          keep_io: bool = False) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
-    ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope;
-    ``train_data`` / ``val_data`` feed a ``finetune`` pass: appended to the default pipeline
-    (default options), required in a given spec (a ``SpecError`` otherwise); ``calib_data``
+    ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope; ``train_data`` /
+    ``val_data`` feed a ``finetune`` pass: appended to the default one, required in a given spec; ``calib_data``
     feeds data criteria (hrank, hrank-star, taylor, recon) and ``recover`` ("bias,bn[,ls]": a pass after
     ``validate``, fit without labels). ``ratios`` (root -> ratio, e.g. a sensitivity plan), ``target_flops``
     / ``target_params`` (fraction to remove), ``rank`` (layer/global), ``max_ratio``, ``heads``, ``stream``
-    (attention heads', residual-stream ratios) set every ``mask`` pass. A target is checked by the real
-    count after slicing; off by >0.5%, the mask is re-solved (at most 3 times); ``target`` says what was met.
-    Nothing unproven is shipped: if the mask-equivalence check fails, the groups that fail it
-    alone are left whole (with the reason) and the rest is pruned again and re-checked.
-    ``sample_inputs`` (arrays by input name) and ``input_shapes`` feed every run of the model, the
-    rest defaulted (``passes.inputs``; the report's ``inputs``)."""
+    (attention heads', residual-stream ratios) and ``round_to`` set every ``mask`` pass. A target is checked
+    by the real count after slicing; off by >0.5%, the mask is re-solved (at most 3 times); ``target`` says
+    what was met. Nothing unproven is shipped: if the mask-equivalence check fails, the groups that fail it
+    alone are left whole (with the reason), the rest pruned again. ``sample_inputs`` / ``input_shapes``
+    feed every run (``passes.inputs``); ``keep_io`` refuses changing an input or output shape."""
     tune = ",finetune" if train_data is not None and passes is None else ""  # default pipeline, then tuning
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope) + tune)
     check_tuning(pipe.passes, train_data, val_data)
     pipe = Pipeline(with_recover(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank,
-                                                   max_ratio, heads, stream, keep_io), recover))
+                                                   max_ratio, heads, stream, round_to, keep_io), recover))
     model, external, where = open_model(model_or_path)
     runs = any(isinstance(p, ValidatePass) and p.ort for p in pipe.passes)
     check_input(model, where, runs)
@@ -288,7 +287,8 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
                             + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
     model, branches = subgraphs.prune_branches(model, lambda body, feeds: prune(  # If bodies: models of their own
         body, ratio, criterion, scope, passes, verify, seed, sample_inputs=feeds, target_flops=target_flops,
-        target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads), sample_inputs)
+        target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads, stream=stream,
+        round_to=round_to, keep_io=keep_io), sample_inputs)
     sample_inputs = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=runs)
     run, analyse = _runner(model, seed, sample_inputs, list(instruments), verify,
                            (train_data, val_data, calib_data))

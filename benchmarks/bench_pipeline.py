@@ -2,6 +2,12 @@
 I/O floor (``onnx.load`` + ``onnx.save`` of the same file), as a ratio.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--model M.onnx] [--repeat 5]
+    .venv/bin/python benchmarks/bench_pipeline.py --process [--models resnet50,vit_b_16] [--repeat 3]
+
+``--process`` measures the command as a user runs it: fresh processes, in turn per round, each
+timed from start to exit with its own peak RSS (``os.wait4``): the floor (``python -c`` onnx.load +
+onnx.save), ``onnxpruner prune M --ratio 0.5`` (with the proof: the mask-equivalence check in ONNX
+Runtime) and the same without validate (``--passes`` ending at infer-shapes); medians.
 
 The pipeline is measured from file to file: ``ir.load`` + lower + tag ... validate + raise +
 ``ir.save``, with ``validate{ort=false}`` (onnx.checker full check, no ONNX Runtime run). Floor and
@@ -55,11 +61,63 @@ def prune_file(path: Path, out: Path, instruments=()) -> float:
     return time.perf_counter() - start
 
 
+FLOOR = "import onnx, sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2])"
+NO_VALIDATE = "tag,trees,classify,score{criterion=l1 scope=tree},mask{ratio=0.5},slice,infer-shapes"
+
+
+def timed_process(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one fresh process."""
+    import subprocess
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {' '.join(cmd[:3])}... failed: {proc.stderr.read().decode()[-500:]}")
+    return seconds, usage.ru_maxrss * 1024
+
+
+def process_main(names: list[str], repeat: int) -> None:
+    from torchvision_models import export
+
+    exe = str(Path(sys.executable).parent / "onnxpruner")
+    py = sys.executable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paths = {n: export(n, CACHE, size=224) for n in names}
+    print(f"fresh processes, ratio 0.5, l1, tree scope; median of {repeat} rounds, commands in turn")
+    print(f"{'model':<12} {'MiB':>5} {'command':<24} {'seconds':>8} {'x floor':>8} {'peak RSS MiB':>13} {'x file':>7}")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "out.onnx")
+        for name, path in paths.items():
+            size = path.stat().st_size
+            cmds = {"load+save (floor)": [py, "-c", FLOOR, str(path), out],
+                    "prune (with proof)": [exe, "prune", str(path), "-o", out, "--ratio", "0.5"],
+                    "prune (no validate)": [exe, "prune", str(path), "-o", out, "--passes", NO_VALIDATE]}
+            rows = {k: [] for k in cmds}
+            for _ in range(repeat):
+                for k, cmd in cmds.items():
+                    rows[k].append(timed_process(cmd))
+            floor_s = statistics.median(t for t, _ in rows["load+save (floor)"])
+            for k, runs in rows.items():
+                t = statistics.median(t for t, _ in runs)
+                rss = max(r for _, r in runs)
+                print(f"{name:<12} {size / 2**20:5.0f} {k:<24} {t:8.2f} {t / floor_s:7.2f}x "
+                      f"{rss / 2**20:13.0f} {rss / size:6.2f}x", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="an ONNX file (default: ResNet-50 exported from torchvision)")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--process", action="store_true", help="time the command as fresh processes")
+    ap.add_argument("--models", default="resnet50", help="with --process: torchvision models, exported at 224")
     args = ap.parse_args()
+    if args.process:
+        process_main(args.models.split(","), args.repeat)
+        return
     path = args.model or resnet50()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.onnx"

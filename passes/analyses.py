@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -136,7 +136,7 @@ class Trees:
     couple_a: np.ndarray
     couple_b: np.ndarray
     blocked: Mapping[int, str]          # id -> first reason it cannot be removed
-    trees: tuple[AssociationTree, ...]
+    trees: Sequence[AssociationTree]  # walked when read (trees.LazyTrees)
     num_ids: int
     rep: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # class representative per id
     # computed shape operands slice replaces by constants: node -> ((port, folded value, always),

@@ -71,13 +71,19 @@ class ClassifyPass(Pass):
             for r in root_idx:
                 root = trees.roots[r]
                 group_of_rep[rep[root.first_id:root.first_id + root.channels]] = gid
-        leaves_of: dict[int, list[str]] = {}
+        leaves_of: dict[int, dict[str, None]] = {}  # insertion-ordered sets
         for lf in trees.leaves:  # each leaf joins every group whose channels it reads
             for gid in np.unique(group_of_rep[rep[lf.ids[lf.ids >= 0]]]).tolist():
-                if gid >= 0 and lf.node not in leaves_of.setdefault(gid, []):
-                    leaves_of[gid].append(lf.node)
+                if gid >= 0:
+                    leaves_of.setdefault(gid, {})[lf.node] = None
         groups = []
         counts = dict.fromkeys(("one-to-one", "one-to-many", "many-to-one", "many-to-many", "blocked"), 0)
+        is_blocked = np.zeros(max(trees.num_ids, 1), bool)
+        is_blocked[blocked_ids] = True
+        head_class = np.zeros(max(trees.num_ids, 1), bool)  # by class representative
+        head_class[rep[trees.head_ids]] = True
+        stream_class = np.zeros(max(trees.num_ids, 1), bool)
+        stream_class[rep[trees.stream_ids]] = True
         for gid, root_idx in enumerate(ordered):
             ids = np.concatenate([np.arange(trees.roots[r].first_id,
                                             trees.roots[r].first_id + trees.roots[r].channels)
@@ -90,13 +96,13 @@ class ClassifyPass(Pass):
             members = tuple(sorted(members, key=lambda m: int(m[0])))
             leaves = tuple(leaves_of.get(gid, ()))
             reason = None
-            hit = blocked_ids[np.isin(blocked_ids, ids)]
+            hit = ids[is_blocked[ids]]
             if len(hit):
-                reason = trees.blocked[int(hit[0])]
+                reason = trees.blocked[int(hit.min())]
             roots = tuple(trees.roots[r].node for r in root_idx)
             pattern = pattern_name(len(roots), len(leaves))
-            heads = bool(len(trees.head_ids)) and bool(np.isin(reps, rep[trees.head_ids]).any())
-            stream = bool(len(trees.stream_ids)) and bool(np.isin(reps, rep[trees.stream_ids]).any())
+            heads = bool(head_class[reps].any())
+            stream = bool(stream_class[reps].any())
             groups.append(Group(gid, pattern, roots, leaves, members, reason, heads=heads, stream=stream))
             counts["blocked" if reason else pattern] += 1
         groups = _with_nonempty(groups, trees)

@@ -393,7 +393,9 @@ def root_weight_name(ir: Graph, root: Root) -> str | None:
 def weight_gradients(ir: Graph, wanted: dict[str, str | None], calib: Batches) -> dict[str, np.ndarray]:
     """``∂L/∂w`` averaged over the calibration batches for the wanted initializers that are
     trainable (float, upstream of the first output), from ONNX Runtime training."""
-    import onnxruntime as ort
+    from .ort import import_ort
+
+    ort = import_ort()
     from onnxruntime.training.api import CheckpointState, Module
 
     ort.set_default_logger_severity(3)

@@ -2,7 +2,10 @@
 
 Reads: ``Patterns``, ``Scores``. Provides: ``Masks``. Each prunable group loses the
 ``floor(ratio × channels)`` lowest-scoring channels (ties: the lower index goes first), then
-``min-keep`` and ``round-to`` (kept count rounded up to a multiple) are applied. ``ratios`` sets a
+``min-keep`` and ``round-to`` (kept count rounded up to a multiple) are applied. ``round-to``
+defaults to -1: 8 for a group wider than 32 channels (widths a CPU's vector kernels run whole:
+ResNet-50 at 0.7 keeps 24 of 64, not 19), none for narrower ones (attention heads, small
+layers); ``round-to=1`` turns rounding off, any other value applies to every group. ``ratios`` sets a
 ratio per root node (a group takes the smallest ratio named for its roots); ``ignore`` keeps the
 output channels of the named nodes: their groups are left alone (their inputs may still shrink).
 
@@ -53,8 +56,21 @@ def n_drop_for_ratio(n: int, ratio: float, min_keep: int) -> int:
     return n - max(n_keep, min(min_keep, n))
 
 
+ROUND_TO_DEFAULT, ROUND_WIDER_THAN = 8, 32
+
+
+def round_for(n: int, round_to: int) -> int:
+    """The multiple a group of ``n`` channels keeps: ``round_to``, or for -1 (the default) 8 when
+    ``n`` is over 32, else 1."""
+    if round_to >= 1:
+        return round_to
+    return ROUND_TO_DEFAULT if n > ROUND_WIDER_THAN else 1
+
+
 def apply_round_to(n: int, n_drop: int, round_to: int) -> int:
-    """The kept count rounded up to a multiple of ``round_to`` (never above ``n``): the new drop."""
+    """The kept count rounded up to a multiple of ``round_to`` (never above ``n``): the new drop.
+    ``round_to`` -1: the default (``round_for``)."""
+    round_to = round_for(n, round_to)
     n_keep = min(n, math.ceil((n - n_drop) / round_to) * round_to)
     return n - n_keep
 
@@ -66,7 +82,7 @@ class MaskPass(Pass):
     provides: ClassVar[tuple[type, ...]] = (Masks,)
     ratio: float = 0.5
     ratios: dict[str, float] = field(default_factory=dict)
-    round_to: int = 1
+    round_to: int = -1      # -1: 8 for groups wider than 32 channels, else 1 (round_for)
     min_keep: int = 1
     ignore: tuple[str, ...] = ()
     rank: str = "layer"
@@ -81,8 +97,9 @@ class MaskPass(Pass):
         _check_ratio(self.ratio, "ratio")
         for node, r in self.ratios.items():
             _check_ratio(r, f"ratio of {node!r}")
-        if self.round_to < 1:
-            raise ValueError(f"round-to must be at least 1, got {self.round_to}")
+        if self.round_to < 1 and self.round_to != -1:
+            raise ValueError(f"round-to must be at least 1 (or -1, the default: 8 for groups wider "
+                             f"than 32 channels), got {self.round_to}")
         if self.min_keep < 1:
             raise ValueError(f"min-keep must be at least 1, got {self.min_keep}")
         if self.rank not in RANKS:

@@ -44,9 +44,8 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
-import onnx
 
-from ir import Graph, Initializer, lower, raise_model
+from ir import Graph, Initializer, lower
 
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult, SpecError

@@ -40,7 +40,8 @@ TARGET_TOLERANCE = 0.01   # a target is met when |achieved - asked| <= 1 point o
 
 
 def with_mask_options(passes: list[Pass], ratios, target_flops, target_params, rank, max_ratio,
-                      heads=None, stream=None, keep_io: bool = False) -> list[Pass]:
+                      heads=None, stream=None, round_to=None,
+                      keep_io: bool = False) -> list[Pass]:
     """Every ``mask`` pass with the API's/CLI's ratio table, target and ranking (when given);
     every ``trees`` pass with ``keep-io`` when ``keep_io``."""
     if keep_io:
@@ -62,6 +63,8 @@ def with_mask_options(passes: list[Pass], ratios, target_flops, target_params, r
         changes["heads"] = float(heads)
     if stream is not None:
         changes["stream"] = float(stream)
+    if round_to is not None:
+        changes["round_to"] = int(round_to)
     if not changes:
         return passes
     try:

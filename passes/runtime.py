@@ -1,7 +1,8 @@
 """The ONNX Runtime runner that the passes share: tag's shape discovery (``runtime_shapes``), the
 data criteria's feature maps and the proof in ``validate`` all run models through it.
 
-Reads and provides no analysis; it works on ``onnx.ModelProto`` and imports nothing of the project.
+Reads and provides no analysis; it works on ``onnx.ModelProto`` and imports nothing of the project
+but ``passes.ort`` (ONNX Runtime imported without torch).
 - ``run_model(model, feeds)``: one run, graph optimizations off (the model as written).
 - ``ort_session(model, opts)``: a CPU session; a model over ``FILE_SESSION_BYTES`` of weights
   reaches ORT through a temporary file instead of a serialized copy.
@@ -22,6 +23,8 @@ import tempfile
 
 import numpy as np
 import onnx
+
+from .ort import import_ort  # ONNX Runtime's inference part, without torch
 
 
 MEMORY_BUDGET_GIB = 4.0   # the largest single tensor we allocate; ONNXPRUNER_MEMORY_BUDGET (GiB) changes it
@@ -73,7 +76,7 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool 
               consume: bool = False) -> list[np.ndarray]:
     """``quiet``: ORT logs no error of its own (a probe whose failure is expected and reported).
     ``consume``: ``model`` is a temporary the caller drops; a large one gives its weights up."""
-    import onnxruntime as ort
+    ort = import_ort()
 
     opts = session_options(4 if quiet else 3)
     # graph optimizations off: compare the models as written, not as ORT fuses them
@@ -87,7 +90,7 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool 
 def session_options(log_severity: int = 3):
     """ONNX Runtime session options: ORT's own log at ``log_severity`` (3 errors, 4 nothing), and
     the threads of a batch worker (``ONNXPRUNER_THREADS``; 0 or unset: all cores)."""
-    import onnxruntime as ort
+    ort = import_ort()
 
     opts = ort.SessionOptions()
     opts.log_severity_level = log_severity
@@ -111,7 +114,7 @@ def ort_session(model: onnx.ModelProto, opts=None, consume: bool = False):
     temporary file that its weights are moved to and then read back from, so no serialized copy
     is held beside it; ``model`` is as it was afterwards, unless ``consume``: then its weights
     stay in the file (the memory they held is given back as they are written)."""
-    import onnxruntime as ort
+    ort = import_ort()
 
     data = None
     if _weight_bytes(model) < FILE_SESSION_BYTES:

@@ -29,7 +29,7 @@ from ir import Graph
 
 from .analyses import Group, Patterns, Scores, Trees
 from .base import Pass, PassContext, PassError, PassResult
-from .criteria import CRITERIA, calib_batches, get_criterion
+from .criteria import CRITERIA, L1, calib_batches, get_criterion
 from .op_rules.computed import weight_array
 
 SCOPES = ("tree", "node")
@@ -81,30 +81,49 @@ class ScorePass(Pass):
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
         trees, patterns = ctx.get(Trees), ctx.get(Patterns)
         groups = [g for g in patterns.groups if not g.blocked]
-        root_terms = self._root_terms(ir, ctx, trees, groups)
         leaves_by_node: dict[str, list] = {}
         for lf in trees.leaves:
             leaves_by_node.setdefault(lf.node, []).append(lf)
         leaf_norm = CRITERIA[self.criterion].leaf_norm
+        l1 = _L1Norms(ir)
+        if self.scope == "tree" and leaf_norm == "l1":  # the leaf sums each weight will give
+            for name in {name for g in groups for name in g.leaves}:
+                for lf in leaves_by_node[name]:
+                    l1.leaf_axes.setdefault((name, lf.weight_port), set()).add((lf.filter_axis, lf.weight_axis))
+        root_terms = self._root_terms(ir, ctx, trees, groups, l1)
+        n = max(trees.num_ids, 1)  # every id is in at most one group: one class table for all
+        group_of, chan_of = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+        for group in groups:
+            for k, members in enumerate(group.members):
+                group_of[members] = group.id
+                chan_of[members] = k
+        roots = {r.node: r for r in trees.roots}
         scores = {}
         for group in groups:
-            cls = _classes(group, trees.num_ids)
-            score = _group_root_term(group, trees, cls, root_terms)
+            score = _group_root_term(group, roots, chan_of, root_terms)
             if self.scope == "tree" and group.leaves:
-                score = score * _group_leaf_term(ir, group, cls, leaves_by_node, leaf_norm)
+                score = score * _group_leaf_term(ir, group, group_of, chan_of, leaves_by_node,
+                                                 leaf_norm, l1)
             scores[group.id] = score
         ctx.put(Scores(self.criterion, self.scope, scores))
         return PassResult(False, {"groups_scored": len(scores)})
 
-    def _root_terms(self, ir: Graph, ctx: PassContext, trees: Trees, groups: list[Group]) -> dict[str, np.ndarray]:
+    def _root_terms(self, ir: Graph, ctx: PassContext, trees: Trees, groups: list[Group],
+                    l1: "_L1Norms") -> dict[str, np.ndarray]:
         """The criterion's per-channel scores of every root of a prunable group."""
         criterion = get_criterion(self.criterion)(seed=ctx.seed)
         wanted = {name for g in groups for name in g.roots}
         roots = [r for r in trees.roots if r.node in wanted]
         if not roots:
             return {}
-        calib = calib_batches(ctx, self.criterion) if criterion.needs_data else None
-        terms = criterion.root_scores(ir, roots, trees, calib)
+        terms: dict[str, np.ndarray] = {}
+        if type(criterion) is L1:  # |W| once per weight, shared with its leaf term
+            plain = [r for r in roots if _weight(ir, r.node, r.weight_port).shape[r.weight_axis] == r.channels]
+            terms = {r.node: l1.root(r.node, r.weight_port, r.weight_axis) for r in plain}
+            roots = [r for r in roots if r.node not in terms]  # gate blocks (LSTM): the criterion's own
+        if roots:
+            calib = calib_batches(ctx, self.criterion) if criterion.needs_data else None
+            terms.update(criterion.root_scores(ir, roots, trees, calib))
         for r in roots:
             got = np.shape(terms.get(r.node))
             if got != (r.channels,):
@@ -113,31 +132,87 @@ class ScorePass(Pass):
         return terms
 
 
-def _classes(group: Group, num_ids: int) -> np.ndarray:
-    """Channel id -> the group's channel (class) index, -1 outside the group."""
-    cls = np.full(num_ids, -1, np.int64)
-    for k, members in enumerate(group.members):
-        cls[members] = k
-    return cls
+class _L1Norms:
+    """ℓ1 sums of each weight, |W| read once: a weight that is both a root (its filters' sums)
+    and a leaf (its input positions' sums: a VGG conv, a Gemm after Flatten) or a leaf of several
+    groups (a DenseNet conv after Concat) is read once, not once per use; |W| is taken a block of
+    filters at a time (no temporary as large as the weight). The sums are those of
+    ``L1.channel_scores`` and ``leaf_norms`` (float64, up to the order of additions)."""
+
+    BLOCK = 1 << 22  # elements of |W| in one block (16 MiB of float32)
+
+    def __init__(self, ir: Graph):
+        self.ir = ir
+        self.leaf_axes: dict[tuple[str, int], set[tuple[int, int]]] = {}  # (node, port) -> (filter, in)
+        self.roots: dict[tuple[str, int, int], np.ndarray] = {}
+        self.leaves: dict[tuple[str, int, int, int], np.ndarray] = {}
+
+    def _fill(self, node: str, port: int, root_axis: int | None) -> None:
+        w = np.asarray(_weight(self.ir, node, port))
+        leaf_keys = [(f, i) for f, i in sorted(self.leaf_axes.get((node, port), ()))
+                     if (node, port, f, i) not in self.leaves]
+        if w.ndim == 0 or w.shape[0] == 0:
+            a = np.abs(w)
+            blocks = [(0, a)]
+        else:
+            rows = max(1, self.BLOCK // max(1, w[0].size))
+            blocks = ((r, np.abs(w[r:r + rows])) for r in range(0, w.shape[0], rows))
+        root = np.zeros(w.shape[root_axis]) if root_axis is not None else None
+        leaves = {k: np.zeros(w.shape[k[1]]) for k in leaf_keys}
+        for start, a in blocks:  # a: |W| of filters start.. along axis 0
+            if root_axis == 0:
+                root[start:start + len(a)] = a.reshape(len(a), -1).sum(axis=1, dtype=np.float64)
+            elif root_axis is not None:
+                root += np.moveaxis(a, root_axis, 0).reshape(a.shape[root_axis], -1).sum(axis=1, dtype=np.float64)
+            for (filter_axis, in_axis), acc in leaves.items():
+                arr = np.moveaxis(a, (filter_axis, in_axis), (0, 1))
+                arr = arr.reshape(arr.shape[0], arr.shape[1], -1)
+                if in_axis == 0:
+                    acc[start:start + arr.shape[1]] += arr.sum(axis=(0, 2), dtype=np.float64)
+                else:
+                    acc += arr.sum(axis=(0, 2), dtype=np.float64)
+        for (filter_axis, in_axis), acc in leaves.items():
+            self.leaves[(node, port, filter_axis, in_axis)] = acc
+        if root_axis is not None:
+            self.roots[(node, port, root_axis)] = root
+
+    def root(self, node: str, port: int, axis: int) -> np.ndarray:
+        key = (node, port, axis)
+        if key not in self.roots:
+            self._fill(node, port, axis)
+        return self.roots[key]
+
+    def leaf(self, node: str, port: int, filter_axis: int, in_axis: int) -> np.ndarray:
+        key = (node, port, filter_axis, in_axis)
+        if key not in self.leaves:
+            self.leaf_axes.setdefault((node, port), set()).add((filter_axis, in_axis))
+            self._fill(node, port, None)
+        return self.leaves[key]
 
 
-def _group_root_term(group: Group, trees: Trees, cls: np.ndarray, root_terms: dict) -> np.ndarray:
-    roots = {r.node: r for r in trees.roots}
+def _group_root_term(group: Group, roots: dict, chan_of: np.ndarray, root_terms: dict) -> np.ndarray:
     term = np.zeros(group.channels)
     for name in group.roots:
         root = roots[name]
-        np.add.at(term, cls[root.first_id:root.first_id + root.channels],
+        np.add.at(term, chan_of[root.first_id:root.first_id + root.channels],
                   np.asarray(root_terms[name], np.float64))
     return term
 
 
-def _group_leaf_term(ir: Graph, group: Group, cls: np.ndarray, leaves_by_node: dict,
-                     norm: str) -> np.ndarray:
+def _group_leaf_term(ir: Graph, group: Group, group_of: np.ndarray, chan_of: np.ndarray,
+                     leaves_by_node: dict, norm: str, l1: _L1Norms) -> np.ndarray:
     term = np.zeros(group.channels)
     for name in group.leaves:
         for lf in leaves_by_node[name]:
+            safe = np.maximum(lf.ids, 0)
+            pos_cls = np.where((lf.ids >= 0) & (group_of[safe] == group.id), chan_of[safe], -1)
+            if norm == "l1":  # per position sums, shared by every group the leaf reads
+                per_pos = l1.leaf(name, lf.weight_port, lf.filter_axis, lf.weight_axis)
+                valid = pos_cls >= 0
+                if valid.any():
+                    np.add.at(term, pos_cls[valid], per_pos[valid])
+                continue
             w = _weight(ir, name, lf.weight_port)
-            pos_cls = np.where(lf.ids >= 0, cls[np.maximum(lf.ids, 0)], -1)
             term += leaf_norms(w, lf.filter_axis, lf.weight_axis, pos_cls, group.channels, norm)
     return term
 

@@ -26,7 +26,7 @@ from .infer_shapes import value_shapes
 from .op_rules import (CHANNEL_RULES, DEFAULT_DOMAINS, ROOT_RULES, NodeView, conv_group_widths,
                        fold_shapes)
 from .op_rules.computed import computed_weights
-from .runtime import run_model
+from .validate import Runnable  # weights by reference, as the proof runs them
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,14 @@ def static_shapes(ir: Graph, opset: int, rounds: int = 3, ctx: PassContext | Non
     Slice end from Shape // 2, a Reshape target built by Concat) folds to a number: inference
     runs again with those operands as constants, so the values after them get static shapes.
     Where inference still leaves a shape unknown or a dim symbolic, the shape ONNX Runtime
-    produces is taken (``runtime_shapes``)."""
-    return runtime_shapes(ir, _reshape_targets(ir, _folded_static_shapes(ir, opset, rounds), opset), ctx)
+    produces is taken (``runtime_shapes``), unless the folded shape values already answer: a
+    shape vector folded to known numbers has their length (ViT's attention reshapes: 36 vectors
+    inference leaves of unknown length, no run needed)."""
+    shapes = _reshape_targets(ir, _folded_static_shapes(ir, opset, rounds), opset)
+    for name, sv in fold_shapes(ir, shapes, opset).values.items():
+        if sv.static() and not _static(shapes.get(name)):
+            shapes[name] = tuple(int(d) for d in np.shape(sv.value))
+    return runtime_shapes(ir, shapes, ctx)
 
 
 def _reshape_targets(ir: Graph, shapes: dict[str, tuple], opset: int) -> dict[str, tuple]:
@@ -120,25 +126,26 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple], ctx: PassContext | None 
                      and not _static(shapes.get(v.name)))
     if not missing:
         return shapes
-    model = raise_model(ir)
+    # the weights by reference: large initializers are graph inputs of the raised model (no copy
+    # of them in it), fed as the IR's own arrays (the whole model when ORT needs one as a constant)
+    model = Runnable(ir, tuple(missing))
     ctx = ctx or PassContext()
-    proof = context_inputs(ctx, model)
+    proof = context_inputs(ctx, model.inputs)
     runs = [proof.feeds]
-    if not all_fixed(model, ctx.sample_inputs, ctx.input_shapes):
-        other = make_inputs(model, ctx.seed + 1, ctx.sample_inputs, ctx.input_shapes,
+    if not all_fixed(model.inputs, ctx.sample_inputs, ctx.input_shapes):
+        other = make_inputs(model.inputs, ctx.seed + 1, ctx.sample_inputs, ctx.input_shapes,
                             size=2 * proof.size, batch=3)
         runs.append(other.feeds)
-    have = {o.name for o in model.graph.output}
-    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in missing if n not in have)
+    outputs = [o.name for o in model.model.graph.output]
     seen: list[dict[str, tuple]] = []
-    for i, feeds in enumerate(runs):
-        try:  # a temporary copy: the last run gives its weights up
-            values = run_model(model, feeds, quiet=True, consume=i == len(runs) - 1)
+    for feeds in runs:
+        try:
+            values = model.run(feeds, quiet=True)
         except Exception:
             return shapes
-        seen.append({vi.name: tuple(int(d) for d in arr.shape)
-                     for vi, arr in zip(model.graph.output, values)
-                     if vi.name in missing and isinstance(arr, np.ndarray)})
+        seen.append({name: tuple(int(d) for d in arr.shape)
+                     for name, arr in zip(outputs, values)
+                     if name in missing and isinstance(arr, np.ndarray)})
     out = dict(shapes)
     for name, shape in seen[0].items():
         others = [s.get(name) for s in seen[1:]]

@@ -6,7 +6,8 @@ node gives its output channels fresh ids; every other node maps the ids on its i
 its outputs by its rule in ``op_rules`` (Concat offsets, Flatten's C×H×W expansion, Transpose's
 axis move), records a leaf when it consumes them through weights, couples ids when it joins two
 tracked inputs (Add), or blocks them with a reason (barrier op, channel-mixing op, graph output).
-A tree is then the part of the graph each root's channels (or channels coupled to them) reach.
+A tree is then the part of the graph each root's channels (or channels coupled to them) reach,
+walked when read (``LazyTrees``): the pass itself is linear in the graph's size.
 Shape sub-graphs are folded to numbers (``op_rules.fold_shapes``): a computed Reshape target or
 Slice end the rules need is read as its value, and slice replaces it by a constant it rewrites; a
 number counted from a channel axis that flows anywhere else blocks those channels.
@@ -19,6 +20,7 @@ Example: ``c1 = Conv(x); r = Relu(c1); f = Flatten(r); y = Gemm(f)``: ``c1`` get
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -160,7 +162,7 @@ class TreesPass(Pass):
         a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
         b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, np.int64)
         rep = union_find(next_id, a, b)
-        trees = tuple(_tree(ir, root, maps, rep, seen) for root in roots)
+        trees = LazyTrees(ir, tuple(roots), maps, rep, seen)
         ctx.put(Trees(tuple(roots), maps, tuple(leaves), a, b, blocked, trees, next_id, rep,
                       {n: tuple((p, v, always) for p, (v, always) in sorted(ports.items()))
                        for n, ports in frozen.items()},
@@ -238,43 +240,77 @@ def union_find(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return rep
 
 
-def _tree(ir: Graph, root: Root, maps, rep: np.ndarray, seen) -> AssociationTree:
-    own = set(np.unique(rep[root.first_id:root.first_id + root.channels]).tolist())
+class LazyTrees(Sequence):
+    """The per-root association trees, each walked when first read (``inspect``, dumps, golden
+    files); pruning itself reads only the maps, couplings and leaves. A residual chain makes the
+    trees together quadratic in depth (each root's tree runs to the chain's end), so the pass
+    keeps only what a walk needs, in time linear in the graph: each tracked value's consumers and
+    the classes it carries (computed once per value, shared by every walk)."""
 
-    def carries(value_name: str) -> bool:
-        m = maps.get(value_name)
-        if m is None:
-            return False
-        ids = m.ids[m.ids >= 0]
-        return bool(own.intersection(np.unique(rep[ids]).tolist()))
+    def __init__(self, ir: Graph, roots: tuple[Root, ...], maps, rep: np.ndarray, seen):
+        self._roots, self._maps, self._rep, self._seen = roots, maps, rep, seen
+        self._outputs = frozenset(ir.output_names)
+        self._consumers: dict[str, tuple[tuple[str, int], ...]] = {}
+        self._outs: dict[str, tuple[str, ...]] = {}
+        for value in maps:
+            uses = tuple((node.name, port) for node, port in ir.consumers(value))
+            self._consumers[value] = uses
+            for node, _ in uses:
+                if node not in self._outs:
+                    self._outs[node] = tuple(o.name for o in ir.outputs_of(node) if o is not None)
+        for root in roots:  # a root may carry its ids on several outputs (a recurrent state)
+            self._outs[root.node] = tuple(o.name for o in ir.outputs_of(root.node) if o is not None)
+        self._classes: dict[str, frozenset[int]] = {}
+        self._trees: dict[int, AssociationTree] = {}
 
-    kinds = {root.node: "root"}
-    edges: list[tuple[str, str]] = []
-    leaves: list[str] = []
-    blockers: list[str] = []
-    queue = deque((root.node, v.name) for v in ir.outputs_of(root.node) if v is not None and carries(v.name))
-    while queue:
-        parent, value = queue.popleft()
-        if ir.is_graph_output(value):
-            key = f"output:{value}"
-            edges.append((parent, key))
-            if key not in kinds:
-                kinds[key] = "output"
-                blockers.append(key)
-        for node, port in ir.consumers(value):
-            tracked, leaf_ports, reason = seen.get(node.name, ((), (), ""))
-            edges.append((parent, node.name))
-            if node.name in kinds:
-                continue
-            if reason:
-                kinds[node.name] = "barrier"
-                blockers.append(node.name)
-            elif port in leaf_ports:
-                kinds[node.name] = "leaf"
-                leaves.append(node.name)
-            else:
-                kinds[node.name] = "next"
-                for out in ir.outputs_of(node):
-                    if out is not None and carries(out.name):
-                        queue.append((node.name, out.name))
-    return AssociationTree(root.node, tuple(dict.fromkeys(edges)), kinds, tuple(leaves), tuple(blockers))
+    def __len__(self) -> int:
+        return len(self._roots)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(len(self))))
+        i = range(len(self))[i]
+        if i not in self._trees:
+            self._trees[i] = self._walk(self._roots[i])
+        return self._trees[i]
+
+    def classes(self, value: str) -> frozenset[int]:
+        got = self._classes.get(value)
+        if got is None:
+            m = self._maps.get(value)
+            ids = m.ids[m.ids >= 0] if m is not None else np.zeros(0, np.int64)
+            got = self._classes[value] = frozenset(np.unique(self._rep[ids]).tolist())
+        return got
+
+    def _walk(self, root: Root) -> AssociationTree:
+        own = frozenset(np.unique(self._rep[root.first_id:root.first_id + root.channels]).tolist())
+        kinds = {root.node: "root"}
+        edges: list[tuple[str, str]] = []
+        leaves: list[str] = []
+        blockers: list[str] = []
+        queue = deque((root.node, v) for v in self._outs[root.node] if not own.isdisjoint(self.classes(v)))
+        while queue:
+            parent, value = queue.popleft()
+            if value in self._outputs:
+                key = f"output:{value}"
+                edges.append((parent, key))
+                if key not in kinds:
+                    kinds[key] = "output"
+                    blockers.append(key)
+            for node, port in self._consumers.get(value, ()):
+                tracked, leaf_ports, reason = self._seen.get(node, ((), (), ""))
+                edges.append((parent, node))
+                if node in kinds:
+                    continue
+                if reason:
+                    kinds[node] = "barrier"
+                    blockers.append(node)
+                elif port in leaf_ports:
+                    kinds[node] = "leaf"
+                    leaves.append(node)
+                else:
+                    kinds[node] = "next"
+                    for out in self._outs.get(node, ()):
+                        if not own.isdisjoint(self.classes(out)):
+                            queue.append((node, out))
+        return AssociationTree(root.node, tuple(dict.fromkeys(edges)), kinds, tuple(leaves), tuple(blockers))

@@ -68,16 +68,50 @@ def masked_original(original: onnx.ModelProto, record: SliceRecord | None) -> on
     """The original model with each removed channel zeroed in its leaves' input weights."""
     if record is None or not record.zeroings:
         return original
+    return raise_model(_masked_graph(original, record))
+
+
+def _masked_graph(original: onnx.ModelProto, record: SliceRecord | None) -> Graph:
     g = lower(original)
     opset = opset_of(g)
-    for z in record.zeroings:
+    for z in (record.zeroings if record is not None else ()):
         rw = Rewriter(g, g.node(z.node), opset)
         w = np.array(weight_array(g, g.inputs_of(z.node)[z.weight_port]), copy=True)
         index = [slice(None)] * w.ndim
         index[z.weight_axis] = list(z.positions)
         w[tuple(index)] = 0
         rw.set_const(z.weight_port, w)
-    return raise_model(g)
+    return g
+
+
+class Runnable:
+    """A graph to run in ONNX Runtime with its weights by reference: raised with every initializer
+    over ``LIGHT_LIMIT`` elements as a graph input (``model``: no copy of them in it, nor in a
+    serialized form, nor in ORT: a CPU input is read where numpy holds it) and those weights fed
+    as the IR's own arrays. An op whose ORT kernel needs a constant where a weight became an input
+    makes the run fall back to the whole model, weights inside (``run``). ``extra_outputs``:
+    values also returned, after the graph's outputs (tag's shape discovery)."""
+
+    def __init__(self, g: Graph, extra_outputs: tuple[str, ...] = ()):
+        self.graph = g
+        self.extra = [n for n in extra_outputs if n not in set(g.output_names)]
+        self.model = raise_model(g, light=True)
+        self.model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in self.extra)
+        self.weights = {vi.name: g.initializer(vi.name).array for vi in self.model.graph.input
+                        if g.initializer(vi.name) is not None}
+        self.inputs = onnx.ModelProto()  # the fed inputs alone, for passes.inputs
+        self.inputs.graph.input.extend(vi for vi in self.model.graph.input if vi.name not in self.weights)
+
+    def run(self, feeds: dict[str, np.ndarray], quiet: bool = False) -> list[np.ndarray]:
+        if not self.weights:
+            return run_model(self.model, feeds, quiet=quiet)
+        try:
+            return run_model(self.model, {**feeds, **self.weights}, quiet=True)
+        except Exception:
+            pass
+        whole = raise_model(self.graph)
+        whole.graph.output.extend(onnx.ValueInfoProto(name=n) for n in self.extra)
+        return run_model(whole, feeds, quiet=quiet, consume=True)
 
 
 @dataclass(frozen=True)
@@ -90,8 +124,10 @@ class ValidatePass(Pass):
     atol: float = 1e-4
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
-        try:  # weights stay out of the checker's copy: it checks structure, types and shapes
-            onnx.checker.check_model(raise_model(ir, light=True), full_check=True)
+        result = Runnable(ir)  # weights by reference: the checker and ORT see no copy of them
+        model = result.model
+        try:
+            onnx.checker.check_model(model, full_check=True)
         except Exception as exc:
             mine = str(exc).strip().splitlines()[0]
             theirs = _full_check_failure(ctx.original)
@@ -104,33 +140,34 @@ class ValidatePass(Pass):
         if not self.ort:
             return PassResult(False, stats)
         with progress.task("validate: ONNX Runtime", 2, unit="run") if _large(ir) else _NoTask() as bar:
-            return self._run_ort(ir, ctx, stats, bar)
+            return self._run_ort(result, ctx, stats, bar)
 
-    def _run_ort(self, ir: Graph, ctx: PassContext, stats: dict, bar) -> PassResult:
-        model = raise_model(ir)
+    def _run_ort(self, result: "Runnable", ctx: PassContext, stats: dict, bar) -> PassResult:
+        model = result.model
         check = self.equivalence and ctx.original is not None
         record = ctx.analyses.get(SliceRecord)
         # a KV cache input that lost heads: the original is fed in full, the result its kept part
         interface = {name: (kind, axis, list(pos)) for name, kind, axis, pos in
                      (record.interface if record is not None and ctx.original is not None else ())}
         whole = check or bool(interface)  # feeds shaped for the model before pruning
-        probe = masked_original(ctx.original, record) if whole else model
-        before = "the model before pruning" if whole else "the result"
-        reference = None
+        probe = Runnable(_masked_graph(ctx.original, record)) if whole else result
+        where = "the model before pruning" if whole else "the result"
         if ctx.inputs is not None:
             feeds = ctx.inputs.feeds
-            try:  # the masked original is a temporary: a large one gives its weights up
-                reference = run_model(probe, feeds, quiet=True, consume=whole)
+            try:
+                reference = probe.run(feeds, quiet=True)
             except Exception as exc:  # prune() ran the original on these: only a direct run gets here
-                raise InputsError(rejection(probe, ctx.inputs, ort_message(exc), before)) from None
+                raise InputsError(rejection(probe.inputs, ctx.inputs, ort_message(exc), where)) from None
         else:  # a pipeline run directly: the first symbolic size the model before pruning runs on
-            proof, reference = probe_inputs(probe, ctx.seed, ctx.sample_inputs, ctx.input_shapes, before)
+            proof, reference = probe_inputs(probe.inputs, ctx.seed, ctx.sample_inputs, ctx.input_shapes, where,
+                                            run=lambda _, feeds: probe.run(feeds, quiet=True))
             feeds = proof.feeds
+        del probe  # the masked original's weights are given back before the result runs
         bar.update(1)
         mine = {k: np.take(v, interface[k][2], axis=interface[k][1]) if interface.get(k, ("",))[0] == "input" else v
                 for k, v in feeds.items()}
         try:
-            pruned = reference if not whole else run_model(model, mine, consume=True)
+            pruned = reference if not whole else result.run(mine)
         except Exception as exc:
             raise PassError(f"ONNX Runtime cannot run the result: {str(exc).strip().splitlines()[0]}") from None
         stats["ort"] = True

@@ -498,3 +498,19 @@ def test_dot_colours_roots_leaves_blockers_and_shows_coupled_groups(tmp_path, ca
     gelu = next(n.name for n in models.barrier().graph.node if n.op_type == "Gelu")
     assert f'label="{gelu}", fillcolor="{ROLE_STYLE["blocker"][0]}", shape=octagon' in barrier
     assert "left alone" in barrier and barrier.count("{") == barrier.count("}")
+
+
+def test_round_to_option(tmp_path, capsys):
+    b = models.Builder(5, name="wide")
+    y = b.relu(b.conv(b.input("x", [1, 3, 4, 4]), 3, 64))
+    src = _save(b.build([b.conv(y, 64, 2, k=1)]), tmp_path / "wide.onnx")
+    kept = {}
+    for flag in ([], ["--round-to", "1"]):
+        out = tmp_path / f"out{len(flag)}.onnx"
+        code, _, _ = _run_main(capsys, ["prune", str(src), "-o", str(out), "--ratio", "0.7", *flag])
+        assert code == 0
+        kept[tuple(flag)] = [list(t.dims) for t in onnx.load(str(out)).graph.initializer][0][0]
+    assert kept == {(): 24, ("--round-to", "1"): 20}  # 20 kept by the ratio, rounded up to 24 by default
+    code, _, err = _run_main(capsys, ["prune", str(src), "-o", str(tmp_path / "x.onnx"), "--round-to", "0"])
+    assert code == 2 and not (tmp_path / "x.onnx").exists()
+    _assert_one_error_line(err, "round-to")

@@ -187,7 +187,7 @@ def test_planted_dead_channels_are_removed_and_nothing_else_changes(name):
     assert np.any(np.delete(end, dead, axis=axis))
 
     result = pipeline.prune(planted, ratio=0.0, scope="node", ratios={root: len(dead) / width},
-                            sample_inputs=inputs)
+                            sample_inputs=inputs, round_to=1)  # exactly the dead ones: no rounding up
     assert result.report["verified"] is True
     pruned_node = next(n for n in result.model.graph.node if n.name == root)
     w_pruned = Constants(result.model).get(pruned_node.input[1])

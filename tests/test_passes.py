@@ -233,8 +233,26 @@ def test_mask_per_node_ratios_and_ignore():
     assert any("nope" in n for n in ctx.get(Masks).notes)
 
 
+def _wide_chain(width: int):
+    b = models.Builder(5, name="wide")
+    y = b.relu(b.conv(b.input("x", [1, 3, 4, 4]), 3, width))
+    return b.build([b.conv(y, width, 2, k=1)])
+
+
+def test_round_to_default_rounds_only_wide_groups():
+    from passes.mask import apply_round_to, round_for
+
+    assert [round_for(n, -1) for n in (12, 32, 33, 64)] == [1, 1, 8, 8]
+    assert apply_round_to(64, 44, -1) == 40           # 20 kept -> 24
+    assert apply_round_to(64, 44, 1) == 44            # round-to=1: off
+    assert apply_round_to(20, 10, 8) == 4             # an explicit value rounds every group
+    assert kept_counts("mask{ratio=0.7}", _wide_chain(64)) == {0: 24}
+    assert kept_counts("mask{ratio=0.7 round-to=1}", _wide_chain(64)) == {0: 20}
+    assert kept_counts("mask{ratio=0.7}", _wide_chain(30)) == {0: 9}  # narrow: as the ratio says
+
+
 @pytest.mark.parametrize("bad", ["mask{ratio=1}", "mask{ratio=-0.1}", "mask{round-to=0}",
-                                 "mask{ratios=a:1.5}", "mask{min-keep=0}"])
+                                 "mask{round-to=-2}", "mask{ratios=a:1.5}", "mask{min-keep=0}"])
 def test_mask_rejects_bad_options(bad):
     with pytest.raises(pipeline.SpecError):
         pipeline.Pipeline.parse("tag,trees,classify,score," + bad)
@@ -426,3 +444,106 @@ def test_a_group_that_cannot_be_proven_is_left_alone_with_its_reason(monkeypatch
     assert groups[("Conv4",)]["channels_after"] == 8
     assert groups[("Conv16",)]["pruned"] is True                   # no BN: still pruned
     assert "ignore=Conv4" in result.report["spec"]
+
+
+def _cast_reshape_model():
+    """A Reshape target computed through float arithmetic: inference leaves it symbolic, the
+    shape folder does not read it, only a run of the model knows it."""
+    b = models.Builder(3, name="cast_reshape")
+    x = b.input("x", [1, 3, 8, 8])
+    c = b.relu(b.conv(x, 3, 40))
+    target = b.op("Add", [b.const(np.array([1, 2560], np.float32), "s"), b.const(np.zeros(2, np.float32), "z")])
+    y = b.op("Reshape", [c, b.op("Cast", [target], to=onnx.TensorProto.INT64)])
+    return b.build([b.gemm(y, 2560, 5)])
+
+
+def test_runtime_shapes_run_the_model_with_its_weights_by_reference(monkeypatch):
+    from passes import tag as tag_mod
+    from passes import validate as runner  # tag runs ORT through validate.Runnable, as the proof does
+
+    seen = []
+    real_run = runner.run_model
+
+    def spy(model, feeds, *args, **kwargs):
+        seen.append((model, feeds))
+        return real_run(model, feeds, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_model", spy)
+    graph = ir.lower(_cast_reshape_model())
+    shapes = tag_mod.static_shapes(graph, 17)
+    reshape = [n for n in graph.topo_nodes() if n.op_type == "Reshape"][0]
+    assert shapes[graph.outputs_of(reshape)[0].name] == (1, 2560)
+    (model, feeds), = seen
+    assert all(t.dims == [] or np.prod(t.dims) <= ir.onnx_io.LIGHT_LIMIT for t in model.graph.initializer)
+    gemm_w = graph.inputs_of([n for n in graph.topo_nodes() if n.op_type == "Gemm"][0])[1].name
+    assert feeds[gemm_w] is graph.initializer(gemm_w).array  # the IR's own array, not a copy
+
+
+def _vit_like_model():
+    """torchvision ViT's attention reshape in small: Reshape(r, Concat(Slice(Shape(r), 0, e), [-1]))
+    with the Slice end ``e`` computed by Mod; inference leaves the vectors' lengths unknown."""
+    b = models.Builder(4, name="vit_like")
+    r = b.relu(b.conv(b.input("x", [1, 3, 4, 4]), 3, 6))
+    end = b.op("Reshape", [b.op("Mod", [b.const(np.array(7, np.int64), "a"), b.const(np.array(4, np.int64), "m")]),
+                           b.const(np.array([1], np.int64), "one")])
+    head = b.op("Slice", [b.op("Shape", [r]), b.const(np.array([0], np.int64), "zero"), end])
+    y = b.op("Reshape", [r, b.op("Concat", [head, b.const(np.array([-1], np.int64), "rest")], axis=0)])
+    return b.build([b.conv(y, 6, 2, k=1)])
+
+
+def test_folded_shape_vectors_need_no_run(monkeypatch):
+    """The vectors' lengths are read off the folded values; ONNX Runtime is not run."""
+    from passes import tag as tag_mod
+
+    graph = ir.lower(_vit_like_model())
+    plain = tag_mod._folded_static_shapes(graph, 17, 3)
+    vectors = [graph.outputs_of(n)[0].name for n in graph.topo_nodes() if n.op_type in ("Slice", "Concat")]
+    assert not any(tag_mod._static(plain.get(v)) for v in vectors)  # what inference leaves
+    from passes import validate
+
+    monkeypatch.setattr(validate, "run_model", lambda *a, **k: pytest.fail("ONNX Runtime was run"))
+    shapes = tag_mod.static_shapes(graph, 17)
+    assert [shapes[v] for v in vectors] == [(3,), (4,)]
+
+
+def test_validate_runs_both_models_with_their_weights_by_reference(monkeypatch):
+    from passes import validate
+
+    seen = []
+    real_run = validate.run_model
+
+    def spy(model, feeds, *args, **kwargs):
+        seen.append((model, feeds))
+        return real_run(model, feeds, *args, **kwargs)
+
+    monkeypatch.setattr(validate, "run_model", spy)
+    b = models.Builder(6, name="wide")
+    y = b.relu(b.conv(b.input("x", [1, 16, 8, 8]), 16, 64))
+    result = pipeline.prune(b.build([b.conv(y, 64, 4, k=1)]), ratio=0.5)
+    assert result.report["verified"]
+    assert len(seen) == 2  # the masked original, then the result: neither fell back
+    for model, feeds in seen:
+        assert all(np.prod(t.dims) <= ir.onnx_io.LIGHT_LIMIT for t in model.graph.initializer)
+        assert any(a.size > ir.onnx_io.LIGHT_LIMIT for a in feeds.values())  # fed, not copied in
+
+
+def test_validate_falls_back_to_weights_inside_when_an_input_weight_fails(monkeypatch):
+    """An op whose ORT kernel needs a constant where a weight became a graph input: the light run
+    fails and the whole model (weights inside) runs instead; the proof still holds."""
+    from passes import validate
+
+    real_run = validate.run_model
+    calls = []
+
+    def picky(model, feeds, *args, **kwargs):
+        light = any(a.size > ir.onnx_io.LIGHT_LIMIT for n, a in feeds.items() if n != "x")
+        calls.append(light)
+        if light:
+            raise RuntimeError("weight must be a constant initializer")
+        return real_run(model, feeds, *args, **kwargs)
+
+    monkeypatch.setattr(validate, "run_model", picky)
+    b = models.Builder(6, name="wide")
+    y = b.relu(b.conv(b.input("x", [1, 16, 8, 8]), 16, 64))
+    result = pipeline.prune(b.build([b.conv(y, 64, 4, k=1)]), ratio=0.5)
+    assert result.report["verified"] and calls == [True, False, True, False]

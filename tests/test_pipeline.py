@@ -16,7 +16,7 @@ from passes.analyses import Patterns, Scores, Tags
 from passes.base import Pass, PassContext, PassResult
 
 CANONICAL = ("tag,trees{keep-io=false},classify,score{criterion=l1 scope=tree},"
-             "mask{ratio=0.5 ratios= round-to=1 min-keep=1 ignore= rank=layer normalize=max "
+             "mask{ratio=0.5 ratios= round-to=-1 min-keep=1 ignore= rank=layer normalize=max "
              "max-ratio=0.9 target-flops=0 target-params=0 heads=-1 stream=-1},slice,infer-shapes,"
              "validate{ort=true equivalence=true rtol=0.001 atol=0.0001}")
 
