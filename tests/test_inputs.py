@@ -371,7 +371,6 @@ def test_sensitivity_and_schedule_take_the_same_words(tmp_path, capsys, command)
 
 def test_data_criteria_feed_the_other_inputs_sized_to_each_calibration_batch():
     from passes import criteria
-    from passes.analyses import Trees
     from passes.base import PassContext
     from passes.inputs import make_inputs
 
