@@ -487,10 +487,11 @@ def test_a_batch_plan_that_names_paths_is_a_plan_error(capsys, two_models):
 
 # --------------------------------------------------------------------------- interrupts
 def _slow_model(path: Path) -> Path:
-    """Big enough that the passes after ``tag`` take a while (so a signal lands mid-run)."""
+    """Big enough that the passes after ``tag`` take a while (so a signal lands mid-run: the
+    proof's two ORT runs take seconds, not the ~0.1 s the analyses after ``tag`` take)."""
     b = models.Builder(0, name="slow")
     y = b.input("x", [1, 64, 64, 64])
-    for _ in range(8):
+    for _ in range(24):
         y = b.relu(b.conv(y, 64, 64))
     onnx.save(b.build([y]), str(path))
     return path
