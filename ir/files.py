@@ -203,32 +203,27 @@ def _alive(pid: int) -> bool:
 
 def _sweep_stale(folder: str, name: str) -> None:
     """Remove temporaries for ``name`` left by killed processes (their pid is gone)."""
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return
-    for entry in entries:
-        m = _TMP.match(entry)
-        if m and m["name"] == name and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
-            try:
-                os.unlink(os.path.join(folder, entry))
-            except OSError:
-                pass
+    _remove_dead(folder, lambda m: m["name"] == name and int(m["pid"]) != os.getpid())
 
 
 def remove_stale(folder: str | os.PathLike) -> None:
     """Remove every temporary in ``folder`` whose process is gone (a killed worker's)."""
+    _remove_dead(folder, lambda m: True)
+
+
+def _remove_dead(folder, wanted) -> None:
+    """Unlink the temporaries in ``folder`` that ``wanted`` picks and whose process is gone."""
     try:
         entries = os.listdir(folder)
     except OSError:
         return
     for entry in entries:
         m = _TMP.match(entry)
-        if m and not _alive(int(m["pid"])):
+        if m and wanted(m) and not _alive(int(m["pid"])):
             try:
                 os.unlink(os.path.join(folder, entry))
             except OSError:
-                pass
+                pass  # gone already, or not ours to remove: the sweep is best effort
 
 
 def _write_error(exc: OSError, target) -> OSError:

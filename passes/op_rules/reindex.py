@@ -8,7 +8,7 @@ import numpy as np
 
 
 from ..analyses import ChannelMap
-from .adaptive import adaptive_reshape
+from .adaptive import _classify, adaptive_reshape
 from .channels import _broadcast, feeds_batched_matmul, feeds_group_norm
 from .views import Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
 
@@ -109,20 +109,10 @@ def _symbolic_target(view: NodeView, shape) -> list[int] | None:
     """A computed target whose unknown entries are each exactly the input's own symbolic dim at
     that index (``x.view(x.size(0), -1)`` with a dynamic batch), read with those entries as 0
     (copy the input dim, which pruning never changes); None for anything else."""
-    sv = view.shape_values.get(view.input_name(1) or "")
-    if sv is None or sv.value is None or sv.value.ndim != 1 or shape is None \
-            or view.node.attr("allowzero", 0):
+    if shape is None or view.node.attr("allowzero", 0):
         return None
-    out = []
-    for i, (v, taint) in enumerate(zip(sv.value.tolist(), sv.taint)):
-        marks = {b for a, b in taint if a is None}
-        if not marks:
-            out.append(int(v))
-        elif i < len(shape) and isinstance(shape[i], str) and marks == {f"={shape[i]}"}:
-            out.append(0)
-        else:
-            return None
-    return out
+    out = _classify(view.shape_values.get(view.input_name(1) or ""), shape)
+    return None if out is None or None in out else out  # an inferred (-1) entry is adaptive's case
 
 
 def _entries(view: NodeView, port: int) -> tuple[list, list] | None:
