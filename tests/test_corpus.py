@@ -215,16 +215,6 @@ TRAINED = {
 }
 
 
-@pytest.fixture(scope="module")
-def trained():
-    from third_party import Unavailable, trained_models
-
-    try:
-        return trained_models()
-    except Unavailable as exc:  # no network: nothing to test here
-        pytest.skip(str(exc))
-
-
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "nudenet/320n" else n
                                   for n in sorted(TRAINED)])
 def test_trained_model_from_a_wheel_prunes_with_its_inputs(name, trained):

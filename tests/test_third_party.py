@@ -57,16 +57,6 @@ def test_weight_only_quantized_model_is_left_whole_and_says_why(paths):
 SILERO = ("silero_vad", "silero_vad_op18_ifless", "silero_vad_half", "silero_vad_16k_op15")
 
 
-@pytest.fixture(scope="module")
-def trained():
-    from third_party import Unavailable, trained_models
-
-    try:
-        return trained_models()
-    except Unavailable as exc:  # no network: nothing to test here
-        pytest.skip(str(exc))
-
-
 @pytest.mark.parametrize("name", SILERO)
 def test_voice_activity_models_lose_a_fifth_inside_their_if_branches(name, trained):
     """Each branch of the If is pruned as a model of its own and proven (the 8 kHz one on the

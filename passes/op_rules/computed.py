@@ -20,11 +20,10 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
-import onnx
 
 from ir import Graph
 
-from .folding import constant_value
+from .folding import ancestors, constant_value, evaluate
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # ops whose value is not a function of their inputs: a chain through them is never folded
@@ -39,30 +38,20 @@ INTEGER_DATA_LIMIT = 64   # integer initializers up to this size are shape / axe
 _CACHE: "weakref.WeakKeyDictionary[Graph, tuple[int, dict]]" = weakref.WeakKeyDictionary()
 
 
-def _chain(graph: Graph, name: str) -> list | None:
-    """The nodes computing ``name`` from initializers and constants only, or None."""
-    nodes, seen, stack = [], set(), [name]
-    while stack:
-        v = stack.pop()
-        if v in seen:
-            continue
-        seen.add(v)
-        prod = graph.producer(v)
-        if graph.initializer(v) is not None or (prod is not None and prod.op_type == "Constant"):
-            arr = graph.const_array(v)
-            if arr is None or (arr.dtype.kind not in "fc" and arr.size > INTEGER_DATA_LIMIT):
-                return None
-            if graph.initializer(v) is not None:
-                continue
-        if prod is None or prod.domain not in ("", "ai.onnx") or prod.op_type in NONDETERMINISTIC + QUANTIZED \
-                or prod.op_type in ("If", "Loop", "Scan") or graph.implicit_inputs_of(prod):
-            return None
-        if prod not in nodes:
-            nodes.append(prod)
-            if len(nodes) > MAX_CHAIN_NODES:
-                return None
-        stack += [i.name for i in graph.inputs_of(prod) if i is not None]
-    return nodes
+def _leaf(graph: Graph, v: str):
+    """A chain's leaf: an initializer's array (None for a Constant node, walked as a node of the
+    chain); False for integer data larger than a shape or axes operand."""
+    prod = graph.producer(v)
+    if graph.initializer(v) is None and (prod is None or prod.op_type != "Constant"):
+        return None
+    arr = graph.const_array(v)
+    if arr is None or (arr.dtype.kind not in "fc" and arr.size > INTEGER_DATA_LIMIT):
+        return False
+    return arr if graph.initializer(v) is not None else None
+
+
+def _qualifies(node) -> bool:
+    return node.op_type not in NONDETERMINISTIC + QUANTIZED + ("If", "Loop", "Scan")
 
 
 def computed_weights(graph: Graph) -> dict[str, np.ndarray]:
@@ -71,7 +60,9 @@ def computed_weights(graph: Graph) -> dict[str, np.ndarray]:
     hit = _CACHE.get(graph)
     if hit is not None and hit[0] == graph.version:
         return hit[1]
-    targets: dict[str, list] = {}
+    targets: list[str] = []
+    nodes: dict[str, object] = {}
+    leaves: dict[str, np.ndarray] = {}
     for node in graph.nodes():
         if node.op_type not in WEIGHT_OPS or node.domain not in ("", "ai.onnx"):
             continue
@@ -79,36 +70,19 @@ def computed_weights(graph: Graph) -> dict[str, np.ndarray]:
         w = ins[1] if len(ins) > 1 else None
         if w is None or w.name in targets or graph.const_array(w) is not None:
             continue
-        chain = _chain(graph, w.name)
-        if chain:
-            targets[w.name] = chain
-    values = _evaluate(graph, targets) if targets else {}
-    _CACHE[graph] = (graph.version, values)
-    return values
-
-
-def _evaluate(graph: Graph, targets: dict[str, list]) -> dict[str, np.ndarray]:
-    from onnx.reference import ReferenceEvaluator
-
-    from ir import raise_model
-
-    needed = {n.name for chain in targets.values() for n in chain}
-    model = raise_model(graph)
-    nodes = [n for n in model.graph.node if n.name in needed]
-    used = {i for n in nodes for i in n.input}
-    inits = [t for t in model.graph.initializer if t.name in used]
-    sub = onnx.helper.make_graph(nodes, "computed_weights", [], [onnx.ValueInfoProto(name=t) for t in targets],
-                                 inits)
-    sub_model = onnx.helper.make_model(sub, opset_imports=list(model.opset_import), ir_version=model.ir_version)
-    try:
-        out = ReferenceEvaluator(sub_model).run(None, {})
-    except Exception:  # an op the reference evaluator does not know: those weights stay computed
-        return {}
+        found = ancestors(graph, [w.name], _qualifies, lambda v: _leaf(graph, v), MAX_CHAIN_NODES)
+        if found and found[0]:
+            targets.append(w.name)
+            nodes.update((n.name, n) for n in found[0])
+            leaves.update(found[1])
     values = {}
-    for name, arr in zip(targets, out):
-        arr = np.asarray(arr)
-        arr.flags.writeable = False
-        values[name] = arr
+    if targets:
+        order = {n.name: i for i, n in enumerate(graph.topo_nodes())}
+        out = evaluate(graph, sorted(nodes.values(), key=lambda n: order[n.name]), leaves, targets) or []
+        for name, arr in zip(targets, out):
+            arr.flags.writeable = False
+            values[name] = arr
+    _CACHE[graph] = (graph.version, values)
     return values
 
 
