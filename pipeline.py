@@ -285,10 +285,10 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         if missing:
             raise SpecError(f"ratios name node(s) not in {where}: {', '.join(missing[:5])}"
                             + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
-    model, branches = subgraphs.prune_branches(model, lambda body, feeds: prune(  # If bodies: models of their own
+    model, branches = subgraphs.prune_branches(model, lambda body, feeds, shapes: prune(  # If bodies: models of their own
         body, ratio, criterion, scope, passes, verify, seed, sample_inputs=feeds, target_flops=target_flops,
         target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads, stream=stream,
-        round_to=round_to, keep_io=keep_io), sample_inputs)
+        round_to=round_to, input_shapes=shapes, keep_io=keep_io), sample_inputs, input_shapes)
     sample_inputs = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=runs)
     run, analyse = _runner(model, seed, sample_inputs, list(instruments), verify,
                            (train_data, val_data, calib_data))

@@ -63,17 +63,19 @@ def branch_bodies(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str]]:
             for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
 
 
-def _computed(model: onnx.ModelProto, names: list[str], sample_inputs: dict | None):
+def _computed(model: onnx.ModelProto, names: list[str], sample_inputs: dict | None,
+              input_shapes: dict | None = None):
     """Values of the enclosing graph a body reads, as the original computes them on the given
-    inputs (seeded ones without): their types for the body's standalone inputs, their arrays
-    for its proof; or the reason they cannot be had. The channels they carry stay blocked."""
-    from .inputs import sample_inputs as seeded
+    inputs (seeded ones of the given shapes without): their types for the body's standalone
+    inputs, their arrays for its proof; or the reason they cannot be had. The channels they
+    carry stay blocked."""
+    from .inputs import make_inputs
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-    feeds = sample_inputs if sample_inputs is not None else seeded(model, 0)
     try:
+        feeds = sample_inputs if sample_inputs is not None else make_inputs(model, 0, None, input_shapes).feeds
         values = run_model(probe, feeds, quiet=True)[len(model.graph.output):]
     except Exception as exc:
         return f"which the model does not compute on the sample inputs ({str(exc).strip().splitlines()[0]})"
@@ -176,12 +178,13 @@ class Branches:
     items: list[Branch]
 
 
-def prune_branches(model: onnx.ModelProto, prune: Callable, sample_inputs: dict | None
-                   ) -> tuple[onnx.ModelProto, Branches | None]:
+def prune_branches(model: onnx.ModelProto, prune: Callable, sample_inputs: dict | None,
+                   input_shapes: dict | None = None) -> tuple[onnx.ModelProto, Branches | None]:
     """The model with every top-level If branch pruned as a model of its own by
-    ``prune(model, sample_inputs)`` (a ``PruneResult``): what it reads from outside becomes its
-    inputs (values computed outside sampled from the model's own run); bodies that fail stay,
-    with why."""
+    ``prune(model, sample_inputs, input_shapes)`` (a ``PruneResult``): what it reads from outside
+    becomes its inputs (values computed outside sampled from the model's own run); the caller's
+    input shapes go with the graph inputs a body reads (those it is not fed already); bodies
+    that fail stay, with why."""
     bodies = branch_bodies(model)
     if not bodies:
         return model, None
@@ -214,7 +217,7 @@ def prune_branches(model: onnx.ModelProto, prune: Callable, sample_inputs: dict 
         if foreign:  # values computed outside: inputs of their own, sampled from the model's run
             if computed is None:
                 computed = _computed(model, sorted({r for n, a in bodies for r in outer_names(
-                    next(x for x in n.attribute if x.name == a).g)} - graph_inputs - set(inits)), sample_inputs)
+                    next(x for x in n.attribute if x.name == a).g)} - graph_inputs - set(inits)), sample_inputs, input_shapes)
             if isinstance(computed, str):
                 branch.reason = f"reads {foreign[0]!r} from the enclosing graph, {computed}"
                 continue
@@ -222,8 +225,10 @@ def prune_branches(model: onnx.ModelProto, prune: Callable, sample_inputs: dict 
         standalone = _standalone(model, slot.g, reads, [inits[r] for r in weights],
                                  computed[0] if foreign else {})
         feeds = None if given is None else {k: v for k, v in given.items() if k in reads}
+        feeds = _runnable_feeds(standalone, feeds)
+        shapes = {k: v for k, v in (input_shapes or {}).items() if k in reads and k not in (feeds or {})}
         try:
-            result = prune(standalone, _runnable_feeds(standalone, feeds))
+            result = prune(standalone, feeds, shapes or None)
         except Exception as exc:  # the branch stays as it was: the rest may still prune
             branch.reason = f"pruning it as a model of its own failed: {str(exc).strip().splitlines()[0]}"
             continue
@@ -265,7 +270,7 @@ def merge_reports(report: dict, branches: Branches | None) -> dict:
             continue
         entries.append({**entry, "pruned": True, "params_before": b.report["params_before"],
                         "params_after": b.report["params_after"], "verified": b.report["verified"],
-                        "max_abs_diff": b.report["max_abs_diff"]})
+                        "max_abs_diff": b.report["max_abs_diff"], "inputs": b.report.get("inputs", {})})
         verified = verified and bool(b.report["verified"])
         worst = max(worst, b.report["max_abs_diff"] or 0.0)
         for g in b.report["groups"]:

@@ -64,12 +64,25 @@ def test_a_branch_whose_outer_value_cannot_be_computed_stays_whole():
     model = models.if_branches(read_outer=True)
     feeds = {"x": np.zeros((1, 2, 8, 8), np.float32), "sr": np.array(16000, np.int64)}  # 2 channels, not 3
 
-    def refuse(body, given):
+    def refuse(body, given, shapes):
         raise RuntimeError("not on these inputs")
 
     model, branches = subgraphs.prune_branches(model, refuse, feeds)
     (else_branch,) = [b for b in branches.items if b.attr == "else_branch"]
     assert else_branch.report is None and "does not compute" in else_branch.reason
+
+
+def test_input_shapes_reach_the_branches_pruned_on_their_own():
+    """``--input-shape`` fixes a symbolic dim of a graph input a branch reads: the branch, pruned
+    as a model of its own, runs (and is proven) on that shape, not on a default size."""
+    model = models.if_branches()
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    rep = pipeline.prune(model, ratio=0.5, input_shapes={"x": [1, 3, 12, 20]}).report
+    assert rep["inputs"]["x"]["shape"] == [1, 3, 12, 20]
+    assert [b["pruned"] and b["verified"] for b in rep["branches"]] == [True, True]
+    assert all(b["inputs"]["x"] == {"shape": [1, 3, 12, 20], "dtype": "float32", "from": "input-shape"}
+               for b in rep["branches"])
 
 
 def test_weights_of_the_enclosing_graph_move_into_the_body_that_alone_reads_them(tmp_path):
