@@ -332,7 +332,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     report.update({k: ctx.report[k] for k in ("recovery", "finetune") if k in ctx.report})
     if target is not None:
         report["target"] = target
-    return PruneResult(out, subgraphs.merge_reports(report, branches), external & set(graph.initializers))
+    return PruneResult(out, subgraphs.merge_reports(report, branches, out), external & set(graph.initializers))
 
 
 class _OriginalShapes(Instrument):

@@ -2,9 +2,15 @@
 
 Parameters: elements of floating-point initializers and Constant nodes. FLOPs: 2 ×
 multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul (the ops pruning shrinks), from static
-shapes with a symbolic batch taken as 1.
+shapes with a symbolic dim (batch, sequence) taken as 1; of LSTM, GRU and RNN (each step's input
+and recurrent products, ``recurrent_flops``); and of the ops inside If, Loop and Scan bodies
+(``body_flops``): an If counts its larger branch (one of the two runs), a Loop its body × the trip
+count when that is a constant (once otherwise: a lower bound), a Scan its body × the scan axis's
+length (once when unknown). A body's shapes come from ONNX shape inference, with what it reads
+from the enclosing graph typed by the enclosing graph's shapes.
 
-Example: ``Conv(x[1,3,8,8], W[4,3,3,3], pads=1)`` -> 2 × 4·8·8 × 3·3·3 = 13,824 FLOPs.
+Example: ``Conv(x[1,3,8,8], W[4,3,3,3], pads=1)`` -> 2 × 4·8·8 × 3·3·3 = 13,824 FLOPs;
+``LSTM(X[T=5,B=1,I=8], W[1,4·16,8], R[1,4·16,16])`` -> 2 × 5·1 × 64·(8 + 16) = 15,360.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ir import Graph, opset_of
+from ir import Graph, lower, opset_of
 from ir.graph import constant_node_value
+from ir.onnx_io import _free_names
 
 from .infer_shapes import value_shapes
 from .op_rules.computed import weight_array
@@ -65,7 +72,120 @@ def count_flops(ir: Graph, shapes: dict | None = None) -> int:
     inference leaves ShuffleNet's convolutions after a computed Slice at size 1."""
     if shapes is None:
         shapes = static_shapes(ir, opset_of(ir))
-    return int(sum(flops_by_node(ir, shapes).values()))
+    return int(sum(flops_by_node(ir, shapes).values()) + sum(map(sum, recurrent_flops(ir, shapes).values()))
+               + sum(body_flops(ir, shapes).values()))
+
+
+def recurrent_flops(ir: Graph, shapes: dict) -> dict[str, tuple[int, int]]:
+    """FLOPs of each LSTM / GRU / RNN node by name: (input products X·Wᵀ, recurrent products
+    H·Rᵀ) over every step and direction: 2·T·B·D·G·H·I and 2·T·B·D·G·H·H (G gates, H units)."""
+    out: dict[str, tuple[int, int]] = {}
+    for node in ir.nodes():
+        if node.op_type not in ("LSTM", "GRU", "RNN") or node.domain not in ("", "ai.onnx"):
+            continue
+        ins = ir.inputs_of(node)
+        if len(ins) < 3 or any(v is None for v in ins[:3]):
+            continue
+        x, w, r = (_shape_or_const(ir, shapes, v) for v in ins[:3])
+        if x is None or w is None or r is None or len(x) != 3 or len(w) != 3 or len(r) != 3:
+            continue
+        steps_batch = _numel(x[:2])  # [T, B] or [B, T] (layout 1): the product either way
+        rows = _numel(w[:2])         # D · G · H
+        if not isinstance(w[2], int) or not isinstance(r[2], int):
+            continue
+        out[node.name] = (2 * steps_batch * rows * w[2], 2 * steps_batch * rows * r[2])
+    return out
+
+
+def _shape_or_const(ir: Graph, shapes: dict, value) -> tuple | None:
+    got = shapes.get(value.name)
+    if got is None:
+        arr = weight_array(ir, value)
+        got = tuple(arr.shape) if arr is not None else None
+    return got
+
+
+def body_flops(ir: Graph, shapes: dict) -> dict[str, int]:
+    """FLOPs inside the bodies of each If / Loop / Scan node by name (see the module docstring);
+    bodies nested in bodies are counted the same way, recursively."""
+    out: dict[str, int] = {}
+    for node in ir.nodes():
+        if node.op_type not in ("If", "Loop", "Scan") or node.domain not in ("", "ai.onnx"):
+            continue
+        ins = ir.inputs_of(node)
+        if node.op_type == "If":
+            counts = [_graph_flops(ir, shapes, node.attr(a), {}) for a in ("then_branch", "else_branch")
+                      if node.attr(a) is not None]
+            out[node.name] = max(counts, default=0)
+            continue
+        body = node.attr("body")
+        if body is None:
+            continue
+        if node.op_type == "Loop":  # body inputs: iteration, cond, carried (typed as their initial values)
+            given = {b.name: shapes.get(v.name) for b, v in zip(body.input[2:], ins[2:]) if v is not None}
+            trips = ir.const_array(ins[0]) if ins and ins[0] is not None else None
+            times = int(trips.reshape(-1)[0]) if trips is not None and trips.size == 1 else 1
+        else:  # Scan (opset 9+): states, then one slice of each scan input
+            states = len(body.input) - int(node.attr("num_scan_inputs", 0))
+            axes = list(node.attr("scan_input_axes", []) or [])
+            given, times = {}, None
+            for i, (b, v) in enumerate(zip(body.input, ins)):
+                s = shapes.get(v.name) if v is not None else None
+                if i >= states and s is not None:
+                    axis = axes[i - states] if i - states < len(axes) else 0
+                    axis = axis % len(s) if s else 0
+                    times = times or (s[axis] if s and isinstance(s[axis], int) else None)
+                    s = s[:axis] + s[axis + 1:]
+                given[b.name] = s
+            times = times or 1
+        out[node.name] = max(times, 0) * _graph_flops(ir, shapes, body, given)
+    return out
+
+
+def _graph_flops(ir: Graph, shapes: dict, body: onnx.GraphProto, given: dict) -> int:
+    """FLOPs of one body as a model of its own: its inputs typed as declared (or by ``given``
+    where it declares no shape), what it reads from the enclosing graph as inputs of the
+    enclosing graph's types and shapes."""
+    inputs = []
+    for b in body.input:
+        vi = onnx.ValueInfoProto()
+        vi.CopyFrom(b)
+        if given.get(b.name) is not None and not vi.type.tensor_type.HasField("shape"):
+            _set_shape(vi, given[b.name])
+        inputs.append(vi)
+    for name in sorted(_free_names(body)):  # lowering's own reading of a body's outer names
+        if not ir.has_value(name):
+            continue
+        value = ir.value(name)
+        elem = value.elem_type or onnx.TensorProto.FLOAT
+        inputs.append(onnx.helper.make_tensor_value_info(name, elem, None))
+        if shapes.get(name) is not None or value.shape is not None:
+            _set_shape(inputs[-1], shapes.get(name) or value.shape)
+    graph = onnx.helper.make_graph(list(body.node), body.name or "body", inputs, list(body.output),
+                                   list(body.initializer), value_info=list(body.value_info))
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in
+                                                         ir.props.opset_imports.items()],
+                                   ir_version=ir.props.ir_version)
+    model.functions.extend(ir.props.functions)
+    try:
+        inner = lower(model)
+    except Exception:  # a body this cannot stand alone (counted as nothing rather than guessed)
+        return 0
+    inner_shapes = value_shapes(inner)
+    return int(sum(flops_by_node(inner, inner_shapes).values())
+               + sum(map(sum, recurrent_flops(inner, inner_shapes).values()))
+               + sum(body_flops(inner, inner_shapes).values()))
+
+
+def _set_shape(vi: onnx.ValueInfoProto, dims) -> None:
+    shape = vi.type.tensor_type.shape
+    shape.Clear()
+    for d in dims:
+        dim = shape.dim.add()
+        if isinstance(d, int):
+            dim.dim_value = d
+        elif isinstance(d, str):
+            dim.dim_param = d
 
 
 def flops_by_node(ir: Graph, shapes: dict | None = None) -> dict[str, int]:

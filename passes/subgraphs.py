@@ -27,7 +27,8 @@ import onnx
 
 from ir import lower
 
-from .cost import count_params
+from .cost import body_flops, count_params
+from .infer_shapes import value_shapes
 from .inputs import SYMBOLIC_SIZES
 from .runtime import run_model
 
@@ -172,10 +173,20 @@ def _placed(pruned: onnx.GraphProto, name: str, inits: dict, weights: set[str], 
 
 @dataclass
 class Branches:
-    """The bodies pruned apart, and the parameters of the model before (bodies included)."""
+    """The bodies pruned apart, and the parameters of the model before (bodies included) and
+    the FLOPs of its bodies (``bodies_flops``)."""
 
     params_before: int
     items: list[Branch]
+    flops_before: int = 0
+
+
+def bodies_flops(model: onnx.ModelProto) -> int:
+    """FLOPs inside the model's bodies (``cost.body_flops``; an If: its larger branch), on the
+    shapes ONNX shape inference gives: what the top-level count of the model after its bodies
+    were pruned is corrected by, for the count before."""
+    graph = lower(model)
+    return int(sum(body_flops(graph, value_shapes(graph)).values()))
 
 
 def prune_branches(model: onnx.ModelProto, prune: Callable, sample_inputs: dict | None,
@@ -189,6 +200,7 @@ def prune_branches(model: onnx.ModelProto, prune: Callable, sample_inputs: dict 
     if not bodies:
         return model, None
     before = count_params(lower(model))
+    flops_before = bodies_flops(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inits = {t.name: t for t in model.graph.initializer}
@@ -248,15 +260,18 @@ def prune_branches(model: onnx.ModelProto, prune: Callable, sample_inputs: dict 
     infos = [vi for vi in out.graph.value_info if vi.name not in gone]  # their old shapes too
     del out.graph.value_info[:]
     out.graph.value_info.extend(infos)
-    return out, Branches(before, results)
+    return out, Branches(before, results, flops_before)
 
 
-def merge_reports(report: dict, branches: Branches | None) -> dict:
+def merge_reports(report: dict, branches: Branches | None, pruned: onnx.ModelProto | None = None) -> dict:
     """The top-level report with each pruned body's groups (roots named ``IF/branch:node``),
-    the parameter count before (bodies included), and the proof of every body."""
+    the parameter and FLOP counts before (bodies as they were: the top-level count saw them
+    pruned), and the proof of every body."""
     if branches is None:
         return report
     params_before = branches.params_before
+    if pruned is not None and report.get("flops_before") is not None:
+        report = {**report, "flops_before": report["flops_before"] + branches.flops_before - bodies_flops(pruned)}
     groups = list(report["groups"])
     next_id = max((g["id"] for g in groups), default=-1) + 1
     entries = []

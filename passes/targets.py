@@ -27,7 +27,7 @@ import numpy as np
 from ir import Graph
 
 from .analyses import Group, Patterns, Scores, Trees
-from .cost import count_flops, count_params, flops_by_node, _is_float
+from .cost import body_flops, count_flops, count_params, flops_by_node, recurrent_flops, _is_float
 from .infer_shapes import value_shapes
 from .op_rules.folding import FOLDABLE
 from .op_rules.recurrent import GATES, RECURRENT_ROWS
@@ -90,6 +90,12 @@ class CostModel:
         for name, base in flops_by_node(ir, shapes).items():
             ins = tuple(lf.ids for lf in leaves.get(name, ()) if lf.data_port == 0)
             flops_terms.append((base, out_map(ir.node(name)) + ins[:1]))
+        for name, (by_input, by_state) in recurrent_flops(ir, shapes).items():  # X·Wᵀ and H·Rᵀ
+            root = roots.get(name)
+            units = (np.arange(root.first_id, root.first_id + root.channels),) if root is not None else ()
+            ins = tuple(lf.ids for lf in leaves.get(name, ()) if lf.data_port == 0)
+            flops_terms += [(by_input, units + ins[:1]), (by_state, units + units)]
+        flops_terms += [(base, ()) for base in body_flops(ir, shapes).values()]  # bodies stay as they are
         params_terms = []
         for name, init in ir.initializers.items():
             if not _is_float(init.elem_type):

@@ -8,9 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
+import ir
 import models
 import pipeline
-from passes import subgraphs
+from passes import cost, subgraphs, tag
 from passes.validate import run_model
 
 
@@ -125,3 +126,66 @@ def test_weights_of_the_enclosing_graph_move_into_the_body_that_alone_reads_them
     assert all(b["pruned"] for b in rep["branches"])
     assert all(subgraphs.outer_names(g) == {"x"} for g in _bodies(result.model).values())
     assert not result.model.graph.initializer  # nothing left outside the bodies
+
+
+def _loop_and_scan(trips: int | None = 3) -> onnx.ModelProto:
+    """A Loop (``trips`` iterations; a graph input when None) multiplying a [1, 8] state by an
+    outer weight, then a Scan over the 5 rows of ``seq`` [5, 1, 8] multiplying each by another."""
+    h = onnx.helper
+    rng = np.random.default_rng(5)
+    w_loop = onnx.numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w_loop")
+    w_scan = onnx.numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w_scan")
+    loop_body = h.make_graph(
+        [h.make_node("Identity", ["cond_in"], ["cond_out"]), h.make_node("MatMul", ["state", "w_loop"], ["state_out"])],
+        "loop_body", [h.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+                      h.make_tensor_value_info("cond_in", onnx.TensorProto.BOOL, []),
+                      h.make_tensor_value_info("state", onnx.TensorProto.FLOAT, None)],
+        [h.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []),
+         h.make_tensor_value_info("state_out", onnx.TensorProto.FLOAT, None)])
+    scan_body = h.make_graph(
+        [h.make_node("MatMul", ["row", "w_scan"], ["row_out"]), h.make_node("Add", ["acc", "row_out"], ["acc_out"])],
+        "scan_body", [h.make_tensor_value_info("acc", onnx.TensorProto.FLOAT, [1, 8]),
+                      h.make_tensor_value_info("row", onnx.TensorProto.FLOAT, [1, 8])],
+        [h.make_tensor_value_info("acc_out", onnx.TensorProto.FLOAT, [1, 8]),
+         h.make_tensor_value_info("row_out", onnx.TensorProto.FLOAT, [1, 8])])
+    inits = [w_loop, w_scan, onnx.numpy_helper.from_array(np.array(True), "go")]
+    inputs = [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8]),
+              h.make_tensor_value_info("seq", onnx.TensorProto.FLOAT, [5, 1, 8])]
+    if trips is None:
+        inputs.append(h.make_tensor_value_info("trips", onnx.TensorProto.INT64, []))
+    else:
+        inits.append(onnx.numpy_helper.from_array(np.array(trips, np.int64), "trips"))
+    nodes = [h.make_node("Loop", ["trips", "go", "x"], ["looped"], body=loop_body),
+             h.make_node("Scan", ["looped", "seq"], ["acc", "rows"], body=scan_body, num_scan_inputs=1)]
+    graph = h.make_graph(nodes, "loop_scan", inputs, [h.make_tensor_value_info("acc", onnx.TensorProto.FLOAT, [1, 8]),
+                                                      h.make_tensor_value_info("rows", onnx.TensorProto.FLOAT, [5, 1, 8])],
+                         inits)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+
+
+def test_flops_count_what_runs_inside_bodies_and_recurrent_nodes():
+    """If: the larger branch (8 filters: 2·64·8·27 + 2·64·8·72 + 2·8·4); Loop: its body × a
+    constant trip count (3 × 2·8·8), once when the count is an input; Scan: its body × the scan
+    axis (5 × 2·8·8); LSTM: 2·T·B·4H·(I + H) over the steps (T=5, B=2, I=8, H=6)."""
+    def flops(model):
+        g = ir.lower(model)
+        return cost.body_flops(g, tag.static_shapes(g, ir.opset_of(g)))
+
+    assert flops(models.if_branches()) == {"If5": 2 * 64 * 8 * 27 + 2 * 64 * 8 * 72 + 2 * 8 * 4}
+    model = _loop_and_scan()
+    onnx.checker.check_model(model, full_check=True)
+    assert flops(model) == {"Loop_0": 3 * 128, "Scan_1": 5 * 128}
+    assert flops(_loop_and_scan(trips=None))["Loop_0"] == 128
+    g = ir.lower(models.lstm_chain())
+    shapes = tag.static_shapes(g, ir.opset_of(g))
+    assert cost.recurrent_flops(g, shapes) == {"LSTM16": (2 * 5 * 2 * 24 * 8, 2 * 5 * 2 * 24 * 6)}
+    assert cost.count_flops(g) == sum(cost.flops_by_node(g, shapes).values()) + 2 * 5 * 2 * 24 * 14
+
+
+def test_the_report_counts_bodies_before_and_after_their_pruning():
+    """Bodies pruned on their own are counted as they were before and as they are after."""
+    rep = pipeline.prune(models.if_branches(), ratio=0.5).report
+    assert rep["flops_before"] == 2 * 64 * 8 * 27 + 2 * 64 * 8 * 72 + 2 * 8 * 4
+    assert 0 < rep["flops_after"] < 0.4 * rep["flops_before"]
+    rep = pipeline.prune(models.lstm_chain(), ratio=0.5).report
+    assert rep["flops_before"] == 1320 + 2 * 5 * 2 * 24 * 14 and rep["flops_after"] < 0.4 * rep["flops_before"]
