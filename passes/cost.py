@@ -159,8 +159,9 @@ def _graph_flops(ir: Graph, shapes: dict, body: onnx.GraphProto, given: dict) ->
         value = ir.value(name)
         elem = value.elem_type or onnx.TensorProto.FLOAT
         inputs.append(onnx.helper.make_tensor_value_info(name, elem, None))
-        if shapes.get(name) is not None or value.shape is not None:
-            _set_shape(inputs[-1], shapes.get(name) or value.shape)
+        dims = shapes.get(name) if shapes.get(name) is not None else value.shape
+        if dims is not None:
+            _set_shape(inputs[-1], dims)
     graph = onnx.helper.make_graph(list(body.node), body.name or "body", inputs, list(body.output),
                                    list(body.initializer), value_info=list(body.value_info))
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in
