@@ -2,7 +2,7 @@
 
 Parameters: elements of floating-point initializers and Constant nodes. FLOPs: 2 ×
 multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul (the ops pruning shrinks), from static
-shapes with a symbolic dim (batch, sequence) taken as 1; of LSTM, GRU and RNN (each step's input
+shapes with a symbolic or unknown dim (batch, sequence) taken as 1; of LSTM, GRU and RNN (each step's input
 and recurrent products, ``recurrent_flops``); and of the ops inside If, Loop and Scan bodies
 (``body_flops``): an If counts its larger branch (one of the two runs), a Loop its body × the trip
 count when that is a constant (once otherwise: a lower bound), a Scan its body × the scan axis's
@@ -87,9 +87,10 @@ def recurrent_flops(ir: Graph, shapes: dict) -> dict[str, tuple[int, int]]:
         if len(ins) < 3 or any(v is None for v in ins[:3]):
             continue
         x, w, r = (_shape_or_const(ir, shapes, v) for v in ins[:3])
-        if x is None or w is None or r is None or len(x) != 3 or len(w) != 3 or len(r) != 3:
+        if w is None or r is None or len(w) != 3 or len(r) != 3:
             continue
-        steps_batch = _numel(x[:2])  # [T, B] or [B, T] (layout 1): the product either way
+        # [T, B] or [B, T] (layout 1): the product either way; unknown dims count as 1
+        steps_batch = _numel(x[:2]) if x is not None and len(x) == 3 else 1
         rows = _numel(w[:2])         # D · G · H
         if not isinstance(w[2], int) or not isinstance(r[2], int):
             continue
