@@ -178,6 +178,8 @@ class ModelProps:
     # names of graph inputs that are also initializers (IR version < 4 lists all weights as inputs)
     initializer_inputs: frozenset[str] = frozenset()
     initializers_as_inputs: bool = False  # the old style: every initializer also a graph input
+    # If node -> branch attribute -> ``bodies.Branch``: branches lowered into the graph (ir/bodies.py)
+    bodies: dict = field(default_factory=dict)
 
 
 def opset_of(graph: Graph) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper, numpy_helper
 
-from . import files
+from . import bodies, files
 from .graph import Graph, Initializer, ModelProps, Node, Value
 
 
@@ -187,15 +187,43 @@ def lower(model: onnx.ModelProto) -> Graph:
         graph.value_info_names.add(vi.name)
     taken = {n.name for n in g.node if n.name}   # names already in the file stay as they are
     used: set[str] = set()
-    for i, n in enumerate(g.node):
-        name = n.name
+
+    def unique(name: str, base: str) -> str:
         if not name or name in used:
-            base = name or f"{n.op_type}_{i}"
+            base = name or base
             name, k = base, 0
             while name in taken or name in used:
                 k += 1
                 name = f"{base}_{k}"
         used.add(name)
+        return name
+
+    lowered = bodies.lowered_ifs(model)
+    for i, n in enumerate(g.node):
+        if i in lowered:  # its branches' nodes first, the If reading their outputs (ir/bodies.py)
+            branches, outs = {}, []
+            for attr in bodies.BRANCHES:
+                body = next(a.g for a in n.attribute if a.name == attr)
+                for t in body.initializer:
+                    graph.add_initializer(Initializer.from_proto(t))
+                for vi in list(body.value_info) + list(body.output):
+                    if not graph.has_value(vi.name):
+                        graph.add_value(Value(vi.name, _type(vi), vi.doc_string))
+                        graph.value_info_names.add(vi.name)
+                names = []
+                for j, bn in enumerate(body.node):
+                    names.append(unique(bn.name, f"{bn.op_type}_{i}_{attr}_{j}"))
+                    graph.add_node(Node(names[-1], bn.op_type, bn.domain, {a.name: a for a in bn.attribute},
+                                        bn.doc_string), list(bn.input), list(bn.output),
+                                   implicit_inputs=_implicit_inputs(bn))
+                branches[attr] = bodies.Branch(body.name, body.doc_string, tuple(names))
+                outs += [o.name for o in body.output]
+            name = unique(n.name, f"{n.op_type}_{i}")
+            props.bodies[name] = branches
+            graph.add_node(Node(name, n.op_type, n.domain, {a.name: a for a in n.attribute}, n.doc_string),
+                           list(n.input[:1]) + outs, list(n.output))
+            continue
+        name = unique(n.name, f"{n.op_type}_{i}")
         node = Node(name, n.op_type, n.domain, {a.name: a for a in n.attribute}, n.doc_string)
         graph.add_node(node, list(n.input), list(n.output), implicit_inputs=_implicit_inputs(n))
     for vi in g.output:
@@ -215,6 +243,8 @@ def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
     props = graph.props
     topo = graph.topo_nodes()
     nodes = []
+    scopes = bodies.body_scopes(graph, topo) if props.bodies else {}
+    members: dict[str, dict[str, list[onnx.NodeProto]]] = {}
     for node in topo:
         ins = [v.name if v is not None else "" for v in graph.inputs_of(node)]
         while ins and ins[-1] == "":  # a trailing omitted optional input is the same as none
@@ -223,7 +253,12 @@ def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
         proto = onnx.NodeProto(op_type=node.op_type, name=node.name, domain=node.domain,
                                input=ins, output=outs, doc_string=node.doc_string)
         proto.attribute.extend(node.attrs[k] for k in node.attrs)
+        if node.name in scopes:  # raised into its If's body (ir/bodies.py)
+            if_name, attr = scopes[node.name]
+            members.setdefault(if_name, {}).setdefault(attr, []).append(proto)
+            continue
         nodes.append(proto)
+    in_bodies = {o for branch in members.values() for protos in branch.values() for n in protos for o in n.output}
     inputs = [_value_info(graph.value(name)) for name in graph.input_names]
     outputs = [_value_info(graph.value(name)) for name in graph.output_names]
     inits = list(graph.initializers.values())
@@ -236,9 +271,19 @@ def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
     if light:
         inputs += [_value_info(i) for i in inits if i.size > LIGHT_LIMIT and i.name not in listed]
         inits = [i for i in inits if i.size <= LIGHT_LIMIT]
+    homes = bodies.weight_homes(graph, scopes) if scopes and not props.initializers_as_inputs \
+        and props.ir_version >= 4 else {}
+    held: dict[tuple[str, str], list[onnx.TensorProto]] = {}  # weights only one branch reads go in it
+    for init in inits:
+        if init.name in homes:
+            held.setdefault(homes[init.name], []).append(init.to_proto())
+    inits = [i for i in inits if i.name not in homes]
+    for node, proto in zip([n for n in topo if n.name not in scopes], nodes):
+        if node.name in props.bodies:  # after every member is known (a dead one may come later)
+            bodies.raised_if(graph, node, proto, members.get(node.name, {}), _value_info, held)
     value_info = []
     for name in sorted(graph.value_info_names, key=_order_key(graph, topo)):
-        if graph.has_value(name):
+        if graph.has_value(name) and name not in in_bodies:
             value = graph.value(name)
             if value.type is not None and not isinstance(value, Initializer):
                 value_info.append(_value_info(value))

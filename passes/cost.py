@@ -36,7 +36,8 @@ def count_params(ir: Graph) -> int:
             arr = constant_node_value(node)
             if arr is not None and arr.dtype.kind == "f":
                 held += arr.size
-        held += sum(_body_params(a) for a in node.attrs.values())
+        if node.name not in ir.props.bodies:  # a lowered If's branches: their nodes are counted
+            held += sum(_body_params(a) for a in node.attrs.values())
     return int(held)
 
 
@@ -72,8 +73,29 @@ def count_flops(ir: Graph, shapes: dict | None = None) -> int:
     inference leaves ShuffleNet's convolutions after a computed Slice at size 1."""
     if shapes is None:
         shapes = static_shapes(ir, opset_of(ir))
-    return int(sum(flops_by_node(ir, shapes).values()) + sum(map(sum, recurrent_flops(ir, shapes).values()))
-               + sum(body_flops(ir, shapes).values()))
+    per_node = flops_by_node(ir, shapes)
+    per_node.update({name: sum(parts) for name, parts in recurrent_flops(ir, shapes).items()})
+    skipped = smaller_branches(ir, per_node)
+    return int(sum(f for name, f in per_node.items() if name not in skipped) + sum(body_flops(ir, shapes).values()))
+
+
+def smaller_branches(ir: Graph, per_node: dict[str, int]) -> set[str]:
+    """The nodes of the branch with fewer FLOPs of each If lowered into the graph
+    (``ir/bodies.py``): one branch runs, the larger is counted."""
+    from ir.bodies import body_scopes
+
+    if not ir.props.bodies:
+        return set()
+    sums: dict[tuple[str, str], int] = {}
+    members: dict[tuple[str, str], list[str]] = {}
+    for name, where in body_scopes(ir, ir.topo_nodes()).items():
+        sums[where] = sums.get(where, 0) + per_node.get(name, 0)
+        members.setdefault(where, []).append(name)
+    out: set[str] = set()
+    for if_name in ir.props.bodies:
+        then, other = (if_name, "then_branch"), (if_name, "else_branch")
+        out.update(members.get(other if sums.get(then, 0) >= sums.get(other, 0) else then, []))
+    return out
 
 
 def recurrent_flops(ir: Graph, shapes: dict) -> dict[str, tuple[int, int]]:
@@ -111,7 +133,8 @@ def body_flops(ir: Graph, shapes: dict) -> dict[str, int]:
     bodies nested in bodies are counted the same way, recursively."""
     out: dict[str, int] = {}
     for node in ir.nodes():
-        if node.op_type not in ("If", "Loop", "Scan") or node.domain not in ("", "ai.onnx"):
+        if node.op_type not in ("If", "Loop", "Scan") or node.domain not in ("", "ai.onnx") \
+                or node.name in ir.props.bodies:  # an If whose branches are nodes of the graph
             continue
         ins = ir.inputs_of(node)
         if node.op_type == "If":

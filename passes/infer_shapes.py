@@ -31,15 +31,24 @@ def inferred_types(ir: Graph, stated: bool = True) -> dict[str, onnx.TypeProto]:
     model = raise_model(ir, light=True)
     if not stated:
         del model.graph.value_info[:]
+        for body in _lowered_bodies(ir, model):
+            del body.value_info[:]
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # inference is advisory: an op it cannot handle leaves shapes unknown
         return {}
     types = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input) \
+            + [vi for body in _lowered_bodies(ir, inferred) for vi in list(body.value_info) + list(body.output)]:
         if vi.HasField("type"):
             types[vi.name] = vi.type
     return types
+
+
+def _lowered_bodies(ir: Graph, model: onnx.ModelProto) -> list[onnx.GraphProto]:
+    """The branches of the Ifs lowered into the IR (``ir/bodies.py``): their values are IR values."""
+    return [a.g for n in model.graph.node if n.name in ir.props.bodies for a in n.attribute
+            if a.type == onnx.AttributeProto.GRAPH]
 
 
 def value_shapes(ir: Graph) -> dict[str, tuple]:

@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from ir import lower
+from ir.bodies import lowered_ifs
 
 from .cost import body_flops, count_params
 from .infer_shapes import value_shapes
@@ -59,9 +60,11 @@ def outer_names(body: onnx.GraphProto) -> set[str]:
 
 
 def branch_bodies(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str]]:
-    """The top-level If nodes' branch attributes."""
-    return [(n, a.name) for n in model.graph.node if n.op_type == "If" and n.domain in ("", "ai.onnx")
-            for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+    """The top-level If nodes' branch attributes, but those of an If lowering puts into the
+    graph (its branches read a value computed outside: channels cross into them, ir/bodies.py)."""
+    lowered = lowered_ifs(model)
+    return [(n, a.name) for i, n in enumerate(model.graph.node) if n.op_type == "If" and n.domain in ("", "ai.onnx")
+            and i not in lowered for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
 
 
 def _computed(model: onnx.ModelProto, names: list[str], sample_inputs: dict | None,

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from ir import Graph, opset_of, raise_model, shape_of
+from ir.bodies import body_values
 
 from .analyses import NodeTag, Tags
 from .base import Pass, PassContext, PassResult
@@ -121,9 +122,10 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple], ctx: PassContext | None 
 
     if not [v for v in ir.inputs if ir.initializer(v.name) is None]:
         return shapes
+    inside = body_values(ir)  # a lowered If branch's values: no run returns them
     missing = sorted(v.name for v in ir.values()
                      if v.name not in ir.initializers and ir.producer(v.name) is not None
-                     and not _static(shapes.get(v.name)))
+                     and not _static(shapes.get(v.name)) and v.name not in inside)
     if not missing:
         return shapes
     # the weights by reference: large initializers are graph inputs of the raised model (no copy

@@ -27,7 +27,8 @@ import numpy as np
 from ir import Graph
 
 from .analyses import Group, Patterns, Scores, Trees
-from .cost import body_flops, count_flops, count_params, flops_by_node, recurrent_flops, _is_float
+from .cost import (body_flops, count_flops, count_params, flops_by_node, recurrent_flops, smaller_branches,
+                   _is_float)
 from .infer_shapes import value_shapes
 from .op_rules.folding import FOLDABLE
 from .op_rules.recurrent import GATES, RECURRENT_ROWS
@@ -87,10 +88,16 @@ class CostModel:
             return (m.ids,) if m is not None else ()
 
         flops_terms = []
-        for name, base in flops_by_node(ir, shapes).items():
+        per_node = flops_by_node(ir, shapes)
+        smaller = smaller_branches(ir, {**per_node, **{n: sum(p) for n, p in recurrent_flops(ir, shapes).items()}})
+        for name, base in per_node.items():
+            if name in smaller:  # the other branch of a lowered If is the one counted
+                continue
             ins = tuple(lf.ids for lf in leaves.get(name, ()) if lf.data_port == 0)
             flops_terms.append((base, out_map(ir.node(name)) + ins[:1]))
         for name, (by_input, by_state) in recurrent_flops(ir, shapes).items():  # X·Wᵀ and H·Rᵀ
+            if name in smaller:
+                continue
             root = roots.get(name)
             units = (np.arange(root.first_id, root.first_id + root.channels),) if root is not None else ()
             ins = tuple(lf.ids for lf in leaves.get(name, ()) if lf.data_port == 0)

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from ir import Graph, lower, opset_of, raise_model, skeleton
+from ir.bodies import body_scopes
 
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult
@@ -114,6 +115,39 @@ class Runnable:
         return run_model(whole, feeds, quiet=quiet, consume=True)
 
 
+def _forced_branches(g: Graph, record: SliceRecord | None) -> list[tuple[str, str]]:
+    """(If, branch) of each lowered If branch (``ir/bodies.py``) that slicing changed: one of its
+    nodes lost channels on a value it reads or writes, or is a leaf that was cut. A run takes one
+    branch; each of these is then proven by running both models with the If's condition fixed."""
+    if record is None or not g.props.bodies:
+        return []
+    cut = {z.node for z in record.zeroings}
+    touched = set()
+    for name, where in body_scopes(g, g.topo_nodes()).items():
+        values = [v for v in list(g.inputs_of(name)) + list(g.outputs_of(name)) if v is not None]
+        if name in cut or any(v.name in record.keeps for v in values):
+            touched.add(where)
+    return sorted(touched)
+
+
+def _run_forced(runnable: "Runnable", if_name: str, value: bool, feeds: dict) -> list:
+    """The runnable's outputs with If ``if_name`` reading a constant condition."""
+    def forced(model: onnx.ModelProto) -> onnx.ModelProto:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        name = f"{if_name}::condition"
+        out.graph.initializer.append(onnx.numpy_helper.from_array(np.array(value), name))
+        next(n for n in out.graph.node if n.name == if_name).input[0] = name
+        return out
+
+    try:
+        return run_model(forced(runnable.model), {**feeds, **runnable.weights}, quiet=True)
+    except Exception:
+        if not runnable.weights:
+            raise
+    return run_model(forced(raise_model(runnable.graph)), feeds, quiet=True)
+
+
 @dataclass(frozen=True)
 class ValidatePass(Pass):
     name: ClassVar[str] = "validate"
@@ -162,7 +196,9 @@ class ValidatePass(Pass):
             proof, reference = probe_inputs(probe.inputs, ctx.seed, ctx.sample_inputs, ctx.input_shapes, where,
                                             run=lambda _, feeds: probe.run(feeds, quiet=True))
             feeds = proof.feeds
-        del probe  # the masked original's weights are given back before the result runs
+        forced = _forced_branches(result.graph, record) if check else []
+        if not forced:
+            del probe  # the masked original's weights are given back before the result runs
         bar.update(1)
         mine = {k: np.take(v, interface[k][2], axis=interface[k][1]) if interface.get(k, ("",))[0] == "input" else v
                 for k, v in feeds.items()}
@@ -179,6 +215,21 @@ class ValidatePass(Pass):
             if interface.get(out.name, ("",))[0] == "output":  # the kept channels of a present_*
                 want = np.take(want, interface[out.name][2], axis=interface[out.name][1])
             worst = max(worst, self._compare(repr(out.name), got, want))
+        for if_name, attr in forced:  # the run took one branch: each pruned one is run and compared
+            where = f"branch {attr} of If {if_name!r}"
+            try:
+                reference = _run_forced(probe, if_name, attr == "then_branch", feeds)
+            except Exception as exc:
+                raise EquivalenceError(f"{where} is not proven: the model before pruning does not run it on the "
+                                       f"proof inputs ({str(exc).strip().splitlines()[0]})") from None
+            try:
+                pruned = _run_forced(result, if_name, attr == "then_branch", mine)
+            except Exception as exc:
+                raise EquivalenceError(f"{where}: ONNX Runtime cannot run the result ({str(exc).strip().splitlines()[0]})") from None
+            for out, got, want in zip(model.graph.output, pruned, reference):
+                if interface.get(out.name, ("",))[0] == "output":
+                    want = np.take(want, interface[out.name][2], axis=interface[out.name][1])
+                worst = max(worst, self._compare(f"{out.name!r} ({where} forced)", got, want))
         ctx.report["verified"] = True
         ctx.report["max_abs_diff"] = worst
         stats.update(equivalent=True, max_abs_diff=worst)

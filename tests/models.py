@@ -424,7 +424,33 @@ def if_branches(read_outer: bool = False) -> onnx.ModelProto:
     return b.build([y], shapes={y: [1, 4]})
 
 
-CONTROL_FLOW = {"if_branches": if_branches, "if_branches_read_outer": lambda: if_branches(read_outer=True)}
+def if_crossing() -> onnx.ModelProto:
+    """Channels crossing an If's bodies: an outer conv ``t`` read by both branches (then: conv ->
+    relu -> conv; else: conv), the branches' last convs returned as the If's output, which an
+    outer conv reads (its input columns a leaf of both). Lowered into the graph (ir/bodies.py)."""
+    b = Builder(34, name="if_crossing")
+    x = b.input("x", [1, 3, 8, 8])
+    sr = b.input("sr", [], TensorProto.INT64)
+    cond = b.op("Equal", [sr, b.const(np.array(16000, np.int64), "rate")])
+    t = b.relu(b.conv(x, 3, 8))
+    branches = []
+    for seed, layers in ((35, [8, 6, 5]), (36, [8, 5])):
+        inner = Builder(seed, name=f"branch{seed}")
+        inner.count = 100 * seed
+        y = t
+        for i, (cin, cout) in enumerate(zip(layers, layers[1:])):
+            y = inner.conv(y, cin, cout)
+            y = inner.relu(y) if i < len(layers) - 2 else y
+        branches.append(helper.make_graph(inner.nodes, f"branch{seed}", [],
+                                          [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, 5, 8, 8])],
+                                          inner.inits))
+    y = b.op("If", [cond], then_branch=branches[0], else_branch=branches[1])
+    head = b.op("Flatten", [b.op("GlobalAveragePool", [b.relu(b.conv(y, 5, 4))])])
+    return b.build([head], shapes={head: [1, 4]})
+
+
+CONTROL_FLOW = {"if_branches": if_branches, "if_branches_read_outer": lambda: if_branches(read_outer=True),
+                "if_crossing": if_crossing}
 
 
 def caffe_style_wide() -> onnx.ModelProto:

@@ -1,6 +1,7 @@
 """Control flow: a network inside the branches of an If prunes inside them, each branch proven
-by the mask-equivalence check as a model of its own (``subgraphs.py``); a branch reading a value
-computed outside it stays whole, with its reason."""
+by the mask-equivalence check as a model of its own (``subgraphs.py``); an If whose branches read
+a value computed outside is lowered into the graph (``ir/bodies.py``): channels cross into and
+out of its branches, each changed branch proven by a run that takes it."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import numpy as np
 import onnx
 import pytest
 
+import dataclasses
+
 import ir
+import ir.bodies
 import models
 import pipeline
-from passes import cost, subgraphs, tag
+from passes import cost, subgraphs, tag, validate
+from passes.analyses import SliceRecord
 from passes.validate import run_model
 
 
@@ -26,7 +31,7 @@ def test_if_branches_match_golden(name, golden):
     rep = result.report
     lines = [f"verified {rep['verified']} params {rep['params_before']} -> {rep['params_after']}"]
     lines += [f"branch {b['node']}/{b['branch']}: " + (f"{b['params_before']} -> {b['params_after']} verified {b['verified']}"
-                                                       if b["pruned"] else f"whole: {b['reason']}") for b in rep["branches"]]
+                                                       if b["pruned"] else f"whole: {b['reason']}") for b in rep.get("branches", [])]
     lines += [f"group {g['id']} {','.join(g['roots'])}: {g['channels_before']} -> {g['channels_after']}"
               + (f" ({g['reason']})" if g.get("reason") else "") for g in rep["groups"]]
     for attr, body in sorted(_bodies(result.model).items()):
@@ -49,11 +54,22 @@ def test_both_branches_prune_and_the_if_still_selects_them():
     onnx.checker.check_model(result.model, full_check=True)
 
 
+def _shadowing(model):
+    """The model with the else branch's first value renamed to the then branch's (legal: sibling
+    scopes), so it is not lowered into the graph: its branches are pruned as models of their own."""
+    bodies = _bodies(model)
+    old, new = bodies["else_branch"].node[0].output[0], bodies["then_branch"].node[0].output[0]
+    for n in bodies["else_branch"].node:
+        n.output[:] = [new if o == old else o for o in n.output]
+        n.input[:] = [new if i == old else i for i in n.input]
+    return model
+
+
 def test_a_branch_reading_a_value_computed_outside_takes_it_as_an_input():
-    """The else body reads a Conv of the enclosing graph: the value becomes the body's input,
-    sampled from the model's own run, so the body prunes; the outer Conv's channels, read inside
-    the body, stay whole with that reason."""
-    rep = pipeline.prune(models.if_branches(read_outer=True), ratio=0.5).report
+    """Not lowered (a name shadows another): the else body reads a Conv of the enclosing graph;
+    the value becomes the body's input, sampled from the model's own run, so the body prunes;
+    the outer Conv's channels, read inside the body, stay whole with that reason."""
+    rep = pipeline.prune(_shadowing(models.if_branches(read_outer=True)), ratio=0.5).report
     assert rep["verified"] is True and all(b["pruned"] and b["verified"] for b in rep["branches"])
     inner = [g for g in rep["groups"] if g["roots"][0].startswith("If11/else_branch:Conv")]
     assert inner and all(g["pruned"] for g in inner)
@@ -62,7 +78,7 @@ def test_a_branch_reading_a_value_computed_outside_takes_it_as_an_input():
 
 
 def test_a_branch_whose_outer_value_cannot_be_computed_stays_whole():
-    model = models.if_branches(read_outer=True)
+    model = _shadowing(models.if_branches(read_outer=True))
     feeds = {"x": np.zeros((1, 2, 8, 8), np.float32), "sr": np.array(16000, np.int64)}  # 2 channels, not 3
 
     def refuse(body, given, shapes):
@@ -71,6 +87,65 @@ def test_a_branch_whose_outer_value_cannot_be_computed_stays_whole():
     model, branches = subgraphs.prune_branches(model, refuse, feeds)
     (else_branch,) = [b for b in branches.items if b.attr == "else_branch"]
     assert else_branch.report is None and "does not compute" in else_branch.reason
+
+
+def test_channels_cross_into_and_out_of_lowered_branches():
+    """The outer conv read by both branches prunes with its leaves inside them; the branches'
+    last convs, returned as the If's output, are one group (a channel goes from both) whose leaf
+    is the outer conv after the If; the pruned model runs either branch, each proven."""
+    model = models.if_crossing()
+    assert ir.bodies.lowered_ifs(model) == {3}
+    result = pipeline.prune(model, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and "branches" not in rep
+    groups = {tuple(g["roots"]): g for g in rep["groups"]}
+    outer = groups[("Conv7",)]
+    assert outer["channels_after"] == 4 and sorted(outer["leaves"]) == ["Conv3504", "Conv3604"]
+    out = groups[("Conv3510", "Conv3604")]
+    assert out["channels_after"] == 3 and out["leaves"] == ["Conv15"]
+    onnx.checker.check_model(result.model, full_check=True)
+    assert [n.op_type for n in result.model.graph.node].count("Conv") == 2  # the rest back in the bodies
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    masked = validate.masked_original(model, _record(model))
+    for rate in (16000, 8000):
+        feeds = {"x": x, "sr": np.array(rate, np.int64)}
+        (got,), (want,) = run_model(result.model, feeds), run_model(masked, feeds)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def _record(model):
+    """The slice record of pruning ``model`` at 0.5 (what validate masks the original by)."""
+    seen = {}
+
+    class Keep(pipeline.Instrument):
+        def after(self, p, graph, ctx, result, seconds):
+            if p.name == "slice":
+                seen["record"] = ctx.get(SliceRecord)
+
+    pipeline.prune(model, ratio=0.5, instruments=[Keep()])
+    return seen["record"]
+
+
+def test_the_untaken_branch_is_proven_by_running_it(monkeypatch):
+    """The proof inputs take the else branch (``sr`` = 0): the then branch's cut is proven only by
+    the run with the condition fixed. A masked original that forgets the then branch's leaf of
+    the outer conv passes the plain run and fails that one: the group is left whole, with why;
+    without the forced runs it would ship unproven."""
+    model = models.if_crossing()
+    real = validate._masked_graph
+
+    def forgetful(original, record):
+        kept = tuple(z for z in (record.zeroings if record else ()) if z.node != "Conv3504")
+        return real(original, record and dataclasses.replace(record, zeroings=kept))
+
+    monkeypatch.setattr(validate, "_masked_graph", forgetful)
+    rep = pipeline.prune(model, ratio=0.5).report
+    outer = next(g for g in rep["groups"] if g["roots"] == ["Conv7"])
+    assert rep["verified"] is True and outer["channels_after"] == 8
+    assert "then_branch of If 'If11' forced" in outer["reason"]
+    monkeypatch.setattr(validate, "_forced_branches", lambda g, record: [])
+    rep = pipeline.prune(model, ratio=0.5).report
+    assert next(g for g in rep["groups"] if g["roots"] == ["Conv7"])["channels_after"] == 4
 
 
 def test_input_shapes_reach_the_branches_pruned_on_their_own():

@@ -15,6 +15,7 @@ from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad,
                       _split, _squeeze, _transpose)
 from .norms import (STAT_REDUCES, _groupnorm, _layernorm, _reduce as _reduce_stats, _slice_groupnorm,
                     _slice_layernorm, _slice_reduce)
+from .control import _if
 from .recurrent import _recurrent, _recurrent_root, _slice_recurrent
 from .roots import _conv_root, _gemm_root, _matmul_root
 from .streams import _concat as _concat_tokens, _expand_like, _slice_concat, _slice_expand
@@ -76,6 +77,7 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "Shape": ChannelRule("next-no-process", _shape),
     "Constant": ChannelRule("next-no-process", _constant_operands_only),
     **{op: ChannelRule("stop-process", _recurrent) for op in ("LSTM", "GRU", "RNN")},
+    "If": ChannelRule("next-process", _if),  # branches lowered into the graph (ir/bodies.py)
 }
 
 

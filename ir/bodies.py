@@ -1,0 +1,159 @@
+"""If branches lowered into the graph, so channels cross the body boundary.
+
+A top-level If whose branches read a value computed in the enclosing graph (not only graph
+inputs and weights: those bodies are pruned as models of their own, ``passes/subgraphs.py``) is
+lowered with its branch nodes as nodes of the graph: the If node then reads ``[cond] + the then
+branch's outputs + the else branch's outputs`` (so a channel map flows out of both branches into
+the If's outputs, where the op rule requires the two to agree), and a body node reads an outer
+value as any node does (so its consumers are leaves of the outer group, sliced in place).
+``ModelProps.bodies`` records which nodes belong to which branch; raising puts them back into
+their bodies (a node a pass added that reads a body's value goes with it), the If reading
+``cond`` alone; a weight only one branch reads goes back into it (any other, and every weight
+a light raise declares as an input, stays in the enclosing graph: a body may read it from
+there). A raised model is equivalent, not byte-identical, to the input.
+
+Only Ifs whose every name is unique in the model are lowered so (no shadowing to resolve),
+with no body inputs (If bodies have none) and no sparse initializers; others stay opaque.
+
+Example: ``t = Conv(x); y = If(c, then: Relu(t) -> a, else: Conv(t) -> b)`` lowers to nodes
+``Conv(x) -> t``, ``Relu(t) -> a``, ``Conv(t) -> b``, ``If(c, a, b) -> y``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+BRANCHES = ("then_branch", "else_branch")
+
+
+@dataclass(frozen=True)
+class Branch:
+    """Where a lowered branch's nodes came from: its graph's name and doc string and the IR
+    names of its nodes, in their body order."""
+
+    name: str
+    doc_string: str
+    nodes: tuple[str, ...]
+
+
+def _defined(graph: onnx.GraphProto, counts: dict[str, int]) -> None:
+    """Counts every name each scope defines, nested bodies included."""
+    for name in [i.name for i in graph.input] + [t.name for t in graph.initializer] + \
+            [o for n in graph.node for o in n.output if o]:
+        counts[name] = counts.get(name, 0) + 1
+    for n in graph.node:
+        for a in n.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
+                        list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
+                _defined(sub, counts)
+
+
+def lowered_ifs(model: onnx.ModelProto) -> set[int]:
+    """Positions of the top-level If nodes lowered into the graph (see the module docstring)."""
+    from .onnx_io import _free_names
+
+    g = model.graph
+    computed = {o for n in g.node for o in n.output if o}
+    counts: dict[str, int] = {}
+    _defined(g, counts)
+    out = set()
+    for i, n in enumerate(g.node):
+        if n.op_type != "If" or n.domain not in ("", "ai.onnx"):
+            continue
+        attrs = {a.name: a for a in n.attribute}
+        if not all(b in attrs and attrs[b].type == onnx.AttributeProto.GRAPH for b in BRANCHES):
+            continue
+        bodies = [attrs[b].g for b in BRANCHES]
+        if any(body.input or body.sparse_initializer or len(body.output) != len(n.output) for body in bodies):
+            continue
+        reads = set().union(*(_free_names(body) for body in bodies))
+        if not reads & computed:
+            continue
+        own = [name for body in bodies for name in [t.name for t in body.initializer]
+               + [o for bn in body.node for o in bn.output if o]]
+        if any(counts.get(name, 0) != 1 for name in own):
+            continue
+        out.add(i)
+    return out
+
+
+def body_scopes(graph, topo) -> dict[str, tuple[str, str]]:
+    """Node name -> (If node, branch) for each node raised into a body: the recorded ones, and a
+    node a pass added that reads a value one of them produces."""
+    bodies = graph.props.bodies
+    scope: dict[str, tuple[str, str]] = {}
+    for if_name, branches in bodies.items():
+        if not graph.has_node(if_name):
+            continue
+        for attr, branch in branches.items():
+            for name in branch.nodes:
+                if graph.has_node(name):
+                    scope[name] = (if_name, attr)
+    if not scope:
+        return scope
+    for node in topo:
+        if node.name in scope or node.name in bodies:
+            continue
+        for v in graph.inputs_of(node):
+            producer = graph.producer(v.name) if v is not None else None
+            if producer is not None and producer.name in scope:
+                scope[node.name] = scope[producer.name]
+                break
+    return scope
+
+
+def weight_homes(graph, scope: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """Initializer -> (If, branch) for a weight read only by nodes of one lowered branch (as
+    exporters write them): it goes back into that body; any other stays in the enclosing graph."""
+    from .graph import IMPLICIT_PORT
+
+    out = {}
+    interface = set(graph.output_names) | set(graph.input_names)
+    for name in graph.initializers:
+        uses = graph.consumers(name)
+        wheres = {scope.get(n.name) for n, _ in uses}
+        if name not in interface and len(wheres) == 1 and None not in wheres \
+                and all(port != IMPLICIT_PORT for _, port in uses):
+            out[name] = wheres.pop()
+    return out
+
+
+def raised_if(graph, node, proto: onnx.NodeProto, members: dict[str, list[onnx.NodeProto]],
+              value_info, weights: dict[tuple[str, str], list[onnx.TensorProto]]) -> None:
+    """The If's proto reading ``cond`` alone, its branches rebuilt from their members' protos.
+    A body output is declared with its element type alone: its shape may have changed since
+    lowering, and inference reads it off the body."""
+    branches = graph.props.bodies[node.name]
+    ins = [v.name if v is not None else "" for v in graph.inputs_of(node)]
+    k = (len(ins) - 1) // 2
+    outputs = {"then_branch": ins[1:1 + k], "else_branch": ins[1 + k:]}
+    del proto.input[1:]
+    attrs = []
+    for a in proto.attribute:
+        if a.name not in branches:
+            attrs.append(a)
+            continue
+        branch = branches[a.name]
+        body_nodes = members.get(a.name, [])
+        produced = {o for n in body_nodes for o in n.output if o}
+        outs = []
+        for name in outputs[a.name]:
+            value = graph.value(name)
+            outs.append(onnx.helper.make_tensor_value_info(name, value.elem_type or a.g.output[len(outs)].type.tensor_type.elem_type, None))
+        infos = [value_info(graph.value(n)) for n in sorted(produced) if n in graph.value_info_names
+                 and graph.has_value(n) and graph.value(n).type is not None]
+        body = onnx.helper.make_graph(body_nodes, branch.name, [], outs, weights.get((node.name, a.name), []),
+                                      value_info=infos, doc_string=branch.doc_string)
+        attrs.append(onnx.helper.make_attribute(a.name, body))
+    del proto.attribute[:]
+    proto.attribute.extend(attrs)
+
+
+def body_values(graph) -> set[str]:
+    """Values produced inside lowered branches: a run cannot return them as graph outputs."""
+    if not graph.props.bodies:
+        return set()
+    scope = body_scopes(graph, graph.topo_nodes())
+    return {v.name for name in scope for v in graph.outputs_of(name) if v is not None}
