@@ -38,6 +38,27 @@ class Branch:
     nodes: tuple[str, ...]
 
 
+def implicit_inputs(node: onnx.NodeProto) -> set[str]:
+    """Outer-scope names a node's subgraph attributes read without declaring them."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+        for sub in graphs:
+            names |= free_names(sub)
+    return names
+
+
+def free_names(graph: onnx.GraphProto) -> set[str]:
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    used: set[str] = set()
+    for n in graph.node:
+        used.update(i for i in n.input if i and i not in defined)
+        used |= implicit_inputs(n) - defined
+        defined.update(n.output)
+    used.update(o.name for o in graph.output if o.name not in defined)
+    return used - defined
+
+
 def _defined(graph: onnx.GraphProto, counts: dict[str, int]) -> None:
     """Counts every name each scope defines, nested bodies included."""
     for name in [i.name for i in graph.input] + [t.name for t in graph.initializer] + \
@@ -52,8 +73,6 @@ def _defined(graph: onnx.GraphProto, counts: dict[str, int]) -> None:
 
 def lowered_ifs(model: onnx.ModelProto) -> set[int]:
     """Positions of the top-level If nodes lowered into the graph (see the module docstring)."""
-    from .onnx_io import _free_names
-
     g = model.graph
     computed = {o for n in g.node for o in n.output if o}
     counts: dict[str, int] = {}
@@ -68,7 +87,7 @@ def lowered_ifs(model: onnx.ModelProto) -> set[int]:
         bodies = [attrs[b].g for b in BRANCHES]
         if any(body.input or body.sparse_initializer or len(body.output) != len(n.output) for body in bodies):
             continue
-        reads = set().union(*(_free_names(body) for body in bodies))
+        reads = set().union(*(free_names(body) for body in bodies))
         if not reads & computed:
             continue
         own = [name for body in bodies for name in [t.name for t in body.initializer]
@@ -140,8 +159,11 @@ def raised_if(graph, node, proto: onnx.NodeProto, members: dict[str, list[onnx.N
         produced = {o for n in body_nodes for o in n.output if o}
         outs = []
         for name in outputs[a.name]:
-            value = graph.value(name)
-            outs.append(onnx.helper.make_tensor_value_info(name, value.elem_type or a.g.output[len(outs)].type.tensor_type.elem_type, None))
+            declared = a.g.output[len(outs)]
+            elem = graph.value(name).elem_type or (declared.type.tensor_type.elem_type
+                                                   if declared.type.HasField("tensor_type") else 0)
+            outs.append(onnx.helper.make_tensor_value_info(name, elem, None) if elem else
+                        onnx.ValueInfoProto(name=name))  # an exporter may leave it untyped (PyTorch)
         infos = [value_info(graph.value(n)) for n in sorted(produced) if n in graph.value_info_names
                  and graph.has_value(n) and graph.value(n).type is not None]
         body = onnx.helper.make_graph(body_nodes, branch.name, [], outs, weights.get((node.name, a.name), []),

@@ -175,11 +175,9 @@ class ModelProps:
     graph_doc_string: str = ""
     sparse_initializers: list[onnx.SparseTensorProto] = field(default_factory=list)
     quantization_annotation: list[onnx.TensorAnnotation] = field(default_factory=list)
-    # names of graph inputs that are also initializers (IR version < 4 lists all weights as inputs)
-    initializer_inputs: frozenset[str] = frozenset()
+    initializer_inputs: frozenset[str] = frozenset()  # graph inputs that are initializers too (IR < 4)
     initializers_as_inputs: bool = False  # the old style: every initializer also a graph input
-    # If node -> branch attribute -> ``bodies.Branch``: branches lowered into the graph (ir/bodies.py)
-    bodies: dict = field(default_factory=dict)
+    bodies: dict = field(default_factory=dict)  # If -> branch -> bodies.Branch: lowered into the graph
 
 
 def opset_of(graph: Graph) -> int:

@@ -20,6 +20,7 @@ import onnx
 from onnx import external_data_helper, numpy_helper
 
 from . import bodies, files
+from .bodies import free_names as _free_names, implicit_inputs as _implicit_inputs  # noqa: F401
 from .graph import Graph, Initializer, ModelProps, Node, Value
 
 
@@ -335,27 +336,6 @@ def _value_info(value: Value) -> onnx.ValueInfoProto:
 
 def _type(vi: onnx.ValueInfoProto) -> onnx.TypeProto | None:
     return vi.type if vi.HasField("type") else None
-
-
-def _implicit_inputs(node: onnx.NodeProto) -> set[str]:
-    """Outer-scope names a node's subgraph attributes read without declaring them."""
-    names: set[str] = set()
-    for attr in node.attribute:
-        graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
-        for sub in graphs:
-            names |= _free_names(sub)
-    return names
-
-
-def _free_names(graph: onnx.GraphProto) -> set[str]:
-    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    used: set[str] = set()
-    for n in graph.node:
-        used.update(i for i in n.input if i and i not in defined)
-        used |= _implicit_inputs(n) - defined
-        defined.update(n.output)
-    used.update(o.name for o in graph.output if o.name not in defined)
-    return used - defined
 
 
 def _first_line(exc: BaseException) -> str:

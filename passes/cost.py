@@ -20,7 +20,7 @@ import onnx
 
 from ir import Graph, lower, opset_of
 from ir.graph import constant_node_value
-from ir.onnx_io import _free_names
+from ir.bodies import free_names
 
 from .infer_shapes import value_shapes
 from .op_rules.computed import weight_array
@@ -73,6 +73,10 @@ def count_flops(ir: Graph, shapes: dict | None = None) -> int:
     inference leaves ShuffleNet's convolutions after a computed Slice at size 1."""
     if shapes is None:
         shapes = static_shapes(ir, opset_of(ir))
+    return _total(ir, shapes)
+
+
+def _total(ir: Graph, shapes: dict) -> int:
     per_node = flops_by_node(ir, shapes)
     per_node.update({name: sum(parts) for name, parts in recurrent_flops(ir, shapes).items()})
     skipped = smaller_branches(ir, per_node)
@@ -177,7 +181,7 @@ def _graph_flops(ir: Graph, shapes: dict, body: onnx.GraphProto, given: dict) ->
         if given.get(b.name) is not None and not vi.type.tensor_type.HasField("shape"):
             _set_shape(vi, given[b.name])
         inputs.append(vi)
-    for name in sorted(_free_names(body)):  # lowering's own reading of a body's outer names
+    for name in sorted(free_names(body)):  # lowering's own reading of a body's outer names
         if not ir.has_value(name):
             continue
         value = ir.value(name)
@@ -196,10 +200,7 @@ def _graph_flops(ir: Graph, shapes: dict, body: onnx.GraphProto, given: dict) ->
         inner = lower(model)
     except Exception:  # a body this cannot stand alone (counted as nothing rather than guessed)
         return 0
-    inner_shapes = value_shapes(inner)
-    return int(sum(flops_by_node(inner, inner_shapes).values())
-               + sum(map(sum, recurrent_flops(inner, inner_shapes).values()))
-               + sum(body_flops(inner, inner_shapes).values()))
+    return _total(inner, value_shapes(inner))
 
 
 def _set_shape(vi: onnx.ValueInfoProto, dims) -> None:

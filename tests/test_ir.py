@@ -40,16 +40,19 @@ def _vi_key(vi: onnx.ValueInfoProto) -> tuple:
     return vi.name, vi.type.SerializeToString(), vi.doc_string
 
 
-def _if_model() -> onnx.ModelProto:
-    """y = Relu(x); out = If(cond, then: y * 2, else: Neg(y)); both branches read the outer y."""
+def _if_model(shadowing: bool = False) -> onnx.ModelProto:
+    """y = Relu(x); out = If(cond, then: y * 2, else: Neg(y)); both branches read the outer y.
+    ``shadowing``: both branches name their output alike (legal: sibling scopes), so lowering
+    keeps the If opaque."""
     two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    then_out, else_out = ("branch_out", "branch_out") if shadowing else ("then_out", "else_out")
     then_g = helper.make_graph(
-        [helper.make_node("Mul", ["y", "two"], ["then_out"], name="then_mul")], "then_branch",
-        [], [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, [2, 3])], [two],
+        [helper.make_node("Mul", ["y", "two"], [then_out], name="then_mul")], "then_branch",
+        [], [helper.make_tensor_value_info(then_out, TensorProto.FLOAT, [2, 3])], [two],
         doc_string="the then branch")
     else_g = helper.make_graph(
-        [helper.make_node("Neg", ["y"], ["else_out"], name="else_neg")], "else_branch",
-        [], [helper.make_tensor_value_info("else_out", TensorProto.FLOAT, [2, 3])])
+        [helper.make_node("Neg", ["y"], [else_out], name="else_neg")], "else_branch",
+        [], [helper.make_tensor_value_info(else_out, TensorProto.FLOAT, [2, 3])])
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu"),
              helper.make_node("If", ["cond"], ["out"], name="if", then_branch=then_g,
                               else_branch=else_g)]
@@ -113,8 +116,28 @@ def test_round_trip_is_lossless(name):
     _assert_same_outputs(model, back, sample_inputs(model, seed=len(name)))
 
 
-def test_round_trip_of_if_with_outer_scope_subgraphs():
+def test_an_if_reading_a_computed_value_is_lowered_and_raised_back():
+    """Its branch nodes are IR nodes (ir/bodies.py); the If reads cond and both branches'
+    outputs; raising puts the nodes and the weight only one branch reads back in the bodies."""
     model = _if_model()
+    graph = ir.lower(model)
+    assert [v.name for v in graph.inputs_of("if")] == ["cond", "then_out", "else_out"]
+    assert sorted(n.name for n, _ in graph.consumers("y")) == ["else_neg", "then_mul"]
+    assert not graph.implicit_inputs_of("if") and ir.verify(graph) == []
+    back = ir.raise_model(graph)
+    onnx.checker.check_model(back, full_check=True)
+    assert [n.name for n in back.graph.node] == ["relu", "if"] and not back.graph.initializer
+    bodies = {a.name: a.g for a in back.graph.node[1].attribute}
+    assert [n.name for n in bodies["then_branch"].node] == ["then_mul"]
+    assert [t.name for t in bodies["then_branch"].initializer] == ["two"]
+    assert bodies["then_branch"].doc_string == "the then branch"
+    x = np.random.default_rng(3).standard_normal((2, 3)).astype(np.float32)
+    for cond in (True, False):
+        _assert_same_outputs(model, back, {"x": x, "cond": np.array(cond)})
+
+
+def test_round_trip_of_if_with_outer_scope_subgraphs():
+    model = _if_model(shadowing=True)
     graph = ir.lower(model)
 
     uses = graph.consumers("y")
@@ -139,7 +162,7 @@ def test_round_trip_of_if_with_outer_scope_subgraphs():
 
 
 def test_outer_value_read_only_by_a_subgraph_is_not_dead():
-    graph = ir.lower(_if_model())
+    graph = ir.lower(_if_model(shadowing=True))
     graph.remove_dead()
     assert graph.has_node("relu")  # the If reads y from inside its branches
     assert ir.verify(graph) == []
