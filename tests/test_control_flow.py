@@ -264,3 +264,47 @@ def test_the_report_counts_bodies_before_and_after_their_pruning():
     assert 0 < rep["flops_after"] < 0.4 * rep["flops_before"]
     rep = pipeline.prune(models.lstm_chain(), ratio=0.5).report
     assert rep["flops_before"] == 1320 + 2 * 5 * 2 * 24 * 14 and rep["flops_after"] < 0.4 * rep["flops_before"]
+
+
+def test_a_scripted_if_reading_an_outer_conv_prunes_across_its_branches(tmp_path):
+    """PyTorch's scripted ``if`` on a flag, each branch a conv of the trunk's output: the trunk's
+    channels cross into both branches, the branches' convs are one group through the If's output
+    (a channel goes from both), each branch proven by a run that takes it."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk, self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 12, 3, padding=1), \
+                nn.Conv2d(16, 12, 1)
+            self.head = nn.Conv2d(12, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x, flag):
+            t = torch.relu(self.trunk(x))
+            if bool(flag > 0):
+                y = torch.relu(self.a(t))
+            else:
+                y = torch.relu(self.b(t))
+            return self.fc(torch.relu(self.head(y)).mean(dim=(2, 3)))
+
+    path = tmp_path / "scripted_if.onnx"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.jit.script(Net().eval()), (torch.randn(1, 3, 8, 8), torch.tensor(1)), str(path),
+                          dynamo=False, opset_version=17, do_constant_folding=False, input_names=["x", "flag"])
+    model = onnx.load(str(path))
+    assert len(ir.bodies.lowered_ifs(model)) == 1
+    result = pipeline.prune(path, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["params_after"] < 0.4 * rep["params_before"]
+    assert {g["channels_before"]: g["channels_after"] for g in rep["groups"] if g["pruned"]} == {16: 8, 12: 6, 8: 4}
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    for flag in (1, 0):
+        (y,) = run_model(result.model, {"x": x, "flag": np.array(flag, np.int64)})
+        assert y.shape == (1, 3)
+    (if_node,) = [n for n in result.model.graph.node if n.op_type == "If"]
+    assert all(len(a.g.initializer) == 2 for a in if_node.attribute)  # each branch's conv weight and bias
