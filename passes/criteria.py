@@ -44,6 +44,7 @@ import numpy as np
 import onnx
 
 from ir import Graph, raise_model
+from ir.bodies import body_values
 
 from .analyses import Root, Trees
 from . import plugins
@@ -266,6 +267,10 @@ def feature_maps(ir: Graph, values: list[str], calib: Batches):
     """Yield, per calibration batch, ``{value: array}`` for the named intermediate values, from
     ONNX Runtime with them exposed as extra graph outputs (symbolic batch axis)."""
     in_name = _check_x(calib, ir)
+    inside = sorted(set(values) & body_values(ir))  # ORT returns no value of an If branch
+    if inside:
+        raise PassError(f"data criteria read feature maps, and {inside[0]!r} is computed inside a branch of an If "
+                        f"lowered into the graph (ONNX Runtime cannot return it): use a weight criterion (l1, l2)")
     model = _training_copy(raise_model(ir))
     present = {o.name for o in model.graph.output}
     types = None

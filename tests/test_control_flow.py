@@ -308,3 +308,9 @@ def test_a_scripted_if_reading_an_outer_conv_prunes_across_its_branches(tmp_path
         assert y.shape == (1, 3)
     (if_node,) = [n for n in result.model.graph.node if n.op_type == "If"]
     assert all(len(a.g.initializer) == 2 for a in if_node.attribute)  # each branch's conv weight and bias
+
+
+def test_a_data_criterion_says_it_cannot_read_a_lowered_branch():
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    with pytest.raises(pipeline.PipelineError, match="inside a branch of an If lowered into the graph"):
+        pipeline.prune(models.if_crossing(), ratio=0.5, criterion="hrank", calib_data=(x, None))
