@@ -314,3 +314,47 @@ def test_a_data_criterion_says_it_cannot_read_a_lowered_branch():
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     with pytest.raises(pipeline.PipelineError, match="inside a branch of an If lowered into the graph"):
         pipeline.prune(models.if_crossing(), ratio=0.5, criterion="hrank", calib_data=(x, None))
+
+
+def test_branches_returning_different_channels_are_a_barrier():
+    """The else branch returns an untracked graph input where the then branch returns its pruned
+    conv: the two would differ in width once cut, so that conv's group stays whole, with why;
+    the outer conv still prunes into both branches' readers."""
+    model = models.if_crossing()
+    (if_node,) = [n for n in model.graph.node if n.op_type == "If"]
+    else_branch = next(a for a in if_node.attribute if a.name == "else_branch")
+    z = onnx.helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [1, 5, 8, 8])
+    model.graph.input.append(z)
+    out = else_branch.g.output[0].name
+    else_branch.g.CopyFrom(onnx.helper.make_graph([onnx.helper.make_node("Neg", ["z"], [out])], else_branch.g.name,
+                                                  [], list(else_branch.g.output)))
+    rep = pipeline.prune(model, ratio=0.5).report
+    groups = {tuple(g["roots"]): g for g in rep["groups"]}
+    assert rep["verified"] is True
+    assert groups[("Conv3510",)]["channels_after"] == 5
+    assert "If branches return different channels as output 0" in groups[("Conv3510",)]["reason"]
+    assert groups[("Conv7",)]["channels_after"] == 4
+
+
+def test_a_branch_the_proof_inputs_cannot_run_leaves_its_groups_whole():
+    """The then branch adds an 8×8 map to its first conv's output: on the proof's larger frames
+    the model before pruning cannot run it, so no cut that reaches it is proven: those groups stay
+    whole, with that reason (the proof's own run took the else branch)."""
+    model = models.if_crossing()
+    for vi in [model.graph.input[0]] + [vi for n in model.graph.node if n.op_type == "If"
+                                          for a in n.attribute for vi in a.g.output]:
+        dims = vi.type.tensor_type.shape.dim
+        dims[2].dim_param, dims[3].dim_param = "height", "width"
+    (if_node,) = [n for n in model.graph.node if n.op_type == "If"]
+    then = next(a for a in if_node.attribute if a.name == "then_branch").g
+    relu = next(n for n in then.node if n.op_type == "Relu")
+    then.initializer.append(onnx.numpy_helper.from_array(np.ones((1, 1, 8, 8), np.float32), "frame"))
+    then.node.insert(list(then.node).index(relu) + 1, onnx.helper.make_node("Add", [relu.output[0], "frame"], ["framed"]))
+    for n in then.node[list(then.node).index(relu) + 2:]:
+        n.input[:] = ["framed" if i == relu.output[0] else i for i in n.input]
+    rep = pipeline.prune(model, ratio=0.5).report
+    assert rep["verified"] is True and rep["inputs"]["x"]["shape"][2] != 8
+    groups = {tuple(g["roots"]): g for g in rep["groups"]}
+    for roots in (("Conv7",), ("Conv3504",), ("Conv3510", "Conv3604")):
+        assert not groups[roots]["pruned"], roots
+        assert "then_branch of If 'If11' is not proven: the model before pruning does not run it" in groups[roots]["reason"]
