@@ -1,9 +1,11 @@
 """Control flow: a network that sits inside the branches of an ``If`` prunes inside them.
 
-The IR keeps subgraph bodies opaque (lowering never looks into them), and a value read inside a
-body blocks the channels it carries (trees). The smallest sound step past that: a branch body
-that reads nothing from the enclosing graph but the graph's own inputs is a model of its own:
-those inputs become its inputs, its outputs its outputs. It is pruned as such by the same
+An If whose branches read a value computed in the enclosing graph is lowered into the IR
+(``ir/bodies.py``: channels cross its bodies) and is not handled here. Other bodies stay opaque
+in the IR, and a value read inside one blocks the channels it carries (trees). The step past
+that: a branch body that reads nothing from the enclosing graph but the graph's inputs and
+weights (or one lowering leaves opaque: a name defined twice in the model) is a model of its
+own: what it reads becomes its inputs, its outputs its outputs. It is pruned as such by the same
 pipeline, so the mask-equivalence check proves it on its own, and the pruned body goes back in
 place of the original. Both branches are pruned apart; whatever leaves a branch (its outputs)
 stays whole, so the two always agree on the shapes they return. The If then selects between two
@@ -11,7 +13,7 @@ proven bodies: the model computes what the original computes with each body mask
 
 Example: Silero VAD (``If(sr == 16000)``, one network per sample rate, each reading only the
 ``input`` and ``state`` graph inputs): each branch's encoder convolutions prune, with the proof
-run on the branch; a body that reads a value computed outside it is left whole, with its reason.
+run on the branch.
 
 Used by ``pipeline.prune``, which hands it ``prune`` as a callable (as ``reruns`` gets its run):
 nothing here imports upward.
