@@ -26,6 +26,7 @@ from ir import Graph, Initializer, opset_of
 from .analyses import LeafZeroing, Masks, Patterns, SliceRecord, Trees
 from .base import Pass, PassContext, PassResult
 from .op_rules import SLICE_RULES, Rewriter
+from .op_rules.slices import retie
 from .op_rules.streams import stream_zeroings
 
 
@@ -121,6 +122,8 @@ class SlicePass(Pass):
             for port, value, always in operands:
                 if always or cut:
                     rw.set_const(port, np.asarray(value))
+        before = set(ir.initializers)
+        shared = {n for n in before if len(ir.consumers(n)) > 1}
         touched = 0
         for node in ir.topo_nodes():
             ins = {p: keeps[v.name] for p, v in enumerate(ir.inputs_of(node))
@@ -140,6 +143,7 @@ class SlicePass(Pass):
             dims = list(value.shape)
             dims[axis] = int(keep.sum())
             ir.set_value_type(name, onnx.helper.make_tensor_type_proto(value.elem_type, dims))
+        retied = retie(ir, shared, before)
         dead = ir.remove_dead()
         return PassResult(True, {"values_sliced": len(keeps), "nodes_rewritten": touched,
-                                 "dead_removed": dead})
+                                 "retied": retied, "dead_removed": dead})

@@ -24,8 +24,8 @@ from ir.bodies import body_values
 from .analyses import NodeTag, Tags
 from .base import Pass, PassContext, PassResult
 from .infer_shapes import value_shapes
-from .op_rules import (CHANNEL_RULES, DEFAULT_DOMAINS, ROOT_RULES, NodeView, conv_group_widths,
-                       fold_shapes)
+from .op_rules import (CHANNEL_RULES, CONDITIONAL_ROOTS, DEFAULT_DOMAINS, ROOT_RULES, NodeView,
+                       conv_group_widths, fold_shapes)
 from .op_rules.computed import computed_weights
 from .validate import Runnable  # weights by reference, as the proof runs them
 
@@ -201,6 +201,8 @@ def _tag(view: NodeView) -> NodeTag:
         spec = ROOT_RULES[op](view)
         if spec is not None:
             return NodeTag(name, op, "pruned", root=True, leaf=True)
+        if op in CONDITIONAL_ROOTS:  # not the form that is a root (a Gather that moves data)
+            return NodeTag(name, op, CHANNEL_RULES[op].role)
         w = view.const(1)
         if op in ("Conv", "ConvTranspose") and w is not None and node.attr("group", 1) > 1:
             # grouped (depthwise included): whole groups are pruned through it, see op_rules

@@ -16,7 +16,7 @@ import torch
 
 from torchvision_models import import_torchvision
 
-KINDS = ("llama", "llama-gqa", "qwen2", "gpt2")
+KINDS = ("llama", "llama-gqa", "llama-tied", "qwen2", "gpt2")
 VOCAB, SEQ, PAST = 96, 4, 3
 
 
@@ -30,6 +30,8 @@ def config(kind: str):
         return hf.LlamaForCausalLM, hf.LlamaConfig(num_key_value_heads=4, **common)
     if kind == "llama-gqa":
         return hf.LlamaForCausalLM, hf.LlamaConfig(num_key_value_heads=2, **common)
+    if kind == "llama-tied":  # lm_head shares the embedding table
+        return hf.LlamaForCausalLM, hf.LlamaConfig(num_key_value_heads=2, **dict(common, tie_word_embeddings=True))
     if kind == "qwen2":
         return hf.Qwen2ForCausalLM, hf.Qwen2Config(num_key_value_heads=2, **common)
     if kind == "gpt2":

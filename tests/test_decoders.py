@@ -48,14 +48,62 @@ def test_rotary_and_gqa_attention_prune_whole_heads_or_kv_groups(kind, groups, f
     attn = [g for g in rep["groups"] if g.get("heads")]
     assert all(sorted(r.rsplit("/", 2)[-2] for r in g["roots"]) == ["k_proj", "q_proj", "v_proj"] for g in attn)
     mlp = [(g["channels_before"], g["channels_after"]) for g in rep["groups"]
-           if g.get("pruned") and not g.get("heads")]
+           if g.get("pruned") and not g.get("heads") and not g.get("stream")]
     assert mlp == [(64, 32)] * 2
     inits = {t.name: tuple(t.dims) for t in result.model.graph.initializer}
     q = inits["model.model.layers.0.self_attn.q_proj.weight"]
     k = inits["model.model.layers.0.self_attn.k_proj.weight"]
-    assert q == (16, 32)                      # half the query heads (2 of 4, head dim 8)
-    assert k == ((16, 32) if groups == 4 else (8, 32))  # GQA: 1 of 2 KV heads, with its 2 query heads
-    assert rep["params_after"] < 0.65 * rep["params_before"]
+    assert q == (16, 16)                      # half the query heads (2 of 4, head dim 8), half the hidden width
+    assert k == ((16, 16) if groups == 4 else (8, 16))  # GQA: 1 of 2 KV heads, with its 2 query heads
+    assert rep["params_after"] < 0.35 * rep["params_before"]
+
+
+def stream_group(report: dict) -> dict:
+    (group,) = [g for g in report["groups"] if g.get("stream")]
+    return group
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])
+def test_embedding_fed_residual_stream_prunes_the_hidden_width(kind, folder):
+    """The embedding Gather's table is a root (its columns): the residual stream through every
+    block's RMSNorm / LayerNorm (decomposed or not) is one group, the lm_head its leaf."""
+    path = dm.export(kind, folder)
+    result = pipeline.prune(path, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-3
+    hidden = stream_group(rep)
+    assert (hidden["channels_before"], hidden["channels_after"]) == (32, 16)
+    # GPT-2's static position ids are constant: its position embedding is a constant added to the stream
+    embeds = ["/model/transformer/wte/Gather"] if kind == "gpt2" else ["/model/model/embed_tokens/Gather"]
+    assert [r for r in hidden["roots"] if r.endswith("Gather")] == embeds
+    inits = {t.name: tuple(t.dims) for t in result.model.graph.initializer}
+    table = "model.transformer.wte.weight" if kind == "gpt2" else "model.model.embed_tokens.weight"
+    assert inits[table] == (dm.VOCAB, 16)
+    assert inits["model.lm_head.weight"] == (dm.VOCAB, 16)   # the lm_head reads the kept columns
+    if kind == "gpt2":  # LayerNormalization: rewritten with the statistics of the full width
+        assert [d for n, d in inits.items() if n.startswith("/model/transformer/ln_f/") and "scale" in n] == [(16,)]
+    else:  # the decomposed RMSNorm's weight
+        assert inits["model.model.norm.weight"] == (16,)
+    assert shapes(result.model, "output")["logits"] == [1, dm.SEQ, dm.VOCAB]
+    # the hidden width has its own ratio: stream=0 keeps it while heads and MLP prune
+    rep0 = pipeline.prune(path, ratio=0.5, stream=0.0).report
+    assert rep0["verified"] is True and stream_group(rep0)["channels_after"] == 32
+    assert any(g.get("heads") and g["pruned"] for g in rep0["groups"])
+    assert rep0["params_after"] > rep["params_after"]
+
+
+def test_tied_lm_head_follows_the_embedding_table_and_stays_tied(folder):
+    path = dm.export("llama-tied", folder)
+    original = onnx.load(str(path))
+    assert [t.name for t in original.graph.initializer if t.name.endswith("embed_tokens.weight")] \
+        and not [t for t in original.graph.initializer if "lm_head" in t.name]
+    result = pipeline.prune(path, ratio=0.5)
+    assert result.report["verified"] is True
+    assert stream_group(result.report)["channels_after"] == 16
+    tables = [t for t in result.model.graph.initializer if t.dims[:1] == [dm.VOCAB]]
+    assert [(t.name, tuple(t.dims)) for t in tables] == [("model.model.embed_tokens.weight", (dm.VOCAB, 16))]
+    readers = [n.op_type for n in result.model.graph.node if "model.model.embed_tokens.weight" in n.input]
+    assert sorted(readers) == ["Gather", "Transpose"]   # one table, read by the lookup and the lm_head
 
 
 @pytest.mark.parametrize("kind,kv", [("llama-gqa", 2), ("qwen2", 2), ("gpt2", 4)])
@@ -67,6 +115,8 @@ def test_kv_cache_inputs_and_outputs_shrink_with_their_heads(kind, kv, folder, t
     rep = result.report
     assert rep["verified"] is True
     assert head_groups(rep) == [(kv, kv // 2)] * 2
+    # heads (KV groups), MLP and hidden width at 0.5: more than 55% of the parameters go
+    assert rep["params_after"] <= 0.45 * rep["params_before"]
     layers, _, dim = dm.geometry(dm.config(kind)[1])
     changed = {e["name"]: (e["kind"], e["shape_before"], e["shape_after"]) for e in rep["interface"]}
     names = [f"{w}_{x}_{i}" for w in ("past", "present") for x in ("key", "value") for i in range(layers)]
@@ -98,7 +148,8 @@ def test_keep_io_refuses_to_change_the_cache_shapes(folder):
     result = pipeline.prune(path, passes=spec)
     assert shapes(result.model, "input") == shapes(onnx.load(str(path)), "input")
     assert shapes(result.model, "output") == shapes(onnx.load(str(path)), "output")
-    assert [g["channels_after"] for g in result.report["groups"] if g.get("pruned")] == [32, 32]
+    assert [g["channels_after"] for g in result.report["groups"] if g.get("pruned") and not g.get("stream")] == [32, 32]
+    assert stream_group(result.report)["channels_after"] == 16  # the hidden width is no interface
 
 
 class _Record(pipeline.Instrument):

@@ -33,10 +33,10 @@ from .channels import conv_group_widths, feeds_batched_matmul
 from .folding import constant_value
 from .shape_values import SHAPE_OPERANDS, SHAPE_RULES, FoldedShapes, ShapeValue, fold_shapes
 from .slices import Keeps, Rewriter
-from .table import BROADCAST, CHANNEL_RULES, ROOT_RULES, SLICE_RULES, UNARY, WEIGHT_BEARING, role_of
+from .table import BROADCAST, CHANNEL_RULES, CONDITIONAL_ROOTS, ROOT_RULES, SLICE_RULES, UNARY, WEIGHT_BEARING, role_of
 from .views import DEFAULT_DOMAINS, ChannelRule, Effect, NodeView, RootSpec, blocked
 
-__all__ = ["BROADCAST", "CHANNEL_RULES", "DEFAULT_DOMAINS", "ROOT_RULES", "SHAPE_OPERANDS", "SHAPE_RULES",
+__all__ = ["BROADCAST", "CHANNEL_RULES", "CONDITIONAL_ROOTS", "DEFAULT_DOMAINS", "ROOT_RULES", "SHAPE_OPERANDS", "SHAPE_RULES",
            "SLICE_RULES", "UNARY", "WEIGHT_BEARING", "ChannelRule", "Effect", "FoldedShapes", "Keeps",
            "NodeView", "Rewriter", "RootSpec", "ShapeValue", "blocked", "conv_group_widths",
            "constant_value", "feeds_batched_matmul", "fold_shapes", "role_of"]

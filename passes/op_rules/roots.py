@@ -33,3 +33,19 @@ def _matmul_root(view: NodeView) -> RootSpec | None:
     if w is None or w.ndim != 2 or rank is None or rank < 2 or view.const(0) is not None:
         return None
     return RootSpec(1, 1, rank - 1, rank, int(w.shape[1]))
+
+
+def _embedding_root(view: NodeView) -> RootSpec | None:
+    """An embedding lookup: ``Gather(table [V, C], ids)`` along axis 0 with computed ids (token
+    ids, position ids). Its output ``[..., C]`` carries the table's columns, the hidden channels of
+    the residual stream a decoder starts from; the table's columns are its filters. A Gather of
+    anything else (a tracked tensor, constant ids, another axis) moves data (``reindex._gather``)."""
+    table = view.const(0)
+    if table is None or table.ndim != 2 or view.node.attr("axis", 0) not in (0, -2):
+        return None
+    if view.maps[0] is not None or view.const(1) is not None:
+        return None
+    rank = view.rank(1)
+    if rank is None:
+        return None
+    return RootSpec(0, 1, rank, rank + 1, int(table.shape[1]))

@@ -149,6 +149,34 @@ def _slice_matmul(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
         rw.set_const(1, new_w)
 
 
+def retie(graph: Graph, shared: set[str], before: set[str]) -> int:
+    """Share again what slicing un-shared (``Rewriter.set_const`` copies a shared constant before
+    cutting it): a new initializer equal to a once-shared one (a tied lm_head: the embedding
+    table's columns cut by its Gather, the same columns by the Transpose behind the lm_head) is
+    replaced by it. Returns how many were."""
+    inits = graph.initializers
+    originals = [inits[n] for n in sorted(shared) if n in inits]
+    count = 0
+    for name in sorted(set(inits) - before):
+        copy = inits[name]
+        for orig in originals:
+            if orig.array.shape == copy.array.shape and orig.array.dtype == copy.array.dtype \
+                    and np.array_equal(orig.array, copy.array) and not graph.is_graph_output(name):
+                for node, port in graph.consumers(name):
+                    graph.set_input(node, port, orig.name)
+                count += 1
+                break
+    return count
+
+
+def _slice_embedding(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    """An embedding table (``roots._embedding_root``) loses the columns of removed channels."""
+    table = rw.const(0)
+    if 0 in ins or 0 not in outs or table is None or table.ndim != 2 or len(outs[0][1]) != table.shape[1]:
+        return
+    rw.set_const(0, _take(table, 1, outs[0][1]))
+
+
 def _slice_per_channel_params(first: int, last: int):
     """BatchNormalization / InstanceNormalization: 1-D parameters indexed by channel."""
     def rule(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:

@@ -17,9 +17,9 @@ from .norms import (STAT_REDUCES, _groupnorm, _layernorm, _reduce as _reduce_sta
                     _slice_layernorm, _slice_reduce)
 from .control import _if
 from .recurrent import _recurrent, _recurrent_root, _slice_recurrent
-from .roots import _conv_root, _gemm_root, _matmul_root
+from .roots import _conv_root, _embedding_root, _gemm_root, _matmul_root
 from .streams import _concat as _concat_tokens, _expand_like, _slice_concat, _slice_expand
-from .slices import (Keeps, Rewriter, _slice_broadcast_constants, _slice_conv, _slice_gemm, _slice_matmul,
+from .slices import (Keeps, Rewriter, _slice_broadcast_constants, _slice_conv, _slice_embedding, _slice_gemm, _slice_matmul,
                      _slice_per_channel_params, _slice_reshape, _slice_resize, _slice_slice, _slice_split)
 from .views import DEFAULT_DOMAINS, ChannelRule, NodeView, RootSpec
 
@@ -86,6 +86,7 @@ ROOT_RULES: dict[str, Callable[[NodeView], RootSpec | None]] = {
     "ConvTranspose": _conv_root,
     "Gemm": _gemm_root,
     "MatMul": _matmul_root,
+    "Gather": _embedding_root,   # only a constant table looked up by computed ids
     **{op: _recurrent_root for op in ("LSTM", "GRU", "RNN")},
 }
 
@@ -95,6 +96,7 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "ConvTranspose": _slice_conv,
     "Gemm": _slice_gemm,
     "MatMul": _slice_matmul,
+    "Gather": _slice_embedding,
     "BatchNormalization": _slice_per_channel_params(1, 4),
     "InstanceNormalization": _slice_per_channel_params(1, 2),
     **{op: _slice_broadcast_constants for op in BROADCAST + ["Clip", "Where", "PRelu"]},
@@ -111,6 +113,9 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "GroupNormalization": _slice_groupnorm,
 }
 
+# Ops that are roots only in one form (an embedding table's Gather), else their channel rule's role.
+CONDITIONAL_ROOTS = ("Gather",)
+
 # Ops whose channel-carrying behaviour involves constants that must shrink: each needs a
 # SLICE_RULES entry (a test checks the two tables agree).
 WEIGHT_BEARING = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization",
@@ -121,6 +126,6 @@ def role_of(op_type: str, domain: str = "") -> str:
     """The Table II attribute of an op type, ``barrier`` when it is not in the table."""
     if domain not in DEFAULT_DOMAINS or op_type not in CHANNEL_RULES:
         return "barrier"
-    if op_type in ROOT_RULES:
+    if op_type in ROOT_RULES and op_type not in CONDITIONAL_ROOTS:
         return "pruned"
     return CHANNEL_RULES[op_type].role
