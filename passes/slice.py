@@ -21,11 +21,12 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from ir import Graph, Initializer, opset_of
+from ir import Graph, Initializer, Node, opset_of
 
-from .analyses import LeafZeroing, Masks, Patterns, SliceRecord, Trees
+from .analyses import LeafZeroing, Masks, Patterns, SliceRecord, Tags, Trees
 from .base import Pass, PassContext, PassResult
-from .op_rules import SLICE_RULES, Rewriter
+from .infer_shapes import value_shapes
+from .op_rules import SLICE_RULES, Rewriter, fold_shapes
 from .op_rules.slices import retie
 from .op_rules.streams import stream_zeroings
 
@@ -83,6 +84,64 @@ def interface_shapes(before: onnx.ModelProto, after: onnx.ModelProto) -> dict:
     return {"interface": out} if out else {}
 
 
+def live_entries(ir: Graph, ctx: PassContext, trees: Trees, opset: int) -> dict:
+    """The elements of each frozen shape operand that follow a symbolic dim of the model (a
+    dynamic batch, sequence or cache length read by Shape, no channel count in them): ``{(node,
+    port): (computed value, frozen value, mask)}``. Given inputs fix every size for the analyses,
+    so a computed Reshape target folds to the sample's numbers; those elements stay computed
+    (``keep_live``) and the pruned file keeps its dynamic axes."""
+    if not trees.frozen or not ctx.has(Tags):
+        return {}
+    declared = [v for v in ir.inputs if ir.initializer(v.name) is None]
+    if all(v.shape is not None and all(isinstance(d, int) for d in v.shape) for v in declared):
+        return {}
+    inferred = value_shapes(ir)
+    folded = fold_shapes(ir, ctx.get(Tags).shapes, opset)
+
+    def symbolic(a, b) -> bool:
+        shape = inferred.get(a)
+        return isinstance(b, int) and shape is not None and b < len(shape) and not isinstance(shape[b], int)
+
+    out = {}
+    for name, operands in trees.frozen.items():
+        ins = ir.inputs_of(ir.node(name))
+        for port, value, _ in operands:
+            v = ins[port] if port < len(ins) else None
+            sv = folded.values.get(v.name) if v is not None else None
+            value = np.asarray(value)
+            if sv is None or isinstance(sv.taint, frozenset) or sv.taint.shape != value.shape \
+                    or not np.issubdtype(value.dtype, np.integer):
+                continue
+            mask = np.zeros(value.shape, bool)
+            for i, taint in enumerate(sv.taint.flat):
+                reads = [(a, b) for a, b in taint if a is not None]
+                counts = any(a in trees.maps and b in (trees.maps[a].axis, "*") for a, b in reads)
+                mask.flat[i] = not counts and any(symbolic(a, b) for a, b in reads)
+            if mask.any():
+                out[(name, port)] = (v.name, value, mask)
+    return out
+
+
+def keep_live(ir: Graph, name: str, port: int, computed: str, value: np.ndarray, mask: np.ndarray) -> None:
+    """``Where(mask, computed, rewritten)`` into the operand: the elements the slice rules left
+    as they were frozen, and that follow a symbolic dim, are computed again at run time."""
+    node = ir.node(name)
+    cur = ir.inputs_of(node)[port]
+    new = ir.const_array(cur) if cur is not None else None
+    if new is None or new.shape != mask.shape or ir.value(computed) is None:
+        return
+    mask = mask & (new == value)
+    if not mask.any():
+        return
+    cond = ir.unique_name(f"{name}/live_mask")
+    ir.add_initializer(Initializer.from_array(cond, mask))
+    out = ir.unique_name(f"{name}/live_shape")
+    ir.add_node(Node(ir.unique_name(f"{name}/live_shape", kind="n"), "Where", "", {},
+                     "onnxpruner: symbolic dims computed at run time, pruned counts constant"),
+                [cond, computed, cur.name], [out])
+    ir.set_input(node, port, out)
+
+
 @dataclass(frozen=True)
 class SlicePass(Pass):
     name: ClassVar[str] = "slice"
@@ -114,6 +173,7 @@ class SlicePass(Pass):
         if len(removed) == 0:
             return PassResult(False, {"values_sliced": 0})
         opset = opset_of(ir)
+        live = live_entries(ir, ctx, trees, opset)
         for name, operands in trees.frozen.items():  # computed shape operands become constants
             node = ir.node(name)
             cut = any(v is not None and v.name in keeps
@@ -143,6 +203,8 @@ class SlicePass(Pass):
             dims = list(value.shape)
             dims[axis] = int(keep.sum())
             ir.set_value_type(name, onnx.helper.make_tensor_type_proto(value.elem_type, dims))
+        for (name, port), (computed, value, mask) in live.items():
+            keep_live(ir, name, port, computed, value, mask)
         retied = retie(ir, shared, before)
         dead = ir.remove_dead()
         return PassResult(True, {"values_sliced": len(keeps), "nodes_rewritten": touched,

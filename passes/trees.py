@@ -77,7 +77,7 @@ class TreesPass(Pass):
                 if v.name in maps:
                     block(maps[v.name].ids, f"read inside a subgraph of {node.op_type} node {node.name!r}")
             tag = tags.by_node[node.name]
-            view = NodeView(ir, node, in_maps, shapes, opset, folded.static, folded.values, computed)
+            view = NodeView(ir, node, in_maps, shapes, opset, folded.static, folded.values, computed, maps)
             if len(ins) > 1 and ins[1] is not None and ins[1].name in computed:
                 frozen.setdefault(node.name, {}).setdefault(1, (computed[ins[1].name], False))
             tracked = tuple(p for p, m in enumerate(in_maps) if m is not None)

@@ -260,3 +260,32 @@ def test_heads_prune_with_symbolic_batch_and_sequence(rotary):
     assert sorted(v for v in inits.values()) == [(8, 16)] + [(16, 8)] * 3  # q, k, v lose 2 heads; the output projection's rows
     # the 0/-1 targets adapt as they are: the batch and sequence stay symbolic
     assert shapes(result.model, "input")["x"] == ["batch", "seq", 16]
+
+
+@pytest.mark.parametrize("kind,kv", [("llama-gqa", 2), ("gpt2", 4)])
+def test_dynamic_axes_with_given_inputs_prune_everything_and_stay_dynamic(kind, kv, folder):
+    """A dynamic-axes export pruned with the caller's inputs (a dynamic cache needs consistent
+    ones: mask length = past + seq): the given sizes make every computed Reshape / Expand target
+    fold for the analyses, yet the pruned file keeps computing the batch, sequence and cache
+    entries (only the pruned counts are constants), so it runs at other sizes and matches the
+    masked original there, its cache with the kept heads."""
+    path = dm.export(kind, folder, cache=True, dynamic=True)
+    rec = _Record()
+    result = pipeline.prune(path, ratio=0.5, sample_inputs=dm.feeds(kind, cache=True), instruments=[rec])
+    rep = result.report
+    assert rep["verified"] is True
+    assert head_groups(rep) == [(kv, kv // 2)] * 2
+    mlp = 128 if kind == "gpt2" else 64
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"]
+            if g["pruned"] and not g.get("heads") and not g.get("stream")] == [(mlp, mlp // 2)] * 2
+    assert stream_group(rep)["channels_after"] == 16
+    assert rep["params_after"] <= 0.45 * rep["params_before"]
+    assert shapes(result.model, "input")["past_key_0"] == ["batch", kv // 2, "past", 8]
+    masked = masked_original(onnx.load(str(path)), rec.record)
+    kept = {name: list(idx) for name, _, _, idx in rec.record.interface}
+    for batch, seq, past in [(3, 5, 6), (1, 1, 9)]:   # other sizes than the proof's (2, 4, 3)
+        feeds = dm.feeds(kind, cache=True, batch=batch, seq=seq, past=past, seed=5)
+        want = run_model(masked, feeds)
+        got = run_model(result.model, {k: (v[:, kept[k]] if k in kept else v) for k, v in feeds.items()})
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-4)
+        assert got[1].shape == (batch, kv // 2, past + seq, 8)

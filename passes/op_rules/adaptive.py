@@ -15,9 +15,34 @@ from __future__ import annotations
 import numpy as np
 
 from ..analyses import ChannelMap
+from .shape_values import ShapeValue
 from .views import Effect, NodeView, blocked
 
 TRIAL_SIZES = (7, 11)   # two sizes for the symbolic dims: the channel map must not change
+
+
+def aliased(sv, source: str, m: ChannelMap, known: dict):
+    """``(sv, couplings)``: ``sv`` with each read of another value's channel axis renamed as a read
+    of ``source``'s, where that value carries as many tracked channels as ``m`` on that axis, and
+    the couplings that keep the two counts equal once channels go (position by position). GPT-2's
+    ``ln_f(h).view(-1, S, h.size(-1))`` reads the count off the residual stream ``h`` before its
+    LayerNorm, not off the reshaped value."""
+    if sv is None or sv.value is None or isinstance(sv.taint, frozenset) or not known:
+        return sv, []
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def same(a, b) -> bool:
+        other = known.get(a) if a is not None and a != source else None
+        if other is None or b != other.axis or len(other) != len(m) or np.any(other.ids < 0) \
+                or np.any(m.ids < 0):
+            return False
+        pairs[a] = (other.ids, m.ids)
+        return True
+
+    taint = np.empty(sv.taint.shape, object)
+    for i, t in enumerate(sv.taint.flat):
+        taint.flat[i] = frozenset((source, m.axis) if same(a, b) else (a, b) for a, b in t)
+    return ShapeValue(sv.value, taint), list(pairs.values())
 
 
 def _classify(sv, shape) -> list | None:
@@ -60,7 +85,7 @@ def self_adapting_entry(sv, source: str, shape, channel_axis: int, out_axis: int
 
 
 def adaptive_reshape(view: NodeView, m: ChannelMap, shape, reshape_effect) -> Effect:
-    sv = view.shape_values.get(view.input_name(1) or "")
+    sv, pairs = aliased(view.shape_values.get(view.input_name(1) or ""), view.input_name(0), m, view.known)
     elems = _classify(sv, shape) if shape is not None and not view.node.attr("allowzero", 0) else None
     if elems is None:
         return blocked("Reshape to a computed shape that does not fold to a constant")
@@ -79,7 +104,7 @@ def adaptive_reshape(view: NodeView, m: ChannelMap, shape, reshape_effect) -> Ef
     copied = target[axis] == 0 and axis == m.axis
     if not copied and not self_adapting_entry(sv, view.input_name(0), shape, m.axis, axis):
         return blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
-    return first
+    return Effect(outputs=first.outputs, couplings=pairs) if pairs else first
 
 
 def adapts(graph, node, sv, maps, shapes) -> bool:

@@ -8,7 +8,7 @@ import numpy as np
 
 
 from ..analyses import ChannelMap
-from .adaptive import _classify, adaptive_reshape
+from .adaptive import _classify, adaptive_reshape, aliased, self_adapting_entry
 from .channels import _broadcast, feeds_batched_matmul, feeds_group_norm
 from .views import Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
 
@@ -57,7 +57,9 @@ def _reshape(view: NodeView) -> Effect:
             effect = adaptive_reshape(view, m, shape, _reshape_effect)
             if effect.block:
                 other = symbolic_reshape(view, m, shape)
-                return effect if other.block else other
+                if other.block:
+                    return _counted(view, m, shape) or effect
+                return other
             return effect
     target = [int(t) for t in np.ravel(target)]
     effect = _reshape_effect(view, m, shape, target)
@@ -65,9 +67,42 @@ def _reshape(view: NodeView) -> Effect:
         axis = effect.outputs[0].axis
         if not (target[axis] == -1 or (target[axis] == 0 and axis == m.axis)) or \
                 (m.axis < len(target) and target[m.axis] == 0 and axis != m.axis):
-            return _self_sized(view, m, shape) or \
+            return _self_sized(view, m, shape) or _counted(view, m, shape) or \
                 blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
     return effect
+
+
+def _counted(view: NodeView, m: ChannelMap, shape) -> Effect | None:
+    """A computed target that regroups only the axes before the channel axis (GPT-2's
+    ``ln_f(h).view(-1, S, h.size(-1))``, its batch and sequence symbolic): the channel axis and
+    the static axes after it keep their sizes, so the map is the input's whatever the leading
+    sizes. The channel entry is the count read by Shape off the input, or off a value carrying as
+    many channels (``adaptive.aliased``, coupled with it); the leading entries read no channel
+    count and copy (0) no axis from the channel axis on. After pruning the Shape reads the kept
+    count: the target adapts by itself."""
+    out = view.graph.outputs_of(view.node)[0]
+    out_shape = view.shapes.get(out.name) if out is not None else None
+    if shape is None or out_shape is None or view.node.attr("allowzero", 0):
+        return None
+    k = len(shape) - m.axis
+    tail = tuple(shape[m.axis:])
+    if len(out_shape) < k or any(not isinstance(d, int) for d in tail) or tuple(out_shape[len(out_shape) - k:]) != tail:
+        return None
+    axis = len(out_shape) - k
+    src = view.input_name(0)
+    sv, pairs = aliased(view.shape_values.get(view.input_name(1) or ""), src, m, view.known)
+    if sv is None or sv.value is None or isinstance(sv.taint, frozenset) or sv.value.shape != (len(out_shape),):
+        return None
+    for i, (v, taint) in enumerate(zip(sv.value.tolist(), sv.taint)):
+        counts = [(a, b) for a, b in taint if a is not None and a in view.known
+                  and b in (view.known[a].axis, "*")]
+        if i < axis and (counts or (not taint and v == 0 and i >= m.axis)):
+            return None
+        if i > axis and (taint or v != out_shape[i]):
+            return None
+    if not self_adapting_entry(sv, src, shape, m.axis, axis):
+        return None
+    return Effect(outputs={0: ChannelMap(axis, len(out_shape), m.ids)}, adapts=(1,), couplings=pairs)
 
 
 def _self_sized(view: NodeView, m: ChannelMap, shape) -> Effect | None:
@@ -76,8 +111,8 @@ def _self_sized(view: NodeView, m: ChannelMap, shape) -> Effect | None:
     as -1) and its own channel count, which sits on the output's channel axis. After pruning the
     Shape reads the kept count, so the target adapts by itself (``Effect.adapts``)."""
     name = view.input_name(1) or ""
-    sv = view.shape_values.get(name)
     src = view.input_name(0)
+    sv, pairs = aliased(view.shape_values.get(name), src, m, view.known)
     if sv is None or sv.value is None or sv.value.ndim != 1 or shape is None or view.node.attr("allowzero", 0) \
             or not isinstance(shape[m.axis], int):
         return None
@@ -102,7 +137,7 @@ def _self_sized(view: NodeView, m: ChannelMap, shape) -> Effect | None:
     effect = _reshape_effect(view, m, shape, target)
     if effect.block is not None or effect.couplings or effect.outputs[0].axis != own:
         return None
-    return Effect(outputs=effect.outputs, adapts=(1,))
+    return Effect(outputs=effect.outputs, adapts=(1,), couplings=pairs)
 
 
 def _symbolic_target(view: NodeView, shape) -> list[int] | None:

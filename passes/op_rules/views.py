@@ -30,6 +30,7 @@ class NodeView:
     static: dict[str, np.ndarray] = field(default_factory=dict)  # computed shape operands, folded
     shape_values: dict = field(default_factory=dict)  # name -> ShapeValue, partly known ones too
     computed: dict[str, np.ndarray] = field(default_factory=dict)  # weights computed from initializers
+    known: dict[str, ChannelMap] = field(default_factory=dict)  # every value's channel map so far (trees)
 
     def input_name(self, port: int) -> str | None:
         ins = self.graph.inputs_of(self.node)
