@@ -202,6 +202,9 @@ def _parser() -> argparse.ArgumentParser:
                    "normalizations (default: --ratio)")
     p.add_argument("--keep-io", action="store_true", help="never change a graph input's or output's shape "
                    "(a KV cache's past_*/present_* keep their heads)")
+    p.add_argument("--gqa", choices=("groups", "queries"), help="grouped-query attention: remove KV groups "
+                   "whole (groups, the default) or keep every KV head and remove as many query heads "
+                   "from each group (queries)")
     p.add_argument("--recover", nargs="?", const="bias,bn", metavar="STEPS",
                    help="after the proof, recover accuracy from --calib (no labels): bias,bn (default), "
                         "add ls for a least-squares refit; without --calib nothing is changed")
@@ -398,7 +401,8 @@ def _cmd_prune(args) -> int:
                    instruments=instruments, calib_data=args.calib, ratios=ratios,
                    target_flops=args.target_flops, target_params=args.target_params,
                    rank=args.rank, max_ratio=args.max_ratio, heads=args.heads, stream=args.stream,
-                   sample_inputs=given, input_shapes=shapes, recover=args.recover, keep_io=args.keep_io)
+                   sample_inputs=given, input_shapes=shapes, recover=args.recover, keep_io=args.keep_io,
+                   gqa=args.gqa)
     if result.report.get("proof") == "not run":
         print("warning: --passes has no validate pass: the result is NOT proven "
               "(report: verified null, proof \"not run\")", file=sys.stderr)

@@ -259,7 +259,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
           target_flops: float = 0.0, target_params: float = 0.0, rank: str | None = None,
           max_ratio: float | None = None, heads: float | None = None, stream: float | None = None,
           round_to: int | None = None, input_shapes: dict | None = None, recover: str | None = None,
-          keep_io: bool = False) -> PruneResult:
+          keep_io: bool = False, gqa: str | None = None) -> PruneResult:
     """Prune a model (``onnx.ModelProto`` or a path). Returns the pruned model and the report.
 
     ``passes`` (a spec) replaces the default pipeline built from ratio/criterion/scope; ``train_data`` /
@@ -271,12 +271,12 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     by the real count after slicing; off by >0.5%, the mask is re-solved (at most 3 times); ``target`` says
     what was met. Nothing unproven is shipped: if the mask-equivalence check fails, the groups that fail it
     alone are left whole (with the reason), the rest pruned again. ``sample_inputs`` / ``input_shapes``
-    feed every run (``passes.inputs``); ``keep_io`` refuses changing an input or output shape."""
+    feed every run (``passes.inputs``); ``keep_io`` refuses changing an input or output shape; ``gqa`` (trees)."""
     tune = ",finetune" if train_data is not None and passes is None else ""  # default pipeline, then tuning
     pipe = Pipeline.parse(passes if passes is not None else build_spec(ratio, criterion, scope) + tune)
     check_tuning(pipe.passes, train_data, val_data)
     pipe = Pipeline(with_recover(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank,
-                                                   max_ratio, heads, stream, round_to, keep_io), recover))
+                                                   max_ratio, heads, stream, round_to, keep_io, gqa), recover))
     model, external, where = open_model(model_or_path)
     runs = any(isinstance(p, ValidatePass) and p.ort for p in pipe.passes)
     check_input(model, where, runs)
@@ -288,7 +288,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     model, branches = subgraphs.prune_branches(model, lambda body, feeds, shapes: prune(  # If bodies: models of their own
         body, ratio, criterion, scope, passes, verify, seed, sample_inputs=feeds, target_flops=target_flops,
         target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads, stream=stream,
-        round_to=round_to, input_shapes=shapes, keep_io=keep_io), sample_inputs, input_shapes)
+        round_to=round_to, input_shapes=shapes, keep_io=keep_io, gqa=gqa), sample_inputs, input_shapes)
     sample_inputs = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=runs)
     run, analyse = _runner(model, seed, sample_inputs, list(instruments), verify,
                            (train_data, val_data, calib_data))

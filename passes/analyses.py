@@ -146,6 +146,8 @@ class Trees:
     stream_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ids a normalization reads
     # graph inputs and outputs whose channels may go (a KV cache): name -> "input" | "output"
     interface: Mapping[str, str] = field(default_factory=dict)
+    # gqa=queries: repeat_kv's fresh query-head ids (KV group = position // n_rep), n_rep
+    repeats: tuple[tuple[np.ndarray, int], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "frozen", MappingProxyType(dict(self.frozen)))
@@ -184,6 +186,8 @@ class Group:
     nonempty: tuple[tuple[int, ...], ...] = ()
     heads: bool = False             # its channels are attention heads (``mask{heads=R}``)
     stream: bool = False            # a normalization reads its channels' statistics (``mask{stream=R}``)
+    # gqa=queries: the KV group of each channel (a query head); mask removes as many from each
+    blocks: tuple[int, ...] = ()
 
     @property
     def channels(self) -> int:

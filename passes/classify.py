@@ -23,6 +23,7 @@ from ir import Graph
 
 from .analyses import Group, Patterns, Trees
 from .base import Pass, PassContext, PassResult
+from .op_rules.gqa import block_of, class_blocks
 
 
 def pattern_name(n_roots: int, n_leaves: int) -> str:
@@ -84,6 +85,7 @@ class ClassifyPass(Pass):
         head_class[rep[trees.head_ids]] = True
         stream_class = np.zeros(max(trees.num_ids, 1), bool)
         stream_class[rep[trees.stream_ids]] = True
+        kv_block = block_of(rep, trees.repeats)  # gqa=queries: class -> its KV group
         for gid, root_idx in enumerate(ordered):
             ids = np.concatenate([np.arange(trees.roots[r].first_id,
                                             trees.roots[r].first_id + trees.roots[r].channels)
@@ -103,7 +105,10 @@ class ClassifyPass(Pass):
             pattern = pattern_name(len(roots), len(leaves))
             heads = bool(head_class[reps].any())
             stream = bool(stream_class[reps].any())
-            groups.append(Group(gid, pattern, roots, leaves, members, reason, heads=heads, stream=stream))
+            blocks, uneven = class_blocks([int(rep[m[0]]) for m in members], kv_block) if kv_block else ((), None)
+            reason = reason or uneven
+            groups.append(Group(gid, pattern, roots, leaves, members, reason, heads=heads, stream=stream,
+                                blocks=blocks))
             counts["blocked" if reason else pattern] += 1
         groups = _with_nonempty(groups, trees)
         ctx.put(Patterns(tuple(groups)))

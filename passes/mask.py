@@ -39,6 +39,7 @@ from ir import Graph
 
 from .analyses import Group, Masks, Patterns, Scores, Trees
 from .base import Pass, PassContext, PassError, PassResult
+from .op_rules.gqa import even_drop
 from .targets import CostModel, global_candidates, solve_level
 
 RANKS = ("layer", "global")
@@ -233,7 +234,10 @@ class MaskPass(Pass):
                 continue
             n = group.channels
             order = np.argsort(scores.by_group[group.id], kind="stable")
-            drop = group.spare(np.sort(order[:drops[group.id]]), order)  # no zero-width value
+            if group.blocks:  # gqa=queries: as many query heads from each KV group
+                drop = even_drop(group.blocks, scores.by_group[group.id], drops[group.id])
+            else:
+                drop = group.spare(np.sort(order[:drops[group.id]]), order)  # no zero-width value
             kept[group.id] = tuple(int(i) for i in np.setdiff1d(np.arange(n), drop))
             for k in drop:
                 removed.append(group.members[k])

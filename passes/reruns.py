@@ -41,11 +41,16 @@ TARGET_TOLERANCE = 0.01   # a target is met when |achieved - asked| <= 1 point o
 
 def with_mask_options(passes: list[Pass], ratios, target_flops, target_params, rank, max_ratio,
                       heads=None, stream=None, round_to=None,
-                      keep_io: bool = False) -> list[Pass]:
+                      keep_io: bool = False, gqa: str | None = None) -> list[Pass]:
     """Every ``mask`` pass with the API's/CLI's ratio table, target and ranking (when given);
-    every ``trees`` pass with ``keep-io`` when ``keep_io``."""
+    every ``trees`` pass with ``keep-io`` when ``keep_io``, with ``gqa`` when given."""
     if keep_io:
         passes = [dataclasses.replace(p, keep_io=True) if isinstance(p, TreesPass) else p for p in passes]
+    if gqa is not None:
+        try:
+            passes = [dataclasses.replace(p, gqa=gqa) if isinstance(p, TreesPass) else p for p in passes]
+        except ValueError as exc:
+            raise SpecError(f"pass 'trees': {exc}") from None
     changes: dict[str, Any] = {}
     if ratios:
         changes["ratios"] = {str(k): float(v) for k, v in ratios.items()}

@@ -161,9 +161,13 @@ class SlicePass(Pass):
         stream = [m for g in patterns.groups if g.stream for m in g.members]
         zeroings += stream_zeroings(ir, trees, removed[np.isin(removed, np.concatenate(stream))] if stream
                                     else removed[:0])
+        cut = removed
+        if trees.repeats:  # gqa=queries: repeat_kv's fresh ids go with the query heads coupled to them
+            fresh = np.concatenate([ids for ids, _ in trees.repeats])
+            cut = np.union1d(removed, fresh[np.isin(trees.rep[fresh], trees.rep[removed])])
         keeps: dict[str, tuple[int, np.ndarray, int]] = {}
         for name, m in trees.maps.items():
-            keep = ~np.isin(m.ids, removed)
+            keep = ~np.isin(m.ids, cut)
             if not keep.all():
                 keeps[name] = (m.axis, keep, m.rank)
         interface = tuple((name, kind, keeps[name][0], tuple(int(i) for i in np.nonzero(keeps[name][1])[0]))

@@ -34,6 +34,7 @@ from .op_rules import CHANNEL_RULES, ROOT_RULES, SHAPE_OPERANDS, NodeView, fold_
 from .op_rules.adaptive import adapts as adapts_by_itself
 from .op_rules.attention import adopt
 from .op_rules.computed import computed_weights
+from .op_rules.gqa import MODES as GQA_MODES, repeat_merge
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,13 @@ class TreesPass(Pass):
     provides: ClassVar[tuple[type, ...]] = (Trees,)
     # never change a graph input's or output's shape (a KV cache's past_*/present_* stay whole)
     keep_io: bool = False
+    # GQA: "groups" removes KV groups whole; "queries" keeps every KV head and thins the query
+    # heads of each group evenly (``op_rules.gqa``)
+    gqa: str = "groups"
+
+    def __post_init__(self):
+        if self.gqa not in GQA_MODES:
+            raise ValueError(f"gqa must be one of {', '.join(GQA_MODES)}, got {self.gqa!r}")
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
         tags = ctx.get(Tags)
@@ -63,6 +71,7 @@ class TreesPass(Pass):
         adopted: dict[str, ChannelMap] = {}    # graph input -> its map (a KV cache's past_*)
         interface: dict[str, str] = {}
         stream_ids: list[np.ndarray] = []
+        repeats: list[tuple[np.ndarray, int]] = []  # gqa=queries: fresh ids of repeat_kv, n_rep
         next_id = 0
         computed = computed_weights(ir)  # weights computed from initializers: frozen when cut
 
@@ -101,7 +110,18 @@ class TreesPass(Pass):
                     effect_block = tag.reason if tag.role == "barrier" else io_block
                     effect = None
                 else:
-                    effect = CHANNEL_RULES[node.op_type].propagate(view)
+                    merge = repeat_merge(view) if self.gqa == "queries" else None
+                    if merge is not None:  # the KV ids end here, whole; its heads get fresh ids
+                        effect, expand, n_rep = merge
+                        block(in_maps[0].ids, f"gqa=queries keeps every KV head (repeat_kv {node.name!r})")
+                        fresh = effect.outputs[0]
+                        effect.outputs[0] = type(fresh)(fresh.axis, fresh.rank, fresh.ids + next_id)
+                        repeats.append((fresh.ids + next_id, n_rep))
+                        next_id += len(fresh)
+                        for port, (value, _) in list(frozen.get(expand, {}).items()):
+                            frozen[expand][port] = (value, True)  # its copy count is rewritten
+                    else:
+                        effect = CHANNEL_RULES[node.op_type].propagate(view)
                     effect_block = effect.block
                 if effect_block:
                     reason = f"{effect_block} (node {node.name!r})"
@@ -167,7 +187,7 @@ class TreesPass(Pass):
                       {n: tuple((p, v, always) for p, (v, always) in sorted(ports.items()))
                        for n, ports in frozen.items()},
                       np.unique(np.concatenate(head_ids)) if head_ids else np.zeros(0, np.int64),
-                      _ids_of(stream_ids), interface))
+                      _ids_of(stream_ids), interface, tuple(repeats)))
         return PassResult(False, {"roots": len(roots), "leaves": len(leaves),
                                   "channels": next_id, "blocked_channels": len(blocked)})
 

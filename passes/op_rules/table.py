@@ -16,11 +16,12 @@ from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad,
 from .norms import (STAT_REDUCES, _groupnorm, _layernorm, _reduce as _reduce_stats, _slice_groupnorm,
                     _slice_layernorm, _slice_reduce)
 from .control import _if
+from .gqa import slice_reshape
 from .recurrent import _recurrent, _recurrent_root, _slice_recurrent
 from .roots import _conv_root, _embedding_root, _gemm_root, _matmul_root
 from .streams import _concat as _concat_tokens, _expand_like, _slice_concat, _slice_expand
 from .slices import (Keeps, Rewriter, _slice_broadcast_constants, _slice_conv, _slice_embedding, _slice_gemm, _slice_matmul,
-                     _slice_per_channel_params, _slice_reshape, _slice_resize, _slice_slice, _slice_split)
+                     _slice_per_channel_params, _slice_resize, _slice_slice, _slice_split)
 from .views import DEFAULT_DOMAINS, ChannelRule, NodeView, RootSpec
 
 
@@ -100,7 +101,7 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "BatchNormalization": _slice_per_channel_params(1, 4),
     "InstanceNormalization": _slice_per_channel_params(1, 2),
     **{op: _slice_broadcast_constants for op in BROADCAST + ["Clip", "Where", "PRelu"]},
-    "Reshape": _slice_reshape,
+    "Reshape": slice_reshape,  # and repeat_kv's Expand before it (gqa=queries)
     "Slice": _slice_slice,
     "Split": _slice_split,
     "Resize": _slice_resize,
