@@ -34,7 +34,7 @@ from .op_rules import CHANNEL_RULES, ROOT_RULES, SHAPE_OPERANDS, NodeView, fold_
 from .op_rules.adaptive import adapts as adapts_by_itself
 from .op_rules.attention import adopt
 from .op_rules.computed import computed_weights
-from .op_rules.gqa import MODES as GQA_MODES, repeat_merge
+from .op_rules.gqa import MODES as GQA_MODES, regroups_heads, repeat_merge
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class TreesPass(Pass):
         interface: dict[str, str] = {}
         stream_ids: list[np.ndarray] = []
         repeats: list[tuple[np.ndarray, int]] = []  # gqa=queries: fresh ids of repeat_kv, n_rep
+        head_set: set[int] = set()
         next_id = 0
         computed = computed_weights(ir)  # weights computed from initializers: frozen when cut
 
@@ -122,6 +123,8 @@ class TreesPass(Pass):
                             frozen[expand][port] = (value, True)  # its copy count is rewritten
                     else:
                         effect = CHANNEL_RULES[node.op_type].propagate(view)
+                        if self.gqa == "queries" and not effect.block and head_set:
+                            effect.block = regroups_heads(in_maps[tracked[0]], effect, head_set)
                     effect_block = effect.block
                 if effect_block:
                     reason = f"{effect_block} (node {node.name!r})"
@@ -138,6 +141,7 @@ class TreesPass(Pass):
                         pairs_b.append(b)
                     if effect.heads:
                         head_ids += [m.ids for m in effect.outputs.values()]
+                        head_set.update(i for m in effect.outputs.values() for i in m.ids.tolist())
                     if effect.stream:
                         stream_ids += [in_maps[p].ids for p in tracked]
                     leaf_ports: tuple[int, ...] = ()

@@ -69,10 +69,12 @@ class _Flat(torch.nn.Module):
         return (out.logits, *flat)
 
 
-def build(kind: str, seed: int = 0):
+def build(kind: str, seed: int = 0, attn: str | None = None):
     import_torchvision()
     torch.manual_seed(seed)
     cls, cfg = config(kind)
+    if attn is not None:  # "eager": repeat_kv at every sequence length (SDPA regroups a lone query)
+        cfg._attn_implementation = attn
     model = cls(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -99,12 +101,13 @@ def io_names(layers: int, cache: bool):
 
 
 def export(kind: str, folder: Path, cache: bool = False, dynamic: bool = False, seed: int = 0,
-           batch: int = 1, seq: int = SEQ, past: int = PAST) -> Path:
+           batch: int = 1, seq: int = SEQ, past: int = PAST, attn: str | None = None) -> Path:
     tag = f"{kind}{'-cache' if cache else ''}{'-dyn' if dynamic else ''}{'' if seq == SEQ else f'-s{seq}'}"
+    tag += f"-{attn}" if attn else ""
     path = Path(folder) / f"{tag}.onnx"
     if path.exists():
         return path
-    model, cfg = build(kind, seed)
+    model, cfg = build(kind, seed, attn)
     layers, kv, dim = geometry(cfg)
     wrapper = _Flat(model, layers, cache).eval()
     ids = torch.randint(0, VOCAB, (batch, seq))

@@ -156,3 +156,25 @@ def slice_reshape(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     """Reshape's slice rule, then repeat_kv's Expand when the Reshape is its merge."""
     _slice_reshape(rw, ins, outs)
     _slice_repeat(rw, ins, outs)
+
+
+def regroups_heads(m: ChannelMap, effect: Effect, heads: set[int]) -> str | None:
+    """gqa=queries: why an effect on a map of attention heads (``m``, its ids all heads) cannot
+    keep every KV head while query heads go: it repeats heads along a batch axis of attention (a
+    repeat_kv form ``repeat_merge`` does not recognize: a Gather, another shape), or couples
+    heads into one class (query heads regrouped onto the KV axis, SDPA's grouped-query form).
+    None when it does neither."""
+    ids = m.ids[m.ids >= 0]
+    if not len(ids) or not heads.issuperset(ids.tolist()):
+        return None
+    for out in effect.outputs.values():
+        if out.axis > out.rank - 3:
+            continue  # the head dim or a merged [.., H·D] axis: not a head axis any more
+        own = out.ids[out.ids >= 0]
+        if len(np.unique(own)) < len(own):
+            return "gqa=queries: heads repeated in a form other than repeat_kv's Expand + Reshape"
+        for a, b in effect.couplings:
+            a, b = np.asarray(a), np.asarray(b)
+            if np.any((a != b) & np.isin(a, ids) & np.isin(b, ids)):
+                return "gqa=queries: query heads regrouped onto the KV heads (grouped-query SDPA form)"
+    return None
