@@ -3,6 +3,7 @@ ratio 0.5, the command behind the README's decoder numbers.
 
     .venv/bin/python benchmarks/decoders.py                 # llama-gqa qwen2 gpt2, static and dynamic
     .venv/bin/python benchmarks/decoders.py llama-gqa --dynamic
+    .venv/bin/python benchmarks/decoders.py llama-gqa qwen2 --gqa queries   # KV heads kept, query heads thinned
 
 Each model is a tiny random-init ``transformers`` config (``tests/decoder_models.py``: hidden 32,
 2 layers, 4 query heads, MLP 64 (GPT-2 128), vocab 96), exported with a KV cache into a cache folder
@@ -41,14 +42,14 @@ class _Record(pipeline.Instrument):
             self.record = ctx.get(SliceRecord)
 
 
-def measure(kind: str, dynamic: bool, ratio: float = 0.5) -> str:
+def measure(kind: str, dynamic: bool, ratio: float = 0.5, gqa: str | None = None) -> str:
     import onnxruntime as ort
 
     CACHE.mkdir(parents=True, exist_ok=True)
     start = time.time()
     path = dm.export(kind, CACHE, cache=True, dynamic=dynamic)
     rec = _Record()
-    result = pipeline.prune(path, ratio=ratio, instruments=[rec],
+    result = pipeline.prune(path, ratio=ratio, instruments=[rec], gqa=gqa,
                             sample_inputs=dm.feeds(kind, cache=True) if dynamic else None)
     rep = result.report
     out = CACHE / f"{path.stem}.pruned.onnx"
@@ -69,7 +70,7 @@ def measure(kind: str, dynamic: bool, ratio: float = 0.5) -> str:
         got = pruned_sess.run(None, {k: (v[:, kept[k]] if k in kept else v) for k, v in feeds.items()})
         diffs.append(f"B{batch} S{seq} P{past}: {float(np.max(np.abs(got[0] - want[0]))):.1e}")
     removed = 1 - rep["params_after"] / rep["params_before"]
-    return (f"{kind}{' dynamic' if dynamic else ''}: params {rep['params_before']:,} -> {rep['params_after']:,} "
+    return (f"{kind}{' dynamic' if dynamic else ''}{f' gqa={gqa}' if gqa else ''}: params {rep['params_before']:,} -> {rep['params_after']:,} "
             f"(-{100 * removed:.1f}%) verified {rep['verified']} max abs diff {rep['max_abs_diff']:.1e}\n"
             f"  groups pruned: {', '.join(groups)}; left whole: {whole}\n"
             f"  past_key_0 {cache_shapes.get('past_key_0')}, present_key_0 {cache_shapes.get('present_key_0')}\n"
@@ -82,11 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("kinds", nargs="*", default=["llama-gqa", "qwen2", "gpt2"])
     ap.add_argument("--dynamic", action="store_true", help="dynamic axes only (default: both)")
     ap.add_argument("--static", action="store_true", help="static axes only (default: both)")
+    ap.add_argument("--gqa", choices=("groups", "queries"), help="GQA mode (default: groups, KV groups whole)")
     args = ap.parse_args(argv)
     modes = [True] if args.dynamic else [False] if args.static else [False, True]
     for kind in args.kinds:
         for dynamic in modes:
-            print(measure(kind, dynamic), flush=True)
+            print(measure(kind, dynamic, gqa=args.gqa), flush=True)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def test_prune_writes_a_smaller_model_and_a_full_report(tmp_path, chain_file, ca
     assert _params(pruned) < _params(src)
     meta = {p.key: p.value for p in pruned.metadata_props}
     assert pipeline.SPEC_METADATA_KEY in meta
-    assert meta[pipeline.SPEC_METADATA_KEY].startswith("tag,trees{keep-io=false},classify,score")
+    assert meta[pipeline.SPEC_METADATA_KEY].startswith("tag,trees{keep-io=false gqa=groups},classify,score")
     assert "mask{ratio=0.5" in meta[pipeline.SPEC_METADATA_KEY]
 
     # the pruned model runs and keeps the model's interface

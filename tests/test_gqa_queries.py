@@ -179,3 +179,61 @@ def test_sdpa_grouped_query_form_is_left_whole_with_its_reason(folder):
     assert all("grouped-query SDPA form" in g["reason"] for g in qs)
     assert shapes(result.model, "input") == shapes(onnx.load(str(path)), "input")
     assert any(g["pruned"] for g in rep["groups"] if not g.get("heads"))   # MLP and hidden width still go
+
+
+def gqa_block(form: str, heads: int = 4, kv: int = 2, dim: int = 4, seq: int = 3):
+    """One GQA attention with constant shapes: repeat_kv as ``Unsqueeze -> Expand -> Reshape``
+    (``form="expand"``) or as a Gather of the KV heads along the head axis (``"gather"``)."""
+    import models
+
+    b = models.Builder(11)
+    c, n_rep = heads * dim, heads // kv
+    x = b.input("x", [1, seq, c])
+
+    def split(t, h):
+        t = b.op("Reshape", [t, b.const(np.array([1, seq, h, dim], np.int64), "shape")])
+        return b.op("Transpose", [t], perm=[0, 2, 1, 3])
+
+    def repeat(t):
+        if form == "gather":
+            return b.op("Gather", [t, b.const(np.repeat(np.arange(kv), n_rep).astype(np.int64), "idx")], axis=1)
+        t = b.op("Unsqueeze", [t, b.const(np.array([2], np.int64), "ax")])
+        t = b.op("Expand", [t, b.const(np.array([1, kv, n_rep, seq, dim], np.int64), "shape")])
+        return b.op("Reshape", [t, b.const(np.array([1, heads, seq, dim], np.int64), "shape")])
+
+    q = split(b.op("MatMul", [x, b.weight(c, c)]), heads)
+    k = repeat(split(b.op("MatMul", [x, b.weight(c, kv * dim)]), kv))
+    v = repeat(split(b.op("MatMul", [x, b.weight(c, kv * dim)]), kv))
+    scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])
+    ctx = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
+    merged = b.op("Reshape", [b.op("Transpose", [ctx], perm=[0, 2, 1, 3]),
+                              b.const(np.array([1, seq, c], np.int64), "shape")])
+    return b.build([b.relu(b.op("MatMul", [merged, b.weight(c, c)]))])
+
+
+def test_constant_repeat_kv_targets_are_rewritten():
+    result = pipeline.prune(gqa_block("expand", heads=6, kv=2), ratio=0.5, gqa="queries")
+    rep = result.report
+    assert rep["verified"] is True
+    (q,) = [g for g in rep["groups"] if g.get("heads") and g["pruned"]]
+    assert q["channels_before"] == 6 and q["channels_after"] == 4   # 3 of 6 rounds down to 2: one per group
+    assert sorted(k // 3 for k in q["kept"]) == [0, 0, 1, 1]
+    assert expand_targets(result.model) == [[1, 2, 2, 3, 4]] * 2     # n_rep 3 -> 2
+    inits = {numpy_helper.to_array(t).tolist().__repr__(): t for t in result.model.graph.initializer
+             if t.data_type == onnx.TensorProto.INT64}
+    assert repr([1, 4, 3, 4]) in inits                                # the merge: 6 heads -> 4
+    dims = sorted(tuple(t.dims) for t in result.model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    assert dims == [(16, 24), (24, 8), (24, 8), (24, 16)]             # q, o lose 2 heads of 4; k, v whole
+
+
+def test_gather_form_of_repeat_kv_stays_a_barrier_in_either_mode():
+    """repeat_kv as a Gather of the KV heads along the head axis: not in the table (a Gather that
+    picks channels), so the attention stays whole in either mode, and gqa=queries does not
+    change that; the MLP-free block's heads are all left with the Gather's reason."""
+    model = gqa_block("gather")
+    for gqa in ("queries", None):
+        rep = pipeline.prune(model, ratio=0.5, gqa=gqa).report
+        assert rep["verified"] is True
+        heads = [g for g in rep["groups"] if g.get("heads")]
+        assert len(heads) == 3 and not any(g["pruned"] for g in heads)
+        assert any("Gather picks along the channel axis" in g["reason"] for g in heads)

@@ -15,7 +15,7 @@ import pipeline
 from passes.analyses import Patterns, Scores, Tags
 from passes.base import Pass, PassContext, PassResult
 
-CANONICAL = ("tag,trees{keep-io=false},classify,score{criterion=l1 scope=tree},"
+CANONICAL = ("tag,trees{keep-io=false gqa=groups},classify,score{criterion=l1 scope=tree},"
              "mask{ratio=0.5 ratios= round-to=-1 min-keep=1 ignore= rank=layer normalize=max "
              "max-ratio=0.9 target-flops=0 target-params=0 heads=-1 stream=-1},slice,infer-shapes,"
              "validate{ort=true equivalence=true rtol=0.001 atol=0.0001}")
@@ -27,7 +27,7 @@ def test_spec_prints_canonically_with_defaults_and_round_trips():
     assert pipeline.Pipeline.parse(pipe.spec()).spec() == CANONICAL
     custom = pipeline.Pipeline.parse(" tag , trees,classify,score{scope=node criterion=l2},"
                                      "mask{ratio=0.3 round-to=8 ratios=a:0.2,b:0.4 ignore=x,y}")
-    assert custom.spec() == ("tag,trees{keep-io=false},classify,score{criterion=l2 scope=node},"
+    assert custom.spec() == ("tag,trees{keep-io=false gqa=groups},classify,score{criterion=l2 scope=node},"
                              "mask{ratio=0.3 ratios=a:0.2,b:0.4 round-to=8 min-keep=1 ignore=x,y "
                              "rank=layer normalize=max max-ratio=0.9 target-flops=0 target-params=0 heads=-1 stream=-1}")
     assert custom.passes[4].ratios == {"a": 0.2, "b": 0.4}

@@ -11,7 +11,8 @@
   repeats each KV head's id n_rep times on the head axis, and Q·Kᵀ / A·V couple every query head
   with the KV head it reads: a class is one KV group (its KV head and its n_rep query heads),
   removed whole. The Expand's target (computed, folded, frozen) names the KV head count: it is
-  rewritten to the kept count (``streams._slice_expand``).
+  rewritten to the kept count (``streams._slice_expand``). With ``trees{gqa=queries}`` every KV
+  head stays and query heads go evenly from each group instead (``gqa``).
 - **KV cache**: see ``trees`` (``adopt_inputs``): a graph input joined elementwise with tracked
   channels (``Concat(past_key, k)`` along the sequence) is adopted, it takes the same ids, and the
   graph output carrying exactly those ids (``present_key``) may shrink with it.

@@ -161,7 +161,7 @@ def slice_reshape(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
 def regroups_heads(m: ChannelMap, effect: Effect, heads: set[int]) -> str | None:
     """gqa=queries: why an effect on a map of attention heads (``m``, its ids all heads) cannot
     keep every KV head while query heads go: it repeats heads along a batch axis of attention (a
-    repeat_kv form ``repeat_merge`` does not recognize: a Gather, another shape), or couples
+    repeat_kv form ``repeat_merge`` does not recognize, any other shape of it), or couples
     heads into one class (query heads regrouped onto the KV axis, SDPA's grouped-query form).
     None when it does neither."""
     ids = m.ids[m.ids >= 0]
