@@ -37,6 +37,7 @@ from passes.base import PassError  # noqa: E402
 from passes.finetune import DataError, TrainConfig, finetune  # noqa: E402
 from passes.inputs import InputsUsageError, check_given, load_inputs, parse_input_shapes  # noqa: E402
 from passes.score import ScorePass  # noqa: E402
+from passes.recover import DEFAULT_STEPS  # noqa: E402
 from passes.reruns import set_mask_options  # noqa: E402
 from pipeline import (REGISTRY, DumpInstrument, Instrument, Pipeline, PipelineError, SpecError,  # noqa: E402
                       TimingInstrument, build_spec, check_input, inspect, open_model, prune)
@@ -205,9 +206,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gqa", choices=("groups", "queries"), help="grouped-query attention: remove KV groups "
                    "whole (groups, the default) or keep every KV head and remove as many query heads "
                    "from each group (queries)")
-    p.add_argument("--recover", nargs="?", const="bias,bn", metavar="STEPS",
-                   help="after the proof, recover accuracy from --calib (no labels): bias,bn (default), "
-                        "add ls for a least-squares refit; without --calib nothing is changed")
+    p.add_argument("--recover", nargs="?", const=DEFAULT_STEPS, metavar="STEPS",
+                   help=f"after the proof, recover accuracy from --calib (no labels): steps of bias, bn, ls "
+                        f"(default {DEFAULT_STEPS}); without --calib nothing is changed")
     _mask_flags(p)
     _input_flags(p)
     s = sub.add_parser("sensitivity", parents=[common], help="accuracy per group at ratios 0.1..0.9, and a ratio plan")

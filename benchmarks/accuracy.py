@@ -17,7 +17,7 @@ AdamW, batch 64) and measured again. Tables: mean ± sample std over seeds, in p
 ``--criteria``: the rows (default l1 l2); data criteria (hrank, hrank-star, taylor, recon) get the
 seed's first 256 training samples (with labels) as calibration data, never validation samples.
 
-``--recover STEPS`` (default ``bias,bn``; ``none`` skips it): every cell is also pruned with the
+``--recover STEPS`` (default ``bias,bn,ls``, the ``--recover`` default; ``none`` skips it): every cell is also pruned with the
 ``recover`` pass on the same 256 training images WITHOUT their labels, measured ("pruned +
 recovered") and fine-tuned like the plain cell ("recovered + fine-tuned"), so the two columns
 compare with the plain ones seed by seed.
@@ -63,6 +63,7 @@ import ir  # noqa: E402
 import pipeline  # noqa: E402
 from passes.analyses import Masks, Patterns  # noqa: E402
 from passes.finetune import TrainConfig, evaluate, finetune  # noqa: E402
+from passes.recover import DEFAULT_STEPS  # noqa: E402
 from workflows import demo  # noqa: E402
 
 CRITERIA = ("l1", "l2")   # --criteria replaces it (e.g. l1 l2 fpgm hrank hrank-star taylor random)
@@ -257,6 +258,25 @@ def _recovery_lines(cells: dict, ratios: list[float], baseline_acc: list[float],
         row.append(f"{statistics.fmean(e[0] for e in errs):.3f} → {statistics.fmean(e[1] for e in errs):.3f}")
     lines.append("| held-out output error vs unpruned (64 of the 256 images) | " + " | ".join(row) + " |")
     lines.append("")
+    # every cell, seed by seed: what the mean and the worst cell above summarize
+    lines += [f"Every cell ({recover}), seed by seed (percentage points): pruned + recovered − unpruned; "
+              "recovered + fine-tuned − fine-tuned:", "",
+              "| criterion scope | " + " | ".join(f"{r:g}" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
+    worse = []
+    for c, sc in sorted({(k[1], k[2]) for k in cells}, key=lambda k: (list(CRITERIA).index(k[0]), k[1])):
+        row = []
+        for r in ratios:
+            ds = cells[(r, c, sc)]
+            rec = " ".join(f"{100 * d[f'recovered:{recover}'] - 100 * b:+.2f}" for d, b in zip(ds, baseline_acc))
+            ft = " ".join(f"{100 * (d[f'recovered_finetuned:{recover}'] - d['finetuned']):+.2f}" for d in ds)
+            worse += [(r, c, sc, d["seed"], 100 * (d[f"recovered_finetuned:{recover}"] - d["finetuned"]))
+                      for d in ds if d[f"recovered_finetuned:{recover}"] < d["finetuned"]]
+            row.append(f"{rec}; {ft}")
+        lines.append(f"| {c} {sc} | " + " | ".join(row) + " |")
+    total = sum(len(ds) for ds in cells.values())
+    lines += ["", f"Recovered + fine-tuned below fine-tuned in {len(worse)} of {total} cells"
+              + (": " + ", ".join(f"{r:g} {c} {sc} seed {sd} ({v:+.2f})" for r, c, sc, sd, v in worse) if worse else "")
+              + ".", ""]
     return lines
 
 
@@ -280,7 +300,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="an ONNX classifier used as the unpruned baseline (no training)")
     ap.add_argument("--out-dir", type=Path, default=outputs.LATEST)
     outputs.add_argument(ap)
-    ap.add_argument("--recover", nargs="+", default=["bias,bn"],
+    ap.add_argument("--recover", nargs="+", default=[DEFAULT_STEPS],
                     help="recovery steps for the 'pruned + recovered' rows, one set of rows per setting "
                          "(e.g. bias,bn bias,bn,ls; 'none': no such rows)")
     ap.add_argument("--scopes", nargs="+", default=list(SCOPES), choices=list(SCOPES),

@@ -28,6 +28,7 @@ import ir
 from ir import files
 import pipeline
 from passes.finetune import TrainConfig, evaluate, finetune
+from passes.recover import DEFAULT_STEPS
 
 
 def digits_split(seed: int = 0, val_fraction: float = 0.2):
@@ -166,7 +167,7 @@ OUTPUTS = ("digits_resnet.onnx", "digits_resnet.pruned.onnx", "demo-channels.png
 
 
 def run(out_dir: str | os.PathLike = ".", ratio: float = 0.5, seed: int = 0, epochs: int = 30,
-        finetune_epochs: int = 15, stream=None, recover: str = "bias,bn") -> dict:
+        finetune_epochs: int = 15, stream=None, recover: str = DEFAULT_STEPS) -> dict:
     """The whole job; returns the report (also written to ``out_dir/demo-report.json``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
