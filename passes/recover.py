@@ -6,14 +6,24 @@ removed, in the original model's coordinates), ``PassContext.original`` and
 ``PassContext.calib_data`` (``--calib x.npz``: an array ``x``, labels ``y`` optional). Without
 calibration data it changes nothing and says so. Steps (``method``, in this order):
 
-1. ``bias``: each leaf consumer (Conv 2-D with group 1, Gemm) loses the contribution of the
-   channels removed from its input. Their mean activation, from the ORIGINAL model on the
-   calibration data, times the removed weights, is folded into the consumer's bias (a bias is
-   added where there is none). Conv padding: a constant channel convolved with zero padding is
+1. ``bias``: each leaf consumer (Conv 2-D with group 1, Gemm, MatMul with a 2-D constant weight:
+   a transformer's MLP and projections) loses the contribution of the channels removed from its
+   input. Their mean activation, from the ORIGINAL model on the calibration data, times the
+   removed weights, is folded into the consumer's bias (a bias is added where there is none; a
+   MatMul's bias is the constant operand of the Add that alone reads its output, or a new Add).
+   Grouped and depthwise Convs are never such consumers: they lose whole groups, input and output
+   together (``op_rules.channels``), so what they lose reaches the next consumer, compensated
+   there. Conv padding: a constant channel convolved with zero padding is
    not constant at the borders, so the contribution is computed exactly per output position
    (the removed weights convolved with the per-position mean map, padding included) and the bias
    takes its spatial mean, the best constant in least squares; only a border-free case
-   (no padding, or a Gemm) is compensated exactly.
+   (no padding, a Gemm, a MatMul) is compensated exactly.
+   Ahead of ``bn`` this step changes nothing on a consumer whose output a BatchNormalization reads
+   (``bn`` re-centres it anyway: the two are the same up to rounding); it matters where nothing
+   renormalizes the output, a classifier head above all. There the mean is the best constant in
+   least squares, but not for the argmax: measured on the digits benchmark it costs top-1 (see
+   the README), which is why ``--recover`` means ``bias,bn,ls``: ``ls`` refits those consumers'
+   weights and bias.
 2. ``bn``: the running mean and variance of every BatchNormalization downstream of a changed
    node are re-estimated by running the pruned model in ONNX Runtime, upstream ones first (a
    BatchNormalization's input depends on those before it). They are set so that the pruned
@@ -45,7 +55,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ir import Graph, Initializer, lower
+from ir import Graph, Initializer, Node, lower
 
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult, SpecError
@@ -180,7 +190,7 @@ class RecoverPass(Pass):
             data = original.inputs_of(node)[z.data_port]
             if _kind(original, node, z) is None:
                 notes.append(f"recover: bias of {z.node} ({node.op_type}) not compensated: "
-                             "only 2-D Conv with group 1 and Gemm are")
+                             f"only {SUPPORTED} are")
                 continue
             todo.append((z, node, data.name))
         if not todo:
@@ -259,10 +269,10 @@ class RecoverPass(Pass):
             node = ir.node(leaf)
             kind = _kind(ir, node, z)
             if kind is None:
-                notes.append(f"recover: {leaf} ({node.op_type}) not refit: only 2-D Conv with group 1 and Gemm are")
+                notes.append(f"recover: {leaf} ({node.op_type}) not refit: only {SUPPORTED} are")
                 continue
             data = ir.inputs_of(node)[z.data_port].name
-            out = ir.outputs_of(node)[0].name
+            out = original.outputs_of(original.node(leaf))[0].name   # a MatMul's may be renamed here
             inp = collect(ir, [data], x)[data]
             target = collect(original, [out], x)[out]
             keep = record.keeps.get(out)
@@ -274,6 +284,8 @@ class RecoverPass(Pass):
                 cols = im2col(inp, a["kernel"], a["strides"], a["dilations"], a["pads"])
                 rows = cols.reshape(-1, cols.shape[-1])
                 t = target.transpose(0, 2, 3, 1).reshape(-1, target.shape[1])
+            elif kind == "matmul":   # [..., K] @ [K, N]: every leading position is a row
+                rows, t = inp.reshape(-1, inp.shape[-1]), target.reshape(-1, target.shape[-1])
             else:
                 rows, t = inp.reshape(len(inp), -1), target.reshape(len(target), -1)
             if len(rows) > MAX_ROWS:
@@ -285,6 +297,13 @@ class RecoverPass(Pass):
             if kind == "conv":
                 rw.set_const(1, weights.reshape(w.shape).astype(w.dtype))
                 _set_bias(ir, leaf, bias.astype(w.dtype), 2)
+            elif kind == "matmul":   # the fit's target has no bias: the original's Add adds it back
+                rw.set_const(1, weights.T.reshape(w.shape).astype(w.dtype))
+                before = _matmul_bias(original, original.node(leaf), target.shape[-1] if keep is None
+                                      else len(keep[1]))
+                if keep is not None:
+                    before = before[keep[1]]
+                _set_matmul_bias(ir, leaf, before + bias)
             else:
                 alpha = float(node.attr("alpha", 1.0) or 1.0)
                 beta = float(node.attr("beta", 1.0))
@@ -314,8 +333,11 @@ def _ridge(a: np.ndarray, t: np.ndarray, lam: float) -> np.ndarray:
         else np.linalg.lstsq(gram, a1.T @ t, rcond=None)[0]
 
 
+SUPPORTED = "2-D Conv with group 1, Gemm and MatMul with a 2-D constant weight"
+
+
 def _kind(g: Graph, node, z) -> str | None:
-    """'conv' or 'gemm' when ``recover`` can work on this leaf, else None."""
+    """'conv', 'gemm' or 'matmul' when ``recover`` can work on this leaf, else None."""
     w = g.const_array(g.inputs_of(node)[z.weight_port]) if z.weight_port < g.input_arity(node) else None
     if w is None:
         return None
@@ -325,6 +347,8 @@ def _kind(g: Graph, node, z) -> str | None:
     if node.op_type == "Gemm" and z.weight_port == 1 and z.data_port == 0 and not node.attr("transA", 0) \
             and w.ndim == 2:
         return "gemm"
+    if node.op_type == "MatMul" and z.weight_port == 1 and z.data_port == 0 and z.weight_axis == 0 and w.ndim == 2:
+        return "matmul"
     return None
 
 
@@ -336,6 +360,8 @@ def _contribution(g: Graph, node, mean: np.ndarray, removed: np.ndarray) -> np.n
         cols = im2col(mean, a["kernel"], a["strides"], a["dilations"], a["pads"])   # [1, H', W', CK]
         per_position = cols.reshape(-1, cols.shape[-1]) @ removed.reshape(len(removed), -1).T
         return per_position.mean(axis=0)
+    if node.op_type == "MatMul":   # no mixing across positions: the mean over all of them
+        return mean.reshape(-1, mean.shape[-1]).mean(axis=0) @ removed
     alpha = float(node.attr("alpha", 1.0) or 1.0)
     b = removed.T if node.attr("transB", 0) else removed        # [K, N]
     beta = float(node.attr("beta", 1.0))
@@ -351,6 +377,9 @@ def _add_bias(ir: Graph, name: str, delta: np.ndarray, record: SliceRecord) -> b
     keep = record.keeps.get(out)
     if keep is not None:
         delta = delta[keep[1]]
+    if node.op_type == "MatMul":
+        _set_matmul_bias(ir, name, _matmul_bias(ir, node, len(delta)) + delta)
+        return True
     w = ir.const_array(ir.inputs_of(node)[1])
     ins = ir.inputs_of(node)
     old = ir.const_array(ins[2]) if len(ins) > 2 and ins[2] is not None else None
@@ -377,3 +406,52 @@ def _set_bias(ir: Graph, name: str, bias: np.ndarray, port: int) -> None:
         outs = [v.name if v is not None else "" for v in ir.outputs_of(node)]
         ir.remove_node(node)
         ir.add_node(node, names, outs)
+
+
+# ----------------------------------------------------------------------------- MatMul's bias
+def _bias_add(g: Graph, node) -> tuple | None:
+    """(the Add, its constant port) that holds MatMul ``node``'s bias: the Add alone reads the
+    MatMul's output (not a graph output) and its other operand is a constant that varies along the
+    last axis only; None when there is no such Add."""
+    out = g.outputs_of(node)[0]
+    uses = g.consumers(out)
+    if len(uses) != 1 or g.is_graph_output(out):
+        return None
+    add, port = uses[0]
+    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or g.input_arity(add) != 2 or port > 1:
+        return None
+    c = g.const_array(g.inputs_of(add)[1 - port])
+    if c is None or c.dtype.kind != "f" or any(d != 1 for d in c.shape[:-1]):
+        return None
+    return add, 1 - port
+
+
+def _matmul_bias(g: Graph, node, n: int) -> np.ndarray:
+    """MatMul ``node``'s bias as ``n`` float64 values (zeros without a bias Add)."""
+    slot = _bias_add(g, node)
+    if slot is None:
+        return np.zeros(n)
+    c = np.asarray(g.const_array(g.inputs_of(slot[0])[slot[1]]), np.float64).reshape(-1)
+    return np.broadcast_to(c, (n,)).copy()
+
+
+def _set_matmul_bias(ir: Graph, name: str, bias: np.ndarray) -> None:
+    """Make MatMul ``name``'s bias ``bias`` ([N]): written into its bias Add's constant (a copy
+    when shared), or a new ``Add(MatMul(...), bias)`` that takes over the MatMul's output name."""
+    node = ir.node(name)
+    w = ir.const_array(ir.inputs_of(node)[1])
+    slot = _bias_add(ir, node)
+    if slot is not None:
+        add, port = slot
+        old = ir.const_array(ir.inputs_of(add)[port])
+        shape = (len(bias),) if old.ndim <= 1 else old.shape[:-1] + (len(bias),)
+        Rewriter(ir, add, opset_of(ir)).set_const(port, bias.reshape(shape).astype(old.dtype))
+        return
+    out = ir.outputs_of(node)[0].name
+    pre = ir.unique_name(f"{out}.matmul")
+    ins = [v.name if v is not None else "" for v in ir.inputs_of(node)]
+    ir.remove_node(node)
+    ir.add_node(node, ins, [pre])
+    value = ir.unique_name(f"{name}.bias")
+    ir.add_initializer(Initializer.from_array(value, bias.astype(w.dtype)))
+    ir.add_node(Node(ir.unique_name(f"{name}.bias_add", kind="n"), "Add"), [pre, value], [out])

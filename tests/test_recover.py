@@ -87,6 +87,93 @@ def test_gemm_bias_compensation_is_exact():
     np.testing.assert_allclose(run_model(rec.model, {"x": x})[0], run_model(model, {"x": x})[0], atol=1e-4)
 
 
+def mlp(bias_b: bool = True, shape=("N", 2)):
+    """MatMul a (2 -> 3) + Add: channel 1 is the constant 4 (zero column, smallest l1: removed);
+    MatMul b (3 -> 2), + Add when ``bias_b`` — a transformer MLP's layout, on [N, 2] or [N, T, 2]."""
+    wa = np.array([[1.0, 0.0, -1.0], [0.5, 0.0, 2.0]], np.float32)
+    wb = np.random.default_rng(3).standard_normal((3, 2)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "wa"], ["a0"], name="a"),
+             helper.make_node("Add", ["a0", "ba"], ["a"], name="a_bias"),
+             helper.make_node("MatMul", ["a", "wb"], ["b0" if bias_b else "y"], name="b")]
+    inits = {"wa": wa, "ba": [0.0, 4.0, 0.0], "wb": wb}
+    if bias_b:
+        nodes.append(helper.make_node("Add", ["bb", "b0"], ["y"], name="b_bias"))   # constant first
+        inits["bb"] = [0.5, -0.5]
+    return _model(nodes, inits, list(shape), "y", [*shape[:-1], 2]), wb
+
+
+def test_matmul_bias_goes_into_its_add_and_compensates_a_constant_channel_exactly():
+    model, wb = mlp()
+    x = calib(32, (2,))
+    rec = pipeline.prune(model, ratio=0.34, criterion="l1", scope="node", calib_data=x, recover="bias")
+    assert rec.report["groups"][0]["kept"] == [0, 2] and rec.report["recovery"]["biases_folded"] == 1
+    np.testing.assert_allclose(run_model(rec.model, {"x": x})[0], run_model(model, {"x": x})[0], atol=1e-4)
+    b = {t.name: numpy_helper.to_array(t) for t in rec.model.graph.initializer}
+    add = next(n for n in rec.model.graph.node if n.name == "b_bias")
+    np.testing.assert_allclose(b[add.input[0]], [0.5, -0.5] + 4.0 * wb[1], rtol=1e-5)
+    assert [n.op_type for n in rec.model.graph.node] == ["MatMul", "Add", "MatMul", "Add"]
+
+
+def test_matmul_without_a_bias_gets_an_add_on_a_sequence_input():
+    model, wb = mlp(bias_b=False, shape=("N", 5, 2))
+    x = calib(16, (5, 2))
+    plain = pipeline.prune(model, ratio=0.34, criterion="l1", scope="node")
+    rec = pipeline.prune(model, ratio=0.34, criterion="l1", scope="node", calib_data=x, recover="bias")
+    want = run_model(model, {"x": x})[0]
+    np.testing.assert_allclose(run_model(plain.model, {"x": x})[0] + 4.0 * wb[1], want, atol=1e-4)
+    np.testing.assert_allclose(run_model(rec.model, {"x": x})[0], want, atol=1e-4)
+    assert [n.op_type for n in rec.model.graph.node] == ["MatMul", "Add", "MatMul", "Add"]
+    assert rec.model.graph.output[0].name == "y"
+    onnx.checker.check_model(rec.model, full_check=True)
+
+
+def test_matmul_ls_refit_reconstructs_a_removed_channel_that_is_a_combination_of_kept_ones():
+    # a: ch0 = 2 x0, ch1 = 2 x1, ch2 = 0.1 (x0 + x1) + 1 = 0.05 (ch0 + ch1) + 1 (smallest l1: removed)
+    wa = np.array([[2.0, 0.0, 0.1], [0.0, 2.0, 0.1]], np.float32)
+    wb = np.random.default_rng(5).standard_normal((3, 2)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "wa"], ["a0"], name="a"),
+             helper.make_node("Add", ["a0", "ba"], ["a"], name="a_bias"),
+             helper.make_node("MatMul", ["a", "wb"], ["b0"], name="b"),
+             helper.make_node("Add", ["b0", "bb"], ["y"], name="b_bias")]
+    model = _model(nodes, {"wa": wa, "ba": [0.0, 0.0, 1.0], "wb": wb, "bb": [0.25, 0.75]},
+                   ["N", 4, 2], "y", ["N", 4, 2])
+    x = calib(64, (4, 2))
+    for method in ("ls", "bias,bn,ls"):   # the bias step's fold is replaced, not added twice
+        spec = ("tag,trees,classify,score{criterion=l1 scope=node},mask{ratio=0.34},slice,infer-shapes,validate,"
+                f"recover{{method={method} ridge=0}}")
+        rec = pipeline.prune(model, passes=spec, calib_data=x)
+        w = {t.name: numpy_helper.to_array(t) for t in rec.model.graph.initializer}
+        node_b = next(n for n in rec.model.graph.node if n.name == "b")
+        add_b = next(n for n in rec.model.graph.node if n.name == "b_bias")
+        np.testing.assert_allclose(w[node_b.input[1]], wb[:2] + 0.05 * wb[2:], atol=1e-4)
+        np.testing.assert_allclose(w[add_b.input[1]], [0.25, 0.75] + wb[2], atol=1e-4)
+        np.testing.assert_allclose(run_model(rec.model, {"x": x})[0], run_model(model, {"x": x})[0], atol=1e-4)
+        assert rec.report["recovery"]["consumers_refit"] == 1
+
+
+def test_depthwise_conv_passes_its_lost_group_to_the_next_consumer_compensated_exactly():
+    """conv a (1x1, 1 -> 3; channel 1 the constant 3) -> depthwise conv (group 3, 1x1, bias) ->
+    conv b (1x1, 3 -> 2): the depthwise conv loses group 1 whole (input and output), and conv b
+    gets 3·w_dw[1] + b_dw[1] times its weights of channel 1 as bias — exact (no padding)."""
+    wdw = np.array([1.5, -2.0, 0.5], np.float32).reshape(3, 1, 1, 1)
+    wb = np.random.default_rng(7).standard_normal((2, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["a"], name="a", kernel_shape=[1, 1]),
+             helper.make_node("Conv", ["a", "wdw", "bdw"], ["d"], name="dw", kernel_shape=[1, 1], group=3),
+             helper.make_node("Conv", ["d", "wb"], ["y"], name="b", kernel_shape=[1, 1])]
+    inits = {"wa": [[[[2.0]]], [[[0.0]]], [[[-1.0]]]], "ba": [0.0, 3.0, 0.0], "wdw": wdw, "bdw": [0.1, 0.2, 0.3],
+             "wb": wb}
+    model = _model(nodes, inits, ["N", 1, 4, 4], "y", ["N", 2, 4, 4])
+    x = calib(16, (1, 4, 4))
+    rec = pipeline.prune(model, ratio=0.34, criterion="l1", scope="node", calib_data=x, recover="bias")
+    assert rec.report["groups"][0]["kept"] == [0, 2]
+    dw = next(n for n in rec.model.graph.node if n.name == "dw")
+    assert helper.get_attribute_value(next(a for a in dw.attribute if a.name == "group")) == 2
+    b = {t.name: numpy_helper.to_array(t) for t in rec.model.graph.initializer}
+    node_b = next(n for n in rec.model.graph.node if n.name == "b")
+    np.testing.assert_allclose(b[node_b.input[2]], (3.0 * -2.0 + 0.2) * wb[:, 1, 0, 0], rtol=1e-5)
+    np.testing.assert_allclose(run_model(rec.model, {"x": x})[0], run_model(model, {"x": x})[0], atol=1e-4)
+
+
 def bn_model():
     """conv a (1x1, 1 -> 2) -> conv b (1x1, 2 -> 2) -> BatchNormalization (statistics of the data)."""
     nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], name="a", kernel_shape=[1, 1]),
@@ -224,7 +311,7 @@ def test_cli_recover(tmp_path, capsys):
     argv = ["prune", str(path), "-o", str(out), "--criterion", "l1", "--scope", "node"]
     assert cli.main(argv + ["--calib", str(tmp_path / "calib.npz"), "--recover"]) == 0
     text = capsys.readouterr().out
-    assert "recovery (bias,bn): held-out output error vs original" in text and "on 10 samples" in text
+    assert "recovery (bias,bn,ls): held-out output error vs original" in text and "on 10 samples" in text
     assert cli.main(argv + ["--recover", "bias,bn,ls"]) == 0
     assert "recovery: not applied (no calibration data" in capsys.readouterr().out
     assert cli.main(argv + ["--calib", str(tmp_path / "calib.npz"), "--recover", "bias,magic"]) == 2
