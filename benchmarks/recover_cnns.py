@@ -9,7 +9,7 @@ statistics of the data), the demo's residual CNN trained with PyTorch, and the d
 with ONNX Runtime training as the demo trains it (its best epoch picked on the held-out images, so that
 row's held-out set is not fully unseen). Each is pruned at 0.3 / 0.5 / 0.7 (tree scope) by l1 and by recon, and
 measured on the held-out images: as pruned, and with ``recover`` steps bn, bias,bn (the default
-of ``--recover``) and bias,bn,ls, calibrated on the first 256 training images without labels.
+of ``--recover`` before) and bias,bn,ls (the default now), calibrated on the first 256 training images without labels.
 """
 
 from __future__ import annotations
