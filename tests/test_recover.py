@@ -332,3 +332,40 @@ def test_recover_leaves_residual_stream_writers_be():
     notes = [n for p in rep["passes"] if p["name"] == "recover" for n in p["notes"]]
     assert any("residual-stream zeroings not compensated" in n for n in notes)
     onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_pytorch_transformer_mlp_is_recovered_through_its_transposed_weight_and_bias_add(tmp_path):
+    """nn.Linear on [N, T, d] exports as MatMul(x, Transpose(W)) and Add(b, ·): the hidden
+    channels fc1 loses are folded into fc2's Add and fc2 is refit, with no node added."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Mlp(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln, self.fc1, self.fc2, self.head = nn.LayerNorm(16), nn.Linear(16, 64), nn.Linear(64, 16), nn.Linear(16, 5)
+
+        def forward(self, x):
+            return self.head((x + self.fc2(torch.relu(self.fc1(self.ln(x))))).mean(1))
+
+    path = tmp_path / "mlp.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Mlp().eval(), torch.randn(1, 6, 16), str(path), dynamo=False, opset_version=17,
+                          do_constant_folding=False, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    model = onnx.load(str(path))
+    x = np.random.default_rng(0).standard_normal((200, 6, 16)).astype(np.float32)
+    errors = {}
+    for method in ("bias", "bias,bn,ls"):
+        rec = pipeline.prune(model, ratio=0.5, calib_data=x, recover=method, stream=0.0)
+        r = rec.report["recovery"]
+        assert rec.report["verified"] and r["biases_folded"] == 1 and r["consumers_refit"] == (method != "bias")
+        assert [n.op_type for n in rec.model.graph.node] == [n.op_type for n in model.graph.node]
+        onnx.checker.check_model(rec.model, full_check=True)
+        errors[method] = (r["heldout_error_before"], r["heldout_error_after"])
+    assert errors["bias,bn,ls"][1] < errors["bias"][1] < errors["bias"][0]
