@@ -239,7 +239,6 @@ def _recovery_lines(cells: dict, ratios: list[float], baseline_acc: list[float],
     lines = [f"What recovery ({recover}) bought (percentage points, paired by seed; mean over every criterion, "
              "scope and seed, then the worst cell):", "",
              "| | " + " | ".join(f"{r:g}" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
-    base = 100 * statistics.fmean(baseline_acc)
     rows = {"recovered − pruned": (f"recovered:{recover}", "pruned"),
             "recovered + fine-tuned − fine-tuned": (f"recovered_finetuned:{recover}", "finetuned"),
             "recovered (no fine-tuning) − fine-tuned": (f"recovered:{recover}", "finetuned"),
@@ -252,9 +251,10 @@ def _recovery_lines(cells: dict, ratios: list[float], baseline_acc: list[float],
             row.append(f"{statistics.fmean(diffs):+.2f} (worst {min(diffs):+.2f})")
         lines.append(f"| {label} | " + " | ".join(row) + " |")
     row = []
-    for r in ratios:
-        accs = [100 * d[f"recovered:{recover}"] for key, ds in cells.items() if key[0] == r for d in ds]
-        row.append(f"{statistics.fmean(accs) - base:+.2f} (worst {min(accs) - base:+.2f})")
+    for r in ratios:   # each cell against its own seed's unpruned model (cells list seeds in order)
+        diffs = [100 * (d[f"recovered:{recover}"] - b) for key, ds in cells.items() if key[0] == r
+                 for d, b in zip(ds, baseline_acc)]
+        row.append(f"{statistics.fmean(diffs):+.2f} (worst {min(diffs):+.2f})")
     lines.append("| pruned + recovered − unpruned | " + " | ".join(row) + " |")
     row = []
     for r in ratios:
@@ -308,6 +308,9 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="an ONNX classifier used as the unpruned baseline (no training)")
     ap.add_argument("--out-dir", type=Path, default=outputs.LATEST)
     outputs.add_argument(ap)
+    ap.add_argument("--keep-start", action="store_true",
+                    help="fine-tuning after pruning keeps the model it was handed when no epoch beats it "
+                         "(TrainConfig.keep_start: scored in inference mode, on training data unless --select-on-val)")
     ap.add_argument("--recover", nargs="+", default=[DEFAULT_STEPS],
                     help="recovery steps for the 'pruned + recovered' rows, one set of rows per setting "
                          "(e.g. bias,bn bias,bn,ls; 'none': no such rows)")
@@ -390,13 +393,13 @@ def main() -> None:
                                      f"alone by the equivalence check ({left[0]['roots'][0]}: {left[0]['reason']})")
                     acc_p = evaluate(res.model, val)
                     tuned = finetune(res.model, train, select,
-                                     TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                     TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, keep_start=args.keep_start,
                                                  seed=seed), stream=quiet()).model
                     acc_f = evaluate(tuned, val)
                     extra = {}
                     if recovers:   # fine-tuning's own spread: the same start, another batch order
                         again = finetune(res.model, train, select,
-                                         TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                         TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, keep_start=args.keep_start,
                                                      seed=seed + RESEED), stream=quiet()).model
                         extra["finetuned_reseed"] = evaluate(again, val)
                     for recover in recovers:
@@ -405,7 +408,7 @@ def main() -> None:
                                              calib_data=calib, recover=recover)
                         assert rec.report["verified"] is True
                         tuned_r = finetune(rec.model, train, select,
-                                           TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                           TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, keep_start=args.keep_start,
                                                        seed=seed), stream=quiet()).model
                         extra.update({f"recovered:{recover}": evaluate(rec.model, val),
                                       f"recovered_finetuned:{recover}": evaluate(tuned_r, val),
@@ -443,7 +446,8 @@ def main() -> None:
              f"{n} seed{'s' if n > 1 else ''}, validation top-1 in %). Fine-tuning after pruning: "
              f"{args.epochs} epochs, lr {args.lr:g}, cosine, AdamW, batch {args.batch_size} (ONNX Runtime "
              f"training). Epoch kept by finetune: best on "
-             f"{'validation accuracy (optimistic)' if args.select_on_val else 'training accuracy (validation not used for selection)'}.",
+             f"{'validation accuracy (optimistic)' if args.select_on_val else 'training accuracy (validation not used for selection)'}"
+             f"{', the model as handed in included (--keep-start, inference mode)' if args.keep_start else ''}.",
              "",
              f"Unpruned acc. {fmt_acc(baseline_acc)}, Params: {fmt_count(statistics.fmean(base_params))}, "
              f"FLOPs: {fmt_count(statistics.fmean(base_flops))} (per image)", ""]

@@ -194,6 +194,10 @@ class TrainConfig:
     gamma: float = 0.1
     seed: int = 0
     freeze: tuple[str, ...] = ()
+    # the model as handed in is a candidate "epoch 0", scored like the epochs in inference mode (on
+    # the validation data, or on the training data after each epoch when there is none): a start
+    # that training only makes worse (a recovered model, measured in benchmarks/accuracy.py) is kept
+    keep_start: bool = False
 
     def __post_init__(self):
         for value, known, what in ((self.loss, LOSSES, "loss"), (self.optimizer, OPTIMIZERS, "optimizer"),
@@ -450,6 +454,19 @@ def train_epoch(module, optimizer, batches: Batches, config: "TrainConfig", epoc
     return row
 
 
+def inference_score(module, batches: Batches, config: "TrainConfig") -> float:
+    """Accuracy (ce) or minus the mean loss of the module's current weights in inference mode."""
+    module.eval()
+    loss, correct, seen = 0.0, 0, 0
+    for x, y in batches.batches:
+        value, out = module(x, y)
+        loss += float(value) * len(y)
+        seen += len(y)
+        if config.loss == "ce":
+            correct += int((np.asarray(out).argmax(1) == y).sum())
+    return correct / max(seen, 1) if config.loss == "ce" else -loss / max(seen, 1)
+
+
 def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainConfig = TrainConfig(),
              checkpoint: str | os.PathLike | None = None, stream=None, restart: bool = False) -> FinetuneResult:
     """Fine-tune ``model`` with ONNX Runtime training; returns the same graph with the best
@@ -519,6 +536,9 @@ def _train(graph, model, names, frozen, config, train_b, val_b, folder: Path, sa
     history = saved["history"] if saved else []
     best = saved["best"] if saved else {"epoch": -1, "score": -math.inf}
     start = len(history)
+    if config.keep_start and saved is None:
+        best = {"epoch": 0, "score": inference_score(module, val_b or train_b, config)}
+        save_epoch(folder, state, {n: np.array(state.parameters[n].data) for n in names}, settings, history, best)
     bar = Progress(config.epochs, len(train_b.batches), stream)
     best_file = folder / "best.npz"
     stopped = None
@@ -545,13 +565,15 @@ def _train(graph, model, names, frozen, config, train_b, val_b, folder: Path, sa
             if bad is not None:
                 raise Diverged(epoch, f"end of epoch (weight {bad!r} is not finite)", float("nan"))
         except Diverged as exc:
-            if best["epoch"] < 1:
+            if best["epoch"] < 0:   # -1: no epoch kept (0: the start, with keep_start)
                 raise PassError(f"{exc}; no finite epoch to keep, nothing written") from None
             stopped = str(exc)
             bar.warn(f"warning: {exc}; keeping epoch {best['epoch']}")
             break
+        if config.keep_start and val_b is None:   # scored as the start was: inference mode
+            row["train_score"] = inference_score(module, train_b, config)
         score = row.get("val_acc", -row.get("val_loss", row["loss"])) if val_b is not None \
-            else row.get("acc", -row["loss"])
+            else row["train_score"] if config.keep_start else row.get("acc", -row["loss"])
         history.append(row)
         bar.epoch(row)
         improved = score > best["score"]

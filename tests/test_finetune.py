@@ -122,6 +122,28 @@ def test_training_learns_and_inference_agrees_with_history(train_val, trained):
     assert loss == pytest.approx(best["val_loss"], rel=1e-4, abs=1e-5)
 
 
+def test_keep_start_keeps_a_start_that_training_only_makes_worse(train_val, trained):
+    """keep_start: the model as handed in is epoch 0, scored in inference mode like the epochs
+    (on validation data, or on the training data when there is none); an lr that wrecks a trained
+    model leaves it unchanged, and best_epoch says 0. Without it the wrecked epoch is written."""
+    train, val = train_val
+    start = trained[2].model
+    wreck = dict(epochs=1, lr=1.0, batch_size=16, seed=0, optimizer="adamw", schedule="constant")
+    plain = finetune(start, train, val, TrainConfig(**wreck), stream=io.StringIO())
+    assert plain.best_epoch == 1 and evaluate(plain.model, val) < evaluate(start, val)
+    for held_out in (val, None):
+        kept = finetune(start, train, held_out, TrainConfig(keep_start=True, **wreck), stream=io.StringIO())
+        assert kept.best_epoch == 0, kept.history
+        assert inits(kept.model).keys() == inits(start).keys()
+        for name, w in inits(start).items():
+            np.testing.assert_array_equal(inits(kept.model)[name], w)
+    # a start that training improves is not kept: the first test's run, with keep_start
+    model = tiny_classifier(bn=True)
+    improved = finetune(model, train, None, TrainConfig(epochs=2, lr=0.03, batch_size=16, seed=0, keep_start=True),
+                        stream=io.StringIO())
+    assert improved.best_epoch >= 1 and all("train_score" in row for row in improved.history)
+
+
 def test_learning_without_batchnorm(train_val):
     train, val = train_val
     model = tiny_classifier(bn=False, seed=3)
