@@ -343,6 +343,10 @@ def main() -> None:
 
     SCOPES = tuple(s for s in ("node", "tree") if s in args.scopes)
     recovers = [r for r in args.recover if r not in ("", "none")]
+
+    def tune_config(seed: int) -> TrainConfig:   # every fine-tuning after pruning
+        return TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=seed,
+                           keep_start=args.keep_start)
     cifar = load_cifar10(args.data_dir) if args.data_dir else None
     user_model = onnx.load(str(args.model)) if args.model else None
     if cifar:
@@ -393,14 +397,12 @@ def main() -> None:
                                      f"alone by the equivalence check ({left[0]['roots'][0]}: {left[0]['reason']})")
                     acc_p = evaluate(res.model, val)
                     tuned = finetune(res.model, train, select,
-                                     TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, keep_start=args.keep_start,
-                                                 seed=seed), stream=quiet()).model
+                                     tune_config(seed), stream=quiet()).model
                     acc_f = evaluate(tuned, val)
                     extra = {}
                     if recovers:   # fine-tuning's own spread: the same start, another batch order
                         again = finetune(res.model, train, select,
-                                         TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, keep_start=args.keep_start,
-                                                     seed=seed + RESEED), stream=quiet()).model
+                                         tune_config(seed + RESEED), stream=quiet()).model
                         extra["finetuned_reseed"] = evaluate(again, val)
                     for recover in recovers:
                         # labels ride along for the report's held-out top-1; recover fits on x alone
@@ -408,8 +410,7 @@ def main() -> None:
                                              calib_data=calib, recover=recover)
                         assert rec.report["verified"] is True
                         tuned_r = finetune(rec.model, train, select,
-                                           TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, keep_start=args.keep_start,
-                                                       seed=seed), stream=quiet()).model
+                                           tune_config(seed), stream=quiet()).model
                         extra.update({f"recovered:{recover}": evaluate(rec.model, val),
                                       f"recovered_finetuned:{recover}": evaluate(tuned_r, val),
                                       f"heldout_error:{recover}": (rec.report["recovery"]["heldout_error_before"],
