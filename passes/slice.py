@@ -28,6 +28,7 @@ from .base import Pass, PassContext, PassResult
 from .infer_shapes import value_shapes
 from .op_rules import SLICE_RULES, Rewriter, fold_shapes
 from .op_rules.slices import retie
+from .op_rules.computed import OPERAND_OPS, select_kept
 from .op_rules.streams import stream_zeroings
 
 
@@ -142,6 +143,19 @@ def keep_live(ir: Graph, name: str, port: int, computed: str, value: np.ndarray,
     ir.set_input(node, port, out)
 
 
+def _kept_by_gather(ir, node, port: int, value: np.ndarray, outs) -> bool:
+    """A computed operand of an elementwise node cut along its output's channels: a Gather after
+    its chain (``select_kept``) when that is smaller than the frozen cut value; nothing to cut
+    when it broadcasts along them."""
+    if node.op_type not in OPERAND_OPS or 0 not in outs:
+        return False
+    axis, keep, rank = outs[0]
+    a = axis - (rank - value.ndim)
+    if a < 0 or value.shape[a] == 1:
+        return False
+    return value.shape[a] == len(keep) and select_kept(ir, node, port, value, a, keep)
+
+
 @dataclass(frozen=True)
 class SlicePass(Pass):
     name: ClassVar[str] = "slice"
@@ -183,8 +197,9 @@ class SlicePass(Pass):
             cut = any(v is not None and v.name in keeps
                       for v in ir.inputs_of(node) + ir.outputs_of(node))
             rw = Rewriter(ir, node, opset)
+            outs = {p: keeps[v.name] for p, v in enumerate(ir.outputs_of(node)) if v is not None and v.name in keeps}
             for port, value, always in operands:
-                if always or cut:
+                if always or (cut and not _kept_by_gather(ir, node, port, np.asarray(value), outs)):
                     rw.set_const(port, np.asarray(value))
         before = set(ir.initializers)
         shared = {n for n in before if len(ir.consumers(n)) > 1}

@@ -88,8 +88,9 @@ class TreesPass(Pass):
                     block(maps[v.name].ids, f"read inside a subgraph of {node.op_type} node {node.name!r}")
             tag = tags.by_node[node.name]
             view = NodeView(ir, node, in_maps, shapes, opset, folded.static, folded.values, computed, maps)
-            if len(ins) > 1 and ins[1] is not None and ins[1].name in computed:
-                frozen.setdefault(node.name, {}).setdefault(1, (computed[ins[1].name], False))
+            for p, v in enumerate(ins):  # computed weights and operands: constants where cut
+                if v is not None and v.name in computed:
+                    frozen.setdefault(node.name, {}).setdefault(p, (computed[v.name], False))
             tracked = tuple(p for p, m in enumerate(in_maps) if m is not None)
             io_block = ""
             if tracked and tag.role != "barrier":

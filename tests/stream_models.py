@@ -150,7 +150,36 @@ def small_blockers(opset: int = 18) -> onnx.ModelProto:
     return b.build([b.conv(d, 6, 4, k=1)])
 
 
+def computed_operands() -> onnx.ModelProto:
+    """BEiT's attention: a fused qkv MatMul whose bias is computed from initializers,
+    ``Concat(q_bias, ConstantOfShape(Shape(v_bias)), v_bias)``, and a relative-position bias
+    gathered from a [R, H] table by a constant index (Gather → Reshape → Transpose → Unsqueeze)
+    added to the scores; then softmax · V, the output projection, an MLP, a head."""
+    b = Builder(28, name="computed_operands")
+    c, heads, seq = 8, 4, 10
+    d = c // heads
+    x = b.input("x", [1, seq, c])
+    v_bias = b.weight(c, prefix="v_bias")
+    zeros = b.op("ConstantOfShape", [b.op("Shape", [v_bias])], value=onnx.helper.make_tensor("z", 1, [1], [0.0]))
+    qkv_bias = b.op("Concat", [b.weight(c, prefix="q_bias"), zeros, v_bias], axis=0)
+    qkv = b.op("Add", [b.op("MatMul", [x, b.weight(c, 3 * c)]), qkv_bias])
+    split = b.op("Transpose", [b.op("Reshape", [qkv, _ints(b, [1, seq, 3, heads, d], "shape")])], perm=[2, 0, 3, 1, 4])
+    q, k, v = (b.op("Gather", [split, b.const(np.array(i, np.int64), "i")], axis=0) for i in range(3))
+    scores = b.op("Div", [b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])]),
+                          b.const(np.array(np.sqrt(d), np.float32), "scale")])
+    table = b.weight(2 * seq - 1, heads, prefix="rel_table")
+    index = np.add.outer(np.arange(seq), seq - 1 - np.arange(seq)).reshape(-1).astype(np.int64)
+    idx = b.op("Constant", [], value=onnx.numpy_helper.from_array(index, "idx"))
+    rel = b.op("Reshape", [b.op("Gather", [table, idx], axis=0), _ints(b, [seq, seq, heads], "shape")])
+    rel = b.op("Unsqueeze", [b.op("Transpose", [rel], perm=[2, 0, 1]), _ints(b, [0], "axes")])
+    probs = b.op("Softmax", [b.op("Add", [scores, rel])], axis=-1)
+    ctx = b.op("Transpose", [b.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+    y = _linear(b, b.op("Reshape", [ctx, _ints(b, [1, seq, c], "shape")]), c, c)
+    h = _linear(b, b.relu(_linear(b, b.relu(y), c, 16)), 16, 6)
+    return b.build([h])
+
+
 STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream,
            "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True),
            "groupnorm_block": groupnorm_block, "computed_weights": computed_weights,
-           "small_blockers": small_blockers}
+           "small_blockers": small_blockers, "computed_operands": computed_operands}

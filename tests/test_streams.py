@@ -21,7 +21,8 @@ def test_stream_models_match_golden(name, golden):
     golden(f"streams_{name}", "".join(rec.sections))
 
 
-@pytest.mark.parametrize("name", sorted(set(stream_models.STREAMS) - {"groupnorm_block", "computed_weights", "small_blockers"}))
+@pytest.mark.parametrize("name", sorted(set(stream_models.STREAMS) - {"groupnorm_block", "computed_weights", "small_blockers",
+                                                                   "computed_operands"}))
 def test_stream_group_prunes_through_every_layernorm_and_is_proven(name):
     result = pipeline.prune(stream_models.STREAMS[name](), ratio=0.5)
     rep = result.report
@@ -261,3 +262,24 @@ def test_cli_stream_flag(tmp_path, capsys):
     assert cli.main(["prune", str(model), "-o", str(tmp_path / "x.onnx"), "--stream", "1.5"]) == 2
     assert not (tmp_path / "x.onnx").exists()
     assert "stream must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_operands_computed_from_initializers_are_cut_and_a_large_one_is_gathered(monkeypatch):
+    """BEiT's qkv bias Concat(q_bias, zeros, v_bias) is read as the constant it is (the heads
+    prune instead of stopping at 'untracked data') and frozen to its cut value; the relative-
+    position bias [1, H, S, S] gathered from its [R, H] table keeps its chain with a Gather of
+    the kept heads after it (freezing it would grow the model past the table)."""
+    result = pipeline.prune(stream_models.computed_operands(), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")][0] == (4, 2)
+    inits = {t.name: tuple(t.dims) for t in result.model.graph.initializer}
+    assert (19, 4) in inits.values()           # the table stays whole
+    assert not any(len(d) == 4 for d in inits.values())   # no frozen [1, H, S, S] bias
+    gathers = [n for n in result.model.graph.node if n.op_type == "Gather" and n.name.endswith("/kept")]
+    assert len(gathers) == 1 and onnx.helper.get_attribute_value(gathers[0].attribute[0]) == 1
+    assert rep["params_after"] < rep["params_before"]
+    from passes.op_rules import computed
+    monkeypatch.setattr(computed, "OPERAND_OPS", ())
+    blocked = pipeline.prune(stream_models.computed_operands(), ratio=0.5).report
+    assert any("untracked data" in (g.get("reason") or "") for g in blocked["groups"] if g["channels_before"] == 24)

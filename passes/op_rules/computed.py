@@ -26,6 +26,10 @@ from ir import Graph
 from .folding import ancestors, constant_value, evaluate
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# elementwise ops whose every operand may be computed from initializers (BEiT's qkv bias is
+# Concat(q_bias, zeros, v_bias); a relative-position bias is a Gather of a table): read as the
+# constants they are, cut like any constant operand
+OPERAND_OPS = ("Add", "Sub", "Mul", "Div", "Pow", "Sum", "Max", "Min", "Mean")
 # ops whose value is not a function of their inputs: a chain through them is never folded
 NONDETERMINISTIC = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                     "Multinomial", "Bernoulli", "Dropout")
@@ -64,17 +68,17 @@ def computed_weights(graph: Graph) -> dict[str, np.ndarray]:
     nodes: dict[str, object] = {}
     leaves: dict[str, np.ndarray] = {}
     for node in graph.nodes():
-        if node.op_type not in WEIGHT_OPS or node.domain not in ("", "ai.onnx"):
+        if node.domain not in ("", "ai.onnx") or node.op_type not in WEIGHT_OPS + OPERAND_OPS:
             continue
         ins = graph.inputs_of(node)
-        w = ins[1] if len(ins) > 1 else None
-        if w is None or w.name in targets or graph.const_array(w) is not None:
-            continue
-        found = ancestors(graph, [w.name], _qualifies, lambda v: _leaf(graph, v), MAX_CHAIN_NODES)
-        if found and found[0]:
-            targets.append(w.name)
-            nodes.update((n.name, n) for n in found[0])
-            leaves.update(found[1])
+        for w in (ins[1:2] if node.op_type in WEIGHT_OPS else ins):
+            if w is None or w.name in targets or graph.const_array(w) is not None:
+                continue
+            found = ancestors(graph, [w.name], _qualifies, lambda v: _leaf(graph, v), MAX_CHAIN_NODES)
+            if found and found[0]:
+                targets.append(w.name)
+                nodes.update((n.name, n) for n in found[0])
+                leaves.update(found[1])
     values = {}
     if targets:
         order = {n.name: i for i, n in enumerate(graph.topo_nodes())}
@@ -84,6 +88,52 @@ def computed_weights(graph: Graph) -> dict[str, np.ndarray]:
             values[name] = arr
     _CACHE[graph] = (graph.version, values)
     return values
+
+
+def _source_size(graph: Graph, name: str) -> int | None:
+    """Elements of the initializers and Constant nodes a computed value is made from."""
+    total, seen, stack = 0, set(), [name]
+    while stack:
+        v = stack.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        init = graph.initializer(v)
+        prod = graph.producer(v)
+        if init is not None or (prod is not None and prod.op_type == "Constant"):
+            arr = graph.const_array(v)
+            total += 0 if arr is None else arr.size
+            continue
+        if prod is None or len(seen) > 4 * MAX_CHAIN_NODES:
+            return None
+        stack += [i.name for i in graph.inputs_of(prod) if i is not None]
+    return total
+
+
+def select_kept(graph: Graph, node, port: int, arr: np.ndarray, axis: int, keep: np.ndarray) -> bool:
+    """A constant operand computed in the graph (a relative-position bias [1, H, N, N] gathered
+    from a [(2W-1)², H] table by Gather/Reshape/Transpose, folded by ``Graph.const_array``, or
+    a chain ``computed_weights`` evaluated) that ``slice`` cuts along ``axis``: when the cut
+    value would be larger than what it is computed from, the chain stays and a Gather after it
+    picks the kept channels, so the model does not grow. False (freeze it to the cut constant
+    instead) for an initializer, or when the cut constant is as small (BEiT's qkv bias
+    ``Concat(q_bias, zeros, v_bias)``)."""
+    from ir import Initializer, Node
+
+    value = graph.inputs_of(node)[port]
+    if value is None or graph.initializer(value.name) is not None or graph.producer(value) is None \
+            or graph.producer(value).op_type in ("Constant", "Identity", "Transpose", "Cast"):
+        return False
+    size = _source_size(graph, value.name)
+    if size is None or arr.size * keep.sum() / len(keep) <= size:
+        return False
+    index = graph.unique_name(f"{node.name}.in{port}/kept")
+    graph.add_initializer(Initializer.from_array(index, np.nonzero(keep)[0].astype(np.int64)))
+    out = graph.unique_name(f"{node.name}.in{port}/kept_output")
+    graph.add_node(Node(graph.unique_name(f"{node.name}.in{port}/kept", kind="n"), "Gather", "",
+                        {"axis": onnx.helper.make_attribute("axis", axis)}, ""), [value.name, index], [out])
+    graph.set_input(node, port, out)
+    return True
 
 
 def weight_array(graph: Graph, value) -> np.ndarray | None:

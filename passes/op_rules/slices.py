@@ -11,6 +11,7 @@ import numpy as np
 from ir import Graph, Node
 
 from .channels import conv_group_widths
+from .computed import select_kept
 from .reindex import _clamp_range
 from .views import DEFAULT_DOMAINS, _axis
 
@@ -200,7 +201,8 @@ def _slice_broadcast_constants(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
         if arr is None:
             continue
         a = axis - (out_rank - arr.ndim)
-        if a >= 0 and arr.shape[a] == len(keep) and arr.shape[a] > 1:
+        if a >= 0 and arr.shape[a] == len(keep) and arr.shape[a] > 1 \
+                and not select_kept(rw.graph, rw.node, port, arr, a, keep):
             rw.set_const(port, _take(arr, a, keep))
 
 

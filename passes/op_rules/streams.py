@@ -24,6 +24,7 @@ import numpy as np
 from ir import Graph
 
 from ..analyses import ChannelMap, LeafZeroing
+from .computed import computed_weights
 from .reindex import _entries
 from .slices import Keeps, Rewriter, _take
 from .views import Effect, NodeView, _axis, _only, blocked
@@ -161,6 +162,7 @@ def stream_zeroings(graph: Graph, trees, removed: np.ndarray) -> list[LeafZeroin
         return []
     out: list[LeafZeroing] = []
     roots = {r.node: r for r in trees.roots}
+    computed = computed_weights(graph)
 
     def gone(name: str):
         m = trees.maps.get(name)
@@ -204,8 +206,10 @@ def stream_zeroings(graph: Graph, trees, removed: np.ndarray) -> list[LeafZeroin
             for port, value in enumerate(ins):
                 if value is None or value.name in trees.maps or (op == "Where" and port == 0):
                     continue
+                arr = graph.const_array(value)
+                arr = computed.get(value.name) if arr is None else arr   # computed from initializers
                 const = expanded_constant(graph, value) if op == "Concat" else \
-                    ((None, -1, graph.const_array(value)) if graph.const_array(value) is not None else None)
+                    ((None, -1, arr) if arr is not None else None)
                 if const is None:
                     continue
                 owner, owner_port, arr = const
