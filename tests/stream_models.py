@@ -179,7 +179,27 @@ def computed_operands() -> onnx.ModelProto:
     return b.build([h])
 
 
+def coat_blockers() -> onnx.ModelProto:
+    """CoaT's cross-scale parts: a Resize whose float scales are a Concat of Constants
+    (F.interpolate(scale_factor=2)), and the aggregate ``Conv1d(2, 1, 1)`` over
+    ``stack([x_a, x_b], 1)`` [1, 2, C] whose spatial axis carries the channels, then Squeeze and
+    the head."""
+    b = Builder(29, name="coat_blockers")
+    x = b.input("x", [1, 3, 4, 4])
+    a = b.relu(b.conv(x, 3, 8))
+    ones = b.op("Constant", [], value=onnx.numpy_helper.from_array(np.ones(2, np.float32), "ones"))
+    twos = b.op("Constant", [], value=onnx.numpy_helper.from_array(np.full(2, 2.0, np.float32), "twos"))
+    up = b.op("Resize", [a, "", b.op("Concat", [ones, twos], axis=0)], mode="linear")      # [1, 8, 8, 8]
+    c = b.relu(b.conv(up, 8, 8))
+    pooled = [b.op("Unsqueeze", [b.op("Flatten", [b.op("GlobalAveragePool", [t])]), _ints(b, [1], "axes")])
+              for t in (a, c)]                                                              # [1, 1, 8] each
+    agg = b.op("Conv", [b.op("Concat", pooled, axis=1), b.weight(1, 2, 1), b.weight(1, prefix="b")],
+               kernel_shape=[1])                                                            # [1, 1, 8]
+    return b.build([b.gemm(b.op("Squeeze", [agg, _ints(b, [1], "axes")]), 8, 5)])
+
+
 STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream,
            "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True),
            "groupnorm_block": groupnorm_block, "computed_weights": computed_weights,
-           "small_blockers": small_blockers, "computed_operands": computed_operands}
+           "small_blockers": small_blockers, "computed_operands": computed_operands,
+           "coat_blockers": coat_blockers}

@@ -22,7 +22,7 @@ def test_stream_models_match_golden(name, golden):
 
 
 @pytest.mark.parametrize("name", sorted(set(stream_models.STREAMS) - {"groupnorm_block", "computed_weights", "small_blockers",
-                                                                   "computed_operands"}))
+                                                                   "computed_operands", "coat_blockers"}))
 def test_stream_group_prunes_through_every_layernorm_and_is_proven(name):
     result = pipeline.prune(stream_models.STREAMS[name](), ratio=0.5)
     rep = result.report
@@ -283,3 +283,21 @@ def test_operands_computed_from_initializers_are_cut_and_a_large_one_is_gathered
     monkeypatch.setattr(computed, "OPERAND_OPS", ())
     blocked = pipeline.prune(stream_models.computed_operands(), ratio=0.5).report
     assert any("untracked data" in (g.get("reason") or "") for g in blocked["groups"] if g["channels_before"] == 24)
+
+
+def test_float_scales_from_constants_and_a_pointwise_conv_along_the_channels_pass(monkeypatch):
+    """CoaT: Resize's scales Concat(ones, twos) fold to numbers (1 on the channel axis), and a
+    kernel-1 Conv whose spatial axis holds the channels carries them to the head; the two
+    convolutions feeding the stack are coupled and prune together."""
+    rep = pipeline.prune(stream_models.coat_blockers(), ratio=0.5).report
+    assert rep["verified"] is True
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(8, 4)]
+    assert len([g for g in rep["groups"] if g.get("pruned")][0]["roots"]) == 2
+    from passes.op_rules import channels, reindex
+    with monkeypatch.context() as patch:
+        patch.setattr(reindex, "constant_value", lambda *a: None)
+        rep = pipeline.prune(stream_models.coat_blockers(), ratio=0.5).report
+        assert "Resize with computed scales" in [g for g in rep["groups"] if g["channels_before"] == 8][0]["reason"]
+    monkeypatch.setattr(channels, "pointwise_along", lambda view, axis: False)
+    rep = pipeline.prune(stream_models.coat_blockers(), ratio=0.5).report
+    assert "reads channels on axis 2" in [g for g in rep["groups"] if g["channels_before"] == 8][0]["reason"]

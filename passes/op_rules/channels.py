@@ -75,6 +75,8 @@ def _conv(view: NodeView) -> Effect:
     if w is None:
         return blocked(f"{view.node.op_type} weight is not a constant")
     if m.axis != 1:
+        if pointwise_along(view, m.axis):
+            return Effect(outputs={0: m})
         return blocked(f"{view.node.op_type} reads channels on axis {m.axis}, not 1")
     group = view.node.attr("group", 1)
     transposed = view.node.op_type == "ConvTranspose"
@@ -82,6 +84,23 @@ def _conv(view: NodeView) -> Effect:
         # Conv W [O, I, k..]: input channels on axis 1; ConvTranspose W [I, O, k..]: axis 0
         return Effect(leaf=(0, 1, 0 if transposed else 1, 1 if transposed else 0))
     return _grouped_conv(view, m, w)
+
+
+def pointwise_along(view: NodeView, axis: int) -> bool:
+    """A Conv that maps each position of spatial ``axis`` to the same position: kernel 1, stride 1,
+    no padding there (CoaT's aggregate: Conv1d(3, 1, 1) over torch.stack([x2, x3, x4], 1), whose
+    spatial axis is the embedding). Channel ids on that axis pass unchanged; the node is then no
+    root (its output carries them, not its own filters)."""
+    node, w = view.node, view.const(1)
+    if node.op_type != "Conv" or w is None or axis < 2 or axis >= w.ndim:
+        return False
+    k = axis - 2
+    strides = node.attr("strides") or [1] * (w.ndim - 2)
+    pads = node.attr("pads") or [0] * (2 * (w.ndim - 2))
+    auto_pad = node.attr("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    return w.shape[axis] == 1 and strides[k] == 1 and pads[k] == 0 and pads[k + w.ndim - 2] == 0 \
+        and auto_pad in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
 
 
 def conv_group_widths(node: Node, w: np.ndarray) -> tuple[int, int, int]:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..analyses import ChannelMap
 from .adaptive import _classify, adaptive_reshape, aliased, self_adapting_entry
+from .folding import constant_value
 from .channels import _broadcast, feeds_batched_matmul, feeds_group_norm
 from .views import Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
 
@@ -474,6 +475,8 @@ def _resize(view: NodeView) -> Effect:
         scales, sizes = view.static_value(1), None
     else:
         scales = view.static_value(2) if view.input_name(2) else None
+        if scales is None and view.input_name(2):  # float scales Concat-ed from Constants (CoaT's interpolate)
+            scales = constant_value(view.graph, view.input_name(2))
         sizes = view.static_value(3) if view.n_inputs() > 3 and view.input_name(3) else None
     if view.node.attr("axes") is not None:
         return blocked(f"{op} with an axes attribute is not supported yet")

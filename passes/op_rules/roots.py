@@ -3,6 +3,7 @@ when this instance is not prunable."""
 
 from __future__ import annotations
 
+from .channels import pointwise_along
 from .views import NodeView, RootSpec
 
 
@@ -11,6 +12,9 @@ def _conv_root(view: NodeView) -> RootSpec | None:
     w = view.const(1)
     if w is None or w.ndim < 3 or view.node.attr("group", 1) != 1:
         return None
+    m = view.maps[0] if view.maps else None
+    if m is not None and m.axis != 1 and pointwise_along(view, m.axis):
+        return None   # channels pass along a spatial axis: the output carries them, not filters
     rank = view.rank(0) or w.ndim
     if view.node.op_type == "ConvTranspose":
         return RootSpec(1, 1, 1, rank, int(w.shape[1]))

@@ -97,6 +97,8 @@ def _take(arr: np.ndarray, axis: int, keep: np.ndarray) -> np.ndarray:
 
 
 def _slice_conv(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    if 0 in outs and outs[0][0] != 1:
+        return  # channels passing along a spatial axis of a pointwise Conv (``pointwise_along``)
     w = rw.const(1)
     transposed = rw.node.op_type == "ConvTranspose"
     out_axis, in_axis = (1, 0) if transposed else (0, 1)
