@@ -64,6 +64,20 @@ def export(name: str, folder: Path = CACHE) -> Path:
 
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).eval()
+    try:
+        _export(model, path)
+    except Exception:  # F.scaled_dot_product_attention the legacy exporter refuses (EVA's is_causal
+        from timm.layers import set_fused_attn  # as a tensor): timm's own switch to plain attention
+
+        set_fused_attn(False)
+        torch.manual_seed(0)
+        _export(timm.create_model(name, pretrained=False).eval(), path)
+    return path
+
+
+def _export(model, path: Path) -> None:
+    import torch
+
     with torch.no_grad():  # distinct weights (fresh LayerNorm tensors would be deduplicated)
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.01)
@@ -74,7 +88,6 @@ def export(name: str, folder: Path = CACHE) -> Path:
         torch.onnx.export(model, torch.randn(1, *side), str(tmp), dynamo=False, opset_version=17,
                           do_constant_folding=False, input_names=["input"])
     tmp.replace(path)
-    return path
 
 
 def measure(name: str) -> dict:

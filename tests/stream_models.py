@@ -198,8 +198,38 @@ def coat_blockers() -> onnx.ModelProto:
     return b.build([b.gemm(b.op("Squeeze", [agg, _ints(b, [1], "axes")]), 8, 5)])
 
 
+def poolformer_stream() -> onnx.ModelProto:
+    """PoolFormer's blocks: torch's GroupNorm(1, C) written as Reshape [N, 1, -1] →
+    InstanceNormalization (scale and bias of its one group) → Reshape to Shape(x) → per-channel
+    Mul/Add; the pooling token mixer ``pool(y) - y``, a layer scale, the residual Add; a 1×1 MLP
+    block; then a pooled head."""
+    b = Builder(30, name="poolformer_stream")
+    c = 8
+    x = b.input("x", [1, 3, 8, 8])
+
+    def group_norm1(t: str) -> str:
+        flat = b.op("Reshape", [t, _ints(b, [1, 1, -1], "shape")])
+        n = b.op("InstanceNormalization", [flat, b.const(np.array([1.1], np.float32), "in_scale"),
+                                           b.const(np.array([0.1], np.float32), "in_bias")], epsilon=1e-5)
+        n = b.op("Reshape", [n, b.op("Shape", [t])])
+        n = b.op("Mul", [n, b.const((b.rng.random((c, 1, 1)) + 0.5).astype(np.float32), "gn_weight")])
+        return b.op("Add", [n, b.const(b.rng.standard_normal((c, 1, 1)).astype(np.float32) * 0.1, "gn_bias")])
+
+    def layer_scale(t: str) -> str:
+        return b.op("Mul", [t, b.const((b.rng.random((c, 1, 1)) + 0.5).astype(np.float32), "layer_scale")])
+
+    s = b.conv(x, 3, c)
+    y = group_norm1(s)
+    mixed = b.op("Sub", [b.op("AveragePool", [y], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1],
+                               count_include_pad=0), y])
+    s = b.op("Add", [s, layer_scale(mixed)])
+    s = b.op("Add", [s, layer_scale(b.conv(b.relu(b.conv(group_norm1(s), c, 16, k=1)), 16, c, k=1))])
+    pooled = b.op("Flatten", [b.op("GlobalAveragePool", [group_norm1(s)])])
+    return b.build([b.gemm(pooled, c, 5)])
+
+
 STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream,
            "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True),
            "groupnorm_block": groupnorm_block, "computed_weights": computed_weights,
            "small_blockers": small_blockers, "computed_operands": computed_operands,
-           "coat_blockers": coat_blockers}
+           "coat_blockers": coat_blockers, "poolformer_stream": poolformer_stream}

@@ -22,7 +22,8 @@ def test_stream_models_match_golden(name, golden):
 
 
 @pytest.mark.parametrize("name", sorted(set(stream_models.STREAMS) - {"groupnorm_block", "computed_weights", "small_blockers",
-                                                                   "computed_operands", "coat_blockers"}))
+                                                                   "computed_operands", "coat_blockers",
+                                                                   "poolformer_stream"}))
 def test_stream_group_prunes_through_every_layernorm_and_is_proven(name):
     result = pipeline.prune(stream_models.STREAMS[name](), ratio=0.5)
     rep = result.report
@@ -301,3 +302,22 @@ def test_float_scales_from_constants_and_a_pointwise_conv_along_the_channels_pas
     monkeypatch.setattr(channels, "pointwise_along", lambda view, axis: False)
     rep = pipeline.prune(stream_models.coat_blockers(), ratio=0.5).report
     assert "reads channels on axis 2" in [g for g in rep["groups"] if g["channels_before"] == 8][0]["reason"]
+
+
+def test_groupnorm_with_one_group_prunes_the_stream_with_the_original_statistics(monkeypatch):
+    """PoolFormer's GroupNorm(1, C) as torch writes it (Reshape → InstanceNormalization over the
+    flattened C×H×W): a stream, pruned like a LayerNorm; the decomposed form keeps the original
+    statistics (kept fraction 0.5), and without the writers zeroed the proof rejects it."""
+    result = pipeline.prune(stream_models.poolformer_stream(), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    stream = [g for g in rep["groups"] if g.get("stream")]
+    assert [(g["channels_before"], g["channels_after"]) for g in stream] == [(8, 4)]
+    assert len(stream[0]["roots"]) == 2   # the stem and the MLP block's last convolution
+    assert "InstanceNormalization" not in [n.op_type for n in result.model.graph.node]
+    kept = [t for t in result.model.graph.initializer if "stream_kept_fraction" in t.name]
+    assert len(kept) == 3 and all(np.isclose(onnx.numpy_helper.to_array(t), 0.5) for t in kept)
+    monkeypatch.setattr(slice_pass, "stream_zeroings", lambda *a: [])
+    rep = pipeline.prune(stream_models.poolformer_stream(), ratio=0.5).report
+    stream = [g for g in rep["groups"] if g.get("stream")][0]
+    assert stream["channels_after"] == 8 and "mask-equivalence" in stream["reason"]

@@ -26,7 +26,7 @@ import onnx
 
 from ir import Graph, Initializer, Node
 
-from .slices import Keeps, Rewriter
+from .slices import Keeps, Rewriter, _slice_per_channel_params
 from .views import Effect, NodeView, _axis, _only, _same_all, blocked
 
 
@@ -261,6 +261,40 @@ def _value_dtype(graph: Graph, name: str):
 
 
 # ----------------------------------------------------------------------------- group norms
+def _instancenorm_one_group(view: NodeView, fallback) -> Effect:
+    """torch's GroupNorm with one group (PoolFormer's GroupNorm1: a LayerNorm over C×H×W) is
+    ``InstanceNormalization(Reshape(x, [N, 1, -1]))``: the channels sit on the last axis, each
+    repeated H×W times, normalized together. That is a LayerNorm over the last axis with one
+    scale and bias for all of it: a stream, pruned with the same correction (``r`` = kept
+    elements / original ones = kept channels / original ones). Otherwise: ``fallback``."""
+    m = _only(view, 0)
+    shape = view.shape(0)
+    if m is None or m.axis != m.rank - 1 or m.rank != 3 or shape is None or shape[1] != 1:
+        return fallback(view)
+    for port in (1, 2):
+        arr = view.const(port)
+        if arr is None or arr.size != 1:
+            return blocked("InstanceNormalization scale or bias is not a constant of its one group")
+    return Effect(outputs={0: m}, stream=True)
+
+
+def _slice_instancenorm(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    """One group over the last axis (``_instancenorm_one_group``): the decomposed form with the
+    original statistics, its scalar scale and bias as they were; else per-channel parameters."""
+    if 0 not in ins or ins[0][0] != ins[0][2] - 1:
+        return _slice_per_channel_params(1, 2)(rw, ins, outs)
+    _, keep, _ = ins[0]
+    g, node = rw.graph, rw.node
+    scale, bias = rw.const(1), rw.const(2)
+    x, y = g.inputs_of(node)[0].name, g.outputs_of(node)[0].name
+    g.remove_node(node)
+    e = _Emit(g, node, rw.opset, scale.dtype)
+    n, _ = emit_normalize(e, x, [-1], float(keep.sum()) / len(keep), float(node.attr("epsilon", 1e-5)), True)
+    s = e.op("Mul", [n, e.const("stream_scale", scale.reshape(1, 1, 1))], "stream_scaled")
+    e.op("Add", [s, e.const("stream_bias", bias.reshape(1, 1, 1))], "stream_shifted", out=y)
+
+
+
 def _groupnorm(view: NodeView) -> Effect:
     """GroupNormalization (opset 18): the channels of a group are normalized together, so a
     group is one class (whole groups go; no other group's statistics change)."""

@@ -13,8 +13,8 @@ from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _g
                        _lrn, _matmul, _prelu, _reduce, _softmax, _unary, _where)
 from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad, _reshape, _resize, _shape, _slice,
                       _split, _squeeze, _transpose)
-from .norms import (STAT_REDUCES, _groupnorm, _layernorm, _reduce as _reduce_stats, _slice_groupnorm,
-                    _slice_layernorm, _slice_reduce)
+from .norms import (STAT_REDUCES, _groupnorm, _instancenorm_one_group, _layernorm, _reduce as _reduce_stats,
+                    _slice_groupnorm, _slice_instancenorm, _slice_layernorm, _slice_reduce)
 from .control import _if
 from .gqa import slice_reshape
 from .recurrent import _recurrent, _recurrent_root, _slice_recurrent
@@ -44,7 +44,7 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "MatMul": ChannelRule("stop-process", _matmul),
     "Einsum": ChannelRule("next-process", _einsum),
     "BatchNormalization": ChannelRule("next-process", _batchnorm),
-    "InstanceNormalization": ChannelRule("next-process", _instancenorm),
+    "InstanceNormalization": ChannelRule("next-process", lambda view: _instancenorm_one_group(view, _instancenorm)),
     "LayerNormalization": ChannelRule("next-no-process", _layernorm, mixes="axes from `axis` on"),
     "GroupNormalization": ChannelRule("next-process", _groupnorm),
     "MaxPool": ChannelRule("next-no-process", _channel_pool),
@@ -99,7 +99,7 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "MatMul": _slice_matmul,
     "Gather": _slice_embedding,
     "BatchNormalization": _slice_per_channel_params(1, 4),
-    "InstanceNormalization": _slice_per_channel_params(1, 2),
+    "InstanceNormalization": _slice_instancenorm,
     **{op: _slice_broadcast_constants for op in BROADCAST + ["Clip", "Where", "PRelu"]},
     "Reshape": slice_reshape,  # and repeat_kv's Expand before it (gqa=queries)
     "Slice": _slice_slice,
