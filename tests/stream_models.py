@@ -228,8 +228,32 @@ def poolformer_stream() -> onnx.ModelProto:
     return b.build([b.gemm(pooled, c, 5)])
 
 
+def cait_stream() -> onnx.ModelProto:
+    """CaiT's class token: ``cls_token.expand(x.shape[0], -1, -1)`` (its target computed from a
+    Shape) is read twice: concatenated before the patch tokens for class attention, and added
+    to that attention's output (the class stream's residual); a second class-attention block
+    concatenates the class stream itself. Then a final LayerNorm and a head."""
+    b = Builder(31, name="cait_stream")
+    c, tokens = 8, 4
+    x = b.input("x", [1, 3, 8, 8])
+    patches = b.op("Conv", [x, b.weight(c, 3, 4, 4), b.weight(c, prefix="b")], kernel_shape=[4, 4], strides=[4, 4])
+    seq = b.op("Transpose", [b.op("Reshape", [patches, _ints(b, [1, c, tokens], "shape")])], perm=[0, 2, 1])
+    seq = b.op("Add", [seq, _linear(b, b.relu(_linear(b, _layernorm(b, seq, c), c, 16)), 16, c)])
+    batch = b.op("Gather", [b.op("Shape", [seq]), b.const(np.array([0], np.int64), "i")], axis=0)
+    cls = b.op("Expand", [b.weight(1, 1, c, prefix="cls"), b.op("Concat", [batch, _ints(b, [1, 1], "ones")], axis=0)])
+    patches = _layernorm(b, seq, c)
+    for _ in range(2):  # two class-attention blocks: the second couples the class stream to the patches'
+        u = b.op("Concat", [cls, patches], axis=1)                                  # [1, 5, C]
+        h = _linear(b, b.relu(_linear(b, _layernorm(b, u, c), c, 12)), 12, c)
+        first = b.op("Slice", [h, _ints(b, [0], "starts"), _ints(b, [1], "ends"), _ints(b, [1], "axes")])
+        cls = b.op("Add", [cls, first])                                             # [1, 1, C]
+    out = b.op("Reshape", [_layernorm(b, cls, c), _ints(b, [1, c], "shape")])
+    return b.build([b.gemm(out, c, 5)])
+
+
 STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream,
            "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True),
            "groupnorm_block": groupnorm_block, "computed_weights": computed_weights,
            "small_blockers": small_blockers, "computed_operands": computed_operands,
-           "coat_blockers": coat_blockers, "poolformer_stream": poolformer_stream}
+           "coat_blockers": coat_blockers, "poolformer_stream": poolformer_stream,
+           "cait_stream": cait_stream}

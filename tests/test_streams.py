@@ -23,7 +23,7 @@ def test_stream_models_match_golden(name, golden):
 
 @pytest.mark.parametrize("name", sorted(set(stream_models.STREAMS) - {"groupnorm_block", "computed_weights", "small_blockers",
                                                                    "computed_operands", "coat_blockers",
-                                                                   "poolformer_stream"}))
+                                                                   "poolformer_stream", "cait_stream"}))
 def test_stream_group_prunes_through_every_layernorm_and_is_proven(name):
     result = pipeline.prune(stream_models.STREAMS[name](), ratio=0.5)
     rep = result.report
@@ -321,3 +321,22 @@ def test_groupnorm_with_one_group_prunes_the_stream_with_the_original_statistics
     rep = pipeline.prune(stream_models.poolformer_stream(), ratio=0.5).report
     stream = [g for g in rep["groups"] if g.get("stream")][0]
     assert stream["channels_after"] == 8 and "mask-equivalence" in stream["reason"]
+
+
+def test_a_class_token_read_twice_is_gathered_by_each_reader(monkeypatch):
+    """CaiT: the Expand-ed class token is concatenated before the patches and added to the class
+    stream; both readers pick the kept channels with a Gather of their own and the stream (four
+    writers: patch embedding, the patches' MLP, two class-attention outputs) prunes, proven.
+    The proof zeroes the token at its Expand: without the stream zeroings it fails."""
+    result = pipeline.prune(stream_models.cait_stream(), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True
+    stream = [g for g in rep["groups"] if g.get("stream")]
+    assert [(g["channels_before"], g["channels_after"], len(g["roots"])) for g in stream] == [(8, 4, 4)]
+    nodes = result.model.graph.node
+    gathers = [n for n in nodes if n.op_type == "Gather" and n.name.endswith("/kept")]
+    assert sorted(n.name.split(".in")[0].rstrip("0123456789") for n in gathers) == ["Add", "Concat"]
+    assert [list(t.dims) for t in result.model.graph.initializer if t.name.startswith("cls")] == [[1, 1, 8]]
+    monkeypatch.setattr(slice_pass, "stream_zeroings", lambda *a: [])
+    rep = pipeline.prune(stream_models.cait_stream(), ratio=0.5).report
+    assert "mask-equivalence" in [g for g in rep["groups"] if g.get("stream")][0]["reason"]

@@ -9,6 +9,7 @@ import numpy as np
 from ir import Graph, Node
 
 from ..analyses import ChannelMap
+from .computed import expanded_constant
 from .views import DEFAULT_DOMAINS, Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
 
 
@@ -50,11 +51,22 @@ def _broadcast(view: NodeView) -> Effect:
         a = axis - (out_rank - len(shape))
         if a < 0 or shape[a] == 1:
             continue
-        if view.const(p) is None or shape[a] != length:
+        if shape[a] != length or (view.const(p) is None and not _expanded_rows(view, p, a, len(shape))):
             return blocked(f"{view.node.op_type} mixes pruned channels with untracked data "
                            f"{view.input_name(p)!r}")
     m = ChannelMap(axis, out_rank, base)
     return Effect(outputs={p: m for p in range(view.n_outputs())}, couplings=couplings)
+
+
+def _expanded_rows(view: NodeView, p: int, a: int, rank: int) -> bool:
+    """Operand ``p`` is a constant Expand-ed to the batch whose channel axis ``a`` is its own
+    (CaiT's class token, added to the class stream it also starts): cut per reader by a Gather."""
+    const = expanded_constant(view.graph, view.input_name(p), shared=True)
+    if const is None or const[0] is None:
+        return False
+    arr = const[2]
+    k = a - (rank - arr.ndim)
+    return k >= 0 and arr.shape[k] == (view.shape(p) or [None] * rank)[a]
 
 
 def _prelu(view: NodeView) -> Effect:

@@ -110,6 +110,39 @@ def _source_size(graph: Graph, name: str) -> int | None:
     return total
 
 
+def expanded_constant(graph: Graph, value, shared: bool = False) -> tuple[object, int, np.ndarray] | None:
+    """``(node, port, array)`` of the constant behind ``value``: the value itself (its consumer
+    rewrites it), or the input of an ``Expand`` whose other operand is any shape (the constant
+    broadcast to the batch: ViT's and CaiT's class token). An Expand read by several nodes
+    (CaiT's class token: concatenated to the patches and added to the class stream) only with
+    ``shared``: each reader then picks its kept channels with a Gather (``gather_kept``)."""
+    if value is None:
+        return None
+    arr = graph.const_array(value)
+    if arr is not None:
+        return None, -1, arr
+    prod = graph.producer(value)
+    if prod is not None and prod.op_type == "Expand" and prod.domain in ("", "ai.onnx"):
+        src = graph.inputs_of(prod)[0]
+        arr = graph.const_array(src) if src is not None else None
+        if arr is not None and (shared or len(graph.consumers(value)) == 1):
+            return prod, 0, arr
+    return None
+
+
+def gather_kept(graph: Graph, node, port: int, axis: int, keep: np.ndarray) -> None:
+    """``node`` reads ``Gather(its input, kept positions, axis)`` at ``port`` from now on."""
+    from ir import Initializer, Node
+
+    value = graph.inputs_of(node)[port]
+    index = graph.unique_name(f"{node.name}.in{port}/kept")
+    graph.add_initializer(Initializer.from_array(index, np.nonzero(keep)[0].astype(np.int64)))
+    out = graph.unique_name(f"{node.name}.in{port}/kept_output")
+    graph.add_node(Node(graph.unique_name(f"{node.name}.in{port}/kept", kind="n"), "Gather", "",
+                        {"axis": onnx.helper.make_attribute("axis", axis)}, ""), [value.name, index], [out])
+    graph.set_input(node, port, out)
+
+
 def select_kept(graph: Graph, node, port: int, arr: np.ndarray, axis: int, keep: np.ndarray) -> bool:
     """A constant operand computed in the graph (a relative-position bias [1, H, N, N] gathered
     from a [(2W-1)², H] table by Gather/Reshape/Transpose, folded by ``Graph.const_array``, or
@@ -118,8 +151,6 @@ def select_kept(graph: Graph, node, port: int, arr: np.ndarray, axis: int, keep:
     picks the kept channels, so the model does not grow. False (freeze it to the cut constant
     instead) for an initializer, or when the cut constant is as small (BEiT's qkv bias
     ``Concat(q_bias, zeros, v_bias)``)."""
-    from ir import Initializer, Node
-
     value = graph.inputs_of(node)[port]
     if value is None or graph.initializer(value.name) is not None or graph.producer(value) is None \
             or graph.producer(value).op_type in ("Constant", "Identity", "Transpose", "Cast"):
@@ -127,12 +158,7 @@ def select_kept(graph: Graph, node, port: int, arr: np.ndarray, axis: int, keep:
     size = _source_size(graph, value.name)
     if size is None or arr.size * keep.sum() / len(keep) <= size:
         return False
-    index = graph.unique_name(f"{node.name}.in{port}/kept")
-    graph.add_initializer(Initializer.from_array(index, np.nonzero(keep)[0].astype(np.int64)))
-    out = graph.unique_name(f"{node.name}.in{port}/kept_output")
-    graph.add_node(Node(graph.unique_name(f"{node.name}.in{port}/kept", kind="n"), "Gather", "",
-                        {"axis": onnx.helper.make_attribute("axis", axis)}, ""), [value.name, index], [out])
-    graph.set_input(node, port, out)
+    gather_kept(graph, node, port, axis, keep)
     return True
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from ir import Graph, Node
 
 from .channels import conv_group_widths
-from .computed import select_kept
+from .computed import expanded_constant, gather_kept, select_kept
 from .reindex import _clamp_range
 from .views import DEFAULT_DOMAINS, _axis
 
@@ -201,11 +201,26 @@ def _slice_broadcast_constants(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
             continue
         arr = rw.const(port)
         if arr is None:
+            _slice_expanded(rw, port, value, axis, keep, out_rank)
             continue
         a = axis - (out_rank - arr.ndim)
         if a >= 0 and arr.shape[a] == len(keep) and arr.shape[a] > 1 \
                 and not select_kept(rw.graph, rw.node, port, arr, a, keep):
             rw.set_const(port, _take(arr, a, keep))
+
+
+def _slice_expanded(rw: Rewriter, port: int, value, axis: int, keep: np.ndarray, out_rank: int) -> None:
+    """A constant Expand-ed to the batch (``channels._expanded_rows``): this reader Gathers its
+    kept channels from the Expand's output (other readers may cut it differently)."""
+    const = expanded_constant(rw.graph, value, shared=True)
+    if const is None or const[0] is None:
+        return
+    arr, shape = const[2], rw.graph.value(value.name).shape
+    rank = len(shape) if shape is not None else arr.ndim   # the Expand's output rank
+    a = axis - (out_rank - rank)
+    k = a - (rank - arr.ndim)
+    if k >= 0 and arr.shape[k] == len(keep) and len(keep) > 1:
+        gather_kept(rw.graph, rw.node, port, a, keep)
 
 
 def _slice_reshape(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:

@@ -24,31 +24,13 @@ import numpy as np
 from ir import Graph
 
 from ..analyses import ChannelMap, LeafZeroing
-from .computed import computed_weights
+from .computed import computed_weights, expanded_constant, gather_kept
 from .reindex import _entries
 from .slices import Keeps, Rewriter, _take
 from .views import Effect, NodeView, _axis, _only, blocked
 
 
 # ----------------------------------------------------------------------------- constants
-def expanded_constant(graph: Graph, value) -> tuple[object, int, np.ndarray] | None:
-    """``(node, port, array)`` of the constant behind ``value``: the value itself (its consumer
-    rewrites it), or the input of an ``Expand`` whose other operand is any shape (the constant
-    broadcast to the batch)."""
-    if value is None:
-        return None
-    arr = graph.const_array(value)
-    if arr is not None:
-        return None, -1, arr
-    prod = graph.producer(value)
-    if prod is not None and prod.op_type == "Expand" and prod.domain in ("", "ai.onnx"):
-        src = graph.inputs_of(prod)[0]
-        arr = graph.const_array(src) if src is not None else None
-        if arr is not None and len(graph.consumers(value)) == 1:
-            return prod, 0, arr
-    return None
-
-
 def _concat(view: NodeView, fallback) -> Effect:
     """Concat along another axis than the channels' (tokens): tracked inputs are coupled
     position by position, a constant one (or an Expand of one) is cut with the channels."""
@@ -67,7 +49,7 @@ def _concat(view: NodeView, fallback) -> Effect:
     for p in range(view.n_inputs()):
         if view.maps[p] is not None:
             continue
-        const = expanded_constant(view.graph, view.graph.inputs_of(view.node)[p])
+        const = expanded_constant(view.graph, view.graph.inputs_of(view.node)[p], shared=True)
         shape = view.shape(p)
         if const is None or shape is None or len(shape) != m.rank:
             return blocked(f"Concat mixes pruned channels with untracked data {view.input_name(p)!r}")
@@ -87,12 +69,15 @@ def _slice_concat(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     for p, value in enumerate(rw.graph.inputs_of(rw.node)):
         if p in ins or value is None:
             continue
-        const = expanded_constant(rw.graph, value)
+        const = expanded_constant(rw.graph, value, shared=True)
         if const is None:
             continue
         node, port, arr = const
         a = axis - (rank - arr.ndim)
         if a < 0 or arr.shape[a] != len(keep):
+            continue
+        if node is not None and len(rw.graph.consumers(value)) > 1:  # read elsewhere too: this
+            gather_kept(rw.graph, rw.node, p, axis, keep)              # Concat picks its kept channels
             continue
         target = rw if node is None else Rewriter(rw.graph, node, rw.opset)
         target.set_const(p if node is None else port, _take(arr, a, keep))
@@ -208,8 +193,7 @@ def stream_zeroings(graph: Graph, trees, removed: np.ndarray) -> list[LeafZeroin
                     continue
                 arr = graph.const_array(value)
                 arr = computed.get(value.name) if arr is None else arr   # computed from initializers
-                const = expanded_constant(graph, value) if op == "Concat" else \
-                    ((None, -1, arr) if arr is not None else None)
+                const = (None, -1, arr) if arr is not None else expanded_constant(graph, value, shared=True)
                 if const is None:
                     continue
                 owner, owner_port, arr = const
