@@ -20,6 +20,7 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
+import onnx
 
 from ir import Graph
 
