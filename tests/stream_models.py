@@ -251,9 +251,30 @@ def cait_stream() -> onnx.ModelProto:
     return b.build([b.gemm(out, c, 5)])
 
 
+def focal_gates() -> onnx.ModelProto:
+    """FocalNet's focal modulation: one 1×1 Conv makes q, ctx and one gate per level (Split
+    [C, C, 2]); each level's context is multiplied by its one-channel gate ``gates[:, l:l+1]``
+    (broadcast over the channels), summed, turned into a modulator by another 1×1 Conv, which
+    multiplies q; then a projection and a head."""
+    b = Builder(32, name="focal_gates")
+    c = 8
+    x = b.input("x", [1, 3, 6, 6])
+    f = b.conv(b.relu(b.conv(x, 3, c)), c, 2 * c + 2, k=1)
+    q, ctx, gates = b.op("Split", [f, _ints(b, [c, c, 2], "split")], n_out=3, axis=1)
+    total = None
+    for level in range(2):
+        ctx = b.relu(b.conv(ctx, c, c, group=c))
+        gate = b.op("Slice", [gates, _ints(b, [level], "starts"), _ints(b, [level + 1], "ends"), _ints(b, [1], "axes")])
+        term = b.op("Mul", [ctx, gate])
+        total = term if total is None else b.op("Add", [total, term])
+    out = b.conv(b.op("Mul", [q, b.conv(total, c, c, k=1)]), c, 6, k=1)
+    pooled = b.op("Flatten", [b.op("GlobalAveragePool", [out])])
+    return b.build([b.gemm(pooled, 6, 4)])
+
+
 STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream,
            "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True),
            "groupnorm_block": groupnorm_block, "computed_weights": computed_weights,
            "small_blockers": small_blockers, "computed_operands": computed_operands,
            "coat_blockers": coat_blockers, "poolformer_stream": poolformer_stream,
-           "cait_stream": cait_stream}
+           "cait_stream": cait_stream, "focal_gates": focal_gates}

@@ -23,7 +23,8 @@ def test_stream_models_match_golden(name, golden):
 
 @pytest.mark.parametrize("name", sorted(set(stream_models.STREAMS) - {"groupnorm_block", "computed_weights", "small_blockers",
                                                                    "computed_operands", "coat_blockers",
-                                                                   "poolformer_stream", "cait_stream"}))
+                                                                   "poolformer_stream", "cait_stream",
+                                                                   "focal_gates"}))
 def test_stream_group_prunes_through_every_layernorm_and_is_proven(name):
     result = pipeline.prune(stream_models.STREAMS[name](), ratio=0.5)
     rep = result.report
@@ -340,3 +341,20 @@ def test_a_class_token_read_twice_is_gathered_by_each_reader(monkeypatch):
     monkeypatch.setattr(slice_pass, "stream_zeroings", lambda *a: [])
     rep = pipeline.prune(stream_models.cait_stream(), ratio=0.5).report
     assert "mask-equivalence" in [g for g in rep["groups"] if g.get("stream")][0]["reason"]
+
+
+def test_a_one_channel_gate_broadcast_over_the_channels_stays_and_the_rest_prunes(monkeypatch):
+    """FocalNet: ``ctx * gates[:, l:l+1]`` no longer joins the gate's channel to ctx's eight;
+    the group of q, ctx and the gates (two roots) prunes, both gates kept, proven."""
+    result = pipeline.prune(stream_models.focal_gates(), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True
+    group = [g for g in rep["groups"] if g["channels_before"] == 18][0]
+    assert group.get("pruned") and len(group["roots"]) == 2 and group["channels_after"] < 18
+    split = [n for n in result.model.graph.node if n.op_type == "Split"][0]
+    sizes = [t for t in result.model.graph.initializer if t.name == split.input[1]][0]
+    assert onnx.numpy_helper.to_array(sizes)[-1] == 2   # both gates stay
+    from passes.op_rules import channels
+    monkeypatch.setattr(channels, "_without_gates", lambda view, rank: view.labeled())
+    rep = pipeline.prune(stream_models.focal_gates(), ratio=0.5).report
+    assert "combines channels on different axes" in [g for g in rep["groups"] if g["channels_before"] == 18][0]["reason"]

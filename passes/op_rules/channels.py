@@ -30,7 +30,7 @@ def _broadcast(view: NodeView) -> Effect:
     out_rank = max(ranks)
     axis, length, base = None, None, None
     couplings = []
-    for p in view.labeled():
+    for p in _without_gates(view, out_rank):
         m = view.maps[p]
         a = m.axis + out_rank - m.rank
         if axis is None:
@@ -56,6 +56,20 @@ def _broadcast(view: NodeView) -> Effect:
                            f"{view.input_name(p)!r}")
     m = ChannelMap(axis, out_rank, base)
     return Effect(outputs={p: m for p in range(view.n_outputs())}, couplings=couplings)
+
+
+def _without_gates(view: NodeView, out_rank: int) -> list[int]:
+    """The tracked operands, less those with one channel broadcast over another's many on the
+    same axis (FocalNet's ``ctx * gates[:, l:l+1]``): that channel is a per-position scalar
+    here, coupled to nothing. It is never removed: a value carrying part of a group (the
+    one-channel slice) keeps at least one of its channels (``classify``'s non-empty sets), and a
+    group of one channel keeps it."""
+    labeled = view.labeled()
+    lengths = [len(view.maps[p]) for p in labeled]
+    axes = {view.maps[p].axis + out_rank - view.maps[p].rank for p in labeled}
+    if len(axes) != 1 or max(lengths) == 1 or min(lengths) != 1:
+        return labeled
+    return [p for p, n in zip(labeled, lengths) if n > 1]
 
 
 def _expanded_rows(view: NodeView, p: int, a: int, rank: int) -> bool:
