@@ -34,7 +34,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 
 CACHE = Path(os.environ.get("ONNXPRUNER_ZOO_CACHE", Path.home() / ".cache" / "onnxpruner-zoo")) / "timm"
 
-# the smallest registered variant of each family (timm 1.0.29 names)
+# the smallest registered variant of each family (timm 1.0.29 names); mvitv2_tiny is left out:
+# its prune ran past 600 s on the shared 2-core machine
 MODELS = [
     "vit_tiny_patch16_224", "deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224",
     "deit3_small_patch16_224", "beit_base_patch16_224", "beitv2_base_patch16_224",
@@ -45,7 +46,7 @@ MODELS = [
     "levit_128s", "efficientformer_l1", "efficientformerv2_s0", "mobilevit_xxs", "mobilevitv2_050",
     "tnt_s_patch16_224", "twins_svt_small", "twins_pcpvt_small", "pit_ti_224", "tiny_vit_5m_224",
     "gcvit_xxtiny", "nest_tiny", "visformer_tiny", "edgenext_xx_small", "efficientvit_m0",
-    "fastvit_t8", "mvitv2_tiny", "hiera_tiny_224", "mixer_s32_224", "resmlp_12_224", "gmlp_ti16_224",
+    "fastvit_t8", "hiera_tiny_224", "mixer_s32_224", "resmlp_12_224", "gmlp_ti16_224",
 ]
 
 
