@@ -272,9 +272,29 @@ def focal_gates() -> onnx.ModelProto:
     return b.build([b.gemm(pooled, 6, 4)])
 
 
+def token_mixing() -> onnx.ModelProto:
+    """ResMLP's block: an affine per-channel norm (alpha·x + beta), token mixing as a Linear over
+    the transposed tokens (the channels on the MatMul's row axis), a layer scale, the residual
+    Add; a channel MLP; then a mean over the tokens and a head."""
+    b = Builder(33, name="token_mixing")
+    c, tokens = 8, 4
+    x = b.input("x", [1, tokens, 6])
+    s = _linear(b, x, 6, c)
+
+    def affine(t: str) -> str:
+        return b.op("Add", [b.op("Mul", [t, b.weight(c, prefix="alpha")]), b.weight(c, prefix="beta")])
+
+    mixed = _linear(b, b.op("Transpose", [affine(s)], perm=[0, 2, 1]), tokens, tokens)   # [1, C, T]
+    s = b.op("Add", [s, b.op("Mul", [b.op("Transpose", [mixed], perm=[0, 2, 1]), b.weight(c, prefix="ls")])])
+    s = b.op("Add", [s, _linear(b, b.relu(_linear(b, affine(s), c, 16)), 16, c)])
+    pooled = b.op("ReduceMean", [affine(s)], axes=[1], keepdims=0)
+    return b.build([b.gemm(pooled, c, 5)])
+
+
 STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream,
            "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True),
            "groupnorm_block": groupnorm_block, "computed_weights": computed_weights,
            "small_blockers": small_blockers, "computed_operands": computed_operands,
            "coat_blockers": coat_blockers, "poolformer_stream": poolformer_stream,
-           "cait_stream": cait_stream, "focal_gates": focal_gates}
+           "cait_stream": cait_stream, "focal_gates": focal_gates,
+           "token_mixing": token_mixing}

@@ -24,7 +24,7 @@ def test_stream_models_match_golden(name, golden):
 @pytest.mark.parametrize("name", sorted(set(stream_models.STREAMS) - {"groupnorm_block", "computed_weights", "small_blockers",
                                                                    "computed_operands", "coat_blockers",
                                                                    "poolformer_stream", "cait_stream",
-                                                                   "focal_gates"}))
+                                                                   "focal_gates", "token_mixing"}))
 def test_stream_group_prunes_through_every_layernorm_and_is_proven(name):
     result = pipeline.prune(stream_models.STREAMS[name](), ratio=0.5)
     rep = result.report
@@ -358,3 +358,17 @@ def test_a_one_channel_gate_broadcast_over_the_channels_stays_and_the_rest_prune
     monkeypatch.setattr(channels, "_without_gates", lambda view, rank: view.labeled())
     rep = pipeline.prune(stream_models.focal_gates(), ratio=0.5).report
     assert "combines channels on different axes" in [g for g in rep["groups"] if g["channels_before"] == 18][0]["reason"]
+
+
+def test_channels_on_the_row_axis_of_a_matmul_pass_through_token_mixing(monkeypatch):
+    """ResMLP: the token-mixing Linear multiplies each channel's row of tokens on its own, so the
+    residual channels pass through it (it is then no root) and prune with the embedding and the
+    channel MLP's output, proven; before, the MatMul stopped them."""
+    result = pipeline.prune(stream_models.token_mixing(), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True
+    residual = [g for g in rep["groups"] if g["channels_before"] == 8 and len(g["roots"]) == 2]
+    assert len(residual) == 1 and residual[0].get("pruned") and residual[0]["channels_after"] == 4
+    inits = {t.name: tuple(t.dims) for t in result.model.graph.initializer}
+    weights = [inits[n.input[1]] for n in result.model.graph.node if n.op_type == "MatMul"]
+    assert weights == [(6, 4), (4, 4), (4, 8), (8, 4)]   # the token mixing's [T, T] weight stays

@@ -177,6 +177,8 @@ def _matmul(view: NodeView) -> Effect:
     m = view.maps[0]
     w = view.const(1)
     if m is not None and view.labeled() == [0] and w is not None and w.ndim == 2:
+        if m.rank >= 2 and m.axis < m.rank - 1:  # each row is multiplied on its own (MLP-Mixer's
+            return Effect(outputs={0: m})         # token MLP over transposed channels): they pass
         if m.axis != m.rank - 1 or m.rank < 2:
             return blocked("MatMul reads channels on a batch or row axis")
         return Effect(leaf=(0, 1, 0, 1))

@@ -36,6 +36,9 @@ def _matmul_root(view: NodeView) -> RootSpec | None:
     rank = view.rank(0)
     if w is None or w.ndim != 2 or rank is None or rank < 2 or view.const(0) is not None:
         return None
+    m = view.maps[0] if view.maps else None
+    if m is not None and m.axis < m.rank - 1:
+        return None   # channels pass along its rows (``channels._matmul``): the output carries them
     return RootSpec(1, 1, rank - 1, rank, int(w.shape[1]))
 
 

@@ -143,6 +143,8 @@ def _slice_matmul(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     w = rw.const(1)
     if w is None or w.ndim != 2 or rw.const(0) is not None:
         return  # a MatMul of two activations (attention heads): nothing of its own to cut
+    if 0 in ins and ins[0][0] != ins[0][2] - 1:
+        return  # channels on a row or batch axis pass (``channels._matmul``): the weight stays
     new_w = w
     if 0 in outs:
         new_w = _take(new_w, 1, outs[0][1])
