@@ -372,3 +372,21 @@ def test_channels_on_the_row_axis_of_a_matmul_pass_through_token_mixing(monkeypa
     inits = {t.name: tuple(t.dims) for t in result.model.graph.initializer}
     weights = [inits[n.input[1]] for n in result.model.graph.node if n.op_type == "MatMul"]
     assert weights == [(6, 4), (4, 4), (4, 8), (8, 4)]   # the token mixing's [T, T] weight stays
+
+
+def test_an_operand_computed_through_a_gemm_of_constants_is_not_read_as_a_constant():
+    """SwinV2-CR's position bias is an MLP (Gemm, Relu, Gemm) over a constant coordinate table:
+    its Gemms are roots that prune, so the bias is no constant of the model (freezing it made
+    every proof fail); a Concat of initializers is one (BEiT's qkv bias)."""
+    from ir import lower
+    from models import Builder
+    from passes.op_rules.computed import computed_weights
+
+    b = Builder(34, name="position_mlp")
+    x = b.input("x", [1, 4, 8])
+    coords = b.weight(4, 2, prefix="coords")
+    bias = b.gemm(b.relu(b.gemm(coords, 2, 16)), 16, 8)                 # [4, 8] from an MLP of constants
+    qkv_bias = b.op("Concat", [b.weight(4, prefix="q"), b.weight(4, prefix="v")], axis=0)
+    y = b.op("Add", [b.op("Add", [b.op("MatMul", [x, b.weight(8, 8)]), bias]), qkv_bias])
+    computed = computed_weights(lower(b.build([b.relu(y)])))
+    assert list(computed) == [qkv_bias]

@@ -76,8 +76,9 @@ def computed_weights(graph: Graph) -> dict[str, np.ndarray]:
             if w is None or w.name in targets or graph.const_array(w) is not None:
                 continue
             found = ancestors(graph, [w.name], _qualifies, lambda v: _leaf(graph, v), MAX_CHAIN_NODES)
-            if found and found[0]:
-                targets.append(w.name)
+            if found and found[0] and (node.op_type in WEIGHT_OPS or not any(
+                    n.op_type in WEIGHT_OPS for n in found[0])):  # an operand from a Gemm of constants
+                targets.append(w.name)                           # (SwinV2-CR's position MLP) has roots
                 nodes.update((n.name, n) for n in found[0])
                 leaves.update(found[1])
     values = {}
