@@ -414,8 +414,7 @@ def _cmd_prune(args) -> int:
         if args.plot:
             with open(staged.path_for(args.plot), "wb") as fh:
                 show.widths_plot(result.report, fh)
-    original, _, _ = open_model(args.model)
-    print(show.prune_screen(args.model, args.output, original, result, None if args.no_latency else args.seed))
+    print(show.prune_screen(args.model, args.output, result.original, result, None if args.no_latency else args.seed))
     return 0
 
 

@@ -237,6 +237,7 @@ class PruneResult:
     model: onnx.ModelProto
     report: dict
     external: frozenset[str] = frozenset()
+    original: onnx.ModelProto | None = None  # the model as read (a caller compares without reading it again)
 
 
 def open_model(model_or_path) -> tuple[onnx.ModelProto, frozenset[str], str]:
@@ -277,7 +278,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     check_tuning(pipe.passes, train_data, val_data)
     pipe = Pipeline(with_recover(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank,
                                                    max_ratio, heads, stream, round_to, keep_io, gqa), recover))
-    model, external, where = open_model(model_or_path)
+    model, external, where = given = open_model(model_or_path)
     runs = any(isinstance(p, ValidatePass) and p.ort for p in pipe.passes)
     check_input(model, where, runs)
     if ratios:
@@ -290,8 +291,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads, stream=stream,
         round_to=round_to, input_shapes=shapes, keep_io=keep_io, gqa=gqa), sample_inputs, input_shapes)
     sample_inputs = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=runs)
-    run, analyse = _runner(model, seed, sample_inputs, list(instruments), verify,
-                           (train_data, val_data, calib_data))
+    run, analyse = _runner(model, seed, sample_inputs, list(instruments), verify, (train_data, val_data, calib_data))
     try:
         graph, ctx = run(pipe.passes)
         unproven: dict[str, str] = {}
@@ -332,7 +332,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     report.update({k: ctx.report[k] for k in ("recovery", "finetune") if k in ctx.report})
     if target is not None:
         report["target"] = target
-    return PruneResult(out, subgraphs.merge_reports(report, branches, out), external & set(graph.initializers))
+    return PruneResult(out, subgraphs.merge_reports(report, branches, out), external & set(graph.initializers), given[0])
 
 
 class _OriginalShapes(Instrument):

@@ -126,6 +126,8 @@ def check_writes(writes: Mapping[str, str | os.PathLike | None], reads: Mapping[
 def model_files(path: str | os.PathLike) -> list[str]:
     """A model file and the external-data files it names (what writing must never touch)."""
     out = [os.fspath(path)]
+    if not _names_location(path):  # no tensor names a data file: no need to parse the model
+        return out
     try:
         import onnx
         from onnx import external_data_helper
@@ -140,6 +142,19 @@ def model_files(path: str | os.PathLike) -> list[str]:
     except Exception:  # not a model: the read reports it, with its own words
         pass
     return sorted(set(out), key=out.index)
+
+
+def _names_location(path: str | os.PathLike) -> bool:
+    """Whether the file's bytes contain ``location``, the key every external-data entry carries
+    (mapped, not read: no copy of a large file). True when unsure (unreadable, empty, a folder):
+    the caller's parse then decides."""
+    import mmap
+
+    try:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return mm.find(b"location") >= 0
+    except (OSError, ValueError):
+        return True
 
 
 def model_writes(label: str, path: str | os.PathLike | None) -> dict[str, str | None]:
