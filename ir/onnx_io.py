@@ -14,14 +14,16 @@ Example::
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper
 
 from . import bodies, files
 from .bodies import free_names as _free_names, implicit_inputs as _implicit_inputs  # noqa: F401
-from .graph import Graph, Initializer, ModelProps, Node, Value
+from .graph import _RAW_DTYPES, Graph, Initializer, ModelProps, Node, Value
 
 
 class ModelLoadError(ValueError):
@@ -298,7 +300,8 @@ def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
     g.input.extend(inputs)
     g.output.extend(outputs)
     g.value_info.extend(value_info)
-    g.initializer.extend(init.to_proto() for init in inits)
+    for init in inits:  # each written in place: extending with built protos would copy every weight
+        _fill_initializer(init, g.initializer.add())
     if not light:
         g.sparse_initializer.extend(props.sparse_initializers)
         g.quantization_annotation.extend(props.quantization_annotation)
@@ -312,6 +315,24 @@ def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
 
 
 LIGHT_LIMIT = 1024
+_RAW_TYPES = frozenset(_RAW_DTYPES.values())
+
+
+def _fill_initializer(init: Initializer, out: onnx.TensorProto) -> None:
+    """Write ``init.to_proto()``'s message into ``out``, an empty one already in place: a numeric
+    array's bytes are set there once, not built apart and copied in (a copy of every new weight)."""
+    arr = init.array if init.proto is None or init.source is not None else None
+    if arr is None or type(arr) is not np.ndarray or arr.dtype.type not in _RAW_TYPES \
+            or not arr.dtype.isnative or sys.byteorder != "little":
+        out.CopyFrom(init.to_proto())
+        return
+    out.dims.extend(arr.shape)  # the fields numpy_helper.from_array sets
+    if init.name:
+        out.name = init.name
+    out.data_type = onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)
+    out.raw_data = arr.tobytes()
+    if init.doc_string:
+        out.doc_string = init.doc_string
 
 
 def _order_key(graph: Graph, topo):

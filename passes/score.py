@@ -156,7 +156,8 @@ class _L1Norms:
             blocks = [(0, a)]
         else:
             rows = max(1, self.BLOCK // max(1, w[0].size))
-            blocks = ((r, np.abs(w[r:r + rows])) for r in range(0, w.shape[0], rows))
+            blocks = ((r, _abs(w[r:r + rows], buf)) for buf in [_block_buffer(w, rows)]
+                      for r in range(0, w.shape[0], rows))
         root = np.zeros(w.shape[root_axis]) if root_axis is not None else None
         leaves = {k: np.zeros(w.shape[k[1]]) for k in leaf_keys}
         for start, a in blocks:  # a: |W| of filters start.. along axis 0
@@ -188,6 +189,15 @@ class _L1Norms:
             self.leaf_axes.setdefault((node, port), set()).add((filter_axis, in_axis))
             self._fill(node, port, None)
         return self.leaves[key]
+
+
+def _block_buffer(w: np.ndarray, rows: int) -> np.ndarray | None:
+    """One buffer for every block's |W| of a float weight (fresh memory per block costs page faults)."""
+    return np.empty((min(rows, w.shape[0]),) + w.shape[1:], w.dtype) if w.dtype.kind == "f" else None
+
+
+def _abs(block: np.ndarray, buf: np.ndarray | None) -> np.ndarray:
+    return np.abs(block) if buf is None else np.abs(block, out=buf[:len(block)])
 
 
 def _group_root_term(group: Group, roots: dict, chan_of: np.ndarray, root_terms: dict) -> np.ndarray:

@@ -49,13 +49,14 @@ class Rewriter:
         init = self.graph.initializer(value.name)
         if init is not None and len(uses) == 1 and not self.graph.is_graph_output(value) \
                 and not fed_input(self.graph, value.name):
-            self.graph.replace_initializer(Initializer.from_array(value.name, array.astype(init.array.dtype)))
+            self.graph.replace_initializer(Initializer.from_array(value.name,
+                                                                  array.astype(init.array.dtype, copy=False)))
             return
         name = self.graph.unique_name(f"{value.name}.{self.node.name}" if init is not None
                                       else f"{self.node.name}.in{port}")
         old = self.graph.const_array(value)  # None for a computed operand being frozen
         dtype = array.dtype if old is None else old.dtype
-        self.graph.add_initializer(Initializer.from_array(name, np.asarray(array).astype(dtype)))
+        self.graph.add_initializer(Initializer.from_array(name, np.asarray(array).astype(dtype, copy=False)))
         self.graph.set_input(self.node, port, name)
 
     def _write_through(self, value, array: np.ndarray) -> bool:
