@@ -39,6 +39,7 @@ from passes.inputs import InputsUsageError, check_given, load_inputs, parse_inpu
 from passes.score import ScorePass  # noqa: E402
 from passes.recover import DEFAULT_STEPS  # noqa: E402
 from passes.reruns import set_mask_options  # noqa: E402
+from passes.runtime import give_back_memory  # noqa: E402
 from pipeline import (REGISTRY, DumpInstrument, Instrument, Pipeline, PipelineError, SpecError,  # noqa: E402
                       TimingInstrument, build_spec, check_input, inspect, open_model, prune)
 from workflows import batch, demo, schedules, sensitivity, show  # noqa: E402
@@ -404,6 +405,7 @@ def _cmd_prune(args) -> int:
                    rank=args.rank, max_ratio=args.max_ratio, heads=args.heads, stream=args.stream,
                    sample_inputs=given, input_shapes=shapes, recover=args.recover, keep_io=args.keep_io,
                    gqa=args.gqa)
+    give_back_memory()  # what the passes freed, before the output is serialized
     if result.report.get("proof") == "not run":
         print("warning: --passes has no validate pass: the result is NOT proven "
               "(report: verified null, proof \"not run\")", file=sys.stderr)

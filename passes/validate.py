@@ -32,7 +32,7 @@ from . import progress
 from .inputs import InputsError, ort_message, probe_inputs, rejection
 from .op_rules import Rewriter
 from .op_rules.computed import weight_array
-from .runtime import run_model
+from .runtime import give_back_memory, run_model
 
 
 class EquivalenceError(PassError):
@@ -200,7 +200,8 @@ class ValidatePass(Pass):
             feeds = proof.feeds
         forced = _forced_branches(result.graph, record) if check else []
         if not forced:
-            del probe  # the masked original's weights are given back before the result runs
+            del probe  # the masked original's weights are given back before the result runs (the
+            give_back_memory()  # lowered graph holds cycles: a collection frees them, glibc returns them)
         bar.update(1)
         mine = {k: np.take(v, interface[k][2], axis=interface[k][1]) if interface.get(k, ("",))[0] == "input" else v
                 for k, v in feeds.items()}
