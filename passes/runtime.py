@@ -17,6 +17,8 @@ ResNet-18 with a symbolic batch runs it on a [2, 3, 224, 224] input and returns 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import hashlib
 import math
 import os
 import tempfile
@@ -84,7 +86,33 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool 
     # one run per session: no pre-packed second copy of the weights, no arena kept for reuse
     opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.enable_cpu_mem_arena = False
-    return ort_session(model, opts, consume).run(None, feeds)
+    cache = _SESSIONS.get()
+    if cache is None or consume or _weight_bytes(model) >= FILE_SESSION_BYTES:
+        return ort_session(model, opts, consume).run(None, feeds)
+    data = model.SerializeToString()  # a light model: its large weights are fed, not in it
+    key = (hashlib.sha256(data).digest(), quiet)
+    session = cache.pop(key, None) or ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    cache[key] = session  # the most recent last
+    while len(cache) > REUSED_SESSIONS:
+        del cache[next(iter(cache))]
+    return session.run(None, feeds)
+
+
+REUSED_SESSIONS = 3   # a retry runs the masked original (reused) and its own result (not)
+_SESSIONS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("onnxpruner_sessions", default=None)
+
+
+@contextlib.contextmanager
+def reuse_sessions():
+    """Inside the block, ``run_model`` keeps the last few ONNX Runtime sessions and runs a model
+    that serializes to the same bytes (and is as quiet) again in its session instead of a new
+    one: ``passes.reruns`` tries each group alone, and every trial's masked original is the same
+    graph, its weights fed by reference, differing only in those fed arrays."""
+    token = _SESSIONS.set({} if _SESSIONS.get() is None else _SESSIONS.get())
+    try:
+        yield
+    finally:
+        _SESSIONS.reset(token)
 
 
 def session_options(log_severity: int = 3):

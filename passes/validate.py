@@ -23,8 +23,9 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from ir import Graph, lower, opset_of, raise_model, skeleton
+from ir import Graph, Initializer, lower, opset_of, raise_model, skeleton
 from ir.bodies import body_scopes
+from ir.onnx_io import LIGHT_LIMIT
 
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult
@@ -84,6 +85,32 @@ def _masked_graph(original: onnx.ModelProto, record: SliceRecord | None) -> Grap
         index[z.weight_axis] = list(z.positions)
         w[tuple(index)] = 0
         rw.set_const(z.weight_port, w)
+    return g
+
+
+def _fold_weight_transposes(g: Graph) -> Graph:
+    """A Transpose that alone reads a large initializer becomes that initializer, transposed (an
+    exporter without constant folding writes ``MatMul(x, Transpose(W))``): ORT would compute them
+    all before the first layer runs and hold them, a second copy of those weights during the run.
+    Data movement only: the run gives the same bits. For a graph built to be run (the masked
+    original), never the pipeline's."""
+    if g.props.bodies:  # lowered If branches: their weights are placed by who reads them; left as they are
+        return g
+    for node in list(g.nodes()):
+        if node.op_type != "Transpose" or node.domain not in ("", "ai.onnx"):
+            continue
+        ins, outs = g.inputs_of(node), g.outputs_of(node)
+        if len(ins) != 1 or ins[0] is None or len(outs) != 1 or outs[0] is None:
+            continue
+        src, out = ins[0].name, outs[0].name
+        init = g.initializer(src)
+        if init is None or init.size <= LIGHT_LIMIT or len(g.consumers(src)) != 1 or g.is_graph_output(src) \
+                or g.is_graph_output(out) or src in g.input_names:
+            continue
+        arr = np.transpose(init.array, node.attr("perm"))  # no perm: axes reversed, as ONNX's
+        g.remove_node(node)
+        g.remove_value(src)
+        g.add_initializer(Initializer.from_array(out, arr))
     return g
 
 
@@ -186,7 +213,7 @@ class ValidatePass(Pass):
         interface = {name: (kind, axis, list(pos)) for name, kind, axis, pos in
                      (record.interface if record is not None and ctx.original is not None else ())}
         whole = check or bool(interface)  # feeds shaped for the model before pruning
-        probe = Runnable(_masked_graph(ctx.original, record)) if whole else result
+        probe = Runnable(_fold_weight_transposes(_masked_graph(ctx.original, record))) if whole else result
         where = "the model before pruning" if whole else "the result"
         if ctx.inputs is not None:
             feeds = ctx.inputs.feeds
