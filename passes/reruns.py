@@ -31,7 +31,6 @@ from .analyses import Masks, Patterns
 from .base import Pass, PassContext, PipelineError, SpecError
 from .cost import count_flops, count_params
 from .mask import MaskPass
-from .runtime import reuse_sessions
 from .slice import SlicePass
 from .trees import TreesPass
 from .validate import EquivalenceError
@@ -162,16 +161,15 @@ def unproven_groups(passes: list[Pass], run: Run, analyse: Callable[[list[Pass]]
     pruned = [g for g in patterns.groups if g.id in masks.kept and len(masks.kept[g.id]) < g.channels]
     all_roots = [r for g in pruned for r in g.roots]
     unproven: dict[str, str] = {}
-    with reuse_sessions():  # every trial's masked original: one ORT session, other weights fed
-        for g in pruned:
-            others = [r for r in all_roots if r not in g.roots]
-            try:
-                run(with_ignored(passes, others), quiet=True)
-            except PipelineError as exc:
-                if not isinstance(exc.__cause__, EquivalenceError):
-                    raise
-                reason = f"left alone: pruning it fails the mask-equivalence check ({exc.__cause__})"
-                unproven.update({r: reason for r in g.roots})
+    for g in pruned:
+        others = [r for r in all_roots if r not in g.roots]
+        try:
+            run(with_ignored(passes, others), quiet=True)
+        except PipelineError as exc:
+            if not isinstance(exc.__cause__, EquivalenceError):
+                raise
+            reason = f"left alone: pruning it fails the mask-equivalence check ({exc.__cause__})"
+            unproven.update({r: reason for r in g.roots})
     if not unproven:  # only the combination fails: nothing can be shipped as proven
         raise failure
     return unproven

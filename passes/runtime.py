@@ -17,8 +17,6 @@ ResNet-18 with a symbolic batch runs it on a [2, 3, 224, 224] input and returns 
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import hashlib
 import math
 import os
 import tempfile
@@ -86,33 +84,7 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool 
     # one run per session: no pre-packed second copy of the weights, no arena kept for reuse
     opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.enable_cpu_mem_arena = False
-    cache = _SESSIONS.get()
-    if cache is None or consume or _weight_bytes(model) >= FILE_SESSION_BYTES:
-        return ort_session(model, opts, consume).run(None, feeds)
-    data = model.SerializeToString()  # a light model: its large weights are fed, not in it
-    key = (hashlib.sha256(data).digest(), quiet)
-    session = cache.pop(key, None) or ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    cache[key] = session  # the most recent last
-    while len(cache) > REUSED_SESSIONS:
-        del cache[next(iter(cache))]
-    return session.run(None, feeds)
-
-
-REUSED_SESSIONS = 3   # a retry runs the masked original (reused) and its own result (not)
-_SESSIONS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("onnxpruner_sessions", default=None)
-
-
-@contextlib.contextmanager
-def reuse_sessions():
-    """Inside the block, ``run_model`` keeps the last few ONNX Runtime sessions and runs a model
-    that serializes to the same bytes (and is as quiet) again in its session instead of a new
-    one: ``passes.reruns`` tries each group alone, and every trial's masked original is the same
-    graph, its weights fed by reference, differing only in those fed arrays."""
-    token = _SESSIONS.set({} if _SESSIONS.get() is None else _SESSIONS.get())
-    try:
-        yield
-    finally:
-        _SESSIONS.reset(token)
+    return ort_session(model, opts, consume).run(None, feeds)
 
 
 def session_options(log_severity: int = 3):
@@ -180,16 +152,15 @@ def ort_session(model: onnx.ModelProto, opts=None, consume: bool = False):
                     t.data_location = onnx.TensorProto.DEFAULT
 
 
-def give_back_memory(collect: bool = True) -> None:
-    """Hand the memory freed so far back to the system: glibc keeps freed blocks (the passes' and
-    ONNX Runtime's) for reuse, so a command's peak would stack what comes next on top of them.
-    Called after the proof's runs and by the command line before the save; a no-op off glibc.
-    ``collect``: free unreachable cycles first (a full garbage collection)."""
+def give_back_memory() -> None:
+    """Free what only cycles still hold (a lowered graph is full of them: ``del`` alone frees no
+    weight) and hand freed memory back to the system (glibc keeps freed blocks for reuse), so
+    what comes next does not stack on top of it. Called by validate once the masked original is
+    dropped and by the command line before the save; the hand-back is a no-op off glibc."""
     import ctypes
     import gc
 
-    if collect:
-        gc.collect()
+    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
