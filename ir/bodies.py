@@ -17,6 +17,15 @@ with no body inputs (If bodies have none) and no sparse initializers; others sta
 
 Example: ``t = Conv(x); y = If(c, then: Relu(t) -> a, else: Conv(t) -> b)`` lowers to nodes
 ``Conv(x) -> t``, ``Relu(t) -> a``, ``Conv(t) -> b``, ``If(c, a, b) -> y``.
+
+Loop and Scan bodies (``hoisted_nodes``): the body nodes that read a value computed in the
+enclosing graph and depend on nothing of the body's own (no body input, no value another
+iteration changes: loop-invariant, e.g. ``MatMul(Relu(t), W)`` on an outer ``t``), with the
+Constants and body weights they read, are lowered as nodes of the graph ahead of the Loop / Scan,
+which reads what they produce as outer values (recorded as the body's ``"body"`` branch). The
+rest of the body stays opaque: a channel read there (or by the Loop / Scan itself) is a barrier.
+So an outer value's channels reach leaves inside the body, sliced in place; raising puts the
+lowered nodes back at the head of the body, where they run every iteration as before.
 """
 
 from __future__ import annotations
@@ -98,6 +107,59 @@ def lowered_ifs(model: onnx.ModelProto) -> set[int]:
     return out
 
 
+BODY_OPS = ("Loop", "Scan")
+_NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                     "Bernoulli", "Dropout"}
+
+
+def hoisted_nodes(model: onnx.ModelProto) -> dict[int, tuple[list[int], list[str]]]:
+    """Top-level Loop / Scan position -> (positions of the body nodes lowered into the graph,
+    names of the body weights moved with them); see the module docstring. Only bodies whose
+    lowered names are unique in the model, and only nodes of the default domain without
+    subgraphs of their own."""
+    g = model.graph
+    computed = {o for n in g.node for o in n.output if o}
+    counts: dict[str, int] = {}
+    _defined(g, counts)
+    out = {}
+    for i, n in enumerate(g.node):
+        if n.op_type not in BODY_OPS or n.domain not in ("", "ai.onnx"):
+            continue
+        body = next((a.g for a in n.attribute if a.name == "body" and a.type == onnx.AttributeProto.GRAPH), None)
+        if body is None or body.sparse_initializer:
+            continue
+        weights = {t.name for t in body.initializer}
+        local = {i.name for i in body.input} | weights | {o for bn in body.node for o in bn.output if o}
+        invariant: set[str] = set()   # values of the body no iteration changes
+        tainted: set[str] = set()     # invariant values computed from an outer computed value
+        candidates = []
+        for j, bn in enumerate(body.node):
+            ok = bn.domain in ("", "ai.onnx") and bn.op_type not in _NONDETERMINISTIC and not any(
+                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in bn.attribute)
+            reads = [x for x in bn.input if x]
+            if ok and all(x in invariant or x in weights or x not in local for x in reads):
+                invariant.update(o for o in bn.output if o)
+                candidates.append(j)
+                if any(x in tainted or (x not in local and x in computed) for x in reads):
+                    tainted.update(o for o in bn.output if o)
+        if not tainted:
+            continue
+        needed = set(tainted)  # and the invariant values they read (a Constant), back to front
+        keep = []
+        for j in reversed(candidates):
+            bn = body.node[j]
+            if any(o in needed for o in bn.output):
+                keep.append(j)
+                needed.update(x for x in bn.input if x)
+        keep.reverse()
+        moved = sorted(w for w in weights if w in needed)
+        names = moved + [o for j in keep for o in body.node[j].output if o]
+        if any(counts.get(name, 0) != 1 for name in names):
+            continue
+        out[i] = (keep, moved)
+    return out
+
+
 def body_scopes(graph, topo) -> dict[str, tuple[str, str]]:
     """Node name -> (If node, branch) for each node raised into a body: the recorded ones, and a
     node a pass added that reads a value one of them produces."""
@@ -169,6 +231,30 @@ def raised_if(graph, node, proto: onnx.NodeProto, members: dict[str, list[onnx.N
         body = onnx.helper.make_graph(body_nodes, branch.name, [], outs, weights.get((node.name, a.name), []),
                                       value_info=infos, doc_string=branch.doc_string)
         attrs.append(onnx.helper.make_attribute(a.name, body))
+    del proto.attribute[:]
+    proto.attribute.extend(attrs)
+
+
+def raised_body(graph, node, proto: onnx.NodeProto, members: dict[str, list[onnx.NodeProto]],
+                value_info, weights: dict[tuple[str, str], list[onnx.TensorProto]]) -> None:
+    """The Loop / Scan's body with its lowered nodes back at its head (they read only outer
+    values and each other), and the weights only they read."""
+    nodes = members.get("body", [])
+    produced = {o for n in nodes for o in n.output if o}
+    attrs = []
+    for a in proto.attribute:
+        if a.name != "body" or a.type != onnx.AttributeProto.GRAPH:
+            attrs.append(a)
+            continue
+        body = onnx.GraphProto()
+        body.CopyFrom(a.g)
+        rest = list(body.node)
+        del body.node[:]
+        body.node.extend(nodes + rest)
+        body.initializer.extend(weights.get((node.name, "body"), []))
+        body.value_info.extend(value_info(graph.value(n)) for n in sorted(produced) if n in graph.value_info_names
+                               and graph.has_value(n) and graph.value(n).type is not None)
+        attrs.append(onnx.helper.make_attribute("body", body))
     del proto.attribute[:]
     proto.attribute.extend(attrs)
 

@@ -202,6 +202,7 @@ def lower(model: onnx.ModelProto) -> Graph:
         return name
 
     lowered = bodies.lowered_ifs(model)
+    hoisted = bodies.hoisted_nodes(model)
     for i, n in enumerate(g.node):
         if i in lowered:  # its branches' nodes first, the If reading their outputs (ir/bodies.py)
             branches, outs = {}, []
@@ -226,7 +227,12 @@ def lower(model: onnx.ModelProto) -> Graph:
             graph.add_node(Node(name, n.op_type, n.domain, {a.name: a for a in n.attribute}, n.doc_string),
                            list(n.input[:1]) + outs, list(n.output))
             continue
+        if i in hoisted:  # its loop-invariant head first, read from the body as outer values
+            keep, moved = hoisted[i]
+            n, head = _hoist(graph, n, keep, moved, lambda bn, j: unique(bn.name, f"{bn.op_type}_{i}_body_{j}"))
         name = unique(n.name, f"{n.op_type}_{i}")
+        if i in hoisted:
+            props.bodies[name] = {"body": head}
         node = Node(name, n.op_type, n.domain, {a.name: a for a in n.attribute}, n.doc_string)
         graph.add_node(node, list(n.input), list(n.output), implicit_inputs=_implicit_inputs(n))
     for vi in g.output:
@@ -236,6 +242,35 @@ def lower(model: onnx.ModelProto) -> Graph:
             graph.set_value_type(vi.name, _type(vi), vi.doc_string)
     graph.set_outputs([vi.name for vi in g.output])
     return graph
+
+
+def _hoist(graph: Graph, n: onnx.NodeProto, keep: list[int], moved: list[str], unique):
+    """Lowers a Loop / Scan body's loop-invariant head (``bodies.hoisted_nodes``) into the graph:
+    the node with the rest of its body, and the head's record."""
+    out = onnx.NodeProto()
+    out.CopyFrom(n)
+    body = next(a.g for a in out.attribute if a.name == "body")
+    lowered = [body.node[j] for j in keep]
+    produced = {o for bn in lowered for o in bn.output if o}
+    for t in body.initializer:
+        if t.name in moved:
+            graph.add_initializer(Initializer.from_proto(t))
+    for vi in body.value_info:
+        if vi.name in produced and not graph.has_value(vi.name):
+            graph.add_value(Value(vi.name, _type(vi), vi.doc_string))
+            graph.value_info_names.add(vi.name)
+    names = []
+    for j, bn in zip(keep, lowered):
+        names.append(unique(bn, j))
+        graph.add_node(Node(names[-1], bn.op_type, bn.domain, {a.name: a for a in bn.attribute}, bn.doc_string),
+                       list(bn.input), list(bn.output))
+    rest = [bn for j, bn in enumerate(body.node) if j not in set(keep)]
+    inits = [t for t in body.initializer if t.name not in moved]
+    infos = [vi for vi in body.value_info if vi.name not in produced]
+    for field, items in ((body.node, rest), (body.initializer, inits), (body.value_info, infos)):
+        del field[:]
+        field.extend(items)
+    return out, bodies.Branch(body.name, body.doc_string, tuple(names))
 
 
 def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
@@ -283,7 +318,8 @@ def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
     inits = [i for i in inits if i.name not in homes]
     for node, proto in zip([n for n in topo if n.name not in scopes], nodes):
         if node.name in props.bodies:  # after every member is known (a dead one may come later)
-            bodies.raised_if(graph, node, proto, members.get(node.name, {}), _value_info, held)
+            raised = bodies.raised_body if node.op_type in bodies.BODY_OPS else bodies.raised_if
+            raised(graph, node, proto, members.get(node.name, {}), _value_info, held)
     value_info = []
     for name in sorted(graph.value_info_names, key=_order_key(graph, topo)):
         if graph.has_value(name) and name not in in_bodies:

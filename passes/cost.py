@@ -6,7 +6,8 @@ shapes with a symbolic or unknown dim (batch, sequence) taken as 1; of LSTM, GRU
 and recurrent products, ``recurrent_flops``); and of the ops inside If, Loop and Scan bodies
 (``body_flops``): an If counts its larger branch (one of the two runs), a Loop its body × the trip
 count when that is a constant (once otherwise: a lower bound), a Scan its body × the scan axis's
-length (once when unknown). A body's shapes come from ONNX shape inference, with what it reads
+length (once when unknown); a Loop / Scan body's head lowered into the graph (``ir/bodies.py``)
+is counted with it, as many times. A body's shapes come from ONNX shape inference, with what it reads
 from the enclosing graph typed by the enclosing graph's shapes.
 
 Example: ``Conv(x[1,3,8,8], W[4,3,3,3], pads=1)`` -> 2 × 4·8·8 × 3·3·3 = 13,824 FLOPs;
@@ -36,7 +37,7 @@ def count_params(ir: Graph) -> int:
             arr = constant_node_value(node)
             if arr is not None and arr.dtype.kind == "f":
                 held += arr.size
-        if node.name not in ir.props.bodies:  # a lowered If's branches: their nodes are counted
+        if node.name not in ir.props.bodies or node.op_type != "If":  # a lowered If's branches: counted
             held += sum(_body_params(a) for a in node.attrs.values())
     return int(held)
 
@@ -97,6 +98,8 @@ def smaller_branches(ir: Graph, per_node: dict[str, int]) -> set[str]:
         members.setdefault(where, []).append(name)
     out: set[str] = set()
     for if_name in ir.props.bodies:
+        if "then_branch" not in ir.props.bodies[if_name]:  # a Loop / Scan's lowered head: it runs
+            continue
         then, other = (if_name, "then_branch"), (if_name, "else_branch")
         out.update(members.get(other if sums.get(then, 0) >= sums.get(other, 0) else then, []))
     return out
@@ -138,7 +141,7 @@ def body_flops(ir: Graph, shapes: dict) -> dict[str, int]:
     out: dict[str, int] = {}
     for node in ir.nodes():
         if node.op_type not in ("If", "Loop", "Scan") or node.domain not in ("", "ai.onnx") \
-                or node.name in ir.props.bodies:  # an If whose branches are nodes of the graph
+                or node.name in ir.props.bodies and node.op_type == "If":  # branches are nodes of the graph
             continue
         ins = ir.inputs_of(node)
         if node.op_type == "If":
@@ -167,7 +170,18 @@ def body_flops(ir: Graph, shapes: dict) -> dict[str, int]:
                 given[b.name] = s
             times = times or 1
         out[node.name] = max(times, 0) * _graph_flops(ir, shapes, body, given)
+        if node.name in ir.props.bodies:  # its lowered head, counted once as nodes of the graph, runs `times`
+            head = _head_flops(ir, shapes, node.name)
+            out[node.name] += (max(times, 0) - 1) * head
     return out
+
+
+def _head_flops(ir: Graph, shapes: dict, name: str) -> int:
+    """FLOPs of the nodes of a Loop / Scan body lowered into the graph (``ir/bodies.py``)."""
+    from ir.bodies import body_scopes
+
+    per_node = flops_by_node(ir, shapes)
+    return sum(per_node.get(n, 0) for n, (owner, _) in body_scopes(ir, ir.topo_nodes()).items() if owner == name)
 
 
 def _graph_flops(ir: Graph, shapes: dict, body: onnx.GraphProto, given: dict) -> int:

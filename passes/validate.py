@@ -9,7 +9,8 @@ Reads: ``SliceRecord`` when a slice ran. Provides nothing; records ``verified`` 
    leaf's input weights, run on the same seeded random inputs, gives the same outputs
    (``|pruned - masked| <= atol + rtol·|masked|``, atol scaled by the output's magnitude);
    an If lowered into the graph (``ir/bodies.py``) runs one branch on those inputs, so each
-   branch slicing changed is run and compared too, the If's condition fixed to it.
+   branch slicing changed is run and compared too, the If's condition fixed to it; a Loop or
+   Scan body slicing changed must run at least once on those inputs.
 
 Example: ResNet-18 at 0.5: ``max_abs_diff ≈ 1e-6``; a slicing bug shows up as a mismatch here,
 never as a shipped model.
@@ -150,13 +151,69 @@ def _forced_branches(g: Graph, record: SliceRecord | None) -> list[tuple[str, st
     branch; each of these is then proven by running both models with the If's condition fixed."""
     if record is None or not g.props.bodies:
         return []
+    return sorted(w for w in _touched(g, record) if g.node(w[0]).op_type == "If")
+
+
+def _touched(g: Graph, record: SliceRecord) -> set[tuple[str, str]]:
+    """(If / Loop / Scan, branch) of each lowered body (``ir/bodies.py``) slicing changed."""
     cut = {z.node for z in record.zeroings}
     touched = set()
     for name, where in body_scopes(g, g.topo_nodes()).items():
         values = [v for v in list(g.inputs_of(name)) + list(g.outputs_of(name)) if v is not None]
         if name in cut or any(v.name in record.keeps for v in values):
             touched.add(where)
-    return sorted(touched)
+    return touched
+
+
+def _idle_bodies(probe: "Runnable", record: SliceRecord | None, feeds: dict) -> str | None:
+    """Why a Loop / Scan body slicing changed (its lowered head, ``ir/bodies.py``) is not proven
+    by a run on ``feeds``: the model before pruning runs it no time there (a Loop's trip count
+    0 or its condition false on entry, a Scan over an empty axis), or that cannot be told."""
+    g = probe.graph
+    if record is None or not g.props.bodies:
+        return None
+    loops = sorted(w[0] for w in _touched(g, record) if g.node(w[0]).op_type != "If")
+    for name in loops:
+        node = g.node(name)
+        ins = g.inputs_of(node)
+        where = f"body of {node.op_type} {name!r} is not proven"
+        if node.op_type == "Loop":
+            needed = [v for v in ins[:2] if v is not None]
+        else:
+            needed = ins[len(ins) - int(node.attr("num_scan_inputs", 0)):][:1]
+        try:
+            values = _values(probe, [v.name for v in needed], feeds)
+        except Exception as exc:
+            return f"{where}: it cannot be shown to run on the proof inputs ({str(exc).strip().splitlines()[0]})"
+        if node.op_type == "Loop":
+            runs = all(np.asarray(a).size == 1 and bool(np.asarray(a).reshape(-1)[0] > 0) for a in values)
+        else:
+            axes = list(node.attr("scan_input_axes", []) or [0])
+            a = np.asarray(values[0]) if values else None
+            runs = a is not None and a.ndim > 0 and a.shape[axes[0] % a.ndim] > 0
+        if not runs:
+            return f"{where}: the model before pruning runs it no time on the proof inputs"
+    return None
+
+
+def _values(probe: "Runnable", names: list[str], feeds: dict) -> list:
+    """The named values of the probe's graph as it computes them on ``feeds``."""
+    g = probe.graph
+    out, run = {}, []
+    for name in names:
+        const = g.const_array(name)
+        if name in feeds:
+            out[name] = feeds[name]
+        elif const is not None:
+            out[name] = const
+        else:
+            run.append(name)
+    if run:
+        extra = Runnable(g, tuple(run))
+        got = extra.run(feeds, quiet=True)
+        out.update(zip(extra.extra, got[len(g.output_names):]))
+        out.update({n: got[g.output_names.index(n)] for n in run if n in g.output_names})
+    return [out[n] for n in names]
 
 
 def _run_forced(runnable: "Runnable", if_name: str, value: bool, feeds: dict) -> list:
@@ -226,6 +283,9 @@ class ValidatePass(Pass):
                                             run=lambda _, feeds: probe.run(feeds, quiet=True))
             feeds = proof.feeds
         forced = _forced_branches(result.graph, record) if check else []
+        idle = _idle_bodies(probe, record, feeds) if check else None
+        if idle:
+            raise EquivalenceError(idle)
         if not forced:
             del probe  # the masked original's weights are given back before the result runs (the
             give_back_memory()  # lowered graph holds cycles: a collection frees them, glibc returns them)

@@ -449,8 +449,62 @@ def if_crossing() -> onnx.ModelProto:
     return b.build([head], shapes={head: [1, 4]})
 
 
+def loop_reading_outer(kind: str = "Loop", trips: int | None = 3) -> onnx.ModelProto:
+    """A Loop (``trips`` iterations, a graph input when None) or a Scan (over the 5 rows of
+    ``seq`` [5, 1, 8]) whose body reads two outer values: ``t`` = Relu(MatMul(x, W[8, 16])),
+    through Relu into a MatMul by a body weight [16, 8] (a leaf inside the body), and ``v`` =
+    MatMul(x, W[8, 8]), added to the body's state (a barrier). The state [1, 8] ends in a Gemm."""
+    rng = np.random.default_rng(41)
+
+    def w(name, *shape):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+    f = TensorProto.FLOAT
+    state = [helper.make_tensor_value_info("s", f, [1, 8])]
+    head = [helper.make_node("Relu", ["t"], ["t_relu"]), helper.make_node("MatMul", ["t_relu", "w_in"], ["u"]),
+            helper.make_node("Add", ["s", "v"], ["sv"])]
+    if kind == "Loop":
+        ins = [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+               helper.make_tensor_value_info("c", TensorProto.BOOL, [])] + state
+        nodes = head + [helper.make_node("Add", ["sv", "u"], ["su"]), helper.make_node("Tanh", ["su"], ["s_out"]),
+                        helper.make_node("Identity", ["c"], ["c_out"])]
+        outs = [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+                helper.make_tensor_value_info("s_out", f, [1, 8])]
+    else:
+        ins = state + [helper.make_tensor_value_info("row", f, [1, 8])]
+        nodes = head + [helper.make_node("MatMul", ["row", "w_row"], ["r"]), helper.make_node("Add", ["sv", "r"], ["a"]),
+                        helper.make_node("Add", ["a", "u"], ["au"]), helper.make_node("Tanh", ["au"], ["s_out"]),
+                        helper.make_node("Identity", ["a"], ["row_out"])]
+        outs = [helper.make_tensor_value_info("s_out", f, [1, 8]), helper.make_tensor_value_info("row_out", f, [1, 8])]
+    weights = [w("w_in", 16, 8)] + ([w("w_row", 8, 8)] if kind == "Scan" else [])
+    body = helper.make_graph(nodes, f"{kind.lower()}_body", ins, outs, weights)
+    inputs = [helper.make_tensor_value_info("x", f, [1, 8])]
+    inits = [w("w_t", 8, 16), w("w_v", 8, 8), w("w_head", 8, 4)]
+    top = [helper.make_node("MatMul", ["x", "w_t"], ["t_mm"], name="MatMul_t"),
+           helper.make_node("Relu", ["t_mm"], ["t"], name="Relu_t"),
+           helper.make_node("MatMul", ["x", "w_v"], ["v"], name="MatMul_v")]
+    if kind == "Loop":
+        inits.append(numpy_helper.from_array(np.array(True), "go"))
+        if trips is None:
+            inputs.append(helper.make_tensor_value_info("trips", TensorProto.INT64, []))
+        else:
+            inits.append(numpy_helper.from_array(np.array(trips, np.int64), "trips"))
+        top.append(helper.make_node("Loop", ["trips", "go", "x"], ["s_final"], name="Loop_0", body=body))
+        extra = []
+    else:
+        inputs.append(helper.make_tensor_value_info("seq", f, [5, 1, 8]))
+        top.append(helper.make_node("Scan", ["x", "seq"], ["s_final", "rows"], name="Scan_0", body=body,
+                                    num_scan_inputs=1))
+        extra = [helper.make_tensor_value_info("rows", f, [5, 1, 8])]
+    top.append(helper.make_node("MatMul", ["s_final", "w_head"], ["y"], name="MatMul_head"))
+    graph = helper.make_graph(top, f"{kind.lower()}_reading_outer", inputs,
+                              [helper.make_tensor_value_info("y", f, [1, 4])] + extra, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
 CONTROL_FLOW = {"if_branches": if_branches, "if_branches_read_outer": lambda: if_branches(read_outer=True),
-                "if_crossing": if_crossing}
+                "if_crossing": if_crossing, "loop_reading_outer": loop_reading_outer,
+                "scan_reading_outer": lambda: loop_reading_outer("Scan")}
 
 
 def caffe_style_wide() -> onnx.ModelProto:
