@@ -192,7 +192,7 @@ def _idle_bodies(probe: "Runnable", record: SliceRecord | None, feeds: dict) -> 
             a = np.asarray(values[0]) if values else None
             runs = a is not None and a.ndim > 0 and a.shape[axes[0] % a.ndim] > 0
         if not runs:
-            return f"{where}: the model before pruning runs it no time on the proof inputs"
+            return f"{where}: the model before pruning runs it no time on the proof inputs (give inputs that run it)"
     return None
 
 

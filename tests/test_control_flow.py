@@ -20,8 +20,8 @@ from passes.analyses import SliceRecord
 from passes.validate import run_model
 
 
-def _bodies(model):
-    return {a.name: a.g for n in model.graph.node if n.op_type == "If" for a in n.attribute
+def _bodies(model, ops=("If",)):
+    return {a.name: a.g for n in model.graph.node if n.op_type in ops for a in n.attribute
             if a.type == onnx.AttributeProto.GRAPH}
 
 
@@ -34,7 +34,7 @@ def test_if_branches_match_golden(name, golden):
                                                        if b["pruned"] else f"whole: {b['reason']}") for b in rep.get("branches", [])]
     lines += [f"group {g['id']} {','.join(g['roots'])}: {g['channels_before']} -> {g['channels_after']}"
               + (f" ({g['reason']})" if g.get("reason") else "") for g in rep["groups"]]
-    for attr, body in sorted(_bodies(result.model).items()):
+    for attr, body in sorted(_bodies(result.model, ("If", "Loop", "Scan")).items()):
         lines.append(f"== {attr}")
         lines += [f"{n.op_type}({', '.join(n.input)}) -> {', '.join(n.output)}" for n in body.node]
         lines += [f"@{t.name}: {list(t.dims)}" for t in body.initializer]
@@ -358,3 +358,74 @@ def test_a_branch_the_proof_inputs_cannot_run_leaves_its_groups_whole():
     for roots in (("Conv7",), ("Conv3504",), ("Conv3510", "Conv3604")):
         assert not groups[roots]["pruned"], roots
         assert "then_branch of If 'If11' is not proven: the model before pruning does not run it" in groups[roots]["reason"]
+
+
+def _feeds(model, seed=7):
+    rng = np.random.default_rng(seed)
+    return {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+            for i in model.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+
+
+@pytest.mark.parametrize("kind", ["Loop", "Scan"])
+def test_an_outer_value_prunes_into_its_leaves_inside_loop_and_scan_bodies(kind):
+    """``t`` reaches a MatMul inside the body through a Relu: that body head is lowered into the
+    graph (loop-invariant: it reads only outer values and a body weight), so ``t``'s channels go
+    with the body weight's rows, sliced inside the body; ``v``, added to the body's state, stays a
+    barrier. The pruned model runs its body as before and matches the masked original."""
+    model = models.loop_reading_outer(kind)
+    assert ir.bodies.hoisted_nodes(model) == {3: ([0, 1], ["w_in"])}
+    result = pipeline.prune(model, ratio=0.5)
+    rep = result.report
+    groups = {tuple(g["roots"]): g for g in rep["groups"]}
+    assert rep["verified"] is True
+    assert groups[("MatMul_t",)]["channels_after"] == 8 and groups[("MatMul_t",)]["leaves"] == ["MatMul_3_body_1"]
+    assert groups[("MatMul_v",)]["reason"] == f"read inside a subgraph of {kind} node '{kind}_0'"
+    onnx.checker.check_model(result.model, full_check=True)
+    (body,) = _bodies(result.model, (kind,)).values()
+    assert [n.op_type for n in body.node[:2]] == ["Relu", "MatMul"]  # back at the head of the body
+    assert {t.name: list(t.dims) for t in body.initializer}["w_in"] == [8, 8]
+    assert [n.op_type for n in result.model.graph.node if n.op_type in ("Relu", "MatMul")] == ["MatMul", "Relu", "MatMul", "MatMul"]
+    masked = validate.masked_original(model, _record(model))
+    feeds = _feeds(model)
+    for got, want in zip(run_model(result.model, feeds), run_model(masked, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    times = 3 if kind == "Loop" else 5
+    rows = 5 * 2 * 8 * 8 if kind == "Scan" else 0  # the Scan body's own MatMul(row, w_row)
+    assert rep["flops_before"] == 2 * 8 * 16 + 2 * 8 * 8 + 2 * 8 * 4 + times * 2 * 16 * 8 + rows
+    assert rep["flops_after"] == 2 * 8 * 8 + 2 * 8 * 8 + 2 * 8 * 4 + times * 2 * 8 * 8 + rows
+
+
+def test_a_loop_body_the_proof_inputs_do_not_run_leaves_its_groups_whole():
+    """A Loop running 0 times (a constant trip count, or one the proof inputs give) proves nothing
+    about its body: the group reaching into it stays whole, with why; with inputs that run it,
+    it prunes."""
+    whole = "body of Loop 'Loop_0' is not proven: the model before pruning runs it no time on the proof inputs"
+    rep = pipeline.prune(models.loop_reading_outer("Loop", trips=0), ratio=0.5).report
+    outer = next(g for g in rep["groups"] if g["roots"] == ["MatMul_t"])
+    assert rep["verified"] is True and not outer["pruned"] and whole in outer["reason"]
+    x = np.ones((1, 8), np.float32)
+    for trips, pruned in ((0, False), (2, True)):
+        rep = pipeline.prune(models.loop_reading_outer("Loop", trips=None), ratio=0.5,
+                             sample_inputs={"x": x, "trips": np.array(trips, np.int64)}).report
+        outer = next(g for g in rep["groups"] if g["roots"] == ["MatMul_t"])
+        assert rep["verified"] is True and outer["pruned"] is pruned, trips
+
+
+def test_a_loop_body_left_idle_or_forgotten_by_the_mask_fails_the_proof(monkeypatch):
+    """The check is what stands between a cut inside a body and shipping it: a masked original
+    that forgets the body's leaf fails the run (the body ran); without the trip-count check a
+    Loop run 0 times would ship its body's cut unproven."""
+    real = validate._masked_graph
+
+    def forgetful(original, record):
+        kept = tuple(z for z in (record.zeroings if record else ()) if z.node != "MatMul_3_body_1")
+        return real(original, record and dataclasses.replace(record, zeroings=kept))
+
+    with monkeypatch.context() as m:
+        m.setattr(validate, "_masked_graph", forgetful)
+        rep = pipeline.prune(models.loop_reading_outer("Scan"), ratio=0.5).report
+        outer = next(g for g in rep["groups"] if g["roots"] == ["MatMul_t"])
+        assert not outer["pruned"] and "mask-equivalence check failed" in outer["reason"]
+    monkeypatch.setattr(validate, "_idle_bodies", lambda probe, record, feeds: None)
+    rep = pipeline.prune(models.loop_reading_outer("Loop", trips=0), ratio=0.5).report
+    assert next(g for g in rep["groups"] if g["roots"] == ["MatMul_t"])["pruned"]
