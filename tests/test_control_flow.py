@@ -429,3 +429,46 @@ def test_a_loop_body_left_idle_or_forgotten_by_the_mask_fails_the_proof(monkeypa
     monkeypatch.setattr(validate, "_idle_bodies", lambda probe, record, feeds: None)
     rep = pipeline.prune(models.loop_reading_outer("Loop", trips=0), ratio=0.5).report
     assert next(g for g in rep["groups"] if g["roots"] == ["MatMul_t"])["pruned"]
+
+
+def test_a_scripted_for_loop_reading_an_outer_conv_prunes_into_its_body(tmp_path):
+    """PyTorch's scripted ``for`` loop exports a Loop whose body convolves the trunk's output:
+    the trunk's channels reach that conv inside the body, proven on inputs that run the loop
+    (``n`` = 3); the default proof inputs (``n`` = 0) run it no time, so it stays whole there."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk, self.step, self.head = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 1), nn.Linear(8, 3)
+
+        def forward(self, x, n: int):
+            t = torch.relu(self.trunk(x))
+            s = torch.zeros(x.shape[0], 8, x.shape[2], x.shape[3])
+            for _ in range(n):
+                s = torch.tanh(s + self.step(t))
+            return self.head(s.mean(dim=(2, 3)))
+
+    path = tmp_path / "scripted_loop.onnx"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.jit.script(Net().eval()), (torch.randn(1, 3, 8, 8), 3), str(path),
+                          dynamo=False, opset_version=17, do_constant_folding=False, input_names=["x", "n"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    result = pipeline.prune(path, ratio=0.5, sample_inputs={"x": x, "n": np.array(3, np.int64)})
+    rep = result.report
+    trunk = next(g for g in rep["groups"] if g["roots"] == ["/trunk/Conv"])
+    assert rep["verified"] is True and trunk["channels_after"] == 8 and trunk["leaves"] == ["/step/Conv"]
+    (body,) = _bodies(result.model, ("Loop",)).values()
+    step = next(n for n in body.node if n.op_type == "Conv")
+    weights = {t.name: t for t in list(body.initializer) + list(result.model.graph.initializer)}
+    assert list(weights[step.input[1]].dims) == [8, 8, 1, 1]
+    for n in (0, 5):
+        (y,) = run_model(result.model, {"x": x, "n": np.array(n, np.int64)})
+        assert y.shape == (1, 3)
+    rep = pipeline.prune(path, ratio=0.5).report
+    trunk = next(g for g in rep["groups"] if g["roots"] == ["/trunk/Conv"])
+    assert not trunk["pruned"] and "runs it no time on the proof inputs" in trunk["reason"]
