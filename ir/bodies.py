@@ -118,13 +118,16 @@ def hoisted_nodes(model: onnx.ModelProto) -> dict[int, tuple[list[int], list[str
     lowered names are unique in the model, and only nodes of the default domain without
     subgraphs of their own."""
     g = model.graph
+    if not any(n.op_type in BODY_OPS for n in g.node):
+        return {}
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     computed = {o for n in g.node for o in n.output if o}
     counts: dict[str, int] = {}
     _defined(g, counts)
     out = {}
     for i, n in enumerate(g.node):
-        if n.op_type not in BODY_OPS or n.domain not in ("", "ai.onnx"):
-            continue
+        if n.op_type not in BODY_OPS or n.domain not in ("", "ai.onnx") or n.op_type == "Scan" and opset < 9:
+            continue  # Scan 8 (batched, sequence_lens) is left opaque
         body = next((a.g for a in n.attribute if a.name == "body" and a.type == onnx.AttributeProto.GRAPH), None)
         if body is None or body.sparse_initializer:
             continue

@@ -269,7 +269,12 @@ def feature_maps(ir: Graph, values: list[str], calib: Batches):
     in_name = _check_x(calib, ir)
     inside = sorted(set(values) & body_values(ir))  # ORT returns no value of an If branch
     if inside:
-        raise PassError(f"data criteria read feature maps, and {inside[0]!r} is computed inside a branch of an If "
+        from ir.bodies import body_scopes
+
+        owner = next(ir.node(o) for n, (o, _) in body_scopes(ir, ir.topo_nodes()).items()
+                     if any(v is not None and v.name == inside[0] for v in ir.outputs_of(n)))
+        where = "a branch of an If" if owner.op_type == "If" else f"the body of {owner.op_type} {owner.name!r}"
+        raise PassError(f"data criteria read feature maps, and {inside[0]!r} is computed inside {where} "
                         f"lowered into the graph (ONNX Runtime cannot return it): use a weight criterion (l1, l2)")
     model = _training_copy(raise_model(ir))
     present = {o.name for o in model.graph.output}

@@ -31,24 +31,37 @@ def inferred_types(ir: Graph, stated: bool = True) -> dict[str, onnx.TypeProto]:
     model = raise_model(ir, light=True)
     if not stated:
         del model.graph.value_info[:]
-        for body in _lowered_bodies(ir, model):
+        for body, only in _lowered_bodies(ir, model):
+            kept = [vi for vi in body.value_info if only is not None and vi.name not in only]
             del body.value_info[:]
+            body.value_info.extend(kept)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # inference is advisory: an op it cannot handle leaves shapes unknown
         return {}
     types = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input) \
-            + [vi for body in _lowered_bodies(ir, inferred) for vi in list(body.value_info) + list(body.output)]:
+            + [vi for body, only in _lowered_bodies(ir, inferred) for vi in list(body.value_info) + list(body.output)
+               if only is None or vi.name in only]:
         if vi.HasField("type"):
             types[vi.name] = vi.type
     return types
 
 
-def _lowered_bodies(ir: Graph, model: onnx.ModelProto) -> list[onnx.GraphProto]:
-    """The branches of the Ifs lowered into the IR (``ir/bodies.py``): their values are IR values."""
-    return [a.g for n in model.graph.node if n.name in ir.props.bodies for a in n.attribute
-            if a.type == onnx.AttributeProto.GRAPH]
+def _lowered_bodies(ir: Graph, model: onnx.ModelProto) -> list[tuple[onnx.GraphProto, set | None]]:
+    """The branches of the Ifs lowered into the IR (``ir/bodies.py``): their values are IR values
+    (``None``); of a Loop / Scan body, only its lowered head's, named (the rest may reuse an
+    outer name)."""
+    from ir.bodies import BODY_OPS, body_values
+
+    out, head = [], None
+    for n in model.graph.node:
+        if n.name in ir.props.bodies:
+            if n.op_type in BODY_OPS and head is None:
+                head = body_values(ir)
+            out += [(a.g, head if n.op_type in BODY_OPS else None) for a in n.attribute
+                    if a.type == onnx.AttributeProto.GRAPH]
+    return out
 
 
 def value_shapes(ir: Graph) -> dict[str, tuple]:

@@ -472,3 +472,29 @@ def test_a_scripted_for_loop_reading_an_outer_conv_prunes_into_its_body(tmp_path
     rep = pipeline.prune(path, ratio=0.5).report
     trunk = next(g for g in rep["groups"] if g["roots"] == ["/trunk/Conv"])
     assert not trunk["pruned"] and "runs it no time on the proof inputs" in trunk["reason"]
+
+
+def _loop_with_inner_chain():
+    """``loop_reading_outer`` with its body's head two MatMuls deep: t -> Relu -> MatMul [16, 16]
+    -> Relu -> MatMul [16, 8], so a group lies wholly inside the lowered head."""
+    model = models.loop_reading_outer("Loop")
+    body = next(a.g for a in model.graph.node[3].attribute if a.name == "body")
+    mm = body.node[1]
+    mm.input[0] = "mr"
+    body.node.insert(1, onnx.helper.make_node("MatMul", ["t_relu", "w_mid"], ["m"]))
+    body.node.insert(2, onnx.helper.make_node("Relu", ["m"], ["mr"]))
+    w = np.random.default_rng(3).standard_normal((16, 16)).astype(np.float32)
+    body.initializer.append(onnx.numpy_helper.from_array(w, "w_mid"))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_group_wholly_inside_a_loop_body_prunes_and_a_data_criterion_says_it_cannot_read_it():
+    model = _loop_with_inner_chain()
+    rep = pipeline.prune(model, ratio=0.5).report
+    groups = {tuple(g["roots"]): g for g in rep["groups"]}
+    assert rep["verified"] is True
+    assert groups[("MatMul_t",)]["channels_after"] == 8 and groups[("MatMul_3_body_1",)]["channels_after"] == 8
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    with pytest.raises(pipeline.PipelineError, match="inside the body of Loop 'Loop_0' lowered into the graph"):
+        pipeline.prune(model, ratio=0.5, criterion="hrank", calib_data=(x, None))
