@@ -135,10 +135,31 @@ def _shape_or_const(ir: Graph, shapes: dict, value) -> tuple | None:
     return got
 
 
-def body_flops(ir: Graph, shapes: dict) -> dict[str, int]:
+def body_flops(ir: Graph, shapes: dict, heads: bool = True) -> dict[str, int]:
     """FLOPs inside the bodies of each If / Loop / Scan node by name (see the module docstring);
-    bodies nested in bodies are counted the same way, recursively."""
+    bodies nested in bodies are counted the same way, recursively. ``heads=False``: without the
+    runs of a lowered head past its first (``head_times`` scales its nodes instead)."""
     out: dict[str, int] = {}
+    for name, (flops, times) in _body_counts(ir, shapes).items():
+        out[name] = flops + ((max(times, 0) - 1) * _head_flops(ir, shapes, name)
+                             if heads and name in ir.props.bodies else 0)
+    return out
+
+
+def head_times(ir: Graph, shapes: dict) -> dict[str, int]:
+    """Node -> how many times it runs, for the nodes of a Loop / Scan body's head lowered into
+    the graph (``ir/bodies.py``): its Loop's constant trip count, its Scan's length (1 unknown)."""
+    from ir.bodies import body_scopes
+
+    loops = {name: times for name, (_, times) in _body_counts(ir, shapes).items() if name in ir.props.bodies}
+    if not loops:
+        return {}
+    return {n: max(loops[owner], 0) for n, (owner, _) in body_scopes(ir, ir.topo_nodes()).items() if owner in loops}
+
+
+def _body_counts(ir: Graph, shapes: dict) -> dict[str, tuple[int, int]]:
+    """Node -> (FLOPs of its bodies, times its body runs: 1 for an If)."""
+    out: dict[str, tuple[int, int]] = {}
     for node in ir.nodes():
         if node.op_type not in ("If", "Loop", "Scan") or node.domain not in ("", "ai.onnx") \
                 or node.name in ir.props.bodies and node.op_type == "If":  # branches are nodes of the graph
@@ -147,7 +168,7 @@ def body_flops(ir: Graph, shapes: dict) -> dict[str, int]:
         if node.op_type == "If":
             counts = [_graph_flops(ir, shapes, node.attr(a), {}) for a in ("then_branch", "else_branch")
                       if node.attr(a) is not None]
-            out[node.name] = max(counts, default=0)
+            out[node.name] = (max(counts, default=0), 1)
             continue
         body = node.attr("body")
         if body is None:
@@ -169,10 +190,7 @@ def body_flops(ir: Graph, shapes: dict) -> dict[str, int]:
                     s = s[:axis] + s[axis + 1:]
                 given[b.name] = s
             times = times or 1
-        out[node.name] = max(times, 0) * _graph_flops(ir, shapes, body, given)
-        if node.name in ir.props.bodies:  # its lowered head, counted once as nodes of the graph, runs `times`
-            head = _head_flops(ir, shapes, node.name)
-            out[node.name] += (max(times, 0) - 1) * head
+        out[node.name] = (max(times, 0) * _graph_flops(ir, shapes, body, given), times)
     return out
 
 

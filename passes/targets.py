@@ -27,8 +27,8 @@ import numpy as np
 from ir import Graph
 
 from .analyses import Group, Patterns, Scores, Trees
-from .cost import (body_flops, count_flops, count_params, flops_by_node, recurrent_flops, smaller_branches,
-                   _is_float)
+from .cost import (body_flops, count_flops, count_params, flops_by_node, head_times, recurrent_flops,
+                   smaller_branches, _is_float)
 from .infer_shapes import value_shapes
 from .op_rules.folding import FOLDABLE
 from .op_rules.recurrent import GATES, RECURRENT_ROWS
@@ -89,12 +89,13 @@ class CostModel:
 
         flops_terms = []
         per_node = flops_by_node(ir, shapes)
+        runs = head_times(ir, shapes)  # a Loop / Scan body's head lowered into the graph runs each iteration
         smaller = smaller_branches(ir, {**per_node, **{n: sum(p) for n, p in recurrent_flops(ir, shapes).items()}})
         for name, base in per_node.items():
             if name in smaller:  # the other branch of a lowered If is the one counted
                 continue
             ins = tuple(lf.ids for lf in leaves.get(name, ()) if lf.data_port == 0)
-            flops_terms.append((base, out_map(ir.node(name)) + ins[:1]))
+            flops_terms.append((base * runs.get(name, 1), out_map(ir.node(name)) + ins[:1]))
         for name, (by_input, by_state) in recurrent_flops(ir, shapes).items():  # X·Wᵀ and H·Rᵀ
             if name in smaller:
                 continue
@@ -102,7 +103,7 @@ class CostModel:
             units = (np.arange(root.first_id, root.first_id + root.channels),) if root is not None else ()
             ins = tuple(lf.ids for lf in leaves.get(name, ()) if lf.data_port == 0)
             flops_terms += [(by_input, units + ins[:1]), (by_state, units + units)]
-        flops_terms += [(base, ()) for base in body_flops(ir, shapes).values()]  # bodies stay as they are
+        flops_terms += [(base, ()) for base in body_flops(ir, shapes, heads=False).values()]  # bodies stay
         params_terms = []
         for name, init in ir.initializers.items():
             if not _is_float(init.elem_type):

@@ -498,3 +498,17 @@ def test_a_group_wholly_inside_a_loop_body_prunes_and_a_data_criterion_says_it_c
     x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
     with pytest.raises(pipeline.PipelineError, match="inside the body of Loop 'Loop_0' lowered into the graph"):
         pipeline.prune(model, ratio=0.5, criterion="hrank", calib_data=(x, None))
+
+
+def test_the_target_cost_model_scales_a_lowered_head_by_its_runs():
+    """A head lowered from a Loop body runs every iteration: the target solver's FLOP terms scale
+    its nodes by the trip count (so cutting it saves that many times), their sum the model's."""
+    model = models.loop_reading_outer("Loop")
+    g = ir.lower(model)
+    shapes = tag.static_shapes(g, ir.opset_of(g))
+    assert cost.head_times(g, shapes) == {"Relu_3_body_0": 3, "MatMul_3_body_1": 3}
+    assert cost.body_flops(g, shapes) == {"Loop_0": 2 * 2 * 16 * 8}
+    assert cost.body_flops(g, shapes, heads=False) == {"Loop_0": 0}
+    assert cost.count_flops(g, shapes) == 2 * 8 * 16 + 2 * 8 * 8 + 2 * 8 * 4 + 3 * 2 * 16 * 8
+    rep = pipeline.prune(model, target_flops=0.3).report
+    assert rep["verified"] is True and rep["flops_after"] <= 0.7 * rep["flops_before"]
