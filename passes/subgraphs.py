@@ -1,8 +1,9 @@
 """Control flow: a network that sits inside the branches of an ``If`` prunes inside them.
 
 An If whose branches read a value computed in the enclosing graph is lowered into the IR
-(``ir/bodies.py``: channels cross its bodies) and is not handled here. Other bodies stay opaque
-in the IR, and a value read inside one blocks the channels it carries (trees). The step past
+(``ir/bodies.py``: channels cross its bodies) and is not handled here, nor is the loop-invariant
+head of a Loop / Scan body that reads such a value (lowered the same way). Other bodies stay
+opaque in the IR, and a value read inside one blocks the channels it carries (trees). The step past
 that: a branch body that reads nothing from the enclosing graph but the graph's inputs and
 weights (or one lowering leaves opaque: a name defined twice in the model) is a model of its
 own: what it reads becomes its inputs, its outputs its outputs. It is pruned as such by the same
