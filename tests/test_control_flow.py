@@ -512,3 +512,17 @@ def test_the_target_cost_model_scales_a_lowered_head_by_its_runs():
     assert cost.count_flops(g, shapes) == 2 * 8 * 16 + 2 * 8 * 8 + 2 * 8 * 4 + 3 * 2 * 16 * 8
     rep = pipeline.prune(model, target_flops=0.3).report
     assert rep["verified"] is True and rep["flops_after"] <= 0.7 * rep["flops_before"]
+
+
+@pytest.mark.parametrize("op, pruned", [("Identity", True), ("Sub", False)])
+def test_a_computed_trip_count_is_read_off_the_proof_run(op, pruned):
+    """The trip count computed in the graph (Size(x) = 8, or Size(x) - Size(x) = 0) is read off a
+    run of the model before pruning on the proof inputs: 8 runs prove the body's cut, 0 none."""
+    model = models.loop_reading_outer("Loop", trips=None)
+    del model.graph.input[-1]
+    model.graph.node.insert(0, onnx.helper.make_node("Size", ["x"], ["n8"], name="Size_n"))
+    model.graph.node.insert(1, onnx.helper.make_node(op, ["n8"] * (2 if op == "Sub" else 1), ["trips"], name="Trips"))
+    rep = pipeline.prune(model, ratio=0.5).report
+    outer = next(g for g in rep["groups"] if g["roots"] == ["MatMul_t"])
+    assert rep["verified"] is True and outer["pruned"] is pruned
+    assert pruned or "runs it no time on the proof inputs" in outer["reason"]
