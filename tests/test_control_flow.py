@@ -403,6 +403,11 @@ def test_a_loop_body_the_proof_inputs_do_not_run_leaves_its_groups_whole():
     rep = pipeline.prune(models.loop_reading_outer("Loop", trips=0), ratio=0.5).report
     outer = next(g for g in rep["groups"] if g["roots"] == ["MatMul_t"])
     assert rep["verified"] is True and not outer["pruned"] and whole in outer["reason"]
+    model = models.loop_reading_outer("Loop")
+    go = next(t for t in model.graph.initializer if t.name == "go")
+    go.CopyFrom(onnx.numpy_helper.from_array(np.array(False), "go"))  # its condition false on entry
+    rep = pipeline.prune(model, ratio=0.5).report
+    assert whole in next(g for g in rep["groups"] if g["roots"] == ["MatMul_t"])["reason"]
     x = np.ones((1, 8), np.float32)
     for trips, pruned in ((0, False), (2, True)):
         rep = pipeline.prune(models.loop_reading_outer("Loop", trips=None), ratio=0.5,
