@@ -108,15 +108,18 @@ def lowered_ifs(model: onnx.ModelProto) -> set[int]:
 
 
 BODY_OPS = ("Loop", "Scan")
-_NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
-                     "Bernoulli", "Dropout"}
+# what a head may hold: the leaves (their input channels), elementwise and unary ops before them,
+# Constants; anything else (a Shape of a pruned value, say) stays in the body, a barrier there
+HEAD_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Constant", "Identity", "Cast", "Add", "Sub", "Mul", "Div",
+            "Relu", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Gelu",
+            "Softplus", "Softsign", "Clip", "Neg", "Abs", "Exp", "Erf", "Sqrt", "BatchNormalization"}
 
 
 def hoisted_nodes(model: onnx.ModelProto) -> dict[int, tuple[list[int], list[str]]]:
     """Top-level Loop / Scan position -> (positions of the body nodes lowered into the graph,
     names of the body weights moved with them); see the module docstring. Only bodies whose
-    lowered names are unique in the model, and only nodes of the default domain without
-    subgraphs of their own."""
+    lowered names are unique in the model, and only nodes of the default domain in
+    ``HEAD_OPS``."""
     g = model.graph
     if not any(n.op_type in BODY_OPS for n in g.node):
         return {}
@@ -137,7 +140,7 @@ def hoisted_nodes(model: onnx.ModelProto) -> dict[int, tuple[list[int], list[str
         tainted: set[str] = set()     # invariant values computed from an outer computed value
         candidates = []
         for j, bn in enumerate(body.node):
-            ok = bn.domain in ("", "ai.onnx") and bn.op_type not in _NONDETERMINISTIC and not any(
+            ok = bn.domain in ("", "ai.onnx") and bn.op_type in HEAD_OPS and not any(
                 a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in bn.attribute)
             reads = [x for x in bn.input if x]
             if ok and all(x in invariant or x in weights or x not in local for x in reads):

@@ -531,3 +531,16 @@ def test_a_computed_trip_count_is_read_off_the_proof_run(op, pruned):
     outer = next(g for g in rep["groups"] if g["roots"] == ["MatMul_t"])
     assert rep["verified"] is True and outer["pruned"] is pruned
     assert pruned or "runs it no time on the proof inputs" in outer["reason"]
+
+
+def test_a_body_node_the_head_cannot_hold_keeps_the_outer_value_whole():
+    """A Shape of ``t`` inside the body (its channel count would change under the body's feet)
+    stays in the body: ``t`` is read inside it, a barrier, whatever its leaves."""
+    model = models.loop_reading_outer("Loop")
+    body = next(a.g for a in model.graph.node[3].attribute if a.name == "body")
+    body.node.insert(0, onnx.helper.make_node("Shape", ["t"], ["t_shape"]))
+    body.node.append(onnx.helper.make_node("Size", ["t_shape"], ["t_rank"]))
+    body.node.append(onnx.helper.make_node("CastLike", ["t_rank", "s_out"], ["t_rank_f"]))
+    rep = pipeline.prune(model, ratio=0.5).report
+    outer = next(g for g in rep["groups"] if g["roots"] == ["MatMul_t"])
+    assert not outer["pruned"] and outer["reason"] == "read inside a subgraph of Loop node 'Loop_0'"
