@@ -237,7 +237,7 @@ def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen, adapts=fro
             elif port == 1 and adapts_by_itself(ir, node, sv, maps, shapes or {}):
                 continue  # a computed Reshape target that follows its pruned input by itself
             else:
-                stop(sources, f"{node.op_type} node {node.name!r}, which cannot be rewritten")
+                stop(sources, f"a {node.op_type} that cannot be rewritten (node {node.name!r})")
 
 
 def _ids_of(parts: list[np.ndarray]) -> np.ndarray:

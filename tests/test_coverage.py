@@ -222,7 +222,9 @@ SLOW = {
     "swin_t": ("patch merging, window attention", 0.2,
                GRAPH_OUTPUT + ("LayerNormalization normalizes over the channel axis",
                                "Add mixes pruned channels with untracked data",
-                               "MatMul of two activations")),   # attention: heads are issue 3's other part
+                               "MatMul of two activations",
+                               # the attention scale (C // heads) ** -0.5 is computed from x's shape
+                               "its channel count, read by Shape, reaches")),
 }
 
 
