@@ -405,7 +405,7 @@ def _cmd_prune(args) -> int:
                    rank=args.rank, max_ratio=args.max_ratio, heads=args.heads, stream=args.stream,
                    sample_inputs=given, input_shapes=shapes, recover=args.recover, keep_io=args.keep_io,
                    gqa=args.gqa)
-    give_back_memory()  # what the passes freed, before the output is serialized
+    give_back_memory(os.path.getsize(args.model))  # what the passes freed, before the output is serialized (large models)
     if result.report.get("proof") == "not run":
         print("warning: --passes has no validate pass: the result is NOT proven "
               "(report: verified null, proof \"not run\")", file=sys.stderr)
