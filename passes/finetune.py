@@ -454,8 +454,9 @@ def train_epoch(module, optimizer, batches: Batches, config: "TrainConfig", epoc
     return row
 
 
-def inference_score(module, batches: Batches, config: "TrainConfig") -> float:
-    """Accuracy (ce) or minus the mean loss of the module's current weights in inference mode."""
+def inference_pass(module, batches: Batches, config: "TrainConfig") -> tuple[float, int, int]:
+    """The summed loss, the count right (ce) and the count seen of the module's current weights
+    in inference mode."""
     module.eval()
     loss, correct, seen = 0.0, 0, 0
     for x, y in batches.batches:
@@ -464,6 +465,12 @@ def inference_score(module, batches: Batches, config: "TrainConfig") -> float:
         seen += len(y)
         if config.loss == "ce":
             correct += int((np.asarray(out).argmax(1) == y).sum())
+    return loss, correct, seen
+
+
+def inference_score(module, batches: Batches, config: "TrainConfig") -> float:
+    """Accuracy (ce) or minus the mean loss of the module's current weights in inference mode."""
+    loss, correct, seen = inference_pass(module, batches, config)
     return correct / max(seen, 1) if config.loss == "ce" else -loss / max(seen, 1)
 
 
@@ -547,14 +554,7 @@ def _train(graph, model, names, frozen, config, train_b, val_b, folder: Path, sa
             row: dict = {"epoch": epoch + 1, "lr": config.lr_at(epoch),
                          **train_epoch(module, optimizer, train_b, config, epoch, bar)}
             if val_b is not None:
-                module.eval()
-                v_loss, v_correct, v_seen = 0.0, 0, 0
-                for x, y in val_b.batches:
-                    loss_value, out = module(x, y)
-                    v_loss += float(loss_value) * len(y)
-                    v_seen += len(y)
-                    if config.loss == "ce":
-                        v_correct += int((np.asarray(out).argmax(1) == y).sum())
+                v_loss, v_correct, v_seen = inference_pass(module, val_b, config)
                 if not math.isfinite(v_loss):
                     raise Diverged(epoch, "on the validation data", v_loss)
                 row["val_loss"] = v_loss / v_seen

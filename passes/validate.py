@@ -44,13 +44,13 @@ class EquivalenceError(PassError):
 LARGE = 10_000_000    # weights (elements) from which validation shows progress: ORT runs take seconds
 
 
-def _weight_bytes(ir: Graph) -> int:
-    """About how many bytes the weights hold (4 per element: float32, the common case; no decode)."""
-    return 4 * sum(i.size for i in ir.initializers.values())
+def _weights(ir: Graph) -> int:
+    """How many weight elements the graph holds (from dims: nothing decoded)."""
+    return sum(i.size for i in ir.initializers.values())
 
 
 def _large(ir: Graph) -> bool:
-    return sum(int(np.prod(i.dims, dtype=np.int64)) for i in ir.initializers.values()) >= LARGE
+    return _weights(ir) >= LARGE
 
 
 class _NoTask:
@@ -293,7 +293,7 @@ class ValidatePass(Pass):
             raise EquivalenceError(idle)
         if not forced:
             del probe  # the masked original's weights are given back before the result runs (the
-            give_back_memory(_weight_bytes(result.graph))  # lowered graph holds cycles: a collection frees them, glibc returns them)
+            give_back_memory(4 * _weights(result.graph))  # lowered graph holds cycles: a collection frees them, glibc returns them)
         bar.update(1)
         mine = {k: np.take(v, interface[k][2], axis=interface[k][1]) if interface.get(k, ("",))[0] == "input" else v
                 for k, v in feeds.items()}
