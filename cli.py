@@ -192,7 +192,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", help="a pass spec replacing the default pipeline (see README: spec)")
     p.add_argument("--report", help="write the report JSON here")
     p.add_argument("--plot", help="write a PNG of each group's channels, original vs pruned")
-    p.add_argument("--no-latency", action="store_true", help="skip timing the models with ONNX Runtime")
+    timing = p.add_mutually_exclusive_group()
+    timing.add_argument("--latency", dest="latency", action="store_const", const="on", default="auto",
+                        help="time both models with ONNX Runtime (default: only models of at most "
+                             f"{show.LATENCY_AUTO_FLOPS / 1e9:g} GFLOPs per run, where it costs little)")
+    timing.add_argument("--no-latency", dest="latency", action="store_const", const="off",
+                        help="never time the models")
     p.add_argument("--no-verify", action="store_true", help="skip ir.verify after each pass")
     p.add_argument("--time-passes", action="store_true", help="print each pass's time on stderr")
     p.add_argument("--dump-after", default="", help="comma-separated pass names: dump the IR after them")
@@ -416,7 +421,7 @@ def _cmd_prune(args) -> int:
         if args.plot:
             with open(staged.path_for(args.plot), "wb") as fh:
                 show.widths_plot(result.report, fh)
-    print(show.prune_screen(args.model, args.output, result.original, result, None if args.no_latency else args.seed))
+    print(show.prune_screen(args.model, args.output, result.original, result, args.seed, args.latency))
     return 0
 
 

@@ -209,6 +209,22 @@ def test_prune_prints_one_screen_a_deployment_engineer_wants(tmp_path, capsys):
     assert code == 0 and "latency" not in out
 
 
+def test_the_default_screen_times_only_cheap_models(tmp_path, capsys, monkeypatch):
+    """Over LATENCY_AUTO_FLOPS the default says how to get a timing instead of taking it; --latency forces it."""
+    from workflows import show
+    path = tmp_path / "m.onnx"
+    onnx.save(models.barrier(), str(path))
+    monkeypatch.setattr(show, "LATENCY_AUTO_FLOPS", 1)
+    code, out, err = run(capsys, "prune", path, "-o", tmp_path / "p.onnx")
+    row = next(line for line in out.splitlines() if line.startswith("| ORT latency (ms)"))
+    assert code == 0 and "not timed" in row and "--latency" in row, err
+    code, out, err = run(capsys, "prune", path, "-o", tmp_path / "q.onnx", "--latency")
+    row = next(line for line in out.splitlines() if line.startswith("| ORT latency (ms)"))
+    assert code == 0 and float(row.split("|")[2]) > 0, err
+    with pytest.raises(SystemExit):
+        cli.main(["prune", str(path), "-o", str(tmp_path / "r.onnx"), "--latency", "--no-latency"])
+
+
 def test_width_chart_has_a_bar_pair_per_group(tmp_path):
     from workflows import show
     import pipeline

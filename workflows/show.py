@@ -135,16 +135,26 @@ def widths_plot(report: dict, path: str | os.PathLike, keep: bool = False):
     return None
 
 
-def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result, seed: int | None) -> str:
+# The default screen times both models only up to this many FLOPs per run (the original's count): a
+# timing creates two ONNX Runtime sessions and runs each up to 2 s, which on ResNet-50 (8 GFLOPs)
+# more than doubled the whole command (issue 13); ``--latency`` times any model, ``--no-latency`` none.
+LATENCY_AUTO_FLOPS = 2e9
+
+
+def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result, seed: int,
+                 latency: str = "auto") -> str:
     """What a deployment engineer wants on one screen: the op-type table before/after with
-    parameters, FLOPs and ORT latency, per-group widths, every group left whole (largest first)."""
+    parameters, FLOPs and ORT latency, per-group widths, every group left whole (largest first).
+    ``latency``: "on", "off", or "auto" (timed when the original runs at most LATENCY_AUTO_FLOPS)."""
     rep = result.report
 
     def x(a, b):
         return f" (x{b / a:.3f})" if a else ""
     extra = [("parameters", f"{rep['params_before']:,}", f"{rep['params_after']:,}{x(rep['params_before'], rep['params_after'])}"),
              ("FLOPs", f"{rep['flops_before']:,}", f"{rep['flops_after']:,}{x(rep['flops_before'], rep['flops_after'])}")]
-    if seed is not None:   # None: the user opted out (--no-latency)
+    if latency == "auto" and rep["flops_before"] > LATENCY_AUTO_FLOPS:
+        extra.append(("ORT latency (ms)", "not timed", f"{rep['flops_before'] / 1e9:.1f} GFLOPs per run: --latency times it"))
+    elif latency != "off":
         try:
             feeds = sample_inputs(original, seed)
             with progress.task("latency: ONNX Runtime", 2, unit="model") as bar:
