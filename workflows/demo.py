@@ -29,6 +29,7 @@ from ir import files
 import pipeline
 from passes.finetune import TrainConfig, evaluate, finetune
 from passes.recover import DEFAULT_STEPS
+from workflows import figures
 
 
 def digits_split(seed: int = 0, val_fraction: float = 0.2):
@@ -144,10 +145,7 @@ def channels_per_layer(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def plot_channels(before: dict[str, int], after: dict[str, int], path: str | os.PathLike, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
 
     names = list(before)
     xs = np.arange(len(names))
@@ -158,9 +156,7 @@ def plot_channels(before: dict[str, int], after: dict[str, int], path: str | os.
     ax.set_ylabel("output channels")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
+    figures.finish(fig, path, tight_box=False)
 
 
 OUTPUTS = ("digits_resnet.onnx", "digits_resnet.pruned.onnx", "demo-channels.png", "demo-report.json")

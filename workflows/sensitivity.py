@@ -37,6 +37,7 @@ from passes.base import PassError
 from passes.finetune import as_batches, check_data, evaluate
 from passes.infer_shapes import lower_input
 from passes.inputs import resolve_inputs, run_inputs
+from workflows import figures
 
 STEPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -154,10 +155,7 @@ def format_table(result: Sensitivity, the_plan: dict | None = None) -> str:
 def plot(result: Sensitivity, path, keep: bool = False):
     """A PNG of accuracy against ratio, a line per group, to ``path`` (a path or a binary file);
     ``keep``: return the figure (for tests)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
 
     n = max(len(result.groups), 1)
     fig, ax = plt.subplots(figsize=(7 + 2.5 * (1 + (n - 1) // 24), 4.5))
@@ -173,12 +171,7 @@ def plot(result: Sensitivity, path, keep: bool = False):
     # the legend beside the axes, never over the lines
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
               ncol=1 + (n - 1) // 24, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
-    if keep:
-        return fig
-    plt.close(fig)
-    return None
+    return figures.finish(fig, path, keep)
 
 
 def group_colour(i: int, n: int) -> tuple:

@@ -12,6 +12,7 @@ import onnx
 
 from passes import progress
 from passes.inputs import sample_inputs
+from workflows import figures
 
 ROLE_STYLE = {   # fill colour and shape by role in an association tree
     "root": ("#8ecae6", "box"),
@@ -101,10 +102,7 @@ def op_table(before: onnx.ModelProto, after: onnx.ModelProto, extra: list[tuple[
 def widths_plot(report: dict, path: str | os.PathLike, keep: bool = False):
     """Per group (its first root), channels before and after as side-by-side bars; groups left
     whole are drawn grey with their reason's first words in the legend's place (the axis label)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
     import numpy as np
 
     groups = report["groups"]
@@ -127,12 +125,7 @@ def widths_plot(report: dict, path: str | os.PathLike, keep: bool = False):
                        Patch(color="#e9c46a", label="left whole (see the report's reason)")],
               loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
-    if keep:
-        return fig
-    plt.close(fig)
-    return None
+    return figures.finish(fig, path, keep)
 
 
 # The default screen times both models only up to this many FLOPs per run (the original's count): a
