@@ -9,11 +9,11 @@ Inputs: ``input_ids`` [B, S], ``attention_mask`` [B, P+S] (without it the export
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
 
+import exporting
 from torchvision_models import import_torchvision
 
 KINDS = ("llama", "llama-gqa", "llama-tied", "qwen2", "gpt2")
@@ -75,11 +75,7 @@ def build(kind: str, seed: int = 0, attn: str | None = None):
     cls, cfg = config(kind)
     if attn is not None:  # "eager": repeat_kv at every sequence length (SDPA regroups a lone query)
         cfg._attn_implementation = attn
-    model = cls(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model, cfg
+    return exporting.perturb(cls(cfg).eval(), 0.02), cfg
 
 
 def geometry(cfg) -> tuple[int, int, int]:
@@ -126,12 +122,8 @@ def export(kind: str, folder: Path, cache: bool = False, dynamic: bool = False, 
             axes[n] = {0: "batch", 2: "past"}
         for n in outputs[1:]:
             axes[n] = {0: "batch", 2: "total"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, tuple(args), str(path), dynamo=False, opset_version=17,
-                          do_constant_folding=False, input_names=inputs, output_names=outputs,
-                          dynamic_axes=axes)
-    return path
+    return exporting.export(wrapper, tuple(args), path, input_names=inputs, output_names=outputs,
+                            dynamic_axes=axes)
 
 
 def feeds(kind: str, cache: bool, batch: int = 2, seq: int = SEQ, past: int = PAST, seed: int = 0) -> dict:

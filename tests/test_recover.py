@@ -337,8 +337,6 @@ def test_recover_leaves_residual_stream_writers_be():
 def test_pytorch_transformer_mlp_is_recovered_through_its_transposed_weight_and_bias_add(tmp_path):
     """nn.Linear on [N, T, d] exports as MatMul(x, Transpose(W)) and Add(b, ·): the hidden
     channels fc1 loses are folded into fc2's Add and fc2 is refit, with no node added."""
-    import warnings
-
     import torch
     from torch import nn
 
@@ -353,11 +351,10 @@ def test_pytorch_transformer_mlp_is_recovered_through_its_transposed_weight_and_
             return self.head((x + self.fc2(torch.relu(self.fc1(self.ln(x))))).mean(1))
 
     path = tmp_path / "mlp.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Mlp().eval(), torch.randn(1, 6, 16), str(path), dynamo=False, opset_version=17,
-                          do_constant_folding=False, input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    from exporting import export
+
+    export(Mlp().eval(), torch.randn(1, 6, 16), path, input_names=["x"], output_names=["y"],
+           dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
     model = onnx.load(str(path))
     x = np.random.default_rng(0).standard_normal((200, 6, 16)).astype(np.float32)
     errors = {}

@@ -13,6 +13,7 @@ from onnx import numpy_helper
 
 import ir
 import models
+from exporting import export, perturb
 import pipeline
 from passes.analyses import Trees
 from passes.base import PassContext
@@ -120,13 +121,7 @@ torch = pytest.importorskip("torch")
 
 
 def _export(module, args, path, names):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in module.parameters():  # the exporter shares identical tensors
-            p.add_(torch.randn_like(p) * 0.1)
-    torch.onnx.export(module.eval(), args, str(path), dynamo=False, opset_version=17,
-                      do_constant_folding=False, input_names=names)
-    return path
+    return export(perturb(module, 0.1, seed=0).eval(), args, path, input_names=names)
 
 
 class Crnn(torch.nn.Module):

@@ -9,6 +9,7 @@ import pytest
 
 import pipeline
 import stream_models
+from exporting import export, perturb
 from passes import slice as slice_pass
 from test_passes import Recorder
 
@@ -127,13 +128,8 @@ class _UNetBlock:
                 return self.c3(h + torch.nn.functional.silu(self.n2(self.c2(h))))
 
         torch.manual_seed(0)
-        model = Block().eval()
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p) * 0.1)
-        torch.onnx.export(model, torch.randn(1, 3, 8, 8), str(path), dynamo=False, opset_version=17,
-                          do_constant_folding=False)
-        return path
+        model = perturb(Block().eval(), 0.1)
+        return export(model, torch.randn(1, 3, 8, 8), path)
 
 
 def test_exported_torch_groupnorm_block_prunes_whole_groups(tmp_path):
@@ -195,13 +191,8 @@ def _weight_normalized_convs(kind: str, path):
             return self.c3(h + torch.relu(self.c2(h)) * 0.2)
 
     torch.manual_seed(0)
-    model = Block().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    torch.onnx.export(model, torch.randn(1, 3, 8, 8), str(path), dynamo=False, opset_version=17,
-                      do_constant_folding=False)
-    return path
+    model = perturb(Block().eval(), 0.1)
+    return export(model, torch.randn(1, 3, 8, 8), path)
 
 
 @pytest.mark.parametrize("kind", ["nf", "bit", "weight_norm"])
@@ -237,10 +228,8 @@ def _recognizer_tail(path, dynamic: bool):
             return self.fc(h.reshape(b, c * hh, w).permute(0, 2, 1))
 
     torch.manual_seed(0)
-    torch.onnx.export(Tail().eval(), torch.randn(1, 3, 4, 12), str(path), dynamo=False, opset_version=17,
-                      do_constant_folding=False, input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "b", 3: "w"}, "y": {0: "b", 1: "w"}} if dynamic else None)
-    return path
+    return export(Tail().eval(), torch.randn(1, 3, 4, 12), path, input_names=["x"], output_names=["y"],
+                  dynamic_axes={"x": {0: "b", 3: "w"}, "y": {0: "b", 1: "w"}} if dynamic else None)
 
 
 @pytest.mark.parametrize("dynamic", [False, True])

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+import exporting
+
 
 def import_torchvision():
     for schema in ("nms", "qnms"):
@@ -37,9 +39,8 @@ def seeded(name: str, seed: int = 0, **kwargs):
     if name in ("googlenet", "inception_v3"):
         kwargs = {"aux_logits": False, "init_weights": True, **kwargs}
     model = tv.models.get_model(name, weights=None, **kwargs).eval()
+    exporting.perturb(model, 0.01)
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.01)
         for key, buf in model.named_buffers():
             if key.endswith("running_var"):
                 buf.copy_(torch.rand_like(buf) + 0.5)
@@ -55,7 +56,5 @@ def export(name: str, folder: Path, size: int | None = None, seed: int = 0, opse
         return path
     model = seeded(name, seed)
     side = size or SIZES.get(name, 224)
-    torch.onnx.export(model, torch.randn(1, 3, side, side), str(path), dynamo=False,
-                      opset_version=opset, do_constant_folding=False,
-                      input_names=["input"], output_names=["logits"])
-    return path
+    return exporting.export(model, torch.randn(1, 3, side, side), path, opset=opset,
+                            input_names=["input"], output_names=["logits"])

@@ -7,11 +7,11 @@ op schemas are defined first (``import_torchvision``).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
 
+import exporting
 from torchvision_models import import_torchvision
 
 KINDS = ("bert", "gpt2", "hf-vit", "tv-vit")
@@ -62,11 +62,7 @@ def build(kind: str, seed: int = 0):
             example = torch.randn(1, 3, 32, 32)
         else:
             raise ValueError(f"unknown transformer kind {kind!r}; known: {', '.join(KINDS)}")
-    model = _LastHidden(model.eval(), kind).eval()
-    with torch.no_grad():  # distinct weights (fresh LayerNorm tensors would be shared)
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.01)
-    return model, example
+    return exporting.perturb(_LastHidden(model.eval(), kind).eval(), 0.01), example
 
 
 def export(kind: str, folder: Path, seed: int = 0) -> Path:
@@ -74,11 +70,7 @@ def export(kind: str, folder: Path, seed: int = 0) -> Path:
     if path.exists():
         return path
     model, example = build(kind, seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
-                          do_constant_folding=False, input_names=["input"], output_names=["output"])
-    return path
+    return exporting.export(model, (example,), path, input_names=["input"], output_names=["output"])
 
 
 def attention_block(seed: int = 0, heads: int = 4, head_dim: int = 4, seq: int = 4, residual: bool = False,
