@@ -236,8 +236,24 @@ def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen, adapts=fro
                 frozen.setdefault(node.name, {})[port] = (folded.static[name], True)
             elif port == 1 and adapts_by_itself(ir, node, sv, maps, shapes or {}):
                 continue  # a computed Reshape target that follows its pruned input by itself
+            elif node.op_type in _NUMBER_USES and name in folded.static and folded.static[name].size == 1 \
+                    and _counts_channels_only(sv.union(), maps):
+                # a channel count used as a number (Swin's (C // heads) ** -0.5): the masked original
+                # computes it from all its channels, so the pruned model keeps that number
+                frozen.setdefault(node.name, {})[port] = (folded.static[name], True)
             else:
                 stop(sources, f"a {node.op_type} that cannot be rewritten (node {node.name!r})")
+
+
+# ops that use a Shape-read number as a number (not as a shape): freezing it keeps the masked
+# original's arithmetic exactly
+_NUMBER_USES = frozenset({"Cast", "Pow", "Sqrt", "Reciprocal", "Mul", "Div", "Add", "Sub"})
+
+
+def _counts_channels_only(taint, maps) -> bool:
+    """Every dim the number was computed from is a tracked value's channel axis (a static count,
+    never a batch or sequence length that may differ at run time)."""
+    return bool(taint) and all(a in maps and b == maps[a].axis for a, b in taint)
 
 
 def _ids_of(parts: list[np.ndarray]) -> np.ndarray:

@@ -222,9 +222,8 @@ SLOW = {
     "swin_t": ("patch merging, window attention", 0.2,
                GRAPH_OUTPUT + ("LayerNormalization normalizes over the channel axis",
                                "Add mixes pruned channels with untracked data",
-                               "MatMul of two activations",
-                               # the attention scale (C // heads) ** -0.5 is computed from x's shape
-                               "its channel count, read by Shape, reaches")),
+                               "MatMul of two activations")),
+    # (the attention scale (C // heads) ** -0.5, computed from x's shape, keeps its original value)
 }
 
 

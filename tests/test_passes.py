@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 
 import ir
 import models
@@ -18,6 +18,7 @@ from passes import op_rules
 from passes.analyses import Masks, Patterns, Scores, Tags, Trees, render
 from passes.base import Pass, PassContext, PassResult
 from passes.score import filter_norms
+from passes.validate import run_model
 
 
 class Recorder(pipeline.Instrument):
@@ -547,3 +548,39 @@ def test_validate_falls_back_to_weights_inside_when_an_input_weight_fails(monkey
     y = b.relu(b.conv(b.input("x", [1, 16, 8, 8]), 16, 64))
     result = pipeline.prune(b.build([b.conv(y, 64, 4, k=1)]), ratio=0.5)
     assert result.report["verified"] and calls == [True, False, True, False]
+
+
+def _count_scaled(batch_too: bool, batch="N") -> onnx.ModelProto:
+    """conv -> y / sqrt(C) -> conv, C read off y by Shape (Swin's (C // heads) ** -0.5 idiom);
+    with ``batch_too`` the number is C * N, N the dynamic batch."""
+    from models import Builder
+
+    b = Builder(14, name="count_scaled")
+    x = b.input("x", [batch, 3, 8, 8])
+    y = b.relu(b.conv(x, 3, 8))
+    dims = b.op("Shape", [y])
+    count = b.op("Gather", [dims, b.const(np.array(1, np.int64), "i")], axis=0)
+    if batch_too:
+        count = b.op("Mul", [count, b.op("Gather", [dims, b.const(np.array(0, np.int64), "i")], axis=0)])
+    scale = b.op("Sqrt", [b.op("Cast", [count], to=TensorProto.FLOAT)])
+    return b.build([b.conv(b.op("Div", [y, scale]), 8, 4)])
+
+
+def test_a_channel_count_used_as_a_number_keeps_its_original_value():
+    """The masked original divides by sqrt(8) whatever it zeroes, so the pruned model keeps 8:
+    the count is frozen to its folded value and the conv's channels prune, proven."""
+    model = _count_scaled(False)
+    rep = pipeline.prune(model, ratio=0.5, sample_inputs={"x": np.ones((2, 3, 8, 8), np.float32)}).report
+    assert rep["verified"] is True
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g["pruned"]] == [(8, 4)]
+    pruned = pipeline.prune(model, ratio=0.5).model
+    x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)  # another batch size
+    assert run_model(pruned, {"x": x})[0].shape == (3, 4, 8, 8)
+
+
+def test_a_channel_count_mixed_with_a_dynamic_batch_still_blocks():
+    """C * N changes with the batch: no single number may stand for it, so the channels stay."""
+    rep = pipeline.prune(_count_scaled(True), ratio=0.5).report
+    assert rep["verified"] is True
+    whole = [g for g in rep["groups"] if not g["pruned"] and g["channels_before"] == 8]
+    assert whole and "read by Shape, reaches a Sqrt" in whole[0]["reason"], rep["groups"]

@@ -160,4 +160,6 @@ def test_swin_window_attention_prunes_whole_heads(tmp_path):
     assert rep["verified"] is True
     heads = [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("heads")]
     assert heads == [(3, 2)] * 2 + [(6, 3)] * 2 + [(12, 6)] * 6 + [(24, 12)] * 2
-    assert rep["params_after"] < 0.6 * rep["params_before"]
+    # the residual stream prunes too: the attention scale (C // heads) ** -0.5 that x's Shape
+    # computes keeps its original value (45.8% of the parameters removed before that, 74% after)
+    assert rep["params_after"] < 0.3 * rep["params_before"]
