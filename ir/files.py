@@ -146,15 +146,81 @@ def model_files(path: str | os.PathLike) -> list[str]:
 
 def _names_location(path: str | os.PathLike) -> bool:
     """Whether the file's bytes contain ``location``, the key every external-data entry carries
-    (mapped, not read: no copy of a large file). True when unsure (unreadable, empty, a folder):
-    the caller's parse then decides."""
+    (mapped, not read: no copy of a large file), outside the tensors' numeric data (``_payloads``:
+    skipped unread, they hold no key). True when unsure (unreadable, empty, a folder): the
+    caller's parse then decides."""
     import mmap
 
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            return mm.find(b"location") >= 0
+            try:
+                skips = _payloads(mm, 0, len(mm), "model", [])
+            except (IndexError, ValueError):  # not the wire format we know: search every byte
+                return mm.find(b"location") >= 0
+            pos = 0
+            for start, end in skips + [(len(mm), len(mm))]:
+                if mm.find(b"location", pos, start) >= 0:
+                    return True
+                pos = end
+            return False
     except (OSError, ValueError):
         return True
+
+
+# protobuf messages (onnx.proto) on the way to a TensorProto: field number -> the message it holds
+_HOLDS = {"model": {7: "graph", 25: "function"},
+          "graph": {1: "node", 5: "tensor", 15: "sparse"},
+          "function": {7: "node"},
+          "node": {5: "attribute"},
+          "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+          "sparse": {1: "tensor", 2: "tensor"},
+          "tensor": {}}
+_NUMBERS = (4, 5, 7, 9, 10, 11)   # TensorProto's float/int32/int64/raw/double/uint64 data
+_SMALL = 4096                     # a message this short is searched whole, not walked
+
+
+def _varint(mm, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = mm[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            return value, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _payloads(mm, i: int, end: int, kind: str, out: list) -> list[tuple[int, int]]:
+    """The spans (start, end) of the tensors' numeric data in the ``kind`` message at
+    ``mm[i:end]`` (protobuf wire format), appended to ``out`` in file order. Only messages of
+    ``_SMALL`` bytes or more are walked (the rest are searched whole); ValueError / IndexError
+    when the bytes are not the wire format."""
+    holds = _HOLDS[kind]
+    while i < end:
+        key, i = _varint(mm, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = _varint(mm, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            length, i = _varint(mm, i)
+            if i + length > end:
+                raise ValueError("field past its message")
+            if kind == "tensor" and field in _NUMBERS:
+                out.append((i, i + length))
+            elif field in holds and length >= _SMALL:
+                _payloads(mm, i, i + length, holds[field], out)
+            i += length
+        else:
+            raise ValueError(f"wire type {wire}")
+    if i != end:
+        raise ValueError("field past its message")
+    return out
 
 
 def model_writes(label: str, path: str | os.PathLike | None) -> dict[str, str | None]:

@@ -113,6 +113,55 @@ def test_outputs_that_resolve_to_an_input_are_refused(tmp_path):
         files.check_writes(files.model_writes("-o", tmp_path / "x.onnx"), {"model": files.model_files(path2)})
 
 
+def _with_big_weights(nodes, inits, name: str = "g") -> onnx.GraphProto:
+    """A graph y = x (Identity) beside ``nodes``, whose initializers ``inits`` are large enough
+    for the file rule's scan to walk them and whose bytes spell ``location`` (b"location" * 1024)."""
+    spelled = np.frombuffer(b"location" * 1024, dtype=np.float32).copy()
+    big = [onnx.numpy_helper.from_array(spelled, f"{name}_w{i}") for i in range(3)]
+    io = ([onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+          [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    return onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])] + nodes, name,
+                                  *io, initializer=big + inits)
+
+
+def test_the_write_rule_finds_external_data_wherever_a_tensor_may_hold_it(tmp_path, monkeypatch):
+    """``model_files`` parses a model only when ``location`` occurs outside the tensors' numeric
+    data, and then names every external-data file: an initializer's, a Constant's (a node's
+    attribute), a Loop body's initializer's; weights whose bytes spell ``location`` alone cause no
+    parse, and bytes that are not a model are searched whole."""
+    parsed = []
+    load = onnx.load
+    monkeypatch.setattr(onnx, "load", lambda *a, **k: parsed.append(a[0]) or load(*a, **k))
+
+    def external(name: str, location: str) -> onnx.TensorProto:
+        t = onnx.numpy_helper.from_array(np.arange(2048, dtype=np.float32), name)
+        external_data_helper.set_external_data(t, location)
+        t.ClearField("raw_data")
+        t.data_location = onnx.TensorProto.EXTERNAL
+        t.doc_string = "long enough to be walked, not searched whole " * 100
+        return t
+
+    def save(graph: onnx.GraphProto, name: str) -> Path:
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+        (tmp_path / name).write_bytes(model.SerializeToString())
+        return tmp_path / name
+
+    plain = save(_with_big_weights([], []), "plain.onnx")
+    assert files.model_files(plain) == [str(plain)] and parsed == []
+    init = save(_with_big_weights([], [external("e", "init.bin")]), "init.onnx")
+    const = onnx.helper.make_node("Constant", [], ["c"], value=external("c", "const.bin"))
+    in_node = save(_with_big_weights([const], []), "node.onnx")
+    body = _with_big_weights([], [external("b", "body.bin")], "body")
+    loop = onnx.helper.make_node("Loop", ["", ""], [], body=body)
+    in_body = save(_with_big_weights([loop], []), "body.onnx")
+    for path, data in [(init, "init.bin"), (in_node, "const.bin"), (in_body, "body.bin")]:
+        assert files.model_files(path) == [str(path), str(tmp_path / data)], path.name
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\xff" * 100 + b"location")
+    parsed.clear()
+    assert files.model_files(garbage) == [str(garbage)] and parsed == [str(garbage)]
+
+
 def test_two_outputs_on_one_path_and_non_regular_targets_are_refused(tmp_path):
     with pytest.raises(files.FileRefused, match="is also -o"):
         files.check_writes({"-o": tmp_path / "a.onnx", "--report": tmp_path / "a.onnx"})
