@@ -155,7 +155,7 @@ def _names_location(path: str | os.PathLike) -> bool:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             try:
                 skips = _payloads(mm, 0, len(mm), "model", [])
-            except (IndexError, ValueError):  # not the wire format we know: search every byte
+            except (IndexError, ValueError, RecursionError):  # not the wire format we know: every byte
                 return mm.find(b"location") >= 0
             pos = 0
             for start, end in skips + [(len(mm), len(mm))]:
