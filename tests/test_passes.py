@@ -584,3 +584,21 @@ def test_a_channel_count_mixed_with_a_dynamic_batch_still_blocks():
     assert rep["verified"] is True
     whole = [g for g in rep["groups"] if not g["pruned"] and g["channels_before"] == 8]
     assert whole and "read by Shape, reaches a Sqrt" in whole[0]["reason"], rep["groups"]
+
+
+def test_slice_copies_kept_runs_as_compress_does():
+    """``slices._take`` copies runs of kept positions as blocks along an inner axis of a large
+    weight (VGG's first Linear keeps 49 positions per channel): the same array as np.compress,
+    for runs, for scattered positions (compress itself) and for nothing kept."""
+    from passes.op_rules.slices import RUN_COPY_MIN, _take
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 1024, 4, 40), dtype=np.float32)
+    assert w.size >= RUN_COPY_MIN
+    per_channel = rng.random(64) < 0.5
+    gaps_of_one = np.arange(1024) % 20 != 7
+    for axis, keep in [(1, np.repeat(per_channel, 16)), (3, np.repeat(rng.random(2) < 2, 20)), (1, gaps_of_one),
+                       (1, rng.random(1024) < 0.5), (1, np.zeros(1024, bool)), (0, rng.random(8) < 0.5),
+                       (2, np.array([True, True, False, True]))]:
+        got = _take(w, axis, keep)
+        assert got.dtype == w.dtype and np.array_equal(got, np.compress(keep, w, axis=axis)), (axis, keep)

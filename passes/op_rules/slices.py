@@ -93,7 +93,22 @@ class Rewriter:
 Keeps = dict[int, tuple[int, np.ndarray, int]]   # port -> (axis, keep mask along it, rank)
 
 
+RUN_COPY_MIN = 1 << 20   # elements of a weight from which kept runs are copied as blocks
+
+
 def _take(arr: np.ndarray, axis: int, keep: np.ndarray) -> np.ndarray:
+    """``np.compress(keep, arr, axis)``; along an inner axis of a large weight whose kept
+    positions come in runs (VGG's first Linear reads 49 positions per channel), one block copy
+    per run: ``compress`` copies one element at a time there (0.25 s for VGG-16's 25088 inputs)."""
+    if axis > 0 and arr.size >= RUN_COPY_MIN and len(keep) == arr.shape[axis]:
+        idx = np.flatnonzero(keep)
+        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+        if len(idx) and (len(breaks) + 1) * 16 <= len(idx):   # runs of 16 or more on average
+            out = np.empty(arr.shape[:axis] + (len(idx),) + arr.shape[axis + 1:], arr.dtype)
+            head = (slice(None),) * axis
+            for s, e in zip(np.concatenate(([0], breaks)), np.concatenate((breaks, [len(idx)]))):
+                out[head + (slice(s, e),)] = arr[head + (slice(idx[s], idx[s] + e - s),)]
+            return out
     return np.compress(keep, arr, axis=axis)
 
 
