@@ -139,11 +139,11 @@ class Instrument:
 
 
 class VerifyInstrument(Instrument):
-    def after(self, p, graph, ctx, result, seconds):
-        problems = ir.verify(graph)
-        if problems:
+    def after(self, p, graph, ctx, result, seconds):  # not again on a graph whose version did not move
+        if getattr(self, "sound", None) != (graph, graph.version) and (problems := ir.verify(graph)):
             more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
             raise PassError("IR verification failed: " + "; ".join(problems[:3]) + more)
+        self.sound = (graph, graph.version)  # found sound (every change goes through a Graph method that bumps it)
 
 
 class TimingInstrument(Instrument):

@@ -144,6 +144,22 @@ def test_verify_after_every_pass_catches_a_broken_ir_and_can_be_turned_off():
         del pipeline.REGISTRY["vandal"]
 
 
+def test_verify_checks_the_first_graph_and_each_change_not_an_unchanged_graph_again(monkeypatch):
+    checked, versions = [], []
+    verify = ir.verify
+    monkeypatch.setattr(ir, "verify", lambda g: checked.append(g.version) or verify(g))
+
+    class Versions(pipeline.Instrument):
+        def after(self, p, graph, ctx, result, seconds):
+            versions.append(graph.version)
+
+    graph = ir.lower(models.chain())
+    pipeline.Pipeline.parse("tag,trees,classify,score,mask{ratio=0.5},slice,infer-shapes").run(
+        graph, PassContext(original=models.chain()), [Versions()])
+    changed = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
+    assert checked == changed and len(changed) >= 2 and len(versions) == 7
+
+
 def test_transform_drops_analyses_it_does_not_provide():
     graph = ir.lower(models.chain())
     ctx = pipeline.Pipeline.parse("tag,trees,classify,score,mask{ratio=0.5},slice").run(graph, PassContext(
