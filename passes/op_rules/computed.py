@@ -68,12 +68,13 @@ def computed_weights(graph: Graph) -> dict[str, np.ndarray]:
     targets: list[str] = []
     nodes: dict[str, object] = {}
     leaves: dict[str, np.ndarray] = {}
+    from_inputs = _from_inputs(graph)
     for node in graph.nodes():
         if node.domain not in ("", "ai.onnx") or node.op_type not in WEIGHT_OPS + OPERAND_OPS:
             continue
         ins = graph.inputs_of(node)
         for w in (ins[1:2] if node.op_type in WEIGHT_OPS else ins):
-            if w is None or w.name in targets or graph.const_array(w) is not None:
+            if w is None or w.name in targets or w.name in from_inputs or graph.const_array(w) is not None:
                 continue
             found = ancestors(graph, [w.name], _qualifies, lambda v: _leaf(graph, v), MAX_CHAIN_NODES)
             if found and found[0] and (node.op_type in WEIGHT_OPS or not any(
@@ -90,6 +91,20 @@ def computed_weights(graph: Graph) -> dict[str, np.ndarray]:
             values[name] = arr
     _CACHE[graph] = (graph.version, values)
     return values
+
+
+def _from_inputs(graph: Graph) -> set[str]:
+    """Values computed from a graph input (or an outer scope's value): no chain of constants
+    gives them, so ``ancestors`` need not walk up from each (up to ``MAX_CHAIN_NODES`` nodes per
+    residual Add of ResNet-50). One pass in graph order."""
+    produced, out = set(), set()
+    for node in graph.topo_nodes():
+        outs = [o.name for o in graph.outputs_of(node) if o is not None]
+        if any(i is not None and (i.name in out or i.name not in produced and graph.initializer(i.name) is None)
+               for i in graph.inputs_of(node)):
+            out.update(outs)
+        produced.update(outs)
+    return out
 
 
 def _source_size(graph: Graph, name: str) -> int | None:
