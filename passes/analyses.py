@@ -26,6 +26,14 @@ from typing import Mapping, Sequence
 import numpy as np
 
 
+def unique_ids(ids: np.ndarray) -> np.ndarray:
+    """``np.unique`` of a 1-D integer array (sorted distinct values), by sorting: numpy 2.4's
+    hash-based ``np.unique`` takes 260 us on 2048 ids where a sort takes 20 (the classify pass
+    calls it once per value)."""
+    s = np.sort(np.ravel(ids))
+    return s[np.concatenate(([True], s[1:] != s[:-1]))] if len(s) else s
+
+
 def _frozen(arr) -> np.ndarray:
     arr = np.array(arr, dtype=np.int64, copy=True)
     arr.flags.writeable = False

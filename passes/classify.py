@@ -21,7 +21,7 @@ import numpy as np
 
 from ir import Graph
 
-from .analyses import Group, Patterns, Trees
+from .analyses import Group, Patterns, Trees, unique_ids
 from .base import Pass, PassContext, PassResult
 from .op_rules.gqa import block_of, class_blocks
 
@@ -54,7 +54,7 @@ class ClassifyPass(Pass):
 
         owner: dict[int, int] = {}
         for r, root in enumerate(trees.roots):
-            for c in np.unique(rep[root.first_id:root.first_id + root.channels]).tolist():
+            for c in unique_ids(rep[root.first_id:root.first_id + root.channels]).tolist():
                 if c in owner:
                     ra, rb = find(owner[c]), find(r)
                     if ra != rb:
@@ -74,7 +74,7 @@ class ClassifyPass(Pass):
                 group_of_rep[rep[root.first_id:root.first_id + root.channels]] = gid
         leaves_of: dict[int, dict[str, None]] = {}  # insertion-ordered sets
         for lf in trees.leaves:  # each leaf joins every group whose channels it reads
-            for gid in np.unique(group_of_rep[rep[lf.ids[lf.ids >= 0]]]).tolist():
+            for gid in unique_ids(group_of_rep[rep[lf.ids[lf.ids >= 0]]]).tolist():
                 if gid >= 0:
                     leaves_of.setdefault(gid, {})[lf.node] = None
         groups = []
@@ -91,11 +91,13 @@ class ClassifyPass(Pass):
                                             trees.roots[r].first_id + trees.roots[r].channels)
                                   for r in root_idx])
             reps = rep[ids]
-            order = np.lexsort((ids, reps))
-            classes = np.unique(reps)
-            splits = np.searchsorted(reps[order], classes[1:])
-            members = tuple(np.sort(part) for part in np.split(ids[order], splits))
-            members = tuple(sorted(members, key=lambda m: int(m[0])))
+            order = np.lexsort((ids, reps))   # by class, then id: each class's ids come sorted
+            classes = unique_ids(reps)
+            by_class = ids[order]
+            starts = np.searchsorted(reps[order], classes)
+            spans = list(zip(starts.tolist(), starts[1:].tolist() + [len(by_class)]))
+            first = np.argsort(by_class[starts], kind="stable")   # classes by their first id
+            members = tuple(by_class[spans[k][0]:spans[k][1]] for k in first.tolist())
             leaves = tuple(leaves_of.get(gid, ()))
             reason = None
             hit = ids[is_blocked[ids]]
@@ -129,10 +131,10 @@ def _with_nonempty(groups: list[Group], trees: Trees) -> list[Group]:
             chan_of[members] = k
     sets: dict[int, set[tuple[int, ...]]] = {}
     for m in trees.maps.values():
-        ids = np.unique(m.ids[m.ids >= 0])
+        ids = unique_ids(m.ids[m.ids >= 0])
         gids = group_of[ids]
-        for gid in np.unique(gids[gids >= 0]).tolist():
-            chans = tuple(np.unique(chan_of[ids[gids == gid]]).tolist())
+        for gid in unique_ids(gids[gids >= 0]).tolist():
+            chans = tuple(unique_ids(chan_of[ids[gids == gid]]).tolist())
             if len(chans) < groups[gid].channels:
                 sets.setdefault(gid, set()).add(chans)
     return [replace(g, nonempty=tuple(sorted(sets[g.id]))) if g.id in sets else g for g in groups]

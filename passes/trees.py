@@ -28,7 +28,7 @@ import numpy as np
 
 from ir import Graph, opset_of
 
-from .analyses import AssociationTree, ChannelMap, Leaf, Root, Tags, Trees
+from .analyses import AssociationTree, ChannelMap, Leaf, Root, Tags, Trees, unique_ids
 from .base import Pass, PassContext, PassResult
 from .op_rules import CHANNEL_RULES, ROOT_RULES, SHAPE_OPERANDS, NodeView, fold_shapes
 from .op_rules.adaptive import adapts as adapts_by_itself
@@ -191,7 +191,7 @@ class TreesPass(Pass):
         ctx.put(Trees(tuple(roots), maps, tuple(leaves), a, b, blocked, trees, next_id, rep,
                       {n: tuple((p, v, always) for p, (v, always) in sorted(ports.items()))
                        for n, ports in frozen.items()},
-                      np.unique(np.concatenate(head_ids)) if head_ids else np.zeros(0, np.int64),
+                      unique_ids(np.concatenate(head_ids)) if head_ids else np.zeros(0, np.int64),
                       _ids_of(stream_ids), interface, tuple(repeats)))
         return PassResult(False, {"roots": len(roots), "leaves": len(leaves),
                                   "channels": next_id, "blocked_channels": len(blocked)})
@@ -257,7 +257,7 @@ def _counts_channels_only(taint, maps) -> bool:
 
 
 def _ids_of(parts: list[np.ndarray]) -> np.ndarray:
-    ids = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    ids = unique_ids(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
     return ids[ids >= 0]
 
 
@@ -320,11 +320,11 @@ class LazyTrees(Sequence):
         if got is None:
             m = self._maps.get(value)
             ids = m.ids[m.ids >= 0] if m is not None else np.zeros(0, np.int64)
-            got = self._classes[value] = frozenset(np.unique(self._rep[ids]).tolist())
+            got = self._classes[value] = frozenset(unique_ids(self._rep[ids]).tolist())
         return got
 
     def _walk(self, root: Root) -> AssociationTree:
-        own = frozenset(np.unique(self._rep[root.first_id:root.first_id + root.channels]).tolist())
+        own = frozenset(unique_ids(self._rep[root.first_id:root.first_id + root.channels]).tolist())
         kinds = {root.node: "root"}
         edges: list[tuple[str, str]] = []
         leaves: list[str] = []

@@ -602,3 +602,13 @@ def test_slice_copies_kept_runs_as_compress_does():
                        (2, np.array([True, True, False, True]))]:
         got = _take(w, axis, keep)
         assert got.dtype == w.dtype and np.array_equal(got, np.compress(keep, w, axis=axis)), (axis, keep)
+
+
+def test_unique_ids_is_np_unique():
+    from passes.analyses import unique_ids
+
+    rng = np.random.default_rng(1)
+    for a in [np.zeros(0, np.int64), np.array([5]), rng.integers(-3, 40, 500), rng.integers(0, 5, (7, 3)),
+              np.arange(10)[::-1].astype(np.int32)]:
+        got, want = unique_ids(a), np.unique(a)
+        assert got.dtype == want.dtype and np.array_equal(got, want), a
