@@ -590,7 +590,7 @@ def test_slice_copies_kept_runs_as_compress_does():
     """``slices._take`` copies runs of kept positions as blocks along an inner axis of a large
     weight (VGG's first Linear keeps 49 positions per channel): the same array as np.compress,
     for runs, for scattered positions (compress itself) and for nothing kept."""
-    from passes.op_rules.slices import RUN_COPY_MIN, _take
+    from passes.op_rules.slices import RUN_COPY_MIN, _take, _take_axes
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((8, 1024, 4, 40), dtype=np.float32)
@@ -602,6 +602,12 @@ def test_slice_copies_kept_runs_as_compress_does():
                        (2, np.array([True, True, False, True]))]:
         got = _take(w, axis, keep)
         assert got.dtype == w.dtype and np.array_equal(got, np.compress(keep, w, axis=axis)), (axis, keep)
+    rows = rng.random(8) < 0.5   # a take along axis 0 and one along an inner axis: one pass
+    for axis, keep in [(1, np.repeat(per_channel, 16)), (3, gaps_of_one[:40]), (1, rng.random(1024) < 0.5)]:
+        got = _take_axes(w, [(axis, keep), (0, rows)])
+        assert np.array_equal(got, np.compress(keep, np.compress(rows, w, axis=0), axis=axis)), axis
+    assert np.array_equal(_take_axes(w, [(1, gaps_of_one), (2, rows[:4])]),
+                          np.compress(rows[:4], np.compress(gaps_of_one, w, axis=1), axis=2))
 
 
 def test_unique_ids_is_np_unique():

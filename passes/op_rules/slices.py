@@ -96,20 +96,52 @@ Keeps = dict[int, tuple[int, np.ndarray, int]]   # port -> (axis, keep mask alon
 RUN_COPY_MIN = 1 << 20   # elements of a weight from which kept runs are copied as blocks
 
 
+def _runs(arr: np.ndarray, axis: int, keep: np.ndarray) -> list[tuple[int, int, int]] | None:
+    """``(start, end, source)``: kept positions ``source..`` along ``axis`` land at ``start:end``;
+    None unless ``arr`` is a large weight, ``axis`` an inner one and the kept positions come in
+    runs of 16 or more on average (VGG's first Linear reads 49 positions per channel)."""
+    if axis == 0 or arr.size < RUN_COPY_MIN or len(keep) != arr.shape[axis]:
+        return None
+    idx = np.flatnonzero(keep)
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    if not len(idx) or (len(breaks) + 1) * 16 > len(idx):
+        return None
+    starts, ends = [0] + breaks.tolist(), breaks.tolist() + [len(idx)]
+    return [(s, e, int(idx[s])) for s, e in zip(starts, ends)]
+
+
 def _take(arr: np.ndarray, axis: int, keep: np.ndarray) -> np.ndarray:
-    """``np.compress(keep, arr, axis)``; along an inner axis of a large weight whose kept
-    positions come in runs (VGG's first Linear reads 49 positions per channel), one block copy
-    per run: ``compress`` copies one element at a time there (0.25 s for VGG-16's 25088 inputs)."""
-    if axis > 0 and arr.size >= RUN_COPY_MIN and len(keep) == arr.shape[axis]:
-        idx = np.flatnonzero(keep)
-        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-        if len(idx) and (len(breaks) + 1) * 16 <= len(idx):   # runs of 16 or more on average
-            out = np.empty(arr.shape[:axis] + (len(idx),) + arr.shape[axis + 1:], arr.dtype)
-            head = (slice(None),) * axis
-            for s, e in zip(np.concatenate(([0], breaks)), np.concatenate((breaks, [len(idx)]))):
-                out[head + (slice(s, e),)] = arr[head + (slice(idx[s], idx[s] + e - s),)]
-            return out
-    return np.compress(keep, arr, axis=axis)
+    """``np.compress(keep, arr, axis)``; kept runs (``_runs``) copied one block per run:
+    ``compress`` copies one element at a time along an inner axis (0.25 s for VGG-16's 25088
+    inputs)."""
+    return _take_axes(arr, [(axis, keep)])
+
+
+def _take_axes(arr: np.ndarray, takes: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """``_take`` along each ``(axis, keep)`` (distinct axes) in turn; a take along axis 0 with one
+    in runs along an inner axis in one pass, without the intermediate (half of VGG-16's first
+    Linear, 205 MB: 0.4 s against 0.08)."""
+    takes = sorted(takes, key=lambda t: t[0])
+    rows = None
+    if takes and takes[0][0] == 0 and len(takes) == 2 and len(takes[0][1]) == arr.shape[0]:
+        rows = np.flatnonzero(takes[0][1])
+        takes = takes[1:]
+    runs = _runs(arr, *takes[0]) if len(takes) == 1 else None
+    if runs is None:
+        if rows is not None:
+            arr = np.take(arr, rows, axis=0)
+        for axis, keep in takes:
+            arr = np.compress(keep, arr, axis=axis)
+        return arr
+    axis = takes[0][0]
+    kept = runs[-1][1]
+    out = np.empty((len(rows) if rows is not None else arr.shape[0],) + arr.shape[1:axis] + (kept,)
+                   + arr.shape[axis + 1:], arr.dtype)
+    head = (slice(None),) * axis
+    first = (rows,) + head[1:] if rows is not None else head
+    for s, e, src in runs:
+        out[head + (slice(s, e),)] = arr[first + (slice(src, src + e - s),)]
+    return out
 
 
 def _slice_conv(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
@@ -130,12 +162,9 @@ def _slice_conv(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
             rw.set_const(1, new_w)
         rw.set_attr("group", int(per_group.all(axis=1).sum()))
     else:
-        if 0 in outs:
-            new_w = _take(new_w, out_axis, outs[0][1])
-        if 0 in ins:
-            new_w = _take(new_w, in_axis, ins[0][1])
-        if new_w is not w:
-            rw.set_const(1, new_w)
+        takes = ([(out_axis, outs[0][1])] if 0 in outs else []) + ([(in_axis, ins[0][1])] if 0 in ins else [])
+        if takes:
+            rw.set_const(1, _take_axes(w, takes))
     if 0 in outs and rw.const(2) is not None:
         rw.set_const(2, _take(rw.const(2), 0, outs[0][1]))
 
@@ -143,16 +172,16 @@ def _slice_conv(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
 def _slice_gemm(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     w = rw.const(1)
     trans_b = rw.node.attr("transB", 0)
-    new_w = w
+    takes = []
     if 0 in outs:
-        new_w = _take(new_w, 0 if trans_b else 1, outs[0][1])
+        takes.append((0 if trans_b else 1, outs[0][1]))
         c = rw.const(2)
         if c is not None and c.ndim >= 1 and c.shape[-1] == len(outs[0][1]) and c.shape[-1] > 1:
             rw.set_const(2, _take(c, c.ndim - 1, outs[0][1]))
     if 0 in ins:
-        new_w = _take(new_w, 1 if trans_b else 0, ins[0][1])
-    if new_w is not w:
-        rw.set_const(1, new_w)
+        takes.append((1 if trans_b else 0, ins[0][1]))
+    if takes:
+        rw.set_const(1, _take_axes(w, takes))
 
 
 def _slice_matmul(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
@@ -161,13 +190,9 @@ def _slice_matmul(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
         return  # a MatMul of two activations (attention heads): nothing of its own to cut
     if 0 in ins and ins[0][0] != ins[0][2] - 1:
         return  # channels on a row or batch axis pass (``channels._matmul``): the weight stays
-    new_w = w
-    if 0 in outs:
-        new_w = _take(new_w, 1, outs[0][1])
-    if 0 in ins:
-        new_w = _take(new_w, 0, ins[0][1])
-    if new_w is not w:
-        rw.set_const(1, new_w)
+    takes = ([(1, outs[0][1])] if 0 in outs else []) + ([(0, ins[0][1])] if 0 in ins else [])
+    if takes:
+        rw.set_const(1, _take_axes(w, takes))
 
 
 def retie(graph: Graph, shared: set[str], before: set[str]) -> int:
