@@ -37,7 +37,7 @@ import ir  # noqa: E402
 from ir import files  # noqa: E402
 from passes import progress  # noqa: E402
 from passes.base import PassError  # noqa: E402
-from passes.finetune import DataError, TrainConfig, finetune  # noqa: E402
+from passes.finetune import STARTS, DataError, TrainConfig, finetune, is_recovered, start_config  # noqa: E402
 from passes.inputs import InputsUsageError, check_given, load_inputs, parse_input_shapes  # noqa: E402
 from passes.score import ScorePass  # noqa: E402
 from passes.recover import DEFAULT_STEPS  # noqa: E402
@@ -270,6 +270,13 @@ def _parser() -> argparse.ArgumentParser:
     _train_flags(f, epochs=3)
     f.add_argument("--force", action="store_true", help="start over even if --checkpoint holds another run")
     f.add_argument("--seed", type=int, default=0, help="seed of the batch order")
+    f.add_argument("--start", choices=STARTS, default="auto",
+                   help="auto: a model `prune --recover` changed is fine-tuned as 'recovered' (a tenth of --lr, "
+                        "the start kept unless an epoch beats it, chosen on held-out training data); fresh: as given")
+    f.add_argument("--keep-start", action="store_true", help="keep the model as given unless an epoch beats it")
+    f.add_argument("--holdout", type=float, default=0.0, metavar="F",
+                   help="without --val: hold this fraction of --data out of training and keep the epoch "
+                        "of the lowest loss on it (default 0: the best training accuracy; 0.1 for a recovered start)")
     b = sub.add_parser("batch", parents=[common], help="prune many models × variants, locally or on Ray")
     b.add_argument("models", nargs="*", help="model files (or use --plan)")
     b.add_argument("--plan", help="a JSON or YAML plan of models and variants")
@@ -451,11 +458,16 @@ def _with_mask_flags(args, spec: str | None) -> str | None:
 def _cmd_finetune(args) -> int:
     try:
         config = TrainConfig(args.epochs, args.lr, args.batch_size, args.loss, args.optimizer,
-                             args.schedule, seed=args.seed, freeze=tuple(n for n in args.freeze.split(",") if n))
+                             args.schedule, seed=args.seed, freeze=tuple(n for n in args.freeze.split(",") if n),
+                             keep_start=args.keep_start, holdout=args.holdout)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     model, external, where = open_model(args.model)
     check_input(model, where)
+    config, kind = start_config(config, args.start, is_recovered(model))
+    if kind == "recovered" and not progress.quiet():
+        print(f"recovered start: lr {config.lr:g}, the start kept unless an epoch beats it on "
+              + ("--val" if args.val else f"the loss of {config.holdout:g} of --data held out"), file=sys.stderr)
     result = finetune(model, args.data, args.val, config, args.checkpoint, restart=args.force)
     if result.stopped:
         print(f"warning: {result.stopped}; wrote the best finite epoch ({result.best_epoch})", file=sys.stderr)

@@ -62,7 +62,8 @@ import onnx  # noqa: E402
 import ir  # noqa: E402
 import pipeline  # noqa: E402
 from passes.analyses import Masks, Patterns  # noqa: E402
-from passes.finetune import TrainConfig, evaluate, finetune  # noqa: E402
+from passes.finetune import (RECOVERED_HOLDOUT, RECOVERED_LR_SCALE, TrainConfig, evaluate, finetune,  # noqa: E402
+                             is_recovered, start_config)
 from passes.recover import DEFAULT_STEPS  # noqa: E402
 from workflows import demo  # noqa: E402
 
@@ -285,7 +286,24 @@ def _recovery_lines(cells: dict, ratios: list[float], baseline_acc: list[float],
               + f". Fine-tuned again from the same pruned model with another batch order: below the first run in "
               f"{sum(v < 0 for v in spread)} of {total} cells, by up to {max(0.0, -min(spread)):.2f} points "
               f"(|difference| {statistics.fmean(abs(v) for v in spread):.2f} on the mean).", ""]
+    paired = {name: [100 * (d[key] - d["finetuned"]) for ds in cells.values() for d in ds] for name, key in
+              (("recovered + fine-tuned − fine-tuned", f"recovered_finetuned:{recover}"),
+               ("recovered (no fine-tuning) − fine-tuned", f"recovered:{recover}"),
+               ("fine-tuned again − fine-tuned", "finetuned_reseed"))}
+    noise = max(abs(v) for v in spread)
+    lines += ["The paired differences against fine-tuning's own spread (points, every cell; one validation image = "
+              f"{100 / max(1, cells_val_size(cells)):.2f}):", "", "| difference | mean | std | below 0 | "
+              f"below −{noise:.2f} (the largest batch-order difference) | worst |", "|---|---|---|---|---|---|"]
+    for name, vs in paired.items():
+        lines.append(f"| {name} | {statistics.fmean(vs):+.2f} | {statistics.stdev(vs) if len(vs) > 1 else 0:.2f} | "
+                     f"{sum(v < -1e-9 for v in vs)} of {len(vs)} | {sum(v < -noise - 1e-9 for v in vs)} | {min(vs):+.2f} |")
+    lines.append("")
     return lines
+
+
+def cells_val_size(cells: dict) -> int:
+    """The validation set's size (each cell records it)."""
+    return max((d.get("val_size", 0) for ds in cells.values() for d in ds), default=0)
 
 
 # --------------------------------------------------------------------------- main
@@ -314,6 +332,9 @@ def main() -> None:
     ap.add_argument("--recover", nargs="+", default=[DEFAULT_STEPS],
                     help="recovery steps for the 'pruned + recovered' rows, one set of rows per setting "
                          "(e.g. bias,bn bias,bn,ls; 'none': no such rows)")
+    ap.add_argument("--recovered-start", choices=["auto", "fresh"], default="auto",
+                    help="how a recovered model is fine-tuned: auto (finetune's default for it: "
+                         "passes.finetune.recovered_config) or fresh (exactly like the plain cells)")
     ap.add_argument("--scopes", nargs="+", default=list(SCOPES), choices=list(SCOPES),
                     help="pruning scopes to compare (default: node tree)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 ratios, 2 fine-tuning epochs")
@@ -409,8 +430,9 @@ def main() -> None:
                         rec = pipeline.prune(base, ratio=ratio, criterion=c, scope=s, seed=seed,
                                              calib_data=calib, recover=recover)
                         assert rec.report["verified"] is True
-                        tuned_r = finetune(rec.model, train, select,
-                                           tune_config(seed), stream=quiet()).model
+                        # the default path: a model recover changed is fine-tuned as a recovered start
+                        rec_config, _ = start_config(tune_config(seed), args.recovered_start, is_recovered(rec.model))
+                        tuned_r = finetune(rec.model, train, select, rec_config, stream=quiet()).model
                         extra.update({f"recovered:{recover}": evaluate(rec.model, val),
                                       f"recovered_finetuned:{recover}": evaluate(tuned_r, val),
                                       f"heldout_error:{recover}": (rec.report["recovery"]["heldout_error_before"],
@@ -418,7 +440,7 @@ def main() -> None:
                     base_params.add(rep["params_before"])
                     base_flops.add(rep["flops_before"])
                     cells.setdefault((ratio, c, s), []).append({
-                        "seed": seed, "pruned": acc_p, "finetuned": acc_f,
+                        "seed": seed, "pruned": acc_p, "finetuned": acc_f, "val_size": len(val[1]),
                         "sparsity": 1 - rep["params_after"] / rep["params_before"],
                         "speedup": rep["flops_before"] / rep["flops_after"],
                         "kept": {g["id"]: tuple(g["kept"]) for g in rep["groups"] if g.get("pruned")}, **extra})
@@ -471,7 +493,10 @@ def main() -> None:
     for i, recover in enumerate(recovers):
         stages.insert(1 + i, (f"recovered:{recover}",
                               f"pruned + recovered ({recover}, {CALIB_SAMPLES} unlabeled training images)"))
-        stages.append((f"recovered_finetuned:{recover}", f"recovered ({recover}) + fine-tuned ({args.epochs} epochs)"))
+        on = "validation accuracy" if args.select_on_val else f"the loss of {RECOVERED_HOLDOUT:g} of the training data held out"
+        how = (f"{args.epochs} epochs as a recovered start: lr {args.lr * RECOVERED_LR_SCALE:g}, the start kept unless "
+               f"an epoch beats it on {on}" if args.recovered_start == "auto" else f"{args.epochs} epochs")
+        stages.append((f"recovered_finetuned:{recover}", f"recovered ({recover}) + fine-tuned ({how})"))
     for key, title in stages:
         lines.append(f"| **{title}** |" + " |" * len(ratios))
         for c in CRITERIA:

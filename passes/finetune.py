@@ -28,7 +28,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
@@ -41,6 +41,8 @@ from .analyses import SliceRecord
 from . import progress
 from .base import Pass, PassContext, PassError, PassResult
 from .checkpoints import CheckpointError, read_progress, save_epoch, settings_of  # noqa: F401 (re-exported)
+from .train_data import (Batches, DataError, _fits, _show, _split, as_batches, check_data,  # noqa: F401 (re-exported)
+                         load_npz, refuse_non_finite, split_holdout)
 
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("adamw", "sgd")
@@ -52,10 +54,6 @@ TRAINABLE_PORTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "Mat
                    "LayerNormalization": (1, 2), "PRelu": (1,)}
 
 
-class DataError(ValueError):
-    """Training data that does not fit the model; the message is one line for the user."""
-
-
 class Diverged(PassError):
     """The loss became NaN or infinite; training stops there (one line naming epoch and step)."""
 
@@ -64,121 +62,6 @@ class Diverged(PassError):
         super().__init__(f"training diverged: loss {value} at epoch {epoch + 1}, {where} "
                          f"(lower --lr, or check the data)")
         self.epoch, self.step, self.value = epoch, step, value
-
-
-# ----------------------------------------------------------------------------- data
-@dataclass
-class Batches:
-    """Training or validation data as a list of ``(x, y)`` batches."""
-
-    batches: list[tuple[np.ndarray, np.ndarray]]
-    where: str
-    # calibration of a model with more inputs than x (a state, a scalar): the run's
-    # ``inputs.ProofInputs`` and seed, from which the other inputs are made for each batch's size
-    others: Any = None
-
-    def __len__(self) -> int:
-        return sum(len(x) for x, _ in self.batches)
-
-
-def load_npz(path: str | os.PathLike, need_y: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """Arrays ``x`` and ``y`` of an ``.npz`` file (``allow_pickle=False``); ``y`` is None when
-    it is absent and not ``need_y`` (calibration data). Anything else is one ``DataError`` line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such data file")
-    wanted = "arrays x and y" if need_y else "an array x"
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
-            raise DataError(f"{path}: not an .npz file with {wanted} (one bare array)")
-        with data:
-            missing = [k for k in (("x", "y") if need_y else ("x",)) if k not in data.files]
-            if missing:
-                needs = "'x' and 'y'" if need_y else "'x', optionally 'y'"
-                raise DataError(f"{path}: missing array{'s' if len(missing) > 1 else ''} "
-                                f"{', '.join(missing)} (needs {needs})")
-            return data["x"], data["y"] if "y" in data.files else None
-    except DataError:
-        raise
-    except ValueError as exc:
-        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: not an .npz file ({type(exc).__name__})") from None
-
-
-def as_batches(data: Any, batch_size: int, what: str) -> Batches:
-    """A path, ``(x, y)`` arrays, or an iterable of ``(x, y)`` batches -> ``Batches``."""
-    if isinstance(data, Batches):
-        return data
-    if isinstance(data, (str, os.PathLike)):
-        x, y = load_npz(data)
-        return _split(np.asarray(x), np.asarray(y), batch_size, str(data))
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray):
-        return _split(data[0], np.asarray(data[1]), batch_size, what)
-    batches = []
-    for i, item in enumerate(data):
-        if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise DataError(f"{what}: batch {i} is not an (x, y) pair")
-        x, y = np.asarray(item[0]), np.asarray(item[1])
-        if len(x) != len(y):
-            raise DataError(f"{what}: batch {i} has {len(x)} inputs but {len(y)} targets")
-        batches.append((x, y))
-    if not batches:
-        raise DataError(f"{what}: no batches")
-    return Batches(batches, what)
-
-
-def _split(x: np.ndarray, y: np.ndarray, batch_size: int, where: str) -> Batches:
-    if len(x) != len(y):
-        raise DataError(f"{where}: {len(x)} inputs but {len(y)} targets")
-    if len(x) == 0:
-        raise DataError(f"{where}: empty")
-    return Batches([(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)], where)
-
-
-def check_data(data: Batches, input_shape: tuple, n_classes: int | None, loss: str, out_shape: tuple) -> None:
-    """Shape, dtype and label-range checks, all before training starts."""
-    for i, (x, y) in enumerate(data.batches):
-        if x.dtype != np.float32:
-            raise DataError(f"{data.where}: x has dtype {x.dtype}, the model takes float32")
-        refuse_non_finite(x, "x", data, i)
-        if y.dtype.kind == "f":
-            refuse_non_finite(y, "y", data, i)
-        if not _fits(x.shape, input_shape):
-            raise DataError(f"{data.where}: x has shape {list(x.shape)}, the model takes {_show(input_shape)}")
-        if loss == "ce":
-            if y.dtype != np.int64:
-                raise DataError(f"{data.where}: y has dtype {y.dtype}; class labels must be int64")
-            if y.ndim != 1:
-                raise DataError(f"{data.where}: y has shape {list(y.shape)}; class labels are 1-D")
-            if n_classes is not None and len(y) and (y.min() < 0 or y.max() >= n_classes):
-                raise DataError(f"{data.where}: labels span {int(y.min())}..{int(y.max())}, "
-                                f"the model has {n_classes} classes")
-        else:
-            if y.dtype != np.float32:
-                raise DataError(f"{data.where}: y has dtype {y.dtype}; mse targets must be float32")
-            if not _fits(y.shape, out_shape):
-                raise DataError(f"{data.where}: y has shape {list(y.shape)}, the model outputs {_show(out_shape)}")
-
-
-def refuse_non_finite(arr: np.ndarray, what: str, data: Batches, batch: int) -> None:
-    """NaN or inf in the data would train a model of NaN weights: refused before training."""
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).sum())
-        row = sum(len(b) for b, _ in data.batches[:batch]) + int(np.argwhere(~np.isfinite(arr))[0][0])
-        raise DataError(f"{data.where}: {what} has {bad} non-finite value{'s' if bad > 1 else ''} "
-                        f"(NaN or inf), the first in sample {row}")
-
-
-def _fits(shape: tuple, model_shape: tuple) -> bool:
-    """Same rank, and every fixed non-batch dim of the model's shape matches."""
-    return len(shape) == len(model_shape) and all(
-        not isinstance(d, int) or d == s for d, s in zip(model_shape[1:], shape[1:]))
-
-
-def _show(model_shape: tuple) -> list:
-    return ["N" if not isinstance(d, int) else d for d in model_shape]
 
 
 # ----------------------------------------------------------------------------- training
@@ -198,6 +81,10 @@ class TrainConfig:
     # the validation data, or on the training data after each epoch when there is none): a start
     # that training only makes worse (a recovered model, measured in benchmarks/accuracy.py) is kept
     keep_start: bool = False
+    # without validation data: hold this fraction of the training data out of training (a seeded
+    # draw) and keep the epoch (or, with keep_start, the start) of the lowest mean loss on it,
+    # in inference mode. 0: the best epoch on training accuracy, as measured during the epoch
+    holdout: float = 0.0
 
     def __post_init__(self):
         for value, known, what in ((self.loss, LOSSES, "loss"), (self.optimizer, OPTIMIZERS, "optimizer"),
@@ -208,6 +95,8 @@ class TrainConfig:
             raise ValueError("epochs, batch-size and step-size must be at least 1")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
 
     def lr_at(self, epoch: int) -> float:
         if self.schedule == "cosine":
@@ -215,6 +104,41 @@ class TrainConfig:
         if self.schedule == "step":
             return self.lr * self.gamma ** (epoch // self.step_size)
         return self.lr
+
+
+# fine-tuning a start `recover` already brought back (benchmarks/accuracy.py, README "Recovery"):
+# such a start sits where plain fine-tuning ends, and AdamW's first steps move every weight by
+# about lr whatever its gradient; a tenth of the lr, the start kept unless an epoch beats it, both
+# judged by the loss on a tenth of the training data held out of training
+RECOVERED_LR_SCALE = 0.1
+RECOVERED_HOLDOUT = 0.1
+STARTS = ("auto", "fresh", "recovered")
+RECOVERED_METADATA_KEY = "onnxpruner.recovered"   # stamped by `recover` on a model it changed: its steps
+
+
+def is_recovered(model: onnx.ModelProto | Graph) -> bool:
+    """Whether ``recover`` changed this model (its metadata says so)."""
+    props = model.props.metadata_props if isinstance(model, Graph) else {p.key: p.value for p in model.metadata_props}
+    return RECOVERED_METADATA_KEY in props
+
+
+def recovered_config(config: TrainConfig) -> TrainConfig:
+    """How a recovered start is fine-tuned: ``config`` with a tenth of its lr, ``keep_start`` and
+    (unless it holds out more) ``RECOVERED_HOLDOUT`` of the training data to choose on when no
+    validation data is given."""
+    return replace(config, lr=config.lr * RECOVERED_LR_SCALE, keep_start=True,
+                   holdout=config.holdout or RECOVERED_HOLDOUT)
+
+
+def start_config(config: TrainConfig, start: str, recovered: bool) -> tuple[TrainConfig, str]:
+    """``(config, "fresh" or "recovered")`` for ``start``: ``fresh`` (``config`` as it is),
+    ``recovered`` (``recovered_config``) or ``auto``: recovered when ``recovered`` (``recover``
+    changed the model)."""
+    if start not in STARTS:
+        raise ValueError(f"unknown start {start!r}; known: {', '.join(STARTS)}")
+    if start == "recovered" or (start == "auto" and recovered):
+        return recovered_config(config), "recovered"
+    return config, "fresh"
 
 
 @dataclass
@@ -468,10 +392,11 @@ def inference_pass(module, batches: Batches, config: "TrainConfig") -> tuple[flo
     return loss, correct, seen
 
 
-def inference_score(module, batches: Batches, config: "TrainConfig") -> float:
-    """Accuracy (ce) or minus the mean loss of the module's current weights in inference mode."""
+def inference_score(module, batches: Batches, config: "TrainConfig", by_loss: bool = False) -> float:
+    """Accuracy (ce, unless ``by_loss``) or minus the mean loss of the module's current weights in
+    inference mode."""
     loss, correct, seen = inference_pass(module, batches, config)
-    return correct / max(seen, 1) if config.loss == "ce" else -loss / max(seen, 1)
+    return correct / max(seen, 1) if config.loss == "ce" and not by_loss else -loss / max(seen, 1)
 
 
 def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainConfig = TrainConfig(),
@@ -499,6 +424,8 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
     if val is not None:
         val_b = as_batches(val, config.batch_size, "validation data")
         check_data(val_b, in_shape, n_classes, config.loss, out_shape)
+    elif config.holdout > 0:   # chosen on held-out training data, by loss ("val_loss" in the history)
+        train_b, val_b = split_holdout(train_b, config.holdout, config.seed, config.batch_size)
     names = trainable_names(graph, config.freeze, out_value.name)
     if not names:
         raise PassError("finetune found no trainable weights in the model")
@@ -512,13 +439,14 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
         folder, saved = Path(tempfile.mkdtemp(prefix="onnxpruner-ft-")), None
     try:
         return _train(graph, model, names, frozen, config, train_b, val_b, folder, saved, settings,
-                      out_value.name, stream)
+                      out_value.name, stream, by_loss=val is None and config.holdout > 0)
     finally:  # an interrupt too: no temporary folder left behind
         if not checkpoint:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _train(graph, model, names, frozen, config, train_b, val_b, folder: Path, saved, settings, output, stream):
+def _train(graph, model, names, frozen, config, train_b, val_b, folder: Path, saved, settings, output, stream,
+           by_loss: bool = False):
     import onnxruntime as ort
     from onnxruntime.training.api import CheckpointState, Module, Optimizer
 
@@ -544,7 +472,7 @@ def _train(graph, model, names, frozen, config, train_b, val_b, folder: Path, sa
     best = saved["best"] if saved else {"epoch": -1, "score": -math.inf}
     start = len(history)
     if config.keep_start and saved is None:
-        best = {"epoch": 0, "score": inference_score(module, val_b or train_b, config)}
+        best = {"epoch": 0, "score": inference_score(module, val_b or train_b, config, by_loss)}
         save_epoch(folder, state, {n: np.array(state.parameters[n].data) for n in names}, settings, history, best)
     bar = Progress(config.epochs, len(train_b.batches), stream)
     best_file = folder / "best.npz"
@@ -572,8 +500,12 @@ def _train(graph, model, names, frozen, config, train_b, val_b, folder: Path, sa
             break
         if config.keep_start and val_b is None:   # scored as the start was: inference mode
             row["train_score"] = inference_score(module, train_b, config)
-        score = row.get("val_acc", -row.get("val_loss", row["loss"])) if val_b is not None \
-            else row["train_score"] if config.keep_start else row.get("acc", -row["loss"])
+        if by_loss:
+            score = -row["val_loss"]
+        elif val_b is not None:
+            score = row.get("val_acc", -row["val_loss"])
+        else:
+            score = row["train_score"] if config.keep_start else row.get("acc", -row["loss"])
         history.append(row)
         bar.epoch(row)
         improved = score > best["score"]
@@ -621,25 +553,34 @@ class FinetunePass(Pass):
     data: str = ""
     val: str = ""
     checkpoint: str = ""
+    keep_start: bool = False
+    holdout: float = 0.0
+    start: str = "auto"   # auto: `recovered` when `recover` changed the model (recovered_config), else fresh
 
     def __post_init__(self):
         self.config()  # option errors surface when the spec is parsed
+        start_config(self.config(), self.start, False)
 
     def config(self) -> TrainConfig:
         return TrainConfig(self.epochs, self.lr, self.batch_size, self.loss, self.optimizer,
-                           self.schedule, seed=self.seed, freeze=self.freeze)
+                           self.schedule, seed=self.seed, freeze=self.freeze, keep_start=self.keep_start,
+                           holdout=self.holdout)
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
         train = self.data or ctx.train_data
         val = self.val or ctx.val_data
         if train is None or (isinstance(train, str) and not train):
             raise PassError("finetune needs training data: data=TRAIN.npz in the spec, or train_data= in prune()")
-        result = finetune(raise_model(ir), train, val or None, self.config(), self.checkpoint or None)
+        recovered = is_recovered(ir)
+        config, kind = start_config(self.config(), self.start, recovered)
+        result = finetune(raise_model(ir), train, val or None, config, self.checkpoint or None)
         trained = lower(result.model)
         for name, init in trained.initializers.items():
             if ir.initializer(name) is not None:
                 ir.replace_initializer(init)
-        ctx.report["finetune"] = {"history": result.history, "best_epoch": result.best_epoch}
+        ctx.report["finetune"] = {"history": result.history, "best_epoch": result.best_epoch,
+                                  "start": kind, "lr": config.lr,
+                                  "keep_start": config.keep_start, "holdout": config.holdout if val is None else 0.0}
         if result.stopped:
             ctx.report["finetune"]["stopped"] = result.stopped
         last = result.history[-1] if result.history else {}

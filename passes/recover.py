@@ -60,7 +60,7 @@ from ir import Graph, Initializer, Node, lower
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult, SpecError
 from .criteria import conv_attrs, gather, im2col, load_calib
-from .finetune import Batches
+from .finetune import RECOVERED_METADATA_KEY, Batches
 from .op_rules import Rewriter
 from .tag import opset_of
 
@@ -179,6 +179,8 @@ class RecoverPass(Pass):
                              f"({summary['heldout_error_before']:.4g} -> {summary['heldout_error_after']:.4g})")
         ctx.report["recovery"] = summary
         changed = bool(stats["bias"] or stats["bn"] or stats["ls"])
+        if changed:   # read by finetune's start=auto: a recovered start is fine-tuned gently
+            ir.props.metadata_props[RECOVERED_METADATA_KEY] = ",".join(self.method)
         return PassResult(changed, stats, notes)
 
     # ------------------------------------------------------------------ 1. bias
