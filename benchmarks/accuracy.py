@@ -19,8 +19,12 @@ seed's first 256 training samples (with labels) as calibration data, never valid
 
 ``--recover STEPS`` (default ``bias,bn,ls``, the ``--recover`` default; ``none`` skips it): every cell is also pruned with the
 ``recover`` pass on the same 256 training images WITHOUT their labels, measured ("pruned +
-recovered") and fine-tuned like the plain cell ("recovered + fine-tuned"), so the two columns
-compare with the plain ones seed by seed.
+recovered") and fine-tuned the way ``finetune`` fine-tunes a model ``recover`` changed
+(``passes.finetune.recovered_config``: a tenth of ``--lr``, the start kept unless an epoch beats it
+on the loss of a tenth of the training data held out of training; ``--recovered-start fresh``:
+exactly like the plain cell) with the plain cell's seed (same split, same batch order): "recovered
++ fine-tuned", compared with the plain columns seed by seed, and with fine-tuning's own spread (the
+plain cell fine-tuned again with another batch order, seed + 1000).
 
 Model selection: ``finetune`` keeps its best epoch on the data it is given for validation. Here it
 is given none (``--select-on-val`` changes that), so the epoch kept is the best on training

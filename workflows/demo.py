@@ -27,7 +27,7 @@ import onnx
 import ir
 from ir import files
 import pipeline
-from passes.finetune import TrainConfig, evaluate, finetune
+from passes.finetune import TrainConfig, evaluate, finetune, is_recovered, start_config
 from passes.recover import DEFAULT_STEPS
 from workflows import figures
 
@@ -181,8 +181,9 @@ def run(out_dir: str | os.PathLike = ".", ratio: float = 0.5, seed: int = 0, epo
     tune_seconds = time.perf_counter() - start
     recovered = pipeline.prune(trained, ratio=ratio, criterion="l1", scope="tree", seed=seed,
                                calib_data=train[0][:256], recover=recover)  # images only, no labels
-    recovered_tuned = finetune(recovered.model, train, val, TrainConfig(epochs=finetune_epochs, lr=1e-3, batch_size=64,
-                                                                        seed=seed), stream=stream).model
+    tune_recovered, _ = start_config(TrainConfig(epochs=finetune_epochs, lr=1e-3, batch_size=64, seed=seed), "auto",
+                                     is_recovered(recovered.model))   # a recovered start: finetune's default for it
+    recovered_tuned = finetune(recovered.model, train, val, tune_recovered, stream=stream).model
     before, after = channels_per_layer(trained), channels_per_layer(tuned)
     batch = val[0][:64]
     rep = pruned.report
