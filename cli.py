@@ -271,8 +271,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--force", action="store_true", help="start over even if --checkpoint holds another run")
     f.add_argument("--seed", type=int, default=0, help="seed of the batch order")
     f.add_argument("--start", choices=STARTS, default="auto",
-                   help="auto: a model `prune --recover` changed is fine-tuned as 'recovered' (a tenth of --lr, "
-                        "the start kept unless an epoch beats it, chosen on held-out training data); fresh: as given")
+                   help="auto: a model `prune --recover` brought within 0.25 relative output error of the original "
+                        "(held-out calibration samples) is fine-tuned as 'recovered' (a tenth of --lr, the start kept "
+                        "unless an epoch beats it, chosen on held-out training data); fresh: as given")
     f.add_argument("--keep-start", action="store_true", help="keep the model as given unless an epoch beats it")
     f.add_argument("--holdout", type=float, default=0.0, metavar="F",
                    help="without --val: hold this fraction of --data out of training and keep the epoch "

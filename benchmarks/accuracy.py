@@ -20,8 +20,9 @@ seed's first 256 training samples (with labels) as calibration data, never valid
 ``--recover STEPS`` (default ``bias,bn,ls``, the ``--recover`` default; ``none`` skips it): every cell is also pruned with the
 ``recover`` pass on the same 256 training images WITHOUT their labels, measured ("pruned +
 recovered") and fine-tuned the way ``finetune`` fine-tunes a model ``recover`` changed
-(``passes.finetune.recovered_config``: a tenth of ``--lr``, the start kept unless an epoch beats it
-on the loss of a tenth of the training data held out of training; ``--recovered-start fresh``:
+(``passes.finetune.recovered_config`` where recover left a held-out output error of at most 0.25:
+a tenth of ``--lr``, the start kept unless an epoch beats it on the loss of a tenth of the
+training data held out of training; otherwise like the plain cell; ``--recovered-start fresh``:
 exactly like the plain cell) with the plain cell's seed (same split, same batch order): "recovered
 + fine-tuned", compared with the plain columns seed by seed, and with fine-tuning's own spread (the
 plain cell fine-tuned again with another batch order, seed + 1000).
@@ -66,8 +67,8 @@ import onnx  # noqa: E402
 import ir  # noqa: E402
 import pipeline  # noqa: E402
 from passes.analyses import Masks, Patterns  # noqa: E402
-from passes.finetune import (RECOVERED_HOLDOUT, RECOVERED_LR_SCALE, TrainConfig, evaluate, finetune,  # noqa: E402
-                             is_recovered, start_config)
+from passes.finetune import (RECOVERED_HOLDOUT, RECOVERED_LR_SCALE, RECOVERED_MAX_ERROR,  # noqa: E402
+                             TrainConfig, evaluate, finetune, is_recovered, start_config)
 from passes.recover import DEFAULT_STEPS  # noqa: E402
 from workflows import demo  # noqa: E402
 
@@ -435,9 +436,9 @@ def main() -> None:
                                              calib_data=calib, recover=recover)
                         assert rec.report["verified"] is True
                         # the default path: a model recover changed is fine-tuned as a recovered start
-                        rec_config, _ = start_config(tune_config(seed), args.recovered_start, is_recovered(rec.model))
+                        rec_config, kind = start_config(tune_config(seed), args.recovered_start, is_recovered(rec.model))
                         tuned_r = finetune(rec.model, train, select, rec_config, stream=quiet()).model
-                        extra.update({f"recovered:{recover}": evaluate(rec.model, val),
+                        extra.update({f"recovered:{recover}": evaluate(rec.model, val), f"start:{recover}": kind,
                                       f"recovered_finetuned:{recover}": evaluate(tuned_r, val),
                                       f"heldout_error:{recover}": (rec.report["recovery"]["heldout_error_before"],
                                                                    rec.report["recovery"]["heldout_error_after"])})
@@ -498,8 +499,11 @@ def main() -> None:
         stages.insert(1 + i, (f"recovered:{recover}",
                               f"pruned + recovered ({recover}, {CALIB_SAMPLES} unlabeled training images)"))
         on = "validation accuracy" if args.select_on_val else f"the loss of {RECOVERED_HOLDOUT:g} of the training data held out"
-        how = (f"{args.epochs} epochs as a recovered start: lr {args.lr * RECOVERED_LR_SCALE:g}, the start kept unless "
-               f"an epoch beats it on {on}" if args.recovered_start == "auto" else f"{args.epochs} epochs")
+        n_rec = sum(d[f"start:{recover}"] == "recovered" for ds in cells.values() for d in ds)
+        how = (f"{args.epochs} epochs; {n_rec} of {sum(map(len, cells.values()))} cells as a recovered start (held-out "
+               f"output error at most {RECOVERED_MAX_ERROR:g}): lr {args.lr * RECOVERED_LR_SCALE:g}, the start kept "
+               f"unless an epoch beats it on {on}; the others as the plain cells" if args.recovered_start == "auto"
+               else f"{args.epochs} epochs")
         stages.append((f"recovered_finetuned:{recover}", f"recovered ({recover}) + fine-tuned ({how})"))
     for key, title in stages:
         lines.append(f"| **{title}** |" + " |" * len(ratios))

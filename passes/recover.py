@@ -50,6 +50,7 @@ Example: ``a -> b`` with channel 1 of ``a`` removed and that channel constant 3.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -179,8 +180,9 @@ class RecoverPass(Pass):
                              f"({summary['heldout_error_before']:.4g} -> {summary['heldout_error_after']:.4g})")
         ctx.report["recovery"] = summary
         changed = bool(stats["bias"] or stats["bn"] or stats["ls"])
-        if changed:   # read by finetune's start=auto: a recovered start is fine-tuned gently
-            ir.props.metadata_props[RECOVERED_METADATA_KEY] = ",".join(self.method)
+        if changed:   # read by finetune's start=auto (finetune.is_recovered)
+            ir.props.metadata_props[RECOVERED_METADATA_KEY] = json.dumps(
+                {"method": ",".join(self.method), "heldout_error": summary.get("heldout_error_after")})
         return PassResult(changed, stats, notes)
 
     # ------------------------------------------------------------------ 1. bias

@@ -7,6 +7,7 @@ Tiny seeded models and data only (``test_finetune``'s classifier and channel tas
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import onnx
@@ -15,8 +16,8 @@ import pytest
 import cli
 import models
 import pipeline
-from passes.finetune import (RECOVERED_METADATA_KEY, TrainConfig, finetune, is_recovered, recovered_config,
-                             start_config)
+from passes.finetune import (RECOVERED_MAX_ERROR, RECOVERED_METADATA_KEY, TrainConfig, finetune, is_recovered,
+                             recovered_config, recovery_metadata, start_config)
 from passes.train_data import Batches, split_holdout
 from test_finetune import cross_entropy, inits, logits_of, tiny_classifier
 
@@ -93,6 +94,23 @@ def test_recovered_config_and_start_choices():
         TrainConfig(holdout=1.0)
 
 
+def test_a_recovered_start_is_one_recover_brought_close_to_the_original():
+    """is_recovered reads recover's metadata: its held-out output error at most RECOVERED_MAX_ERROR;
+    a model recover left far from the original (bn alone at a high ratio), or one without a
+    measured error, is fine-tuned fresh."""
+    def marked(value):
+        m = tiny_classifier()
+        if value is not None:
+            m.metadata_props.append(onnx.StringStringEntryProto(key=RECOVERED_METADATA_KEY, value=value))
+        return m
+    assert recovery_metadata(marked(None)) is None and not is_recovered(marked(None))
+    assert is_recovered(marked(json.dumps({"method": "bias,bn,ls", "heldout_error": 0.06})))
+    assert is_recovered(marked(json.dumps({"method": "bn", "heldout_error": RECOVERED_MAX_ERROR})))
+    assert not is_recovered(marked(json.dumps({"method": "bn", "heldout_error": 0.45})))
+    assert not is_recovered(marked(json.dumps({"method": "bn", "heldout_error": None})))
+    assert not is_recovered(marked("not json")) and recovery_metadata(marked("not json")) == {}
+
+
 def test_prune_with_recover_fine_tunes_a_recovered_start(task):
     """API: prune(recover=, calib_data=, train_data=) marks the recovered model and its finetune
     pass trains it as a recovered start; without recovery (or with start=fresh) it is fresh."""
@@ -130,8 +148,8 @@ def test_cli_finetune_of_a_recovered_model_is_a_recovered_start(tmp_path, task, 
     assert cli.main(["prune", str(path), "-o", str(pruned), "--calib", str(tmp_path / "calib.npz"),
                      "--recover", "bias,bn"]) == 0
     capsys.readouterr()
-    meta = {p.key: p.value for p in onnx.load(str(pruned)).metadata_props}
-    assert meta[RECOVERED_METADATA_KEY] == "bias,bn"
+    meta = json.loads({p.key: p.value for p in onnx.load(str(pruned)).metadata_props}[RECOVERED_METADATA_KEY])
+    assert meta["method"] == "bias,bn" and 0 <= meta["heldout_error"] <= RECOVERED_MAX_ERROR
     argv = ["finetune", str(pruned), "--data", str(tmp_path / "train.npz"), "-o", str(out), "--epochs", "1"]
     assert cli.main(argv) == 0
     assert "recovered start: lr 0.0001, the start kept unless an epoch beats it on the loss of 0.1 of --data " \
