@@ -301,7 +301,8 @@ def _recovery_lines(cells: dict, ratios: list[float], baseline_acc: list[float],
               f"below −{noise:.2f} (the largest batch-order difference) | worst |", "|---|---|---|---|---|---|"]
     for name, vs in paired.items():
         lines.append(f"| {name} | {statistics.fmean(vs):+.2f} | {statistics.stdev(vs) if len(vs) > 1 else 0:.2f} | "
-                     f"{sum(v < -1e-9 for v in vs)} of {len(vs)} | {sum(v < -noise - 1e-9 for v in vs)} | {min(vs):+.2f} |")
+                     f"{sum(v < -1e-9 for v in vs)} of {len(vs)} | {sum(v < -noise - 1e-9 for v in vs)} | "
+                     f"{min(vs):+.2f} |")
     lines.append("")
     return lines
 
@@ -436,7 +437,8 @@ def main() -> None:
                                              calib_data=calib, recover=recover)
                         assert rec.report["verified"] is True
                         # the default path: a model recover changed is fine-tuned as a recovered start
-                        rec_config, kind = start_config(tune_config(seed), args.recovered_start, is_recovered(rec.model))
+                        rec_config, kind = start_config(tune_config(seed), args.recovered_start,
+                                                        is_recovered(rec.model))
                         tuned_r = finetune(rec.model, train, select, rec_config, stream=quiet()).model
                         extra.update({f"recovered:{recover}": evaluate(rec.model, val), f"start:{recover}": kind,
                                       f"recovered_finetuned:{recover}": evaluate(tuned_r, val),
@@ -498,7 +500,8 @@ def main() -> None:
     for i, recover in enumerate(recovers):
         stages.insert(1 + i, (f"recovered:{recover}",
                               f"pruned + recovered ({recover}, {CALIB_SAMPLES} unlabeled training images)"))
-        on = "validation accuracy" if args.select_on_val else f"the loss of {RECOVERED_HOLDOUT:g} of the training data held out"
+        on = ("validation accuracy" if args.select_on_val
+              else f"the loss of {RECOVERED_HOLDOUT:g} of the training data held out")
         n_rec = sum(d[f"start:{recover}"] == "recovered" for ds in cells.values() for d in ds)
         how = (f"{args.epochs} epochs; {n_rec} of {sum(map(len, cells.values()))} cells as a recovered start (held-out "
                f"output error at most {RECOVERED_MAX_ERROR:g}): lr {args.lr * RECOVERED_LR_SCALE:g}, the start kept "

@@ -94,7 +94,8 @@ def main() -> None:
              f"{100 / len(val[1]):.2f}).", "",
              "| ratio | variant | mean | std | below 0 | worst |", "|---|---|---|---|---|---|"]
     for (r, name), ds in diffs.items():
-        lines.append(f"| {r:g} | {name} | {statistics.fmean(ds):+.2f} | {statistics.stdev(ds) if len(ds) > 1 else 0:.2f}"
+        std = statistics.stdev(ds) if len(ds) > 1 else 0.0
+        lines.append(f"| {r:g} | {name} | {statistics.fmean(ds):+.2f} | {std:.2f}"
                      f" | {sum(d < -1e-9 for d in ds)} of {len(ds)} | {min(ds):+.2f} |")
     lines += ["", f"Total: {time.perf_counter() - start_all:.0f} s."]
     args.out.write_text("\n".join(lines) + "\n")
