@@ -39,7 +39,7 @@ from passes.infer_shapes import InferShapesPass, lower_input
 from passes.inputs import resolve_inputs, run_inputs
 from passes.mask import MaskPass
 from passes.recover import RecoverPass, with_recover
-from passes.reruns import check_tuning, has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
+from passes.reruns import check_ratios, check_tuning, has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
 from passes import subgraphs
 from passes.slice import SlicePass, group_reports, inspect_reports, interface_shapes
@@ -238,6 +238,7 @@ class PruneResult:
     report: dict
     external: frozenset[str] = frozenset()
     original: onnx.ModelProto | None = None  # the model as read (a caller compares without reading it again)
+    weights: dict = dataclasses.field(default_factory=dict)  # original's large weights when it holds none (ir.hollow)
 
 
 def open_model(model_or_path) -> tuple[onnx.ModelProto, frozenset[str], str]:
@@ -278,20 +279,18 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     check_tuning(pipe.passes, train_data, val_data)
     pipe = Pipeline(with_recover(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank,
                                                    max_ratio, heads, stream, round_to, keep_io, gqa), recover))
-    model, external, where = given = open_model(model_or_path)
+    given, external, where = open_model(model_or_path)
     runs = any(isinstance(p, ValidatePass) and p.ort for p in pipe.passes)
-    check_input(model, where, runs)
-    if ratios:
-        missing = sorted(set(ratios) - {n.name for n in model.graph.node})
-        if missing:
-            raise SpecError(f"ratios name node(s) not in {where}: {', '.join(missing[:5])}"
-                            + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
-    model, branches = subgraphs.prune_branches(model, lambda body, feeds, shapes: prune(  # If bodies: models of their own
+    check_input(given, where, runs)
+    check_ratios(given, ratios, where)
+    model, branches = subgraphs.prune_branches(given, lambda body, feeds, shapes: prune(  # If bodies: models of their own
         body, ratio, criterion, scope, passes, verify, seed, sample_inputs=feeds, target_flops=target_flops,
         target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads, stream=stream,
         round_to=round_to, input_shapes=shapes, keep_io=keep_io, gqa=gqa), sample_inputs, input_shapes)
     sample_inputs = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=runs)
-    run, analyse = _runner(model, seed, sample_inputs, list(instruments), verify, (train_data, val_data, calib_data))
+    model, weights = ir.hollow(model)  # one decoded copy of the weights, shared by every lowering
+    given = given if branches or given is model_or_path else model  # a file's: its whole proto freed now
+    run, analyse = _runner(model, weights, seed, sample_inputs, list(instruments), verify, (train_data, val_data, calib_data))
     try:
         graph, ctx = run(pipe.passes)
         unproven: dict[str, str] = {}
@@ -301,7 +300,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         unproven = unproven_groups(pipe.passes, run, analyse, exc)
         pipe = Pipeline(with_ignored(pipe.passes, sorted(unproven)))
         graph, ctx = run(pipe.passes)
-    graph, ctx, kept, target = meet_target(pipe.passes, model, run, graph, ctx)
+    graph, ctx, kept, target = meet_target(pipe.passes, model, run, graph, ctx, weights)
     pipe = Pipeline(kept)
     graph.props.metadata_props[SPEC_METADATA_KEY] = pipe.spec()
     out = ir.raise_model(graph)
@@ -316,7 +315,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         why = [unproven[r] for r in g["roots"] if r in unproven]
         if why:
             g["reason"] = why[0]
-    before = ir.lower(model)
+    before = ir.lower(model, weights)
     report = {
         "model": where,
         "spec": pipe.spec(),
@@ -332,7 +331,8 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     report.update({k: ctx.report[k] for k in ("recovery", "finetune") if k in ctx.report})
     if target is not None:
         report["target"] = target
-    return PruneResult(out, subgraphs.merge_reports(report, branches, out), external & set(graph.initializers), given[0])
+    return PruneResult(out, subgraphs.merge_reports(report, branches, out), external & set(graph.initializers),
+                       given, weights if given is model else {})
 
 
 class _OriginalShapes(Instrument):
@@ -347,12 +347,12 @@ class _OriginalShapes(Instrument):
             ctx.original_shapes = ctx.get(Tags).shapes
 
 
-def _runner(model, seed, sample_inputs, instruments, verify, data):
-    """``run(passes, quiet=False)``: the passes on a fresh lowering of ``model``, with this call's
-    options; ``quiet``: no instruments, ``ir.verify`` on (a trial of ``passes.reruns``)."""
+def _runner(model, weights, seed, sample_inputs, instruments, verify, data):
+    """``run(passes, quiet=False)``: the passes on a fresh lowering of ``model`` (its ``weights``
+    shared), with this call's options; ``quiet``: no instruments, ``ir.verify`` on (a trial of ``passes.reruns``)."""
     def run(passes, quiet=False):
-        graph = lower_input(model)
-        ctx = PassContext(original=model, seed=seed, **run_inputs(sample_inputs),
+        graph = lower_input(model, weights)
+        ctx = PassContext(original=model, weights=weights, seed=seed, **run_inputs(sample_inputs),
                           train_data=data[0], val_data=data[1], calib_data=data[2])
         ctx.report.update(verified=False, max_abs_diff=None)
         hooks = [_OriginalShapes(graph.version)] + ([] if quiet else instruments)
@@ -360,8 +360,8 @@ def _runner(model, seed, sample_inputs, instruments, verify, data):
         return graph, ctx
 
     def analyse(passes):
-        return Pipeline(list(passes)).run(lower_input(model), PassContext(
-            original=model, seed=seed, **run_inputs(sample_inputs), calib_data=data[2]))
+        return Pipeline(list(passes)).run(lower_input(model, weights), PassContext(
+            original=model, weights=weights, seed=seed, **run_inputs(sample_inputs), calib_data=data[2]))
     return run, analyse
 
 

@@ -137,6 +137,60 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def hollow(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A copy of ``model`` whose graph initializers of more than ``LIGHT_LIMIT`` elements hold no
+    data (name, type, dims and doc string kept), and that data as read-only arrays by name:
+    ``lower(copy, arrays)`` is ``lower(model)`` with every lowering sharing one decoded copy of
+    the weights. The copy is a message of its own, so once the caller drops ``model`` its
+    weights' memory is freed (a message's fields live in its arena, which clearing a field does
+    not shrink). ``model`` is not changed. Kept whole: a tensor with anything beyond those fields
+    and little-endian ``raw_data`` of a plain numeric type, or whose bytes do not fit its dims.
+    ``filled(copy, arrays)`` is the whole model again."""
+    out = onnx.ModelProto()
+    _copy_fields(model, out, skip=("graph",))
+    _copy_fields(model.graph, out.graph, skip=("initializer",))
+    arrays: dict[str, np.ndarray] = {}
+    for t in model.graph.initializer:
+        dtype = _RAW_DTYPES.get(t.data_type)
+        n = 1
+        for d in t.dims:
+            n *= d
+        plain = dtype is not None and n > LIGHT_LIMIT and sys.byteorder == "little" and t.HasField("raw_data") \
+            and not t.HasField("segment") and not t.external_data and not getattr(t, "metadata_props", ()) \
+            and t.data_location == onnx.TensorProto.DEFAULT and t.name not in arrays
+        # the array's own memory (validate zeroes the masked original's weights in place, then
+        # restores them), taken before the bytes are read: freed at once, the bytes leave no hole
+        arr = np.empty(tuple(t.dims), dtype=dtype) if plain else None
+        raw = t.raw_data if plain else b""
+        if arr is None or len(raw) != arr.nbytes:
+            out.graph.initializer.append(t)
+            continue
+        arr.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
+        del raw
+        arr.flags.writeable = False
+        arrays[t.name] = arr
+        h = out.graph.initializer.add()
+        h.name = t.name
+        h.dims.extend(t.dims)
+        h.data_type = t.data_type
+        if t.doc_string:
+            h.doc_string = t.doc_string
+    return out, arrays
+
+
+def filled(model: onnx.ModelProto, weights: dict[str, np.ndarray] | None) -> onnx.ModelProto:
+    """The whole model that ``hollow`` made ``model`` and ``weights`` from (a new message; ``model``
+    itself when there are no weights)."""
+    if not weights:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for t in out.graph.initializer:
+        if t.name in weights and not t.HasField("raw_data"):
+            t.raw_data = weights[t.name].tobytes()
+    return out
+
+
 def _copy_fields(src, dst, skip: tuple[str, ...]) -> None:
     for field, value in src.ListFields():
         if field.name in skip:
@@ -149,9 +203,10 @@ def _copy_fields(src, dst, skip: tuple[str, ...]) -> None:
             setattr(dst, field.name, value)
 
 
-def lower(model: onnx.ModelProto) -> Graph:
+def lower(model: onnx.ModelProto, weights: dict[str, np.ndarray] | None = None) -> Graph:
     """ONNX ModelProto -> IR. Node names are made unique (an empty or repeated name gets
-    ``<op>_<index>``); nothing else is renamed."""
+    ``<op>_<index>``); nothing else is renamed. ``weights``: the arrays of a model ``hollow``
+    made (its graph initializers read them, shared, instead of their protos)."""
     g = model.graph
     external = frozenset(t.name for t in g.initializer if external_data_helper.uses_external_data(t))
     if external:
@@ -177,7 +232,9 @@ def lower(model: onnx.ModelProto) -> Graph:
     )
     graph = Graph(g.name, props)
     for t in g.initializer:
-        graph.add_initializer(Initializer.from_proto(t))
+        arr = weights.get(t.name) if weights else None
+        graph.add_initializer(Initializer.from_proto(t) if arr is None else Initializer(
+            t.name, onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims)), t.doc_string, proto=t, source=arr))
     for vi in g.input:
         if vi.name in init_names:  # IR<4: an initializer listed as an input keeps its place
             graph.add_input(graph.value(vi.name))

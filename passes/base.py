@@ -52,6 +52,7 @@ class PassContext:
     the options of the run that are not a pass's (seed, sample inputs)."""
 
     original: onnx.ModelProto | None = None
+    weights: dict | None = None    # the original's large weights when it holds none (``ir.hollow``)
     seed: int = 0
     sample_inputs: dict | None = None   # the caller's arrays by input name (all or some)
     input_shapes: dict | None = None    # the caller's shapes by input name (fix symbolic dims)

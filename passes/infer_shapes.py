@@ -96,9 +96,10 @@ def refresh_value_info(ir: Graph) -> int:
     return changed
 
 
-def lower_input(model: onnx.ModelProto) -> Graph:
-    """The input as the passes see it: lowered, its own value_info recomputed (never carried stale)."""
-    graph = ir.lower(model)
+def lower_input(model: onnx.ModelProto, weights: dict | None = None) -> Graph:
+    """The input as the passes see it: lowered, its own value_info recomputed (never carried stale).
+    ``weights``: the arrays of a model ``ir.hollow`` made, shared by every lowering."""
+    graph = ir.lower(model, weights)
     refresh_value_info(graph)
     return graph
 

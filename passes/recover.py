@@ -143,7 +143,7 @@ class RecoverPass(Pass):
         n_hold = int(round(len(x) * self.holdout)) if len(x) >= 4 else 0
         fit_x, hold_x = x[:len(x) - n_hold], x[len(x) - n_hold:]
         hold_y = None if y is None or not n_hold else y[len(x) - n_hold:]
-        original = lower(ctx.original)
+        original = lower(ctx.original, ctx.weights)
         out_name = ir.outputs[0].name
         before = collect(ir, [out_name], hold_x)[out_name] if n_hold else None
         notes: list[str] = []

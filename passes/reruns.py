@@ -87,6 +87,14 @@ def check_tuning(passes: list[Pass], train_data, val_data) -> None:
                         "at its end (or leave passes= out for the default pipeline and fine-tuning)")
 
 
+def check_ratios(model: onnx.ModelProto, ratios: dict | None, where: str) -> None:
+    """``prune(ratios=...)`` names nodes of the model (a sensitivity plan made for another is refused)."""
+    missing = sorted(set(ratios or ()) - {n.name for n in model.graph.node})
+    if missing:
+        raise SpecError(f"ratios name node(s) not in {where}: {', '.join(missing[:5])}"
+                        + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+
+
 def set_mask_options(passes: list[Pass], changes: dict[str, Any]) -> list[Pass]:
     """Every ``mask`` pass with ``changes`` (field name -> value; None values are left out):
     the command line's mask flags, named as the spec's options."""
@@ -102,16 +110,18 @@ def set_mask_options(passes: list[Pass], changes: dict[str, Any]) -> list[Pass]:
         raise SpecError(f"pass 'mask': {exc}") from None
 
 
-def meet_target(passes: list[Pass], model: onnx.ModelProto, run: Run, graph: Graph, ctx: PassContext):
+def meet_target(passes: list[Pass], model: onnx.ModelProto, run: Run, graph: Graph, ctx: PassContext,
+                weights: dict | None = None):
     """Check a mask target by the real count after slicing; re-solve with the error corrected
     when the cost model's prediction missed by more than half the tolerance. Returns the
-    (graph, ctx, passes) kept and the report's ``target`` (None without a target)."""
+    (graph, ctx, passes) kept and the report's ``target`` (None without a target). ``weights``: the
+    model's arrays (``ir.hollow``)."""
     masks = [p for p in passes if isinstance(p, MaskPass) and p.target is not None]
     if not masks or not any(isinstance(p, SlicePass) for p in passes):
         return graph, ctx, passes, None
     kind, goal = masks[-1].target
     count = count_flops if kind == "flops" else count_params
-    original = lower(model)
+    original = lower(model, weights)
     total = count_flops(original, ctx.original_shapes) if kind == "flops" else count_params(original)
 
     def achieved(g) -> float:

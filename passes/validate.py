@@ -81,17 +81,40 @@ def masked_original(original: onnx.ModelProto, record: SliceRecord | None) -> on
     return raise_model(_masked_graph(original, record))
 
 
-def _masked_graph(original: onnx.ModelProto, record: SliceRecord | None) -> Graph:
-    g = lower(original)
+def _masked_graph(original: onnx.ModelProto, record: SliceRecord | None, weights: dict | None = None,
+                  saved: list | None = None) -> Graph:
+    """``weights``: the original's arrays (``ir.hollow``), shared. With ``saved`` (a list), a
+    weight only this leaf reads is zeroed in place in them, the values it held appended to
+    ``saved`` for ``_restore`` (no copy of the weights beside the original's); the others are
+    copied, as are all without ``saved``."""
+    g = lower(original, weights)
     opset = opset_of(g)
     for z in (record.zeroings if record is not None else ()):
-        rw = Rewriter(g, g.node(z.node), opset)
-        w = np.array(weight_array(g, g.inputs_of(z.node)[z.weight_port]), copy=True)
+        value = g.inputs_of(z.node)[z.weight_port]
+        init = g.initializer(value.name) if value is not None else None
+        own = saved is not None and init is not None and weights is not None and init.array is weights.get(init.name) \
+            and len(g.consumers(value)) == 1 and not g.is_graph_output(value) and value.name not in g.input_names
+        w = init.array if own else np.array(weight_array(g, value), copy=True)
         index = [slice(None)] * w.ndim
         index[z.weight_axis] = list(z.positions)
+        if own:
+            saved.append((w, tuple(index), w[tuple(index)]))  # fancy indexing: a copy of the zeroed part
+            w.flags.writeable = True
         w[tuple(index)] = 0
-        rw.set_const(z.weight_port, w)
+        if own:
+            w.flags.writeable = False
+        else:
+            Rewriter(g, g.node(z.node), opset).set_const(z.weight_port, w)
     return g
+
+
+def _restore(saved: list) -> None:
+    """The original's weights as they were before ``_masked_graph`` zeroed them in place."""
+    for w, index, held in reversed(saved):
+        w.flags.writeable = True
+        w[index] = held
+        w.flags.writeable = False
+    saved.clear()
 
 
 def _fold_weight_transposes(g: Graph) -> Graph:
@@ -275,20 +298,30 @@ class ValidatePass(Pass):
         interface = {name: (kind, axis, list(pos)) for name, kind, axis, pos in
                      (record.interface if record is not None and ctx.original is not None else ())}
         whole = check or bool(interface)  # feeds shaped for the model before pruning
-        probe = Runnable(_fold_weight_transposes(_masked_graph(ctx.original, record))) if whole else result
-        where = "the model before pruning" if whole else "the result"
-        if ctx.inputs is not None:
-            feeds = ctx.inputs.feeds
-            try:
-                reference = probe.run(feeds, quiet=True)
-            except Exception as exc:  # prune() ran the original on these: only a direct run gets here
-                raise InputsError(rejection(probe.inputs, ctx.inputs, ort_message(exc), where)) from None
-        else:  # a pipeline run directly: the first symbolic size the model before pruning runs on
-            proof, reference = probe_inputs(probe.inputs, ctx.seed, ctx.sample_inputs, ctx.input_shapes, where,
-                                            run=lambda _, feeds: probe.run(feeds, quiet=True))
-            feeds = proof.feeds
         forced = _forced_branches(result.graph, record) if check else []
-        idle = _idle_bodies(probe, record, feeds) if check else None
+        # the masked original's weights zeroed in the original's own arrays, restored before the
+        # result runs (a forced branch runs both in turn: copies then)
+        saved: list | None = [] if whole and not forced else None
+        try:
+            probe = Runnable(_fold_weight_transposes(_masked_graph(ctx.original, record, ctx.weights, saved))) \
+                if whole else result
+            where = "the model before pruning" if whole else "the result"
+            if ctx.inputs is not None:
+                feeds = ctx.inputs.feeds
+                try:
+                    reference = probe.run(feeds, quiet=True)
+                except Exception as exc:  # prune() ran the original on these: only a direct run gets here
+                    raise InputsError(rejection(probe.inputs, ctx.inputs, ort_message(exc), where)) from None
+            else:  # a pipeline run directly: the first symbolic size the model before pruning runs on
+                proof, reference = probe_inputs(probe.inputs, ctx.seed, ctx.sample_inputs, ctx.input_shapes, where,
+                                                run=lambda _, feeds: probe.run(feeds, quiet=True))
+                feeds = proof.feeds
+            if saved:  # nothing the restore changes may be read through an output
+                reference = [np.array(r) if isinstance(r, np.ndarray) else r for r in reference]
+            idle = _idle_bodies(probe, record, feeds) if check else None
+        finally:
+            if saved:
+                _restore(saved)
         if idle:
             raise EquivalenceError(idle)
         if not forced:

@@ -134,6 +134,12 @@ def widths_plot(report: dict, path: str | os.PathLike, keep: bool = False):
 LATENCY_AUTO_FLOPS = 2e9
 
 
+def times_latency(report: dict, latency: str = "auto") -> bool:
+    """Whether the screen times both models in ONNX Runtime: ``latency`` "on", or "auto" and the
+    original runs at most ``LATENCY_AUTO_FLOPS``."""
+    return latency == "on" or (latency == "auto" and report["flops_before"] <= LATENCY_AUTO_FLOPS)
+
+
 def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result, seed: int,
                  latency: str = "auto") -> str:
     """What a deployment engineer wants on one screen: the op-type table before/after with
@@ -145,9 +151,9 @@ def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result
         return f" (x{b / a:.3f})" if a else ""
     extra = [("parameters", f"{rep['params_before']:,}", f"{rep['params_after']:,}{x(rep['params_before'], rep['params_after'])}"),
              ("FLOPs", f"{rep['flops_before']:,}", f"{rep['flops_after']:,}{x(rep['flops_before'], rep['flops_after'])}")]
-    if latency == "auto" and rep["flops_before"] > LATENCY_AUTO_FLOPS:
+    if latency == "auto" and not times_latency(rep, latency):
         extra.append(("ORT latency (ms)", "not timed", f"{rep['flops_before'] / 1e9:.1f} GFLOPs per run: --latency times it"))
-    elif latency != "off":
+    elif times_latency(rep, latency):
         try:
             feeds = sample_inputs(original, seed)
             with progress.task("latency: ONNX Runtime", 2, unit="model") as bar:
