@@ -134,9 +134,9 @@ def test_the_untaken_branch_is_proven_by_running_it(monkeypatch):
     model = models.if_crossing()
     real = validate._masked_graph
 
-    def forgetful(original, record):
+    def forgetful(original, record, *shared):
         kept = tuple(z for z in (record.zeroings if record else ()) if z.node != "Conv3504")
-        return real(original, record and dataclasses.replace(record, zeroings=kept))
+        return real(original, record and dataclasses.replace(record, zeroings=kept), *shared)
 
     monkeypatch.setattr(validate, "_masked_graph", forgetful)
     rep = pipeline.prune(model, ratio=0.5).report
@@ -422,9 +422,9 @@ def test_a_loop_body_left_idle_or_forgotten_by_the_mask_fails_the_proof(monkeypa
     Loop run 0 times would ship its body's cut unproven."""
     real = validate._masked_graph
 
-    def forgetful(original, record):
+    def forgetful(original, record, *shared):
         kept = tuple(z for z in (record.zeroings if record else ()) if z.node != "MatMul_3_body_1")
-        return real(original, record and dataclasses.replace(record, zeroings=kept))
+        return real(original, record and dataclasses.replace(record, zeroings=kept), *shared)
 
     with monkeypatch.context() as m:
         m.setattr(validate, "_masked_graph", forgetful)
