@@ -92,8 +92,9 @@ def _masked_graph(original: onnx.ModelProto, record: SliceRecord | None, weights
     for z in (record.zeroings if record is not None else ()):
         value = g.inputs_of(z.node)[z.weight_port]
         init = g.initializer(value.name) if value is not None else None
-        own = saved is not None and init is not None and weights is not None and init.array is weights.get(init.name) \
-            and len(g.consumers(value)) == 1 and not g.is_graph_output(value) and value.name not in g.input_names
+        own = saved is not None and weights is not None and init is not None and init.source is not None \
+            and init.source is weights.get(init.name) and len(g.consumers(value)) == 1 \
+            and not g.is_graph_output(value) and value.name not in g.input_names
         w = init.array if own else np.array(weight_array(g, value), copy=True)
         index = [slice(None)] * w.ndim
         index[z.weight_axis] = list(z.positions)
