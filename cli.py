@@ -42,7 +42,8 @@ from passes.inputs import InputsUsageError, check_given, load_inputs, parse_inpu
 from passes.score import ScorePass  # noqa: E402
 from passes.recover import DEFAULT_STEPS  # noqa: E402
 from passes.reruns import set_mask_options  # noqa: E402
-from passes.runtime import fixed_mmap_threshold, give_back_memory  # noqa: E402
+from passes import runtime  # noqa: E402
+from passes.runtime import give_back_memory  # noqa: E402
 from pipeline import (REGISTRY, DumpInstrument, Instrument, Pipeline, PipelineError, SpecError,  # noqa: E402
                       TimingInstrument, build_spec, check_input, inspect, open_model, prune)
 from workflows import batch, demo, schedules, sensitivity, show  # noqa: E402
@@ -647,7 +648,7 @@ def _resume_hint(args) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _ARGV[:] = argv
-    fixed_mmap_threshold()  # large blocks straight back to the system: the peak stays where the data is
+    runtime.FIX_MMAP_THRESHOLD = True  # ONNX Runtime's runs in blocks of their own: the peak stays where the data is
     ap = _parser()
     if not argv:   # a bare `onnxpruner`: what it can do, as a usage error
         ap.print_help(sys.stderr)
