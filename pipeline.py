@@ -348,8 +348,8 @@ class _OriginalShapes(Instrument):
 
 
 def _runner(model, weights, seed, sample_inputs, instruments, verify, data):
-    """``run(passes, quiet=False)``: the passes on a fresh lowering of ``model`` (its ``weights``
-    shared), with this call's options; ``quiet``: no instruments, ``ir.verify`` on (a trial of ``passes.reruns``)."""
+    """``run(passes, quiet=False)``: the passes on a fresh lowering of ``model`` (its ``weights`` shared),
+    with this call's options; ``quiet``: no instruments, ``ir.verify`` on (a trial of ``passes.reruns``)."""
     def run(passes, quiet=False):
         graph = lower_input(model, weights)
         ctx = PassContext(original=model, weights=weights, seed=seed, **run_inputs(sample_inputs),

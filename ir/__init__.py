@@ -9,5 +9,5 @@ from .printer import dump
 from .verify import verify
 
 __all__ = ["FileRefused", "IMPLICIT_PORT", "Graph", "GraphError", "Initializer", "Interrupted",
-           "ModelLoadError", "ModelProps", "Node", "Staged", "Value", "dump", "files", "filled", "hollow", "load", "lower",
-           "opset_of", "raise_model", "save", "save_bytes", "shape_of", "skeleton", "tensor_type", "verify"]
+           "ModelLoadError", "ModelProps", "Node", "Staged", "Value", "dump", "files", "filled", "hollow", "load",
+           "lower", "opset_of", "raise_model", "save", "save_bytes", "shape_of", "skeleton", "tensor_type", "verify"]
