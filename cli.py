@@ -43,7 +43,6 @@ from passes.score import ScorePass  # noqa: E402
 from passes.recover import DEFAULT_STEPS  # noqa: E402
 from passes.reruns import set_mask_options  # noqa: E402
 from passes import runtime  # noqa: E402
-from passes.runtime import give_back_memory  # noqa: E402
 from pipeline import (REGISTRY, DumpInstrument, Instrument, Pipeline, PipelineError, SpecError,  # noqa: E402
                       TimingInstrument, build_spec, check_input, inspect, open_model, prune)
 from workflows import batch, demo, schedules, sensitivity, show  # noqa: E402
@@ -426,7 +425,7 @@ def _cmd_prune(args) -> int:
                    rank=args.rank, max_ratio=args.max_ratio, heads=args.heads, stream=args.stream,
                    sample_inputs=given, input_shapes=shapes, recover=args.recover, keep_io=args.keep_io,
                    gqa=args.gqa)
-    give_back_memory(os.path.getsize(args.model))  # what the passes freed, before the output is serialized (large models)
+    runtime.give_back_memory(os.path.getsize(args.model))  # what the passes freed, before the output is serialized (large models)
     if result.report.get("proof") == "not run":
         print("warning: --passes has no validate pass: the result is NOT proven "
               "(report: verified null, proof \"not run\")", file=sys.stderr)
@@ -437,10 +436,9 @@ def _cmd_prune(args) -> int:
         if args.plot:
             with open(staged.path_for(args.plot), "wb") as fh:
                 show.widths_plot(result.report, fh)
-    original = result.original
-    if show.times_latency(result.report, args.latency):  # ORT runs the original: its weights back inside, the arrays let go
-        original, result.weights = ir.filled(original, result.weights), {}
-    print(show.prune_screen(args.model, args.output, original, result, args.seed, args.latency))
+    if show.times_latency(result.report, args.latency):  # ORT runs the original: its weights back in, the arrays let go
+        result.original, result.weights = ir.filled(result.original, result.weights), {}
+    print(show.prune_screen(args.model, args.output, result.original, result, args.seed, args.latency))
     return 0
 
 
