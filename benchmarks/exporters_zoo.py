@@ -41,16 +41,16 @@ PYTHON = {
     "onnxslim": os.environ.get("ONNXPRUNER_SIM_PYTHON", "/work/venvs/sim/bin/python"),
 }
 SIDE = {"keras": 96, "paddle": 64}
-# Keras applications whose definition needs a larger side than 96
 KERAS_SIDE = {"InceptionV3": 96, "Xception": 96, "NASNetMobile": 96}
-PADDLE_SIDE = {"googlenet": 96, "inception_v3": 96}
+PADDLE_SIDE = {"googlenet": 224, "inception_v3": 299}  # fixed-size Linear heads
 
 MODELS = [
     "keras:MobileNetV2", "keras:MobileNetV3Small", "keras:EfficientNetB0", "keras:EfficientNetV2B0",
-    "keras:ResNet50V2", "keras:DenseNet121", "keras:ConvNeXtTiny", "keras:RegNetX002", "keras:Xception",
-    "keras:NASNetMobile", "keras:InceptionV3",
+    "keras:ResNet50V2", "keras:DenseNet121", "keras:ConvNeXtTiny", "keras:Xception",
+    "keras:NASNetMobile", "keras:InceptionV3", "keras:MobileNetV3Large", "keras:MobileNet", "keras:ResNet50",
     "paddle:resnet18", "paddle:mobilenet_v2", "paddle:mobilenet_v3_small", "paddle:shufflenet_v2_x0_5",
-    "paddle:squeezenet1_0", "paddle:densenet121", "paddle:googlenet",
+    "paddle:squeezenet1_0", "paddle:densenet121", "paddle:googlenet", "paddle:resnext50_32x4d",
+    "paddle:mobilenet_v1", "paddle:shufflenet_v2_swish", "paddle:inception_v3",
     "onnxsim:keras:MobileNetV2", "onnxslim:keras:EfficientNetB0", "onnxsim:paddle:resnet18",
     "onnxslim:paddle:mobilenet_v3_small",
 ]
@@ -67,6 +67,13 @@ def _export_keras(name: str, path: Path) -> None:
     import tensorflow as tf
     import tf2onnx
 
+    if name.startswith("ConvNeXt"):
+        # Keras 3 runs grouped convolutions (ConvNeXt's depthwise 7x7) under tf.function(jit_compile=True)
+        # on CPU, which tf2onnx leaves as an unconverted StatefulPartitionedCall: trace them plainly
+        plain = tf.function
+        tf.function = lambda *a, jit_compile=None, **k: plain(*a, **k)
+        # and TF 2.21's exact gelu is written with Erfc, which tf2onnx emits as a non-ONNX op: use Erf
+        tf.nn.gelu = lambda x, approximate=False, name=None: 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
     tf.keras.utils.set_random_seed(0)
     side = KERAS_SIDE.get(name, SIDE["keras"])
     model = getattr(tf.keras.applications, name)(weights=None, input_shape=(side, side, 3))

@@ -291,6 +291,40 @@ def token_mixing() -> onnx.ModelProto:
     return b.build([b.gemm(pooled, c, 5)])
 
 
+def tf2onnx_channel_norm() -> onnx.ModelProto:
+    """Keras' LayerNormalization over the channels as tf2onnx writes it after its transpose
+    optimizer (benchmarks/exporters_zoo.py's ConvNeXtTiny): the scale folded into the inverse std
+    before it meets the data, the mean moved to NCHW by a Reshape,
+
+        m = Mul(Reciprocal(Sqrt(Add(ReduceMean(Mul(d, d)), eps))), gamma[1, C, 1, 1])
+        y = Add(Mul(x, m), Add(Mul(Neg(mean), m), beta[1, C, 1, 1]))
+
+    on a residual stream: stem Conv, LN, two blocks (depthwise Conv, LN, 1x1 Convs, added back)."""
+    b = Builder(31, name="tf2onnx_channel_norm")
+    c = 8
+
+    def norm(x: str) -> str:
+        mean = b.op("ReduceMean", [x], axes=[1], keepdims=1)
+        neg = b.op("Neg", [mean])
+        moved = b.op("Reshape", [mean, b.const(np.array([-1, 1, 4, 4], np.int64), "shape")])
+        d = b.op("Sub", [x, moved])
+        var = b.op("ReduceMean", [b.op("Mul", [d, d])], axes=[1], keepdims=1)
+        eps = b.const(np.full([1, 1, 1, 1], 1e-3, np.float32), "eps")
+        inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [var, eps])])])
+        m = b.op("Mul", [inv, b.const((b.rng.random([1, c, 1, 1]) + 0.5).astype(np.float32), "gamma")])
+        shift = b.op("Add", [b.op("Mul", [neg, m]),
+                             b.const(b.rng.standard_normal([1, c, 1, 1]).astype(np.float32) * 0.1, "beta")])
+        return b.op("Add", [b.op("Mul", [x, m]), shift])
+
+    x = b.input("image", [1, 3, 8, 8])
+    s = norm(b.op("Conv", [x, b.weight(c, 3, 2, 2), b.weight(c, prefix="b")], kernel_shape=[2, 2], strides=[2, 2]))
+    for _ in range(2):
+        t = norm(b.conv(s, c, c, k=3, group=c))
+        s = b.op("Add", [s, b.conv(b.relu(b.conv(t, c, 16, k=1)), 16, c, k=1)])
+    pooled = b.op("ReduceMean", [norm(s)], axes=[2, 3], keepdims=0)
+    return b.build([b.gemm(pooled, c, 5)])
+
+
 STREAMS = {"vit_stream": vit_stream, "convnext_stream": convnext_stream,
            "decomposed_stream": decoder_stream, "rms_stream": lambda: decoder_stream(rms=True),
            "groupnorm_block": groupnorm_block, "computed_weights": computed_weights,

@@ -379,3 +379,36 @@ def test_an_operand_computed_through_a_gemm_of_constants_is_not_read_as_a_consta
     y = b.op("Add", [b.op("Add", [b.op("MatMul", [x, b.weight(8, 8)]), bias]), qkv_bias])
     computed = computed_weights(lower(b.build([b.relu(y)])))
     assert list(computed) == [qkv_bias]
+
+
+def test_tf2onnx_channel_layernorm_with_its_scale_folded_into_the_inverse_std_prunes_the_stream():
+    """tf2onnx's LayerNorm over the channels (``stream_models.tf2onnx_channel_norm``): the scale
+    and shift carry channels only through gamma and beta, so each reader Gathers their kept
+    channels, the proof zeroes gamma and beta there, and the mean seen through tf2onnx's Reshape
+    gets the variance correction. Before, the Mul(x, m) blocked the stream ("untracked data")."""
+    result = pipeline.prune(stream_models.tf2onnx_channel_norm(), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    stream = [g for g in rep["groups"] if g.get("stream")]
+    assert [(g["channels_before"], g["channels_after"]) for g in stream] == [(8, 4)]
+    names = [n.name for n in result.model.graph.node]
+    assert sum(n.endswith("stream_gone_var") for n in names) == 4  # one per norm: the Reshape is seen through
+    gathers = [n for n in result.model.graph.node if n.op_type == "Gather" and n.name.endswith("/kept")]
+    assert len(gathers) == 8  # Mul(x, m) and the shift's Add of each of the four norms
+    onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_a_channel_varying_operand_without_a_constant_behind_it_still_blocks():
+    """The derived-operand rule reads constants only: the same norm with gamma replaced by a
+    computed activation of the channels stays a barrier (unknown means barrier)."""
+    from passes.op_rules.derived import derived_constants
+    import ir
+
+    g = ir.lower(stream_models.tf2onnx_channel_norm())
+    shift_mul = [n for n in g.nodes() if n.op_type == "Mul" and any(
+        i is not None and g.const_array(i) is not None and g.const_array(i).shape == (1, 8, 1, 1)
+        for i in g.inputs_of(n))][0]
+    m = g.outputs_of(shift_mul)[0].name
+    found = derived_constants(g, m, 1, 4, 8, {v.name: (1, 1, 4, 4) for v in g.values()})
+    assert found is not None and [f[3] for f in found] == [1]
+    assert derived_constants(g, m, 1, 4, 8, {}) is None  # a leaf of unknown shape: not proven constant

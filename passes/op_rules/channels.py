@@ -10,6 +10,7 @@ from ir import Graph, Node
 
 from ..analyses import ChannelMap
 from .computed import expanded_constant
+from .derived import channels_from_constants
 from .views import DEFAULT_DOMAINS, Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
 
 
@@ -51,7 +52,8 @@ def _broadcast(view: NodeView) -> Effect:
         a = axis - (out_rank - len(shape))
         if a < 0 or shape[a] == 1:
             continue
-        if shape[a] != length or (view.const(p) is None and not _expanded_rows(view, p, a, len(shape))):
+        if shape[a] != length or (view.const(p) is None and not _expanded_rows(view, p, a, len(shape))
+                                  and not channels_from_constants(view, p, axis, out_rank, length)):
             return blocked(f"{view.node.op_type} mixes pruned channels with untracked data "
                            f"{view.input_name(p)!r}")
     m = ChannelMap(axis, out_rank, base)

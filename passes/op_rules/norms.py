@@ -189,13 +189,33 @@ def centered_mean(graph: Graph, value) -> str | None:
     if sub is None or sub.op_type != "Sub":
         return None
     x, m = graph.inputs_of(sub)
-    mean = graph.producer(m) if m is not None else None
-    if mean is not None and mean.doc_string == SCALED_MEAN:  # a mean slice already corrected
-        mean = graph.producer(graph.inputs_of(mean)[0])
+    mean = mean_node(graph, m.name) if m is not None else None
     if mean is None or mean.op_type != "ReduceMean" or graph.inputs_of(mean)[0] is None \
             or graph.inputs_of(mean)[0].name != x.name:
         return None
     return m.name
+
+
+# what tf2onnx leaves between a mean and its Sub when its transpose optimizer moved the mean
+# from NHWC to NCHW: a Reshape of the [N, 1, H, W] statistic (a value constant along the channels
+# in any layout the Sub accepts; the correction below holds for any such value)
+MEAN_VIEWS = ("Reshape", "Identity", "Unsqueeze", "Squeeze")
+
+
+def mean_node(graph: Graph, value: str):
+    """The node computing the mean ``value`` (through ``MEAN_VIEWS`` of it and a correction
+    slice already applied), or None."""
+    mean = graph.producer(value)
+    for _ in range(4):
+        if mean is None:
+            return None
+        if mean.doc_string == SCALED_MEAN:  # a mean slice already corrected
+            mean = graph.producer(graph.inputs_of(mean)[0])
+        elif mean.op_type in MEAN_VIEWS and mean.domain in ("", "ai.onnx") and graph.inputs_of(mean)[0] is not None:
+            mean = graph.producer(graph.inputs_of(mean)[0])
+        else:
+            return mean
+    return None
 
 
 def _reduce(view: NodeView, fallback) -> Effect:
@@ -220,7 +240,7 @@ def _reduce(view: NodeView, fallback) -> Effect:
 
 
 def _reduced_elsewhere(view: NodeView, mean_value: str, axes: list[int], rank: int) -> bool:
-    node = view.graph.producer(mean_value)
+    node = mean_node(view.graph, mean_value)
     return reduced_axes(view.graph, node, rank, view.opset) != axes
 
 

@@ -12,6 +12,7 @@ from ir import Graph, Node
 
 from .channels import conv_group_widths
 from .computed import expanded_constant, gather_kept, select_kept
+from .derived import gather_derived
 from .reindex import _clamp_range
 from .views import DEFAULT_DOMAINS, _axis
 
@@ -244,7 +245,8 @@ def _slice_broadcast_constants(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
             continue
         arr = rw.const(port)
         if arr is None:
-            _slice_expanded(rw, port, value, axis, keep, out_rank)
+            if not gather_derived(rw.graph, rw.node, port, value, axis, keep, out_rank):
+                _slice_expanded(rw, port, value, axis, keep, out_rank)
             continue
         a = axis - (out_rank - arr.ndim)
         if a >= 0 and arr.shape[a] == len(keep) and arr.shape[a] > 1 \

@@ -25,6 +25,7 @@ from ir import Graph
 
 from ..analyses import ChannelMap, LeafZeroing
 from .computed import computed_weights, expanded_constant, gather_kept
+from .derived import derived_constants
 from .reindex import _entries
 from .slices import Keeps, Rewriter, _take
 from .views import Effect, NodeView, _axis, _only, blocked
@@ -194,7 +195,9 @@ def stream_zeroings(graph: Graph, trees, removed: np.ndarray) -> list[LeafZeroin
                 arr = graph.const_array(value)
                 arr = computed.get(value.name) if arr is None else arr   # computed from initializers
                 const = (None, -1, arr) if arr is not None else expanded_constant(graph, value, shared=True)
-                if const is None:
+                if const is None:  # a per-channel constant scaled by statistics (tf2onnx's LayerNorm)
+                    for owner, owner_port, _, a in derived_constants(graph, value.name, m.axis, m.rank, len(m)) or ():
+                        zero(owner, owner_port, a, pos)
                     continue
                 owner, owner_port, arr = const
                 a = m.axis - (m.rank - arr.ndim)
