@@ -153,6 +153,10 @@ class TreesPass(Pass):
                         leaf_ports = (data_port,)
                     seen[node.name] = (tracked, leaf_ports, "")
                     adapts.update((node.name, p) for p in effect.adapts)
+                    for port in effect.freeze:  # a computed target with symbolic elements (op_rules.adaptive)
+                        sv = folded.values.get(ins[port].name) if ins[port] is not None else None
+                        if sv is not None and sv.value is not None:
+                            frozen.setdefault(node.name, {}).setdefault(port, (sv.value, False))
                     for port in SHAPE_OPERANDS.get(node.op_type, ()):  # its slice rule rewrites them
                         if port < len(ins) and ins[port] is not None and ins[port].name in folded.static \
                                 and ir.const_array(ins[port]) is None:

@@ -45,9 +45,12 @@ def aliased(sv, source: str, m: ChannelMap, known: dict):
     return ShapeValue(sv.value, taint), list(pairs.values())
 
 
-def _classify(sv, shape) -> list | None:
+def _classify(sv, shape, counts=None) -> list | None:
     """Per target element: an int, 0 (the input's own symbolic dim at that index), or None (a
-    symbolic dim of the input elsewhere: inferred as -1, at most one)."""
+    symbolic dim of the input elsewhere, or with ``counts`` any element not static that does not
+    count the channels (``counts(taint)`` false: tf2onnx's Tensordot merges the batch into
+    ``Prod(Shape[:3])``): inferred as -1, at most one. A valid target with one unknown element
+    is fixed by the others, so -1 reshapes as it does)."""
     if sv is None or sv.value is None or sv.value.ndim != 1 or isinstance(sv.taint, frozenset):
         return None
     out, inferred = [], 0
@@ -59,6 +62,9 @@ def _classify(sv, shape) -> list | None:
             out.append(0)
         elif len(marks) == 1 and next(iter(marks)).startswith("=") and next(iter(marks))[1:] in \
                 [d for d in shape if isinstance(d, str)]:
+            out.append(None)
+            inferred += 1
+        elif counts is not None and not counts(taint):
             out.append(None)
             inferred += 1
         else:
@@ -85,8 +91,15 @@ def self_adapting_entry(sv, source: str, shape, channel_axis: int, out_axis: int
 
 
 def adaptive_reshape(view: NodeView, m: ChannelMap, shape, reshape_effect) -> Effect:
-    sv, pairs = aliased(view.shape_values.get(view.input_name(1) or ""), view.input_name(0), m, view.known)
-    elems = _classify(sv, shape) if shape is not None and not view.node.attr("allowzero", 0) else None
+    source = view.input_name(0)
+    sv, pairs = aliased(view.shape_values.get(view.input_name(1) or ""), source, m, view.known)
+    known = view.known
+
+    def counts(taint) -> bool:  # reads a tracked channel axis (its own, or any other value's)
+        return any(a is not None and (a == source or a in known) and
+                   b in ((m.axis if a == source else known[a].axis), "*") for a, b in taint)
+
+    elems = _classify(sv, shape, counts) if shape is not None and not view.node.attr("allowzero", 0) else None
     if elems is None:
         return blocked("Reshape to a computed shape that does not fold to a constant")
     target = [-1 if e is None else e for e in elems]
@@ -102,9 +115,22 @@ def adaptive_reshape(view: NodeView, m: ChannelMap, shape, reshape_effect) -> Ef
         return blocked("Reshape to a computed shape whose channel map depends on symbolic dims")
     axis = a.axis
     copied = target[axis] == 0 and axis == m.axis
-    if not copied and not self_adapting_entry(sv, view.input_name(0), shape, m.axis, axis):
-        return blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
+    if not copied and not self_adapting_entry(sv, source, shape, m.axis, axis):
+        if not _constant_entry(sv, axis, len(m), counts):
+            return blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
+        # the channel entry is a plain number among symbolic dims (tf2onnx's Tensordot back to
+        # [N, H, W, 384]): frozen to its folded value, the entry rewritten by slice, the
+        # symbolic elements computed again at run time (slice.keep_live)
+        return Effect(outputs=first.outputs, couplings=pairs + list(first.couplings), freeze=(1,))
     return Effect(outputs=first.outputs, couplings=pairs) if pairs else first
+
+
+def _constant_entry(sv, axis: int, channels: int, counts) -> bool:
+    """The target's element ``axis`` is a constant number of channels (read from no Shape), and
+    no element counts channels: freezing the target and rewriting that entry is exact."""
+    if axis >= len(sv.taint) or sv.taint[axis] or int(sv.value[axis]) != channels:
+        return False
+    return not any(counts(t) for t in sv.taint)
 
 
 def adapts(graph, node, sv, maps, shapes) -> bool:
@@ -117,6 +143,7 @@ def adapts(graph, node, sv, maps, shapes) -> bool:
     shape = shapes.get(ins[0].name)
     if m_in is None or m_out is None or shape is None or sv.value is None or isinstance(sv.taint, frozenset):
         return False
+    sv, _ = aliased(sv, ins[0].name, m_in, maps)  # counts read off a value coupled to the input (the rule coupled them)
     for taint in sv.taint:  # channel axes read from other values: those counts change elsewhere
         for a, b in taint:
             if a is not None and a != ins[0].name and a in maps and b in (maps[a].axis, "*"):

@@ -190,6 +190,28 @@ def _fold_transpose(node, ins, opset):
     return ShapeValue(np.transpose(ins[0].value, perm), np.transpose(ins[0].taint, perm))
 
 
+def _fold_reduce(fn, since: int = 18):
+    """ReduceProd / ReduceSum / ReduceMax / ReduceMin of a shape value (tf2onnx's Tensordot
+    target ``[Prod(Shape[:3]), Prod(Shape[3:])]``): each output element carries the taints of
+    the elements it reduced, blurred (arithmetic on a symbolic dim is just unknown)."""
+    def rule(node, ins, opset):
+        v, t = ins[0].value, np.asarray(ins[0].taint, object)
+        axes = _fold_axes(node, ins, opset, since)
+        if axes is None or len(axes) == 0:
+            if node.attr("noop_with_empty_axes", 0):
+                return ins[0]
+            axes = list(range(v.ndim))
+        axes = sorted({_axis(a, v.ndim) for a in axes})
+        if any(v.shape[a] == 0 for a in axes):
+            raise ValueError("an empty reduction is no shape value")
+        keep = bool(node.attr("keepdims", 1))
+        out = fn(v, axis=tuple(axes), keepdims=keep)
+        for a in reversed(axes):
+            t = _union.reduce(t, axis=a, keepdims=keep)
+        return ShapeValue(np.asarray(out, v.dtype), _blur(np.asarray(t, object).reshape(np.shape(out))))
+    return rule
+
+
 def _mod(node, a, b):
     return np.fmod(a, b) if node.attr("fmod", 0) else np.mod(a, b)
 
@@ -219,6 +241,10 @@ SHAPE_RULES: dict[str, Callable] = {
     "Greater": _elementwise(np.greater),
     "Not": _elementwise(np.logical_not),
     "Where": _elementwise(np.where),
+    "ReduceProd": _fold_reduce(np.prod),
+    "ReduceSum": _fold_reduce(np.sum, since=13),
+    "ReduceMax": _fold_reduce(np.max),
+    "ReduceMin": _fold_reduce(np.min),
     "Mod": _whole(_mod),
     "Range": _whole(lambda node, start, limit, delta: np.arange(start, limit, delta)),
     "ConstantOfShape": _whole(_constant_of_shape),

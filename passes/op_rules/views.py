@@ -96,6 +96,8 @@ class Effect:
     block: str | None = None
     heads: bool = False     # the output map's positions are attention heads (a class = one head)
     adapts: tuple[int, ...] = ()  # shape operands that count channels yet adapt by themselves
+    freeze: tuple[int, ...] = ()  # computed shape operands frozen to their folded value (symbolic
+                                  # elements kept live by slice), then rewritten
     stream: bool = False    # the node reads statistics over the channels (a normalization): removed
                             # channels must be exactly zero at its input (roots zeroed in the proof)
 
