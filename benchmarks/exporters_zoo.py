@@ -27,12 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "benchmarks")]
+
+import outputs  # noqa: E402
 CACHE = Path(os.environ.get("ONNXPRUNER_EXPORTERS_CACHE", Path.home() / ".cache" / "onnxpruner-exporters"))
 PYTHON = {
     "keras": os.environ.get("ONNXPRUNER_TF_PYTHON", "/work/venvs/tf/bin/python"),
@@ -51,8 +55,9 @@ MODELS = [
     "paddle:resnet18", "paddle:mobilenet_v2", "paddle:mobilenet_v3_small", "paddle:shufflenet_v2_x0_5",
     "paddle:squeezenet1_0", "paddle:densenet121", "paddle:googlenet", "paddle:resnext50_32x4d",
     "paddle:mobilenet_v1", "paddle:shufflenet_v2_swish", "paddle:inception_v3",
-    "onnxsim:keras:MobileNetV2", "onnxslim:keras:EfficientNetB0", "onnxsim:paddle:resnet18",
-    "onnxslim:paddle:mobilenet_v3_small",
+    "paddle:mobilenet_v3_large",
+    "onnxsim:keras:MobileNetV2", "onnxslim:keras:EfficientNetB0", "onnxsim:keras:ConvNeXtTiny",
+    "onnxslim:keras:ConvNeXtTiny", "onnxsim:paddle:resnet18", "onnxslim:paddle:mobilenet_v3_small",
 ]
 
 
@@ -151,11 +156,17 @@ def export(spec: str, timeout: float = 900) -> Path:
     done = subprocess.run([PYTHON[tool], "-c", code], capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""})
     if done.returncode or not tmp.exists():
-        lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"export failed: {lines[0][:200]}")
+        raise RuntimeError(f"export failed: {last_error(done.stderr)}")
     tmp.replace(path)
     return path
+
+
+def last_error(stderr: str) -> str:
+    """The last line of ``stderr`` that names an error (exporters print warnings after it)."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    named = [ln for ln in lines if re.search(r"(Error|Exception|error:)", ln)]
+    return ((named or lines)[-1:] or ["no output"])[0][:200]
 
 
 def _export_in_venv(spec: str, out: str) -> None:
@@ -220,8 +231,7 @@ def child(spec: str, timeout: float) -> dict:
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
-    tail = [ln for ln in done.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
-    return {"model": spec, "error": tail[0][:200]}
+    return {"model": spec, "error": last_error(done.stderr)}
 
 
 HEADER = ("| model | exporter | ops | groups pruned/total | float params removed | proven | s "
@@ -249,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated tool:name specs")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per export and per prune")
-    ap.add_argument("--out", type=Path, help="also write the table here")
+    ap.add_argument("--out", type=Path, default=outputs.LATEST / "exporters_zoo.md", help="write the table here")
+    outputs.add_argument(ap)
     args = ap.parse_args(argv)
+    outputs.check([args.out], args.update_tracked)
     print(HEADER, flush=True)
     rows = []
     for spec in [m for m in args.models.split(",") if m]:
@@ -261,9 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = (f"\n{sum(r['verified'] for r in ok)}/{len(rows)} proven; {len(rows) - len(ok)} failed; "
                f"{sum(r['removed'] > 0.5 for r in ok)} with more than half of the float parameters removed")
     print(summary, flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join([HEADER, *map(row, rows), summary]) + "\n")
+    command = "benchmarks/exporters_zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join([f"`{command.strip()}`\n", HEADER, *map(row, rows), summary]) + "\n")
+    print(f"wrote {args.out}")
     return 0 if len(ok) == len(rows) and all(r["verified"] for r in ok) else 1
 
 

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import outputs  # noqa: E402
 
-SCRIPTS = ["accuracy.py", "recovered_start.py", "schedules.py", "sensitivity_digits.py", "targets.py", "zoo.py"]
+SCRIPTS = ["accuracy.py", "exporters_zoo.py", "recovered_start.py", "schedules.py", "sensitivity_digits.py",
+           "targets.py", "zoo.py"]
 
 
 def test_every_benchmark_defaults_to_latest_and_has_the_flag():
