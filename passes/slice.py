@@ -29,6 +29,7 @@ from .infer_shapes import value_shapes
 from .op_rules import SLICE_RULES, Rewriter, fold_shapes
 from .op_rules.slices import retie
 from .op_rules.computed import OPERAND_OPS, select_kept
+from .op_rules.derived import cut_in_place
 from .op_rules.streams import stream_zeroings
 
 
@@ -201,6 +202,7 @@ class SlicePass(Pass):
             for port, value, always in operands:
                 if always or (cut and not _kept_by_gather(ir, node, port, np.asarray(value), outs)):
                     rw.set_const(port, np.asarray(value))
+        chains = cut_in_place(ir, keeps, opset)  # tf2onnx's LayerNorm scale: its constants cut
         before = set(ir.initializers)
         shared = {n for n in before if len(ir.consumers(n)) > 1}
         touched = 0
@@ -226,5 +228,5 @@ class SlicePass(Pass):
             keep_live(ir, name, port, computed, value, mask)
         retied = retie(ir, shared, before)
         dead = ir.remove_dead()
-        return PassResult(True, {"values_sliced": len(keeps), "nodes_rewritten": touched,
+        return PassResult(True, {"values_sliced": len(keeps), "nodes_rewritten": touched, "chains_cut": chains,
                                  "retied": retied, "dead_removed": dead})

@@ -393,9 +393,36 @@ def test_tf2onnx_channel_layernorm_with_its_scale_folded_into_the_inverse_std_pr
     assert [(g["channels_before"], g["channels_after"]) for g in stream] == [(8, 4)]
     names = [n.name for n in result.model.graph.node]
     assert sum(n.endswith("stream_gone_var") for n in names) == 4  # one per norm: the Reshape is seen through
-    gathers = [n for n in result.model.graph.node if n.op_type == "Gather" and n.name.endswith("/kept")]
-    assert len(gathers) == 8  # Mul(x, m) and the shift's Add of each of the four norms
+    # each chain is read only by its own nodes and its two readers, which keep the same channels:
+    # gamma and beta are cut in place (no Gather), so the chain computes the kept channels only
+    assert not [n for n in result.model.graph.node if n.op_type == "Gather"]
+    widths = sorted(t.dims[1] for t in result.model.graph.initializer if t.name.startswith(("gamma", "beta")))
+    assert widths == [4] * 8
     onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_a_derived_chain_read_elsewhere_stays_whole_and_its_reader_gathers():
+    """A per-channel constant scaled by a per-position gate (``m = Sigmoid(mean over the image's
+    channels) * gamma``) read by ``Mul(x, m)`` and by something else (a pooled graph output):
+    cutting gamma would change that other reader, so the chain stays whole and ``Mul(x, m)``
+    Gathers its kept channels. (In a stream the proof zeroes gamma, so there such a chain's other
+    readers would fail the proof: the group would stay whole.)"""
+    from models import Builder
+
+    b = Builder(43, name="gated_scale")
+    x = b.input("image", [1, 3, 6, 6])
+    gate = b.op("Sigmoid", [b.op("ReduceMean", [x], axes=[1], keepdims=1)])
+    m = b.op("Mul", [gate, b.const((b.rng.random([1, 8, 1, 1]) + 0.5).astype(np.float32), "gamma")])
+    h = b.op("Mul", [b.relu(b.conv(x, 3, 8)), m])
+    model = b.build([b.conv(h, 8, 4), b.op("ReduceMean", [m], axes=[1, 2, 3], keepdims=0)])
+    result = pipeline.prune(model, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(8, 4)]
+    gathers = [n for n in result.model.graph.node if n.op_type == "Gather"]
+    assert len(gathers) == 1 and gathers[0].output[0] in [i for n in result.model.graph.node
+                                                          if n.op_type == "Mul" for i in n.input]
+    assert [list(t.dims) for t in result.model.graph.initializer if t.name.startswith("gamma")] == [[1, 8, 1, 1]]
 
 
 def test_a_channel_varying_operand_without_a_constant_behind_it_still_blocks():
