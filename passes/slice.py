@@ -27,9 +27,8 @@ from .analyses import LeafZeroing, Masks, Patterns, SliceRecord, Tags, Trees
 from .base import Pass, PassContext, PassResult
 from .infer_shapes import value_shapes
 from .op_rules import SLICE_RULES, Rewriter, fold_shapes
-from .op_rules.slices import retie
+from .op_rules.slices import cut_in_place, retie
 from .op_rules.computed import OPERAND_OPS, select_kept
-from .op_rules.derived import cut_in_place
 from .op_rules.streams import stream_zeroings
 
 

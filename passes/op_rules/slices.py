@@ -7,12 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 
 from ir import Graph, Node
 
 from .channels import conv_group_widths
 from .computed import expanded_constant, gather_kept, select_kept
-from .derived import gather_derived
+from .derived import ELEMENTWISE, derived_constants, gather_derived
 from .reindex import _clamp_range
 from .views import DEFAULT_DOMAINS, _axis
 
@@ -340,3 +341,86 @@ def _slice_resize(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
         sizes = np.array(rw.const(3), dtype=np.int64).copy()
         sizes[axis] = int(keep.sum())
         rw.set_const(3, sizes)
+
+
+# ----------------------------------------------------------------------------- derived chains cut in place
+# (op_rules/derived.py: operands whose channels come only from constants)
+READERS = ("Add", "Sub", "Mul", "Div")
+
+
+def _walk(graph: Graph, value: str, axis: int, out_rank: int, length: int):
+    """The chain behind a derived operand: ``(constants, nodes, wide values)``, wide values being
+    those of extent ``length`` on the channel axis (the others do not change when it is cut)."""
+    consts = derived_constants(graph, value, axis, out_rank, length)
+    if consts is None:
+        return None
+    wide: dict[str, bool] = {}
+
+    def is_wide(v: str) -> bool:
+        if v not in wide:
+            wide[v] = False
+            prod = graph.producer(v)
+            if prod is not None and prod.domain in DEFAULT_DOMAINS and prod.op_type in ELEMENTWISE \
+                    and graph.const_array(v) is None:
+                below = [is_wide(i.name) for i in graph.inputs_of(prod)   # every input walked: no short cut
+                         if i is not None and graph.const_array(i) is None]
+                wide[v] = any(p.name == prod.name for p, *_ in consts) or any(below)
+        return wide[v]
+
+    is_wide(value)
+    values = {v for v, w in wide.items() if w}
+    return consts, {graph.producer(v).name for v in values}, values
+
+
+def cut_in_place(graph: Graph, keeps: dict, opset: int) -> int:
+    """Before the slice rules: a derived operand chain (tf2onnx's LayerNorm scale and shift) whose
+    wide values are read only by its own nodes and by readers that all keep the same channels has
+    its constants cut in place, so it computes only the kept channels (the readers then find
+    nothing to Gather). Any other chain is left to ``gather_derived``. Returns the chains cut."""
+    entries = []
+    for node in graph.topo_nodes():
+        outs = graph.outputs_of(node)
+        if node.op_type not in READERS or node.domain not in DEFAULT_DOMAINS or not outs or outs[0] is None \
+                or outs[0].name not in keeps:
+            continue
+        axis, keep, rank = keeps[outs[0].name]
+        for v in graph.inputs_of(node):
+            if v is None or v.name in keeps or graph.const_array(v) is not None or len(keep) < 2:
+                continue
+            walk = _walk(graph, v.name, axis, rank, len(keep))
+            if walk is not None and walk[2]:
+                entries.append((node.name, keep, walk, axis, rank))
+    components: list[list] = []
+    for entry in entries:  # chains sharing a node are cut together or not at all
+        joined = [c for c in components if any(entry[2][1] & e[2][1] for e in c)]
+        merged = [entry] + [e for c in joined for e in c]
+        components = [c for c in components if not any(c is j for j in joined)] + [merged]
+    cut = 0
+    for comp in components:
+        keep = comp[0][1]
+        if any(not np.array_equal(e[1], keep) for e in comp):
+            continue
+        nodes = set().union(*(e[2][1] for e in comp))
+        wide = set().union(*(e[2][2] for e in comp))
+        readers = {e[0] for e in comp}
+        if any(graph.is_graph_output(w) or any(c.name not in nodes | readers for c, _ in graph.consumers(w))
+               for w in wide):
+            continue
+        done = set()
+        for _, _, (consts, _, _), _, _ in comp:
+            for owner, port, arr, a in consts:
+                if (owner.name, port) not in done:
+                    done.add((owner.name, port))
+                    Rewriter(graph, owner, opset).set_const(port, _take(arr, a, keep))
+        axis, rank = comp[0][3], comp[0][4]
+        for w in wide:  # their declared shapes follow
+            value = graph.value(w)
+            if value is None or value.shape is None:
+                continue
+            dims = list(value.shape)
+            a = axis - (rank - len(dims))
+            if 0 <= a < len(dims) and dims[a] == len(keep):
+                dims[a] = int(keep.sum())
+                graph.set_value_type(w, onnx.helper.make_tensor_type_proto(value.elem_type, dims))
+        cut += 1
+    return cut
