@@ -68,7 +68,8 @@ def test_tf2onnx_tensordot_prunes_with_a_dynamic_batch_and_is_proven():
     got = sorted((g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned"))
     assert got == [(8, 4), (8, 4), (16, 8)], [g.get("reason") for g in rep["groups"]]
     onnx.checker.check_model(result.model, full_check=True)
-    session, before = ort.InferenceSession(result.model.SerializeToString()), ort.InferenceSession(model.SerializeToString())
+    session = ort.InferenceSession(result.model.SerializeToString())
+    before = ort.InferenceSession(model.SerializeToString())
     for batch in (1, 3):  # the batch entries are computed at run time, the channel entries rewritten
         x = np.random.default_rng(batch).standard_normal((batch, 3, 6, 6)).astype(np.float32)
         assert session.run(None, {"image": x})[0].shape == before.run(None, {"image": x})[0].shape == (batch, 4, 6, 6)
