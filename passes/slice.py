@@ -23,7 +23,7 @@ import onnx
 
 from ir import Graph, Initializer, Node, opset_of
 
-from .analyses import LeafZeroing, Masks, Patterns, SliceRecord, Tags, Trees
+from .analyses import LeafZeroing, Masks, Patterns, SliceRecord, Tags, Trees, in_sorted
 from .base import Pass, PassContext, PassResult
 from .infer_shapes import value_shapes
 from .op_rules import SLICE_RULES, Rewriter, fold_shapes
@@ -168,7 +168,7 @@ class SlicePass(Pass):
         groups = group_reports(patterns, masks, trees)
         zeroings = []
         for lf in trees.leaves:
-            pos = np.nonzero(np.isin(lf.ids, removed))[0]
+            pos = np.nonzero(in_sorted(lf.ids, removed))[0]
             if len(pos):
                 zeroings.append(LeafZeroing(lf.node, lf.weight_port, lf.weight_axis,
                                             tuple(int(p) for p in pos), lf.data_port))
@@ -181,7 +181,7 @@ class SlicePass(Pass):
             cut = np.union1d(removed, fresh[np.isin(trees.rep[fresh], trees.rep[removed])])
         keeps: dict[str, tuple[int, np.ndarray, int]] = {}
         for name, m in trees.maps.items():
-            keep = ~np.isin(m.ids, cut)
+            keep = ~in_sorted(m.ids, cut)
             if not keep.all():
                 keeps[name] = (m.axis, keep, m.rank)
         interface = tuple((name, kind, keeps[name][0], tuple(int(i) for i in np.nonzero(keeps[name][1])[0]))

@@ -618,3 +618,13 @@ def test_unique_ids_is_np_unique():
               np.arange(10)[::-1].astype(np.int32)]:
         got, want = unique_ids(a), np.unique(a)
         assert got.dtype == want.dtype and np.array_equal(got, want), a
+
+
+def test_in_sorted_is_isin_for_a_sorted_distinct_set():
+    from passes.analyses import in_sorted, unique_ids
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        values = rng.integers(-3, 50, rng.integers(0, 40))
+        members = unique_ids(rng.integers(0, 50, rng.integers(0, 30)))
+        assert (in_sorted(values, members) == np.isin(values, members)).all()

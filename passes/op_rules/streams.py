@@ -23,7 +23,7 @@ import numpy as np
 
 from ir import Graph
 
-from ..analyses import ChannelMap, LeafZeroing
+from ..analyses import ChannelMap, LeafZeroing, in_sorted, unique_ids
 from .computed import computed_weights, expanded_constant, gather_kept
 from .derived import derived_constants
 from .reindex import _entries
@@ -146,6 +146,7 @@ def stream_zeroings(graph: Graph, trees, removed: np.ndarray) -> list[LeafZeroin
     the stream (see the module doc)."""
     if len(removed) == 0:
         return []
+    removed = unique_ids(removed)
     out: list[LeafZeroing] = []
     roots = {r.node: r for r in trees.roots}
     computed = computed_weights(graph)
@@ -154,7 +155,7 @@ def stream_zeroings(graph: Graph, trees, removed: np.ndarray) -> list[LeafZeroin
         m = trees.maps.get(name)
         if m is None:
             return None
-        pos = np.nonzero(np.isin(m.ids, removed))[0]
+        pos = np.nonzero(in_sorted(m.ids, removed))[0]
         return (m, pos) if len(pos) else None
 
     def zero(node, port: int, axis: int, pos) -> None:
