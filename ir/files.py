@@ -55,14 +55,27 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+_received: list[int] = []  # the signals ``interrupts()``' handler raised since it was installed
+
+
 def _raise_interrupted(signum, frame):
+    _received.append(signum)
     raise Interrupted(signum)
 
 
 def interrupts() -> None:
     """SIGINT and SIGTERM raise ``Interrupted`` in the main thread (exit 130 / 143 by convention)."""
+    _received.clear()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_interrupted)
+
+
+def reraise_interrupt() -> None:
+    """``Interrupted`` again when a signal arrived and native code swallowed its exception into an
+    error of its own (ONNX Runtime's session set-up reports "initialization failed"): called where
+    such an error is caught, so Ctrl-C is never blamed on the user's inputs."""
+    if _received:
+        raise Interrupted(_received[-1])
 
 
 # ----------------------------------------------------------------------------- the rule

@@ -31,6 +31,11 @@ def import_ort():
         sys.modules[_ORTMODULE] = None  # type: ignore[assignment]  # "absent": ImportError on import
     try:
         import onnxruntime
+    except Exception:  # Ctrl-C inside its extension's set-up comes back as "initialization failed"
+        from ir import files
+
+        files.reraise_interrupt()
+        raise
     finally:
         if marked and sys.modules.get(_ORTMODULE, 0) is None:
             del sys.modules[_ORTMODULE]

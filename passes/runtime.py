@@ -24,6 +24,8 @@ import tempfile
 import numpy as np
 import onnx
 
+from ir import files
+
 from .ort import import_ort  # ONNX Runtime's inference part, without torch
 
 
@@ -86,7 +88,11 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool 
     # one run per session: no pre-packed second copy of the weights, no arena kept for reuse
     opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.enable_cpu_mem_arena = False
-    return ort_session(model, opts, consume).run(None, feeds)
+    try:
+        return ort_session(model, opts, consume).run(None, feeds)
+    except Exception:
+        files.reraise_interrupt()  # Ctrl-C inside ORT comes back as ORT's own error
+        raise
 
 
 def session_options(log_severity: int = 3):
@@ -110,6 +116,14 @@ def _weight_bytes(model: onnx.ModelProto) -> int:
                for t in model.graph.initializer if t.data_type != onnx.TensorProto.STRING)
 
 
+def _session(ort, source, opts):
+    try:
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    except Exception:
+        files.reraise_interrupt()  # Ctrl-C during set-up comes back as "initialization failed"
+        raise
+
+
 def ort_session(model: onnx.ModelProto, opts=None, consume: bool = False):
     """An ONNX Runtime CPU session on ``model``. A large model (over ``FILE_SESSION_BYTES`` of
     weights, and any over protobuf's 2 GiB: ViT-H/14, RegNetY-128GF) reaches ORT through a
@@ -125,7 +139,7 @@ def ort_session(model: onnx.ModelProto, opts=None, consume: bool = False):
         except Exception:
             data = None
     if data is not None:
-        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        return _session(ort, data, opts)
     from onnx.external_data_helper import set_external_data
 
     big = [t for t in model.graph.initializer if len(t.raw_data) > 1024]
@@ -142,7 +156,7 @@ def ort_session(model: onnx.ModelProto, opts=None, consume: bool = False):
             path = os.path.join(tmp, "model.onnx")
             with open(path, "wb") as f:
                 f.write(model.SerializeToString())
-            return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            return _session(ort, path, opts)
         finally:  # the weights back into the caller's model
             if consume:
                 spans = []

@@ -618,3 +618,33 @@ def test_ctrl_c_while_the_program_is_still_starting_is_one_line(tmp_path):
         pytest.skip("the run finished before the signal arrived")
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_ctrl_c_that_onnx_runtime_swallows_is_still_an_interrupt(monkeypatch):
+    """A signal that lands inside ONNX Runtime's native code (importing its extension, setting up a
+    session) comes back as ORT's own error ("initialization failed"), which validate would blame on
+    the inputs: the handler remembers it, and the ORT entry points raise ``Interrupted`` again."""
+    from passes import runtime
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        files.interrupts()
+        files.reraise_interrupt()                      # nothing received yet: no-op
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)                              # the handler raises here
+        except files.Interrupted:
+            pass                                       # what ORT's native code does with it
+
+        def swallowed(*args, **kwargs):
+            raise RuntimeError("initialization failed")
+        monkeypatch.setattr(runtime, "ort_session", swallowed)
+        with pytest.raises(files.Interrupted) as info:
+            runtime.run_model(models.chain(), {"x": np.zeros((1, 3, 8, 8), np.float32)})
+        assert info.value.exit_code == 130
+        files.interrupts()                             # a new command starts clean
+        with pytest.raises(RuntimeError, match="initialization failed"):
+            runtime.run_model(models.chain(), {"x": np.zeros((1, 3, 8, 8), np.float32)})
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
