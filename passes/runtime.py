@@ -186,12 +186,7 @@ def fix_mmap_threshold() -> None:
     if _threshold_fixed:
         return
     _threshold_fixed = True
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
+    _libc("mallopt", -3, 128 << 10)  # M_MMAP_THRESHOLD
 
 
 GIVE_BACK_MIN = 16 << 20   # weight bytes under which a collection costs more than it frees
@@ -204,14 +199,20 @@ def give_back_memory(weight_bytes: int | None = None) -> None:
     dropped and by the command line before the save; the hand-back is a no-op off glibc.
     With ``weight_bytes`` under ``GIVE_BACK_MIN`` nothing is done: a full collection takes ~0.1 s
     in a process holding many objects (a test run, an embedding), more than a small model frees."""
-    import ctypes
     import gc
 
     if weight_bytes is not None and weight_bytes < GIVE_BACK_MIN:
         return
     gc.collect()
+    _libc("malloc_trim", 0)
+
+
+def _libc(function: str, *args) -> None:
+    """Call glibc's ``function``; off glibc (no libc.so.6, or no such function) nothing happens."""
+    import ctypes
+
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        getattr(ctypes.CDLL("libc.so.6"), function)(*args)
     except (OSError, AttributeError):
-        pass
+        return
 

@@ -27,7 +27,7 @@ import onnx
 from ir import Graph, Initializer, Node
 
 from .slices import Keeps, Rewriter, _slice_per_channel_params
-from .views import Effect, NodeView, _axis, _only, _same_all, blocked
+from .views import DEFAULT_DOMAINS, Effect, NodeView, _axis, _only, _same_all, blocked
 
 
 # ----------------------------------------------------------------------------- channel rules
@@ -172,7 +172,7 @@ def centered_mean(graph: Graph, value) -> str | None:
     """The mean ``m`` when ``value`` is ``(x - m)²`` (Pow(d, 2) or Mul(d, d), d = Sub(x, m)) with
     ``m`` a ReduceMean of ``x``; else None."""
     prod = graph.producer(value)
-    if prod is None or prod.domain not in ("", "ai.onnx"):
+    if prod is None or prod.domain not in DEFAULT_DOMAINS:
         return None
     ins = graph.inputs_of(prod)
     if prod.op_type == "Pow":
@@ -211,7 +211,7 @@ def mean_node(graph: Graph, value: str):
             return None
         if mean.doc_string == SCALED_MEAN:  # a mean slice already corrected
             mean = graph.producer(graph.inputs_of(mean)[0])
-        elif mean.op_type in MEAN_VIEWS and mean.domain in ("", "ai.onnx") and graph.inputs_of(mean)[0] is not None:
+        elif mean.op_type in MEAN_VIEWS and mean.domain in DEFAULT_DOMAINS and graph.inputs_of(mean)[0] is not None:
             mean = graph.producer(graph.inputs_of(mean)[0])
         else:
             return mean
