@@ -465,7 +465,7 @@ def _cmd_finetune(args) -> int:
                              keep_start=args.keep_start, holdout=args.holdout)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    model, external, where = open_model(args.model)
+    model, external, where, _ = open_model(args.model)
     check_input(model, where)
     config, kind = start_config(config, args.start, is_recovered(model))
     if kind == "recovered" and not progress.quiet():
@@ -556,7 +556,7 @@ def _cmd_inspect(args) -> int:
 
 def _cmd_sensitivity(args) -> int:
     steps = tuple(args.steps) if args.steps else sensitivity.STEPS
-    model, _, where = open_model(args.model)
+    model, _, where, _ = open_model(args.model)
     check_input(model, where)
     given, shapes = _given_inputs(args)
     result = sensitivity.analyze(model, args.val, steps, args.criterion, args.scope, args.seed,
@@ -596,7 +596,7 @@ def _cmd_schedule(args) -> int:
                              freeze=tuple(n for n in args.freeze.split(",") if n))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    model, external, where = open_model(args.model)
+    model, external, where, _ = open_model(args.model)
     check_input(model, where)
     given, shapes = _given_inputs(args)
     check_given(model, given, shapes, where)

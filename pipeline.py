@@ -241,11 +241,11 @@ class PruneResult:
     weights: dict = dataclasses.field(default_factory=dict)  # original's large weights when it holds none (ir.hollow)
 
 
-def open_model(model_or_path) -> tuple[onnx.ModelProto, frozenset[str], str]:
+def open_model(model_or_path) -> tuple[onnx.ModelProto, frozenset[str], str, object]:
     if isinstance(model_or_path, onnx.ModelProto):
-        return model_or_path, frozenset(), "<model>"
-    model, external = ir.load(model_or_path)
-    return model, external, str(model_or_path)
+        return model_or_path, frozenset(), "<model>", None
+    model, external, source = ir.read(model_or_path)
+    return model, external, str(model_or_path), source
 
 
 def build_spec(ratio: float = 0.5, criterion: str = "l1", scope: str = "tree", ort: bool = True) -> str:
@@ -279,7 +279,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     check_tuning(pipe.passes, train_data, val_data)
     pipe = Pipeline(with_recover(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank,
                                                    max_ratio, heads, stream, round_to, keep_io, gqa), recover))
-    given, external, where = open_model(model_or_path)
+    given, external, where, source = open_model(model_or_path)
     runs = any(isinstance(p, ValidatePass) and p.ort for p in pipe.passes)
     check_input(given, where, runs)
     check_ratios(given, ratios, where)
@@ -288,7 +288,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads, stream=stream,
         round_to=round_to, input_shapes=shapes, keep_io=keep_io, gqa=gqa), sample_inputs, input_shapes)
     sample_inputs = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=runs)
-    model, weights = ir.hollow(model)  # one decoded copy of the weights, shared by every lowering
+    model, weights = ir.hollow(model, source if model is given else None)  # one copy of the weights, shared
     given = given if branches or given is model_or_path else model  # a file's: its whole proto freed now
     run, analyse = _runner(model, weights, seed, sample_inputs, list(instruments), verify, (train_data, val_data, calib_data))
     try:
@@ -375,7 +375,7 @@ def prune_graphsurgeon(graph, **kwargs):
 
 def inspect(model_or_path, sample_inputs: dict | None = None, input_shapes: dict | None = None, seed: int = 0) -> dict:
     """Tags, trees with their pattern, groups, and what blocks each group left alone (inputs as in ``prune``)."""
-    model, _, where = open_model(model_or_path)
+    model, _, where, _ = open_model(model_or_path)
     check_input(model, where, runs=False)
     proof = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=False)
     ctx = Pipeline.parse(ANALYSIS_SPEC).run(lower_input(model), PassContext(seed=seed, **run_inputs(proof)))

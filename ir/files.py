@@ -35,6 +35,8 @@ import signal
 import stat
 from typing import Iterable, Mapping
 
+from .wire import varint as _varint
+
 _LIVE: set[str] = set()          # temporaries this process created and has not renamed or removed
 
 
@@ -190,19 +192,6 @@ _HOLDS = {"model": {7: "graph", 25: "function"},
           "tensor": {}}
 _NUMBERS = (4, 5, 7, 9, 10, 11)   # TensorProto's float/int32/int64/raw/double/uint64 data
 _SMALL = 4096                     # a message this short is searched whole, not walked
-
-
-def _varint(mm, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = mm[i]
-        value |= (b & 0x7F) << shift
-        i += 1
-        if b < 0x80:
-            return value, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
 
 
 def _payloads(mm, i: int, end: int, kind: str, out: list) -> list[tuple[int, int]]:

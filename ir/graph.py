@@ -201,11 +201,11 @@ class Graph:
         self._inputs: list[str] = []
         self._outputs: list[str] = []
         self._initializers: dict[str, Initializer] = {}
-        # value names that had a value_info entry: infer-shapes refreshes exactly these
-        self.value_info_names: set[str] = set()
+        self.value_info_names: set[str] = set()  # had a value_info entry: infer-shapes refreshes these
         self._order: dict[str, int] = {}  # node name -> insertion index, for deterministic order
         self._next_order = 0
         self._topo_cache: tuple[int, list[Node]] | None = None  # (version, order)
+        self.memo: dict[str, object] = {}  # analyses' results, each stored with the version it was computed at
 
     # ---------------------------------------------------------------- queries
     def value(self, name: str) -> Value:

@@ -13,15 +13,16 @@ Example::
 
 from __future__ import annotations
 
+import mmap
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import external_data_helper, numpy_helper
+from onnx import external_data_helper, numpy_helper, serialization
 
-from . import bodies, files
+from . import bodies, files, wire
 from .bodies import free_names as _free_names, implicit_inputs as _implicit_inputs  # noqa: F401
 from .graph import _RAW_DTYPES, Graph, Initializer, ModelProps, Node, Value
 
@@ -35,6 +36,14 @@ def load(path: str | os.PathLike) -> tuple[onnx.ModelProto, frozenset[str]]:
     initializers that were stored externally. External data is read only from regular files
     inside the model's folder (symlinks resolved first): anything else is one error naming the
     tensor."""
+    model, external, _ = read(path)
+    return model, external
+
+
+def read(path: str | os.PathLike) -> tuple[onnx.ModelProto, frozenset[str], "mmap.mmap | None"]:
+    """``load``, and the bytes the model was parsed from: a private (copy-on-write) map of the
+    file, which ``hollow(model, source)`` takes its weights' arrays from without copying them.
+    The file is never written through it. None for a text-format file (by its extension)."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
@@ -43,7 +52,7 @@ def load(path: str | os.PathLike) -> tuple[onnx.ModelProto, frozenset[str]]:
     if not path.is_file():
         raise ModelLoadError(f"{path}: not a regular file")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model, source = _parse(path)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
         raise ModelLoadError(f"{path}: not an ONNX model ({_first_line(exc)})") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
@@ -52,7 +61,26 @@ def load(path: str | os.PathLike) -> tuple[onnx.ModelProto, frozenset[str]]:
                if external_data_helper.uses_external_data(t)]
     for tensor in tensors:
         _read_external(tensor, path)
-    return model, frozenset(t.name for t in tensors)
+    return model, frozenset(t.name for t in tensors), None if tensors else source
+
+
+def _parse(path: Path) -> tuple[onnx.ModelProto, "mmap.mmap | None"]:
+    """The file's model, parsed from a private map of it (pages of the page cache, not a copy
+    read into fresh memory); a text-format extension, an empty file or one that cannot be
+    mapped is read as ``onnx.load`` reads it."""
+    if serialization.registry.get_format_from_file_extension(path.suffix) not in (None, "protobuf"):
+        return onnx.load(str(path), load_external_data=False), None
+    try:
+        with open(path, "rb") as fh:
+            source = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0),
+                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    except (OSError, ValueError):  # empty, or a file system that cannot map
+        return onnx.load(str(path), load_external_data=False), None
+    model = onnx.ModelProto()
+    decoded = model.ParseFromString(memoryview(source))
+    if decoded is not None and decoded != len(source):  # as onnx.load checks
+        raise ValueError(f"protobuf decoding consumed too few bytes: {decoded} out of {len(source)}")
+    return model, source
 
 
 def _read_external(tensor: onnx.TensorProto, path: Path) -> None:
@@ -137,7 +165,7 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def hollow(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+def hollow(model: onnx.ModelProto, source=None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """A copy of ``model`` whose graph initializers of more than ``LIGHT_LIMIT`` elements hold no
     data (name, type, dims and doc string kept), and that data as read-only arrays by name:
     ``lower(copy, arrays)`` is ``lower(model)`` with every lowering sharing one decoded copy of
@@ -145,12 +173,17 @@ def hollow(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarra
     weights' memory is freed (a message's fields live in its arena, which clearing a field does
     not shrink). ``model`` is not changed. Kept whole: a tensor with anything beyond those fields
     and little-endian ``raw_data`` of a plain numeric type, or whose bytes do not fit its dims.
-    ``filled(copy, arrays)`` is the whole model again."""
+    ``filled(copy, arrays)`` is the whole model again. With ``source``, the writable buffer
+    ``model`` was parsed from, unchanged since (``read``'s map), an array is a view of its bytes
+    there (``wire.initializer_data`` finds them; name and length must agree) instead of a copy."""
+    walked = wire.initializer_data(source) if source is not None else None
+    if walked is not None and len(walked) != len(model.graph.initializer):
+        walked = None
     out = onnx.ModelProto()
     _copy_fields(model, out, skip=("graph",))
     _copy_fields(model.graph, out.graph, skip=("initializer",))
     arrays: dict[str, np.ndarray] = {}
-    for t in model.graph.initializer:
+    for k, t in enumerate(model.graph.initializer):
         dtype = _RAW_DTYPES.get(t.data_type)
         n = 1
         for d in t.dims:
@@ -158,15 +191,19 @@ def hollow(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarra
         plain = dtype is not None and n > LIGHT_LIMIT and sys.byteorder == "little" and t.HasField("raw_data") \
             and not t.HasField("segment") and not t.external_data and not getattr(t, "metadata_props", ()) \
             and t.data_location == onnx.TensorProto.DEFAULT and t.name not in arrays
-        # the array's own memory (validate zeroes the masked original's weights in place, then
-        # restores them), taken before the bytes are read: freed at once, the bytes leave no hole
-        arr = np.empty(tuple(t.dims), dtype=dtype) if plain else None
-        raw = t.raw_data if plain else b""
-        if arr is None or len(raw) != arr.nbytes:
-            out.graph.initializer.append(t)
-            continue
-        arr.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
-        del raw
+        span = walked[k][1] if plain and walked is not None and walked[k][0] == t.name else None
+        if span is not None and span[1] - span[0] == n * np.dtype(dtype).itemsize:
+            arr = np.frombuffer(source, dtype, n, span[0]).reshape(tuple(t.dims))
+        else:
+            # the array's own memory (validate zeroes the masked original's weights in place, then
+            # restores them), taken before the bytes are read: freed at once, the bytes leave no hole
+            arr = np.empty(tuple(t.dims), dtype=dtype) if plain else None
+            raw = t.raw_data if plain else b""
+            if arr is None or len(raw) != arr.nbytes:
+                out.graph.initializer.append(t)
+                continue
+            arr.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
+            del raw
         arr.flags.writeable = False
         arrays[t.name] = arr
         h = out.graph.initializer.add()

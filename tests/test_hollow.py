@@ -151,3 +151,55 @@ def test_the_screen_times_the_original_with_its_weights_back_inside(tmp_path, ca
     assert cli.main(["prune", str(path), "-o", str(out), "--latency"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "ORT latency" in line)
     assert "n/a" not in row and "not timed" not in row
+
+
+def test_a_read_file_s_weights_are_views_of_its_private_map_and_writing_them_leaves_the_file(tmp_path):
+    model = _wide()
+    model.graph.initializer.append(numpy_helper.from_array(np.arange(1500, dtype=np.float64), "f64"))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    before = path.read_bytes()
+
+    given, external, source = ir.read(path)
+    hollow, weights = ir.hollow(given, source)
+    copied = ir.hollow(given)[1]
+
+    whole = np.frombuffer(source, np.uint8)
+    assert set(weights) == set(copied) and len(weights) == 3
+    for name, arr in weights.items():
+        assert np.shares_memory(arr, whole) and np.array_equal(arr, copied[name]) and arr.dtype == copied[name].dtype
+        assert not arr.flags.writeable
+    assert ir.filled(hollow, weights).SerializeToString() == model.SerializeToString()
+    w = weights["f64"]
+    w.flags.writeable = True  # as validate zeroes the masked original's weights
+    w[:] = 0
+    del given, hollow, weights, copied, w, whole, source
+    assert path.read_bytes() == before  # copy-on-write: the file is never written through the map
+
+
+def test_a_source_whose_names_do_not_match_the_model_s_is_not_used():
+    model = _wide(0)
+    renamed = onnx.ModelProto()
+    renamed.CopyFrom(model)
+    large = [k for k, t in enumerate(model.graph.initializer) if np.prod(t.dims) > 1024]
+    renamed.graph.initializer[large[0]].name = "elsewhere"
+    src = bytearray(renamed.SerializeToString())
+    weights = ir.hollow(model, src)[1]                 # a name that differs: that weight is copied
+    first, second = (model.graph.initializer[k].name for k in large[:2])
+    assert not np.shares_memory(weights[first], np.frombuffer(src, np.uint8))
+    assert np.shares_memory(weights[second], np.frombuffer(src, np.uint8))
+    assert ir.filled(ir.hollow(model, src)[0], weights).SerializeToString() == model.SerializeToString()
+    assert ir.hollow(model, bytearray(b"\x0b"))[1].keys() == weights.keys()  # not the wire format: copies
+
+
+def test_the_wire_walk_follows_protobuf_s_merging_and_gives_up_on_other_bytes():
+    from ir import wire
+
+    a, b = _wide(0), _wide(1)
+    twice = a.SerializeToString() + onnx.ModelProto(graph=b.graph).SerializeToString()  # graph field twice
+    merged = onnx.ModelProto.FromString(twice)
+    walked = wire.initializer_data(twice)
+    assert [name for name, _ in walked] == [t.name for t in merged.graph.initializer]
+    for (_, span), t in zip(walked, merged.graph.initializer):
+        assert twice[span[0]:span[1]] == t.raw_data
+    assert wire.initializer_data(b"\x0b\x00") is None and wire.initializer_data(b"\x3a\xff") is None

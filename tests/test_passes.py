@@ -628,3 +628,19 @@ def test_in_sorted_is_isin_for_a_sorted_distinct_set():
         values = rng.integers(-3, 50, rng.integers(0, 40))
         members = unique_ids(rng.integers(0, 50, rng.integers(0, 30)))
         assert (in_sorted(values, members) == np.isin(values, members)).all()
+
+
+def test_folded_shapes_are_remembered_until_the_graph_or_the_shapes_change():
+    from passes.infer_shapes import value_shapes
+    from passes.op_rules import fold_shapes
+
+    graph = ir.lower(models.shape_reshape())
+    shapes = value_shapes(graph)
+    first = fold_shapes(graph, shapes, 17)
+    assert first.static and fold_shapes(graph, dict(shapes), 17) is first   # equal shapes: the same result
+    assert fold_shapes(graph, shapes, 13) is not first                      # another opset: folded again
+    other = dict(shapes, **{next(iter(first.static)): (7,)})
+    assert fold_shapes(graph, other, 17) is not first
+    again = fold_shapes(graph, shapes, 17)
+    graph.set_value_type(graph.inputs[0].name, graph.inputs[0].type)          # a mutation bumps the version
+    assert fold_shapes(graph, shapes, 17) is not again

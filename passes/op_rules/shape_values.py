@@ -273,6 +273,18 @@ class FoldedShapes:
 
 
 def fold_shapes(graph: Graph, shapes: dict[str, tuple], opset: int) -> FoldedShapes:
+    """The graph's shape values folded; remembered on the graph until it changes or is asked with
+    other shapes (tag, trees and slice each ask; on ViT-B/16 a fold is ~30 ms). Callers read the
+    result and never change it."""
+    cached = graph.memo.get("fold_shapes")
+    if cached is not None and cached[0] == (graph.version, opset) and cached[1] == shapes:
+        return cached[2]
+    folded = _fold_shapes(graph, shapes, opset)
+    graph.memo["fold_shapes"] = ((graph.version, opset), dict(shapes), folded)
+    return folded
+
+
+def _fold_shapes(graph: Graph, shapes: dict[str, tuple], opset: int) -> FoldedShapes:
     values: dict[str, ShapeValue] = {}
     nodes: set[str] = set()
 
@@ -281,6 +293,9 @@ def fold_shapes(graph: Graph, shapes: dict[str, tuple], opset: int) -> FoldedSha
             return None
         if v.name in values:
             return values[v.name]
+        init = graph.initializer(v.name)
+        if init is not None and init.size > SHAPE_VALUE_LIMIT:
+            return None  # a weight: never a shape value, and not decoded here
         arr = graph.const_array(v)
         if arr is not None and np.issubdtype(arr.dtype, np.integer) and arr.size <= SHAPE_VALUE_LIMIT:
             return _untainted(np.asarray(arr))
