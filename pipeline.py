@@ -241,11 +241,7 @@ class PruneResult:
     weights: dict = dataclasses.field(default_factory=dict)  # original's large weights when it holds none (ir.hollow)
 
 
-def open_model(model_or_path) -> tuple[onnx.ModelProto, frozenset[str], str, object]:
-    if isinstance(model_or_path, onnx.ModelProto):
-        return model_or_path, frozenset(), "<model>", None
-    model, external, source = ir.read(model_or_path)
-    return model, external, str(model_or_path), source
+open_model = ir.open_model  # the API's: cli and workflows read their models with it
 
 
 def build_spec(ratio: float = 0.5, criterion: str = "l1", scope: str = "tree", ort: bool = True) -> str:
@@ -279,16 +275,18 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
     check_tuning(pipe.passes, train_data, val_data)
     pipe = Pipeline(with_recover(with_mask_options(pipe.passes, ratios, target_flops, target_params, rank,
                                                    max_ratio, heads, stream, round_to, keep_io, gqa), recover))
-    given, external, where, source = open_model(model_or_path)
+    given, external, where, weights = open_model(model_or_path, hollowed=True)  # large weights never decoded
     runs = any(isinstance(p, ValidatePass) and p.ort for p in pipe.passes)
     check_input(given, where, runs)
     check_ratios(given, ratios, where)
+    if weights and subgraphs.branch_bodies(given):  # bodies are cut out of the whole model
+        given, weights = ir.filled(given, weights), {}
     model, branches = subgraphs.prune_branches(given, lambda body, feeds, shapes: prune(  # If bodies: models of their own
         body, ratio, criterion, scope, passes, verify, seed, sample_inputs=feeds, target_flops=target_flops,
         target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads, stream=stream,
         round_to=round_to, input_shapes=shapes, keep_io=keep_io, gqa=gqa), sample_inputs, input_shapes)
-    sample_inputs = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=runs)
-    model, weights = ir.hollow(model, source if model is given else None)  # one copy of the weights, shared
+    sample_inputs = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=runs, weights=weights)
+    model, weights = (model, weights) if model is given and weights else ir.hollow(model)  # one copy, shared
     given = given if branches or given is model_or_path else model  # a file's: its whole proto freed now
     run, analyse = _runner(model, weights, seed, sample_inputs, list(instruments), verify, (train_data, val_data, calib_data))
     try:

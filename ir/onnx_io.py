@@ -35,52 +35,103 @@ def load(path: str | os.PathLike) -> tuple[onnx.ModelProto, frozenset[str]]:
     """Read a model file with its external data; returns the model and the names of
     initializers that were stored externally. External data is read only from regular files
     inside the model's folder (symlinks resolved first): anything else is one error naming the
-    tensor."""
-    model, external, _ = read(path)
-    return model, external
+    tensor. The file is parsed from a private map of it (``_map``), never written through."""
+    path = _checked(Path(path))
+    model = _parsed(path, _map(path))
+    return model, _external(model, path)
 
 
-def read(path: str | os.PathLike) -> tuple[onnx.ModelProto, frozenset[str], "mmap.mmap | None"]:
-    """``load``, and the bytes the model was parsed from: a private (copy-on-write) map of the
-    file, which ``hollow(model, source)`` takes its weights' arrays from without copying them.
-    The file is never written through it. None for a text-format file (by its extension)."""
-    path = Path(path)
+def open_model(model_or_path, hollowed: bool = False) -> tuple[onnx.ModelProto, frozenset[str], str, dict]:
+    """A model or a file's: the model, its externally stored initializers' names, how to name it in
+    messages, and (``hollowed``, a file) the model is ``read_hollow``'s, its large weights apart."""
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path, frozenset(), "<model>", {}
+    if hollowed:
+        model, weights, external = read_hollow(model_or_path)
+        return model, external, str(model_or_path), weights
+    model, external = load(model_or_path)
+    return model, external, str(model_or_path), {}
+
+
+def read_hollow(path: str | os.PathLike) -> tuple[onnx.ModelProto, dict[str, np.ndarray], frozenset[str]]:
+    """``hollow(load(path))``, the large weights never decoded: ``wire.excised`` cuts their data
+    out of the file's bytes before the rest is parsed, and each array is a read-only view of its
+    data in the file's private map. Returns the hollow model, the arrays by name, and the names
+    of initializers that were stored externally (hollowed after they are read, as ``hollow``)."""
+    path = _checked(Path(path))
+    source = _map(path)
+    cut = wire.excised(source, _ITEMSIZES, LIGHT_LIMIT) if source is not None and sys.byteorder == "little" else None
+    if cut is None:
+        model, external = load(path)
+        return (*hollow(model), external)
+    model = _parsed(path, cut[0])
+    weights = {}
+    for name, dims, dtype, (start, end) in cut[1]:
+        arr = np.frombuffer(source, _RAW_DTYPES[dtype], (end - start) // _ITEMSIZES[dtype], start).reshape(dims)
+        arr.flags.writeable = False
+        weights[name] = arr
+    external = _external(model, path)
+    if external:
+        model, more = hollow(model)
+        weights.update(more)
+    return model, weights, external
+
+
+_ITEMSIZES = {k: np.dtype(v).itemsize for k, v in _RAW_DTYPES.items()}
+
+
+def _checked(path: Path) -> Path:
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ModelLoadError(f"{path}: is a folder, not an ONNX file")
     if not path.is_file():
         raise ModelLoadError(f"{path}: not a regular file")
+    return path
+
+
+def _map(path: Path) -> "mmap.mmap | None":
+    """A private map of the file (pages of the page cache, not a copy read into fresh memory);
+    None for a text-format extension, an empty file or one that cannot be mapped."""
+    if serialization.registry.get_format_from_file_extension(path.suffix) not in (None, "protobuf"):
+        return None
     try:
-        model, source = _parse(path)
+        with open(path, "rb") as fh:
+            source = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    except (OSError, ValueError, TypeError, AttributeError):  # empty, unmappable, or no POSIX mmap
+        return None
+    if sys.platform == "linux":  # its pages mapped in one call (MAP_POPULATE would copy them: the map is writable)
+        try:
+            source.madvise(getattr(mmap, "MADV_POPULATE_READ", 22))
+        except (OSError, ValueError):  # before Linux 5.14: each page mapped when first read
+            pass
+    return source
+
+
+def _parsed(path: Path, data) -> onnx.ModelProto:
+    """The model in ``data`` (the file read as ``onnx.load`` reads it when None); one error line."""
+    try:
+        if data is None:
+            model = onnx.load(str(path), load_external_data=False)
+        else:
+            model = onnx.ModelProto()
+            decoded = model.ParseFromString(memoryview(data))
+            if decoded is not None and decoded != len(data):  # as onnx.load checks
+                raise ValueError(f"protobuf decoding consumed too few bytes: {decoded} out of {len(data)}")
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
         raise ModelLoadError(f"{path}: not an ONNX model ({_first_line(exc)})") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelLoadError(f"{path}: not an ONNX model (no graph)")
+    return model
+
+
+def _external(model: onnx.ModelProto, path: Path) -> frozenset[str]:
+    """Read every tensor stored outside the file into it; their names."""
     tensors = [t for t in external_data_helper._get_all_tensors(model)
                if external_data_helper.uses_external_data(t)]
     for tensor in tensors:
         _read_external(tensor, path)
-    return model, frozenset(t.name for t in tensors), None if tensors else source
-
-
-def _parse(path: Path) -> tuple[onnx.ModelProto, "mmap.mmap | None"]:
-    """The file's model, parsed from a private map of it (pages of the page cache, not a copy
-    read into fresh memory); a text-format extension, an empty file or one that cannot be
-    mapped is read as ``onnx.load`` reads it."""
-    if serialization.registry.get_format_from_file_extension(path.suffix) not in (None, "protobuf"):
-        return onnx.load(str(path), load_external_data=False), None
-    try:
-        with open(path, "rb") as fh:
-            source = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0),
-                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    except (OSError, ValueError):  # empty, or a file system that cannot map
-        return onnx.load(str(path), load_external_data=False), None
-    model = onnx.ModelProto()
-    decoded = model.ParseFromString(memoryview(source))
-    if decoded is not None and decoded != len(source):  # as onnx.load checks
-        raise ValueError(f"protobuf decoding consumed too few bytes: {decoded} out of {len(source)}")
-    return model, source
+    return frozenset(t.name for t in tensors)
 
 
 def _read_external(tensor: onnx.TensorProto, path: Path) -> None:
@@ -165,7 +216,7 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def hollow(model: onnx.ModelProto, source=None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+def hollow(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """A copy of ``model`` whose graph initializers of more than ``LIGHT_LIMIT`` elements hold no
     data (name, type, dims and doc string kept), and that data as read-only arrays by name:
     ``lower(copy, arrays)`` is ``lower(model)`` with every lowering sharing one decoded copy of
@@ -173,17 +224,13 @@ def hollow(model: onnx.ModelProto, source=None) -> tuple[onnx.ModelProto, dict[s
     weights' memory is freed (a message's fields live in its arena, which clearing a field does
     not shrink). ``model`` is not changed. Kept whole: a tensor with anything beyond those fields
     and little-endian ``raw_data`` of a plain numeric type, or whose bytes do not fit its dims.
-    ``filled(copy, arrays)`` is the whole model again. With ``source``, the writable buffer
-    ``model`` was parsed from, unchanged since (``read``'s map), an array is a view of its bytes
-    there (``wire.initializer_data`` finds them; name and length must agree) instead of a copy."""
-    walked = wire.initializer_data(source) if source is not None else None
-    if walked is not None and len(walked) != len(model.graph.initializer):
-        walked = None
+    ``filled(copy, arrays)`` is the whole model again. (``read_hollow`` does this for a file
+    without decoding the weights.)"""
     out = onnx.ModelProto()
     _copy_fields(model, out, skip=("graph",))
     _copy_fields(model.graph, out.graph, skip=("initializer",))
     arrays: dict[str, np.ndarray] = {}
-    for k, t in enumerate(model.graph.initializer):
+    for t in model.graph.initializer:
         dtype = _RAW_DTYPES.get(t.data_type)
         n = 1
         for d in t.dims:
@@ -191,19 +238,15 @@ def hollow(model: onnx.ModelProto, source=None) -> tuple[onnx.ModelProto, dict[s
         plain = dtype is not None and n > LIGHT_LIMIT and sys.byteorder == "little" and t.HasField("raw_data") \
             and not t.HasField("segment") and not t.external_data and not getattr(t, "metadata_props", ()) \
             and t.data_location == onnx.TensorProto.DEFAULT and t.name not in arrays
-        span = walked[k][1] if plain and walked is not None and walked[k][0] == t.name else None
-        if span is not None and span[1] - span[0] == n * np.dtype(dtype).itemsize:
-            arr = np.frombuffer(source, dtype, n, span[0]).reshape(tuple(t.dims))
-        else:
-            # the array's own memory (validate zeroes the masked original's weights in place, then
-            # restores them), taken before the bytes are read: freed at once, the bytes leave no hole
-            arr = np.empty(tuple(t.dims), dtype=dtype) if plain else None
-            raw = t.raw_data if plain else b""
-            if arr is None or len(raw) != arr.nbytes:
-                out.graph.initializer.append(t)
-                continue
-            arr.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
-            del raw
+        # the array's own memory (validate zeroes the masked original's weights in place, then
+        # restores them), taken before the bytes are read: freed at once, the bytes leave no hole
+        arr = np.empty(tuple(t.dims), dtype=dtype) if plain else None
+        raw = t.raw_data if plain else b""
+        if arr is None or len(raw) != arr.nbytes:
+            out.graph.initializer.append(t)
+            continue
+        arr.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
+        del raw
         arr.flags.writeable = False
         arrays[t.name] = arr
         h = out.graph.initializer.add()

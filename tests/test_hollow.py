@@ -153,53 +153,80 @@ def test_the_screen_times_the_original_with_its_weights_back_inside(tmp_path, ca
     assert "n/a" not in row and "not timed" not in row
 
 
-def test_a_read_file_s_weights_are_views_of_its_private_map_and_writing_them_leaves_the_file(tmp_path):
-    model = _wide()
-    model.graph.initializer.append(numpy_helper.from_array(np.arange(1500, dtype=np.float64), "f64"))
-    path = tmp_path / "m.onnx"
-    path.write_bytes(model.SerializeToString())
-    before = path.read_bytes()
-
-    given, external, source = ir.read(path)
-    hollow, weights = ir.hollow(given, source)
-    copied = ir.hollow(given)[1]
-
-    whole = np.frombuffer(source, np.uint8)
-    assert set(weights) == set(copied) and len(weights) == 3
-    for name, arr in weights.items():
-        assert np.shares_memory(arr, whole) and np.array_equal(arr, copied[name]) and arr.dtype == copied[name].dtype
-        assert not arr.flags.writeable
-    assert ir.filled(hollow, weights).SerializeToString() == model.SerializeToString()
-    w = weights["f64"]
-    w.flags.writeable = True  # as validate zeroes the masked original's weights
-    w[:] = 0
-    del given, hollow, weights, copied, w, whole, source
-    assert path.read_bytes() == before  # copy-on-write: the file is never written through the map
-
-
-def test_a_source_whose_names_do_not_match_the_model_s_is_not_used():
-    model = _wide(0)
-    renamed = onnx.ModelProto()
-    renamed.CopyFrom(model)
-    large = [k for k, t in enumerate(model.graph.initializer) if np.prod(t.dims) > 1024]
-    renamed.graph.initializer[large[0]].name = "elsewhere"
-    src = bytearray(renamed.SerializeToString())
-    weights = ir.hollow(model, src)[1]                 # a name that differs: that weight is copied
-    first, second = (model.graph.initializer[k].name for k in large[:2])
-    assert not np.shares_memory(weights[first], np.frombuffer(src, np.uint8))
-    assert np.shares_memory(weights[second], np.frombuffer(src, np.uint8))
-    assert ir.filled(ir.hollow(model, src)[0], weights).SerializeToString() == model.SerializeToString()
-    assert ir.hollow(model, bytearray(b"\x0b"))[1].keys() == weights.keys()  # not the wire format: copies
-
-
-def test_the_wire_walk_follows_protobuf_s_merging_and_gives_up_on_other_bytes():
-    from ir import wire
+def test_the_excision_follows_protobuf_s_merging_and_gives_up_on_other_bytes():
+    from ir import onnx_io, wire
 
     a, b = _wide(0), _wide(1)
     twice = a.SerializeToString() + onnx.ModelProto(graph=b.graph).SerializeToString()  # graph field twice
     merged = onnx.ModelProto.FromString(twice)
-    walked = wire.initializer_data(twice)
-    assert [name for name, _ in walked] == [t.name for t in merged.graph.initializer]
-    for (_, span), t in zip(walked, merged.graph.initializer):
-        assert twice[span[0]:span[1]] == t.raw_data
-    assert wire.initializer_data(b"\x0b\x00") is None and wire.initializer_data(b"\x3a\xff") is None
+    data, cut = wire.excised(twice, onnx_io._ITEMSIZES, onnx_io.LIGHT_LIMIT)
+    large = [t for t in merged.graph.initializer if np.prod(t.dims) > 1024]
+    assert [name for name, *_ in cut] == [t.name for t in large][:len(cut)] and len(cut) == 2  # b's: names taken
+    for (name, dims, dtype, (start, end)), t in zip(cut, large):
+        assert twice[start:end] == t.raw_data and dims == list(t.dims) and dtype == t.data_type
+    hollow = onnx.ModelProto.FromString(data)
+    assert hollow.SerializeToString() == ir.hollow(merged)[0].SerializeToString()
+    assert wire.excised(b"\x0b\x00", {}, 0) is None and wire.excised(b"\x3a\xff", {}, 0) is None
+
+
+def _odd_tensors() -> list[onnx.TensorProto]:
+    """Large tensors ``read_hollow`` must leave whole, as ``hollow`` does."""
+    seg = numpy_helper.from_array(np.arange(2000, dtype=np.float32), "seg")  # raw, but with a segment
+    seg.segment.begin, seg.segment.end = 0, 2000
+    typed = onnx.helper.make_tensor("typed", TensorProto.FLOAT, [1100], np.ones(1100, np.float32))  # float_data
+    short = numpy_helper.from_array(np.arange(1500, dtype=np.float32), "short")
+    short.raw_data = short.raw_data[:-4]                                      # bytes that do not fit its dims
+    dup = numpy_helper.from_array(np.full(1200, 3, np.int64), "w0")           # a second tensor of a name
+    return [seg, typed, short, dup]
+
+
+@pytest.mark.parametrize("odd", [False, True])
+def test_read_hollow_is_hollow_of_load_without_decoding_the_weights(tmp_path, odd):
+    model = _wide()
+    model.graph.initializer.append(numpy_helper.from_array(np.arange(1500, dtype=np.float64), "f64"))
+    if odd:
+        model.graph.initializer.extend(_odd_tensors())
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    before = path.read_bytes()
+
+    hollow, weights, external = ir.read_hollow(path)
+    expected, copied = ir.hollow(ir.load(path)[0])
+
+    assert external == frozenset()
+    assert hollow.SerializeToString() == expected.SerializeToString()
+    assert weights.keys() == copied.keys() and len(weights) == 3 + odd  # w0's second tensor is large
+    for name, arr in weights.items():
+        assert arr.dtype == copied[name].dtype and np.array_equal(arr, copied[name]) and not arr.flags.writeable
+    assert ir.filled(hollow, weights).SerializeToString() == model.SerializeToString()
+    w = weights["f64"]
+    w.flags.writeable = True
+    w[:] = -1
+    del hollow, weights, w
+    assert path.read_bytes() == before
+
+
+@pytest.mark.filterwarnings("ignore:The onnxtxt format is experimental")
+def test_read_hollow_reads_external_data_and_text_files_too(tmp_path):
+    model = _wide()
+    ext = tmp_path / "ext.onnx"
+    onnx.save(onnx.ModelProto.FromString(model.SerializeToString()), str(ext), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="ext.data", size_threshold=1024)  # save changes the model
+    hollow, weights, external = ir.read_hollow(ext)
+    assert weights and set(weights) <= external  # a weight of 1024 elements or fewer stays in the proto
+    assert [numpy_helper.to_array(t).tolist() for t in ir.filled(hollow, weights).graph.initializer] == \
+        [numpy_helper.to_array(t).tolist() for t in model.graph.initializer]
+    text = tmp_path / "m.onnxtxt"
+    onnx.save(model, str(text), format="onnxtxt")
+    hollow, weights, _ = ir.read_hollow(text)
+    assert ir.filled(hollow, weights).SerializeToString() == onnx.load(str(text)).SerializeToString()
+
+
+def test_pruning_a_file_takes_its_weights_from_the_file_and_proves_the_same(tmp_path):
+    model = _wide()
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    from_file, from_proto = pipeline.prune(path, ratio=0.5), pipeline.prune(model, ratio=0.5)
+    assert from_file.report["verified"] and from_proto.report["verified"]
+    assert from_file.model.graph.initializer == from_proto.model.graph.initializer
+    assert path.read_bytes() == model.SerializeToString()
