@@ -9,7 +9,8 @@ timed from start to exit with its own peak RSS (``os.wait4``): the floor (``pyth
 onnx.save), ``onnxpruner prune M --ratio 0.5`` (with the proof: the mask-equivalence check in ONNX
 Runtime; the default screen times the models only up to 2 GFLOPs per run, so not these), the same without
 validate (``--passes`` ending at infer-shapes), and ``--latency``, whose screen also times both models in
-ONNX Runtime (up to 2 s each, by design); medians. Each
+ONNX Runtime (up to 2 s each, by design); medians, of the wall time and of the CPU time (user + system,
+which a busy machine moves less). Each
 command runs once first (bytecode compiled and cached as an installed package has it; the
 environment's PYTHONDONTWRITEBYTECODE is dropped for the children; the file in the page cache).
 
@@ -69,8 +70,8 @@ FLOOR = "import onnx, sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2])"
 NO_VALIDATE = "tag,trees,classify,score{criterion=l1 scope=tree},mask{ratio=0.5},slice,infer-shapes"
 
 
-def timed_process(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one fresh process."""
+def timed_process(cmd: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (bytes) and CPU seconds (user + system) of one fresh process."""
     import subprocess
 
     start = time.perf_counter()
@@ -81,7 +82,7 @@ def timed_process(cmd: list[str]) -> tuple[float, int]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"error: {' '.join(cmd[:3])}... failed: {proc.stderr.read().decode()[-500:]}")
-    return seconds, usage.ru_maxrss * 1024
+    return seconds, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def process_main(names: list[str], repeat: int) -> None:
@@ -93,7 +94,8 @@ def process_main(names: list[str], repeat: int) -> None:
         warnings.simplefilter("ignore")
         paths = {n: export(n, CACHE, size=224) for n in names}
     print(f"fresh processes, ratio 0.5, l1, tree scope; median of {repeat} rounds, commands in turn")
-    print(f"{'model':<12} {'MiB':>5} {'command':<24} {'seconds':>8} {'x floor':>8} {'peak RSS MiB':>13} {'x file':>7}")
+    print(f"{'model':<12} {'MiB':>5} {'command':<24} {'seconds':>8} {'x floor':>8} {'peak RSS MiB':>13} {'x file':>7}"
+          f" {'CPU s':>6} {'x floor':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "out.onnx")
         for name, path in paths.items():
@@ -109,12 +111,13 @@ def process_main(names: list[str], repeat: int) -> None:
             for _ in range(repeat):
                 for k, cmd in cmds.items():
                     rows[k].append(timed_process(cmd))
-            floor_s = statistics.median(t for t, _ in rows["load+save (floor)"])
+            floor_s = statistics.median(t for t, _, _ in rows["load+save (floor)"])
+            floor_cpu = statistics.median(c for _, _, c in rows["load+save (floor)"])
             for k, runs in rows.items():
-                t = statistics.median(t for t, _ in runs)
-                rss = max(r for _, r in runs)
+                t, cpu = statistics.median(t for t, _, _ in runs), statistics.median(c for _, _, c in runs)
+                rss = max(r for _, r, _ in runs)
                 print(f"{name:<12} {size / 2**20:5.0f} {k:<24} {t:8.2f} {t / floor_s:7.2f}x "
-                      f"{rss / 2**20:13.0f} {rss / size:6.2f}x", flush=True)
+                      f"{rss / 2**20:13.0f} {rss / size:6.2f}x {cpu:6.2f} {cpu / floor_cpu:7.2f}x", flush=True)
 
 
 def main() -> None:
