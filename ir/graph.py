@@ -458,21 +458,21 @@ class Graph:
         self._bump()
 
     def remove_dead(self) -> int:
-        """Remove nodes whose outputs nobody reads and unused initializers; returns the count.
-
-        Only side-effect-free standard ops are removed (a node of a custom domain may matter)."""
-        removed = 0
-        changed = True
-        while changed:
-            changed = False
-            for node in list(self.nodes()):
-                if node.domain not in ("", "ai.onnx") or node.op_type in ("If", "Loop", "Scan"):
-                    continue
-                outs = [v for v in self.outputs_of(node) if v is not None]
-                if outs and all(not self.consumers(v) and not self.is_graph_output(v) for v in outs):
-                    self.remove_node(node)
-                    removed += 1
-                    changed = True
+        """Remove nodes whose outputs nobody reads (standard ops only: a custom domain's may matter) and
+        unused initializers; the count. A worklist: a removal looks again only at its inputs' producers."""
+        def dead(node: Node) -> bool:
+            if not self.has_node(node.name) or node.domain not in ("", "ai.onnx") or node.op_type in ("If", "Loop", "Scan"):
+                return False
+            outs = [v for v in self.outputs_of(node) if v is not None]
+            return bool(outs) and all(not self.consumers(v) and not self.is_graph_output(v) for v in outs)
+        removed, work = 0, [node for node in self.nodes() if dead(node)]
+        while work:
+            node = work.pop()
+            if dead(node):
+                feeding = [self.producer(v) for v in self.inputs_of(node) if v is not None]
+                self.remove_node(node)
+                removed += 1
+                work += [p for p in feeding if p is not None]
         for name in list(self._initializers):
             if not self.consumers(name) and name not in self._outputs:
                 self.remove_value(name)
