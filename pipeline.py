@@ -373,10 +373,10 @@ def prune_graphsurgeon(graph, **kwargs):
 
 def inspect(model_or_path, sample_inputs: dict | None = None, input_shapes: dict | None = None, seed: int = 0) -> dict:
     """Tags, trees with their pattern, groups, and what blocks each group left alone (inputs as in ``prune``)."""
-    model, _, where, _ = open_model(model_or_path)
+    model, _, where, weights = open_model(model_or_path, hollowed=True)
     check_input(model, where, runs=False)
     proof = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=False)
-    ctx = Pipeline.parse(ANALYSIS_SPEC).run(lower_input(model), PassContext(seed=seed, **run_inputs(proof)))
+    ctx = Pipeline.parse(ANALYSIS_SPEC).run(lower_input(model, weights), PassContext(seed=seed, **run_inputs(proof)))
     tags, trees, patterns = ctx.get(Tags), ctx.get(Trees), ctx.get(Patterns)
     pattern_of = {r: g.pattern for g in patterns.groups for r in g.roots}
     roles: dict[str, int] = {}
