@@ -35,7 +35,7 @@ import signal
 import stat
 from typing import Iterable, Mapping
 
-from .wire import varint as _varint
+from .wire import fields
 
 _LIVE: set[str] = set()          # temporaries this process created and has not renamed or removed
 
@@ -200,28 +200,11 @@ def _payloads(mm, i: int, end: int, kind: str, out: list) -> list[tuple[int, int
     ``_SMALL`` bytes or more are walked (the rest are searched whole); ValueError / IndexError
     when the bytes are not the wire format."""
     holds = _HOLDS[kind]
-    while i < end:
-        key, i = _varint(mm, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            _, i = _varint(mm, i)
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        elif wire == 2:
-            length, i = _varint(mm, i)
-            if i + length > end:
-                raise ValueError("field past its message")
-            if kind == "tensor" and field in _NUMBERS:
-                out.append((i, i + length))
-            elif field in holds and length >= _SMALL:
-                _payloads(mm, i, i + length, holds[field], out)
-            i += length
-        else:
-            raise ValueError(f"wire type {wire}")
-    if i != end:
-        raise ValueError("field past its message")
+    for field, _, s, e in fields(mm, i, end):
+        if kind == "tensor" and field in _NUMBERS:
+            out.append((s, e))
+        elif field in holds and e - s >= _SMALL:
+            _payloads(mm, s, e, holds[field], out)
     return out
 
 

@@ -27,10 +27,17 @@ def varint(buf, i: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _fields(buf, i: int, end: int, every: bool = False):
-    """(field, start, end) of each length-delimited field of the message at ``buf[i:end]``;
-    with ``every``, (field, wire type, value or (start, end), the field's first byte, its end)
-    of each field."""
+def fields(buf, i: int, end: int):
+    """(field, wire type, start, end) of each length-delimited field (wire type 2: its payload)
+    of the message at ``buf[i:end]``; ValueError / IndexError where it is not the wire format."""
+    for field, wire, value, _, _ in every_field(buf, i, end):
+        if wire == 2:
+            yield field, wire, value[0], value[1]
+
+
+def every_field(buf, i: int, end: int):
+    """(field, wire type, value (a varint's number, a payload's (start, end), else None), the
+    field's first byte, its end) of each field of the message at ``buf[i:end]``."""
     while i < end:
         first = i
         key, i = varint(buf, i)
@@ -47,13 +54,10 @@ def _fields(buf, i: int, end: int, every: bool = False):
             if i + length > end:
                 raise ValueError("field past its message")
             value = (i, i + length)
-            if not every:
-                yield field, i, i + length
             i += length
         else:  # groups (3, 4) are not in onnx.proto
             raise ValueError(f"wire type {wire}")
-        if every:
-            yield field, wire, value, first, i
+        yield field, wire, value, first, i
     if i != end:
         raise ValueError("field past its message")
 
@@ -75,7 +79,7 @@ def _plain_tensor(buf, t0: int, t1: int, itemsizes: dict[int, int], limit: int):
     its data as ``raw_data`` (the last one) of exactly its size, more than ``limit`` elements of
     a type in ``itemsizes``, stored in the file (data_location 0); else None."""
     dims, dtype, name, raw = [], 0, b"", None
-    for field, wire, value, _, _ in _fields(buf, t0, t1, every=True):
+    for field, wire, value, _, _ in every_field(buf, t0, t1):
         if field not in _PLAIN:
             return None
         if field == 1:
@@ -115,12 +119,12 @@ def excised(buf, itemsizes: dict[int, int], limit: int):
     type, dims and doc string, no data."""
     out, cut, names = bytearray(), [], set()
     try:
-        for field, wire, value, first, end in _fields(buf, 0, len(buf), every=True):
+        for field, wire, value, first, end in every_field(buf, 0, len(buf)):
             if field != 7 or wire != 2:
                 out += buf[first:end]
                 continue
             graph = bytearray()
-            for gfield, gwire, gvalue, gfirst, gend in _fields(buf, value[0], value[1], every=True):
+            for gfield, gwire, gvalue, gfirst, gend in every_field(buf, value[0], value[1]):
                 plain = _plain_tensor(buf, *gvalue, itemsizes, limit) if gfield == 5 and gwire == 2 else None
                 if plain is None or plain[0] in names:
                     graph += buf[gfirst:gend]
@@ -128,7 +132,7 @@ def excised(buf, itemsizes: dict[int, int], limit: int):
                 names.add(plain[0])
                 cut.append(plain)
                 tensor = bytearray()
-                for tfield, _, _, tfirst, tend in _fields(buf, *gvalue, every=True):
+                for tfield, _, _, tfirst, tend in every_field(buf, *gvalue):
                     if tfield != 9:
                         tensor += buf[tfirst:tend]
                 graph += b"\x2a" + _encode(len(tensor)) + tensor  # field 5, length-delimited
