@@ -304,6 +304,21 @@ def _recovery_lines(cells: dict, ratios: list[float], baseline_acc: list[float],
                      f"{sum(v < -1e-9 for v in vs)} of {len(vs)} | {sum(v < -noise - 1e-9 for v in vs)} | "
                      f"{min(vs):+.2f} |")
     lines.append("")
+    # by seed, each cell against its own seed's unpruned model: where recovered + fine-tuned loses
+    seeds = [d["seed"] for d in next(iter(cells.values()))]
+    lines += [f"By seed ({recover}; points against the seed's unpruned model, mean over its cells; the last "
+              "column counts its cells where recovered + fine-tuned is below fine-tuned):", "",
+              "| seed | unpruned | fine-tuned | fine-tuned again (another batch order) | pruned + recovered | "
+              "recovered + fine-tuned | below |", "|---|---|---|---|---|---|---|"]
+    for i, (seed, b) in enumerate(zip(seeds, baseline_acc)):
+        ds = [cs[i] for cs in cells.values()]
+
+        def vs(key):
+            return f"{statistics.fmean(100 * (d[key] - b) for d in ds):+.2f}"
+        below = sum(d[f"recovered_finetuned:{recover}"] < d["finetuned"] for d in ds)
+        lines.append(f"| {seed} | {100 * b:.2f} | {vs('finetuned')} | {vs('finetuned_reseed')} | "
+                     f"{vs(f'recovered:{recover}')} | {vs(f'recovered_finetuned:{recover}')} | {below} of {len(ds)} |")
+    lines.append("")
     return lines
 
 

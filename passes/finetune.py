@@ -86,6 +86,10 @@ class TrainConfig:
     # draw) and keep the epoch (or, with keep_start, the start) of the lowest mean loss on it,
     # in inference mode. 0: the best epoch on training accuracy, as measured during the epoch
     holdout: float = 0.0
+    # epochs of linear warm-up: the lr rises step by step from lr/steps to the schedule's value
+    # over the first ``warmup`` epochs (AdamW's first steps move every weight by about the lr,
+    # whatever its gradient: a start already near an optimum is thrown off by them). 0: none
+    warmup: float = 0.0
 
     def __post_init__(self):
         for value, known, what in ((self.loss, LOSSES, "loss"), (self.optimizer, OPTIMIZERS, "optimizer"),
@@ -98,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if not 0.0 <= self.warmup <= self.epochs:
+            raise ValueError(f"warmup must be in [0, epochs], got {self.warmup}")
 
     def lr_at(self, epoch: int) -> float:
         if self.schedule == "cosine":
@@ -105,6 +111,13 @@ class TrainConfig:
         if self.schedule == "step":
             return self.lr * self.gamma ** (epoch // self.step_size)
         return self.lr
+
+    def lr_at_step(self, epoch: int, step: int, steps: int) -> float:
+        """The lr of ``step`` (of ``steps``) in ``epoch``: the schedule's, times the warm-up ramp."""
+        lr = self.lr_at(epoch)
+        if self.warmup > 0:
+            lr *= min(1.0, (epoch + (step + 1) / max(steps, 1)) / self.warmup)
+        return lr
 
 
 # fine-tuning a start `recover` already brought back (benchmarks/recovered_start.py, README
@@ -380,8 +393,11 @@ def train_epoch(module, optimizer, batches: Batches, config: "TrainConfig", epoc
     module.train()
     order = np.random.default_rng([config.seed, epoch]).permutation(len(batches.batches))
     losses, correct, seen = [], 0, 0
+    warming = config.warmup > epoch
     for step, b in enumerate(order):
         x, y = batches.batches[b]
+        if warming:
+            optimizer.set_learning_rate(config.lr_at_step(epoch, step, len(order)))
         loss_value, out = module(x, y)
         optimizer.step()
         module.lazy_reset_grad()
@@ -575,6 +591,7 @@ class FinetunePass(Pass):
     checkpoint: str = ""
     keep_start: bool = False
     holdout: float = 0.0
+    warmup: float = 0.0
     start: str = "auto"   # auto: `recovered` (recovered_config) when is_recovered(model), else fresh
 
     def __post_init__(self):
@@ -584,7 +601,7 @@ class FinetunePass(Pass):
     def config(self) -> TrainConfig:
         return TrainConfig(self.epochs, self.lr, self.batch_size, self.loss, self.optimizer,
                            self.schedule, seed=self.seed, freeze=self.freeze, keep_start=self.keep_start,
-                           holdout=self.holdout)
+                           holdout=self.holdout, warmup=self.warmup)
 
     def run(self, ir: Graph, ctx: PassContext) -> PassResult:
         train = self.data or ctx.train_data
