@@ -159,3 +159,46 @@ def test_cli_finetune_of_a_recovered_model_is_a_recovered_start(tmp_path, task, 
     assert cli.main(argv + ["--holdout", "1.5"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("error:") and "holdout" in err
+
+
+def test_warmup_ramps_the_lr_step_by_step_then_follows_the_schedule():
+    """TrainConfig.warmup: over the first ``warmup`` epochs each step's lr is the schedule's times
+    (steps done so far) / (warm-up steps); after it, the schedule's lr for the whole epoch."""
+    from passes.finetune import Progress, train_epoch
+
+    class Recorder:   # the optimizer and module train_epoch drives, recording the lr of each step
+        def __init__(self):
+            self.lr, self.steps = None, []
+
+        def set_learning_rate(self, lr):
+            self.lr = lr
+
+        def step(self):
+            self.steps.append(self.lr)
+
+        def train(self):
+            pass
+
+        def lazy_reset_grad(self):
+            pass
+
+        def __call__(self, x, y):
+            return np.float32(1.0), np.zeros((len(y), 2), np.float32)
+
+    batches = Batches([(np.zeros((2, 3), np.float32), np.zeros(2, np.int64))] * 4, "training data")
+    config = TrainConfig(epochs=3, lr=0.1, schedule="constant", warmup=1.5)
+    rec = Recorder()
+    for epoch in range(3):
+        train_epoch(rec, rec, batches, config, epoch, Progress(3, 4, io.StringIO()))
+    ramp = [0.1 * (k + 1) / 6 for k in range(6)]
+    assert rec.steps == pytest.approx(ramp + [0.1] * 6)
+    cosine = TrainConfig(epochs=2, lr=0.1, warmup=1.0)
+    assert cosine.lr_at_step(0, 1, 4) == pytest.approx(0.1 * 2 / 4)
+    assert cosine.lr_at_step(1, 0, 4) == pytest.approx(cosine.lr_at(1))
+    assert TrainConfig(epochs=2, lr=0.1).lr_at_step(0, 0, 4) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="warmup must be in"):
+        TrainConfig(epochs=2, warmup=3)
+    spec = pipeline.build_spec(0.5) + ",finetune{epochs=2 warmup=0.5}"
+    assert "warmup=0.5" in pipeline.Pipeline.parse(spec).spec()
+    with pytest.raises(pipeline.SpecError, match="warmup"):
+        pipeline.Pipeline.parse(pipeline.build_spec(0.5) + ",finetune{epochs=2 warmup=3}")
