@@ -44,6 +44,11 @@ def settings_of(model: onnx.ModelProto, config, train, val) -> dict:
     return settings
 
 
+# settings that finetune gained after checkpoints were first written, with the value every run
+# had before: a checkpoint without the entry was made with that value, and resumes under it
+ADDED_LATER = {"keep-start": False, "holdout": 0.0, "warmup": 0.0}
+
+
 class CheckpointError(PassError):
     """A checkpoint folder that cannot be resumed; one line naming the folder and the reason."""
 
@@ -69,10 +74,10 @@ def read_progress(folder: Path, settings: dict, restart: bool) -> dict | None:
         raise CheckpointError(f"{progress_file}: damaged checkpoint ({reason}); "
                               f"--force starts over (the folder is rewritten)") from None
     for key in settings:
-        if made_with.get(key) != settings[key]:
+        if made_with.get(key, ADDED_LATER.get(key)) != settings[key]:
             what = {"model": "a different model", "data": "different training data (--data)",
                     "val": "different validation data (--val)"}.get(key)
-            differs = what or f"--{key} {made_with.get(key)!r}, this run has {settings[key]!r}"
+            differs = what or f"--{key} {made_with.get(key, ADDED_LATER.get(key))!r}, this run has {settings[key]!r}"
             raise CheckpointError(f"{folder}: the checkpoint was made with {differs}; resume with the same "
                                   f"settings, or --force to start over")
     return saved

@@ -622,3 +622,23 @@ def demo_run(out_dir: Path) -> dict:
     from workflows import demo
 
     return demo.run(out_dir, epochs=2, finetune_epochs=1, stream=io.StringIO())
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_under_its_old_value(tmp_path, train_val):
+    import json
+
+    train, val = train_val
+    model = tiny_classifier()
+    ck = tmp_path / "ck"
+    config = TrainConfig(epochs=2, lr=0.03, batch_size=32, seed=1)
+    first = finetune(model, train, val, config, checkpoint=ck, stream=io.StringIO())
+    saved = json.loads((ck / "progress.json").read_text())
+    for key in ("warmup", "holdout", "keep-start"):  # as a checkpoint written before them has it
+        del saved["settings"][key]
+    (ck / "progress.json").write_text(json.dumps(saved))
+    again = finetune(model, train, val, config, checkpoint=ck, stream=io.StringIO())
+    assert again.resumed_from == 2 and again.history == first.history
+    from passes.finetune import CheckpointError
+    with pytest.raises(CheckpointError, match="--warmup 0.0, this run has 1.0"):
+        finetune(model, train, val, TrainConfig(epochs=2, lr=0.03, batch_size=32, seed=1, warmup=1.0),
+                 checkpoint=ck, stream=io.StringIO())
