@@ -359,10 +359,15 @@ class Staged:
         return tmp
 
     def write_bytes(self, target: str | os.PathLike, data: bytes) -> None:
+        self.write_chunks(target, (data,))
+
+    def write_chunks(self, target: str | os.PathLike, chunks: Iterable[bytes]) -> None:
+        """``target``'s content, written chunk by chunk as ``chunks`` makes them."""
         tmp = self.path_for(target)
         try:
             with open(tmp, "wb") as fh:
-                fh.write(data)
+                for chunk in chunks:
+                    fh.write(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:

@@ -176,24 +176,33 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, external: frozenset[st
     if not external:
         staged.write_bytes(path, model.SerializeToString())
         return
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    out = onnx.ModelProto()  # the model without those tensors' data: nothing else is copied twice
+    _copy_fields(model, out, skip=("graph",))
+    _copy_fields(model.graph, out.graph, skip=("initializer",))
     data_name = path.name + ".data"
-    chunks, offset = [], 0
-    for tensor in model.graph.initializer:
-        if tensor.name not in external or tensor.data_type == onnx.TensorProto.STRING:
-            continue
-        raw = tensor.raw_data if tensor.HasField("raw_data") else \
-            numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
-        for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
-                      "uint64_data", "string_data"):
-            tensor.ClearField(field)
-        tensor.raw_data = raw
-        external_data_helper.set_external_data(tensor, data_name, offset, len(raw))
-        tensor.ClearField("raw_data")
-        chunks.append(raw)
-        offset += len(raw)
-    staged.write_bytes(path.parent / data_name, b"".join(chunks))
-    staged.write_bytes(path, model.SerializeToString())
+
+    def chunks():  # each tensor's bytes, written as they are made: one at a time in memory
+        offset = 0
+        for src in model.graph.initializer:
+            tensor = out.graph.initializer.add()
+            if src.name not in external or src.data_type == onnx.TensorProto.STRING:
+                tensor.CopyFrom(src)
+                continue
+            raw = src.raw_data if src.HasField("raw_data") else \
+                numpy_helper.from_array(numpy_helper.to_array(src)).raw_data
+            _copy_fields(src, tensor, skip=_DATA_FIELDS)
+            tensor.raw_data = b""  # set_external_data asks for the field
+            external_data_helper.set_external_data(tensor, data_name, offset, len(raw))
+            tensor.ClearField("raw_data")
+            offset += len(raw)
+            yield raw
+
+    staged.write_chunks(path.parent / data_name, chunks())
+    staged.write_bytes(path, out.SerializeToString())
+
+
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
+                "string_data", "external_data", "data_location")
 
 
 def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
