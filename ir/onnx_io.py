@@ -174,7 +174,7 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, external: frozenset[st
     path = Path(path)
     external = external & {t.name for t in model.graph.initializer}
     if not external:
-        staged.write_bytes(path, model.SerializeToString())
+        staged.write_chunks(path, serialized(model))
         return
     out = onnx.ModelProto()  # the model without those tensors' data: nothing else is copied twice
     _copy_fields(model, out, skip=("graph",))
@@ -199,6 +199,34 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, external: frozenset[st
 
     staged.write_chunks(path.parent / data_name, chunks())
     staged.write_bytes(path, out.SerializeToString())
+
+
+def serialized(model: onnx.ModelProto):
+    """``model.SerializeToString()`` in pieces: the model without its initializers' contents
+    serialized once (each an empty entry), and each initializer serialized in its place, one at a
+    time; so the whole file is never one more buffer in memory."""
+    hollow = onnx.ModelProto()
+    _copy_fields(model, hollow, skip=("graph",))
+    _copy_fields(model.graph, hollow.graph, skip=("initializer",))
+    for _ in model.graph.initializer:
+        hollow.graph.initializer.add()
+    data = hollow.SerializeToString()
+    tensors = iter(model.graph.initializer)
+    for field, wire_type, value, first, end in wire.every_field(data, 0, len(data)):
+        if field != 7 or wire_type != 2:
+            yield data[first:end]
+            continue
+        # the graph's length, each tensor sized alone (the graph's ByteSize() encodes all of it at once)
+        sizes = [t.ByteSize() for t in model.graph.initializer]
+        length = value[1] - value[0] + sum(len(wire.encode(n)) + n - 1 for n in sizes)  # each entry was b"\x2a\x00"
+        yield b"\x3a" + wire.encode(length)
+        for gfield, gwire, gvalue, gfirst, gend in wire.every_field(data, *value):
+            if gfield == 5 and gwire == 2:
+                tensor = next(tensors).SerializeToString()
+                yield b"\x2a" + wire.encode(len(tensor))
+                yield tensor
+            else:
+                yield data[gfirst:gend]
 
 
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",

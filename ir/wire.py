@@ -62,7 +62,8 @@ def every_field(buf, i: int, end: int):
         raise ValueError("field past its message")
 
 
-def _encode(value: int) -> bytes:
+def encode(value: int) -> bytes:
+    """``value`` as a varint."""
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -135,8 +136,8 @@ def excised(buf, itemsizes: dict[int, int], limit: int):
                 for tfield, _, _, tfirst, tend in every_field(buf, *gvalue):
                     if tfield != 9:
                         tensor += buf[tfirst:tend]
-                graph += b"\x2a" + _encode(len(tensor)) + tensor  # field 5, length-delimited
-            out += b"\x3a" + _encode(len(graph)) + graph  # field 7, length-delimited
+                graph += b"\x2a" + encode(len(tensor)) + tensor  # field 5, length-delimited
+            out += b"\x3a" + encode(len(graph)) + graph  # field 7, length-delimited
     except (IndexError, ValueError, RecursionError, UnicodeDecodeError):
         return None
     return bytes(out), cut

@@ -434,3 +434,21 @@ def test_load_missing_external_data_file(tmp_path):
     with pytest.raises(ir.ModelLoadError) as info:
         ir.load(path)
     _assert_one_line_naming(info.value, path)
+
+
+@pytest.mark.parametrize("name", ["many_to_one", "if_crossing", "shape_reshape", "no_initializers"])
+def test_the_model_is_written_in_pieces_that_are_its_serialization(name, tmp_path):
+    from ir.onnx_io import serialized
+
+    if name == "no_initializers":
+        x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+        model = onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x],
+                                       [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]),
+                                       opset_imports=[onnx.helper.make_opsetid("", 17)])
+    else:
+        model = getattr(models, name)()
+    model.metadata_props.add(key="k", value="v")
+    model.graph.value_info.add().name = "late"  # a graph field after the initializers
+    assert b"".join(serialized(model)) == model.SerializeToString()
+    ir.save(model, tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx").read_bytes() == model.SerializeToString()
