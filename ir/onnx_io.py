@@ -16,6 +16,7 @@ from __future__ import annotations
 import mmap
 import os
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,31 @@ def _map(path: Path) -> "mmap.mmap | None":
             source.madvise(getattr(mmap, "MADV_POPULATE_READ", 22))
         except (OSError, ValueError):  # before Linux 5.14: each page mapped when first read
             pass
+        _MAPS.add(source)
     return source
+
+
+_MAPS: "weakref.WeakSet[mmap.mmap]" = weakref.WeakSet()  # private file maps whose pages revert() re-reads
+
+
+def revert(arr: np.ndarray, dry_run: bool = False) -> bool:
+    """Put back what the file holds under ``arr``, an array ``read_hollow`` took from a file's
+    private map (Linux): its pages' private copies are dropped (``MADV_DONTNEED``) and read from
+    the file again, so whatever was written into them (validate's zeroing) is undone without a
+    copy of the values kept. The pages it shares with a neighbouring array revert too (the only
+    writes into these arrays are that zeroing, undone together). False, and nothing done, for
+    any other array; ``dry_run``: only whether it would be put back."""
+    base = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    source = base.obj if isinstance(base, memoryview) else None
+    if source is None or source not in _MAPS or arr.size == 0:
+        return False
+    if not dry_run:
+        start = arr.__array_interface__["data"][0] - np.frombuffer(source, np.uint8).__array_interface__["data"][0]
+        first = start // mmap.PAGESIZE * mmap.PAGESIZE
+        source.madvise(mmap.MADV_DONTNEED, first, start + arr.nbytes - first)
+    return True
 
 
 def _parsed(path: Path, data) -> onnx.ModelProto:

@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from ir import Graph, Initializer, lower, opset_of, raise_model, skeleton
+from ir import Graph, Initializer, lower, opset_of, raise_model, revert, skeleton
 from ir.bodies import body_scopes
 from ir.onnx_io import LIGHT_LIMIT
 
@@ -98,8 +98,8 @@ def _masked_graph(original: onnx.ModelProto, record: SliceRecord | None, weights
         w = init.array if own else np.array(weight_array(g, value), copy=True)
         index = [slice(None)] * w.ndim
         index[z.weight_axis] = list(z.positions)
-        if own:
-            saved.append((w, tuple(index), w[tuple(index)]))  # fancy indexing: a copy of the zeroed part
+        if own:  # what it held: read from the file again (a weight of a file's map), else a copy kept
+            saved.append((w, tuple(index), None if revert(w, dry_run=True) else w[tuple(index)]))
             w.flags.writeable = True
         w[tuple(index)] = 0
         if own:
@@ -112,6 +112,9 @@ def _masked_graph(original: onnx.ModelProto, record: SliceRecord | None, weights
 def _restore(saved: list) -> None:
     """The original's weights as they were before ``_masked_graph`` zeroed them in place."""
     for w, index, held in reversed(saved):
+        if held is None:
+            revert(w)
+            continue
         w.flags.writeable = True
         w[index] = held
         w.flags.writeable = False

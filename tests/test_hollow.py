@@ -106,17 +106,23 @@ class _Corrupt(Pass):
         return PassResult(True)
 
 
-def test_validate_restores_the_weights_it_zeroed_in_place_when_the_proof_fails(monkeypatch):
+@pytest.mark.parametrize("from_file", [False, True])
+def test_validate_restores_the_weights_it_zeroed_in_place_when_the_proof_fails(monkeypatch, tmp_path, from_file):
     model = _wide()
-    hollow, weights = ir.hollow(model)
+    if from_file:  # a file's map: the zeroed pages are read from the file again, no values kept
+        (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+        hollow, weights, _ = ir.read_hollow(tmp_path / "m.onnx")
+    else:
+        hollow, weights = ir.hollow(model)
     zeroed_in_place = []
     restore = validate._restore
-    monkeypatch.setattr(validate, "_restore", lambda saved: (zeroed_in_place.append(len(saved)), restore(saved)))
+    monkeypatch.setattr(validate, "_restore", lambda saved: (zeroed_in_place.append(
+        [held is None for *_, held in saved]), restore(saved)))
     passes = pipeline.Pipeline.parse(pipeline.build_spec(0.5)).passes
     pipe = pipeline.Pipeline(passes[:-1] + [_Corrupt()] + passes[-1:])
     with pytest.raises(PipelineError, match="mask-equivalence"):
         pipe.run(lower_input(hollow, weights), PassContext(original=hollow, weights=weights))
-    assert zeroed_in_place and zeroed_in_place[0] > 0
+    assert zeroed_in_place and zeroed_in_place[0] and set(zeroed_in_place[0]) == {from_file}
     for name, arr in _arrays(model).items():
         if name in weights:
             np.testing.assert_array_equal(weights[name], arr)
@@ -202,6 +208,10 @@ def test_read_hollow_is_hollow_of_load_without_decoding_the_weights(tmp_path, od
     w = weights["f64"]
     w.flags.writeable = True
     w[:] = -1
+    neighbours = {k: a.copy() for k, a in weights.items() if k != "f64"}
+    assert ir.revert(w) and np.array_equal(w, copied["f64"])       # read from the file again
+    assert all(np.array_equal(weights[k], a) for k, a in neighbours.items())
+    assert not ir.revert(copied["f64"], dry_run=True)              # not a view of a file's map
     del hollow, weights, w
     assert path.read_bytes() == before
 
