@@ -150,3 +150,26 @@ def adapts(graph, node, sv, maps, shapes) -> bool:
                 return False
     return self_adapting_entry(sv, ins[0].name, shape, m_in.axis, m_out.axis) or \
         (m_in.axis == m_out.axis and not any((ins[0].name, m_in.axis) in t for t in sv.taint))
+
+
+def computed_sizes(view: NodeView, m: ChannelMap) -> Effect:
+    """Resize to sizes computed from Shape reads (paddle2onnx's nearest interpolate writes
+    ``Resize(x, sizes=Concat(Shape(x)[:2], Shape(y)[2:]))`` with every dim symbolic): the channel
+    entry is ``x``'s own channel count (or a count read off a value carrying as many tracked
+    channels, coupled with it) and no other entry reads a tracked channel axis. Once channels go,
+    Shape reads the kept count: the sizes adapt by themselves and nothing is rewritten."""
+    src = view.input_name(0)
+    sv, pairs = aliased(view.shape_values.get(view.input_name(3) or ""), src, m, view.known)
+    if sv is None or sv.value is None or isinstance(sv.taint, frozenset) or sv.value.shape != (m.rank,):
+        return blocked("Resize to sizes computed by more than Shape reads")
+
+    def counts(a, b) -> bool:  # a read of a tracked channel axis (its own, or any other value's)
+        return a is not None and (a == src or a in view.known) and \
+            b in ((m.axis if a == src else view.known[a].axis), "*")
+
+    for i, taint in enumerate(sv.taint):
+        if i == m.axis and taint != frozenset({(src, m.axis)}):
+            return blocked("Resize to computed sizes whose channel entry is not its input's channel count")
+        if i != m.axis and any(counts(a, b) for a, b in taint):
+            return blocked("Resize to computed sizes that read a channel count off the channel axis")
+    return Effect(outputs={0: m}, adapts=(3,), couplings=pairs)

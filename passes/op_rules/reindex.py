@@ -8,7 +8,7 @@ import numpy as np
 
 
 from ..analyses import ChannelMap
-from .adaptive import _classify, adaptive_reshape, aliased, self_adapting_entry
+from .adaptive import _classify, adaptive_reshape, aliased, computed_sizes, self_adapting_entry
 from .folding import constant_value
 from .channels import _broadcast, feeds_batched_matmul, feeds_group_norm
 from .views import Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
@@ -484,6 +484,8 @@ def _resize(view: NodeView) -> Effect:
         if int(np.ravel(sizes)[m.axis]) != len(m):
             return blocked(f"{op} resizes the channel axis")
         return Effect(outputs={0: m})
+    if op == "Resize" and view.opset >= 11 and view.n_inputs() > 3 and view.input_name(3):
+        return computed_sizes(view, m)  # sizes given, not static: read off Shape, they may adapt
     if scales is None or np.ravel(scales).size != m.rank:
         return blocked(f"{op} with computed scales")
     if float(np.ravel(scales)[m.axis]) != 1.0:

@@ -338,6 +338,8 @@ def _slice_resize(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     ins_list = rw.graph.inputs_of(rw.node)
     if len(ins_list) > 3 and ins_list[3] is not None:
         axis, keep, _ = outs[0]
+        if rw.const(3) is None:
+            return  # computed sizes that adapt by themselves (adaptive.computed_sizes)
         sizes = np.array(rw.const(3), dtype=np.int64).copy()
         sizes[axis] = int(keep.sum())
         rw.set_const(3, sizes)
