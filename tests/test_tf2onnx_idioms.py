@@ -82,3 +82,26 @@ def test_without_the_reduce_prod_rule_the_tensordot_blocks(monkeypatch):
     assert rep["verified"] is True
     reasons = [g.get("reason") or "" for g in rep["groups"] if not g.get("pruned")]
     assert len(reasons) == 3 and any("computed shape" in r for r in reasons)
+
+
+def one_channel_filter() -> onnx.ModelProto:
+    """basic-pitch's constant-Q transform as tf2onnx writes it (``third_party``): a one-channel
+    Conv1D low-pass filter, its NCW -> NWC transpose written as a Reshape ([N, 1, T] -> [N, T, 1]),
+    a reflect Pad along time, back to [N, 1, 1, T] by Unsqueeze and Reshape, the next filter."""
+    b = Builder(5, opset=15, name="one_channel_filter")
+    x = b.input("audio", ["N", 1, 1, 64])
+    c = b.op("Reshape", [b.op("Conv", [x, b.weight(1, 1, 1, 8)], kernel_shape=[1, 8]), _ints(b, [-1, 1, 57])])
+    nwc = b.op("Reshape", [c, _ints(b, [-1, 57, 1])])
+    p = b.op("Pad", [nwc, _ints(b, [0, 4, 0, 0, 4, 0])], mode="reflect")  # time is axis 1 of [N, T, 1]
+    back = b.op("Reshape", [b.op("Unsqueeze", [p, _ints(b, [-3])]), _ints(b, [-1, 1, 1, 65])])
+    return b.build([b.op("Conv", [back, b.weight(3, 1, 1, 5)], kernel_shape=[1, 5])])
+
+
+def test_a_one_channel_map_through_reshapes_stays_on_an_axis_of_size_one():
+    """One channel varies along no axis of a Reshape's output; it was put on the largest (time),
+    and the Pad along time, then the next Conv, were blamed for reading the channel axis. Now
+    it lands on an axis of size one, and the group says why it keeps its one channel."""
+    rep = pipeline.prune(one_channel_filter(), ratio=0.5).report
+    assert rep["verified"] is True
+    group = next(g for g in rep["groups"] if g["channels_before"] == 1)
+    assert "removes none of its 1 channels" in group["reason"], group["reason"]

@@ -11,7 +11,7 @@ from ..analyses import ChannelMap
 from .adaptive import _classify, adaptive_reshape, aliased, computed_sizes, self_adapting_entry
 from .folding import constant_value
 from .channels import _broadcast, feeds_batched_matmul, feeds_group_norm
-from .views import Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
+from .views import Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked, landing_axis
 
 
 def _transpose(view: NodeView) -> Effect:
@@ -203,7 +203,7 @@ def symbolic_reshape(view: NodeView, m: ChannelMap, shape) -> Effect:
         return blocked("Reshape to a computed shape that does not fit its input")
     full = np.broadcast_to(m.ids.reshape([len(m) if i == m.axis - k else 1 for i in range(len(mid_in))]),
                            mid_in).reshape(mid_out)
-    found = _single_axis(full)
+    found = _single_axis(full, mid_in, m.axis - k)
     if found is not None:
         effect = Effect(outputs={0: ChannelMap(found[0] + k, len(target), found[1])})
     else:
@@ -237,7 +237,7 @@ def _reshape_effect(view: NodeView, m: ChannelMap, shape, target: list[int]) -> 
         else:
             offset, full = 0, np.broadcast_to(
                 m.ids.reshape([len(m) if i == m.axis else 1 for i in range(len(shape))]), shape).reshape(out)
-    found = _single_axis(full)
+    found = _single_axis(full, tuple(shape[offset:]), m.axis - offset)
     if found is not None:
         axis, ids = found
         if axis + offset == 0:
@@ -375,13 +375,15 @@ def _resolve_reshape(shape, target, allowzero) -> list | None:
     return [shape[0]] + rest
 
 
-def _single_axis(full: np.ndarray) -> tuple[int, np.ndarray] | None:
-    """The one axis along which channel ids vary in ``full`` (all others constant)."""
+def _single_axis(full: np.ndarray, ins=(), c: int = -1) -> tuple[int, np.ndarray] | None:
+    """The one axis along which ids vary in ``full``; if none (one channel): input axis ``c`` of ``ins``'s."""
     varying = []
     for a in range(full.ndim):
         first = np.take(full, [0], axis=a)
         if not np.array_equal(np.broadcast_to(first, full.shape), full):
             varying.append(a)
+    if not varying and ins:
+        varying = [a for a in (landing_axis(ins, full.shape, c),) if a is not None]
     if len(varying) != 1:
         return None
     a = varying[0]

@@ -129,6 +129,19 @@ def _axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
+def landing_axis(ins, outs, c: int) -> int | None:
+    """The axis of a reshape's output shape ``outs`` that is axis ``c`` of its input shape ``ins``
+    whole: the same size after as many elements (where a one-channel map varies along no axis).
+    Of size 1 (one channel, at every element), any output axis of size 1 holds it as well: the
+    first (tf2onnx writes the transposes of a one-channel tensor as Reshapes, [1, T] -> [T, 1])."""
+    if any(not isinstance(d, (int, np.integer)) for d in (*ins, *outs)) or not 0 <= c < len(ins):
+        return None
+    before = int(np.prod(ins[:c], dtype=np.int64))
+    exact = next((a for a in range(len(outs))
+                  if int(np.prod(outs[:a], dtype=np.int64)) == before and outs[a] == ins[c]), None)
+    return exact if exact is not None or ins[c] != 1 else next((a for a, d in enumerate(outs) if d == 1), None)
+
+
 def _attr_or_input(view: NodeView, attr: str, port: int, since: int):
     """Read an operand that moved from an attribute to an input at opset ``since``."""
     if view.opset < since:
