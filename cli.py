@@ -438,7 +438,7 @@ def _cmd_prune(args) -> int:
                 show.widths_plot(result.report, fh)
     if show.times_latency(result.report, args.latency):  # ORT runs the original: its weights back in, the arrays let go
         result.original, result.weights = ir.filled(result.original, result.weights), {}
-    print(show.prune_screen(args.model, args.output, result.original, result, args.seed, args.latency))
+    print(show.prune_screen(args.model, args.output, result.original, result, args.seed, args.latency, given))
     return 0
 
 

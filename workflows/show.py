@@ -11,7 +11,7 @@ from collections import Counter
 import onnx
 
 from passes import progress
-from passes.inputs import sample_inputs
+from passes.inputs import make_inputs
 from workflows import figures
 
 ROLE_STYLE = {   # fill colour and shape by role in an association tree
@@ -140,11 +140,22 @@ def times_latency(report: dict, latency: str = "auto") -> bool:
     return latency == "on" or (latency == "auto" and report["flops_before"] <= LATENCY_AUTO_FLOPS)
 
 
+def latency_feeds(original: onnx.ModelProto, seed: int, given: dict | None, inputs: dict | None) -> dict:
+    """The proof's feeds again for timing: the caller's arrays as given, the rest defaulted at the
+    shapes the proof ran on (the report's ``inputs``). Fresh defaults would ignore ``--inputs``:
+    ONNX Runtime then ran a model on zeros where it needs real values (a Col2Im block shape of 0
+    killed the process with SIGFPE after the output was written)."""
+    given = dict(given or {})
+    shapes = {n: e["shape"] for n, e in (inputs or {}).items() if n not in given and "shape" in e}
+    return make_inputs(original, seed, given, shapes).feeds
+
+
 def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result, seed: int,
-                 latency: str = "auto") -> str:
+                 latency: str = "auto", given: dict | None = None) -> str:
     """What a deployment engineer wants on one screen: the op-type table before/after with
     parameters, FLOPs and ORT latency, per-group widths, every group left whole (largest first).
-    ``latency``: "on", "off", or "auto" (timed when the original runs at most LATENCY_AUTO_FLOPS)."""
+    ``latency``: "on", "off", or "auto" (timed when the original runs at most LATENCY_AUTO_FLOPS);
+    ``given``: the caller's input arrays, timed as the proof ran them."""
     rep = result.report
 
     def x(a, b):
@@ -155,7 +166,7 @@ def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result
         extra.append(("ORT latency (ms)", "not timed", f"{rep['flops_before'] / 1e9:.1f} GFLOPs per run: --latency times it"))
     elif times_latency(rep, latency):
         try:
-            feeds = sample_inputs(original, seed)
+            feeds = latency_feeds(original, seed, given, rep.get("inputs"))
             with progress.task("latency: ONNX Runtime", 2, unit="model") as bar:
                 t0 = latency_ms(original, feeds)
                 bar.update(1)

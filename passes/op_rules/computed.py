@@ -32,6 +32,9 @@ WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # constants they are, cut like any constant operand
 OPERAND_OPS = ("Add", "Sub", "Mul", "Div", "Pow", "Sum", "Max", "Min", "Mean")
 # ops whose value is not a function of their inputs: a chain through them is never folded
+# normalizations whose per-channel parameters (these ports) may be computed from initializers (the
+# ONNX test zoo's "light" models write them as ConstantOfShape): read as the constants they are
+PARAM_PORTS = {"BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2)}
 NONDETERMINISTIC = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                     "Multinomial", "Bernoulli", "Dropout")
 MAX_CHAIN_NODES = 64
@@ -70,10 +73,12 @@ def computed_weights(graph: Graph) -> dict[str, np.ndarray]:
     leaves: dict[str, np.ndarray] = {}
     from_inputs = _from_inputs(graph)
     for node in graph.nodes():
-        if node.domain not in ("", "ai.onnx") or node.op_type not in WEIGHT_OPS + OPERAND_OPS:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in WEIGHT_OPS + OPERAND_OPS + tuple(PARAM_PORTS):
             continue
         ins = graph.inputs_of(node)
-        for w in (ins[1:2] if node.op_type in WEIGHT_OPS else ins):
+        ports = PARAM_PORTS.get(node.op_type)
+        operands = [ins[p] for p in ports if p < len(ins)] if ports else ins[1:2] if node.op_type in WEIGHT_OPS else ins
+        for w in operands:
             if w is None or w.name in targets or w.name in from_inputs or graph.const_array(w) is not None:
                 continue
             found = ancestors(graph, [w.name], _qualifies, lambda v: _leaf(graph, v), MAX_CHAIN_NODES)
