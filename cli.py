@@ -682,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ir.ModelLoadError, PipelineError, PassError, DataError, OSError) as exc:
         if debug:
             raise
-        print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"error: {show.error_line(exc, getattr(args, 'model', None))}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug of ours: still one line, the traceback behind --debug
         if debug:

@@ -44,7 +44,7 @@ from passes.score import ScorePass
 from passes import subgraphs
 from passes.slice import SlicePass, group_reports, inspect_reports, interface_shapes
 from passes.tag import TagPass
-from passes.support import check_model_input as check_input  # the API: cli and workflows check inputs
+from passes.support import check_model_input as check_input, opened  # the API: cli and workflows check inputs
 from passes.trees import TreesPass
 from passes.validate import EquivalenceError, ValidatePass
 
@@ -241,7 +241,7 @@ class PruneResult:
     weights: dict = dataclasses.field(default_factory=dict)  # original's large weights when it holds none (ir.hollow)
 
 
-open_model = ir.open_model  # the API's: cli and workflows read their models with it
+open_model = opened(ir.open_model)  # the API's (cli, workflows); below ORT's opsets: converted up
 
 
 def build_spec(ratio: float = 0.5, criterion: str = "l1", scope: str = "tree", ort: bool = True) -> str:

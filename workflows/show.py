@@ -11,7 +11,8 @@ from collections import Counter
 import onnx
 
 from passes import progress
-from passes.inputs import make_inputs
+from passes.inputs import InputsError, make_inputs
+from passes.support import CONVERTED_KEY
 from workflows import figures
 
 ROLE_STYLE = {   # fill colour and shape by role in an association tree
@@ -176,6 +177,11 @@ def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result
         except Exception as exc:  # a timing is a nicety: say why it is missing, never fail the prune
             extra.append(("ORT latency (ms)", "n/a", f"n/a ({type(exc).__name__})"))
     lines = [f"{model_path} -> {output}", op_table(original, result.model, extra)]
+    converted = {p.key: p.value for p in result.model.metadata_props}.get(CONVERTED_KEY)
+    if converted is not None:
+        lines.insert(1, f"note: converted from opset {converted} to "
+                        f"{max((o.version for o in result.model.opset_import if o.domain in ('', 'ai.onnx')), default='?')} "
+                        f"by onnx.version_converter (checked against onnx.reference); the output is at that opset")
     groups = rep["groups"]
     pruned = [g for g in groups if g.get("pruned")]
     held = {g["id"]: group_params(original, g["roots"]) for g in groups if not g.get("pruned")}
@@ -279,3 +285,18 @@ def group_params(model: onnx.ModelProto, roots) -> int:
     sizes = {t.name: math.prod(t.dims) for t in model.graph.initializer}
     names = set(roots)
     return sum(sizes.get(i, 0) for n in model.graph.node if n.name in names for i in n.input)
+
+
+def error_line(exc: BaseException, model=None) -> str:
+    """The one line a failure prints. A pass that found the input itself at fault (ONNX Runtime
+    cannot load or run the model before pruning: a kernel it lacks for a type; the input fails
+    onnx.checker's full check) blames the file, not the pass:
+    ``MODEL: ONNX Runtime cannot load the model before pruning: ...``."""
+    from pipeline import PipelineError
+
+    text = str(exc).strip().splitlines()
+    cause = exc.__cause__
+    if isinstance(exc, PipelineError) and isinstance(cause, InputsError) and isinstance(model, str) \
+            and ("the model before pruning" in str(cause) or str(cause).startswith("the input ")):
+        return f"{model}: {str(cause).strip().splitlines()[0]}"
+    return text[0] if text else type(exc).__name__
