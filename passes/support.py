@@ -163,7 +163,8 @@ def check_interface_types(model: onnx.ModelProto, where: str) -> None:
                     f"pruning of this model could be proven")
             if role == "input" and kind is not None and kind != "tensor_type":
                 raise UnsupportedModelError(
-                    f"{where}: graph input {vi.name!r} is {NOT_TENSORS.get(kind, kind)}, not a tensor: onnxpruner feeds the model tensors only (--inputs is an .npz of arrays), so "
+                    f"{where}: graph input {vi.name!r} is {NOT_TENSORS.get(kind, kind)}, not a tensor: onnxpruner "
+                    f"feeds the model tensors only (--inputs is an .npz of arrays), so "
                     f"no pruning of this model could be proven")
 
 

@@ -284,7 +284,8 @@ class ValidatePass(Pass):
             mine = str(exc).strip().splitlines()[0]
             theirs = _full_check_failure(ctx.original)
             if theirs is not None:  # the input's fault, carried: blame the input
-                raise InputsError(f"the input fails onnx.checker's full check (so the result does too): {theirs}") from None
+                raise InputsError(f"the input fails onnx.checker's full check (so the result does too): "
+                                  f"{theirs}") from None
             raise PassError(f"onnx.checker rejects the result: {mine}") from None
         stats: dict = {"checker": True}
         ctx.report["verified"] = False

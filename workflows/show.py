@@ -179,9 +179,9 @@ def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result
     lines = [f"{model_path} -> {output}", op_table(original, result.model, extra)]
     converted = {p.key: p.value for p in result.model.metadata_props}.get(CONVERTED_KEY)
     if converted is not None:
-        lines.insert(1, f"note: converted from opset {converted} to "
-                        f"{max((o.version for o in result.model.opset_import if o.domain in ('', 'ai.onnx')), default='?')} "
-                        f"by onnx.version_converter (checked against onnx.reference); the output is at that opset")
+        opset = max((o.version for o in result.model.opset_import if o.domain in ("", "ai.onnx")), default="?")
+        lines.insert(1, f"note: converted from opset {converted} to {opset} by onnx.version_converter (checked "
+                        f"against onnx.reference); the output is at that opset")
     groups = rep["groups"]
     pruned = [g for g in groups if g.get("pruned")]
     held = {g["id"]: group_params(original, g["roots"]) for g in groups if not g.get("pruned")}
