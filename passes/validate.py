@@ -388,7 +388,16 @@ class ValidatePass(Pass):
             if not np.array_equal(got, want):
                 raise EquivalenceError(f"output {where} differs from the masked original")
             return 0.0
-        diff = float(np.max(np.abs(got.astype(np.float64) - want))) if got.size else 0.0
+        # NaN and infinities (a Pow or Sqrt of negatives) must sit where the masked original has the
+        # same ones; the tolerance scales with the finite values only (an inf would pass anything)
+        finite = np.isfinite(want)
+        if not np.array_equal(finite, np.isfinite(got)) or not np.array_equal(got[~finite], want[~finite],
+                                                                               equal_nan=True):
+            raise EquivalenceError(f"mask-equivalence check failed on output {where}: NaN or infinite values "
+                                   f"where the masked original has others")
+        got, want = got[finite], want[finite]
+        wide = np.complex128 if got.dtype.kind == "c" else np.float64
+        diff = float(np.max(np.abs(got.astype(wide) - want))) if got.size else 0.0
         scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
         if not np.allclose(got, want, rtol=self.rtol, atol=self.atol * scale):
             raise EquivalenceError(f"mask-equivalence check failed on output {where}: max abs diff {diff:.3g}")

@@ -12,6 +12,7 @@ classifies its whole sweep (pruned / nothing prunable / error / BUG). A fixed su
   line naming the graph input or output (they failed inside validate, told to pass --inputs, or
   said the model "takes float32");
 - node Add on uint8 with its inputs: "pass 'validate' failed (after: ...)" now names the file;
+- pytorch-operator Pow / Sqrt: NaN outputs failed the mask-equivalence check with nothing cut;
 - pytorch-converted (all opset 6, which ONNX Runtime does not run): converted to opset 7 by
   onnx.version_converter and checked against onnx.reference, or refused when the conversion
   computes something else (a multi-slope PRelu).
@@ -50,6 +51,9 @@ EXPECTED = {
     ("pytorch-converted", "test_BatchNorm2d_eval"): ("nothing prunable", "no groups"),
     ("pytorch-converted", "test_Linear"): ("nothing prunable", "reaches graph output"),
     ("pytorch-converted", "test_PReLU_2d_multiparam"): ("error", "onnx.version_converter's opset 7 conversion"),
+    # NaN outputs (Pow, Sqrt of negatives) failed the mask-equivalence check with nothing cut
+    ("pytorch-operator", "test_operator_pow"): ("nothing prunable", "no groups"),
+    ("pytorch-operator", "test_operator_sqrt"): ("nothing prunable", "no groups"),
     ("node", "test_col2im"): ("nothing prunable", "no groups"),
     ("node", "test_cast_FLOAT_to_BFLOAT16"): ("error", "graph output 'output' is bfloat16, which numpy has no dtype"),
     ("node", "test_castlike_FLOAT8E5M2_to_FLOAT"): ("error", "graph input 'input' is float8e5m2"),
@@ -94,3 +98,14 @@ def test_opset_6_model_is_converted_checked_and_written_at_opset_7():
     got = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
     want = onnx.numpy_helper.to_array(onnx.load_tensor(str(data / "output_0.pb")))
     assert np.allclose(got[0], want, rtol=1e-4, atol=1e-5)   # the test's own expected output
+
+
+def test_equivalence_check_holds_nan_and_inf_in_place_and_scales_by_finite_values():
+    from passes.validate import EquivalenceError, ValidatePass
+
+    check = ValidatePass()
+    want = np.array([1.0, np.nan, np.inf, -np.inf, 2.0], np.float32)
+    assert check._compare("y", want.copy(), want) == 0.0
+    for got in ([1, 0, np.inf, -np.inf, 2], [1, np.nan, np.inf, np.inf, 2], [1, np.nan, np.inf, -np.inf, 2.5]):
+        with pytest.raises(EquivalenceError):   # an inf no longer scales the tolerance to infinity
+            check._compare("y", np.array(got, np.float32), want)
