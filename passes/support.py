@@ -86,9 +86,7 @@ def upgraded(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     multi-slope PRelu-6 into a PRelu-7 that broadcasts along the wrong axis). What fails either
     way is refused in one line. The converted model records the opset it came from in its
     metadata (``onnxpruner.converted_from_opset``); the proof then covers the converted model."""
-    opsets = {o.domain or "": o.version for o in model.opset_import}
-    default = opsets.get("", opsets.get("ai.onnx"))
-    lo, hi = OPSETS
+    default, (lo, hi) = _default_opset(model), OPSETS
     if default is None or default >= lo or model.ir_version > MAX_IR_VERSION:
         return model
     refuse = (f"{where}: default-domain opset {default} is below what {RUNTIME} runs (opset {lo}..{hi})"
@@ -116,7 +114,8 @@ def upgraded(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
         raise UnsupportedModelError(f"{refuse} conversion does not run in {RUNTIME} ({_first(exc)}){hint}") from None
     for out, a, b in zip(model.graph.output, want, got):
         a, b = np.asarray(a), np.asarray(b)
-        scale = max(1.0, float(np.nanmax(np.abs(a)))) if a.size and a.dtype.kind in "fc" else 1.0
+        finite = np.abs(a[np.isfinite(a)]) if a.dtype.kind in "fc" else np.zeros(0)
+        scale = max(1.0, float(finite.max())) if finite.size else 1.0
         if a.shape != b.shape or not (np.allclose(a, b, rtol=1e-4, atol=1e-5 * scale, equal_nan=True)
                                       if a.dtype.kind in "fc" else np.array_equal(a, b)):
             raise UnsupportedModelError(f"{refuse} conversion computes another output {out.name!r} than the "
@@ -130,15 +129,15 @@ def opened(open_model):
     converted up (``upgraded``; a hollow read's weights put back first: such models are small)."""
     def open_upgraded(model_or_path, hollowed: bool = False):
         model, external, where, weights = open_model(model_or_path, hollowed=hollowed)
-        converted = upgraded(filled(model, weights) if weights and _below(model) else model, where)
+        below = (_default_opset(model) or OPSETS[0]) < OPSETS[0]
+        converted = upgraded(filled(model, weights) if weights and below else model, where)
         return (model, external, where, weights) if converted is model else (converted, external, where, {})
     return open_upgraded
 
 
-def _below(model: onnx.ModelProto) -> bool:
+def _default_opset(model: onnx.ModelProto) -> int | None:
     opsets = {o.domain or "": o.version for o in model.opset_import}
-    default = opsets.get("", opsets.get("ai.onnx"))
-    return default is not None and default < OPSETS[0]
+    return opsets.get("", opsets.get("ai.onnx"))
 
 
 def _first(exc: BaseException) -> str:
@@ -163,9 +162,9 @@ def check_interface_types(model: onnx.ModelProto, where: str) -> None:
                     f"pruning of this model could be proven")
             if role == "input" and kind is not None and kind != "tensor_type":
                 raise UnsupportedModelError(
-                    f"{where}: graph input {vi.name!r} is {NOT_TENSORS.get(kind, kind)}, not a tensor: onnxpruner "
-                    f"feeds the model tensors only (--inputs is an .npz of arrays), so "
-                    f"no pruning of this model could be proven")
+                    f"{where}: graph input {vi.name!r} is {NOT_TENSORS.get(kind, kind)}, not a tensor: "
+                    f"onnxpruner feeds the model tensors only (--inputs is an .npz of arrays), so no pruning "
+                    f"of this model could be proven")
 
 
 def _all_nodes(graph: onnx.GraphProto):
