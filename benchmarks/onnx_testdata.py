@@ -163,15 +163,26 @@ def same_outputs(a: Path, b: Path, feeds: dict[str, np.ndarray]) -> str | None:
         got = [want, run(b)]
     except Exception as exc:  # noqa: BLE001 - reported as the row's finding
         return f"the written file does not run: {str(exc).strip().splitlines()[0][:200]}"
-    for i, (x, y) in enumerate(zip(*got)):
-        x, y = np.asarray(x), np.asarray(y)
-        if x.shape != y.shape or x.dtype != y.dtype:
-            return f"output {i}: {x.dtype}{list(x.shape)} became {y.dtype}{list(y.shape)}"
-        if x.dtype.kind in "fc":
-            if not np.allclose(x, y, rtol=1e-5, atol=1e-6, equal_nan=True):
-                return f"output {i} changed (max abs diff {float(np.nanmax(np.abs(x - y))):.3g})"
-        elif not np.array_equal(x, y):
-            return f"output {i} changed"
+    return next((why for i, (x, y) in enumerate(zip(*got)) if (why := _differs(x, y, f"output {i}"))), None)
+
+
+def _differs(x, y, where: str) -> str | None:
+    """Why two run results differ (tensors; sequences element by element; maps), else None."""
+    if isinstance(x, (list, tuple)) or isinstance(y, (list, tuple)):
+        if not isinstance(x, (list, tuple)) or not isinstance(y, (list, tuple)) or len(x) != len(y):
+            return f"{where}: a sequence changed length or kind"
+        return next((why for i, (a, b) in enumerate(zip(x, y)) if (why := _differs(a, b, f"{where}[{i}]"))), None)
+    if isinstance(x, dict) or isinstance(y, dict):
+        return None if isinstance(x, dict) and isinstance(y, dict) and x.keys() == y.keys() and all(
+            _differs(x[k], y[k], where) is None for k in x) else f"{where}: a map changed"
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape != y.shape or x.dtype != y.dtype:
+        return f"{where}: {x.dtype}{list(x.shape)} became {y.dtype}{list(y.shape)}"
+    if x.dtype.kind in "fc":
+        if not np.allclose(x, y, rtol=1e-5, atol=1e-6, equal_nan=True):
+            return f"{where} changed (max abs diff {float(np.nanmax(np.abs(x - y))):.3g})"
+    elif not np.array_equal(x, y):
+        return f"{where} changed"
     return None
 
 
@@ -287,6 +298,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=outputs.LATEST / "onnx_testdata.md", help="write the table here")
     ap.add_argument("--jsonl", type=Path, default=outputs.LATEST / "onnx_testdata.jsonl",
                     help="one JSON line per model")
+    ap.add_argument("--resume", action="store_true", help="keep the rows already in --jsonl, run the rest")
     outputs.add_argument(ap)
     args = ap.parse_args()
     outputs.check([args.out, args.jsonl], args.update_tracked)
@@ -297,8 +309,13 @@ def main() -> int:
         return 2
     todo = models(folders, args.match)
     start, rows = time.perf_counter(), []
-    with open(args.jsonl, "w") as jl:
+    if args.resume and args.jsonl.exists():  # rows of an interrupted run of the same models: kept
+        rows = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
+    done = {(r["folder"], r["model"]) for r in rows}
+    with open(args.jsonl, "a" if args.resume else "w") as jl:
         for i, (folder, name, path, data) in enumerate(todo, 1):
+            if (folder, name) in done:
+                continue
             row = sweep_one(folder, name, path, data, args.timeout)
             rows.append(row)
             jl.write(json.dumps(row) + "\n")
@@ -306,7 +323,8 @@ def main() -> int:
             print(f"[{i}/{len(todo)}] {folder}/{name}: {row['outcome']}"
                   + (f" - {row['line'][:160]}" if row["line"] else "") + f" ({row['seconds']} s)", flush=True)
     text = (f"onnx {onnx.__version__} backend test data, {len(rows)} models, "
-            f"{time.perf_counter() - start:.0f} s\n\n" + table(rows) + "\n")
+            f"{sum(r['seconds'] for r in rows) / 60:.0f} min of prune commands "
+            f"({time.perf_counter() - start:.0f} s this run)\n\n" + table(rows) + "\n")
     args.out.write_text(text)
     print(text)
     return 1 if any(r["outcome"] == "BUG" for r in rows) else 0
