@@ -284,7 +284,7 @@ def table(rows: list[dict]) -> str:
             continue
         lines += ["", f"{outcome}: distinct first lines (folder, models, one example)", ""]
         for key, names in sorted(seen.items(), key=lambda kv: (FOLDERS.index(kv[0][0]), -len(kv[1]))):
-            example = first[key].replace("|", "\\|")
+            example = re.sub(r"/\S*/model/model\.onnx", "MODEL", first[key]).replace("|", "\\|")
             more = f" (+{len(names) - 1})" if len(names) > 1 else ""
             lines.append(f"- {key[0]}, {len(names)}: `{names[0]}`{more}: {example[:300]}")
     return "\n".join(lines)
