@@ -199,6 +199,9 @@ class SlicePass(Pass):
             rw = Rewriter(ir, node, opset)
             outs = {p: keeps[v.name] for p, v in enumerate(ir.outputs_of(node)) if v is not None and v.name in keeps}
             for port, value, always in operands:
+                v = ir.inputs_of(node)[port]
+                if not always and v is not None and v.name in keeps:  # cut where it is made (ALBERT's
+                    continue                   # token-type Gather of a table is a root): not cut twice
                 if always or (cut and not _kept_by_gather(ir, node, port, np.asarray(value), outs)):
                     rw.set_const(port, np.asarray(value))
         chains = cut_in_place(ir, keeps, opset)  # tf2onnx's LayerNorm scale: its constants cut

@@ -163,3 +163,24 @@ def test_swin_window_attention_prunes_whole_heads(tmp_path):
     # the residual stream prunes too: the attention scale (C // heads) ** -0.5 that x's Shape
     # computes keeps its original value (45.8% of the parameters removed before that, 74% after)
     assert rep["params_after"] < 0.3 * rep["params_before"]
+
+
+def test_a_token_type_embedding_of_constant_ids_is_cut_once():
+    """ALBERT/ELECTRA (embedding 16 < hidden): the token-type embedding is ``Gather(table,
+    Expand(zeros))``, a value computed from constants only, added to the word embedding. The
+    table's Gather is a root of the embedding group (its columns cut where they are stored), so the
+    Add's operand must not be cut again by a Gather of kept positions after it (ONNX Runtime
+    refused the result: index out of range)."""
+    import numpy as np
+    from onnx import TensorProto
+
+    b = models.Builder(5)
+    ids = b.input("ids", [1, 6], TensorProto.INT64)
+    words = b.op("Gather", [b.weight(20, 8), ids])
+    zeros = b.op("Expand", [b.const(np.zeros((1, 1), np.int64), "t"), b.const(np.array([1, 6], np.int64), "s")])
+    h = b.op("Add", [words, b.op("Gather", [b.weight(2, 8), zeros])])
+    model = b.build([b.op("MatMul", [h, b.weight(8, 4)])])
+    result = pipeline.prune(model, ratio=0.5)
+    assert result.report["verified"]
+    embedding = next(g for g in result.report["groups"] if g["channels_before"] == 8)
+    assert embedding["pruned"] and embedding["channels_after"] == 4
