@@ -184,3 +184,23 @@ def test_a_token_type_embedding_of_constant_ids_is_cut_once():
     assert result.report["verified"]
     embedding = next(g for g in result.report["groups"] if g["channels_before"] == 8)
     assert embedding["pruned"] and embedding["channels_after"] == 4
+
+
+def test_a_position_embedding_computed_by_a_long_chain_of_constants_is_read_as_a_constant():
+    """DINOv2 interpolates its position embedding to the input size in the graph: 65 nodes
+    (Resize and its shape arithmetic) from the table to the Add with the patch embedding. Read as
+    the constant it is, the embedding's channels are cut with the patches' (here the group
+    prunes); it was blamed as untracked data (the chain walk stopped at 64 nodes)."""
+    import numpy as np
+
+    b = models.Builder(7)
+    x = b.input("x", [1, 4, 8])
+    pos = b.weight(1, 4, 16)
+    for _ in range(70):  # a chain of constant arithmetic, longer than the old walk's 64 nodes
+        pos = b.op("Mul", [pos, b.const(np.array(1.0, np.float32), "one")])
+    h = b.op("Add", [b.op("MatMul", [x, b.weight(8, 16)]), pos])
+    model = b.build([b.op("MatMul", [b.relu(h), b.weight(16, 4)])])
+    result = pipeline.prune(model, ratio=0.5)
+    assert result.report["verified"]
+    hidden = next(g for g in result.report["groups"] if g["channels_before"] == 16)
+    assert hidden["pruned"] and hidden["channels_after"] == 8, hidden.get("reason")

@@ -37,7 +37,7 @@ OPERAND_OPS = ("Add", "Sub", "Mul", "Div", "Pow", "Sum", "Max", "Min", "Mean")
 PARAM_PORTS = {"BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2)}
 NONDETERMINISTIC = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                     "Multinomial", "Bernoulli", "Dropout")
-MAX_CHAIN_NODES = 64
+MAX_CHAIN_NODES = 128  # DINOv2's interpolated position embedding: 65 nodes (Resize and its shape arithmetic)
 # a weight computed from integers (Cast(int8) × scale, DequantizeLinear) is quantized: pruning it
 # would dequantize it, so such chains stay as they are (their nodes are barriers)
 QUANTIZED = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear")
