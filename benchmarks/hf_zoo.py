@@ -13,7 +13,8 @@ an attention mask with padding, pixels, audio). Then, one model at a time in a c
     onnxpruner prune MODEL.onnx -o OUT.onnx --ratio 0.5 --inputs MODEL.npz --report R.json --no-latency
 
 Printed per model: groups pruned/total, the share of float parameters removed, the proof, the
-prune's seconds, and the first blocker of the largest group left whole (by channels); a model that
+prune's seconds, the first blocker of the largest group left whole (by channels) and the most
+frequent blockers of the other groups left whole (``zoo.blockers``); a model that
 fails to build, export or prune is a row with its one-line error.
 """
 
@@ -169,6 +170,8 @@ class _First:  # a torch.nn.Module made on first use (torch imported lazily)
 
 def measure(name: str, timeout: float) -> dict:
     """Export (cached), then the CLI's prune in a child process; the row's fields."""
+    import zoo
+
     code = f"import sys; sys.path[:0] = {[str(ROOT / 'benchmarks')]!r}; import hf_zoo; hf_zoo.export({name!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     if done.returncode:
@@ -191,7 +194,8 @@ def measure(name: str, timeout: float) -> dict:
             "removed": 1 - rep["params_after"] / rep["params_before"] if rep["params_before"] else 0.0,
             "params": rep["params_before"], "verified": bool(rep["verified"]), "diff": rep.get("max_abs_diff"),
             "seconds": seconds,
-            "blocker": (f"{largest.get('channels_before')} ch: {largest.get('reason')}" if largest else "-")}
+            "blocker": (f"{largest.get('channels_before')} ch: {largest.get('reason')}" if largest else "-"),
+            "others": zoo.blockers([g for g in groups if g is not largest])}
 
 
 def _last_line(text: str) -> str:
@@ -200,14 +204,15 @@ def _last_line(text: str) -> str:
 
 
 HEADER = ("| model | params | groups pruned/total | float params removed | verified | prune s "
-          "| first blocker of the largest group left whole |\n|---|---|---|---|---|---|---|")
+          "| first blocker of the largest group left whole | blockers of the others |\n|---|---|---|---|---|---|---|---|")
 
 
 def row(r: dict) -> str:
     if "error" in r:
-        return f"| {r['model']} | - | - | - | - | - | **failed**: {r['error']} |"
+        return f"| {r['model']} | - | - | - | - | - | **failed**: {r['error']} | - |"
     return (f"| {r['model']} | {r['params']:,} | {r['pruned']}/{r['groups']} | {r['removed']:.1%} "
-            f"| {'yes' if r['verified'] else '**no**'} | {r['seconds']:.0f} | {str(r['blocker']).replace('|', '/')} |")
+            f"| {'yes' if r['verified'] else '**no**'} | {r['seconds']:.0f} | {str(r['blocker']).replace('|', '/')} "
+            f"| {str(r['others']).replace('|', '/')} |")
 
 
 def totals(rows: list[dict]) -> str:

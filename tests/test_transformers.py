@@ -204,3 +204,23 @@ def test_a_position_embedding_computed_by_a_long_chain_of_constants_is_read_as_a
     assert result.report["verified"]
     hidden = next(g for g in result.report["groups"] if g["channels_before"] == 16)
     assert hidden["pruned"] and hidden["channels_after"] == 8, hidden.get("reason")
+
+
+@pytest.mark.slow
+def test_hf_zoo_albert_and_dinov2_prune_from_the_command_line(tmp_path, monkeypatch):
+    """``benchmarks/hf_zoo.py`` end to end on the two models whose fixes the tests above pin
+    (ALBERT's token-type embedding, DINOv2's interpolated position embedding): exported from tiny
+    configs, pruned by the CLI, proven, and written as a table."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "hf.md"
+    run = subprocess.run([sys.executable, str(root / "benchmarks" / "hf_zoo.py"), "--models", "albert,dinov2",
+                          "--out", str(out)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "ONNXPRUNER_ZOO_CACHE": str(tmp_path)}, cwd=root)
+    assert run.returncode == 0, run.stderr
+    text = out.read_text()
+    assert "2 of 2 models ran; verified 2/2" in text and "failed 0" in text, text
