@@ -186,17 +186,19 @@ def test_a_token_type_embedding_of_constant_ids_is_cut_once():
     assert embedding["pruned"] and embedding["channels_after"] == 4
 
 
-def test_a_position_embedding_computed_by_a_long_chain_of_constants_is_read_as_a_constant():
+@pytest.mark.parametrize("length", [70, 600])
+def test_a_position_embedding_computed_by_a_long_chain_of_constants_is_read_as_a_constant(length):
     """DINOv2 interpolates its position embedding to the input size in the graph: 65 nodes
-    (Resize and its shape arithmetic) from the table to the Add with the patch embedding. Read as
-    the constant it is, the embedding's channels are cut with the patches' (here the group
-    prunes); it was blamed as untracked data (the chain walk stopped at 64 nodes)."""
+    (Resize and its shape arithmetic) from the table to the Add with the patch embedding; BEiT's
+    relative-position bias takes 546. Read as the constant it is, the embedding's channels are
+    cut with the patches' (here the group prunes); it was blamed as untracked data (the chain
+    walk stopped at 64 nodes)."""
     import numpy as np
 
     b = models.Builder(7)
     x = b.input("x", [1, 4, 8])
     pos = b.weight(1, 4, 16)
-    for _ in range(70):  # a chain of constant arithmetic, longer than the old walk's 64 nodes
+    for _ in range(length):  # a chain of constant arithmetic, longer than the old walk's 64 nodes
         pos = b.op("Mul", [pos, b.const(np.array(1.0, np.float32), "one")])
     h = b.op("Add", [b.op("MatMul", [x, b.weight(8, 16)]), pos])
     model = b.build([b.op("MatMul", [b.relu(h), b.weight(16, 4)])])
@@ -224,3 +226,23 @@ def test_hf_zoo_albert_and_dinov2_prune_from_the_command_line(tmp_path, monkeypa
     assert run.returncode == 0, run.stderr
     text = out.read_text()
     assert "2 of 2 models ran; verified 2/2" in text and "failed 0" in text, text
+
+
+def test_a_bias_gathered_by_a_large_int64_index_is_read_as_a_constant():
+    """BEiT's relative-position bias is gathered from its table by an int64 index built in the
+    graph from a [17, 17] constant (ScatterND): integer data larger than a shape operand, but
+    64-bit, so an index, not a quantized weight (int8/uint8 Cast × scale stays a barrier). The
+    bias is read as a constant and the heads it is added to prune."""
+    import numpy as np
+
+    b = models.Builder(9)
+    x = b.input("x", [1, 4, 8])
+    index = b.const(np.random.default_rng(0).integers(0, 40, (16, 8)).astype(np.int64), "index")
+    bias = b.op("ReduceSum", [b.op("Gather", [b.weight(40), index]), b.const(np.array([1], np.int64), "axes")],
+                keepdims=0)
+    h = b.op("Add", [b.op("MatMul", [x, b.weight(8, 16)]), bias])
+    model = b.build([b.op("MatMul", [b.relu(h), b.weight(16, 4)])])
+    result = pipeline.prune(model, ratio=0.5)
+    assert result.report["verified"]
+    hidden = next(g for g in result.report["groups"] if g["channels_before"] == 16)
+    assert hidden["pruned"] and hidden["channels_after"] == 8, hidden.get("reason")

@@ -37,23 +37,24 @@ OPERAND_OPS = ("Add", "Sub", "Mul", "Div", "Pow", "Sum", "Max", "Min", "Mean")
 PARAM_PORTS = {"BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2)}
 NONDETERMINISTIC = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                     "Multinomial", "Bernoulli", "Dropout")
-MAX_CHAIN_NODES = 128  # DINOv2's interpolated position embedding: 65 nodes (Resize and its shape arithmetic)
+MAX_CHAIN_NODES = 1024  # BEiT's relative-position bias: 546 nodes (DINOv2's position embedding: 65)
 # a weight computed from integers (Cast(int8) × scale, DequantizeLinear) is quantized: pruning it
 # would dequantize it, so such chains stay as they are (their nodes are barriers)
 QUANTIZED = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear")
-INTEGER_DATA_LIMIT = 64   # integer initializers up to this size are shape / axes operands
+INTEGER_DATA_LIMIT = 64   # integer initializers up to this size are shape / axes operands; larger
+# ones of 8 or 16 bits are quantized data, of 32 or 64 bits indices (BEiT's relative-position index)
 
 _CACHE: "weakref.WeakKeyDictionary[Graph, tuple[int, dict]]" = weakref.WeakKeyDictionary()
 
 
 def _leaf(graph: Graph, v: str):
     """A chain's leaf: an initializer's array (None for a Constant node, walked as a node of the
-    chain); False for integer data larger than a shape or axes operand."""
+    chain); False for 8- or 16-bit integer data larger than a shape or axes operand (quantized)."""
     prod = graph.producer(v)
     if graph.initializer(v) is None and (prod is None or prod.op_type != "Constant"):
         return None
     arr = graph.const_array(v)
-    if arr is None or (arr.dtype.kind not in "fc" and arr.size > INTEGER_DATA_LIMIT):
+    if arr is None or (arr.dtype.kind not in "fc" and arr.size > INTEGER_DATA_LIMIT and arr.dtype.itemsize < 4):
         return False
     return arr if graph.initializer(v) is not None else None
 
