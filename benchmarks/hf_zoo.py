@@ -78,8 +78,10 @@ BUILDERS = {
     "beit": _image("BeitModel", "BeitConfig", use_relative_position_bias=True, **VIT),
     "swin": _image("SwinModel", "SwinConfig", image_size=32, patch_size=2, embed_dim=16, depths=[1, 1],
                    num_heads=[2, 4], window_size=4),
-    "convnext": _image("ConvNextModel", "ConvNextConfig", num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], image_size=32),
-    "convnextv2": _image("ConvNextV2Model", "ConvNextV2Config", num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], image_size=32),
+    "convnext": _image("ConvNextModel", "ConvNextConfig", num_stages=2, hidden_sizes=[16, 32], depths=[1, 1],
+                       image_size=32),
+    "convnextv2": _image("ConvNextV2Model", "ConvNextV2Config", num_stages=2, hidden_sizes=[16, 32], depths=[1, 1],
+                         image_size=32),
     "resnet": _image("ResNetModel", "ResNetConfig", embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1]),
     "regnet": _image("RegNetModel", "RegNetConfig", embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
                      groups_width=8),
@@ -204,7 +206,8 @@ def _last_line(text: str) -> str:
 
 
 HEADER = ("| model | params | groups pruned/total | float params removed | verified | prune s "
-          "| first blocker of the largest group left whole | blockers of the others |\n|---|---|---|---|---|---|---|---|")
+          "| first blocker of the largest group left whole | blockers of the others |\n"
+          "|---|---|---|---|---|---|---|---|")
 
 
 def row(r: dict) -> str:
