@@ -24,7 +24,7 @@ class varies along one axis only; ``Shape`` ends channels (its numbers are check
 Example: ``CHANNEL_RULES["Relu"].role == "next-no-process"``; a Conv's ``propagate`` with channel
 
 The package keeps one concern per module: ``views`` (what a rule sees and answers), ``channels``
-(rules of ops that keep the channel axis in place), ``reindex`` (rules of ops that move it),
+(rules of ops that keep the channel axis in place), ``reindex`` and ``reshapes`` (rules of ops that move it),
 ``roots``, ``slices`` (the rewriter and slice rules), ``shape_values`` (the integer evaluator),
 ``derived`` (operands whose channels come only from constants: tf2onnx's LayerNorm scale),
 and ``table`` (the four tables).

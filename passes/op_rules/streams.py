@@ -26,7 +26,7 @@ from ir import Graph
 from ..analyses import ChannelMap, LeafZeroing, in_sorted, unique_ids
 from .computed import computed_weights, expanded_constant, gather_kept
 from .derived import derived_constants
-from .reindex import _entries
+from .reshapes import _entries
 from .slices import Keeps, Rewriter, _take
 from .views import Effect, NodeView, _axis, _only, blocked
 

@@ -11,8 +11,9 @@ from typing import Callable
 
 from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _gemm, _instancenorm,
                        _lrn, _matmul, _prelu, _reduce, _softmax, _unary, _where)
-from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad, _reshape, _resize, _shape, _slice,
-                      _split, _squeeze, _transpose)
+from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad, _resize, _shape, _slice, _split,
+                      _squeeze, _transpose)
+from .reshapes import _reshape
 from .norms import (STAT_REDUCES, _groupnorm, _instancenorm_one_group, _layernorm, _reduce as _reduce_stats,
                     _slice_groupnorm, _slice_instancenorm, _slice_layernorm, _slice_reduce)
 from .control import _if
