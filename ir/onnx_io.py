@@ -201,9 +201,7 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, external: frozenset[st
     if not external:
         staged.write_chunks(path, serialized(model))
         return
-    out = onnx.ModelProto()  # the model without those tensors' data: nothing else is copied twice
-    _copy_fields(model, out, skip=("graph",))
-    _copy_fields(model.graph, out.graph, skip=("initializer",))
+    out = _without_initializers(model)  # their entries added below, the data of those apart
     data_name = path.name + ".data"
 
     def chunks():  # each tensor's bytes, written as they are made: one at a time in memory
@@ -230,9 +228,7 @@ def serialized(model: onnx.ModelProto):
     """``model.SerializeToString()`` in pieces: the model without its initializers' contents
     serialized once (each an empty entry), and each initializer serialized in its place, one at a
     time; so the whole file is never one more buffer in memory."""
-    hollow = onnx.ModelProto()
-    _copy_fields(model, hollow, skip=("graph",))
-    _copy_fields(model.graph, hollow.graph, skip=("initializer",))
+    hollow = _without_initializers(model)
     for _ in model.graph.initializer:
         hollow.graph.initializer.add()
     data = hollow.SerializeToString()
@@ -261,10 +257,8 @@ _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_da
 def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of the model for structural checks: initializers of more than ``LIGHT_LIMIT``
     elements become typed graph inputs (not copied); everything else is kept."""
-    out = onnx.ModelProto()
-    _copy_fields(model, out, skip=("graph",))
+    out = _without_initializers(model)
     src, g = model.graph, out.graph
-    _copy_fields(src, g, skip=("initializer",))
     listed = {i.name for i in src.input}
     for t in src.initializer:
         n = 1
@@ -288,9 +282,7 @@ def hollow(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarra
     and little-endian ``raw_data`` of a plain numeric type, or whose bytes do not fit its dims.
     ``filled(copy, arrays)`` is the whole model again. (``read_hollow`` does this for a file
     without decoding the weights.)"""
-    out = onnx.ModelProto()
-    _copy_fields(model, out, skip=("graph",))
-    _copy_fields(model.graph, out.graph, skip=("initializer",))
+    out = _without_initializers(model)
     arrays: dict[str, np.ndarray] = {}
     for t in model.graph.initializer:
         dtype = _RAW_DTYPES.get(t.data_type)
@@ -330,6 +322,14 @@ def filled(model: onnx.ModelProto, weights: dict[str, np.ndarray] | None) -> onn
     for t in out.graph.initializer:
         if t.name in weights and not t.HasField("raw_data"):
             t.raw_data = weights[t.name].tobytes()
+    return out
+
+
+def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A new message: ``model`` with every field copied but its graph's initializers."""
+    out = onnx.ModelProto()
+    _copy_fields(model, out, skip=("graph",))
+    _copy_fields(model.graph, out.graph, skip=("initializer",))
     return out
 
 

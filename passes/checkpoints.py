@@ -74,10 +74,11 @@ def read_progress(folder: Path, settings: dict, restart: bool) -> dict | None:
         raise CheckpointError(f"{progress_file}: damaged checkpoint ({reason}); "
                               f"--force starts over (the folder is rewritten)") from None
     for key in settings:
-        if made_with.get(key, ADDED_LATER.get(key)) != settings[key]:
+        was = made_with.get(key, ADDED_LATER.get(key))
+        if was != settings[key]:
             what = {"model": "a different model", "data": "different training data (--data)",
                     "val": "different validation data (--val)"}.get(key)
-            differs = what or f"--{key} {made_with.get(key, ADDED_LATER.get(key))!r}, this run has {settings[key]!r}"
+            differs = what or f"--{key} {was!r}, this run has {settings[key]!r}"
             raise CheckpointError(f"{folder}: the checkpoint was made with {differs}; resume with the same "
                                   f"settings, or --force to start over")
     return saved

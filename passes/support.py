@@ -55,8 +55,7 @@ def check_supported(model: onnx.ModelProto, where: str, runs: bool = True) -> No
         raise UnsupportedModelError(
             f"{where}: IR version {model.ir_version} is above what {RUNTIME} loads (IR version "
             f"<= {MAX_IR_VERSION}); save it with ir_version {MAX_IR_VERSION} or lower")
-    opsets = {o.domain or "": o.version for o in model.opset_import}
-    default = opsets.get("", opsets.get("ai.onnx"))
+    default = _default_opset(model)
     lo, hi = OPSETS
     if default is not None and not lo <= default <= hi:
         raise UnsupportedModelError(

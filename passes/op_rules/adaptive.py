@@ -93,11 +93,9 @@ def self_adapting_entry(sv, source: str, shape, channel_axis: int, out_axis: int
 def adaptive_reshape(view: NodeView, m: ChannelMap, shape, reshape_effect) -> Effect:
     source = view.input_name(0)
     sv, pairs = aliased(view.shape_values.get(view.input_name(1) or ""), source, m, view.known)
-    known = view.known
 
-    def counts(taint) -> bool:  # reads a tracked channel axis (its own, or any other value's)
-        return any(a is not None and (a == source or a in known) and
-                   b in ((m.axis if a == source else known[a].axis), "*") for a, b in taint)
+    def counts(taint) -> bool:
+        return any(_reads_channels(a, b, source, m, view.known) for a, b in taint)
 
     elems = _classify(sv, shape, counts) if shape is not None and not view.node.attr("allowzero", 0) else None
     if elems is None:
@@ -123,6 +121,12 @@ def adaptive_reshape(view: NodeView, m: ChannelMap, shape, reshape_effect) -> Ef
         # symbolic elements computed again at run time (slice.keep_live)
         return Effect(outputs=first.outputs, couplings=pairs + list(first.couplings), freeze=(1,))
     return Effect(outputs=first.outputs, couplings=pairs) if pairs else first
+
+
+def _reads_channels(a, b, source: str, m: ChannelMap, known: dict) -> bool:
+    """A Shape read ``(value a, axis b)`` is of a tracked channel axis: ``source``'s own (map
+    ``m``) or any other value's (``known``)."""
+    return a is not None and (a == source or a in known) and b in ((m.axis if a == source else known[a].axis), "*")
 
 
 def _constant_entry(sv, axis: int, channels: int, counts) -> bool:
@@ -162,14 +166,9 @@ def computed_sizes(view: NodeView, m: ChannelMap) -> Effect:
     sv, pairs = aliased(view.shape_values.get(view.input_name(3) or ""), src, m, view.known)
     if sv is None or sv.value is None or isinstance(sv.taint, frozenset) or sv.value.shape != (m.rank,):
         return blocked("Resize to sizes computed by more than Shape reads")
-
-    def counts(a, b) -> bool:  # a read of a tracked channel axis (its own, or any other value's)
-        return a is not None and (a == src or a in view.known) and \
-            b in ((m.axis if a == src else view.known[a].axis), "*")
-
     for i, taint in enumerate(sv.taint):
         if i == m.axis and taint != frozenset({(src, m.axis)}):
             return blocked("Resize to computed sizes whose channel entry is not its input's channel count")
-        if i != m.axis and any(counts(a, b) for a, b in taint):
+        if i != m.axis and any(_reads_channels(a, b, src, m, view.known) for a, b in taint):
             return blocked("Resize to computed sizes that read a channel count off the channel axis")
     return Effect(outputs={0: m}, adapts=(3,), couplings=pairs)

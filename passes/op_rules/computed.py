@@ -31,10 +31,10 @@ WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Concat(q_bias, zeros, v_bias); a relative-position bias is a Gather of a table): read as the
 # constants they are, cut like any constant operand
 OPERAND_OPS = ("Add", "Sub", "Mul", "Div", "Pow", "Sum", "Max", "Min", "Mean")
-# ops whose value is not a function of their inputs: a chain through them is never folded
 # normalizations whose per-channel parameters (these ports) may be computed from initializers (the
 # ONNX test zoo's "light" models write them as ConstantOfShape): read as the constants they are
 PARAM_PORTS = {"BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2)}
+# ops whose value is not a function of their inputs: a chain through them is never folded
 NONDETERMINISTIC = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                     "Multinomial", "Bernoulli", "Dropout")
 MAX_CHAIN_NODES = 1024  # BEiT's relative-position bias: 546 nodes (DINOv2's position embedding: 65)
