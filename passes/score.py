@@ -31,6 +31,7 @@ from .analyses import Group, Patterns, Scores, Trees
 from .base import Pass, PassContext, PassError, PassResult
 from .criteria import CRITERIA, L1, calib_batches, get_criterion
 from .op_rules.computed import weight_array
+from .op_rules.slices import memory_order
 
 SCOPES = ("tree", "node")
 
@@ -161,8 +162,13 @@ class _L1Norms:
 
     def _fill(self, node: str, port: int, root_axis: int | None) -> None:
         w = np.asarray(_weight(self.ir, node, port))
-        leaf_keys = [(f, i) for f, i in sorted(self.leaf_axes.get((node, port), ()))
-                     if (node, port, f, i) not in self.leaves]
+        keys = [(f, i) for f, i in sorted(self.leaf_axes.get((node, port), ()))
+                if (node, port, f, i) not in self.leaves]
+        axis = list(range(w.ndim))  # the weight's axis -> the axis it is read along
+        if (perm := memory_order(w)) is not None:  # a transposed view: read in memory order
+            w, axis = w.transpose(perm), [perm.index(a) for a in range(w.ndim)]
+        leaf_keys = [(axis[f], axis[i]) for f, i in keys]
+        root_axis = None if root_axis is None else axis[root_axis]
         if w.ndim == 0 or w.shape[0] == 0:
             a = np.abs(w)
             blocks = [(0, a)]
@@ -184,10 +190,10 @@ class _L1Norms:
                     acc[start:start + arr.shape[1]] += arr.sum(axis=(0, 2), dtype=np.float64)
                 else:
                     acc += arr.sum(axis=(0, 2), dtype=np.float64)
-        for (filter_axis, in_axis), acc in leaves.items():
+        for (filter_axis, in_axis), acc in zip(keys, leaves.values()):
             self.leaves[(node, port, filter_axis, in_axis)] = acc
         if root_axis is not None:
-            self.roots[(node, port, root_axis)] = root
+            self.roots[(node, port, axis.index(root_axis))] = root
 
     def root(self, node: str, port: int, axis: int) -> np.ndarray:
         key = (node, port, axis)
