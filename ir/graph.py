@@ -256,12 +256,14 @@ class Graph:
     def num_nodes(self) -> int:
         return len(self._order)
 
+    # the accessors below read networkx's own adjacency dicts (``_node``, ``_pred``, ``_succ``) where
+    # its views cost more than the lookup (they are most of a pass's time on a 2,000-node ViT)
     def input_arity(self, node: Node | str) -> int:
-        return len(self._g.nodes[("n", _name(node))]["ins"])
+        return len(self._g._node[("n", _name(node))]["ins"])
 
     def inputs_of(self, node: Node | str) -> list[Value | None]:
         """Explicit inputs by port; None where an optional input is omitted."""
-        nodes = self._g.nodes
+        nodes = self._g._node
         return [nodes[("v", n)]["obj"] if n else None for n in nodes[("n", _name(node))]["ins"]]
 
     def implicit_inputs_of(self, node: Node | str) -> list[Value]:
@@ -270,12 +272,13 @@ class Graph:
                        if p == IMPLICIT_PORT), key=lambda v: v.name)
 
     def outputs_of(self, node: Node | str) -> list[Value | None]:
-        nodes = self._g.nodes
+        nodes = self._g._node
         return [nodes[("v", n)]["obj"] if n else None for n in nodes[("n", _name(node))]["outs"]]
 
     def producer(self, value: Value | str) -> Node | None:
-        preds = list(self._g.predecessors(("v", _name(value))))
-        return self._g.nodes[preds[0]]["obj"] if preds else None
+        for pred in self._g._pred[("v", _name(value))]:
+            return self._g._node[pred]["obj"]
+        return None
 
     def producer_port(self, value: Value | str) -> int | None:
         for src, _, port in self._g.in_edges(("v", _name(value)), keys=True):
@@ -285,9 +288,10 @@ class Graph:
     def consumers(self, value: Value | str) -> list[tuple[Node, int]]:
         """``(node, port)`` pairs reading the value, sorted by graph order then port;
         port ``IMPLICIT_PORT`` marks a use from inside a subgraph attribute."""
-        key = ("v", _name(value))
-        uses = [(self._g.nodes[dst]["obj"], port) for _, dst, port in self._g.out_edges(key, keys=True)]
-        uses.sort(key=lambda u: (self._order[u[0].name], u[1]))
+        nodes, succ = self._g._node, self._g._succ[("v", _name(value))]
+        uses = [(nodes[dst]["obj"], port) for dst, ports in succ.items() for port in ports]
+        if len(uses) > 1:
+            uses.sort(key=lambda u: (self._order[u[0].name], u[1]))
         return uses
 
     def is_graph_output(self, value: Value | str) -> bool:
