@@ -256,8 +256,7 @@ class Graph:
     def num_nodes(self) -> int:
         return len(self._order)
 
-    # the accessors below read networkx's own adjacency dicts (``_node``, ``_pred``, ``_succ``) where
-    # its views cost more than the lookup (they are most of a pass's time on a 2,000-node ViT)
+    # accessors read networkx's own dicts (``_node``, ``_pred``, ``_succ``): its views cost more than the lookup
     def input_arity(self, node: Node | str) -> int:
         return len(self._g._node[("n", _name(node))]["ins"])
 
@@ -276,9 +275,7 @@ class Graph:
         return [nodes[("v", n)]["obj"] if n else None for n in nodes[("n", _name(node))]["outs"]]
 
     def producer(self, value: Value | str) -> Node | None:
-        for pred in self._g._pred[("v", _name(value))]:
-            return self._g._node[pred]["obj"]
-        return None
+        return next((self._g._node[p]["obj"] for p in self._g._pred[("v", _name(value))]), None)
 
     def producer_port(self, value: Value | str) -> int | None:
         for src, _, port in self._g.in_edges(("v", _name(value)), keys=True):
@@ -290,8 +287,7 @@ class Graph:
         port ``IMPLICIT_PORT`` marks a use from inside a subgraph attribute."""
         nodes, succ = self._g._node, self._g._succ[("v", _name(value))]
         uses = [(nodes[dst]["obj"], port) for dst, ports in succ.items() for port in ports]
-        if len(uses) > 1:
-            uses.sort(key=lambda u: (self._order[u[0].name], u[1]))
+        uses.sort(key=lambda u: (self._order[u[0].name], u[1]))
         return uses
 
     def is_graph_output(self, value: Value | str) -> bool:
