@@ -28,6 +28,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .constants import constant_node_value, fold_shape_op
+
 _RAW_DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
                onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
                onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,
@@ -496,6 +498,17 @@ class Graph:
         if value is None:
             return None
         name = _name(value)
+        memo = self.memo.get("const_array")
+        if memo is None or memo[0] != self.version:  # remembered until the graph changes
+            memo = self.memo["const_array"] = (self.version, {})
+        if name in memo[1]:
+            return memo[1][name]
+        out = self._const_array(name)
+        if out is None or out.size <= 4096 or not out.flags.owndata:  # not a large array of its own (a Cast)
+            memo[1][name] = out
+        return out
+
+    def _const_array(self, name: str) -> np.ndarray | None:
         seen = 0
         while seen < 64:
             seen += 1
@@ -518,7 +531,7 @@ class Graph:
                 ins = self.inputs_of(prod)
                 arr = self.const_array(ins[0]) if ins and ins[0] is not None else None
                 operand = self.const_array(ins[1]) if len(ins) > 1 and ins[1] is not None else None
-                out = _fold_shape_op(prod, arr, operand) if arr is not None else None
+                out = fold_shape_op(prod, arr, operand) if arr is not None else None
                 if out is not None:
                     out.flags.writeable = False
                 return out
@@ -551,49 +564,6 @@ class Graph:
                 return out
             return None
         return None
-
-
-def _fold_shape_op(node: Node, arr: np.ndarray, operand: np.ndarray | None) -> np.ndarray | None:
-    """Reshape / Unsqueeze / Squeeze of a constant (the operand as an input, or an attribute
-    before opsets 5 / 13); None when it cannot be read."""
-    try:
-        if node.op_type == "Reshape":
-            target = operand if operand is not None else node.attr("shape")
-            if target is None:
-                return None
-            target = [int(t) for t in np.ravel(target)]
-            if not node.attr("allowzero", 0):
-                target = [arr.shape[i] if t == 0 and i < arr.ndim else t for i, t in enumerate(target)]
-            return np.reshape(arr, target)
-        axes = operand if operand is not None else node.attr("axes")
-        if node.op_type == "Squeeze":
-            return np.squeeze(arr) if axes is None else np.squeeze(arr, axis=tuple(int(a) for a in np.ravel(axes)))
-        if axes is None:
-            return None
-        axes = [int(a) for a in np.ravel(axes)]
-        rank = arr.ndim + len(axes)
-        return np.expand_dims(arr, tuple(sorted(a + rank if a < 0 else a for a in axes)))
-    except (ValueError, TypeError):
-        return None
-
-
-def constant_node_value(node: Node) -> np.ndarray | None:
-    for key, proto in sorted(node.attrs.items()):
-        if key == "value":
-            arr = numpy_helper.to_array(proto.t)
-        elif key == "value_float":
-            arr = np.array(proto.f, np.float32)
-        elif key == "value_floats":
-            arr = np.array(list(proto.floats), np.float32)
-        elif key == "value_int":
-            arr = np.array(proto.i, np.int64)
-        elif key == "value_ints":
-            arr = np.array(list(proto.ints), np.int64)
-        else:
-            continue
-        arr.flags.writeable = False
-        return arr
-    return None
 
 
 def _name(obj) -> str:

@@ -18,12 +18,12 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from ir import Graph, opset_of, raise_model, shape_of
+from ir import Graph, opset_of, shape_of
 from ir.bodies import body_values
 
 from .analyses import NodeTag, Tags
 from .base import Pass, PassContext, PassResult
-from .infer_shapes import value_shapes
+from .infer_shapes import light_model, value_shapes
 from .op_rules import (CHANNEL_RULES, CONDITIONAL_ROOTS, DEFAULT_DOMAINS, ROOT_RULES, NodeView,
                        conv_group_widths, fold_shapes)
 from .op_rules.computed import computed_weights
@@ -169,7 +169,7 @@ def _folded_static_shapes(ir: Graph, opset: int, rounds: int) -> dict[str, tuple
                 if all(v is None or v.name in folded.static for v in ir.outputs_of(n))}
         if not drop:
             return shapes
-        model = raise_model(ir, light=True)
+        model = light_model(ir)
         kept = [n for n in model.graph.node if n.name not in drop]
         used = {i for n in kept for i in n.input} | {o.name for o in model.graph.output}
         del model.graph.node[:]
