@@ -171,7 +171,7 @@ class SlicePass(Pass):
             pos = np.nonzero(in_sorted(lf.ids, removed))[0]
             if len(pos):
                 zeroings.append(LeafZeroing(lf.node, lf.weight_port, lf.weight_axis,
-                                            tuple(int(p) for p in pos), lf.data_port))
+                                            tuple(pos.tolist()), lf.data_port))
         stream = [m for g in patterns.groups if g.stream for m in g.members]
         zeroings += stream_zeroings(ir, trees, removed[np.isin(removed, np.concatenate(stream))] if stream
                                     else removed[:0])
@@ -184,7 +184,7 @@ class SlicePass(Pass):
             keep = ~in_sorted(m.ids, cut)
             if not keep.all():
                 keeps[name] = (m.axis, keep, m.rank)
-        interface = tuple((name, kind, keeps[name][0], tuple(int(i) for i in np.nonzero(keeps[name][1])[0]))
+        interface = tuple((name, kind, keeps[name][0], tuple(np.nonzero(keeps[name][1])[0].tolist()))
                           for name, kind in sorted(trees.interface.items()) if name in keeps)
         ctx.put(SliceRecord(tuple(zeroings), groups, {k: (a, keep) for k, (a, keep, _) in keeps.items()},
                             interface))

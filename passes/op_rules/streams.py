@@ -159,7 +159,7 @@ def stream_zeroings(graph: Graph, trees, removed: np.ndarray) -> list[LeafZeroin
         return (m, pos) if len(pos) else None
 
     def zero(node, port: int, axis: int, pos) -> None:
-        out.append(LeafZeroing(node.name, port, axis, tuple(int(p) for p in pos), None))
+        out.append(LeafZeroing(node.name, port, axis, tuple(np.asarray(pos).tolist()), None))
 
     for node in graph.topo_nodes():
         outs = graph.outputs_of(node)
