@@ -124,13 +124,17 @@ def _with_nonempty(groups: list[Group], trees: Trees) -> list[Group]:
     n = max(trees.num_ids, 1)
     group_of, chan_of = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
     for g in groups:
-        if g.blocked:
+        if g.blocked or not g.members:
             continue
-        for k, members in enumerate(g.members):
-            group_of[members] = g.id
-            chan_of[members] = k
+        every = np.concatenate(g.members)
+        group_of[every] = g.id
+        chan_of[every] = np.repeat(np.arange(len(g.members)), [len(m) for m in g.members])
     sets: dict[int, set[tuple[int, ...]]] = {}
+    seen: set[bytes] = set()  # the values along a stream carry the same ids: each id set once
     for m in trees.maps.values():
+        if (key := m.ids.tobytes()) in seen:
+            continue
+        seen.add(key)
         ids = unique_ids(m.ids[m.ids >= 0])
         gids = group_of[ids]
         for gid in unique_ids(gids[gids >= 0]).tolist():
