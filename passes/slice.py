@@ -180,8 +180,12 @@ class SlicePass(Pass):
             fresh = np.concatenate([ids for ids, _ in trees.repeats])
             cut = np.union1d(removed, fresh[np.isin(trees.rep[fresh], trees.rep[removed])])
         keeps: dict[str, tuple[int, np.ndarray, int]] = {}
+        kept: dict[bytes, np.ndarray] = {}  # by id map: the values along a stream share one
         for name, m in trees.maps.items():
-            keep = ~in_sorted(m.ids, cut)
+            if (key := m.ids.tobytes()) not in kept:
+                kept[key] = ~in_sorted(m.ids, cut)
+                kept[key].flags.writeable = False  # shared by values: never changed in place
+            keep = kept[key]
             if not keep.all():
                 keeps[name] = (m.axis, keep, m.rank)
         interface = tuple((name, kind, keeps[name][0], tuple(np.nonzero(keeps[name][1])[0].tolist()))
