@@ -81,7 +81,7 @@ def value_shapes(ir: Graph) -> dict[str, tuple]:
         if s is not None:
             shapes[name] = s
     for value in ir.values():  # types the model states win over inferred ones
-        if value.shape is not None and value.name not in ir.initializers:
+        if value.shape is not None and ir.initializer(value.name) is None:
             shapes.setdefault(value.name, value.shape)
     return shapes
 
@@ -94,7 +94,7 @@ def refresh_value_info(ir: Graph) -> int:
     fresh = inferred_types(ir, stated=False)
     changed = 0
     for name in sorted(ir.value_info_names):
-        if not ir.has_value(name) or name in ir.initializers:
+        if not ir.has_value(name) or ir.initializer(name) is not None:
             continue
         old, new = ir.value(name).type, fresh.get(name)
         if new is not None and shape_of(new) is not None and new != old:
@@ -123,7 +123,7 @@ class InferShapesPass(Pass):
         types = inferred_types(ir, stated=False)
         changed = dropped = 0
         for name in sorted(ir.value_info_names):
-            if not ir.has_value(name) or name in ir.initializers:
+            if not ir.has_value(name) or ir.initializer(name) is not None:
                 continue
             old = ir.value(name).type
             new = types.get(name)

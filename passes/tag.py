@@ -123,9 +123,10 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple], ctx: PassContext | None 
     if not [v for v in ir.inputs if ir.initializer(v.name) is None]:
         return shapes
     inside = body_values(ir)  # a lowered If branch's values: no run returns them
+    inits = ir.initializers
     missing = sorted(v.name for v in ir.values()
-                     if v.name not in ir.initializers and ir.producer(v.name) is not None
-                     and not _static(shapes.get(v.name)) and v.name not in inside)
+                     if not _static(shapes.get(v.name)) and v.name not in inits and v.name not in inside
+                     and ir.producer(v.name) is not None)
     if not missing:
         return shapes
     # the weights by reference: large initializers are graph inputs of the raised model (no copy
