@@ -482,11 +482,13 @@ def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
     nodes = []
     scopes = bodies.body_scopes(graph, topo) if props.bodies else {}
     members: dict[str, dict[str, list[onnx.NodeProto]]] = {}
-    for node in topo:
+    made_at: dict[str, int] = {}  # value -> its producer's place in topo (value_info's order)
+    for i, node in enumerate(topo):
         ins = [v.name if v is not None else "" for v in graph.inputs_of(node)]
         while ins and ins[-1] == "":  # a trailing omitted optional input is the same as none
             ins.pop()
         outs = [v.name if v is not None else "" for v in graph.outputs_of(node)]
+        made_at.update((o, i) for o in outs if o)
         proto = onnx.NodeProto(op_type=node.op_type, name=node.name, domain=node.domain,
                                input=ins, output=outs, doc_string=node.doc_string)
         proto.attribute.extend(node.attrs[k] for k in node.attrs)
@@ -520,7 +522,7 @@ def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
             raised = bodies.raised_body if node.op_type in bodies.BODY_OPS else bodies.raised_if
             raised(graph, node, proto, members.get(node.name, {}), _value_info, held)
     value_info = []
-    for name in sorted(graph.value_info_names, key=_order_key(graph, topo)):
+    for name in sorted(graph.value_info_names, key=lambda name: (made_at.get(name, -1), name)):
         if graph.has_value(name) and name not in in_bodies:
             value = graph.value(name)
             if value.type is not None and not isinstance(value, Initializer):
@@ -568,15 +570,6 @@ def _fill_initializer(init: Initializer, out: onnx.TensorProto) -> None:
     out.raw_data = arr.tobytes()
     if init.doc_string:
         out.doc_string = init.doc_string
-
-
-def _order_key(graph: Graph, topo):
-    order = {}
-    for i, node in enumerate(topo):
-        for v in graph.outputs_of(node):
-            if v is not None:
-                order[v.name] = i
-    return lambda name: (order.get(name, -1), name)
 
 
 def _value_info(value: Value) -> onnx.ValueInfoProto:
