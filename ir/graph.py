@@ -269,9 +269,9 @@ class Graph:
         return [nodes[("v", n)]["obj"] if n else None for n in nodes[("n", _name(node))]["ins"]]
 
     def implicit_inputs_of(self, node: Node | str) -> list[Value]:
-        key = ("n", _name(node))
-        return sorted((self._g.nodes[s]["obj"] for s, _, p in self._g.in_edges(key, keys=True)
-                       if p == IMPLICIT_PORT), key=lambda v: v.name)
+        preds = self._g._pred[("n", _name(node))]
+        return sorted((self._g._node[s]["obj"] for s, ports in preds.items() if IMPLICIT_PORT in ports),
+                      key=lambda v: v.name)
 
     def outputs_of(self, node: Node | str) -> list[Value | None]:
         nodes = self._g._node
