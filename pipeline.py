@@ -30,8 +30,8 @@ import onnx
 import ir
 from passes.analyses import Patterns, SliceRecord, Tags, Trees, render
 from passes import plugins
-from passes.base import (Pass, PassContext, PassError, PassResult, PipelineError, SpecError, format_option,
-                         option_fields, option_types, parse_option)
+from passes.base import (Pass, PassContext, PassError, PassResult, PipelineError, SpecError, fewer_collections,
+                         format_option, option_fields, option_types, parse_option)
 from passes.classify import ClassifyPass
 from passes.cost import count_flops, count_params
 from passes.finetune import FinetunePass
@@ -207,27 +207,28 @@ class Pipeline:
         hooks = list(instruments) + ([VerifyInstrument()] if verify else [])
         ctx.report.setdefault("passes", [])
         done: list[str] = []
-        for p in self.passes:
-            for h in hooks:
-                h.before(p, graph, ctx)
-            start = time.perf_counter()
-            try:
-                result = p.run(graph, ctx)
-                seconds = time.perf_counter() - start
-                if result.changed:
-                    ctx.invalidate(keep=p.provides + p.preserves)
+        with fewer_collections():  # passes/base.py
+            for p in self.passes:
                 for h in hooks:
-                    h.after(p, graph, ctx, result, seconds)
-            except Exception as exc:
-                for h in hooks:
-                    h.failed(p, graph, ctx, exc)
-                before = ", ".join(done) if done else "none"
-                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise PipelineError(f"pass {p.name!r} failed (after: {before}): {msg}") from exc
-            ctx.report["passes"].append({"name": p.name, "seconds": round(seconds, 6),
-                                         "changed": result.changed, "stats": result.stats,
-                                         "notes": result.notes})
-            done.append(p.name)
+                    h.before(p, graph, ctx)
+                start = time.perf_counter()
+                try:
+                    result = p.run(graph, ctx)
+                    seconds = time.perf_counter() - start
+                    if result.changed:
+                        ctx.invalidate(keep=p.provides + p.preserves)
+                    for h in hooks:
+                        h.after(p, graph, ctx, result, seconds)
+                except Exception as exc:
+                    for h in hooks:
+                        h.failed(p, graph, ctx, exc)
+                    before = ", ".join(done) if done else "none"
+                    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise PipelineError(f"pass {p.name!r} failed (after: {before}): {msg}") from exc
+                ctx.report["passes"].append({"name": p.name, "seconds": round(seconds, 6),
+                                             "changed": result.changed, "stats": result.stats,
+                                             "notes": result.notes})
+                done.append(p.name)
         return ctx
 
 
