@@ -7,9 +7,13 @@ custom op of another runtime), unless the model defines that op as a local funct
 input or output the proof cannot exchange with it (bfloat16, float8, int4: numpy has no dtype for
 them; an input that is a sequence, map or optional: the proof feeds tensors).
 
-Example: a jax2onnx export at opset 23 ->
-``model.onnx: default-domain opset 23 is outside what ONNX Runtime 1.19.2 runs (opset 7..21);
-re-export it at an opset in 7..21``.
+Before that, ``opened`` converts what it can: a model below opset 7 up (``upgraded``), and one at
+opset 22..28 or IR version 11..14 down (``downgraded``) when the newer opsets and IR versions
+change nothing it uses (``passes/newer_opsets.py``, written from a newer onnx's schemas).
+
+Example: a jax2onnx export at opset 23 using RMSNormalization ->
+``model.onnx: node 'rms' is op RMSNormalization, which exists from opset 23 on; ONNX Runtime
+1.19.2 runs opset 7..21, so the model cannot be converted down to 21``.
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ import re
 
 import numpy as np
 import onnx
+import onnx.shape_inference
 import onnx.version_converter
 
 from ir import ModelLoadError, filled, skeleton
 
+from . import newer_opsets as newer
 from .runtime import unrunnable
 
 RUNTIME = "ONNX Runtime 1.19.2"
 OPSETS = (7, 21)
 MAX_IR_VERSION = 10
+MAX_ML_OPSET = 5  # ai.onnx.ml: onnx 1.17 and 1.23 both end at 5, which ONNX Runtime 1.19.2 runs
 # domains with kernels in ONNX Runtime's CPU build
 RUNTIME_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc",
                              "com.microsoft.experimental", "ai.onnx.training",
@@ -54,13 +61,19 @@ def check_supported(model: onnx.ModelProto, where: str, runs: bool = True) -> No
     if model.ir_version > MAX_IR_VERSION:
         raise UnsupportedModelError(
             f"{where}: IR version {model.ir_version} is above what {RUNTIME} loads (IR version "
-            f"<= {MAX_IR_VERSION}); save it with ir_version {MAX_IR_VERSION} or lower")
+            f"<= {MAX_IR_VERSION}) and what onnxpruner saves down ({MAX_IR_VERSION + 1}..{newer.MAX_IR_VERSION}, "
+            f"from {newer.SOURCE}); save it with ir_version {MAX_IR_VERSION} or lower")
     default = _default_opset(model)
     lo, hi = OPSETS
     if default is not None and not lo <= default <= hi:
+        down = f" and what onnxpruner converts down ({hi + 1}..{newer.MAX_OPSET})" if default > hi else ""
         raise UnsupportedModelError(
             f"{where}: default-domain opset {default} is outside what {RUNTIME} runs (opset "
-            f"{lo}..{hi}); re-export it at an opset in {lo}..{hi}")
+            f"{lo}..{hi}){down}; re-export it at an opset in {lo}..{hi}")
+    ml = {o.domain: o.version for o in model.opset_import}.get("ai.onnx.ml")
+    if ml is not None and ml > MAX_ML_OPSET:
+        raise UnsupportedModelError(f"{where}: opset {ml} of ai.onnx.ml is above what {RUNTIME} runs "
+                                    f"(<= {MAX_ML_OPSET}); re-export it at ai.onnx.ml opset {MAX_ML_OPSET} or lower")
     if not runs:
         return
     check_interface_types(model, where)
@@ -125,16 +138,239 @@ def upgraded(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
 
 def opened(open_model):
     """``ir.open_model`` whose model, when its opset is below what the runtime runs, comes back
-    converted up (``upgraded``; a hollow read's weights put back first: such models are small)."""
+    converted up (``upgraded``; a hollow read's weights put back first: such models are small), and
+    when its opset or IR version is above, converted down (``downgraded``: the model read is
+    relabelled in place, weights untouched; a caller's ModelProto is copied first, never changed)."""
     def open_upgraded(model_or_path, hollowed: bool = False):
         model, external, where, weights = open_model(model_or_path, hollowed=hollowed)
+        if _newer(model):
+            return downgraded(model, where, in_place=model is not model_or_path), external, where, weights
         below = (_default_opset(model) or OPSETS[0]) < OPSETS[0]
         converted = upgraded(filled(model, weights) if weights and below else model, where)
         return (model, external, where, weights) if converted is model else (converted, external, where, {})
     return open_upgraded
 
 
-def _default_opset(model: onnx.ModelProto) -> int | None:
+IR_KEY = "onnxpruner.converted_from_ir_version"
+KNOWN_TYPES = frozenset(onnx.TensorProto.DataType.values())  # onnx 1.17's: IR 10's element types
+TYPE_ATTRIBUTES = frozenset({"to", "dtype", "output_dtype"})  # INT attributes that name an element type
+
+
+def _newer(model: onnx.ModelProto) -> bool:
+    """Whether the model (or a local function) is at an opset or IR version ``downgraded`` handles."""
+    opsets = [_default_opset(model)] + [_default_opset(f) for f in model.functions]
+    return (MAX_IR_VERSION < model.ir_version <= newer.MAX_IR_VERSION
+            or any(v is not None and OPSETS[1] < v <= newer.MAX_OPSET for v in opsets))
+
+
+def downgraded(model: onnx.ModelProto, where: str, in_place: bool = False) -> onnx.ModelProto:
+    """A model at default-domain opset 22..28 or IR version 11..14 relabelled as opset 21 / IR 10,
+    when nothing it uses changed after them; else one line saying what did (``UnsupportedModelError``).
+
+    Opsets 22..28 mostly add element types to an op's constraints; for a model that uses none of
+    them, the opset import relabelled is the same model (``passes/newer_opsets.py`` says what each
+    bump changed, from a newer onnx's schemas and spec text). Refused: an op new after 21, an op
+    whose semantics changed, a reviewed attribute set, an element type IR 10 lacks (anywhere: a
+    tensor, a value's type, Cast's ``to``) or whose semantics changed, a proto field IR 11+ added
+    (multi-device configurations). The relabelled skeleton must pass onnx.checker and strict shape
+    inference at 21. Recorded in the metadata (``onnxpruner.converted_from_opset`` and
+    ``onnxpruner.converted_from_ir_version``); the proof then covers the converted model.
+    ``in_place``: relabel ``model`` itself (a hollow read's: no weight is copied)."""
+    if not _newer(model):
+        return model
+    opset, ir_version = _default_opset(model), model.ir_version
+    hint = f"; re-export it at an opset in {OPSETS[0]}..{OPSETS[1]}"
+    if ir_version > MAX_IR_VERSION:
+        _check_fields(model, where)
+    for scope, version, nodes in _scopes(model):
+        if version is not None and version > OPSETS[1]:
+            _check_ops(nodes, version, where, scope, hint)
+    top = max([v for v in [opset] + [_default_opset(f) for f in model.functions] if v is not None] or [0])
+    _check_types(model, where, top, hint)
+    out = model if in_place else _copy(model)
+    for imports in [out.opset_import] + [f.opset_import for f in out.functions]:
+        for o in imports:
+            if o.domain in ("", "ai.onnx") and o.version > OPSETS[1]:
+                o.version = OPSETS[1]
+    out.ir_version = min(out.ir_version, MAX_IR_VERSION)
+    what = f"opset {top}" if top > OPSETS[1] else f"IR version {ir_version}"
+    try:
+        skel = skeleton(out)
+        onnx.checker.check_model(skel)
+        inferred = onnx.shape_inference.infer_shapes(skel, check_type=True, strict_mode=True)
+    except Exception as exc:
+        raise UnsupportedModelError(f"{where}: the model converted down from {what} to opset {OPSETS[1]}, IR version "
+                                    f"{MAX_IR_VERSION} fails onnx's checks there ({_first(exc)}){hint}") from None
+    _check_types(inferred, where, top, hint)  # values whose types only inference knows (CastLike's)
+    if top > OPSETS[1]:
+        _set_meta(out, CONVERTED_KEY, str(top))
+    if ir_version > MAX_IR_VERSION:
+        _set_meta(out, IR_KEY, str(ir_version))
+    return out
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _set_meta(model: onnx.ModelProto, key: str, value: str) -> None:
+    for p in model.metadata_props:
+        if p.key == key:
+            p.value = value
+            return
+    model.metadata_props.add(key=key, value=value)
+
+
+def _scopes(model: onnx.ModelProto):
+    """(what to call it, its default opset, its nodes with those of their subgraphs) for the main
+    graph and each local function (which carries its own opset imports)."""
+    yield "", _default_opset(model), list(_all_nodes(model.graph))
+    for f in model.functions:
+        yield f" (in function {f.domain}.{f.name})", _default_opset(f), [n for node in f.node for n in _node_and_bodies(node)]
+
+
+def _node_and_bodies(node: onnx.NodeProto):
+    yield node
+    for attr in node.attribute:
+        for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+            yield from _all_nodes(sub)
+
+
+def _check_ops(nodes, version: int, where: str, scope: str, hint: str) -> None:
+    """Refuse a node whose op is new after 21, or changed, or sets a reviewed attribute, by ``version``."""
+    for node in nodes:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        bumps = sorted((v, c) for v, c in newer.OPS.get(node.op_type, {}).items() if v <= version)
+        name = f"node {node.name or node.op_type!r}{scope}"
+        for v, change in bumps:
+            why = newer.WHY.get(f"{node.op_type} {v}", "")
+            if change == "new":
+                raise UnsupportedModelError(
+                    f"{where}: {name} is op {node.op_type}, which exists from opset {v} on; {RUNTIME} runs "
+                    f"opset {OPSETS[0]}..{OPSETS[1]}, so the model cannot be converted down to {OPSETS[1]}{hint}")
+            if change == "changed":
+                raise UnsupportedModelError(
+                    f"{where}: {name} is op {node.op_type}, which changed at opset {v} ({why}): the model at "
+                    f"opset {version} cannot be converted down to {OPSETS[1]} unchanged{hint}")
+            if change.startswith("attribute "):
+                attr, _, default = change[len("attribute "):].partition("=")
+                found = next((a for a in node.attribute if a.name == attr), None)
+                value = None if found is None else onnx.helper.get_attribute_value(found)
+                value = value.decode() if isinstance(value, bytes) else value
+                if found is not None and (not default or str(value) != default):
+                    raise UnsupportedModelError(
+                        f"{where}: {name} ({node.op_type}) sets {attr}={value}, which means something at opset "
+                        f"{v} that opset {OPSETS[1]} does not have ({why}): the model cannot be converted down "
+                        f"to {OPSETS[1]}{hint}")
+
+
+def _check_types(model: onnx.ModelProto, where: str, opset: int, hint: str) -> None:
+    """Refuse an element type IR 10 does not have, or whose semantics changed by ``opset``."""
+    changed = {getattr(onnx.TensorProto, t) for v, ts in newer.TYPES_CHANGED.items() if v <= opset for t in ts}
+    for what, elem in _element_types(model):
+        if elem not in KNOWN_TYPES:
+            name = newer.TYPE_NAMES.get(elem, f"element type {elem}").lower()
+            raise UnsupportedModelError(f"{where}: {what} is {name}, a type that opset {OPSETS[1]} and IR version "
+                                        f"{MAX_IR_VERSION} do not have ({RUNTIME} runs those){hint}")
+        if elem in changed:
+            first = min(v for v, ts in newer.TYPES_CHANGED.items() if onnx.TensorProto.DataType.Name(elem) in ts)
+            raise UnsupportedModelError(
+                f"{where}: {what} is {onnx.TensorProto.DataType.Name(elem).lower()}, whose casts changed at opset "
+                f"{first} (+-Inf saturates to +-max, not NaN): the model at opset {opset} cannot be converted "
+                f"down to {OPSETS[1]} unchanged{hint}")
+
+
+def _element_types(model: onnx.ModelProto):
+    """(what, element type) of every tensor, value and type-naming attribute of the model."""
+    def of_type(what: str, tp: onnx.TypeProto):
+        kind = tp.WhichOneof("value")
+        if kind in ("tensor_type", "sparse_tensor_type"):
+            yield what, getattr(tp, kind).elem_type
+        elif kind in ("sequence_type", "optional_type"):
+            yield from of_type(what, getattr(tp, kind).elem_type)
+        elif kind == "map_type":
+            yield what, tp.map_type.key_type
+            yield from of_type(what, tp.map_type.value_type)
+
+    def of_nodes(nodes):
+        for node in nodes:
+            name = f"node {node.name or node.op_type!r}"
+            for a in node.attribute:
+                for t in ([a.t] if a.HasField("t") else []) + list(a.tensors):
+                    yield f"{name}'s attribute {a.name}", t.data_type
+                for t in ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors):
+                    yield f"{name}'s attribute {a.name}", t.values.data_type
+                if a.type == onnx.AttributeProto.INT and a.name in TYPE_ATTRIBUTES and a.i:
+                    yield f"{name}'s attribute {a.name}", a.i
+                for tp in ([a.tp] if a.HasField("tp") else []) + list(a.type_protos):
+                    yield from of_type(f"{name}'s attribute {a.name}", tp)
+                for sub in list(a.graphs) + ([a.g] if a.HasField("g") else []):
+                    yield from of_graph(sub)
+
+    def of_graph(g: onnx.GraphProto):
+        for t in g.initializer:
+            yield f"initializer {t.name!r}", t.data_type
+        for t in g.sparse_initializer:
+            yield f"initializer {t.values.name!r}", t.values.data_type
+        for role, values in (("graph input", g.input), ("graph output", g.output), ("value", g.value_info)):
+            for vi in values:
+                yield from of_type(f"{role} {vi.name!r}", vi.type)
+        yield from of_nodes(g.node)
+
+    yield from of_graph(model.graph)
+    for f in model.functions:
+        for vi in f.value_info:
+            yield from of_type(f"value {vi.name!r} of function {f.name}", vi.type)
+        yield from of_nodes(f.node)
+
+
+def _check_fields(model: onnx.ModelProto, where: str) -> None:
+    """Refuse a proto field IR 10 does not have (read by onnx 1.17 as an unknown field): on the
+    model, its graphs, nodes, attributes, values and functions; never on tensors (their data)."""
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    def messages():
+        yield "the model", "ModelProto", model
+        yield from ((f"opset import {o.domain!r}", "OperatorSetIdProto", o) for o in model.opset_import)
+        graphs = [("the graph", model.graph)]
+        for f in model.functions:
+            yield f"function {f.name}", "FunctionProto", f
+            yield from ((f"value {v.name!r}", "ValueInfoProto", v) for v in f.value_info)
+            nodes = list(f.node)
+            while nodes:
+                node = nodes.pop()
+                yield f"node {node.name or node.op_type!r}", "NodeProto", node
+                for a in node.attribute:
+                    yield f"attribute {a.name} of node {node.name or node.op_type!r}", "AttributeProto", a
+                    graphs += [(f"a subgraph of node {node.name or node.op_type!r}", g)
+                               for g in list(a.graphs) + ([a.g] if a.HasField("g") else [])]
+        while graphs:
+            what, g = graphs.pop()
+            yield what, "GraphProto", g
+            for vi in list(g.input) + list(g.output) + list(g.value_info):
+                yield f"value {vi.name!r}", "ValueInfoProto", vi
+                yield f"the type of value {vi.name!r}", "TypeProto", vi.type
+            for node in g.node:
+                yield f"node {node.name or node.op_type!r}", "NodeProto", node
+                for a in node.attribute:
+                    yield f"attribute {a.name} of node {node.name or node.op_type!r}", "AttributeProto", a
+                    graphs += [(f"a subgraph of node {node.name or node.op_type!r}", sub)
+                               for sub in list(a.graphs) + ([a.g] if a.HasField("g") else [])]
+
+    for what, kind, message in messages():
+        for field in UnknownFieldSet(message):
+            name = newer.FIELDS.get(kind, {}).get(field.field_number, f"number {field.field_number}")
+            raise UnsupportedModelError(
+                f"{where}: {what} has field {name} ({kind} field {field.field_number}), which IR version "
+                f"{MAX_IR_VERSION} does not have ({RUNTIME} loads IR <= {MAX_IR_VERSION}); the model cannot be "
+                f"saved down from IR version {model.ir_version} without it")
+
+
+def _default_opset(model) -> int | None:
+    """The default domain's opset of a model or a function (None when it imports none)."""
     opsets = {o.domain or "": o.version for o in model.opset_import}
     return opsets.get("", opsets.get("ai.onnx"))
 

@@ -12,7 +12,7 @@ import onnx
 
 from passes import progress
 from passes.inputs import InputsError, make_inputs
-from passes.support import CONVERTED_KEY
+from passes.support import CONVERTED_KEY, IR_KEY
 from workflows import figures
 
 ROLE_STYLE = {   # fill colour and shape by role in an association tree
@@ -177,11 +177,7 @@ def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result
         except Exception as exc:  # a timing is a nicety: say why it is missing, never fail the prune
             extra.append(("ORT latency (ms)", "n/a", f"n/a ({type(exc).__name__})"))
     lines = [f"{model_path} -> {output}", op_table(original, result.model, extra)]
-    converted = {p.key: p.value for p in result.model.metadata_props}.get(CONVERTED_KEY)
-    if converted is not None:
-        opset = max((o.version for o in result.model.opset_import if o.domain in ("", "ai.onnx")), default="?")
-        lines.insert(1, f"note: converted from opset {converted} to {opset} by onnx.version_converter (checked "
-                        f"against onnx.reference); the output is at that opset")
+    lines[1:1] = conversion_notes(result.model)
     groups = rep["groups"]
     pruned = [g for g in groups if g.get("pruned")]
     held = {g["id"]: group_params(original, g["roots"]) for g in groups if not g.get("pruned")}
@@ -300,3 +296,23 @@ def error_line(exc: BaseException, model=None) -> str:
             and ("the model before pruning" in str(cause) or str(cause).startswith("the input ")):
         return f"{model}: {str(cause).strip().splitlines()[0]}"
     return text[0] if text else type(exc).__name__
+
+
+def conversion_notes(model) -> list[str]:
+    """The ``note:`` lines of a model ``support.opened`` converted: up by onnx.version_converter,
+    down by relabelling its opset imports and IR version."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    notes = []
+    if (converted := meta.get(CONVERTED_KEY)) is not None:
+        if converted.isdigit() and int(converted) > opset:
+            notes.append(f"note: converted from opset {converted} to {opset} by relabelling its opset import "
+                         f"(opsets {opset + 1}..{converted} change nothing this model uses: "
+                         f"passes/newer_opsets.py); the output is at opset {opset}")
+        else:
+            notes.append(f"note: converted from opset {converted} to {opset} by onnx.version_converter (checked "
+                         f"against onnx.reference); the output is at that opset")
+    if (ir := meta.get(IR_KEY)) is not None:
+        notes.append(f"note: IR version {ir} saved as {model.ir_version} (the model uses no field a later IR "
+                     f"version added)")
+    return notes
