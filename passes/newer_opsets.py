@@ -118,7 +118,7 @@ OPS = {
     'Size': {23: 'types', 24: 'types', 25: 'types'},
     'Softplus': {22: 'types'},
     'Softsign': {22: 'types'},
-    'SpaceToDepth': {28: 'attribute mode=DCR'},
+    'SpaceToDepth': {28: 'attribute mode'},
     'SplitToSequence': {24: 'types'},
     'Squeeze': {23: 'types', 24: 'types', 25: 'types'},
     'SwiGLU': {28: 'new'},
@@ -143,5 +143,5 @@ WHY = {
     'Mod 28': 'fmod=0 on floating-point inputs is defined now (13 allowed integers only)',
     'QuantizeLinear 23': "precision sets the division's type, the old op used y_scale's",
     'Range 27': 'float16 ranges accumulate in float32 by default now (stash_type)',
-    'SpaceToDepth 28': 'mode=CRD orders the blocks column-row-depth',
+    'SpaceToDepth 28': "mode=CRD orders the blocks column-row-depth (DCR, the default, is 13's)",
 }

@@ -11,8 +11,10 @@ IR-3 files, and torch models with state, scalar and token-id inputs). For every 
    is pruned, exactly those channels must go, and the pruned model's outputs must equal the
    planted model's (no masking: a removed channel that was exactly zero changes nothing).
 
-Old-style IR-3 files, ZipMap and Scaler pipelines, opset-23 files (refused up front) and the
-command line's ``--inputs`` / ``--input-shape`` were issue 10's failures; they pass since its fix.
+Old-style IR-3 files, ZipMap and Scaler pipelines, opset-23 files and the command line's
+``--inputs`` / ``--input-shape`` were issue 10's failures; they pass since its fix. The opset-23
+files (jax2onnx's default) were refused up front until ``support.downgraded``: they are converted
+down to 21 by relabelling, and must compute what onnx.version_converter's copies at 21 compute.
 """
 
 from __future__ import annotations
@@ -109,13 +111,14 @@ PLANT = {
     "torch_gru_state_sr.onnx": "/front/0/Conv",  # before the GRU, beside the If on sr
 }
 
-# files at an opset ONNX Runtime 1.19.2 does not run (jax2onnx's default): refused up front
-# (test_opset_above_what_onnx_runtime_runs_is_refused_up_front), never pruned; their copies
-# converted down to opset 21 are pruned like the rest
-TOO_NEW = {"jax_cnn_opset23.onnx", "jax_mlp_opset23.onnx"}
+# files at an opset ONNX Runtime 1.19.2 does not run (jax2onnx's default) -> their copies converted
+# down to opset 21 by onnx.version_converter (1.23.2): onnxpruner converts them down itself
+# (support.downgraded); they prune like the rest, and their outputs are compared with the copies'
+NEWER = {"jax_cnn_opset23.onnx": "jax_cnn_opset21.onnx", "jax_mlp_opset23.onnx": "jax_mlp_opset21.onnx"}
 
-def _params():
-    return sorted(set(manifest()) - TOO_NEW)
+
+def _params(planted: bool = False):
+    return sorted(set(manifest()) - (set(NEWER) if planted else set()))
 
 
 def test_corpus_is_large_and_varied():
@@ -124,26 +127,32 @@ def test_corpus_is_large_and_varied():
     assert len({f["source"] for f in files.values()} - {"torch"}) >= 6
     assert sorted(p.name for p in CORPUS.glob("*.onnx")) == sorted(files)
     assert all((CORPUS / f).stat().st_size < 500 * 1024 for f in files)
-    assert set(PLANT) == set(files) - TOO_NEW and TOO_NEW <= set(files)
+    assert set(PLANT) == set(files) - set(NEWER) and set(NEWER) | set(NEWER.values()) <= set(files)
 
 
-@pytest.mark.parametrize("name", sorted(TOO_NEW))
-def test_opset_above_what_onnx_runtime_runs_is_refused_up_front(name, tmp_path):
-    """jax2onnx writes opset 23; ONNX Runtime 1.19.2 runs up to 21. Before any pass: one line
-    naming the opset and the supported range, exit 1, nothing written."""
-    import subprocess
-    import sys
+@pytest.mark.parametrize("name", sorted(NEWER))
+def test_opset_above_what_onnx_runtime_runs_is_converted_down(name, tmp_path):
+    """jax2onnx writes opset 23; ONNX Runtime 1.19.2 runs up to 21. The command converts it down
+    (a note says so), prunes and proves it; the output is at opset 21, IR 10; the input is untouched;
+    the model as converted computes what onnx.version_converter's copy at 21 computes."""
+    import shutil
 
+    model = tmp_path / name
+    shutil.copyfile(CORPUS / name, model)
+    before = model.read_bytes()
     out = tmp_path / "out.onnx"
-    console = Path(sys.executable).parent / "onnxpruner"
-    proc = subprocess.run([str(console), "prune", str(CORPUS / name), "-o", str(out), "--ratio", "0.3"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 1 and not out.exists()
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr
-    line = lines[0]
-    assert name in line and "23" in line and "21" in line, line
-    assert "pass '" not in line and len(line) < 300, line  # refused before any pass ran
+    proc = _cli("prune", model, "-o", out, "--ratio", "0.3", "--no-latency")
+    assert proc.returncode == 0, proc.stderr
+    assert "note: converted from opset 23 to 21 by relabelling" in proc.stdout and "verified True" in proc.stdout
+    assert model.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "out.onnx"])
+    written = onnx.load(str(out))
+    assert [(o.domain, o.version) for o in written.opset_import if o.domain in ("", "ai.onnx")] == [("", 21)]
+    assert written.ir_version == 10
+    assert {p.key: p.value for p in written.metadata_props}["onnxpruner.converted_from_opset"] == "23"
+    converted, *_ = pipeline.open_model(model)
+    inputs = feeds(manifest()[name]["inputs"])
+    for got, want in zip(run(converted, inputs), run(onnx.load(str(CORPUS / NEWER[name])), inputs)):
+        assert_same(got, want, name)
 
 
 @pytest.mark.parametrize("name", _params())
@@ -156,7 +165,8 @@ def test_corpus_file_prunes_and_is_proven(name):
     assert path.read_bytes() == before  # the input is never modified
     assert rep["verified"] is True
     assert rep["params_after"] < rep["params_before"], [g.get("reason") for g in rep["groups"]]
-    original, pruned = run(onnx.load(str(path)), inputs), run(result.model, inputs)
+    original = run(onnx.load(str(CORPUS / NEWER.get(name, name))), inputs)  # ORT 1.19.2 runs <= 21
+    pruned = run(result.model, inputs)
     assert [np.shape(o) for o in pruned] == [np.shape(o) for o in original]
 
 
@@ -165,7 +175,7 @@ def _rank(model, root: str, inputs) -> int:
     return np.ndim(run(model, inputs, (node.output[0],))[-1])
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", _params(planted=True))
 def test_planted_dead_channels_are_removed_and_nothing_else_changes(name):
     import sys
 

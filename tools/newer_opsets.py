@@ -83,8 +83,8 @@ REVIEWED: dict[tuple[str, int], tuple[str, str]] = {
     # integer types removed from the constraint; an integer node at 28 is invalid there
     ("ReduceLogSum", 28): ("types", ""),
     ("ReduceLogSumExp", 28): ("types", ""),
-    # mode added, "DCR (the default)", which is what 13 does
-    ("SpaceToDepth", 28): ("attribute mode=DCR", "mode=CRD orders the blocks column-row-depth"),
+    # mode added, "DCR (the default)", which is what 13 does; set (even to DCR), the checker at 21 rejects it
+    ("SpaceToDepth", 28): ("attribute mode", "mode=CRD orders the blocks column-row-depth (DCR, the default, is 13's)"),
     # "List of integers" -> "1D tensor of integers" for the axes input (it is a tensor at 21 too)
     ("Squeeze", 23): ("types", ""),
     ("Unsqueeze", 23): ("types", ""),
