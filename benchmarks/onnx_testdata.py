@@ -1,7 +1,7 @@
 """The ONNX project's own test models, swept end to end through the command line as a user runs it.
 
     nice -n 19 .venv/bin/python benchmarks/onnx_testdata.py [--folders light,pytorch-converted,...]
-                                [--match SUBSTR] [--timeout 300] [--out FILE.md] [--jsonl FILE]
+                                [--match SUBSTR] [--opset N] [--timeout 300] [--out FILE.md] [--jsonl FILE]
 
 The ``onnx`` wheel in the venv ships, under ``onnx/backend/test/data/``: ``light/`` (Caffe2-era
 model-zoo CNNs with their float initializers replaced by ConstantOfShape nodes), ``pytorch-converted/``,
@@ -21,7 +21,8 @@ each in its own process with a timeout, and the outcome is classified:
 - ``BUG``: anything else: a traceback or an ``internal error``, a crash or a hang, an unproven
   output, a file written outside ``out.onnx`` / ``report.json`` or a changed input, a refused
   ``inspect`` of a model ``prune`` accepted (or the other way round), or a model where nothing was
-  cut whose written file computes something else than the input on its test inputs.
+  cut whose written file computes something else than the input on its test inputs, or (a model
+  converted to another opset) something else than the test's own expected outputs.
 
 Whether an ``error`` blames the right party is read by a person from the table's distinct first
 lines. Prints (and writes to ``--out``) a table of outcomes by folder, the distinct first lines of
@@ -58,8 +59,9 @@ FOLDERS = ("light", "pytorch-converted", "pytorch-operator", "simple", "node")
 OUTCOMES = ("pruned", "nothing prunable", "error", "BUG")
 
 
-def models(folders, match: str = "") -> list[tuple[str, str, Path, Path | None]]:
-    """(folder, name, model path, test_data_set_0 folder or None), sorted."""
+def models(folders, match: str = "", opset: int | None = None) -> list[tuple[str, str, Path, Path | None]]:
+    """(folder, name, model path, test_data_set_0 folder or None), sorted; ``opset``: only models
+    whose default-domain opset is that."""
     out = []
     for folder in folders:
         base = DATA / folder
@@ -71,7 +73,67 @@ def models(folders, match: str = "") -> list[tuple[str, str, Path, Path | None]]
                 if (d / "model.onnx").exists():
                     data = d / "test_data_set_0"
                     out.append((folder, d.name, d / "model.onnx", data if data.is_dir() else None))
-    return [m for m in out if match in m[1]]
+    out = [m for m in out if match in m[1]]
+    if opset is not None:
+        out = [m for m in out if {o.domain or "": o.version for o in onnx.load(
+            str(m[2]), load_external_data=False).opset_import}.get("") == opset]
+    return out
+
+
+def expected_outputs(data: Path | None) -> list[np.ndarray] | None:
+    """The test's own expected outputs (``output_*.pb``) when all are plain tensors, else None."""
+    if data is None:
+        return None
+    out = []
+    for f in sorted(data.glob("output_*.pb"), key=lambda p: int(p.stem.split("_")[1])):
+        t = onnx.TensorProto()
+        try:
+            t.ParseFromString(f.read_bytes())
+            arr = numpy_helper.to_array(t)
+        except Exception:  # a sequence, map or optional
+            return None
+        if arr.dtype == object:
+            return None
+        out.append(arr)
+    return out or None
+
+
+RANDOM = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli")
+
+
+def random(path: Path) -> bool:
+    """Whether the model draws random numbers (two runtimes, or two runs, need not agree)."""
+    model = onnx.load(str(path), load_external_data=False)
+    return any(n.op_type in RANDOM or n.op_type == "Dropout" and len(n.input) > 2 and n.input[2] for n in model.graph.node)
+
+
+def converted_outputs(out: Path, data: Path | None, feeds) -> str | None:
+    """Why a written file converted to another opset computes something else than the test's
+    expected outputs on its inputs (None when it computes them, or nothing to compare). The
+    tolerance is the ONNX backend runner's rtol (1e-3), with atol 1e-4: onnx.reference itself is
+    8e-5 off RoiAlign's expected outputs."""
+    want = expected_outputs(data)
+    meta = {p.key for p in onnx.load(str(out), load_external_data=False).metadata_props}
+    if want is None or feeds is None or "onnxpruner.converted_from_opset" not in meta:
+        return None
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        got = ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"]).run(None, feeds)
+    except Exception as exc:  # noqa: BLE001 - reported as the row's finding
+        return f"the written file does not run: {str(exc).strip().splitlines()[0][:200]}"
+    if len(got) != len(want):
+        return "another number of outputs than the test expects"
+    for i, (x, y) in enumerate(zip(want, got)):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return f"output {i}: the test expects {x.dtype}{list(x.shape)}, got {y.dtype}{list(y.shape)}"
+        close = np.allclose(x, y, rtol=1e-3, atol=1e-4, equal_nan=True) if x.dtype.kind in "fc" else np.array_equal(x, y)
+        if not close:
+            return f"output {i} is not the test's expected output"
+    return None
 
 
 def test_inputs(model_path: Path, data: Path | None) -> dict[str, np.ndarray] | None:
@@ -227,10 +289,12 @@ def sweep_one(folder: str, name: str, path: Path, data: Path | None, timeout: fl
                     reasons = [g.get("reason") for g in groups if g.get("reason")]
                     row["outcome"] = "nothing prunable"
                     row["line"] = reasons[0] if reasons else "no groups"
-                    if feeds is not None:
+                    if feeds is not None and not random(model):
                         why = same_outputs(model, tmp / "work" / "out.onnx", feeds)
                         if why:
                             row["outcome"], row["line"] = "BUG", f"nothing cut, yet {why}"
+                        elif why := converted_outputs(tmp / "work" / "out.onnx", data, feeds):
+                            row["outcome"], row["line"] = "BUG", f"converted, yet {why}"
         else:
             row["outcome"], row["line"] = judge_failure(rc, err, timeout)
         if written - allowed:
@@ -294,6 +358,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--folders", default=",".join(FOLDERS))
     ap.add_argument("--match", default="", help="only models whose name contains this")
+    ap.add_argument("--opset", type=int, default=None, help="only models at this default-domain opset")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per command")
     ap.add_argument("--out", type=Path, default=outputs.LATEST / "onnx_testdata.md", help="write the table here")
     ap.add_argument("--jsonl", type=Path, default=outputs.LATEST / "onnx_testdata.jsonl",
@@ -307,7 +372,7 @@ def main() -> int:
     if unknown:
         print(f"error: --folders: unknown {', '.join(unknown)} (known: {', '.join(FOLDERS)})", file=sys.stderr)
         return 2
-    todo = models(folders, args.match)
+    todo = models(folders, args.match, args.opset)
     start, rows = time.perf_counter(), []
     if args.resume and args.jsonl.exists():  # rows of an interrupted run of the same models: kept
         rows = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]

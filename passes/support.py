@@ -173,7 +173,7 @@ def downgraded(model: onnx.ModelProto, where: str, in_place: bool = False) -> on
     whose semantics changed, a reviewed attribute set, an element type IR 10 lacks (anywhere: a
     tensor, a value's type, Cast's ``to``) or whose semantics changed, a proto field IR 11+ added
     (multi-device configurations). The relabelled skeleton must pass onnx.checker and strict shape
-    inference at 21. Recorded in the metadata (``onnxpruner.converted_from_opset`` and
+    inference at 21 (its inner value_info dropped: the passes recompute it, and exporters leave it stale). Recorded in the metadata (``onnxpruner.converted_from_opset`` and
     ``onnxpruner.converted_from_ir_version``); the proof then covers the converted model.
     ``in_place``: relabel ``model`` itself (a hollow read's: no weight is copied)."""
     if not _newer(model):
@@ -197,6 +197,7 @@ def downgraded(model: onnx.ModelProto, where: str, in_place: bool = False) -> on
     try:
         skel = skeleton(out)
         onnx.checker.check_model(skel)
+        del skel.graph.value_info[:]  # recomputed before any pass, never trusted (jax2onnx's go stale)
         inferred = onnx.shape_inference.infer_shapes(skel, check_type=True, strict_mode=True)
     except Exception as exc:
         raise UnsupportedModelError(f"{where}: the model converted down from {what} to opset {OPSETS[1]}, IR version "

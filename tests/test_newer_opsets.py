@@ -118,6 +118,14 @@ def test_a_model_using_nothing_newer_is_converted_down_pruned_and_proven(opset, 
     assert meta.get("onnxpruner.converted_from_ir_version") == (str(ir_version) if ir_version > 10 else None)
 
 
+def test_a_stale_value_info_does_not_stop_the_conversion():
+    """jax2onnx 0.17.1 leaves value_info with shapes of another layout; the passes recompute it."""
+    model = _at(models.chain(), 23)
+    value = model.graph.node[0].output[0]
+    model.graph.value_info.append(helper.make_tensor_value_info(value, TensorProto.FLOAT, [1, 99, 8, 8]))
+    assert pipeline.prune(model, ratio=0.5).report["verified"] is True
+
+
 def test_the_command_line_converts_a_file_down_and_leaves_it_untouched(tmp_path):
     model = tmp_path / "m.onnx"
     onnx.save(_at(models.chain(), 23, 11), str(model))
