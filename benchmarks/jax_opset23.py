@@ -1,7 +1,7 @@
 """flax.nnx models exported by jax2onnx at its default opset (23), which ONNX Runtime 1.19.2 does not
 run: converted down to 21 by onnxpruner (``support.downgraded``), pruned at 0.5 and proven.
 
-    nice -n 19 .venv/bin/python benchmarks/jax_opset23.py [--out FILE.md]
+    nice -n 19 .venv/bin/python benchmarks/jax_opset23.py [--out FILE.md]    # default benchmarks/out/latest/
 
 A child process running the jax venv (``$ONNXPRUNER_JAX_PYTHON``, default /work/venvs/jax/bin/python:
 jax2onnx 0.17.1, flax 0.12.8, onnx 1.23.2, onnxruntime 1.32.0) builds each model with random init,
@@ -29,6 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+import outputs  # noqa: E402
 
 JAX_PYTHON = Path(os.environ.get("ONNXPRUNER_JAX_PYTHON", "/work/venvs/jax/bin/python"))
 
@@ -112,8 +114,10 @@ print(json.dumps({"rows": rows, "versions": {m.__name__: m.__version__ for m in 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=None, help="also write the table here")
+    ap.add_argument("--out", type=Path, default=outputs.LATEST / "jax_opset23.md", help="write the table here")
+    outputs.add_argument(ap)
     args = ap.parse_args()
+    outputs.check([args.out], args.update_tracked)
     import onnx
     import onnxruntime as ort
 
@@ -153,8 +157,7 @@ def main() -> int:
                          f"{', '.join(sorted(ops))[:80]} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.out:
-        args.out.write_text(text)
+    args.out.write_text(text)
     return 0
 
 
