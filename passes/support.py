@@ -13,7 +13,7 @@ change nothing it uses (``passes/newer_opsets.py``, written from a newer onnx's 
 
 Example: a jax2onnx export at opset 23 using RMSNormalization ->
 ``model.onnx: node 'rms' is op RMSNormalization, which exists from opset 23 on; ONNX Runtime
-1.19.2 runs opset 7..21, so the model cannot be converted down to 21``.
+1.19.2 runs opset 7..21, so the model cannot be converted down to 21; re-export it at an opset in 7..21``.
 """
 
 from __future__ import annotations
@@ -144,6 +144,8 @@ def opened(open_model):
     def open_upgraded(model_or_path, hollowed: bool = False):
         model, external, where, weights = open_model(model_or_path, hollowed=hollowed)
         if _newer(model):
+            if external and model.ir_version > MAX_IR_VERSION:  # a hollow copy keeps known fields only:
+                _check_fields(onnx.load(where, load_external_data=False), where)  # the file holds no weights
             return downgraded(model, where, in_place=model is not model_or_path), external, where, weights
         below = (_default_opset(model) or OPSETS[0]) < OPSETS[0]
         converted = upgraded(filled(model, weights) if weights and below else model, where)

@@ -249,6 +249,20 @@ def test_a_field_ir_11_added_is_refused_naming_it():
     _refused(model, f"node '{name}' has field device_configurations (NodeProto field 10)")
 
 
+def test_a_field_ir_11_added_is_seen_in_a_file_with_external_data(tmp_path):
+    """A hollow read of such a file copies the model's known fields only: the file is read again."""
+    model = _single("Relu", 23, shape=(1, 300, 2, 2))
+    model.ir_version = 11
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="m.data", size_threshold=0)
+    assert pipeline.prune(path, ratio=0.5).report["verified"] is True
+    path.write_bytes(path.read_bytes() + b"\xd2\x01\x04\x0a\x02c0")  # ModelProto field 26: configuration
+    before = path.read_bytes()
+    with pytest.raises(UnsupportedModelError, match="the model has field configuration"):
+        pipeline.prune(path, ratio=0.5)
+    assert path.read_bytes() == before
+
+
 def test_opsets_and_ir_versions_beyond_the_table_stay_refused():
     _refused(_at(models.chain(), newer.MAX_OPSET + 1), f"opset {newer.MAX_OPSET + 1}", "7..21",
              f"22..{newer.MAX_OPSET}")
