@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -107,7 +108,7 @@ class Initializer(Value):
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.dims, dtype=np.int64))
+        return math.prod(self.dims)
 
     def to_proto(self) -> onnx.TensorProto:
         if self.proto is not None and self.source is None:
