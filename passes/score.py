@@ -139,7 +139,7 @@ class _L1Norms:
     groups (a DenseNet conv after Concat) is read once, not once per use; |W| is taken a block of
     filters at a time (no temporary as large as the weight). The sums are those of
     ``L1.channel_scores`` and ``leaf_norms`` up to the order of additions and, within a row of
-    a float32 weight, float32 accumulation (``_row_sums``: relative differences of ~1e-7)."""
+    a float32 weight, float32 accumulation (``_row_sums``: relative differences of 1e-7 to 1e-6)."""
 
     BLOCK = 1 << 20  # elements of |W| in one block (4 MiB of float32: it stays in cache for both sums)
 
