@@ -92,18 +92,25 @@ def test_onnx_test_model_outcome(folder, name, tmp_path):
         assert row["exit"] == 1 and row["line"].startswith("error: "), row
 
 
-def test_opset_6_model_is_converted_checked_and_written_at_opset_7():
-    _, _, path, data = _case("pytorch-converted", "test_Conv2d")
+def _converted_and_computes_the_expected_output(folder: str, name: str, given: int, written: int) -> None:
+    """A model at opset ``given`` is pruned and proven, written at ``written`` with the opset it came
+    from in its metadata, and computes the test's own expected output in ONNX Runtime."""
+    import onnxruntime as ort
+
+    _, _, path, data = _case(folder, name)
+    assert [o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")] == [given]
     feeds = onnx_testdata.test_inputs(path, data)
     result = pipeline.prune(str(path), ratio=0.5, sample_inputs=feeds)
     assert result.report["verified"] is True
-    assert [o.version for o in result.model.opset_import if o.domain in ("", "ai.onnx")] == [7]
-    assert {p.key: p.value for p in result.model.metadata_props}[CONVERTED_KEY] == "6"
-    import onnxruntime as ort
-
+    assert [o.version for o in result.model.opset_import if o.domain in ("", "ai.onnx")] == [written]
+    assert {p.key: p.value for p in result.model.metadata_props}[CONVERTED_KEY] == str(given)
     got = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
     want = onnx.numpy_helper.to_array(onnx.load_tensor(str(data / "output_0.pb")))
-    assert np.allclose(got[0], want, rtol=1e-4, atol=1e-5)   # the test's own expected output
+    assert np.allclose(got[0], want, rtol=1e-4, atol=1e-5)
+
+
+def test_opset_6_model_is_converted_checked_and_written_at_opset_7():
+    _converted_and_computes_the_expected_output("pytorch-converted", "test_Conv2d", 6, 7)
 
 
 def test_equivalence_check_holds_nan_and_inf_in_place_and_scales_by_finite_values():
@@ -119,16 +126,4 @@ def test_equivalence_check_holds_nan_and_inf_in_place_and_scales_by_finite_value
 
 @pytest.mark.parametrize("name", ["test_acos", "test_maxpool_2d_pads", "test_conv_with_strides_padding"])
 def test_opset_22_model_is_converted_down_and_computes_the_tests_expected_outputs(name):
-    _, _, path, data = _case("node", name)
-    model = onnx.load(str(path))
-    assert model.opset_import[0].version == 22
-    feeds = onnx_testdata.test_inputs(path, data)
-    result = pipeline.prune(str(path), ratio=0.5, sample_inputs=feeds)
-    assert result.report["verified"] is True
-    assert [o.version for o in result.model.opset_import if o.domain in ("", "ai.onnx")] == [21]
-    assert {p.key: p.value for p in result.model.metadata_props}[CONVERTED_KEY] == "22"
-    import onnxruntime as ort
-
-    got = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-    want = onnx.numpy_helper.to_array(onnx.load_tensor(str(data / "output_0.pb")))
-    assert np.allclose(got[0], want, rtol=1e-4, atol=1e-5)   # the test's own expected output
+    _converted_and_computes_the_expected_output("node", name, 22, 21)
