@@ -214,18 +214,18 @@ class _L1Norms:
 
 
 def _row_sums(a: np.ndarray) -> np.ndarray:
-    """Each row's sum, in float64: of a float32 block, a matrix-vector product (BLAS, 5x the
-    speed of numpy's float64-accumulating sum; 30x for a 3x3 Conv's leaf sums, which numpy
-    reduces over two axes), the row summed in float32 by BLAS; anything else by numpy in float64."""
+    """Each row's sum, in float64: of a float32 block, summed in float32 by ``einsum`` (6x the
+    speed of numpy's float64-accumulating sum, one thread: a BLAS product is as fast idle, but its
+    threads spin on a busy machine); anything else by numpy in float64."""
     if a.dtype == np.float32 and a.ndim == 2:
-        return (a @ np.ones(a.shape[1], np.float32)).astype(np.float64)
+        return np.einsum("ij->i", a).astype(np.float64)
     return a.sum(axis=1, dtype=np.float64)
 
 
 def _column_sums(a: np.ndarray) -> np.ndarray:
     """Each column's sum, in float64 (``_row_sums`` of the other side)."""
     if a.dtype == np.float32 and a.ndim == 2:
-        return (np.ones(a.shape[0], np.float32) @ a).astype(np.float64)
+        return np.einsum("ij->j", a).astype(np.float64)
     return a.sum(axis=0, dtype=np.float64)
 
 
