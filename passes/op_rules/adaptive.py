@@ -114,11 +114,12 @@ def adaptive_reshape(view: NodeView, m: ChannelMap, shape, reshape_effect) -> Ef
     axis = a.axis
     copied = target[axis] == 0 and axis == m.axis
     if not copied and not self_adapting_entry(sv, source, shape, m.axis, axis):
-        if not _constant_entry(sv, axis, len(m), counts):
+        if not _constant_entry(sv, axis, len(a), counts):
             return blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
         # the channel entry is a plain number among symbolic dims (tf2onnx's Tensordot back to
-        # [N, H, W, 384]): frozen to its folded value, the entry rewritten by slice, the
-        # symbolic elements computed again at run time (slice.keep_live)
+        # [N, H, W, 384]; jax2onnx's flatten of NHWC, [B, 768] = [B, H·W·C]): frozen to its folded
+        # value, the entry rewritten by slice (to the kept positions of that axis), the symbolic
+        # elements computed again at run time (slice.keep_live)
         return Effect(outputs=first.outputs, couplings=pairs + list(first.couplings), freeze=(1,))
     return Effect(outputs=first.outputs, couplings=pairs) if pairs else first
 
@@ -129,10 +130,12 @@ def _reads_channels(a, b, source: str, m: ChannelMap, known: dict) -> bool:
     return a is not None and (a == source or a in known) and b in ((m.axis if a == source else known[a].axis), "*")
 
 
-def _constant_entry(sv, axis: int, channels: int, counts) -> bool:
-    """The target's element ``axis`` is a constant number of channels (read from no Shape), and
-    no element counts channels: freezing the target and rewriting that entry is exact."""
-    if axis >= len(sv.taint) or sv.taint[axis] or int(sv.value[axis]) != channels:
+def _constant_entry(sv, axis: int, positions: int, counts) -> bool:
+    """The target's element ``axis`` is a constant, the size of the output axis that carries the
+    channels (``positions``: the channel count, or its product with static dims flattened with
+    it), read from no Shape, and no element counts channels: freezing the target and rewriting
+    that entry is exact."""
+    if axis >= len(sv.taint) or sv.taint[axis] or int(sv.value[axis]) != positions:
         return False
     return not any(counts(t) for t in sv.taint)
 

@@ -40,9 +40,17 @@ def _reshape(view: NodeView) -> Effect:
         axis = effect.outputs[0].axis
         if not (target[axis] == -1 or (target[axis] == 0 and axis == m.axis)) or \
                 (m.axis < len(target) and target[m.axis] == 0 and axis != m.axis):
-            return _self_sized(view, m, shape) or _counted(view, m, shape) or \
-                blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
+            return _self_sized(view, m, shape) or _counted(view, m, shape) or _frozen(view, m, shape)
     return effect
+
+
+def _frozen(view: NodeView, m: ChannelMap, shape) -> Effect:
+    """A computed target whose symbolic elements are copies (0) and whose channel entry is a plain
+    constant (jax2onnx's ``x.reshape(x.shape[0], -1)`` of NHWC: ``Concat(Shape(x)[0], [768])``):
+    frozen and rewritten as ``adaptive_reshape`` does, or blocked."""
+    effect = adaptive_reshape(view, m, shape, _reshape_effect)
+    return effect if effect.block is None and effect.freeze else \
+        blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
 
 
 def _counted(view: NodeView, m: ChannelMap, shape) -> Effect | None:

@@ -1,0 +1,67 @@
+"""What jax2onnx 0.17.1 writes for flax.nnx models (found by benchmarks/jax_zoo.py), each idiom
+built by hand here in a few nodes.
+
+A flatten of an NHWC tensor before a Dense, ``x.reshape(x.shape[0], -1)`` with a dynamic batch, is
+
+    Reshape(x, Concat(Unsqueeze(Squeeze(Gather(Shape(x), [0]), [0]), [0]), [H·W·C]))
+
+the batch read off the tensor, the flattened size a plain constant. Before, the VGG's last conv
+group stayed whole ("channel entry cannot be rewritten"): that constant is now frozen and rewritten
+to the kept positions, the batch computed again at run time (``op_rules.adaptive``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+import pipeline
+from models import Builder, _ints
+
+
+def flatten_nhwc(b: Builder, x: str, flat: int) -> str:
+    """jax2onnx's ``x.reshape(x.shape[0], -1)``: the batch read by Shape, the rest a constant."""
+    batch = b.op("Squeeze", [b.op("Gather", [b.op("Shape", [x]), _ints(b, [0])], axis=0), _ints(b, [0])])
+    target = b.op("Concat", [b.op("Unsqueeze", [batch, _ints(b, [0])]), _ints(b, [flat])], axis=0)
+    return b.op("Reshape", [x, target])
+
+
+def flatten_head() -> onnx.ModelProto:
+    """NCHW Conv 3->8 -> Relu -> NHWC -> flatten [B, 4·4·8] -> MatMul 128->5 + bias; batch "B"."""
+    b = Builder(43, name="jax_flatten_head")
+    x = b.input("in_0", ["B", 3, 4, 4])
+    h = b.op("Transpose", [b.relu(b.conv(x, 3, 8))], perm=[0, 2, 3, 1])
+    y = b.op("Add", [b.op("MatMul", [flatten_nhwc(b, h, 4 * 4 * 8), b.weight(128, 5)]), b.weight(5, prefix="b")])
+    return b.build([y])
+
+
+def test_jax2onnx_flatten_of_nhwc_prunes_the_conv_and_keeps_the_dynamic_batch():
+    model = flatten_head()
+    result = pipeline.prune(model, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    got = [(g["channels_before"], g.get("channels_after"), g.get("reason")) for g in rep["groups"]]
+    assert (8, 4, None) in got, got
+    onnx.checker.check_model(result.model, full_check=True)
+    assert result.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "B"
+    before = ort.InferenceSession(model.SerializeToString())
+    after = ort.InferenceSession(result.model.SerializeToString())
+    for batch in (1, 3):  # the batch entry is computed at run time, the flattened size rewritten (64)
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 4, 4)).astype(np.float32)
+        assert after.run(None, {"in_0": x})[0].shape == before.run(None, {"in_0": x})[0].shape == (batch, 5)
+
+
+def test_a_flatten_constant_that_is_not_the_flattened_size_stays_whole():
+    """[B, 64, 2] from [B, 4, 4, 8]: the constant 64 is not the size of the axis holding the
+    channels (they land on two axes' worth of positions), so nothing is rewritten."""
+    b = Builder(44, name="jax_flatten_other")
+    x = b.input("in_0", ["B", 3, 4, 4])
+    h = b.op("Transpose", [b.relu(b.conv(x, 3, 8))], perm=[0, 2, 3, 1])
+    batch = b.op("Squeeze", [b.op("Gather", [b.op("Shape", [h]), _ints(b, [0])], axis=0), _ints(b, [0])])
+    target = b.op("Concat", [b.op("Unsqueeze", [batch, _ints(b, [0])]), _ints(b, [64, 2])], axis=0)
+    y = b.op("ReduceSum", [b.op("Reshape", [h, target]), _ints(b, [2])], keepdims=0)
+    model = b.build([b.op("MatMul", [y, b.weight(64, 5)])])
+    rep = pipeline.prune(model, ratio=0.5).report
+    assert rep["verified"] is True
+    conv = next(g for g in rep["groups"] if g["channels_before"] == 8)
+    assert not conv.get("pruned") and "Reshape" in conv["reason"], conv
