@@ -65,3 +65,55 @@ def test_a_flatten_constant_that_is_not_the_flattened_size_stays_whole():
     assert rep["verified"] is True
     conv = next(g for g in rep["groups"] if g["channels_before"] == 8)
     assert not conv.get("pruned") and "Reshape" in conv["reason"], conv
+
+
+def expanded_carry(declared: bool = True) -> onnx.ModelProto:
+    """An unrolled recurrent cell's first step as jax2onnx writes it: the zero carry
+    ``jnp.zeros((x.shape[0], 6))`` is ``Expand(scalar, Concat(Shape(x)[0], [6]))``, combined with a
+    gate elementwise. Here: Gemm 8->6 -> Mul(·, Expand(0.5, [B, 6])) + Expand(c[1, 6]) -> Relu -> Gemm 6->3."""
+    b = Builder(45, name="jax_expanded_carry")
+    x = b.input("in_0", ["B", 8])
+    batch = b.op("Gather", [b.op("Shape", [x]), _ints(b, [0])], axis=0)
+    target = b.op("Concat", [batch, _ints(b, [6])], axis=0)
+    half = b.op("Expand", [b.const(np.array(0.5, np.float32), "half"), target])
+    row = b.op("Expand", [b.const(np.random.default_rng(1).standard_normal((1, 1)).astype(np.float32), "c"), target])
+    h = b.op("Add", [b.op("Mul", [b.gemm(x, 8, 6), half]), row])
+    model = b.build([b.gemm(b.relu(h), 6, 3)])
+    if declared:  # jax2onnx declares every value's shape, the Expand's [B, 6] included
+        model.graph.value_info.extend(onnx.helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, ["B", 6])
+                                      for v in (half, row))
+    return model
+
+
+def test_a_constant_expanded_along_the_channels_is_gathered_per_reader():
+    model = expanded_carry()
+    result = pipeline.prune(model, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-5
+    got = [(g["channels_before"], g.get("channels_after"), g.get("reason")) for g in rep["groups"]]
+    assert (6, 3, None) in got, got
+    before = ort.InferenceSession(model.SerializeToString())
+    after = ort.InferenceSession(result.model.SerializeToString())
+    for batch in (1, 4):
+        x = np.random.default_rng(batch).standard_normal((batch, 8)).astype(np.float32)
+        assert after.run(None, {"in_0": x})[0].shape == before.run(None, {"in_0": x})[0].shape == (batch, 3)
+
+
+def test_an_expanded_constant_of_undeclared_extent_stays_untracked_data():
+    """Without the Expand's declared shape slice could not tell its extent: the group stays whole."""
+    rep = pipeline.prune(expanded_carry(declared=False), ratio=0.5).report
+    six = next(g for g in rep["groups"] if g["channels_before"] == 6)
+    assert rep["verified"] is True and not six.get("pruned") and "untracked data" in six["reason"], six
+
+
+def test_an_expanded_operand_that_varies_along_the_channels_is_still_untracked_data():
+    """An Expand of data (a graph input [1, 6]), not of a constant: the Mul blocks as before."""
+    b = Builder(46, name="jax_expanded_data")
+    x = b.input("in_0", ["B", 8])
+    g = b.input("gate", [1, 6])
+    batch = b.op("Gather", [b.op("Shape", [x]), _ints(b, [0])], axis=0)
+    gate = b.op("Expand", [g, b.op("Concat", [batch, _ints(b, [6])], axis=0)])
+    model = b.build([b.gemm(b.relu(b.op("Mul", [b.gemm(x, 8, 6), gate])), 6, 3)])
+    rep = pipeline.prune(model, ratio=0.5).report
+    six = next(g for g in rep["groups"] if g["channels_before"] == 6)
+    assert not six.get("pruned") and "untracked data" in six["reason"], six

@@ -76,13 +76,20 @@ def _without_gates(view: NodeView, out_rank: int) -> list[int]:
 
 def _expanded_rows(view: NodeView, p: int, a: int, rank: int) -> bool:
     """Operand ``p`` is a constant Expand-ed to the batch whose channel axis ``a`` is its own
-    (CaiT's class token, added to the class stream it also starts): cut per reader by a Gather."""
+    (CaiT's class token, added to the class stream it also starts), or one the Expand broadcasts
+    along that axis (jax2onnx's zero carry of an unrolled GRU, ``Expand(0.0, [B, 24])``: every
+    channel the same value): cut per reader by a Gather."""
     const = expanded_constant(view.graph, view.input_name(p), shared=True)
     if const is None or const[0] is None:
         return False
     arr = const[2]
     k = a - (rank - arr.ndim)
-    return k >= 0 and arr.shape[k] == (view.shape(p) or [None] * rank)[a]
+    if k >= 0 and arr.shape[k] == (view.shape(p) or [None] * rank)[a]:
+        return True
+    # broadcast by the Expand: slice reads the extent off the declared shape (jax2onnx declares it)
+    declared = view.graph.value(view.input_name(p)).shape
+    return (k < 0 or arr.shape[k] == 1) and declared is not None and len(declared) == rank \
+        and declared[a] == (view.shape(p) or [None] * rank)[a]
 
 
 def _prelu(view: NodeView) -> Effect:

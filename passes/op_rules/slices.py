@@ -279,7 +279,8 @@ def _slice_expanded(rw: Rewriter, port: int, value, axis: int, keep: np.ndarray,
     rank = len(shape) if shape is not None else arr.ndim   # the Expand's output rank
     a = axis - (out_rank - rank)
     k = a - (rank - arr.ndim)
-    if k >= 0 and arr.shape[k] == len(keep) and len(keep) > 1:
+    wide = shape is not None and 0 <= a < rank and shape[a] == len(keep)  # broadcast along the channels
+    if len(keep) > 1 and ((k >= 0 and arr.shape[k] == len(keep)) or (wide and (k < 0 or arr.shape[k] == 1))):
         gather_kept(rw.graph, rw.node, port, a, keep)
 
 
