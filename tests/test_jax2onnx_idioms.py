@@ -117,3 +117,57 @@ def test_an_expanded_operand_that_varies_along_the_channels_is_still_untracked_d
     rep = pipeline.prune(model, ratio=0.5).report
     six = next(g for g in rep["groups"] if g["channels_before"] == 6)
     assert not six.get("pruned") and "untracked data" in six["reason"], six
+
+
+def _dense3(b: Builder, x: str, lead: str, cin: int, out: list[int]) -> str:
+    """jax2onnx's nnx.Linear on [B, S, cin]: ``Reshape(Gemm(Reshape(x, [-1, cin]), W, b), Concat(lead, out))``
+    with ``lead = Shape(x)[0:2]``; ``out`` is [cout] or a head split [H, D]."""
+    cout = int(np.prod(out))
+    flat = b.op("Reshape", [x, _ints(b, [-1, cin])])
+    y = b.op("Gemm", [flat, b.weight(cin, cout), b.weight(cout, prefix="b")])
+    return b.op("Reshape", [y, b.op("Concat", [lead, _ints(b, out)], axis=0)])
+
+
+def tiny_vit() -> onnx.ModelProto:
+    """jax2onnx's ViT in miniature: NCHW patch Conv 3->8 -> NHWC -> Reshape(Concat(B, [4, 8])), a
+    class token ``Expand(cls[1, 1, 8], Concat(B, [1, 8]))`` concatenated before the patches, one
+    residual attention block (Dense q/k/v split as ``Concat(Shape(x)[0:2], [2, 4])``, per-head
+    MatMuls, merged back with the static ``[-1, 8]``, Dense out), mean over tokens, head 8->3."""
+    b = Builder(47, name="jax_tiny_vit")
+    x = b.input("in_0", ["B", 3, 4, 4])
+    patches = b.op("Conv", [x, b.weight(8, 3, 2, 2), b.weight(8, prefix="b")], kernel_shape=[2, 2], strides=[2, 2])
+    p = b.op("Transpose", [patches], perm=[0, 2, 3, 1])
+    batch = b.op("Unsqueeze", [b.op("Squeeze", [b.op("Gather", [b.op("Shape", [p]), _ints(b, [0])], axis=0),
+                                                _ints(b, [0])]), _ints(b, [0])])
+    tokens = b.op("Reshape", [p, b.op("Concat", [batch, _ints(b, [4, 8])], axis=0)])
+    cls = b.op("Expand", [b.const(np.random.default_rng(2).standard_normal((1, 1, 8)).astype(np.float32), "cls"),
+                          b.op("Concat", [batch, _ints(b, [1, 8])], axis=0)])
+    h = b.op("Concat", [cls, tokens], axis=1)                                    # [B, 5, 8]
+    lead = b.op("Slice", [b.op("Shape", [h]), _ints(b, [0]), _ints(b, [2])])    # [B, 5]
+    q, k, v = (b.op("Transpose", [_dense3(b, h, lead, 8, [2, 4])], perm=[0, 2, 1, 3]) for _ in range(3))
+    att = b.op("Softmax", [b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])], axis=3)
+    o = b.op("Transpose", [b.op("MatMul", [att, v])], perm=[0, 2, 1, 3])           # [B, 5, 2, 4]
+    o = b.op("Gemm", [b.op("Reshape", [o, _ints(b, [-1, 8])]), b.weight(8, 8), b.weight(8, prefix="b")])
+    h = b.op("Add", [h, b.op("Reshape", [o, b.op("Concat", [lead, _ints(b, [8])], axis=0)])])
+    y = b.op("ReduceMean", [h], axes=[1], keepdims=0)
+    model = b.build([b.gemm(y, 8, 3)])
+    model.graph.value_info.append(onnx.helper.make_tensor_value_info(cls, onnx.TensorProto.FLOAT, ["B", 1, 8]))
+    return model
+
+
+def test_jax2onnx_vit_prunes_its_stream_and_heads_through_rank_2_dense_layers():
+    """Before: the stream stopped at the patch Reshape (a constant channel entry), the heads at
+    the split of a [B·S, C] Gemm output by ``Concat(Shape(x)[0:2], [H, D])`` and at the static
+    merge ``[-1, H·D]`` (the batch and sequence regrouped before the channels)."""
+    model = tiny_vit()
+    result = pipeline.prune(model, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    got = sorted((g["channels_before"], g.get("channels_after")) for g in rep["groups"] if g.get("pruned"))
+    assert got == [(2, 1), (8, 4)], [(g["channels_before"], g.get("reason")) for g in rep["groups"]]
+    onnx.checker.check_model(result.model, full_check=True)
+    before = ort.InferenceSession(model.SerializeToString())
+    after = ort.InferenceSession(result.model.SerializeToString())
+    for batch in (1, 3):  # the frozen targets' batch entries are computed at run time
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 4, 4)).astype(np.float32)
+        assert after.run(None, {"in_0": x})[0].shape == before.run(None, {"in_0": x})[0].shape == (batch, 3)

@@ -31,11 +31,13 @@ def _reshape(view: NodeView) -> Effect:
             if effect.block:
                 other = symbolic_reshape(view, m, shape)
                 if other.block:
-                    return _counted(view, m, shape) or effect
+                    return _counted(view, m, shape) or _regrouped_lead(view, m, shape) or effect
                 return other
             return effect
     target = [int(t) for t in np.ravel(target)]
     effect = _reshape_effect(view, m, shape, target)
+    if effect.block and not dynamic:  # [B, S, H, D] -> [-1, H·D] with a symbolic batch
+        return _regrouped_lead(view, m, shape, target) or effect
     if dynamic and effect.block is None:  # nothing rewrites a computed target: it must adapt
         axis = effect.outputs[0].axis
         if not (target[axis] == -1 or (target[axis] == 0 and axis == m.axis)) or \
@@ -84,6 +86,58 @@ def _counted(view: NodeView, m: ChannelMap, shape) -> Effect | None:
     if not self_adapting_entry(sv, src, shape, m.axis, axis):
         return None
     return Effect(outputs={0: ChannelMap(axis, len(out_shape), m.ids)}, adapts=(1,), couplings=pairs)
+
+
+def _regrouped_lead(view: NodeView, m: ChannelMap, shape, static: list[int] | None = None) -> Effect | None:
+    """A computed target that regroups the axes before the channel axis and splits the channel
+    axis (with the static axes after it) by plain constants: jax2onnx's Dense on [B, S, C] is
+    ``Gemm(Reshape(x, [-1, C]))``, and attention's head split of its [B·S, C] output is
+    ``Reshape(y, Concat(Shape(x)[0:2], [H, D]))``. The leading entries read no channel count and
+    copy (0) no axis from the channel axis on, so they never change with pruning; the tail is
+    mapped as a static reshape would map it ([C] -> [H, D]), the target frozen, its channel entry
+    rewritten by slice and its symbolic entries computed again at run time (``slice.keep_live``).
+    A ``static`` target (the merge back after attention, ``[-1, H·D]``) is mapped the same way,
+    nothing frozen."""
+    from .adaptive import _reads_channels
+
+    src = view.input_name(0)
+    if static is not None:
+        sv, pairs = None, []
+        values, taints = list(static), [frozenset()] * len(static)
+    else:
+        sv, pairs = aliased(view.shape_values.get(view.input_name(1) or ""), src, m, view.known)
+        if sv is None or sv.value is None or isinstance(sv.taint, frozenset) or sv.value.ndim != 1:
+            return None
+        values, taints = sv.value.tolist(), list(sv.taint)
+    if shape is None or view.node.attr("allowzero", 0) or m.axis == 0:
+        return None
+    tail = list(shape[m.axis:])
+    if any(not isinstance(d, int) for d in tail):
+        return None
+    j = len(values)  # the target's tail: plain positive constants whose product is the input's tail
+    while j > 0 and not taints[j - 1] and values[j - 1] > 0 and \
+            int(np.prod(values[j - 1:], dtype=np.int64)) <= int(np.prod(tail, dtype=np.int64)):
+        j -= 1
+        if int(np.prod(values[j:], dtype=np.int64)) == int(np.prod(tail, dtype=np.int64)):
+            break
+    if j == 0 or int(np.prod(values[j:], dtype=np.int64)) != int(np.prod(tail, dtype=np.int64)):
+        return None
+    for i in range(j):
+        if any(_reads_channels(a, b, src, m, view.known) for a, b in taints[i]):
+            return None
+        if not taints[i] and values[i] == 0 and i >= m.axis:
+            return None  # a 0 copying the input's channel axis or one after it
+    full = np.broadcast_to(m.ids.reshape([len(m)] + [1] * (len(tail) - 1)), tail).reshape(values[j:])
+    found = _single_axis(full)
+    if found is not None:
+        effect = Effect(outputs={0: ChannelMap(found[0] + j, len(values), found[1])})
+    else:
+        heads = feeds_batched_matmul(view.graph, view.graph.outputs_of(view.node)[0], view.shapes)
+        effect = _reshape_split(full, len(values), heads, j)
+        if effect.block:
+            return None
+    return Effect(outputs=effect.outputs, couplings=pairs + list(effect.couplings),
+                  freeze=(1,) if static is None else ())
 
 
 def _self_sized(view: NodeView, m: ChannelMap, shape) -> Effect | None:

@@ -77,11 +77,22 @@ def _slice_concat(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
         a = axis - (rank - arr.ndim)
         if a < 0 or arr.shape[a] != len(keep):
             continue
-        if node is not None and len(rw.graph.consumers(value)) > 1:  # read elsewhere too: this
-            gather_kept(rw.graph, rw.node, p, axis, keep)              # Concat picks its kept channels
-            continue
+        if node is not None and (len(rw.graph.consumers(value)) > 1 or not _broadcasts_one(rw.graph, node, axis, rank)):
+            gather_kept(rw.graph, rw.node, p, axis, keep)  # read elsewhere too, or its target names the
+            continue                                       # channel count (jax2onnx's [B, 1, 32]): a Gather
         target = rw if node is None else Rewriter(rw.graph, node, rw.opset)
         target.set_const(p if node is None else port, _take(arr, a, keep))
+
+
+def _broadcasts_one(graph, expand, axis: int, rank: int) -> bool:
+    """The Expand's target is a constant with 1 at the channel axis (the constant's own extent
+    stands there): cutting the constant cuts the Expand's output."""
+    ins = graph.inputs_of(expand)
+    target = graph.const_array(ins[1]) if len(ins) > 1 and ins[1] is not None else None
+    if target is None or target.ndim != 1:
+        return False
+    a = axis - (rank - len(target))
+    return a < 0 or int(target[a]) == 1
 
 
 def _expand_like(view: NodeView) -> Effect:
