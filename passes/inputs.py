@@ -235,7 +235,8 @@ def probe_inputs(model: onnx.ModelProto, seed: int = 0, given: dict | None = Non
 
 
 LOAD_FAILURES = ("is not a registered function/op", "Could not find an implementation", "Load model from",
-                 "Failed to load model", "Type Error:", "ValidateOpsetForDomain")
+                 "Failed to load model", "Type Error:", "ValidateOpsetForDomain",
+                 "[ShapeInferenceError]", "[TypeInferenceError]")  # at load: no feed seen yet
 
 
 def _load_failure(message: str) -> bool:

@@ -171,3 +171,36 @@ def test_jax2onnx_vit_prunes_its_stream_and_heads_through_rank_2_dense_layers():
     for batch in (1, 3):  # the frozen targets' batch entries are computed at run time
         x = np.random.default_rng(batch).standard_normal((batch, 3, 4, 4)).astype(np.float32)
         assert after.run(None, {"in_0": x})[0].shape == before.run(None, {"in_0": x})[0].shape == (batch, 3)
+
+
+def test_a_file_whose_value_info_contradicts_its_graph_is_a_load_error_not_an_inputs_one(tmp_path):
+    """jax2onnx 0.17.1's ResNet declares NHWC shapes for values its layout pass made NCHW; ONNX
+    Runtime's load-time inference then refuses the file (``[ShapeInferenceError] Incompatible
+    dimensions``) before any input is fed: the file is at fault, no ``--inputs`` can help."""
+    from onnx import helper as h, numpy_helper
+
+    def info(name, shape):
+        return h.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)
+
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"]), h.make_node("Max", ["c", "z"], ["m"]),
+             h.make_node("Add", ["c", "m"], ["a"]), h.make_node("Relu", ["a"], ["r"]),
+             h.make_node("Conv", ["r", "w"], ["c2"]), h.make_node("Add", ["c2", "r"], ["y"])]
+    inits = [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w"),
+             numpy_helper.from_array(np.array(0, np.float32), "z")]
+    graph = h.make_graph(nodes, "stale", [info("x", ["B", 2, 3, 3])], [info("y", ["B", 2, 3, 3])], inits,
+                         value_info=[info(v, ["B", 3, 3, 2]) for v in ("m", "a", "r")])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "stale.onnx"
+    onnx.save(model, str(path))
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "onnxpruner"
+    run = subprocess.run([str(exe), "prune", str(path), "-o", str(tmp_path / "out.onnx")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and not (tmp_path / "out.onnx").exists()
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {path}: ONNX Runtime cannot load"), line
+    assert "ShapeInferenceError" in line and "--inputs" not in line and "Traceback" not in run.stderr
