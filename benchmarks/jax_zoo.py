@@ -48,11 +48,13 @@ MODELS = {
     "vgg": (("B", 32, 32, 3), "float32", "VGG-ish: 3x3 Conv+BatchNorm+ReLU, max_pool, dense head"),
     "resnet": (("B", 32, 32, 3), "float32", "ResNet: BasicBlocks with BatchNorm, 1x1 projection shortcuts"),
     "mobilenet": (("B", 32, 32, 3), "float32", "depthwise-separable CNN (feature_group_count), ReLU6"),
-    "convnext": (("B", 32, 32, 3), "float32", "ConvNeXt blocks: depthwise 7x7, LayerNorm, Linear on NHWC, GELU, layer scale"),
+    "convnext": (("B", 32, 32, 3), "float32",
+                 "ConvNeXt blocks: depthwise 7x7, LayerNorm, Linear on NHWC, GELU, layer scale"),
     "vit": (("B", 32, 32, 3), "float32", "ViT: patch Conv, class token, position embedding, MultiHeadAttention, MLP"),
     "mixer": (("B", 32, 32, 3), "float32", "MLP-Mixer: patch Conv, token-mixing MLP on swapped axes, channel MLP"),
     "audio1d": (("B", 400, 1), "float32", "1-D conv audio net (NWC): strided Conv1D+BatchNorm, dilated blocks, mean"),
-    "gru": (("B", 12, 8), "float32", "GRUCell unrolled over 12 steps (nnx.RNN: jax2onnx cannot trace its scan), last step to a dense head"),
+    "gru": (("B", 12, 8), "float32",
+            "GRUCell unrolled over 12 steps (nnx.RNN: jax2onnx cannot trace its scan), last step to a dense head"),
     "lstm": (("B", 12, 8), "float32", "OptimizedLSTMCell unrolled over 12 steps, last step to a dense head"),
     "text": (("B", 16), "int32", "text encoder: Embed tokens + positions, 2 pre-LN attention blocks, mean-pool head"),
 }
@@ -70,14 +72,16 @@ def _build(name: str):
 
     class MLP(nnx.Module):
         def __init__(self):
-            self.l1, self.l2, self.l3 = nnx.Linear(32, 64, rngs=rngs), nnx.Linear(64, 48, rngs=rngs), nnx.Linear(48, 10, rngs=rngs)
+            self.l1, self.l2 = nnx.Linear(32, 64, rngs=rngs), nnx.Linear(64, 48, rngs=rngs)
+            self.l3 = nnx.Linear(48, 10, rngs=rngs)
 
         def __call__(self, x):
             return self.l3(nnx.gelu(self.l2(nnx.relu(self.l1(x)))))
 
     class CBR(nnx.Module):
         def __init__(self, cin, cout, k=3, s=1, groups=1, act=nnx.relu, bias=False):
-            self.conv = nnx.Conv(cin, cout, (k, k), strides=(s, s), feature_group_count=groups, use_bias=bias, rngs=rngs)
+            self.conv = nnx.Conv(cin, cout, (k, k), strides=(s, s), feature_group_count=groups, use_bias=bias,
+                                 rngs=rngs)
             self.bn = nnx.BatchNorm(cout, use_running_average=True, rngs=rngs)
             self.act = act
 
@@ -312,7 +316,8 @@ def _export_in_venv(name: str, folder: str) -> None:
     onnx.save(down, str(out / f"{name}_opset21.onnx"))
     rng = np.random.default_rng(0)
     dims = [2 if isinstance(d, str) else d for d in shape]
-    feed = rng.integers(0, VOCAB, dims).astype(np.int32) if dtype == "int32" else rng.standard_normal(dims).astype(np.float32)
+    feed = rng.integers(0, VOCAB, dims).astype(np.int32) if dtype == "int32" else \
+        rng.standard_normal(dims).astype(np.float32)
     np.savez(out / f"{name}.npz", **{model.graph.input[0].name: feed})
     (out / f"{name}.opset").write_text(str(opset))
 
@@ -391,7 +396,8 @@ def measure(name: str, ratio: float, timeout: float) -> dict:
     if newest > 21:
         rep23, error23, _ = prune(paths[newest], feeds, ratio, timeout)
         error23 = error23.replace(f"error: {paths[newest]}: ", "error: ")
-        says23 = f"opset {newest}: " + ("pruned, verified" if rep23 and rep23["verified"] else error23 or "not verified")
+        verdict = "pruned, verified" if rep23 and rep23["verified"] else error23 or "not verified"
+        says23 = f"opset {newest}: {verdict}"
     else:
         says23 = "-"
     note_file = down.parent / f"{name}.note"

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import outputs  # noqa: E402
 
-SCRIPTS = ["accuracy.py", "exporters_zoo.py", "hf_zoo.py", "jax_opset23.py", "onnx_testdata.py",
+SCRIPTS = ["accuracy.py", "exporters_zoo.py", "hf_zoo.py", "jax_opset23.py", "jax_zoo.py", "onnx_testdata.py",
            "recovered_start.py", "schedules.py", "sensitivity_digits.py",
            "targets.py", "zoo.py"]
 
@@ -60,3 +60,14 @@ def test_fig5_overlap_is_readable_whatever_the_number_of_layers(tmp_path):
     for ax in fig.axes:
         if ax.get_visible():
             assert not legend.overlaps(ax.get_window_extent(renderer))
+
+
+def test_the_readme_quotes_the_committed_jax_zoo_table_as_it_is():
+    """Every row and the summary of benchmarks/out/jax_zoo.md stand in the README unchanged (a
+    re-run that changes a number changes both, or this fails)."""
+    table = (ROOT / "benchmarks" / "out" / "jax_zoo.md").read_text().splitlines()
+    readme = (ROOT / "README.md").read_text().splitlines()
+    rows = [ln for ln in table if ln.startswith("|") or ln.startswith("- ") or " models ran; " in ln]
+    assert len([ln for ln in rows if ln.startswith("| ") and not ln.startswith("| model")]) >= 8
+    missing = [ln for ln in rows if ln not in readme]
+    assert not missing, missing
