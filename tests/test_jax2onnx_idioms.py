@@ -140,8 +140,9 @@ def tiny_vit() -> onnx.ModelProto:
     batch = b.op("Unsqueeze", [b.op("Squeeze", [b.op("Gather", [b.op("Shape", [p]), _ints(b, [0])], axis=0),
                                                 _ints(b, [0])]), _ints(b, [0])])
     tokens = b.op("Reshape", [p, b.op("Concat", [batch, _ints(b, [4, 8])], axis=0)])
+    cls_target = b.op("Concat", [batch, _ints(b, [1, 8])], axis=0)
     cls = b.op("Expand", [b.const(np.random.default_rng(2).standard_normal((1, 1, 8)).astype(np.float32), "cls"),
-                          b.op("Concat", [batch, _ints(b, [1, 8])], axis=0)])
+                          cls_target])
     h = b.op("Concat", [cls, tokens], axis=1)                                    # [B, 5, 8]
     lead = b.op("Slice", [b.op("Shape", [h]), _ints(b, [0]), _ints(b, [2])])    # [B, 5]
     q, k, v = (b.op("Transpose", [_dense3(b, h, lead, 8, [2, 4])], perm=[0, 2, 1, 3]) for _ in range(3))
@@ -151,7 +152,8 @@ def tiny_vit() -> onnx.ModelProto:
     h = b.op("Add", [h, b.op("Reshape", [o, b.op("Concat", [lead, _ints(b, [8])], axis=0)])])
     y = b.op("ReduceMean", [h], axes=[1], keepdims=0)
     model = b.build([b.gemm(y, 8, 3)])
-    model.graph.value_info.append(onnx.helper.make_tensor_value_info(cls, onnx.TensorProto.FLOAT, ["B", 1, 8]))
+    model.graph.value_info.extend([onnx.helper.make_tensor_value_info(cls, onnx.TensorProto.FLOAT, ["B", 1, 8]),
+                                   onnx.helper.make_tensor_value_info(cls_target, onnx.TensorProto.INT64, [3])])
     return model
 
 
@@ -166,6 +168,8 @@ def test_jax2onnx_vit_prunes_its_stream_and_heads_through_rank_2_dense_layers():
     got = sorted((g["channels_before"], g.get("channels_after")) for g in rep["groups"] if g.get("pruned"))
     assert got == [(2, 1), (8, 4)], [(g["channels_before"], g.get("reason")) for g in rep["groups"]]
     onnx.checker.check_model(result.model, full_check=True)
+    # the class token is cut where it is stored; its Expand's target is made 1 on the channels
+    assert [list(i.dims) for i in result.model.graph.initializer if i.name.startswith("cls")] == [[1, 1, 4]]
     before = ort.InferenceSession(model.SerializeToString())
     after = ort.InferenceSession(result.model.SerializeToString())
     for batch in (1, 3):  # the frozen targets' batch entries are computed at run time

@@ -77,22 +77,43 @@ def _slice_concat(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
         a = axis - (rank - arr.ndim)
         if a < 0 or arr.shape[a] != len(keep):
             continue
-        if node is not None and (len(rw.graph.consumers(value)) > 1 or not _broadcasts_one(rw.graph, node, axis, rank)):
-            gather_kept(rw.graph, rw.node, p, axis, keep)  # read elsewhere too, or its target names the
-            continue                                       # channel count (jax2onnx's [B, 1, 32]): a Gather
+        if node is not None and (len(rw.graph.consumers(value)) > 1 or not _target_one(rw, node, axis, rank)):
+            gather_kept(rw.graph, rw.node, p, axis, keep)  # read elsewhere too: this Concat picks its
+            continue                                       # kept channels
         target = rw if node is None else Rewriter(rw.graph, node, rw.opset)
         target.set_const(p if node is None else port, _take(arr, a, keep))
 
 
-def _broadcasts_one(graph, expand, axis: int, rank: int) -> bool:
-    """The Expand's target is a constant with 1 at the channel axis (the constant's own extent
-    stands there): cutting the constant cuts the Expand's output."""
-    ins = graph.inputs_of(expand)
-    target = graph.const_array(ins[1]) if len(ins) > 1 and ins[1] is not None else None
-    if target is None or target.ndim != 1:
+def _target_one(rw: Rewriter, expand, axis: int, rank: int) -> bool:
+    """The Expand's target made 1 at the channel axis, so the cut constant's own extent stands
+    there (jax2onnx writes the class token's ``Concat(B, [1, 32])``, naming the count torch's
+    ``expand(B, -1, -1)`` leaves at 1): a constant target is rewritten, a computed one of known
+    length goes through ``Where(axis mask, 1, target)``. False (nothing changed) when its
+    length is unknown."""
+    from ir import Initializer, Node
+
+    graph = rw.graph
+    target = graph.inputs_of(expand)[1]
+    arr = graph.const_array(target)
+    if arr is not None:
+        a = axis - (rank - len(arr))
+        if a >= 0 and int(arr[a]) != 1:
+            Rewriter(graph, expand, rw.opset).set_const(1, np.where(np.arange(len(arr)) == a, 1, arr))
+        return True
+    shape = graph.value(target.name).shape
+    if shape is None or len(shape) != 1 or not isinstance(shape[0], int):
         return False
-    a = axis - (rank - len(target))
-    return a < 0 or int(target[a]) == 1
+    a = axis - (rank - shape[0])
+    if a < 0:
+        return True
+    mask, one = graph.unique_name(f"{expand.name}/axis_mask"), graph.unique_name(f"{expand.name}/one")
+    graph.add_initializer(Initializer.from_array(mask, np.arange(shape[0]) == a))
+    graph.add_initializer(Initializer.from_array(one, np.ones(1, np.int64)))
+    out = graph.unique_name(f"{expand.name}/target_one")
+    graph.add_node(Node(graph.unique_name(f"{expand.name}/target_one", kind="n"), "Where", "", {}, ""),
+                   [mask, one, target.name], [out])
+    graph.set_input(expand, 1, out)
+    return True
 
 
 def _expand_like(view: NodeView) -> Effect:
