@@ -27,7 +27,7 @@ from .analyses import LeafZeroing, Masks, Patterns, SliceRecord, Tags, Trees, in
 from .base import Pass, PassContext, PassResult
 from .infer_shapes import value_shapes
 from .op_rules import SLICE_RULES, Rewriter, fold_shapes
-from .op_rules.slices import cut_in_place, retie
+from .op_rules.slices import cut_in_place, retie, share_zero_fed, weight_sources
 from .op_rules.computed import OPERAND_OPS, select_kept
 from .op_rules.streams import stream_zeroings
 
@@ -211,6 +211,7 @@ class SlicePass(Pass):
         chains = cut_in_place(ir, keeps, opset)  # tf2onnx's LayerNorm scale: its constants cut
         before = set(ir.initializers)
         shared = {n for n in before if len(ir.consumers(n)) > 1}
+        sources = weight_sources(ir)
         touched = 0
         for node in ir.topo_nodes():
             ins = {p: keeps[v.name] for p, v in enumerate(ir.inputs_of(node))
@@ -232,7 +233,7 @@ class SlicePass(Pass):
             ir.set_value_type(name, onnx.helper.make_tensor_type_proto(value.elem_type, dims))
         for (name, port), (computed, value, mask) in live.items():
             keep_live(ir, name, port, computed, value, mask)
-        retied = retie(ir, shared, before)
+        retied = retie(ir, shared, before) + share_zero_fed(ir, keeps, sources)
         dead = ir.remove_dead()
         return PassResult(True, {"values_sliced": len(keeps), "nodes_rewritten": touched, "chains_cut": chains,
                                  "retied": retied, "dead_removed": dead})

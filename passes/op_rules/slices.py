@@ -211,6 +211,55 @@ def _slice_matmul(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
         rw.set_const(1, _take_axes(w, takes))
 
 
+def weight_sources(graph: Graph) -> dict[str, str]:
+    """Each Gemm's weight initializer before slicing (for ``share_zero_fed``)."""
+    out = {}
+    for node in graph.nodes():
+        ins = graph.inputs_of(node)
+        if node.op_type == "Gemm" and len(ins) > 1 and ins[1] is not None \
+                and graph.initializer(ins[1].name) is not None:
+            out[node.name] = ins[1].name
+    return out
+
+
+def share_zero_fed(graph: Graph, keeps: dict, sources: dict[str, str]) -> int:
+    """A Gemm fed zeros (an unrolled cell's first step: ``Gemm(Expand(0.0, [B, 24]), R)``, R the
+    recurrent weight the later steps share and cut the rows of) computes its bias whatever its
+    weight's rows: it Gathers the kept columns of its zero input and reads the weight the others
+    cut, where that weight equals its own on the kept rows. Returns how many were."""
+    count = 0
+    for name, source in sorted(sources.items()):
+        if not graph.has_node(name):
+            continue
+        node = graph.node(name)
+        ins = graph.inputs_of(node)
+        if node.attr("transA", 0) or ins[0] is None or ins[0].name in keeps:
+            continue
+        const = expanded_constant(graph, ins[0], shared=True)
+        own = graph.const_array(ins[1]) if ins[1] is not None else None
+        if const is None or own is None or np.any(const[2] != 0) or not np.all(np.isfinite(own)):
+            continue
+        k_axis = 1 if node.attr("transB", 0) else 0
+        for other in sorted(n for n, src in sources.items() if src == source and n != name):
+            if not graph.has_node(other):
+                continue
+            o = graph.node(other)
+            o_ins = graph.inputs_of(o)
+            if o.attr("transA", 0) or o.attr("transB", 0) != node.attr("transB", 0) \
+                    or o_ins[0] is None or o_ins[0].name not in keeps or keeps[o_ins[0].name][0] != 1:
+                continue
+            keep, cut = keeps[o_ins[0].name][1], graph.const_array(o_ins[1])
+            declared = graph.value(ins[0].name).shape
+            if cut is None or len(keep) != own.shape[k_axis] or declared is None or len(declared) != 2 \
+                    or declared[1] != len(keep) or not np.array_equal(_take(own, k_axis, keep), cut):
+                continue
+            gather_kept(graph, node, 0, 1, keep)
+            graph.set_input(node, 1, o_ins[1].name)
+            count += 1
+            break
+    return count
+
+
 def retie(graph: Graph, shared: set[str], before: set[str]) -> int:
     """Share again what slicing un-shared (``Rewriter.set_const`` copies a shared constant before
     cutting it): a new initializer equal to a once-shared one (a tied lm_head: the embedding
