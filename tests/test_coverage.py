@@ -172,11 +172,24 @@ def test_dynamic_batch_view_keeps_computing_its_shape():
         assert out.shape == (batch, 4)
 
 
-@pytest.mark.parametrize("rest", [["C", -1],   # the count read by Shape: would go stale
-                                  [6, -1]])    # a literal count inside a computed target
-def test_dynamic_batch_target_naming_the_channel_count_blocks(rest):
-    reason = _blocked_reason(_dynamic_view(rest))
+def test_dynamic_batch_target_naming_the_channel_count_blocks():
+    reason = _blocked_reason(_dynamic_view(["C", -1]))   # the count read by Shape: would go stale
     assert "Reshape" in reason and "cannot be rewritten" in reason
+
+
+def test_dynamic_batch_target_with_a_literal_channel_count_is_frozen_and_rewritten():
+    """``Concat(Shape(x)[0], [6], [-1])``: the literal 6 is the channel count among symbolic
+    elements (as jax2onnx writes its flatten): frozen, rewritten to the kept count, the batch
+    computed again at run time (``op_rules.adaptive``); it once blocked."""
+    from passes.runtime import run_model
+
+    model = _dynamic_view([6, -1])
+    result = pipeline.prune(model, ratio=0.5)
+    assert result.report["verified"] is True
+    assert [(g["channels_before"], g["channels_after"]) for g in result.report["groups"] if g.get("pruned")] == [(6, 3)]
+    for batch in (1, 3):
+        (out,) = run_model(result.model, {"x": np.ones((batch, 3, 4, 4), np.float32)})
+        assert out.shape == (batch, 4)
 
 
 def test_grouped_conv_with_a_group_mixing_pruned_and_input_channels_is_a_barrier():
