@@ -1,6 +1,6 @@
 """flax.nnx architectures written by jax2onnx, pruned from the command line as a user would.
 
-    .venv/bin/python benchmarks/jax_zoo.py [--models mlp,vgg,...] [--timeout 600]
+    .venv/bin/python benchmarks/jax_zoo.py [--models mlp,vgg,...] [--ratio 0.3] [--timeout 600]
                                            [--out benchmarks/out/latest/jax_zoo.md] [--update-tracked]
 
 Each model is built from code with flax.nnx (random init, seeded, every parameter and BatchNorm
