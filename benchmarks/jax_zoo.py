@@ -9,12 +9,13 @@ writes them, and exported by a child process in jax2onnx's OWN venv (``/work/ven
 flax, jax2onnx 0.17.1 with its newer onnx; override with ``$ONNXPRUNER_JAX_PYTHON``) with
 ``jax2onnx.to_onnx(model, [shape])`` at its default opset (23) and a dynamic batch ``B``, then
 converted down to opset 21 with that venv's ``onnx.version_converter`` (as ``tests/corpus`` was):
-ONNX Runtime 1.19.2 runs opsets up to 21. Both files and the example inputs (``.npz``) are cached
+ONNX Runtime 1.19.2 runs opsets up to 21 (the tool now converts 22..28 down itself: both are
+pruned). Both files and the example inputs (``.npz``) are cached
 outside the repository (``$ONNXPRUNER_ZOO_CACHE/jax``, default ``~/.cache/onnxpruner-zoo/jax``).
 Then, one model at a time, the command line:
 
     onnxpruner prune M_opset21.onnx -o OUT.onnx --ratio 0.3 [--inputs M.npz] --report R.json --no-latency
-    onnxpruner prune M_opset23.onnx -o OUT.onnx --ratio 0.3 ...     (its answer recorded as it is)
+    onnxpruner prune M_opset23.onnx -o OUT.onnx --ratio 0.3 ...     (its groups and share, or its error)
 
 ``--inputs`` only where the defaults do not fit (token ids below the vocabulary). One row per
 model: ops, groups pruned/total, share of float parameters removed, the proof, seconds, the
@@ -396,7 +397,11 @@ def measure(name: str, ratio: float, timeout: float) -> dict:
     if newest > 21:
         rep23, error23, _ = prune(paths[newest], feeds, ratio, timeout)
         error23 = error23.replace(f"error: {paths[newest]}: ", "error: ")
-        verdict = "pruned, verified" if rep23 and rep23["verified"] else error23 or "not verified"
+        verdict = error23 or "not verified"
+        if rep23 and rep23["verified"]:
+            g23 = rep23["groups"]
+            verdict = (f"{sum(1 for g in g23 if g.get('pruned'))}/{len(g23)} groups, "
+                       f"{1 - rep23['params_after'] / rep23['params_before']:.1%}, verified")
         says23 = f"opset {newest}: {verdict}"
     else:
         says23 = "-"
