@@ -1,17 +1,27 @@
-"""How the passes scale with depth: synthetic residual CNNs of N blocks, passes without validate.
+"""How the passes scale with depth: synthetic residual CNNs of N blocks and decoder language models
+of L layers, passes without validate.
 
     .venv/bin/python benchmarks/scaling.py [--blocks 10,20,40,80,160,320] [--repeat 3]
+    .venv/bin/python benchmarks/scaling.py --decoders [--layers 2,4,8,16,32,64] [--kinds llama-gqa,gpt2]
 
 Each block is conv-bn-relu-conv-bn + identity skip + relu at 16 channels on an 8x8 map (weights
 are negligible: the graph's size is what grows). One row per N: lower + the default passes up to
 ``infer-shapes`` (no validate) + raise, in process, sizes interleaved round by round, medians.
 The marginal cost per block of blocks 160..320 is compared with that of blocks 40..160 (start-up
 cancels out); a linear pipeline gives a ratio near 1.
+
+``--decoders``: the tiny decoders of ``tests/decoder_models.py`` (hidden 32, 4 query heads, MLP 64;
+Llama with rotary embeddings and GQA, 2 KV heads; GPT-2), exported with a static KV cache at each
+depth L (once, into ``~/.cache/onnxpruner/scaling``), timed the same way (ms per layer), the
+marginal cost per layer of layers 16..64 against 4..16, per pass too; then the whole
+``onnxpruner prune`` command (with the proof) at the largest L as a fresh process, beside
+``--no-latency`` and the ``onnx.load`` + ``onnx.save`` floor of the same file.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -25,6 +35,7 @@ import pipeline  # noqa: E402
 from models import Builder  # noqa: E402
 from passes.base import PassContext  # noqa: E402
 
+CACHE = Path(os.environ.get("ONNXPRUNER_CACHE", Path.home() / ".cache" / "onnxpruner")) / "scaling"
 SPEC = "tag,trees,classify,score{criterion=l1 scope=tree},mask{ratio=0.5},slice,infer-shapes"
 
 
@@ -48,35 +59,118 @@ def once(model, passes) -> tuple[float, dict[str, float]]:
     return time.perf_counter() - start, dict(timing.rows)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--blocks", default="10,20,40,80,160,320")
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
-    sizes = [int(s) for s in args.blocks.split(",")]
-    models = {n: residual_cnn(n) for n in sizes}
+def interleaved(models: dict, repeat: int) -> tuple[dict[int, float], dict[int, dict[str, float]]]:
+    """Median seconds per size and per pass, sizes interleaved round by round."""
+    sizes = list(models)
     once(models[sizes[0]], SPEC)  # warm-up
     totals = {n: [] for n in sizes}
     passes = {n: {} for n in sizes}
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         for n in sizes:  # interleaved: every size sees the same machine load
             t, rows = once(models[n], SPEC)
             totals[n].append(t)
             for name, s in rows.items():
                 passes[n].setdefault(name, []).append(s)
-    med = {n: statistics.median(v) for n, v in totals.items()}
+    return ({n: statistics.median(v) for n, v in totals.items()},
+            {n: {p: statistics.median(v) for p, v in passes[n].items()} for n in sizes})
+
+
+def table(unit: str, med: dict[int, float], passes: dict[int, dict[str, float]], repeat: int) -> None:
+    sizes = list(med)
     names = list(passes[sizes[0]])
-    print(f"passes: {SPEC} (lower + passes + raise, median of {args.repeat})")
-    print(f"{'blocks':>6} {'total s':>8} {'ms/block':>9} " + " ".join(f"{p[:8]:>8}" for p in names))
+    print(f"passes: {SPEC} (lower + passes + raise, median of {repeat})")
+    print(f"{unit + 's':>6} {'total s':>8} {'ms/' + unit:>9} " + " ".join(f"{p[:8]:>8}" for p in names))
     for n in sizes:
-        per = " ".join(f"{statistics.median(passes[n][p]) * 1000 / n:8.2f}" for p in names)
+        per = " ".join(f"{passes[n][p] * 1000 / n:8.2f}" for p in names)
         print(f"{n:>6} {med[n]:8.3f} {med[n] * 1000 / n:9.2f} {per}")
-    print("(per-pass columns: ms per block)")
-    if {40, 160, 320} <= set(sizes):
-        low = (med[160] - med[40]) / 120
-        high = (med[320] - med[160]) / 160
-        print(f"marginal cost per block: blocks 40-160 {low * 1000:.2f} ms, 160-320 {high * 1000:.2f} ms, "
-              f"ratio {high / low:.2f}x (target <= 1.3x)")
+    print(f"(per-pass columns: ms per {unit})")
+
+
+def marginal(unit: str, med: dict[int, float], passes: dict[int, dict[str, float]], a: int, b: int, c: int,
+             per_pass: bool = False) -> None:
+    """The cost per ``unit`` of units b..c against a..b (start-up cancels out)."""
+    if not {a, b, c} <= set(med):
+        return
+    low = (med[b] - med[a]) / (b - a)
+    high = (med[c] - med[b]) / (c - b)
+    print(f"marginal cost per {unit}: {unit}s {a}-{b} {low * 1000:.2f} ms, {b}-{c} {high * 1000:.2f} ms, "
+          f"ratio {high / low:.2f}x (target <= 1.3x)")
+    if per_pass:
+        cols = []
+        for p in passes[a]:
+            lo = (passes[b][p] - passes[a][p]) / (b - a)
+            hi = (passes[c][p] - passes[b][p]) / (c - b)
+            cols.append(f"{p} {lo * 1000:.2f}->{hi * 1000:.2f}")
+        print(f"  per pass, ms per {unit} ({a}-{b} -> {b}-{c}): " + ", ".join(cols))
+
+
+def decoder(kind: str, layers: int) -> Path:
+    """The decoder ``kind`` of ``layers`` layers with a static KV cache, exported once."""
+    import warnings
+
+    import decoder_models
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return decoder_models.export(kind, CACHE, cache=True, layers=layers)
+
+
+def command_times(path: Path, repeat: int) -> None:
+    """The ``onnxpruner prune`` command on ``path`` as fresh processes, medians, commands in turn."""
+    import tempfile
+
+    from bench_pipeline import FLOOR, timed_process
+
+    exe = str(Path(sys.executable).parent / "onnxpruner")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "out.onnx")
+        cmds = {"load+save (floor)": [sys.executable, "-c", FLOOR, str(path), out],
+                "prune (with proof)": [exe, "prune", str(path), "-o", out, "--ratio", "0.5"],
+                "prune --no-latency": [exe, "prune", str(path), "-o", out, "--ratio", "0.5", "--no-latency"]}
+        rows = {k: [] for k in cmds}
+        for cmd in cmds.values():  # warm-up: bytecode compiled, the file in the page cache
+            timed_process(cmd)
+        for _ in range(repeat):
+            for k, cmd in cmds.items():
+                rows[k].append(timed_process(cmd)[0])
+    floor_s = statistics.median(rows["load+save (floor)"])
+    for k, runs in rows.items():
+        t = statistics.median(runs)
+        print(f"  {k:<22} {t:7.2f} s  {t / floor_s:6.2f}x floor")
+
+
+def decoders_main(kinds: list[str], layers: list[int], repeat: int) -> None:
+    import onnx
+
+    for kind in kinds:
+        paths = {n: decoder(kind, n) for n in layers}
+        models = {n: onnx.load(str(p)) for n, p in paths.items()}
+        print(f"{kind} with a KV cache ({sum(1 for _ in models[layers[-1]].graph.node)} nodes at "
+              f"L={layers[-1]}, {paths[layers[-1]].stat().st_size / 2**20:.1f} MiB)")
+        med, passes = interleaved(models, repeat)
+        table("layer", med, passes, repeat)
+        marginal("layer", med, passes, 4, 16, 64, per_pass=True)
+        print(f"onnxpruner prune {paths[layers[-1]].name} (L={layers[-1]}), fresh processes, median of {repeat}:")
+        command_times(paths[layers[-1]], repeat)
+        print(flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--blocks", default="10,20,40,80,160,320")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--decoders", action="store_true", help="the decoder series instead of the CNN series")
+    ap.add_argument("--layers", default="2,4,8,16,32,64", help="with --decoders: depths L")
+    ap.add_argument("--kinds", default="llama-gqa,gpt2", help="with --decoders: tests/decoder_models.py kinds")
+    args = ap.parse_args()
+    if args.decoders:
+        decoders_main(args.kinds.split(","), [int(s) for s in args.layers.split(",")], args.repeat)
+        return
+    sizes = [int(s) for s in args.blocks.split(",")]
+    med, passes = interleaved({n: residual_cnn(n) for n in sizes}, args.repeat)
+    table("block", med, passes, args.repeat)
+    marginal("block", med, passes, 40, 160, 320)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ KINDS = ("llama", "llama-gqa", "llama-tied", "qwen2", "gpt2")
 VOCAB, SEQ, PAST = 96, 4, 3
 
 
-def config(kind: str):
+def config(kind: str, layers: int = 2):
     import_torchvision()  # transformers imports torchvision: its op schemas first
     import transformers as hf
 
-    common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                   num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=False)
     if kind == "llama":
         return hf.LlamaForCausalLM, hf.LlamaConfig(num_key_value_heads=4, **common)
@@ -35,7 +35,7 @@ def config(kind: str):
     if kind == "qwen2":
         return hf.Qwen2ForCausalLM, hf.Qwen2Config(num_key_value_heads=2, **common)
     if kind == "gpt2":
-        return hf.GPT2LMHeadModel, hf.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4,
+        return hf.GPT2LMHeadModel, hf.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=layers, n_head=4,
                                                  n_positions=64, bos_token_id=0, eos_token_id=0,
                                                  tie_word_embeddings=False)
     raise ValueError(f"unknown decoder kind {kind!r}; known: {', '.join(KINDS)}")
@@ -69,10 +69,10 @@ class _Flat(torch.nn.Module):
         return (out.logits, *flat)
 
 
-def build(kind: str, seed: int = 0, attn: str | None = None):
+def build(kind: str, seed: int = 0, attn: str | None = None, layers: int = 2):
     import_torchvision()
     torch.manual_seed(seed)
-    cls, cfg = config(kind)
+    cls, cfg = config(kind, layers)
     if attn is not None:  # "eager": repeat_kv at every sequence length (SDPA regroups a lone query)
         cfg._attn_implementation = attn
     return exporting.perturb(cls(cfg).eval(), 0.02), cfg
@@ -97,13 +97,14 @@ def io_names(layers: int, cache: bool):
 
 
 def export(kind: str, folder: Path, cache: bool = False, dynamic: bool = False, seed: int = 0,
-           batch: int = 1, seq: int = SEQ, past: int = PAST, attn: str | None = None) -> Path:
+           batch: int = 1, seq: int = SEQ, past: int = PAST, attn: str | None = None,
+           layers: int = 2) -> Path:
     tag = f"{kind}{'-cache' if cache else ''}{'-dyn' if dynamic else ''}{'' if seq == SEQ else f'-s{seq}'}"
-    tag += f"-{attn}" if attn else ""
+    tag += (f"-{attn}" if attn else "") + ("" if layers == 2 else f"-L{layers}")
     path = Path(folder) / f"{tag}.onnx"
     if path.exists():
         return path
-    model, cfg = build(kind, seed, attn)
+    model, cfg = build(kind, seed, attn, layers)
     layers, kv, dim = geometry(cfg)
     wrapper = _Flat(model, layers, cache).eval()
     ids = torch.randint(0, VOCAB, (batch, seq))
@@ -126,12 +127,13 @@ def export(kind: str, folder: Path, cache: bool = False, dynamic: bool = False, 
                             dynamic_axes=axes)
 
 
-def feeds(kind: str, cache: bool, batch: int = 2, seq: int = SEQ, past: int = PAST, seed: int = 0) -> dict:
+def feeds(kind: str, cache: bool, batch: int = 2, seq: int = SEQ, past: int = PAST, seed: int = 0,
+          layers: int = 2) -> dict:
     """Inputs that agree with each other (mask length = past + seq): what a dynamic-axes export
     needs, since one size per symbolic dim cannot make ``total`` = ``past`` + ``seq``."""
     import numpy as np
 
-    _, cfg = config(kind)
+    _, cfg = config(kind, layers)
     layers, kv, dim = geometry(cfg)
     rng = np.random.default_rng(seed)
     p = past if cache else 0

@@ -24,7 +24,7 @@ import onnx
 
 from ir import Graph
 
-from .folding import ancestors, constant_value, evaluate
+from .folding import ancestors, constant_value, evaluate, topo_index
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # elementwise ops whose every operand may be computed from initializers (BEiT's qkv bias is
@@ -90,7 +90,7 @@ def computed_weights(graph: Graph) -> dict[str, np.ndarray]:
                 leaves.update(found[1])
     values = {}
     if targets:
-        order = {n.name: i for i, n in enumerate(graph.topo_nodes())}
+        order = topo_index(graph)
         out = evaluate(graph, sorted(nodes.values(), key=lambda n: order[n.name]), leaves, targets) or []
         for name, arr in zip(targets, out):
             arr.flags.writeable = False
