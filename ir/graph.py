@@ -204,6 +204,7 @@ class Graph:
         self._g = nx.MultiDiGraph()
         self._inputs: list[str] = []
         self._outputs: list[str] = []
+        self._output_set: frozenset[str] = frozenset()  # of _outputs: a decoder's cache has 2 per layer
         self._initializers: dict[str, Initializer] = {}
         self.value_info_names: set[str] = set()  # had a value_info entry: infer-shapes refreshes these
         self._order: dict[str, int] = {}  # node name -> insertion index, for deterministic order
@@ -294,8 +295,13 @@ class Graph:
         uses.sort(key=lambda u: (self._order[u[0].name], u[1]))
         return uses
 
+    def num_consumers(self, value: Value | str) -> int:
+        """``len(consumers(value))`` without building and sorting the list (a value every layer
+        reads, a decoder's mask or rotary table, has thousands of uses)."""
+        return sum(len(ports) for ports in self._g._succ[("v", _name(value))].values())
+
     def is_graph_output(self, value: Value | str) -> bool:
-        return _name(value) in self._outputs
+        return _name(value) in self._output_set
 
     def topo_nodes(self) -> list[Node]:
         """Nodes in a deterministic topological order (ties broken by original order);
@@ -361,7 +367,7 @@ class Graph:
         names = list(names)
         for n in names:
             self._ensure_value(n)
-        self._outputs = names
+        self._outputs, self._output_set = names, frozenset(names)
         self._bump()
 
     def add_initializer(self, init: Initializer) -> Initializer:
@@ -454,13 +460,13 @@ class Graph:
         del self._order[_name(node)]
         for dst in outs:  # values it produced and nobody else references go too
             if (not self._g.in_degree(dst) and not self._g.out_degree(dst)
-                    and dst[1] not in self._outputs and dst[1] not in self._inputs):
+                    and dst[1] not in self._output_set and dst[1] not in self._inputs):
                 self._g.remove_node(dst)
         self._bump()
 
     def remove_value(self, name: str) -> None:
         key = ("v", name)
-        if self._g.out_degree(key) or name in self._outputs:
+        if self._g.out_degree(key) or name in self._output_set:
             raise GraphError(f"value {name!r} is still used")
         if self._g.in_degree(key):
             raise GraphError(f"value {name!r} is still produced")
@@ -477,7 +483,8 @@ class Graph:
             if not self.has_node(node.name) or node.domain not in ("", "ai.onnx") or node.op_type in ("If", "Loop", "Scan"):
                 return False
             outs = [v for v in self.outputs_of(node) if v is not None]
-            return bool(outs) and all(not self.consumers(v) and not self.is_graph_output(v) for v in outs)
+            succ = self._g._succ  # unread: no use at all (a shared value's uses are not counted)
+            return bool(outs) and all(not succ[("v", v.name)] and not self.is_graph_output(v) for v in outs)
         removed, work = 0, [node for node in self.nodes() if dead(node)]
         while work:
             node = work.pop()
@@ -487,7 +494,7 @@ class Graph:
                 removed += 1
                 work += [p for p in feeding if p is not None]
         for name in list(self._initializers):
-            if not self.consumers(name) and name not in self._outputs:
+            if not self._g._succ[("v", name)] and name not in self._output_set:
                 self.remove_value(name)
                 removed += 1
         return removed

@@ -210,7 +210,7 @@ class SlicePass(Pass):
                     rw.set_const(port, np.asarray(value))
         chains = cut_in_place(ir, keeps, opset)  # tf2onnx's LayerNorm scale: its constants cut
         before = set(ir.initializers)
-        shared = {n for n in before if len(ir.consumers(n)) > 1}
+        shared = {n for n in before if ir.num_consumers(n) > 1}
         sources = weight_sources(ir)
         touched = 0
         for node in ir.topo_nodes():

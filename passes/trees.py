@@ -177,12 +177,12 @@ class TreesPass(Pass):
                     if spec.self_leaf is not None:  # a recurrent state: its own weights read it back
                         leaves.append(Leaf(node.name, *spec.self_leaf, ids))
                     next_id += spec.channels
+        carried_in = {_map_key(a) for a in adopted.values()}  # one lookup per output, not one per pair
         for name in ir.output_names:
             if name not in maps:
                 continue
             m = maps[name]
-            if any(a.axis == m.axis and a.rank == m.rank and np.array_equal(a.ids, m.ids)
-                   for a in adopted.values()):
+            if _map_key(m) in carried_in:
                 interface[name] = "output"  # a present_* carrying its past_*'s channels
             else:
                 block(m.ids, f"reaches graph output {name!r}")
@@ -258,6 +258,11 @@ def _counts_channels_only(taint, maps) -> bool:
     """Every dim the number was computed from is a tracked value's channel axis (a static count,
     never a batch or sequence length that may differ at run time)."""
     return bool(taint) and all(a in maps and b == maps[a].axis for a, b in taint)
+
+
+def _map_key(m) -> tuple:
+    """Equal for two channel maps exactly when their axis, rank and ids (``np.array_equal``) are."""
+    return m.axis, m.rank, m.ids.shape, np.asarray(m.ids, np.int64).tobytes()
 
 
 def _ids_of(parts: list[np.ndarray]) -> np.ndarray:
