@@ -205,6 +205,7 @@ class Graph:
         self._inputs: list[str] = []
         self._outputs: list[str] = []
         self._output_set: frozenset[str] = frozenset()  # of _outputs: a decoder's cache has 2 per layer
+        self._input_set: set[str] = set()  # of _inputs (IR < 4 lists every initializer)
         self._initializers: dict[str, Initializer] = {}
         self.value_info_names: set[str] = set()  # had a value_info entry: infer-shapes refreshes these
         self._order: dict[str, int] = {}  # node name -> insertion index, for deterministic order
@@ -303,6 +304,9 @@ class Graph:
     def is_graph_output(self, value: Value | str) -> bool:
         return _name(value) in self._output_set
 
+    def is_graph_input(self, value: Value | str) -> bool:
+        return _name(value) in self._input_set
+
     def topo_nodes(self) -> list[Node]:
         """Nodes in a deterministic topological order (ties broken by original order);
         cached until the next mutation."""
@@ -360,6 +364,7 @@ class Graph:
         elif self.value(value.name) is not value:
             raise GraphError(f"value {value.name!r} already exists")
         self._inputs.append(value.name)
+        self._input_set.add(value.name)
         self._bump()
         return value
 
@@ -460,7 +465,7 @@ class Graph:
         del self._order[_name(node)]
         for dst in outs:  # values it produced and nobody else references go too
             if (not self._g.in_degree(dst) and not self._g.out_degree(dst)
-                    and dst[1] not in self._output_set and dst[1] not in self._inputs):
+                    and dst[1] not in self._output_set and dst[1] not in self._input_set):
                 self._g.remove_node(dst)
         self._bump()
 
@@ -472,8 +477,10 @@ class Graph:
             raise GraphError(f"value {name!r} is still produced")
         self._g.remove_node(key)
         self._initializers.pop(name, None)
-        if name in self._inputs:
+        if name in self._input_set:
             self._inputs.remove(name)
+            if name not in self._inputs:
+                self._input_set.discard(name)
         self._bump()
 
     def remove_dead(self) -> int:

@@ -94,7 +94,7 @@ def _masked_graph(original: onnx.ModelProto, record: SliceRecord | None, weights
         init = g.initializer(value.name) if value is not None else None
         own = saved is not None and weights is not None and init is not None and init.source is not None \
             and init.source is weights.get(init.name) and len(g.consumers(value)) == 1 \
-            and not g.is_graph_output(value) and value.name not in g.input_names
+            and not g.is_graph_output(value) and not g.is_graph_input(value)
         w = init.array if own else np.array(weight_array(g, value), copy=True)
         index = [slice(None)] * w.ndim
         index[z.weight_axis] = list(z.positions)
@@ -138,7 +138,7 @@ def _fold_weight_transposes(g: Graph) -> Graph:
         src, out = ins[0].name, outs[0].name
         init = g.initializer(src)
         if init is None or init.size <= LIGHT_LIMIT or len(g.consumers(src)) != 1 or g.is_graph_output(src) \
-                or g.is_graph_output(out) or src in g.input_names:
+                or g.is_graph_output(out) or g.is_graph_input(src):
             continue
         arr = np.transpose(init.array, node.attr("perm"))  # no perm: axes reversed, as ONNX's
         g.remove_node(node)

@@ -303,6 +303,18 @@ def test_consumers_sorted_and_counting_each_use():
     assert [v.name for v in g.inputs_of("c_third")] == ["r", "x"]
     assert g.producer("s") is add and g.producer_port("s") == 0
     assert g.consumers("t") == []
+    # the count without the sorted list, and the membership tests, agree with the lists
+    assert [g.num_consumers(v) for v in ("x", "r", "s", "t")] == [4, 1, 0, 0]
+    assert [g.is_graph_output(v) for v in ("s", "t", "x")] == [True, True, False]
+    g.set_outputs(["t"])
+    assert not g.is_graph_output("s") and g.is_graph_output(g.value("t"))
+    assert g.is_graph_input("x") and not g.is_graph_input("r")
+    g.add_initializer(ir.Initializer.from_array("w", np.ones((4,), np.float32)))
+    g.add_input(g.value("w"))  # an initializer listed among the inputs (IR < 4)
+    assert g.is_graph_input("w") and g.input_names == ["x", "w"]
+    assert g.remove_dead() == 2  # a_second (s no longer an output), then w (read by nobody)
+    assert not g.is_graph_input("w") and g.input_names == ["x"]
+    assert g.num_consumers("x") == 2
 
 
 def test_add_node_refuses_a_second_producer():

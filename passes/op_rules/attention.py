@@ -34,7 +34,7 @@ def adoptable_input(graph: Graph, value) -> list | None:
     chain = [value]
     while True:
         v = chain[0]
-        if v.name in graph.input_names:
+        if graph.is_graph_input(v):
             break
         prod = graph.producer(v)
         ins = graph.inputs_of(prod) if prod is not None else []

@@ -23,7 +23,7 @@ def fed_input(graph: Graph, name: str) -> bool:
     """A graph input a caller may feed: a real input, or an initializer listed among the inputs of
     a new-style model (an overridable default). In the old style (every initializer listed, IR 3)
     a listed initializer is just a weight, rewritten in place under its own name."""
-    if name not in graph.input_names:
+    if not graph.is_graph_input(name):
         return False
     return graph.initializer(name) is None or not graph.props.initializers_as_inputs
 
@@ -47,9 +47,8 @@ class Rewriter:
         value = self.graph.inputs_of(self.node)[port]
         if self._write_through(value, np.asarray(array)):
             return
-        uses = self.graph.consumers(value)
         init = self.graph.initializer(value.name)
-        if init is not None and len(uses) == 1 and not self.graph.is_graph_output(value) \
+        if init is not None and self.graph.num_consumers(value) == 1 and not self.graph.is_graph_output(value) \
                 and not fed_input(self.graph, value.name):
             self.graph.replace_initializer(Initializer.from_array(value.name,
                                                                   array.astype(init.array.dtype, copy=False)))
@@ -73,7 +72,7 @@ class Rewriter:
         while g.initializer(value.name) is None:
             prod = g.producer(value)
             if prod is None or prod.domain not in DEFAULT_DOMAINS or prod.op_type not in ("Transpose", "Cast") \
-                    or len(g.consumers(value)) != 1 or g.is_graph_output(value):
+                    or g.num_consumers(value) != 1 or g.is_graph_output(value):
                 return False
             if prod.op_type == "Transpose":
                 perm = prod.attr("perm") or list(range(array.ndim))[::-1]
@@ -82,7 +81,7 @@ class Rewriter:
             if value is None:
                 return False
         init = g.initializer(value.name)
-        if len(g.consumers(value)) != 1 or g.is_graph_output(value) or fed_input(g, value.name):
+        if g.num_consumers(value) != 1 or g.is_graph_output(value) or fed_input(g, value.name):
             return False
         g.replace_initializer(Initializer.from_array(value.name, array.astype(init.array.dtype)))
         return True
