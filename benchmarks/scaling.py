@@ -50,24 +50,39 @@ def residual_cnn(blocks: int, width: int = 16, size: int = 8):
     return b.build([b.gemm(x, width, 10)])
 
 
-def once(model, passes) -> tuple[float, dict[str, float]]:
-    timing = pipeline.TimingInstrument()
-    start = time.perf_counter()
+class CpuTiming(pipeline.Instrument):
+    """Each pass's CPU seconds (this process, all threads): what the work costs, where wall time
+    on a shared machine also counts the waits for a core."""
+
+    def __init__(self):
+        self.rows: list[tuple[str, float]] = []
+
+    def before(self, p, graph, ctx):
+        self.start = time.process_time()
+
+    def after(self, p, graph, ctx, result, seconds):
+        self.rows.append((p.name, time.process_time() - self.start))
+
+
+def once(model, passes, cpu: bool = False) -> tuple[float, dict[str, float]]:
+    timing = CpuTiming() if cpu else pipeline.TimingInstrument()
+    clock = time.process_time if cpu else time.perf_counter
+    start = clock()
     graph = ir.lower(model)
     pipeline.Pipeline.parse(passes).run(graph, PassContext(), instruments=[timing])
     ir.raise_model(graph)
-    return time.perf_counter() - start, dict(timing.rows)
+    return clock() - start, dict(timing.rows)
 
 
-def interleaved(models: dict, repeat: int) -> tuple[dict[int, float], dict[int, dict[str, float]]]:
+def interleaved(models: dict, repeat: int, cpu: bool = False) -> tuple[dict[int, float], dict[int, dict[str, float]]]:
     """Median seconds per size and per pass, sizes interleaved round by round."""
     sizes = list(models)
-    once(models[sizes[0]], SPEC)  # warm-up
+    once(models[sizes[0]], SPEC, cpu)  # warm-up
     totals = {n: [] for n in sizes}
     passes = {n: {} for n in sizes}
     for _ in range(repeat):
         for n in sizes:  # interleaved: every size sees the same machine load
-            t, rows = once(models[n], SPEC)
+            t, rows = once(models[n], SPEC, cpu)
             totals[n].append(t)
             for name, s in rows.items():
                 passes[n].setdefault(name, []).append(s)
@@ -75,10 +90,11 @@ def interleaved(models: dict, repeat: int) -> tuple[dict[int, float], dict[int, 
             {n: {p: statistics.median(v) for p, v in passes[n].items()} for n in sizes})
 
 
-def table(unit: str, med: dict[int, float], passes: dict[int, dict[str, float]], repeat: int) -> None:
+def table(unit: str, med: dict[int, float], passes: dict[int, dict[str, float]], repeat: int,
+          cpu: bool = False) -> None:
     sizes = list(med)
     names = list(passes[sizes[0]])
-    print(f"passes: {SPEC} (lower + passes + raise, median of {repeat})")
+    print(f"passes: {SPEC} (lower + passes + raise, median of {repeat}{', CPU time' if cpu else ''})")
     print(f"{unit + 's':>6} {'total s':>8} {'ms/' + unit:>9} " + " ".join(f"{p[:8]:>8}" for p in names))
     for n in sizes:
         per = " ".join(f"{passes[n][p] * 1000 / n:8.2f}" for p in names)
@@ -140,7 +156,7 @@ def command_times(path: Path, repeat: int) -> None:
         print(f"  {k:<22} {t:7.2f} s  {t / floor_s:6.2f}x floor")
 
 
-def decoders_main(kinds: list[str], layers: list[int], repeat: int) -> None:
+def decoders_main(kinds: list[str], layers: list[int], repeat: int, cpu: bool = False, command: bool = True) -> None:
     import onnx
 
     for kind in kinds:
@@ -148,11 +164,13 @@ def decoders_main(kinds: list[str], layers: list[int], repeat: int) -> None:
         models = {n: onnx.load(str(p)) for n, p in paths.items()}
         print(f"{kind} with a KV cache ({sum(1 for _ in models[layers[-1]].graph.node)} nodes at "
               f"L={layers[-1]}, {paths[layers[-1]].stat().st_size / 2**20:.1f} MiB)")
-        med, passes = interleaved(models, repeat)
-        table("layer", med, passes, repeat)
+        med, passes = interleaved(models, repeat, cpu)
+        table("layer", med, passes, repeat, cpu)
         marginal("layer", med, passes, 4, 16, 64, per_pass=True)
-        print(f"onnxpruner prune {paths[layers[-1]].name} (L={layers[-1]}), fresh processes, median of {repeat}:")
-        command_times(paths[layers[-1]], repeat)
+        if command:
+            print(f"onnxpruner prune {paths[layers[-1]].name} (L={layers[-1]}), fresh processes, wall time, "
+                  f"median of {repeat}:")
+            command_times(paths[layers[-1]], repeat)
         print(flush=True)
 
 
@@ -163,13 +181,17 @@ def main() -> None:
     ap.add_argument("--decoders", action="store_true", help="the decoder series instead of the CNN series")
     ap.add_argument("--layers", default="2,4,8,16,32,64", help="with --decoders: depths L")
     ap.add_argument("--kinds", default="llama-gqa,gpt2", help="with --decoders: tests/decoder_models.py kinds")
+    ap.add_argument("--cpu", action="store_true", help="CPU time of this process instead of wall time "
+                    "(a busy shared machine stretches wall time, not CPU time)")
+    ap.add_argument("--no-command", action="store_true", help="with --decoders: skip the prune command's times")
     args = ap.parse_args()
     if args.decoders:
-        decoders_main(args.kinds.split(","), [int(s) for s in args.layers.split(",")], args.repeat)
+        decoders_main(args.kinds.split(","), [int(s) for s in args.layers.split(",")], args.repeat, args.cpu,
+                      not args.no_command)
         return
     sizes = [int(s) for s in args.blocks.split(",")]
-    med, passes = interleaved({n: residual_cnn(n) for n in sizes}, args.repeat)
-    table("block", med, passes, args.repeat)
+    med, passes = interleaved({n: residual_cnn(n) for n in sizes}, args.repeat, args.cpu)
+    table("block", med, passes, args.repeat, args.cpu)
     marginal("block", med, passes, 40, 160, 320)
 
 
