@@ -167,7 +167,7 @@ def decoders_main(kinds: list[str], layers: list[int], repeat: int, cpu: bool = 
         med, passes = interleaved(models, repeat, cpu)
         table("layer", med, passes, repeat, cpu)
         marginal("layer", med, passes, 4, 16, 64, per_pass=True)
-        if len(layers) >= 3 and layers[-3:] != [4, 16, 64]:  # the deepest three too (--layers 16,64,256)
+        if len(layers) >= 3 and not {4, 16, 64} <= set(layers):  # the deepest three (--layers 16,64,256)
             marginal("layer", med, passes, *layers[-3:], per_pass=True)
         if command:
             print(f"onnxpruner prune {paths[layers[-1]].name} (L={layers[-1]}), fresh processes, wall time, "
