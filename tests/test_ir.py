@@ -317,6 +317,18 @@ def test_consumers_sorted_and_counting_each_use():
     assert g.num_consumers("x") == 2
 
 
+def test_topo_index_is_the_topological_order_of_the_current_version():
+    from passes.op_rules.folding import topo_index
+
+    g, _ = _tiny_graph()
+    first = topo_index(g)
+    assert first == {"relu": 0} and topo_index(g) is first  # kept while the graph does not change
+    g.add_node(ir.Node("neg", "Neg"), inputs=["x"], outputs=["n"])
+    g.add_node(ir.Node("add", "Add"), inputs=["y", "n"], outputs=["z"])
+    assert topo_index(g) == {n.name: i for i, n in enumerate(g.topo_nodes())}
+    assert set(topo_index(g)) == {"relu", "neg", "add"} and topo_index(g)["add"] == 2
+
+
 def test_add_node_refuses_a_second_producer():
     g, relu = _tiny_graph()
     with pytest.raises(ir.GraphError, match="'y'"):
