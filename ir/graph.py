@@ -458,6 +458,17 @@ class Graph:
         ins[port] = value_name
         self._bump()
 
+    def append_input(self, node: Node | str, value_name: str) -> int:
+        """Give a node one more input port (an optional operand it did not have: Split-13's
+        sizes); returns the port."""
+        key = ("n", _name(node))
+        ins = self._g.nodes[key]["ins"]
+        ins.append(value_name)
+        self._ensure_value(value_name)
+        self._g.add_edge(("v", value_name), key, key=len(ins) - 1)
+        self._bump()
+        return len(ins) - 1
+
     def remove_node(self, node: Node | str) -> None:
         key = ("n", _name(node))
         outs = [dst for _, dst in self._g.out_edges(key)]

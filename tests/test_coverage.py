@@ -130,13 +130,52 @@ def test_strided_slice_along_channels_is_a_barrier():
     assert "strided Slice along the channel axis" in _blocked_reason(b.build([b.conv(s, 4, 4, k=1)]))
 
 
-def test_split_into_equal_parts_without_sizes_is_a_barrier():
-    b = models.Builder(24, name="split_equal")
+def _split_equal(opset: int, width: int = 8) -> onnx.ModelProto:
+    """Conv -> Split into two equal parts by the outputs' count (opset 13-17) or by
+    ``num_outputs`` (18+: the dynamo exporter's ``torch.chunk``), no sizes given; channels 4 and 5
+    of the Conv are the weakest, so pruning shrinks the parts unevenly."""
+    b = models.Builder(24, opset=opset, name="split_equal")
     x = b.input("x", [1, 3, 8, 8])
-    c = b.relu(b.conv(x, 3, 8))
-    p, q = b.op("Split", [c], n_out=2, axis=1)
-    model = b.build([b.conv(p, 4, 4, k=1), b.conv(q, 4, 4, k=1)])
-    assert "without an explicit list of sizes" in _blocked_reason(model)
+    c = b.relu(b.conv(x, 3, width))
+    p, q = b.op("Split", [c], n_out=2, axis=1, **({"num_outputs": 2} if opset >= 18 else {}))
+    half = -(-width // 2)  # Split-18: the last chunk is the smaller
+    model = b.build([b.conv(p, half, 4, k=1), b.conv(q, width - half, 4, k=1)])
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    weight = next(t for t in model.graph.initializer if t.name == conv.input[1])
+    w = numpy_helper.to_array(weight).copy()
+    w[4:6] *= 1e-3
+    weight.CopyFrom(numpy_helper.from_array(w, weight.name))
+    return model
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_split_into_equal_parts_without_sizes_gets_its_sizes_written_out(opset):
+    result = pipeline.prune(_split_equal(opset), ratio=0.25)
+    assert result.report["verified"] is True
+    (split,) = nodes(result.model, "Split")
+    assert all(a.name != "num_outputs" for a in split.attribute)
+    assert inits(result.model)[split.input[1]].tolist() == [4, 2]   # channels 4 and 5 went
+    first = next(g for g in result.report["groups"] if g.get("channels_before") == 8)
+    assert first.get("pruned") and first.get("channels_after") == 6, first
+
+
+def test_split_into_parts_that_shrink_alike_keeps_num_outputs():
+    model = _split_equal(18)
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    weight = next(t for t in model.graph.initializer if t.name == conv.input[1])
+    w = numpy_helper.to_array(weight).copy()
+    w[4:6] *= 1e3
+    w[[1, 7]] *= 1e-3     # one channel of each part is the weakest
+    weight.CopyFrom(numpy_helper.from_array(w, weight.name))
+    result = pipeline.prune(model, ratio=0.25)
+    assert result.report["verified"] is True
+    (split,) = nodes(result.model, "Split")
+    assert len(split.input) == 1 and onnx.helper.get_node_attr_value(split, "num_outputs") == 2
+
+
+def test_split_into_unequal_parts_without_sizes_is_a_barrier():
+    """Split-18's uneven ``num_outputs`` (the last chunk smaller) is left alone."""
+    assert "without an explicit list of sizes" in _blocked_reason(_split_equal(18, width=9))
 
 
 def _dynamic_view(rest) -> onnx.ModelProto:

@@ -216,8 +216,13 @@ def _split_sizes(view: NodeView, length: int) -> list[int] | None:
             return None
     else:
         split = None
-    if split is None:  # equal parts: an explicit list is needed once they shrink unevenly
-        return None
+    if split is None:  # equal parts (num_outputs from 18, the outputs' count before): slicing
+        parts = view.n_outputs()  # writes them out as an explicit list (slices._slice_split)
+        if view.opset >= 18 and view.node.attr("num_outputs") is not None:
+            parts = int(view.node.attr("num_outputs"))
+        if parts < 1 or length % parts:  # uneven: the spec's last-chunk rule is left alone
+            return None
+        return [length // parts] * parts
     return [int(v) for v in np.ravel(split)]
 
 
@@ -230,7 +235,7 @@ def _split(view: NodeView) -> Effect:
         return _same_all(view, m)
     sizes = _split_sizes(view, len(m))
     if sizes is None or sum(sizes) != len(m) or len(sizes) != view.n_outputs():
-        return blocked("Split along the channel axis without an explicit list of sizes")
+        return blocked("Split along the channel axis into unequal parts without an explicit list of sizes")
     offsets = np.concatenate(([0], np.cumsum(sizes)))
     return Effect(outputs={p: ChannelMap(axis, m.rank, m.ids[offsets[p]:offsets[p + 1]])
                            for p in range(len(sizes))})

@@ -387,12 +387,31 @@ def _slice_split(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     if _axis(rw.node.attr("axis", 0), rank) != axis:
         return
     sizes = rw.node.attr("split") if rw.opset < 13 else rw.const(1)
+    explicit = sizes is not None
+    if not explicit:  # equal parts (reindex._split_sizes checked they are): written out below
+        parts = len(rw.graph.outputs_of(rw.node))
+        if rw.opset >= 18 and rw.node.attr("num_outputs") is not None:
+            parts = int(rw.node.attr("num_outputs"))
+        sizes = [len(keep) // parts] * parts
     offsets = np.concatenate(([0], np.cumsum(np.ravel(sizes))))
     new = [int(keep[offsets[p]:offsets[p + 1]].sum()) for p in range(len(offsets) - 1)]
     if rw.opset < 13:
         rw.set_attr("split", new)
-    else:
+    elif explicit:
         rw.set_const(1, np.asarray(new, dtype=np.int64))
+    elif len(set(new)) > 1:  # the parts shrank unevenly: Split-13/18 takes an explicit list instead
+        from ir import Initializer  # local: only transforms build initializers
+
+        node = rw.node
+        attrs = {k: v for k, v in node.attrs.items() if k != "num_outputs"}
+        rw.node = type(node)(node.name, node.op_type, node.domain, attrs, node.doc_string)
+        rw.graph.replace_node(rw.node)
+        name = rw.graph.unique_name(f"{node.name}.split")
+        rw.graph.add_initializer(Initializer.from_array(name, np.asarray(new, dtype=np.int64)))
+        if len(rw.graph.inputs_of(rw.node)) > 1:  # an empty optional name in its place
+            rw.graph.set_input(rw.node, 1, name)
+        else:
+            rw.graph.append_input(rw.node, name)
 
 
 def _slice_resize(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
