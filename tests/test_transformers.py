@@ -71,6 +71,24 @@ def test_attention_heads_are_pruned_whole_with_their_reshapes_rewritten():
     assert run_model(result.model, feeds)[0].shape == run_model(model, feeds)[0].shape
 
 
+def test_dynamo_key_transpose_through_the_merged_batch_axis_prunes_heads():
+    """The dynamo exporter's Kᵀ merges batch and heads ([1, H, S, D] -> [-1, S, D]), transposes in
+    3-D and splits them back: with a batch of one, axis 0 holds exactly the heads."""
+    model = attention_block(heads=4, head_dim=4, dynamo_kt=True)
+    result = pipeline.prune(model, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True
+    (group,) = [g for g in rep["groups"] if g.get("pruned")]
+    assert (group["channels_before"], group["channels_after"]) == (4, 2) and len(group["roots"]) == 3
+    shapes = sorted(tuple(onnx.numpy_helper.to_array(t).tolist()) for t in result.model.graph.initializer
+                    if t.data_type == onnx.TensorProto.INT64)
+    assert (1, 2, 4, 4) in shapes and (-1, 4, 4) in shapes     # [B, H, D, S] with 2 heads; -1 adapts
+    # a batch of two: axis 0 mixes samples and heads, the heads stay whole
+    rep = pipeline.prune(attention_block(heads=4, head_dim=4, dynamo_kt=True, batch=2), ratio=0.5).report
+    assert rep["verified"] is True and not any(g.get("pruned") and g["channels_before"] == 4 for g in rep["groups"])
+    assert any("batch axis" in (g.get("reason") or "") for g in rep["groups"])
+
+
 def test_einsum_attention_prunes_heads_and_an_einsum_contracting_channels_blocks():
     rep = pipeline.prune(attention_block(einsum=True), ratio=0.5).report
     assert rep["verified"] is True

@@ -74,28 +74,34 @@ def export(kind: str, folder: Path, seed: int = 0) -> Path:
 
 
 def attention_block(seed: int = 0, heads: int = 4, head_dim: int = 4, seq: int = 4, residual: bool = False,
-                    einsum: bool = False):
+                    einsum: bool = False, dynamo_kt: bool = False, batch: int = 1):
     """One hand-built multi-head self-attention as PyTorch-free ONNX: x [1, S, C] → separate Q, K,
     V projections (MatMul + bias) → Reshape [1, S, H, D] → Transpose → Q·Kᵀ / √D → Softmax →
     ·V → Transpose → Reshape [1, S, C] → output projection (+ x when ``residual``). ``einsum``:
-    the two products as Einsum (MaxViT's form) instead of MatMul."""
+    the two products as Einsum (MaxViT's form) instead of MatMul. ``dynamo_kt``: Kᵀ as the torch
+    dynamo exporter writes it, batch and heads merged for a 3-D Transpose ([B, H, S, D] -> [-1, S, D]
+    -> [B·H, D, S] -> [B, H, D, S])."""
     import numpy as np
 
     import models
 
     b = models.Builder(seed)
     c = heads * head_dim
-    x = b.input("x", [1, seq, c])
+    x = b.input("x", [batch, seq, c])
 
     def proj(src):
         return b.op("Add", [b.op("MatMul", [src, b.weight(c, c)]), b.weight(c, prefix="b")])
 
     def split(t, perm):
-        shape = b.const(np.array([1, seq, heads, head_dim], np.int64), "shape")
+        shape = b.const(np.array([batch, seq, heads, head_dim], np.int64), "shape")
         return b.op("Transpose", [b.op("Reshape", [t, shape])], perm=perm)
 
     q = split(proj(x), [0, 2, 1, 3])
-    k = split(proj(x), [0, 2, 1, 3] if einsum else [0, 2, 3, 1])
+    k = split(proj(x), [0, 2, 1, 3] if einsum or dynamo_kt else [0, 2, 3, 1])
+    if dynamo_kt:
+        flat = b.op("Reshape", [k, b.const(np.array([-1, seq, head_dim], np.int64), "shape")])
+        k = b.op("Reshape", [b.op("Transpose", [flat], perm=[0, 2, 1]),
+                             b.const(np.array([batch, heads, head_dim, seq], np.int64), "shape")])
     v = split(proj(x), [0, 2, 1, 3])
     scale = b.const(np.array(np.sqrt(head_dim), np.float32), "scale")
     if einsum:
@@ -105,7 +111,7 @@ def attention_block(seed: int = 0, heads: int = 4, head_dim: int = 4, seq: int =
         scores = b.op("Div", [b.op("MatMul", [q, k]), scale])
         ctx = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
     merged = b.op("Reshape", [b.op("Transpose", [ctx], perm=[0, 2, 1, 3]),
-                              b.const(np.array([1, seq, c], np.int64), "shape")])
+                              b.const(np.array([batch, seq, c], np.int64), "shape")])
     y = proj(merged)
     if residual:
         y = b.op("Add", [y, x])

@@ -274,7 +274,7 @@ def _reshape_effect(view: NodeView, m: ChannelMap, shape, target: list[int]) -> 
     found = _single_axis(full, tuple(shape[offset:]), m.axis - offset)
     if found is not None:
         axis, ids = found
-        if axis + offset == 0:
+        if axis + offset == 0 and not _batch_of_one(shape, m.axis):
             return blocked("Reshape moves the channels onto the batch axis")
         return Effect(outputs={0: ChannelMap(axis + offset, len(out), ids)})
     value = view.graph.outputs_of(view.node)[0]
@@ -284,6 +284,13 @@ def _reshape_effect(view: NodeView, m: ChannelMap, shape, target: list[int]) -> 
         effect.heads = False  # a class is one group of channels, normalized together
         return effect
     return _reshape_split(full, len(out), heads, offset)
+
+
+def _batch_of_one(shape, axis: int) -> bool:
+    """Every axis before the channel axis is a static 1: a fully static Reshape that merges them
+    with it (the dynamo exporter's Kᵀ: [1, H, S, D] -> [-1, S, D] -> Transpose -> [1, H, D, S])
+    puts exactly the channels on axis 0, and nothing there is a sample of a batch."""
+    return axis > 0 and all(isinstance(d, int) and not isinstance(d, bool) and d == 1 for d in shape[:axis])
 
 
 def _outer_axes_kept(view: NodeView, m: ChannelMap, shape, target: list[int]) -> Effect | None:
