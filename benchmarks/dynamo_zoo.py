@@ -56,7 +56,7 @@ HF = {
 HF_FROM_HF_ZOO = ("whisper-encoder", "wav2vec2")
 # (name, opset or None for torch's default)
 MODELS = ([(m, None) for m in TORCHVISION] + [(m, None) for m in [*HF, *HF_FROM_HF_ZOO]]
-          + [("mobilenet_v3_small", 23), ("convnext_tiny", 23), ("bert", 23)])
+          + [("mobilenet_v3_small", 23), ("convnext_tiny", 23), ("shufflenet_v2_x0_5", 23), ("bert", 23)])
 
 
 def key(name: str, opset: int | None) -> str:
@@ -125,7 +125,7 @@ def measure(k: str, timeout: float) -> dict:
             f"dynamo_zoo.export({k!r})")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     if done.returncode:
-        return {"model": k, "error": "torch export: " + _last_line(done.stderr)}
+        return {"model": k, "error": "torch export: " + _root_cause(done.stderr)}
     path, feeds = CACHE / f"{k}.onnx", CACHE / f"{k}.npz"
     model = onnx.load(str(path), load_external_data=False)
     opset = {o.domain: o.version for o in model.opset_import}.get("", 0)
@@ -148,6 +148,14 @@ def measure(k: str, timeout: float) -> dict:
             "params": rep["params_before"], "verified": bool(rep["verified"]), "seconds": seconds,
             "blocker": (f"{largest.get('channels_before')} ch: {largest.get('reason')}" if largest else "-"),
             "others": zoo.blockers([g for g in groups if g is not largest])}
+
+
+def _root_cause(text: str) -> str:
+    """The first ``SomeError: message`` line of a chained traceback (the root cause), else the last."""
+    import re
+
+    found = re.search(r"^[\w.]*(?:Error|Exception): .+$", text, flags=re.M)
+    return found.group(0)[:240].replace("|", "/") if found else _last_line(text)
 
 
 def _last_line(text: str) -> str:

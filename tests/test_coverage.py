@@ -178,6 +178,32 @@ def test_split_into_unequal_parts_without_sizes_is_a_barrier():
     assert "without an explicit list of sizes" in _blocked_reason(_split_equal(18, width=9))
 
 
+def _as_strided(idx: np.ndarray) -> onnx.ModelProto:
+    """The dynamo exporter's ``as_strided`` on a pooled [1, 8, 1, 1]: Reshape to [-1], then
+    Gather by constant indices shaped [1, 8, 1, 1]."""
+    b = models.Builder(26, opset=18, name="as_strided")
+    x = b.input("x", [1, 3, 8, 8])
+    c = b.op("GlobalAveragePool", [b.relu(b.conv(x, 3, 8))])
+    flat = b.op("Reshape", [c, models._ints(b, [-1], "flat")])
+    picked = b.op("Gather", [flat, b.const(idx.astype(np.int64), "idx")], axis=0)
+    return b.build([b.conv(picked, 8, 4, k=1)])
+
+
+def test_gather_by_constant_indices_along_channels_renumbers_them():
+    idx = np.array([3, 0, 1, 2, 7, 4, 5, 6]).reshape(1, 8, 1, 1)   # a permutation (arange is dynamo's)
+    result = pipeline.prune(_as_strided(idx), ratio=0.5)
+    assert result.report["verified"] is True
+    (gather,) = nodes(result.model, "Gather")
+    new = inits(result.model)[gather.input[1]]
+    assert new.shape == (1, 4, 1, 1) and sorted(new.ravel().tolist()) == [0, 1, 2, 3]
+    assert [g["channels_after"] for g in result.report["groups"] if g["channels_before"] == 8] == [4]
+
+
+def test_gather_repeating_channels_is_a_barrier():
+    idx = np.array([0, 0, 1, 2, 3, 4, 5, 6]).reshape(1, 8, 1, 1)
+    assert "other than distinct channels along one axis" in _blocked_reason(_as_strided(idx))
+
+
 def _dynamic_view(rest) -> onnx.ModelProto:
     """Dynamic batch: ``c.view(c.size(0), *rest)`` before a Gemm; ``rest`` entries are ints or
     "C" (the channel count read by Shape)."""

@@ -150,12 +150,28 @@ def _gather(view: NodeView) -> Effect:
         return blocked("channels used as Gather indices")
     axis = _axis(view.node.attr("axis", 0), m.rank)
     if axis == m.axis:
-        return blocked("Gather picks along the channel axis")
+        return _gather_channels(view, m)
     q = view.rank(1)
     if q is None:
         return blocked("Gather indices of unknown rank")
     new_axis = m.axis if m.axis < axis else m.axis + q - 1
     return Effect(outputs={0: ChannelMap(new_axis, m.rank + q - 1, m.ids)})
+
+
+def _gather_channels(view: NodeView, m: ChannelMap) -> Effect:
+    """Gather along the channel axis by constant indices that pick distinct channels along one
+    axis of the indices (the dynamo exporter's ``as_strided``: Reshape to [-1], then Gather by
+    ``arange(C)`` shaped [1, C, 1, 1]): the picked ids land on that axis; slicing drops the
+    removed channels' entries and renumbers the rest (``slices._slice_gather``)."""
+    idx = view.const(1)
+    if idx is None or not np.issubdtype(np.asarray(idx).dtype, np.integer):
+        return blocked("Gather picks along the channel axis by computed indices")
+    idx = np.asarray(idx, dtype=np.int64)
+    idx = np.where(idx < 0, idx + len(m), idx)
+    spread = [i for i, d in enumerate(idx.shape) if d > 1]
+    if np.any((idx < 0) | (idx >= len(m))) or len(spread) != 1 or len(np.unique(idx)) != idx.size:
+        return blocked("Gather picks along the channel axis other than distinct channels along one axis")
+    return Effect(outputs={0: ChannelMap(m.axis + spread[0], m.rank + idx.ndim - 1, m.ids[idx.ravel()])})
 
 
 def _slice_bounds(view: NodeView):

@@ -280,11 +280,26 @@ def retie(graph: Graph, shared: set[str], before: set[str]) -> int:
 
 
 def _slice_embedding(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
-    """An embedding table (``roots._embedding_root``) loses the columns of removed channels."""
+    """An embedding table (``roots._embedding_root``) loses the columns of removed channels; a
+    Gather along the channel axis (``reindex._gather_channels``) loses their indices."""
+    if 0 in ins and _axis(rw.node.attr("axis", 0), ins[0][2]) == ins[0][0]:
+        _slice_gather(rw, ins[0][1])
+        return
     table = rw.const(0)
     if 0 in ins or 0 not in outs or table is None or table.ndim != 2 or len(outs[0][1]) != table.shape[1]:
         return
     rw.set_const(0, _take(table, 1, outs[0][1]))
+
+
+def _slice_gather(rw: Rewriter, keep: np.ndarray) -> None:
+    idx = np.asarray(rw.const(1), dtype=np.int64)
+    idx = np.where(idx < 0, idx + len(keep), idx)
+    spread = next(i for i, d in enumerate(idx.shape) if d > 1)
+    kept = np.compress(keep[idx.ravel()], idx.ravel())
+    renumber = np.cumsum(keep) - 1
+    shape = list(idx.shape)
+    shape[spread] = len(kept)
+    rw.set_const(1, renumber[kept].reshape(shape).astype(rw.const(1).dtype))
 
 
 def _slice_per_channel_params(first: int, last: int):
