@@ -31,6 +31,30 @@ def test_dynamo_export_prunes_and_stays_equivalent(name, tmp_path):
     assert all("graph output" in g["reason"] for g in left), left
 
 
+# the dynamo exporter's own idioms (benchmarks/dynamo_zoo.py): ShuffleNet's torch.chunk as Split-18
+# num_outputs; BERT's Kᵀ through [-1, S, D] (batch and heads merged); Llama's repeat_kv merged with it
+# into [KV·n_rep, S, D], whose head split the lookahead finds 8 steps away
+@pytest.mark.parametrize("name,heads", [("shufflenet_v2_x0_5", None), ("bert", (4, 2)), ("llama", (2, 1))])
+def test_dynamo_idioms_prune_and_stay_equivalent(name, heads, tmp_path):
+    import torch
+
+    from benchmarks import dynamo_zoo
+
+    model, feeds = dynamo_zoo.build(name)
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, tuple(torch.from_numpy(v) for v in feeds.values()), dynamo=True,
+                          input_names=list(feeds), verbose=False).save(str(path))
+    rep = pipeline.prune(onnx.load(str(path)), ratio=0.5, sample_inputs=feeds).report
+    assert rep["verified"] is True
+    left = [g for g in rep["groups"] if not g.get("pruned")]
+    assert all("graph output" in g["reason"] for g in left), left
+    if heads:
+        attention = [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("heads")]
+        assert attention and set(attention) == {heads}, attention
+
+
 @pytest.mark.parametrize("target", [13, 18, 21])
 def test_version_converted_model_prunes_and_stays_equivalent(target, tmp_path):
     """Exported at opset 9 (attribute forms), converted up (the converter cannot go down past

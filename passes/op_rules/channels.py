@@ -286,8 +286,10 @@ def toward_heads(graph: Graph, node: Node, port: int) -> bool:
 def feeds_batched_matmul(graph: Graph, value, shapes: dict, depth: int = 6) -> bool:
     """Whether ``value`` reaches, through Transposes, identities and scalings by a scalar, a MatMul whose
     other operand is an activation: a Reshape that splits channels into attention heads. Rotary
-    arithmetic, a KV-cache Concat and repeat_kv's Expand on the way (``toward_heads``)
-    are passed without counting against ``depth`` (at most 4 × depth nodes in all).
+    arithmetic, a KV-cache Concat and repeat_kv's Expand on the way (``toward_heads``), and the
+    Reshape that merges the Expand's copies (the dynamo exporter merges them with the batch for its
+    3-D Kᵀ: [1, KV, n, S, D] -> [KV·n, S, D]) are passed without counting against ``depth`` (at
+    most 4 × depth nodes in all).
     (Only a choice of representation rides on it; either choice is exact.)"""
 
     def scalar(v) -> bool:
@@ -310,7 +312,11 @@ def feeds_batched_matmul(graph: Graph, value, shapes: dict, depth: int = 6) -> b
                     if graph.const_array(ins[1 - port]) is None:
                         return True
                     continue
-                if node.op_type in ("Mul", "Div") and len(ins) == 2 and scalar(ins[1 - port]) or \
+                prod = graph.producer(v)
+                if node.op_type == "Reshape" and port == 0 and prod is not None and prod.op_type == "Expand" \
+                        and prod.domain in DEFAULT_DOMAINS:
+                    cost = 0  # repeat_kv's merge
+                elif node.op_type in ("Mul", "Div") and len(ins) == 2 and scalar(ins[1 - port]) or \
                         node.op_type in ("Transpose", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Gather") or (
                         node.op_type == "Concat" and len(ins) == 1):  # GPT-2's empty KV cache
                     cost = 1
