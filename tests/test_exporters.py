@@ -33,9 +33,11 @@ def test_dynamo_export_prunes_and_stays_equivalent(name, tmp_path):
 
 # the dynamo exporter's own idioms (benchmarks/dynamo_zoo.py): ShuffleNet's torch.chunk as Split-18
 # num_outputs; BERT's Kᵀ through [-1, S, D] (batch and heads merged); Llama's repeat_kv merged with it
-# into [KV·n_rep, S, D], whose head split the lookahead finds 8 steps away
-@pytest.mark.parametrize("name,heads", [("shufflenet_v2_x0_5", None), ("bert", (4, 2)), ("llama", (2, 1))])
-def test_dynamo_idioms_prune_and_stay_equivalent(name, heads, tmp_path):
+# into [KV·n_rep, S, D] (the head split's lookahead passes that merge for free; --gqa queries
+# recognizes it, and repeat_kv's V merge though dynamo sets allowzero=1 on it)
+@pytest.mark.parametrize("name,heads,gqa", [("shufflenet_v2_x0_5", None, None), ("bert", (4, 2), None),
+                                            ("llama", (2, 1), None), ("llama", (4, 2), "queries")])
+def test_dynamo_idioms_prune_and_stay_equivalent(name, heads, gqa, tmp_path):
     import torch
 
     from benchmarks import dynamo_zoo
@@ -46,13 +48,17 @@ def test_dynamo_idioms_prune_and_stay_equivalent(name, heads, tmp_path):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, tuple(torch.from_numpy(v) for v in feeds.values()), dynamo=True,
                           input_names=list(feeds), verbose=False).save(str(path))
-    rep = pipeline.prune(onnx.load(str(path)), ratio=0.5, sample_inputs=feeds).report
+    rep = pipeline.prune(onnx.load(str(path)), ratio=0.5, sample_inputs=feeds, gqa=gqa).report
     assert rep["verified"] is True
     left = [g for g in rep["groups"] if not g.get("pruned")]
-    assert all("graph output" in g["reason"] for g in left), left
+    kept = "gqa=queries keeps every KV head"
+    assert all("graph output" in g["reason"] or gqa and kept in g["reason"] for g in left), left
     if heads:
-        attention = [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("heads")]
+        attention = [(g["channels_before"], g["channels_after"]) for g in rep["groups"]
+                     if g.get("heads") and kept not in (g.get("reason") or "")]
         assert attention and set(attention) == {heads}, attention
+    if gqa:  # K and V of both layers
+        assert sum(kept in (g.get("reason") or "") for g in left) == 4, left
 
 
 @pytest.mark.parametrize("target", [13, 18, 21])

@@ -38,7 +38,7 @@ def repeat_merge(view: NodeView) -> tuple[Effect, str, int] | None:
     carries KV ids on the KV axis: the effect's output ids are placeholders ``0..KV·n_rep-1``
     (trees gives them fresh ids). None for any other node (its own rule applies)."""
     node, graph = view.node, view.graph
-    if node.op_type != "Reshape" or node.domain not in DEFAULT_DOMAINS or node.attr("allowzero", 0):
+    if node.op_type != "Reshape" or node.domain not in DEFAULT_DOMAINS:
         return None
     m = view.maps[0] if view.maps else None
     if m is None or any(p != 0 and view.maps[p] is not None for p in range(len(view.maps))):
@@ -63,17 +63,23 @@ def repeat_merge(view: NodeView) -> tuple[Effect, str, int] | None:
     if n_rep < 2 or int(e_target[a]) not in (1, kv):
         return None
     target = [int(t) for t in np.ravel(target)]
-    if len(target) != m.rank - 1 or target[a] != kv * n_rep:
+    if node.attr("allowzero", 0) and 0 in target:  # without a 0, allowzero changes nothing (dynamo sets it)
         return None
     shape = view.shape(0)
     if shape is None or len(shape) != m.rank:
         return None
+    lead = m.rank - 1 - len(target)  # static 1s before the KV axis merged with it (dynamo's [KV·n, T, D])
+    if lead < 0 or lead > a or any(not isinstance(d, int) or d != 1 for d in shape[a - lead:a]):
+        return None
+    a -= lead
+    if target[a] != kv * n_rep:
+        return None
     for i, t in enumerate(target):  # every other axis copied as it is
-        d = shape[i] if i < a else shape[i + 1] if i > a else None
+        d = shape[i] if i < a else shape[i + 1 + lead] if i > a else None
         if i != a and not (t == d or (t == 0 and i < len(shape) and i < a) or
                            (not isinstance(d, int) and t > 0)):
             return None
-    out = ChannelMap(a, m.rank - 1, np.arange(kv * n_rep, dtype=np.int64))
+    out = ChannelMap(a, len(target), np.arange(kv * n_rep, dtype=np.int64))
     return Effect(outputs={0: out}, heads=True), expand.name, n_rep
 
 
@@ -138,8 +144,11 @@ def _slice_repeat(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
         return
     erw = Rewriter(graph, expand, rw.opset)
     target = erw.const(1)
-    axis, keep, _ = outs[0]
-    if target is None or axis + 1 >= len(target):
+    axis, keep, rank = outs[0]
+    if target is None:
+        return
+    axis += len(np.ravel(target)) - 1 - rank  # the KV axis of the Expand (static 1s merged before it)
+    if axis + 1 >= len(np.ravel(target)):
         return
     n_rep = int(np.ravel(target)[axis + 1])
     if n_rep < 2 or len(keep) % n_rep:
