@@ -444,11 +444,12 @@ class Graph:
         self._bump()
 
     def set_input(self, node: Node | str, port: int, value_name: str) -> None:
-        """Rewire one input port of a node to another value."""
+        """Rewire one input port of a node to another value (the next port: a new operand)."""
         key = ("n", _name(node))
         ins = self._g.nodes[key]["ins"]
-        if port >= len(ins):
+        if port > len(ins):
             raise GraphError(f"node {_name(node)!r} has no input port {port}")
+        ins.extend([""] * (port + 1 - len(ins)))
         for src, _, p in list(self._g.in_edges(key, keys=True)):
             if p == port:
                 self._g.remove_edge(src, key, key=port)
@@ -457,17 +458,6 @@ class Graph:
             self._g.add_edge(("v", value_name), key, key=port)
         ins[port] = value_name
         self._bump()
-
-    def append_input(self, node: Node | str, value_name: str) -> int:
-        """Give a node one more input port (an optional operand it did not have: Split-13's
-        sizes); returns the port."""
-        key = ("n", _name(node))
-        ins = self._g.nodes[key]["ins"]
-        ins.append(value_name)
-        self._ensure_value(value_name)
-        self._g.add_edge(("v", value_name), key, key=len(ins) - 1)
-        self._bump()
-        return len(ins) - 1
 
     def remove_node(self, node: Node | str) -> None:
         key = ("n", _name(node))

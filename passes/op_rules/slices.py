@@ -423,10 +423,7 @@ def _slice_split(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
         rw.graph.replace_node(rw.node)
         name = rw.graph.unique_name(f"{node.name}.split")
         rw.graph.add_initializer(Initializer.from_array(name, np.asarray(new, dtype=np.int64)))
-        if len(rw.graph.inputs_of(rw.node)) > 1:  # an empty optional name in its place
-            rw.graph.set_input(rw.node, 1, name)
-        else:
-            rw.graph.append_input(rw.node, name)
+        rw.graph.set_input(rw.node, 1, name)  # port 1: an empty name in its place, or a new port
 
 
 def _slice_resize(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
