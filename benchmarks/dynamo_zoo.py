@@ -137,7 +137,7 @@ def measure(k: str, timeout: float) -> dict:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp)
         seconds = time.perf_counter() - start
         if done.returncode or not report.exists():
-            return {"model": k, "opset": opset, "error": _last_line(done.stderr),
+            return {"model": k, "opset": opset, "error": outputs.last_line(done.stderr),
                     "traceback": "Traceback" in done.stderr}
         rep = json.loads(report.read_text())
     groups = rep["groups"]
@@ -155,12 +155,7 @@ def _root_cause(text: str) -> str:
     import re
 
     found = re.search(r"^[\w.]*(?:Error|Exception): .+$", text, flags=re.M)
-    return found.group(0)[:240].replace("|", "/") if found else _last_line(text)
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else "no output")[:240].replace("|", "/")
+    return found.group(0)[:240].replace("|", "/") if found else outputs.last_line(text)
 
 
 HEADER = ("| model | opset | params | groups pruned/total | float params removed | verified | prune s "
@@ -174,16 +169,6 @@ def row(r: dict) -> str:
     return (f"| {r['model']} | {r['opset']} | {r['params']:,} | {r['pruned']}/{r['groups']} | {r['removed']:.1%} "
             f"| {'yes' if r['verified'] else '**no**'} | {r['seconds']:.0f} | {str(r['blocker']).replace('|', '/')} "
             f"| {str(r['others']).replace('|', '/')} |")
-
-
-def totals(rows: list[dict]) -> str:
-    ok = [r for r in rows if "error" not in r]
-    if not ok:
-        return f"0 of {len(rows)} models pruned"
-    removed = sorted(r["removed"] for r in ok)
-    return (f"{len(ok)} of {len(rows)} models ran; verified {sum(r['verified'] for r in ok)}/{len(ok)}; "
-            f"groups pruned {sum(r['pruned'] for r in ok)}/{sum(r['groups'] for r in ok)}; "
-            f"median float params removed {removed[len(removed) // 2]:.1%}; failed {len(rows) - len(ok)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         lines.append(row(r))
         print(lines[-1], flush=True)
-        args.out.write_text("\n".join([*lines, "", totals(rows)]) + "\n")
-    print("\n" + totals(rows), flush=True)
+        args.out.write_text("\n".join([*lines, "", outputs.zoo_totals(rows)]) + "\n")
+    print("\n" + outputs.zoo_totals(rows), flush=True)
     return 0
 
 

@@ -177,7 +177,7 @@ def measure(name: str, timeout: float) -> dict:
     code = f"import sys; sys.path[:0] = {[str(ROOT / 'benchmarks')]!r}; import hf_zoo; hf_zoo.export({name!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     if done.returncode:
-        return {"model": name, "error": "export: " + _last_line(done.stderr)}
+        return {"model": name, "error": "export: " + outputs.last_line(done.stderr)}
     path, feeds = CACHE / f"{name}.onnx", CACHE / f"{name}.npz"
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
@@ -187,7 +187,7 @@ def measure(name: str, timeout: float) -> dict:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp)
         seconds = time.perf_counter() - start
         if done.returncode or not report.exists():
-            return {"model": name, "error": _last_line(done.stderr), "traceback": "Traceback" in done.stderr}
+            return {"model": name, "error": outputs.last_line(done.stderr), "traceback": "Traceback" in done.stderr}
         rep = json.loads(report.read_text())
     groups = rep["groups"]
     whole = [g for g in groups if not g.get("pruned")]
@@ -198,11 +198,6 @@ def measure(name: str, timeout: float) -> dict:
             "seconds": seconds,
             "blocker": (f"{largest.get('channels_before')} ch: {largest.get('reason')}" if largest else "-"),
             "others": zoo.blockers([g for g in groups if g is not largest])}
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else "no output")[:240].replace("|", "/")
 
 
 HEADER = ("| model | params | groups pruned/total | float params removed | verified | prune s "
@@ -216,16 +211,6 @@ def row(r: dict) -> str:
     return (f"| {r['model']} | {r['params']:,} | {r['pruned']}/{r['groups']} | {r['removed']:.1%} "
             f"| {'yes' if r['verified'] else '**no**'} | {r['seconds']:.0f} | {str(r['blocker']).replace('|', '/')} "
             f"| {str(r['others']).replace('|', '/')} |")
-
-
-def totals(rows: list[dict]) -> str:
-    ok = [r for r in rows if "error" not in r]
-    if not ok:
-        return f"0 of {len(rows)} models pruned"
-    removed = sorted(r["removed"] for r in ok)
-    return (f"{len(ok)} of {len(rows)} models ran; verified {sum(r['verified'] for r in ok)}/{len(ok)}; "
-            f"groups pruned {sum(r['pruned'] for r in ok)}/{sum(r['groups'] for r in ok)}; "
-            f"median float params removed {removed[len(removed) // 2]:.1%}; failed {len(rows) - len(ok)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         lines.append(row(r))
         print(lines[-1], flush=True)
-        args.out.write_text("\n".join([*lines, "", totals(rows)]) + "\n")
-    print("\n" + totals(rows), flush=True)
+        args.out.write_text("\n".join([*lines, "", outputs.zoo_totals(rows)]) + "\n")
+    print("\n" + outputs.zoo_totals(rows), flush=True)
     return 0
 
 

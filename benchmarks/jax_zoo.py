@@ -436,16 +436,6 @@ def row(r: dict) -> str:
             f"| {cell(r['others'])} | {cell(r['opset23'])} |")
 
 
-def totals(rows: list[dict]) -> str:
-    ok = [r for r in rows if "error" not in r]
-    if not ok:
-        return f"0 of {len(rows)} models pruned"
-    removed = sorted(r["removed"] for r in ok)
-    return (f"{len(ok)} of {len(rows)} models ran; verified {sum(r['verified'] for r in ok)}/{len(ok)}; "
-            f"groups pruned {sum(r['pruned'] for r in ok)}/{sum(r['groups'] for r in ok)}; "
-            f"median float params removed {removed[len(removed) // 2]:.1%}; failed {len(rows) - len(ok)}")
-
-
 def notes(rows: list[dict]) -> list[str]:
     """What the export changed in a file before the prune (an exporter's fault worked around)."""
     return [f"- {r['model']}: {r['note']}" for r in rows if r.get("note")]
@@ -472,8 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         lines.append(row(r))
         print(lines[-1], flush=True)
-        args.out.write_text("\n".join([*lines, "", totals(rows), *notes(rows)]) + "\n")
-    print("\n" + totals(rows), *notes(rows), sep="\n", flush=True)
+        args.out.write_text("\n".join([*lines, "", outputs.zoo_totals(rows), *notes(rows)]) + "\n")
+    print("\n" + outputs.zoo_totals(rows), *notes(rows), sep="\n", flush=True)
     return 0 if rows and all("error" not in r and r["verified"] for r in rows) else 1
 
 

@@ -41,3 +41,22 @@ def check(paths, update_tracked: bool) -> None:
             raise SystemExit(2)
     for p in map(Path, paths):
         p.parent.mkdir(parents=True, exist_ok=True)
+
+
+def last_line(text: str) -> str:
+    """A subprocess's last non-empty line, for a table cell (at most 240 characters, no ``|``)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "no output")[:240].replace("|", "/")
+
+
+def zoo_totals(rows: list[dict]) -> str:
+    """The line under a zoo table (hf_zoo, jax_zoo, dynamo_zoo): models that ran, verified,
+    groups pruned, the median share of float parameters removed, failures."""
+    ok = [r for r in rows if "error" not in r]
+    if not ok:
+        return f"0 of {len(rows)} models pruned"
+    removed = sorted(r["removed"] for r in ok)
+    return (f"{len(ok)} of {len(rows)} models ran; verified {sum(r['verified'] for r in ok)}/{len(ok)}; "
+            f"groups pruned {sum(r['pruned'] for r in ok)}/{sum(r['groups'] for r in ok)}; "
+            f"median float params removed {removed[len(removed) // 2]:.1%}; failed {len(rows) - len(ok)}")
+
