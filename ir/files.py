@@ -33,6 +33,7 @@ import re
 import secrets
 import signal
 import stat
+import sys
 from typing import Iterable, Mapping
 
 from .wire import fields
@@ -70,6 +71,26 @@ def interrupts() -> None:
     _received.clear()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_interrupted)
+    if not getattr(sys.unraisablehook, "passes_interrupts", False):
+        sys.unraisablehook = _passing_interrupts(sys.unraisablehook)
+
+
+def _passing_interrupts(hook):
+    """An unraisable-exception hook that prints no ``Interrupted``: a signal whose handler ran
+    inside a callback Python cannot propagate from (a weakref's, a ``__del__``) printed "Exception
+    ignored in ..." and a traceback, and was lost. The signal is sent again a moment later, from a
+    thread (raised here, its handler would run inside this hook), to land where the program is."""
+    def passing(unraisable):
+        if isinstance(unraisable.exc_value, Interrupted):
+            import threading
+
+            again = threading.Timer(0.01, os.kill, (os.getpid(), unraisable.exc_value.signum))
+            again.daemon = True
+            again.start()
+            return
+        hook(unraisable)
+    passing.passes_interrupts = True
+    return passing
 
 
 def reraise_interrupt() -> None:

@@ -620,6 +620,39 @@ def test_ctrl_c_while_the_program_is_still_starting_is_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
+def test_a_signal_landing_in_a_weakref_callback_is_raised_again_without_a_traceback(capsys, monkeypatch):
+    """The handler runs wherever the program is, also inside a weakref callback (a WeakSet's, when
+    an object it held is freed), from which Python cannot propagate: it printed "Exception ignored
+    in ..." with a traceback and the interrupt was lost (a batch run's stderr in CI). Now the
+    signal is raised again and lands where the program is, silently."""
+    import gc
+    import weakref
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # put back after the test
+    try:
+        files.interrupts()
+
+        class Held:
+            pass
+
+        def landed(_):  # as if SIGTERM's handler ran inside this callback
+            raise files.Interrupted(signal.SIGTERM)
+
+        obj = Held()
+        ref = weakref.ref(obj, landed)
+        with pytest.raises(files.Interrupted) as info:
+            del obj                                    # the callback runs here; its exception cannot leave it
+            gc.collect()
+            time.sleep(1)                              # the signal raised again: the handler raises here
+        assert info.value.exit_code == 143 and ref() is None
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def test_ctrl_c_that_onnx_runtime_swallows_is_still_an_interrupt(monkeypatch):
     """A signal that lands inside ONNX Runtime's native code (importing its extension, setting up a
     session) comes back as ORT's own error ("initialization failed"), which validate would blame on
