@@ -185,18 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown model {unknown[0]!r}; known: {', '.join(known)}")
     outputs.check([args.out], args.update_tracked)
-    rows, lines = [], [HEADER]
-    print(HEADER, flush=True)
-    for k in keys:
+
+    def measured(k: str) -> dict:
         try:
-            r = measure(k, args.timeout)
+            return measure(k, args.timeout)
         except subprocess.TimeoutExpired:
-            r = {"model": k, "error": f"over {args.timeout:.0f} s"}
-        rows.append(r)
-        lines.append(row(r))
-        print(lines[-1], flush=True)
-        args.out.write_text("\n".join([*lines, "", outputs.zoo_totals(rows)]) + "\n")
-    print("\n" + outputs.zoo_totals(rows), flush=True)
+            return {"model": k, "error": f"over {args.timeout:.0f} s"}
+
+    outputs.zoo_sweep(keys, measured, row, args.out, [HEADER])
     return 0
 
 

@@ -225,18 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
     outputs.check([args.out], args.update_tracked)
-    rows, lines = [], [HEADER]
-    print(HEADER, flush=True)
-    for name in names:
+
+    def measured(name: str) -> dict:
         try:
-            r = measure(name, args.timeout)
+            return measure(name, args.timeout)
         except subprocess.TimeoutExpired:
-            r = {"model": name, "error": f"over {args.timeout:.0f} s"}
-        rows.append(r)
-        lines.append(row(r))
-        print(lines[-1], flush=True)
-        args.out.write_text("\n".join([*lines, "", outputs.zoo_totals(rows)]) + "\n")
-    print("\n" + outputs.zoo_totals(rows), flush=True)
+            return {"model": name, "error": f"over {args.timeout:.0f} s"}
+
+    outputs.zoo_sweep(names, measured, row, args.out, [HEADER])
     return 0
 
 

@@ -455,15 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
     outputs.check([args.out], args.update_tracked)
     command = "benchmarks/jax_zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    rows, lines = [], [f"`{command.strip()}`", "", HEADER]
-    print(HEADER, flush=True)
-    for name in names:
-        r = measure(name, args.ratio, args.timeout)
-        rows.append(r)
-        lines.append(row(r))
-        print(lines[-1], flush=True)
-        args.out.write_text("\n".join([*lines, "", outputs.zoo_totals(rows), *notes(rows)]) + "\n")
-    print("\n" + outputs.zoo_totals(rows), *notes(rows), sep="\n", flush=True)
+    rows = outputs.zoo_sweep(names, lambda name: measure(name, args.ratio, args.timeout), row, args.out,
+                             [f"`{command.strip()}`", "", HEADER], notes)
     return 0 if rows and all("error" not in r and r["verified"] for r in rows) else 1
 
 

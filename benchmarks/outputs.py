@@ -60,3 +60,18 @@ def zoo_totals(rows: list[dict]) -> str:
             f"groups pruned {sum(r['pruned'] for r in ok)}/{sum(r['groups'] for r in ok)}; "
             f"median float params removed {removed[len(removed) // 2]:.1%}; failed {len(rows) - len(ok)}")
 
+
+def zoo_sweep(names, measure, row, out: Path, lines: list[str], notes=lambda rows: []) -> list[dict]:
+    """Each model measured in turn (``measure(name)`` -> its row's dict), its row printed and the
+    table rewritten at ``out`` after each (``lines``: what stands above the rows, the header
+    last; the summary and ``notes(rows)`` below): a long sweep stopped midway keeps what it measured."""
+    rows: list[dict] = []
+    print(lines[-1], flush=True)
+    for name in names:
+        rows.append(measure(name))
+        lines.append(row(rows[-1]))
+        print(lines[-1], flush=True)
+        out.write_text("\n".join([*lines, "", zoo_totals(rows), *notes(rows)]) + "\n")
+    print("\n" + zoo_totals(rows), *notes(rows), sep="\n", flush=True)
+    return rows
+

@@ -128,14 +128,9 @@ def _regrouped_lead(view: NodeView, m: ChannelMap, shape, static: list[int] | No
         if not taints[i] and values[i] == 0 and i >= m.axis:
             return None  # a 0 copying the input's channel axis or one after it
     full = np.broadcast_to(m.ids.reshape([len(m)] + [1] * (len(tail) - 1)), tail).reshape(values[j:])
-    found = _single_axis(full)
-    if found is not None:
-        effect = Effect(outputs={0: ChannelMap(found[0] + j, len(values), found[1])})
-    else:
-        heads = feeds_batched_matmul(view.graph, view.graph.outputs_of(view.node)[0], view.shapes)
-        effect = _reshape_split(full, len(values), heads, j)
-        if effect.block:
-            return None
+    effect = _carried(view, full, len(values), j)
+    if effect.block:
+        return None
     return Effect(outputs=effect.outputs, couplings=pairs + list(effect.couplings),
                   freeze=(1,) if static is None else ())
 
@@ -237,14 +232,9 @@ def symbolic_reshape(view: NodeView, m: ChannelMap, shape) -> Effect:
         return blocked("Reshape to a computed shape that does not fit its input")
     full = np.broadcast_to(m.ids.reshape([len(m) if i == m.axis - k else 1 for i in range(len(mid_in))]),
                            mid_in).reshape(mid_out)
-    found = _single_axis(full, mid_in, m.axis - k)
-    if found is not None:
-        effect = Effect(outputs={0: ChannelMap(found[0] + k, len(target), found[1])})
-    else:
-        heads = feeds_batched_matmul(view.graph, view.graph.outputs_of(view.node)[0], view.shapes)
-        effect = _reshape_split(full, len(target), heads, k)
-        if effect.block:
-            return effect
+    effect = _carried(view, full, len(target), k, mid_in, m.axis - k)
+    if effect.block:
+        return effect
     axis = effect.outputs[0].axis
     if not (raw[axis] == -1 or (raw[axis] == 0 and axis == m.axis)):
         return blocked("Reshape to a computed shape whose channel entry cannot be rewritten")
@@ -284,6 +274,16 @@ def _reshape_effect(view: NodeView, m: ChannelMap, shape, target: list[int]) -> 
         effect.heads = False  # a class is one group of channels, normalized together
         return effect
     return _reshape_split(full, len(out), heads, offset)
+
+
+def _carried(view: NodeView, full: np.ndarray, rank: int, offset: int, ins=(), c: int = -1) -> Effect:
+    """The ids ``full`` (the reshaped part of the output, from axis ``offset``) on one axis, or
+    split over several (heads, ``_reshape_split``)."""
+    found = _single_axis(full, ins, c)
+    if found is not None:
+        return Effect(outputs={0: ChannelMap(found[0] + offset, rank, found[1])})
+    heads = feeds_batched_matmul(view.graph, view.graph.outputs_of(view.node)[0], view.shapes)
+    return _reshape_split(full, rank, heads, offset)
 
 
 def _batch_of_one(shape, axis: int) -> bool:
