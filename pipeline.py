@@ -29,7 +29,7 @@ import onnx
 
 import ir
 from passes.analyses import Patterns, SliceRecord, Tags, Trees, render
-from passes import plugins
+from passes import plugins, subgraphs
 from passes.base import (Pass, PassContext, PassError, PassResult, PipelineError, SpecError, fewer_collections,
                          format_option, option_fields, option_types, parse_option)
 from passes.classify import ClassifyPass
@@ -39,14 +39,14 @@ from passes.infer_shapes import InferShapesPass, lower_input
 from passes.inputs import resolve_inputs, run_inputs
 from passes.mask import MaskPass
 from passes.recover import RecoverPass, with_recover
+from passes.runtime import reused_sessions
 from passes.reruns import check_ratios, check_tuning, has_mask, meet_target, unproven_groups, with_ignored, with_mask_options
 from passes.score import ScorePass
-from passes import subgraphs
 from passes.slice import SlicePass, group_reports, inspect_reports, interface_shapes
 from passes.tag import TagPass
 from passes.support import check_model_input as check_input, opened  # the API: cli and workflows check inputs
 from passes.trees import TreesPass
-from passes.validate import EquivalenceError, ValidatePass
+from passes.validate import EquivalenceError, ValidatePass, original_probe
 
 DEFAULT_SPEC = ("tag,trees,classify,score{criterion=l1 scope=tree},mask{ratio=0.5},"
                 "slice,infer-shapes,validate")
@@ -251,6 +251,7 @@ def build_spec(ratio: float = 0.5, criterion: str = "l1", scope: str = "tree", o
             f"mask{{ratio={ratio!r}}},slice,infer-shapes,{validate}")
 
 
+@reused_sessions()  # one ONNX Runtime session for the runs of one light model (passes/runtime.py)
 def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str = "tree",
           passes: str | None = None, verify: bool = True, seed: int = 0,
           instruments: Iterable[Instrument] = (), sample_inputs: dict | None = None,
@@ -286,9 +287,10 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         body, ratio, criterion, scope, passes, verify, seed, sample_inputs=feeds, target_flops=target_flops,
         target_params=target_params, rank=rank, max_ratio=max_ratio, heads=heads, stream=stream,
         round_to=round_to, input_shapes=shapes, keep_io=keep_io, gqa=gqa), sample_inputs, input_shapes)
-    sample_inputs = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=runs, weights=weights)
     model, weights = (model, weights) if model is given and weights else ir.hollow(model)  # one copy, shared
     given = given if branches or given is model_or_path else model  # a file's: its whole proto freed now
+    sample_inputs = resolve_inputs(model, where, seed, sample_inputs, input_shapes, probe=runs,
+                                   run=original_probe(model, weights))  # a session validate's run reuses
     run, analyse = _runner(model, weights, seed, sample_inputs, list(instruments), verify, (train_data, val_data, calib_data))
     try:
         graph, ctx = run(pipe.passes)
@@ -328,8 +330,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         "inputs": sample_inputs.report(),
     }
     report.update({k: ctx.report[k] for k in ("recovery", "finetune") if k in ctx.report})
-    if target is not None:
-        report["target"] = target
+    report.update({"target": target} if target is not None else {})
     return PruneResult(out, subgraphs.merge_reports(report, branches, out), external & set(graph.initializers),
                        given, weights if given is model else {})
 

@@ -284,8 +284,9 @@ class Graph:
         return next((self._g._node[p]["obj"] for p in self._g._pred[("v", _name(value))]), None)
 
     def producer_port(self, value: Value | str) -> int | None:
-        for src, _, port in self._g.in_edges(("v", _name(value)), keys=True):
-            return port
+        for ports in self._g._pred[("v", _name(value))].values():
+            for port in ports:
+                return port
         return None
 
     def consumers(self, value: Value | str) -> list[tuple[Node, int]]:
@@ -450,9 +451,8 @@ class Graph:
         if port > len(ins):
             raise GraphError(f"node {_name(node)!r} has no input port {port}")
         ins.extend([""] * (port + 1 - len(ins)))
-        for src, _, p in list(self._g.in_edges(key, keys=True)):
-            if p == port:
-                self._g.remove_edge(src, key, key=port)
+        for src in [src for src, ports in self._g._pred[key].items() if port in ports]:
+            self._g.remove_edge(src, key, key=port)
         if value_name:
             self._ensure_value(value_name)
             self._g.add_edge(("v", value_name), key, key=port)
@@ -461,20 +461,20 @@ class Graph:
 
     def remove_node(self, node: Node | str) -> None:
         key = ("n", _name(node))
-        outs = [dst for _, dst in self._g.out_edges(key)]
+        outs = list(self._g._succ[key])
         self._g.remove_node(key)
         del self._order[_name(node)]
         for dst in outs:  # values it produced and nobody else references go too
-            if (not self._g.in_degree(dst) and not self._g.out_degree(dst)
+            if (not self._g._pred[dst] and not self._g._succ[dst]
                     and dst[1] not in self._output_set and dst[1] not in self._input_set):
                 self._g.remove_node(dst)
         self._bump()
 
     def remove_value(self, name: str) -> None:
         key = ("v", name)
-        if self._g.out_degree(key) or name in self._output_set:
+        if self._g._succ[key] or name in self._output_set:
             raise GraphError(f"value {name!r} is still used")
-        if self._g.in_degree(key):
+        if self._g._pred[key]:
             raise GraphError(f"value {name!r} is still produced")
         self._g.remove_node(key)
         self._initializers.pop(name, None)

@@ -25,6 +25,7 @@ from onnx import external_data_helper, numpy_helper, serialization
 
 from . import bodies, files, wire
 from .bodies import free_names as _free_names, implicit_inputs as _implicit_inputs  # noqa: F401
+from .collection import fewer_collections
 from .graph import _RAW_DTYPES, Graph, Initializer, ModelProps, Node, Value
 
 
@@ -345,6 +346,7 @@ def _copy_fields(src, dst, skip: tuple[str, ...]) -> None:
             setattr(dst, field.name, value)
 
 
+@fewer_collections()  # tens of thousands of containers built: the collector need not walk them as they come
 def lower(model: onnx.ModelProto, weights: dict[str, np.ndarray] | None = None) -> Graph:
     """ONNX ModelProto -> IR. Node names are made unique (an empty or repeated name gets
     ``<op>_<index>``); nothing else is renamed. ``weights``: the arrays of a model ``hollow``
@@ -355,13 +357,9 @@ def lower(model: onnx.ModelProto, weights: dict[str, np.ndarray] | None = None) 
         raise ModelLoadError("model has external data that was not loaded; use ir.load(path)")
     init_names = {t.name for t in g.initializer}
     props = ModelProps(
-        ir_version=model.ir_version,
-        opset_imports={o.domain: o.version for o in model.opset_import},
-        producer_name=model.producer_name,
-        producer_version=model.producer_version,
-        domain=model.domain,
-        model_version=model.model_version,
-        doc_string=model.doc_string,
+        ir_version=model.ir_version, opset_imports={o.domain: o.version for o in model.opset_import},
+        producer_name=model.producer_name, producer_version=model.producer_version,
+        domain=model.domain, model_version=model.model_version, doc_string=model.doc_string,
         metadata_props={p.key: p.value for p in model.metadata_props},
         functions=list(model.functions),
         training_info=list(model.training_info),
@@ -472,11 +470,12 @@ def _hoist(graph: Graph, n: onnx.NodeProto, keep: list[int], moved: list[str], u
     return out, bodies.Branch(body.name, body.doc_string, tuple(names))
 
 
-def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
+def raise_model(graph: Graph, light: bool = False, floats: bool = False) -> onnx.ModelProto:
     """IR -> ONNX ModelProto (nodes in deterministic topological order).
 
     ``light=True`` is for analyses (shape inference): initializers of more than
-    ``LIGHT_LIMIT`` elements become typed graph inputs instead of being copied."""
+    ``LIGHT_LIMIT`` elements become typed graph inputs instead of being copied; with ``floats``
+    float ones of more than one element too (a run fed other weights is the same model)."""
     props = graph.props
     topo = graph.topo_nodes()
     nodes = []
@@ -508,8 +507,10 @@ def raise_model(graph: Graph, light: bool = False) -> onnx.ModelProto:
         inputs += [_value_info(i) for i in inits if i.name not in listed]
         listed |= {i.name for i in inits}
     if light:
-        inputs += [_value_info(i) for i in inits if i.size > LIGHT_LIMIT and i.name not in listed]
-        inits = [i for i in inits if i.size <= LIGHT_LIMIT]
+        fed = {i.name for i in inits if i.name not in listed and (i.size > LIGHT_LIMIT or floats and i.size > 1
+                                                                  and _elem_type(i) in _FLOAT_TYPES)}
+        inputs += [_value_info(i) for i in inits if i.name in fed]
+        inits = [i for i in inits if i.name not in fed and i.size <= LIGHT_LIMIT]
     homes = bodies.weight_homes(graph, scopes) if scopes and not props.initializers_as_inputs \
         and props.ir_version >= 4 else {}
     held: dict[tuple[str, str], list[onnx.TensorProto]] = {}  # weights only one branch reads go in it
@@ -572,12 +573,17 @@ def _fill_initializer(init: Initializer, out: onnx.TensorProto) -> None:
         out.doc_string = init.doc_string
 
 
+_FLOAT_TYPES = frozenset((1, 10, 11, 16))  # TensorProto's FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def _elem_type(init: Initializer) -> int:
+    return init.proto.data_type if init.source is None else onnx.helper.np_dtype_to_tensor_dtype(init.array.dtype)
+
+
 def _value_info(value: Value) -> onnx.ValueInfoProto:
     vi = onnx.ValueInfoProto(name=value.name, doc_string=value.doc_string)
     if isinstance(value, Initializer):
-        vi.type.CopyFrom(onnx.helper.make_tensor_type_proto(
-            value.proto.data_type if value.source is None else
-            onnx.helper.np_dtype_to_tensor_dtype(value.array.dtype), list(value.dims)))
+        vi.type.CopyFrom(onnx.helper.make_tensor_type_proto(_elem_type(value), list(value.dims)))
     elif value.type is not None:
         vi.type.CopyFrom(value.type)
     return vi

@@ -17,9 +17,7 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -27,6 +25,7 @@ from typing import Any, ClassVar
 import onnx
 
 from ir import Graph
+from ir.collection import fewer_collections  # noqa: F401  (passes and pipeline take it from here)
 
 
 @dataclass
@@ -154,17 +153,4 @@ def format_option(value) -> str:
     return str(value)
 
 
-@contextlib.contextmanager
-def fewer_collections(threshold: int = 10_000):
-    """Python's cyclic garbage collector run at most every ``threshold`` allocations (not 700)
-    while passes run: an IR of a few thousand nodes is tens of thousands of container objects,
-    and at the default the collector walks them again and again (ViT-B/16's passes: 10-15% of
-    their CPU time, ``benchmarks/vs_torch_pruning.py``). Garbage without cycles is freed at once
-    as always. The process's threshold is put back after."""
-    old = gc.get_threshold()
-    gc.set_threshold(max(old[0], threshold), *old[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
 

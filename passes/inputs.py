@@ -321,17 +321,19 @@ def parse_input_shapes(items) -> dict[str, list[int]]:
 
 
 def resolve_inputs(model: onnx.ModelProto, where: str, seed: int = 0, given: dict | None = None,
-                   shapes: dict | None = None, probe: bool = True, weights: dict | None = None) -> ProofInputs:
+                   shapes: dict | None = None, probe: bool = True, weights: dict | None = None,
+                   run=None) -> ProofInputs:
     """The feeds of every run of a ``prune``: the caller's arrays and shapes checked (one line
     naming the input), the rest defaulted. With ``probe``, where a default is a guess (a size for
     a symbolic dim, zeros for an integer input) the model runs on them once now: a size is chosen,
     and an input ONNX Runtime rejects is named before any pass runs. Float inputs of known shape
     need no such run (a large model is not run once more; validate names a rejection then).
-    ``weights``: the large weights of a ``hollow`` model, put back for that run."""
+    ``weights``: the large weights of a ``hollow`` model, put back for that run; ``run(model,
+    feeds)`` runs it instead (``probe_inputs``)."""
     check_given(model, given, shapes, where)
     if not probe or not guessed(model, given, shapes):
         return make_inputs(model, seed, given, shapes)
-    return probe_inputs(filled(model, weights), seed, given, shapes, where)[0]
+    return probe_inputs(model if run is not None else filled(model, weights), seed, given, shapes, where, run)[0]
 
 
 def guessed(model: onnx.ModelProto, given: dict | None = None, shapes: dict | None = None) -> bool:

@@ -75,9 +75,55 @@ def unrunnable(model: onnx.ModelProto, skeleton: onnx.ModelProto | None = None) 
 
 
 def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool = False,
-              consume: bool = False) -> list[np.ndarray]:
+              consume: bool = False, reuse: bool = False) -> list[np.ndarray]:
     """``quiet``: ORT logs no error of its own (a probe whose failure is expected and reported).
-    ``consume``: ``model`` is a temporary the caller drops; a large one gives its weights up."""
+    ``consume``: ``model`` is a temporary the caller drops; a large one gives its weights up.
+    ``reuse``: ``model`` is light (its weights are fed): inside ``reused_sessions`` a session made
+    for the same model bytes is run again instead of made anew."""
+    try:
+        if not (reuse and _REUSED["depth"]):
+            return _run_session(model, quiet, consume).run(None, feeds)
+        key = (model.SerializeToString(), 4 if quiet else 3, os.environ.get("ONNXPRUNER_THREADS", ""))
+        kept = _REUSED["sessions"]
+        session = kept.pop(key, None) or _run_session(model, quiet, False)
+        kept[key] = session  # the most recent last
+        while len(kept) > REUSED_SESSIONS:
+            kept.pop(next(iter(kept)))
+        return session.run(None, feeds)
+    except Exception:
+        files.reraise_interrupt()  # Ctrl-C inside ORT comes back as ORT's own error
+        raise
+
+
+# ``reused_sessions``: the sessions kept for the last light models run with ``reuse``, until
+# ``release_session``. The input probe's run of the model before pruning and validate's of the
+# masked original differ only in the weights they are fed, tag's runs at two sizes only in their
+# inputs; tag's run comes between the other two, hence two kept.
+REUSED_SESSIONS = 2
+_REUSED: dict = {"depth": 0, "sessions": {}}
+
+
+def release_session(model: onnx.ModelProto) -> None:
+    """Drop the sessions kept for ``model`` (``run_model(..., reuse=True)``): its runs are over."""
+    data = model.SerializeToString()
+    for key in [k for k in _REUSED["sessions"] if k[0] == data]:
+        del _REUSED["sessions"][key]
+
+
+@contextlib.contextmanager
+def reused_sessions():
+    """While inside (``pipeline.prune``; nested calls share it), ``run_model(..., reuse=True)`` of
+    the same light model bytes runs one ONNX Runtime session; those kept are dropped on the way out."""
+    _REUSED["depth"] += 1
+    try:
+        yield
+    finally:
+        _REUSED["depth"] -= 1
+        if not _REUSED["depth"]:
+            _REUSED["sessions"].clear()
+
+
+def _run_session(model: onnx.ModelProto, quiet: bool, consume: bool):
     ort = import_ort()
     if FIX_MMAP_THRESHOLD:
         fix_mmap_threshold()
@@ -94,9 +140,9 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool 
     # peak and time were unchanged (ResNet-50, ViT-B/16; the command's peak the same to 0.1%)
     opts.enable_mem_reuse = False
     try:
-        return ort_session(model, opts, consume).run(None, feeds)
+        return ort_session(model, opts, consume)
     except Exception:
-        files.reraise_interrupt()  # Ctrl-C inside ORT comes back as ORT's own error
+        files.reraise_interrupt()  # Ctrl-C during set-up comes back as ORT's own error
         raise
 
 
@@ -198,8 +244,9 @@ GIVE_BACK_MIN = 16 << 20   # weight bytes under which a collection costs more th
 
 
 def give_back_memory(weight_bytes: int | None = None) -> None:
-    """Free what only cycles still hold (a lowered graph is full of them: ``del`` alone frees no
-    weight) and hand freed memory back to the system (glibc keeps freed blocks for reuse), so
+    """Free what only cycles still hold (a lowered graph holds none since ``ir.Graph`` stopped
+    using networkx's edge and degree views, which point back at their graph; what a pass's
+    objects may still hold) and hand freed memory back to the system (glibc keeps freed blocks for reuse), so
     what comes next does not stack on top of it. Called by validate once the masked original is
     dropped and by the command line before the save; the hand-back is a no-op off glibc.
     With ``weight_bytes`` under ``GIVE_BACK_MIN`` nothing is done: a full collection takes ~0.1 s

@@ -131,7 +131,7 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple], ctx: PassContext | None 
         return shapes
     # the weights by reference: large initializers are graph inputs of the raised model (no copy
     # of them in it), fed as the IR's own arrays (the whole model when ORT needs one as a constant)
-    model = Runnable(ir, tuple(missing))
+    model = Runnable(ir, tuple(missing), kept=True)  # a second size runs in the same session
     ctx = ctx or PassContext()
     proof = context_inputs(ctx, model.inputs)
     runs = [proof.feeds]
@@ -141,14 +141,16 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple], ctx: PassContext | None 
         runs.append(other.feeds)
     outputs = [o.name for o in model.model.graph.output]
     seen: list[dict[str, tuple]] = []
-    for feeds in runs:
-        try:
+    try:
+        for feeds in runs:
             values = model.run(feeds, quiet=True)
-        except Exception:
-            return shapes
-        seen.append({name: tuple(int(d) for d in arr.shape)
-                     for name, arr in zip(outputs, values)
-                     if name in missing and isinstance(arr, np.ndarray)})
+            seen.append({name: tuple(int(d) for d in arr.shape)
+                         for name, arr in zip(outputs, values)
+                         if name in missing and isinstance(arr, np.ndarray)})
+    except Exception:
+        return shapes
+    finally:
+        model.release()
     out = dict(shapes)
     for name, shape in seen[0].items():
         others = [s.get(name) for s in seen[1:]]

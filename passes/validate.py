@@ -34,7 +34,7 @@ from . import progress
 from .inputs import InputsError, ort_message, probe_inputs, rejection
 from .op_rules import Rewriter
 from .op_rules.computed import weight_array
-from .runtime import give_back_memory, run_model
+from .runtime import give_back_memory, release_session, run_model
 
 
 class EquivalenceError(PassError):
@@ -147,18 +147,36 @@ def _fold_weight_transposes(g: Graph) -> Graph:
     return g
 
 
+def original_probe(original: onnx.ModelProto, weights: dict | None):
+    """``run(model, feeds)`` for ``inputs.probe_inputs``: the model before pruning run as validate
+    runs its masked form (weight transposes folded, the weights fed; built at the first run), so
+    that inside ``runtime.reused_sessions`` the masked original's run reuses the probe's session,
+    fed other weights."""
+    built: list[Runnable] = []
+
+    def run(_, feeds: dict) -> list:
+        if not built:
+            built.append(Runnable(_fold_weight_transposes(_masked_graph(original, None, weights)), floats=True,
+                                  kept=True))
+        return built[0].run(feeds, quiet=True)
+    return run
+
+
 class Runnable:
     """A graph to run in ONNX Runtime with its weights by reference: raised with every initializer
     over ``LIGHT_LIMIT`` elements as a graph input (``model``: no copy of them in it, nor in a
     serialized form, nor in ORT: a CPU input is read where numpy holds it) and those weights fed
     as the IR's own arrays. An op whose ORT kernel needs a constant where a weight became an input
     makes the run fall back to the whole model, weights inside (``run``). ``extra_outputs``:
-    values also returned, after the graph's outputs (tag's shape discovery)."""
+    values also returned, after the graph's outputs (tag's shape discovery). ``floats``: float
+    weights of any size fed too (the model before pruning and its masked form: one model).
+    ``kept``: its session is kept for later runs of the same model (``runtime.reused_sessions``)
+    until ``release``."""
 
-    def __init__(self, g: Graph, extra_outputs: tuple[str, ...] = ()):
-        self.graph = g
+    def __init__(self, g: Graph, extra_outputs: tuple[str, ...] = (), floats: bool = False, kept: bool = False):
+        self.graph, self.kept = g, kept
         self.extra = [n for n in extra_outputs if n not in set(g.output_names)]
-        self.model = raise_model(g, light=True)
+        self.model = raise_model(g, light=True, floats=floats)
         self.model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in self.extra)
         self.weights = {vi.name: g.initializer(vi.name).array for vi in self.model.graph.input
                         if g.initializer(vi.name) is not None}
@@ -167,14 +185,18 @@ class Runnable:
 
     def run(self, feeds: dict[str, np.ndarray], quiet: bool = False) -> list[np.ndarray]:
         if not self.weights:
-            return run_model(self.model, feeds, quiet=quiet)
+            return run_model(self.model, feeds, quiet=quiet, reuse=self.kept)
         try:
-            return run_model(self.model, {**feeds, **self.weights}, quiet=True)
+            return run_model(self.model, {**feeds, **self.weights}, quiet=True, reuse=self.kept)
         except Exception:
             pass
         whole = raise_model(self.graph)
         whole.graph.output.extend(onnx.ValueInfoProto(name=n) for n in self.extra)
         return run_model(whole, feeds, quiet=quiet, consume=True)
+
+    def release(self) -> None:
+        if self.kept:
+            release_session(self.model)
 
 
 def _forced_branches(g: Graph, record: SliceRecord | None) -> list[tuple[str, str]]:
@@ -308,8 +330,8 @@ class ValidatePass(Pass):
         # result runs (a forced branch runs both in turn: copies then)
         saved: list | None = [] if whole and not forced else None
         try:
-            probe = Runnable(_fold_weight_transposes(_masked_graph(ctx.original, record, ctx.weights, saved))) \
-                if whole else result
+            probe = Runnable(_fold_weight_transposes(_masked_graph(ctx.original, record, ctx.weights, saved)),
+                             floats=True, kept=True) if whole else result
             where = "the model before pruning" if whole else "the result"
             if ctx.inputs is not None:
                 feeds = ctx.inputs.feeds
@@ -327,11 +349,13 @@ class ValidatePass(Pass):
         finally:
             if saved:
                 _restore(saved)
+            if whole:
+                probe.release()  # the masked original's session is not kept while the result runs
         if idle:
             raise EquivalenceError(idle)
         if not forced:
-            del probe  # the masked original's weights are given back before the result runs (the
-            give_back_memory(4 * _weights(result.graph))  # lowered graph holds cycles: a collection frees them, glibc returns them)
+            del probe  # the masked original's weights are given back before the result runs
+            give_back_memory(4 * _weights(result.graph))  # what cycles still hold, and glibc returns it
         bar.update(1)
         mine = {k: np.take(v, interface[k][2], axis=interface[k][1]) if interface.get(k, ("",))[0] == "input" else v
                 for k, v in feeds.items()}

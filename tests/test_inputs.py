@@ -394,3 +394,28 @@ def test_an_op_the_runtime_does_not_know_in_its_own_domain_is_a_load_error_not_a
         pipeline.prune(model, ratio=0.5)
     msg = str(info.value)
     assert "cannot load" in msg and "com.microsoft:NoSuchOp" in msg and "--inputs" not in msg
+
+
+def test_the_model_before_pruning_is_one_session_for_the_probe_and_the_proof(monkeypatch):
+    """The input probe runs the model before pruning as validate runs its masked form (weights
+    fed): the probe's sizes and the proof's masked run share one ONNX Runtime session, and none is
+    kept once ``prune`` returns."""
+    from passes import runtime
+
+    made, runs = [], []
+    real = runtime._run_session
+
+    def counted(model, quiet, consume):
+        made.append(model.SerializeToString())
+        session = real(model, quiet, consume)
+        return collections.namedtuple("S", "run")(lambda *a: runs.append(made[-1]) or session.run(*a))
+
+    b = models.Builder(17, name="sized")  # x[N, 3, H, W] that runs at 16×16 only: the probe finds it
+    c = b.relu(b.conv(b.relu(b.conv(b.input("x", ["N", 3, "H", "W"]), 3, 8)), 8, 8))
+    model = b.build([b.gemm(b.op("Flatten", [c], axis=1), 8 * 16 * 16, 4)], shapes={})
+    monkeypatch.setattr(runtime, "_run_session", counted)
+    result = pipeline.prune(model, ratio=0.5)
+    assert result.report["verified"] and result.report["inputs"]["x"]["shape"] == [2, 3, 16, 16]
+    assert len(made) == len(set(made)), "a model was made into a session twice"
+    assert max(collections.Counter(runs).values()) >= 2  # the probe's run, then the masked original's
+    assert runtime._REUSED["sessions"] == {}

@@ -274,17 +274,21 @@ class FoldedShapes:
 
 def fold_shapes(graph: Graph, shapes: dict[str, tuple], opset: int) -> FoldedShapes:
     """The graph's shape values folded; remembered on the graph until it changes or is asked with
-    other shapes (tag, trees and slice each ask; on ViT-B/16 a fold is ~30 ms). Callers read the
-    result and never change it."""
+    other shapes for a value a Shape node reads (tag, trees and slice each ask; on ViT-B/16 a fold
+    is ~30 ms). Callers read the result and never change it."""
     cached = graph.memo.get("fold_shapes")
-    if cached is not None and cached[0] == (graph.version, opset) and cached[1] == shapes:
+    if cached is not None and cached[0] == (graph.version, opset) and \
+            all(shapes.get(name) == shape for name, shape in cached[1].items()):
         return cached[2]
-    folded = _fold_shapes(graph, shapes, opset)
-    graph.memo["fold_shapes"] = ((graph.version, opset), dict(shapes), folded)
+    read: dict[str, tuple | None] = {}
+    folded = _fold_shapes(graph, shapes, opset, read)
+    graph.memo["fold_shapes"] = ((graph.version, opset), read, folded)
     return folded
 
 
-def _fold_shapes(graph: Graph, shapes: dict[str, tuple], opset: int) -> FoldedShapes:
+def _fold_shapes(graph: Graph, shapes: dict[str, tuple], opset: int, read: dict) -> FoldedShapes:
+    """``read``: filled with the entries of ``shapes`` the fold read (a Shape node's input's),
+    the only ones its result depends on."""
     values: dict[str, ShapeValue] = {}
     nodes: set[str] = set()
 
@@ -309,7 +313,8 @@ def _fold_shapes(graph: Graph, shapes: dict[str, tuple], opset: int) -> FoldedSh
             continue
         if node.op_type == "Shape":
             src = graph.inputs_of(node)[0]
-            values[outs[0].name] = _shape_of(node, [], shapes.get(src.name), src.name, opset)
+            read[src.name] = shapes.get(src.name)
+            values[outs[0].name] = _shape_of(node, [], read[src.name], src.name, opset)
             nodes.add(node.name)
             continue
         rule = SHAPE_RULES.get(node.op_type)
