@@ -20,6 +20,7 @@ import contextlib
 import math
 import os
 import tempfile
+import threading
 
 import numpy as np
 import onnx
@@ -81,10 +82,10 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool 
     ``reuse``: ``model`` is light (its weights are fed): inside ``reused_sessions`` a session made
     for the same model bytes is run again instead of made anew."""
     try:
-        if not (reuse and _REUSED["depth"]):
+        if not (reuse and _reused()["depth"]):
             return _run_session(model, quiet, consume).run(None, feeds)
         key = (model.SerializeToString(), 4 if quiet else 3, os.environ.get("ONNXPRUNER_THREADS", ""))
-        kept = _REUSED["sessions"]
+        kept = _reused()["sessions"]
         session = kept.pop(key, None) or _run_session(model, quiet, False)
         kept[key] = session  # the most recent last
         while len(kept) > REUSED_SESSIONS:
@@ -98,29 +99,38 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], quiet: bool 
 # ``reused_sessions``: the sessions kept for the last light models run with ``reuse``, until
 # ``release_session``. The input probe's run of the model before pruning and validate's of the
 # masked original differ only in the weights they are fed, tag's runs at two sizes only in their
-# inputs; tag's run comes between the other two, hence two kept.
+# inputs; tag's run comes between the other two, hence two kept. Per thread: an embedding may
+# prune in several at once.
 REUSED_SESSIONS = 2
-_REUSED: dict = {"depth": 0, "sessions": {}}
+_THREAD = threading.local()
+
+
+def _reused() -> dict:
+    if not hasattr(_THREAD, "reused"):
+        _THREAD.reused = {"depth": 0, "sessions": {}}
+    return _THREAD.reused
 
 
 def release_session(model: onnx.ModelProto) -> None:
     """Drop the sessions kept for ``model`` (``run_model(..., reuse=True)``): its runs are over."""
     data = model.SerializeToString()
-    for key in [k for k in _REUSED["sessions"] if k[0] == data]:
-        del _REUSED["sessions"][key]
+    kept = _reused()["sessions"]
+    for key in [k for k in kept if k[0] == data]:
+        del kept[key]
 
 
 @contextlib.contextmanager
 def reused_sessions():
     """While inside (``pipeline.prune``; nested calls share it), ``run_model(..., reuse=True)`` of
     the same light model bytes runs one ONNX Runtime session; those kept are dropped on the way out."""
-    _REUSED["depth"] += 1
+    state = _reused()
+    state["depth"] += 1
     try:
         yield
     finally:
-        _REUSED["depth"] -= 1
-        if not _REUSED["depth"]:
-            _REUSED["sessions"].clear()
+        state["depth"] -= 1
+        if not state["depth"]:
+            state["sessions"].clear()
 
 
 def _run_session(model: onnx.ModelProto, quiet: bool, consume: bool):

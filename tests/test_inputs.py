@@ -418,4 +418,4 @@ def test_the_model_before_pruning_is_one_session_for_the_probe_and_the_proof(mon
     assert result.report["verified"] and result.report["inputs"]["x"]["shape"] == [2, 3, 16, 16]
     assert len(made) == len(set(made)), "a model was made into a session twice"
     assert max(collections.Counter(runs).values()) >= 2  # the probe's run, then the masked original's
-    assert runtime._REUSED["sessions"] == {}
+    assert runtime._reused()["sessions"] == {}
