@@ -28,6 +28,7 @@ import onnx.version_converter
 from ir import ModelLoadError, filled, skeleton
 
 from . import newer_opsets as newer
+from .contrib import defused
 from .runtime import unrunnable
 
 RUNTIME = "ONNX Runtime 1.19.2"
@@ -140,16 +141,19 @@ def opened(open_model):
     """``ir.open_model`` whose model, when its opset is below what the runtime runs, comes back
     converted up (``upgraded``; a hollow read's weights put back first: such models are small), and
     when its opset or IR version is above, converted down (``downgraded``: the model read is
-    relabelled in place, weights untouched; a caller's ModelProto is copied first, never changed)."""
+    relabelled in place, weights untouched; a caller's ModelProto is copied first, never changed);
+    either way ONNX Runtime's FusedConv / FusedGemm come back as standard ops (``contrib.defused``)."""
     def open_upgraded(model_or_path, hollowed: bool = False):
         model, external, where, weights = open_model(model_or_path, hollowed=hollowed)
         if _newer(model):
             if external and model.ir_version > MAX_IR_VERSION:  # a hollow copy keeps known fields only:
                 _check_fields(onnx.load(where, load_external_data=False), where)  # the file holds no weights
-            return downgraded(model, where, in_place=model is not model_or_path), external, where, weights
-        below = (_default_opset(model) or OPSETS[0]) < OPSETS[0]
-        converted = upgraded(filled(model, weights) if weights and below else model, where)
-        return (model, external, where, weights) if converted is model else (converted, external, where, {})
+            model = downgraded(model, where, in_place=model is not model_or_path)
+        else:
+            below = (_default_opset(model) or OPSETS[0]) < OPSETS[0]
+            converted = upgraded(filled(model, weights) if weights and below else model, where)
+            model, weights = (model, weights) if converted is model else (converted, {})
+        return defused(model, weights), external, where, weights  # ORT's fused ops as standard ones
     return open_upgraded
 
 

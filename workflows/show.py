@@ -12,6 +12,7 @@ import onnx
 
 from passes import progress
 from passes.inputs import InputsError, make_inputs
+from passes.contrib import DEFUSED_KEY
 from passes.support import CONVERTED_KEY, IR_KEY
 from workflows import figures
 
@@ -312,6 +313,9 @@ def conversion_notes(model) -> list[str]:
         else:
             notes.append(f"note: converted from opset {converted} to {opset} by onnx.version_converter (checked "
                          f"against onnx.reference); the output is at that opset")
+    if (fused := meta.get(DEFUSED_KEY)) is not None:
+        notes.append(f"note: ONNX Runtime's fused ops written as the standard ops they fuse "
+                     f"({fused.replace(':', ' x')}; checked in ONNX Runtime); the output is plain ONNX")
     if (ir := meta.get(IR_KEY)) is not None:
         notes.append(f"note: IR version {ir} saved as {model.ir_version} (the model uses no field a later IR "
                      f"version added)")
