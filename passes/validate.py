@@ -31,7 +31,7 @@ from ir.onnx_io import LIGHT_LIMIT
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult
 from . import progress
-from .inputs import InputsError, ort_message, probe_inputs, rejection
+from .inputs import INPUTS_HINT, InputsError, ort_message, probe_inputs, rejection
 from .op_rules import Rewriter
 from .op_rules.computed import weight_array
 from .runtime import give_back_memory, release_session, run_model
@@ -199,6 +199,15 @@ class Runnable:
             release_session(self.model)
 
 
+def _blind(outputs, values) -> str | None:
+    """The first float output that has values and not one finite (swift-f0's pitch is NaN when
+    its guessed ``fmin`` is negative): a proof on such inputs proves nothing about it."""
+    for out, v in zip(outputs, values):
+        if isinstance(v, np.ndarray) and v.dtype.kind in "fc" and v.size and not np.isfinite(v).any():
+            return out.name
+    return None
+
+
 def _forced_branches(g: Graph, record: SliceRecord | None) -> list[tuple[str, str]]:
     """(If, branch) of each lowered If branch (``ir/bodies.py``) that slicing changed: one of its
     nodes lost channels on a value it reads or writes, or is a leaf that was cut. A run takes one
@@ -334,7 +343,7 @@ class ValidatePass(Pass):
                              floats=True, kept=True) if whole else result
             where = "the model before pruning" if whole else "the result"
             if ctx.inputs is not None:
-                feeds = ctx.inputs.feeds
+                proof, feeds = ctx.inputs, ctx.inputs.feeds
                 try:
                     reference = probe.run(feeds, quiet=True)
                 except Exception as exc:  # prune() ran the original on these: only a direct run gets here
@@ -353,6 +362,11 @@ class ValidatePass(Pass):
                 probe.release()  # the masked original's session is not kept while the result runs
         if idle:
             raise EquivalenceError(idle)
+        blind = _blind(model.graph.output, reference) if check and record is not None and record.zeroings else None
+        if blind:  # every value non-finite in both: the check would compare nothing of that output
+            raise InputsError(f"output {blind!r} of the model before pruning is NaN or infinite everywhere on the "
+                              f"proof inputs ({proof.describe()}), so the mask-equivalence check compares nothing "
+                              f"there; {INPUTS_HINT}")
         if not forced:
             del probe  # the masked original's weights are given back before the result runs
             give_back_memory(4 * _weights(result.graph))  # what cycles still hold, and glibc returns it
