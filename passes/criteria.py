@@ -221,28 +221,34 @@ def calib_batches(ctx: PassContext, name: str) -> Batches:
     return batches
 
 
+def _input_dtype(value) -> np.dtype:
+    """The numpy dtype a graph input takes (float32 when its type is not stated)."""
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.elem_type)) if value.elem_type else np.dtype(np.float32)
+
+
 def _data_input(ir: Graph, calib: Batches | None = None):
     """The input ``x`` feeds: the only one, or (the run's inputs feeding the others) the first
-    float input whose shape fits the calibration batches."""
+    input whose shape fits the calibration batches, one of x's dtype first (token ids feed an
+    int64 input)."""
     real = [v for v in ir.inputs if ir.initializer(v.name) is None]
     if len(real) == 1:
         return real[0]
     if calib is not None and calib.others is not None:
         x = calib.batches[0][0]
-        for v in real:
-            if v.elem_type == onnx.TensorProto.FLOAT and _fits(x.shape, v.shape or ()):
-                return v
+        fitting = [v for v in real if _fits(x.shape, v.shape or ())]
+        if fitting:  # the first of x's dtype, else the first (its dtype then refused by name)
+            return min(fitting, key=lambda v: _input_dtype(v) != x.dtype)
         raise PassError(f"{calib.where}: x of shape {list(x.shape)} fits none of the model's inputs "
-                        f"({', '.join(v.name for v in real)})")
+                        f"({', '.join(f'{v.name} {_input_dtype(v)}{_show(v.shape or ())}' for v in real)})")
     raise PassError(f"data criteria need a model with one data input, this one has {len(real)}")
 
 
 def _check_x(calib: Batches, ir: Graph) -> str:
     value = _data_input(ir, calib)
-    shape = value.shape or ()
+    shape, dtype = value.shape or (), _input_dtype(value)
     for x, _ in calib.batches:
-        if x.dtype != np.float32:
-            raise DataError(f"{calib.where}: x has dtype {x.dtype}, the model takes float32")
+        if x.dtype != dtype:
+            raise DataError(f"{calib.where}: x has dtype {x.dtype}, the model's input {value.name!r} takes {dtype}")
         if not _fits(x.shape, shape):
             raise DataError(f"{calib.where}: x has shape {list(x.shape)}, the model takes {_show(shape)}")
     return value.name
@@ -259,7 +265,9 @@ def _feeds(ir: Graph, in_name: str, x: np.ndarray, calib: Batches) -> dict[str, 
                              if ir.initializer(v.name) is None and v.type is not None)
     given = {k: v for k, v in proof.given().items() if k != in_name}
     shapes = {k: v for k, v in proof.shapes().items() if k != in_name}
-    return make_inputs(model, seed, {**given, in_name: x}, shapes).feeds
+    # every other input's symbolic batch axis takes this batch's size, as the defaults give all
+    # of them one value (tf2onnx names each input's batch dim apart: unk__330, unk__331)
+    return make_inputs(model, seed, {**given, in_name: x}, shapes, batch=len(x)).feeds
 
 
 # ----------------------------------------------------------------------------- data criteria
@@ -290,7 +298,7 @@ def feature_maps(ir: Graph, values: list[str], calib: Batches):
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
         present.add(name)
     try:
-        session = ort_session(model, session_options())
+        session = ort_session(model, session_options(4))  # a failed run is reported in one line below
     except Exception as exc:
         raise PassError(f"ONNX Runtime cannot run the model for calibration: {str(exc).strip().splitlines()[0]}") from None
     for x, _ in calib.batches:
@@ -301,7 +309,12 @@ def feature_maps(ir: Graph, values: list[str], calib: Batches):
                 raise PassError(f"ONNX Runtime cannot run the model on calibration data: "
                                 f"{str(exc).strip().splitlines()[0]}") from None
             # a model written for a fixed batch (e.g. Reshape to [1, -1]): one sample at a time
-            outs = [session.run(values, _feeds(ir, in_name, x[i:i + 1], calib)) for i in range(len(x))]
+            try:
+                outs = [session.run(values, _feeds(ir, in_name, x[i:i + 1], calib)) for i in range(len(x))]
+            except Exception as one:
+                raise PassError(f"ONNX Runtime cannot run the model on calibration data: "
+                                f"{str(exc).strip().splitlines()[0]} (one sample at a time: "
+                                f"{str(one).strip().splitlines()[0]})") from None
         yield {v: np.concatenate([o[k] for o in outs]) for k, v in enumerate(values)}
 
 
