@@ -104,13 +104,14 @@ def _concat_x(calib: Batches) -> tuple[np.ndarray, np.ndarray | None]:
     return x, y
 
 
-def _batches(x: np.ndarray, where: str, size: int = 64) -> Batches:
-    return Batches([(x[i:i + size], None) for i in range(0, len(x), size)], where)
+def _batches(x: np.ndarray, where: str, size: int = 64, others=None) -> Batches:
+    return Batches([(x[i:i + size], None) for i in range(0, len(x), size)], where, others=others)
 
 
-def collect(g: Graph, values: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
-    """The named values of ``g`` on all of ``x`` (ONNX Runtime)."""
-    return gather(g, values, _batches(x, "calibration data"))
+def collect(g: Graph, values: list[str], x: np.ndarray, others=None) -> dict[str, np.ndarray]:
+    """The named values of ``g`` on all of ``x`` (ONNX Runtime); ``others``: (the run's inputs,
+    seed) feeding a model's other inputs, sized to each batch (a state, a mask, a scalar)."""
+    return gather(g, values, _batches(x, "calibration data", others=others))
 
 
 # ----------------------------------------------------------------------------- the pass
@@ -140,12 +141,13 @@ class RecoverPass(Pass):
             raise PassError("recover needs the model before pruning (run it through prune())")
         record: SliceRecord = ctx.get(SliceRecord)
         x, y = _concat_x(load_calib(ctx.calib_data))
+        others = (ctx.inputs, ctx.seed) if ctx.inputs is not None else None  # as criteria.calib_batches
         n_hold = int(round(len(x) * self.holdout)) if len(x) >= 4 else 0
         fit_x, hold_x = x[:len(x) - n_hold], x[len(x) - n_hold:]
         hold_y = None if y is None or not n_hold else y[len(x) - n_hold:]
         original = lower(ctx.original, ctx.weights)
         out_name = ir.outputs[0].name
-        before = collect(ir, [out_name], hold_x)[out_name] if n_hold else None
+        before = collect(ir, [out_name], hold_x, others)[out_name] if n_hold else None
         notes: list[str] = []
         stats: dict = {"bias": 0, "bn": 0, "ls": 0, "skipped": 0}
         leaves = replace(record, zeroings=tuple(z for z in record.zeroings if z.data_port is not None))
@@ -154,20 +156,20 @@ class RecoverPass(Pass):
                          "not compensated (bias and ls work on leaves' input channels only)")
         if record.zeroings:
             if "bias" in self.method:
-                stats["bias"] = self._fold_bias(ir, original, leaves, fit_x, notes)
+                stats["bias"] = self._fold_bias(ir, original, leaves, fit_x, notes, others)
             if "bn" in self.method:
-                stats["bn"] = self._reestimate_bn(ir, original, record, fit_x)
+                stats["bn"] = self._reestimate_bn(ir, original, record, fit_x, others)
             if "ls" in self.method:
-                stats["ls"] = self._least_squares(ir, original, leaves, fit_x, notes)
+                stats["ls"] = self._least_squares(ir, original, leaves, fit_x, notes, others)
                 if "bn" in self.method:
-                    self._reestimate_bn(ir, original, record, fit_x)
+                    self._reestimate_bn(ir, original, record, fit_x, others)
         stats["skipped"] = len(notes)
         summary = {"applied": True, "method": list(self.method), "fit_samples": len(fit_x),
                    "heldout_samples": n_hold, "biases_folded": stats["bias"],
                    "batchnorms_reestimated": stats["bn"], "consumers_refit": stats["ls"], "notes": notes}
         if n_hold:
-            ref = collect(original, [out_name], hold_x)[out_name]
-            after = collect(ir, [out_name], hold_x)[out_name]
+            ref = collect(original, [out_name], hold_x, others)[out_name]
+            after = collect(ir, [out_name], hold_x, others)[out_name]
             summary.update(heldout_error_before=relative_error(before, ref),
                            heldout_error_after=relative_error(after, ref))
             summary["helped"] = summary["heldout_error_after"] < summary["heldout_error_before"]
@@ -187,7 +189,7 @@ class RecoverPass(Pass):
 
     # ------------------------------------------------------------------ 1. bias
     def _fold_bias(self, ir: Graph, original: Graph, record: SliceRecord, x: np.ndarray,
-                   notes: list[str]) -> int:
+                   notes: list[str], others=None) -> int:
         todo = []
         for z in record.zeroings:
             node = original.node(z.node)
@@ -199,7 +201,7 @@ class RecoverPass(Pass):
             todo.append((z, node, data.name))
         if not todo:
             return 0
-        acts = collect(original, sorted({d for _, _, d in todo}), x)
+        acts = collect(original, sorted({d for _, _, d in todo}), x, others)
         done = 0
         for z, node, data in todo:
             mean = acts[data].astype(np.float64).mean(axis=0, keepdims=True)   # per position
@@ -214,7 +216,7 @@ class RecoverPass(Pass):
         return done
 
     # ------------------------------------------------------------------ 2. batch norm
-    def _reestimate_bn(self, ir: Graph, original: Graph, record: SliceRecord, x: np.ndarray) -> int:
+    def _reestimate_bn(self, ir: Graph, original: Graph, record: SliceRecord, x: np.ndarray, others=None) -> int:
         changed = {z.node for z in record.zeroings}
         tainted: set[str] = set()
         bn_before: dict[str, set[str]] = {}   # BN -> target BNs upstream of it
@@ -234,13 +236,13 @@ class RecoverPass(Pass):
         if not targets:
             return 0
         names = {b: ir.inputs_of(b)[0].name for b in targets}
-        inputs = collect(original, sorted(set(names.values())), x)   # the original's, once
+        inputs = collect(original, sorted(set(names.values())), x, others)   # the original's, once
         reference = {b: _channel_stats(inputs[names[b]]) for b in targets}
         done: set[str] = set()
         opset = opset_of(ir)
         while len(done) < len(targets):
             ready = [b for b in targets if b not in done and bn_before[b] <= done]
-            acts = collect(ir, sorted({names[b] for b in ready}), x)
+            acts = collect(ir, sorted({names[b] for b in ready}), x, others)
             for b in ready:
                 node = ir.node(b)
                 rw = Rewriter(ir, node, opset)
@@ -262,7 +264,7 @@ class RecoverPass(Pass):
 
     # ------------------------------------------------------------------ 3. least squares
     def _least_squares(self, ir: Graph, original: Graph, record: SliceRecord, x: np.ndarray,
-                       notes: list[str]) -> int:
+                       notes: list[str], others=None) -> int:
         names = [n.name for n in ir.topo_nodes()]
         leaves = sorted({z.node for z in record.zeroings}, key=names.index)
         rng = np.random.default_rng(0)
@@ -277,8 +279,8 @@ class RecoverPass(Pass):
                 continue
             data = ir.inputs_of(node)[z.data_port].name
             out = original.outputs_of(original.node(leaf))[0].name   # a MatMul's may be renamed here
-            inp = collect(ir, [data], x)[data]
-            target = collect(original, [out], x)[out]
+            inp = collect(ir, [data], x, others)[data]
+            target = collect(original, [out], x, others)[out]
             keep = record.keeps.get(out)
             if keep is not None:
                 target = np.compress(keep[1], target, axis=keep[0])

@@ -96,3 +96,12 @@ def test_a_model_that_cannot_run_on_the_calibration_data_is_one_line_without_run
     assert code == 1 and not out.exists()
     assert len(err.splitlines()) == 1 and err.startswith("error:") and "Traceback" not in err, err
     assert "cannot run the model on calibration data" in err and "one sample at a time" in err, err
+
+
+def test_recover_feeds_the_other_inputs_too():
+    """arabic-name-romanizer's encoder with ``--recover bias,bn --calib``: recover fed x alone and
+    failed with "data criteria need a model with one data input, this one has 2"."""
+    ids = np.random.default_rng(0).integers(0, 30, (8, 12)).astype(np.int64)
+    result = pipeline.prune(_token_model(with_scale=True), ratio=0.5, calib_data=ids, recover="bias,ls")
+    assert _pruned(result)
+    assert result.report["recovery"]["applied"] is True and result.report["recovery"]["heldout_samples"] == 2
