@@ -199,11 +199,29 @@ class Runnable:
             release_session(self.model)
 
 
-def _blind(outputs, values) -> str | None:
-    """The first float output that has values and not one finite (swift-f0's pitch is NaN when
-    its guessed ``fmin`` is negative): a proof on such inputs proves nothing about it."""
+def _reached(g: Graph, leaves: set[str]) -> set[str]:
+    """The graph outputs downstream of the ``leaves`` (nodes whose input channels were cut)."""
+    seen, todo, out = set(), [n for n in leaves if g.has_node(n)], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for v in g.outputs_of(name):
+            if v is not None:
+                if g.is_graph_output(v):
+                    out.add(v.name)
+                todo.extend(n.name for n, _ in g.consumers(v))
+    return out
+
+
+def _blind(outputs, values, reached: set[str]) -> str | None:
+    """The first float output a cut channel reaches that has values and not one finite
+    (swift-f0's pitch is NaN when its guessed ``fmin`` is negative): a proof on such inputs
+    proves nothing about it (``reached`` empty: every output counts)."""
     for out, v in zip(outputs, values):
-        if isinstance(v, np.ndarray) and v.dtype.kind in "fc" and v.size and not np.isfinite(v).any():
+        if (out.name in reached or not reached) and isinstance(v, np.ndarray) and v.dtype.kind in "fc" \
+                and v.size and not np.isfinite(v).any():
             return out.name
     return None
 
@@ -362,7 +380,8 @@ class ValidatePass(Pass):
                 probe.release()  # the masked original's session is not kept while the result runs
         if idle:
             raise EquivalenceError(idle)
-        blind = _blind(model.graph.output, reference) if check and record is not None and record.zeroings else None
+        blind = _blind(model.graph.output, reference, _reached(probe.graph, {z.node for z in record.zeroings})) \
+            if check and record is not None and record.zeroings else None
         if blind:  # every value non-finite in both: the check would compare nothing of that output
             raise InputsError(f"output {blind!r} of the model before pruning is NaN or infinite everywhere on the "
                               f"proof inputs ({proof.describe()}), so the mask-equivalence check compares nothing "

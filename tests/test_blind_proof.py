@@ -76,3 +76,17 @@ def test_command_line_says_so_in_one_line_and_writes_nothing(tmp_path, capsys):
     np.savez(tmp_path / "in.npz", **_feeds(2.0))
     assert cli.main(["prune", str(model), "-o", str(out), "--ratio", "0.5", "--inputs", str(tmp_path / "in.npz")]) == 0
     assert "verified True" in capsys.readouterr().out and out.exists()
+
+
+def test_an_output_no_cut_channel_reaches_may_be_infinite_everywhere():
+    """Only outputs downstream of a cut count: a mask output of -inf everywhere beside them is no
+    reason to refuse (it is compared as it is: the same infinities in both)."""
+    model = _scaled_by_sqrt()
+    zero = numpy_helper.from_array(np.zeros((), np.float32), "zero")
+    model.graph.initializer.append(zero)
+    model.graph.node.extend([helper.make_node("Mul", ["s", "zero"], ["s0"], name="zeroed"),
+                             helper.make_node("Log", ["s0"], ["mask"], name="log")])
+    model.graph.output.append(helper.make_tensor_value_info("mask", onnx.TensorProto.FLOAT, []))
+    result = pipeline.prune(model, ratio=0.5, sample_inputs=_feeds(2.0))
+    assert result.report["verified"] is True
+    assert result.report["params_after"] < result.report["params_before"]
