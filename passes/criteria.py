@@ -53,7 +53,7 @@ from .infer_shapes import inferred_types
 from .inputs import make_inputs
 from .op_rules.computed import weight_array
 from .finetune import (Batches, DataError, TrainConfig, _fits, _show, _source_initializer,
-                       refuse_non_finite, _training_copy, check_data, load_npz, trainable_names,
+                       refuse_non_finite, _training_copy, check_data, input_dtype, load_npz, trainable_names,
                        write_artifacts)
 from .runtime import ort_session, session_options
 
@@ -221,11 +221,6 @@ def calib_batches(ctx: PassContext, name: str) -> Batches:
     return batches
 
 
-def _input_dtype(value) -> np.dtype:
-    """The numpy dtype a graph input takes (float32 when its type is not stated)."""
-    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.elem_type)) if value.elem_type else np.dtype(np.float32)
-
-
 def _data_input(ir: Graph, calib: Batches | None = None):
     """The input ``x`` feeds: the only one, or (the run's inputs feeding the others) the first
     input whose shape fits the calibration batches, one of x's dtype first (token ids feed an
@@ -237,15 +232,15 @@ def _data_input(ir: Graph, calib: Batches | None = None):
         x = calib.batches[0][0]
         fitting = [v for v in real if _fits(x.shape, v.shape or ())]
         if fitting:  # the first of x's dtype, else the first (its dtype then refused by name)
-            return min(fitting, key=lambda v: _input_dtype(v) != x.dtype)
+            return min(fitting, key=lambda v: input_dtype(v) != x.dtype)
         raise PassError(f"{calib.where}: x of shape {list(x.shape)} fits none of the model's inputs "
-                        f"({', '.join(f'{v.name} {_input_dtype(v)}{_show(v.shape or ())}' for v in real)})")
+                        f"({', '.join(f'{v.name} {input_dtype(v)}{_show(v.shape or ())}' for v in real)})")
     raise PassError(f"data criteria need a model with one data input, this one has {len(real)}")
 
 
 def _check_x(calib: Batches, ir: Graph) -> str:
     value = _data_input(ir, calib)
-    shape, dtype = value.shape or (), _input_dtype(value)
+    shape, dtype = value.shape or (), input_dtype(value)
     for x, _ in calib.batches:
         if x.dtype != dtype:
             raise DataError(f"{calib.where}: x has dtype {x.dtype}, the model's input {value.name!r} takes {dtype}")
@@ -428,7 +423,7 @@ def weight_gradients(ir: Graph, wanted: dict[str, str | None], calib: Batches) -
     first_y = calib.batches[0][1]
     loss = "ce" if len(out_shape) == 2 and first_y.dtype.kind in "iu" else "mse"
     n_classes = out_shape[1] if loss == "ce" and isinstance(out_shape[1], int) else None
-    check_data(calib, ir.value(in_name).shape or (), n_classes, loss, out_shape)
+    check_data(calib, ir.value(in_name).shape or (), n_classes, loss, out_shape, input_dtype(ir.value(in_name)))
     trainable = set(trainable_names(ir, (), out_value.name))
     names = [n for n in dict.fromkeys(wanted.values()) if n in trainable]
     if not names:

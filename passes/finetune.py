@@ -43,7 +43,7 @@ from . import progress
 from .base import Pass, PassContext, PassError, PassResult
 from .checkpoints import CheckpointError, read_progress, save_epoch, settings_of  # noqa: F401 (re-exported)
 from .train_data import (Batches, DataError, _fits, _show, _split, as_batches, check_data,  # noqa: F401 (re-exported)
-                         load_npz, refuse_non_finite, split_holdout)
+                         input_dtype, load_npz, refuse_non_finite, split_holdout)
 
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("adamw", "sgd")
@@ -454,8 +454,7 @@ def finetune(model: onnx.ModelProto, train: Any, val: Any = None, config: TrainC
     if len(real_inputs) != 1:
         raise PassError(f"finetune needs a model with one data input, this one has {len(real_inputs)}")
     in_shape = real_inputs[0].shape or ()
-    in_type = real_inputs[0].elem_type
-    in_dtype = onnx.helper.tensor_dtype_to_np_dtype(in_type) if in_type else np.float32  # ids: int64
+    in_dtype = input_dtype(real_inputs[0])  # token ids: int64
     out_value = graph.outputs[0]
     out_shape = out_value.shape or ()
     n_classes = out_shape[1] if config.loss == "ce" and len(out_shape) == 2 and isinstance(out_shape[1], int) else None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 
 class DataError(ValueError):
@@ -87,13 +88,19 @@ def _split(x: np.ndarray, y: np.ndarray, batch_size: int, where: str) -> Batches
     return Batches([(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)], where)
 
 
+def input_dtype(value) -> np.dtype:
+    """The numpy dtype a graph input (an IR ``Value``) takes: token ids int64; float32 when its
+    type is not stated."""
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.elem_type)) if value.elem_type else np.dtype(np.float32)
+
+
 def check_data(data: Batches, input_shape: tuple, n_classes: int | None, loss: str, out_shape: tuple,
-               input_dtype=np.float32) -> None:
-    """Shape, dtype and label-range checks, all before training starts; ``input_dtype``: what the
-    model's input takes (token ids: int64)."""
+               x_dtype=np.float32) -> None:
+    """Shape, dtype and label-range checks, all before training starts; ``x_dtype``: what the
+    model's input takes (``input_dtype``; token ids: int64)."""
     for i, (x, y) in enumerate(data.batches):
-        if x.dtype != input_dtype:
-            raise DataError(f"{data.where}: x has dtype {x.dtype}, the model takes {np.dtype(input_dtype)}")
+        if x.dtype != x_dtype:
+            raise DataError(f"{data.where}: x has dtype {x.dtype}, the model takes {np.dtype(x_dtype)}")
         refuse_non_finite(x, "x", data, i)
         if y.dtype.kind == "f":
             refuse_non_finite(y, "y", data, i)

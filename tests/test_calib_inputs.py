@@ -125,3 +125,34 @@ def test_finetune_takes_token_ids_for_an_int64_input():
     assert any(not np.array_equal(before[n], after[n]) for n in ("w1", "b1", "w2"))
     with pytest.raises(Exception, match="x has dtype float32, the model takes int64"):
         finetune(model, (x.astype(np.float32), y), None, TrainConfig(epochs=1, loss="mse"), stream=io.StringIO())
+
+
+def _token_classifier() -> onnx.ModelProto:
+    """ids int64 [N, 12] -> embedding -> Conv1d 8->16 -> Relu -> mean over positions -> Gemm 16->3."""
+    inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 12])]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"),
+             helper.make_node("Transpose", ["e"], ["t"], perm=[0, 2, 1], name="nwc_to_ncw"),
+             helper.make_node("Conv", ["t", "w1", "b1"], ["c1"], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r"], name="relu"),
+             helper.make_node("ReduceMean", ["r"], ["m"], axes=[2], keepdims=0, name="mean"),
+             helper.make_node("Gemm", ["m", "w2", "b2"], ["logits"], transB=1, name="fc")]
+    inits = {"table": _w(30, 8), "w1": _w(16, 8, 1), "b1": _w(16), "w2": _w(3, 16), "b2": _w(3)}
+    return _model(inputs, nodes, inits, "logits", ["N", 3])
+
+
+def test_sensitivity_and_soft_pruning_take_token_ids():
+    """``sensitivity`` and ``schedule`` checked x as float32 too."""
+    import io
+
+    from passes.finetune import TrainConfig
+    from workflows import schedules, sensitivity
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 30, (24, 12)).astype(np.int64), rng.integers(0, 3, 24).astype(np.int64)
+    result = sensitivity.analyze(_token_classifier(), (x, y), steps=(0.5,), stream=io.StringIO())
+    assert result.groups and all(0.5 in g["accuracy"] for g in result.groups)
+    with pytest.raises(Exception, match="x has dtype float32, the model takes int64"):
+        sensitivity.analyze(_token_classifier(), (x.astype(np.float32), y), steps=(0.5,), stream=io.StringIO())
+    soft = schedules.soft_filter_prune(_token_classifier(), (x, y), ratio=0.3, config=TrainConfig(epochs=1),
+                                       stream=io.StringIO())
+    assert soft.report["verified"] is True

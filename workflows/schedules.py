@@ -40,7 +40,7 @@ from passes.analyses import Masks, Patterns, Trees
 from passes.base import PassContext, PassError
 from passes.cost import count_flops, count_params
 from passes.finetune import (Progress, TrainConfig, _source_initializer, as_batches, check_data, evaluate,
-                             finetune, train_epoch, trainable_names, write_artifacts)
+                             finetune, input_dtype, train_epoch, trainable_names, write_artifacts)
 
 SCHEDULES = ("linear", "agp")
 
@@ -168,11 +168,11 @@ def soft_filter_prune(model: onnx.ModelProto, train: Any, val: Any = None, ratio
         raise PassError(f"loss ce needs [N, classes] logits; output {out_value.name!r} has shape {list(out_shape)}")
     n_classes = out_shape[1] if config.loss == "ce" and isinstance(out_shape[1], int) else None
     train_b = as_batches(train, config.batch_size, "training data")
-    check_data(train_b, real[0].shape or (), n_classes, config.loss, out_shape)
+    check_data(train_b, real[0].shape or (), n_classes, config.loss, out_shape, input_dtype(real[0]))
     val_b = None
     if val is not None:
         val_b = as_batches(val, config.batch_size, "validation data")
-        check_data(val_b, real[0].shape or (), n_classes, config.loss, out_shape)
+        check_data(val_b, real[0].shape or (), n_classes, config.loss, out_shape, input_dtype(real[0]))
     names = trainable_names(graph, config.freeze, out_value.name)
     if not names:
         raise PassError("soft pruning found no trainable weights in the model")

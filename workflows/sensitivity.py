@@ -34,7 +34,7 @@ import pipeline
 from passes import progress
 from passes.analyses import Patterns
 from passes.base import PassError
-from passes.finetune import as_batches, check_data, evaluate
+from passes.finetune import as_batches, check_data, evaluate, input_dtype
 from passes.infer_shapes import lower_input
 from passes.inputs import resolve_inputs, run_inputs
 from workflows import figures
@@ -66,7 +66,8 @@ def check_val(model: onnx.ModelProto, val: Any):
                         f"{graph.outputs[0].name!r} has shape {list(out_shape)}")
     batches = as_batches(val, 256, "validation data")
     n_classes = out_shape[1] if isinstance(out_shape[1], int) else None
-    check_data(batches, real[0].shape or () if real else (), n_classes, "ce", out_shape)
+    check_data(batches, real[0].shape or () if real else (), n_classes, "ce", out_shape,
+               input_dtype(real[0]) if real else np.float32)
     return batches
 
 
