@@ -3,15 +3,19 @@
 A model saved after ONNX Runtime's offline optimization (``SessionOptions.optimized_model_filepath``
 at the "extended" level) has its convolutions and Gemms fused with the activation after them:
 ``com.microsoft.FusedConv`` (a Conv, an optional ``Z`` added to it, then the activation) and
-``com.microsoft.FusedGemm``. Ops of that domain are not in the op table, so every group of such a
+``FusedGemm``; its transformer optimizer (``onnxruntime.transformers``, run by optimum) fuses an
+encoder's MLP and residual into ``BiasGelu``, ``FastGelu``, ``Gelu``, ``QuickGelu`` and
+``SkipLayerNormalization``. Ops of that domain are not in the op table, so every group of such a
 model stopped there (a ResNet-50 saved that way: 0 of 5 groups pruned). ``defused`` writes each
-as its standard ops (``Conv``, ``Add``, ``Relu``...), by ONNX Runtime's contrib-op definition.
+as its standard ops (``Conv``, ``Add``, ``Relu``, ``Erf``, ``LayerNormalization``...), by ONNX
+Runtime's contrib-op definitions; a node it cannot write stays as it is (a barrier).
 
 The rewrite is not trusted: the model as given and the defused one both run in ONNX Runtime on
 the same default inputs and must agree (as ``support.upgraded`` checks a version conversion);
 where that cannot be shown the model is kept as given, its fused nodes barriers as before. The
-output is then plain ONNX (ONNX Runtime fuses it again when it loads it), and its metadata says
-what was defused (``onnxpruner.defused``: "FusedConv:33"), which the command prints as a note.
+output is then plain ONNX where every fused node was written (ONNX Runtime fuses it again when
+it loads it), and its metadata says what was (``onnxpruner.defused``: "FusedConv:33"), which the
+command prints as a note.
 
 Example: ``FusedConv(x, W, B, activation="LeakyRelu", activation_params=[0.1])`` ->
 ``LeakyRelu(Conv(x, W, B), alpha=0.1)``.
@@ -23,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ir import filled
+from ir import filled, skeleton
 
 CONTRIB = ("com.microsoft",)
 FUSED = {"FusedConv": "Conv", "FusedGemm": "Gemm"}
@@ -36,25 +40,27 @@ FUSION_ATTRIBUTES = ("activation", "activation_params", "activation_alpha", "act
 
 
 def defused(model: onnx.ModelProto, weights: dict | None = None) -> onnx.ModelProto:
-    """``model`` with every top-level FusedConv / FusedGemm written as standard ops, checked
-    against the model as given in ONNX Runtime; ``model`` itself when it has none, or when one
-    uses an activation this does not know, or when the check fails or cannot run. ``weights``:
-    the arrays of a ``hollow`` model, put back for the check."""
-    nodes = [n for n in model.graph.node if n.domain in CONTRIB and n.op_type in FUSED]
-    if not nodes or any(_activation(n) is None for n in nodes):
+    """``model`` with every top-level fused contrib op this knows written as standard ops,
+    checked against the model as given in ONNX Runtime; ``model`` itself when it has none, or
+    when the check fails or cannot run. A node this cannot write (an activation it does not know,
+    an opset without the op it needs) stays as it is. ``weights``: the arrays of a ``hollow``
+    model, put back for the check."""
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    nodes = [n for n in model.graph.node if _rewritable(n, opset)]
+    if not nodes:
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    opset = max((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    dtypes = _element_types(out)
     taken = {o for n in out.graph.node for o in n.output} | {i.name for i in out.graph.input} \
         | {t.name for t in out.graph.initializer}
     written, counts = [], {}
     for node in out.graph.node:
-        if node.domain not in CONTRIB or node.op_type not in FUSED:
+        if not _rewritable(node, opset):
             written.append(node)
             continue
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
-        written += _standard(node, opset, taken, out.graph.initializer)
+        written += _standard(node, opset, taken, out.graph.initializer, dtypes)
     del out.graph.node[:]
     out.graph.node.extend(written)
     if not any(n.domain in CONTRIB for n in _all_nodes(out.graph)):
@@ -64,6 +70,25 @@ def defused(model: onnx.ModelProto, weights: dict | None = None) -> onnx.ModelPr
     if not _agrees(model, out, weights):
         return model
     out.metadata_props.add(key=DEFUSED_KEY, value=",".join(f"{op}:{n}" for op, n in sorted(counts.items())))
+    return out
+
+
+def _rewritable(node: onnx.NodeProto, opset: int) -> bool:
+    return node.domain in CONTRIB and node.op_type in REWRITES and opset >= MIN_OPSET.get(node.op_type, 7) \
+        and (node.op_type not in FUSED or _activation(node) is not None)
+
+
+def _element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element types by value name, as far as ONNX shape inference tells (contrib ops it does not
+    know end what it tells)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model)).graph
+    except Exception:
+        inferred = model.graph
+    out = {t.name: t.data_type for t in model.graph.initializer}
+    for vi in list(inferred.input) + list(inferred.value_info) + list(inferred.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            out[vi.name] = vi.type.tensor_type.elem_type
     return out
 
 
@@ -86,34 +111,110 @@ def _activation(node: onnx.NodeProto) -> tuple[str, dict] | None:
     return name, dict(zip(names, (float(p) for p in params)))
 
 
-def _standard(node: onnx.NodeProto, opset: int, taken: set, initializers) -> list[onnx.NodeProto]:
-    """The standard nodes computing what ``node`` (a FusedConv / FusedGemm) computes."""
+def _standard(node: onnx.NodeProto, opset: int, taken: set, initializers, dtypes: dict) -> list[onnx.NodeProto]:
+    """The standard nodes computing what ``node`` (a fused contrib op) computes; its outputs keep
+    their names. ``dtypes``: element types by value name (constants are made in the input's)."""
+    emit = _Emit(node, taken, initializers, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
+        dtypes.get(node.input[0], onnx.TensorProto.FLOAT))))
+    return REWRITES[node.op_type](emit, node, opset)
+
+
+class _Emit:
+    """Builds a chain of standard nodes for one contrib node: fresh names from its own, constants
+    as initializers of the input's element type, the last node writing the node's output."""
+
+    def __init__(self, node: onnx.NodeProto, taken: set, initializers, dtype: np.dtype):
+        self.node, self.taken, self.initializers, self.dtype = node, taken, initializers, dtype
+        self.base = node.name or node.output[0]
+        self.nodes: list[onnx.NodeProto] = []
+
+    def const(self, value, key: str) -> str:
+        name = _fresh(f"{self.base}::{key}", self.taken)
+        self.initializers.append(onnx.numpy_helper.from_array(np.array(value, self.dtype), name))
+        return name
+
+    def op(self, op: str, inputs: list[str], out: str | None = None, outputs: list[str] | None = None,
+           **attrs) -> str:
+        """One node; ``out``: its output's name (a fresh one when None); ``outputs``: all of them."""
+        outputs = outputs or [out or _fresh(f"{self.base}::{op.lower()}", self.taken)]
+        first = not self.nodes
+        made = helper.make_node(op, inputs, outputs, name=self.node.name if first and self.node.name
+                                else _fresh(f"{self.base}/{op}", self.taken), **attrs)
+        self.nodes.append(made)
+        return outputs[0]
+
+
+def _conv_or_gemm(emit: _Emit, node: onnx.NodeProto, opset: int) -> list[onnx.NodeProto]:
     act, params = _activation(node)
-    base = node.name or node.output[0]
     ins = list(node.input)
     z = ins[3] if node.op_type == "FusedConv" and len(ins) > 3 and ins[3] else None
     kept = [a for a in node.attribute if a.name not in FUSION_ATTRIBUTES]
-    steps = [(FUSED[node.op_type], ins[:3] if node.op_type == "FusedConv" else ins, kept)]
+    steps = 1 + (z is not None) + bool(act)
+    made = emit.op(FUSED[node.op_type], ins[:3] if node.op_type == "FusedConv" else ins,
+                   node.output[0] if steps == 1 else None)
+    emit.nodes[-1].attribute.extend(kept)
     if z is not None:
-        steps.append(("Add", [None, z], []))
+        made = emit.op("Add", [made, z], node.output[0] if steps == 2 else None)
     if act:
         extra = []
         if act == "Clip" and opset >= 11:  # min and max are inputs from opset 11 on
-            for key in ("min", "max"):
-                name = _fresh(f"{base}::clip_{key}", taken)
-                initializers.append(onnx.numpy_helper.from_array(np.array(params.pop(key), np.float32), name))
-                extra.append(name)
-        steps.append((act, [None] + extra, [helper.make_attribute(k, v) for k, v in params.items()]))
-    out, prev = [], None
-    for i, (op, inputs, attrs) in enumerate(steps):
-        last = i == len(steps) - 1
-        result = node.output[0] if last else _fresh(f"{base}::{op.lower()}", taken)
-        made = helper.make_node(op, [prev if x is None else x for x in inputs], [result],
-                                name=node.name if i == 0 else _fresh(f"{base}/{op}", taken))
-        made.attribute.extend(attrs)
-        out.append(made)
-        prev = result
-    return out
+            extra = [emit.const(params.pop(key), f"clip_{key}") for key in ("min", "max")]
+        emit.op(act, [made] + extra, node.output[0], **params)
+    return emit.nodes
+
+
+def _gelu(emit: _Emit, x: str, out: str, tanh: bool) -> None:
+    """Gelu of ``x`` into ``out``: erf-based (Gelu, BiasGelu) or the tanh form (FastGelu),
+    ``0.5·x·(1 + erf(x/√2))`` / ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))``."""
+    if tanh:
+        cube = emit.op("Mul", [emit.op("Mul", [x, x]), x])
+        inner = emit.op("Add", [x, emit.op("Mul", [cube, emit.const(0.044715, "c")])])
+        core = emit.op("Tanh", [emit.op("Mul", [inner, emit.const(0.7978845608028654, "sqrt_2_pi")])])
+    else:
+        core = emit.op("Erf", [emit.op("Mul", [x, emit.const(0.7071067811865476, "rsqrt2")])])
+    emit.op("Mul", [emit.op("Mul", [x, emit.op("Add", [core, emit.const(1.0, "one")])]),
+                    emit.const(0.5, "half")], out)
+
+
+def _biased(emit: _Emit, node: onnx.NodeProto) -> str:
+    """The node's input plus its optional bias (input 1)."""
+    ins = list(node.input)
+    return emit.op("Add", ins[:2]) if len(ins) > 1 and ins[1] else ins[0]
+
+
+def _gelus(emit: _Emit, node: onnx.NodeProto, opset: int) -> list[onnx.NodeProto]:
+    _gelu(emit, _biased(emit, node), node.output[0], tanh=node.op_type == "FastGelu")
+    return emit.nodes
+
+
+def _quick_gelu(emit: _Emit, node: onnx.NodeProto, opset: int) -> list[onnx.NodeProto]:
+    alpha = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "alpha"), 1.702)
+    x = node.input[0]
+    emit.op("Mul", [x, emit.op("Sigmoid", [emit.op("Mul", [x, emit.const(alpha, "alpha")])])], node.output[0])
+    return emit.nodes
+
+
+def _skip_layernorm(emit: _Emit, node: onnx.NodeProto, opset: int) -> list[onnx.NodeProto]:
+    """``LayerNormalization(input + skip + bias)`` over the last axis; its optional outputs (mean,
+    inverse std, the sum) kept where named."""
+    ins = list(node.input) + [""] * (5 - len(node.input))
+    outs = list(node.output) + [""] * (4 - len(node.output))
+    eps = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-12)
+    total = emit.op("Add", ins[:2], outs[3] if not ins[4] and outs[3] else None)
+    if ins[4]:
+        total = emit.op("Add", [total, ins[4]], outs[3] or None)
+    stats = [o for o in outs[1:3]]
+    while stats and not stats[-1]:
+        stats.pop()
+    emit.op("LayerNormalization", [total, ins[2]] + ([ins[3]] if ins[3] else []), outputs=[outs[0]] + stats,
+            axis=-1, epsilon=float(eps))
+    return emit.nodes
+
+
+# the rewrites by op; the opset each needs at least (LayerNormalization: 17), from _rewritable
+REWRITES = {"FusedConv": _conv_or_gemm, "FusedGemm": _conv_or_gemm, "BiasGelu": _gelus, "FastGelu": _gelus,
+            "Gelu": _gelus, "QuickGelu": _quick_gelu, "SkipLayerNormalization": _skip_layernorm}
+MIN_OPSET = {"SkipLayerNormalization": 17}
 
 
 def _fresh(name: str, taken: set) -> str:

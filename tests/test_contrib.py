@@ -71,27 +71,31 @@ def test_fused_convs_and_gemms_are_written_as_standard_ops_and_prune(activation,
     assert not any(n.domain == "com.microsoft" for n in result.model.graph.node)
 
 
-def test_an_activation_it_does_not_know_leaves_the_model_as_given():
+def test_a_node_with_an_activation_it_does_not_know_stays_as_it_is():
     model = fused_model(gemm_activation="Softplus")  # not one of ORT's fused activations here
-    assert contrib.defused(model) is model
-    result = pipeline.prune(model, ratio=0.5)  # the fused nodes stay barriers: nothing behind them pruned
+    out = contrib.defused(model)
+    assert [n.op_type for n in out.graph.node if n.domain == "com.microsoft"] == ["FusedGemm"]
+    assert {o.domain for o in out.opset_import} == {"", "com.microsoft"}
+    result = pipeline.prune(model, ratio=0.5)  # the FusedGemm stays a barrier; the convolutions prune
     assert result.report["verified"]
-    assert any(n.domain == "com.microsoft" for n in result.model.graph.node)
+    assert dict((p.key, p.value) for p in result.model.metadata_props)[contrib.DEFUSED_KEY] == "FusedConv:2"
 
 
 def test_a_defusing_that_computes_something_else_is_not_used(monkeypatch):
-    """The rewrite is checked in ONNX Runtime: a wrong one (here: the Z input dropped) keeps the
-    model as given."""
+    """The rewrite is checked in ONNX Runtime: a wrong one (here: a FusedConv's Z input dropped)
+    keeps the model as given."""
     real = contrib._standard
 
-    def wrong(node, opset, taken, initializers):
-        if len(node.input) > 3:
-            node = onnx.NodeProto(); node.CopyFrom(wrong.node); del node.input[3:]  # noqa: E702
-        return real(node, opset, taken, initializers)
+    def wrong(node, *args):
+        if node.op_type == "FusedConv" and len(node.input) > 3:
+            node = onnx.NodeProto()
+            node.CopyFrom(wrong.node)
+            del node.input[3:]
+        return real(node, *args)
 
     model = fused_model()
     wrong.node = next(n for n in model.graph.node if n.name == "fc2")
-    monkeypatch.setattr(contrib, "_standard", lambda node, *a: wrong(node, *a) if node.name == "fc2" else real(node, *a))
+    monkeypatch.setattr(contrib, "_standard", wrong)
     assert contrib.defused(model) is model
 
 
@@ -115,3 +119,50 @@ def test_a_model_ort_saved_at_the_extended_level_prunes_with_a_note(tmp_path):
     assert "note: ONNX Runtime's fused ops written as the standard ops they fuse (FusedConv x" in run.stdout + run.stderr
     assert "verified True" in run.stdout
     assert not any(n.domain == "com.microsoft" for n in onnx.load(str(tmp_path / "out.onnx")).graph.node)
+
+
+def encoder_mlps(opset: int = 17, sum_output: bool = False) -> onnx.ModelProto:
+    """What ONNX Runtime's transformer optimizer writes into an encoder: x[B,S,8] -> MatMul ->
+    BiasGelu -> MatMul -> SkipLayerNormalization(skip = x, bias), then MLPs through FastGelu (with
+    bias), QuickGelu and com.microsoft's Gelu; inner widths 16, 12, 10."""
+    ms = "com.microsoft"
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], "mm1"),
+             helper.make_node("BiasGelu", ["h1", "b1"], ["g1"], "bg", domain=ms),
+             helper.make_node("MatMul", ["g1", "w2"], ["h2"], "mm2"),
+             helper.make_node("SkipLayerNormalization", ["h2", "x", "gamma", "beta", "b2"],
+                              ["s", "", "", "sum"] if sum_output else ["s"], "sln", domain=ms, epsilon=1e-5),
+             helper.make_node("MatMul", ["s", "w3"], ["h3"], "mm3"),
+             helper.make_node("FastGelu", ["h3", "b3"], ["g3"], "fg", domain=ms),
+             helper.make_node("MatMul", ["g3", "w4"], ["h4"], "mm4"),
+             helper.make_node("QuickGelu", ["h4"], ["q4"], "qg", domain=ms, alpha=1.5),
+             helper.make_node("MatMul", ["q4", "w5"], ["h5"], "mm5"),
+             helper.make_node("Gelu", ["h5"], ["g5"], "ge", domain=ms),
+             helper.make_node("MatMul", ["g5", "w6"], ["y"], "mm6")]
+    inits = [_w("w1", 8, 16), _w("b1", 16), _w("w2", 16, 8), _w("gamma", 8), _w("beta", 8), _w("b2", 8),
+             _w("w3", 8, 12), _w("b3", 12), _w("w4", 12, 8), _w("w5", 8, 10), _w("w6", 10, 4)]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "S", 4])]
+    if sum_output:
+        outputs.append(helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["B", "S", 8]))
+    graph = helper.make_graph(nodes, "encoder", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", 8])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(ms, 1)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("sum_output", [False, True])
+def test_an_encoders_fused_gelus_and_skip_layernorm_are_written_as_standard_ops_and_prune(sum_output):
+    model = encoder_mlps(sum_output=sum_output)
+    out = contrib.defused(model)
+    assert not any(n.domain == "com.microsoft" for n in out.graph.node)
+    result = pipeline.prune(model, ratio=0.5)
+    assert result.report["verified"]
+    widths = {g["channels_before"]: g["channels_after"] for g in result.report["groups"]}
+    assert widths[16] < 16 and widths[12] < 12 and widths[10] < 10, widths
+    assert dict((p.key, p.value) for p in result.model.metadata_props)[contrib.DEFUSED_KEY] == \
+        "BiasGelu:1,FastGelu:1,Gelu:1,QuickGelu:1,SkipLayerNormalization:1"
+
+
+def test_skip_layernorm_below_opset_17_stays_as_it_is():
+    out = contrib.defused(encoder_mlps(opset=16))  # no LayerNormalization to write it with
+    assert [n.op_type for n in out.graph.node if n.domain == "com.microsoft"] == ["SkipLayerNormalization"]

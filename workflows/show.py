@@ -12,7 +12,7 @@ import onnx
 
 from passes import progress
 from passes.inputs import InputsError, make_inputs
-from passes.contrib import DEFUSED_KEY
+from passes.contrib import CONTRIB, DEFUSED_KEY
 from passes.support import CONVERTED_KEY, IR_KEY
 from workflows import figures
 
@@ -314,8 +314,10 @@ def conversion_notes(model) -> list[str]:
             notes.append(f"note: converted from opset {converted} to {opset} by onnx.version_converter (checked "
                          f"against onnx.reference); the output is at that opset")
     if (fused := meta.get(DEFUSED_KEY)) is not None:
+        left = sorted({n.op_type for n in model.graph.node if n.domain in CONTRIB})
         notes.append(f"note: ONNX Runtime's fused ops written as the standard ops they fuse "
-                     f"({fused.replace(':', ' x')}; checked in ONNX Runtime); the output is plain ONNX")
+                     f"({fused.replace(':', ' x').replace(',', ', ')}; checked in ONNX Runtime); "
+                     + (f"{', '.join(left)} stayed as given (barriers)" if left else "the output is plain ONNX"))
     if (ir := meta.get(IR_KEY)) is not None:
         notes.append(f"note: IR version {ir} saved as {model.ir_version} (the model uses no field a later IR "
                      f"version added)")
