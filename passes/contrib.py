@@ -51,7 +51,7 @@ def defused(model: onnx.ModelProto, weights: dict | None = None) -> onnx.ModelPr
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    dtypes = _element_types(out)
+    types, used = _element_types(out), _used(out.graph)
     taken = {o for n in out.graph.node for o in n.output} | {i.name for i in out.graph.input} \
         | {t.name for t in out.graph.initializer}
     written, counts = [], {}
@@ -59,8 +59,12 @@ def defused(model: onnx.ModelProto, weights: dict | None = None) -> onnx.ModelPr
         if not _rewritable(node, opset):
             written.append(node)
             continue
+        made = _standard(node, opset, taken, out.graph.initializer, types, used)
+        if made is None:  # a form this does not write (a FusedMatMul of unknown rank)
+            written.append(node)
+            continue
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
-        written += _standard(node, opset, taken, out.graph.initializer, dtypes)
+        written += made
     del out.graph.node[:]
     out.graph.node.extend(written)
     if not any(n.domain in CONTRIB for n in _all_nodes(out.graph)):
@@ -74,21 +78,23 @@ def defused(model: onnx.ModelProto, weights: dict | None = None) -> onnx.ModelPr
 
 
 def _rewritable(node: onnx.NodeProto, opset: int) -> bool:
-    return node.domain in CONTRIB and node.op_type in REWRITES and opset >= MIN_OPSET.get(node.op_type, 7) \
+    ours = node.domain in CONTRIB or node.domain in ("", "ai.onnx") and node.op_type in ORT_DEFAULT_DOMAIN
+    return ours and node.op_type in REWRITES and opset >= MIN_OPSET.get(node.op_type, 7) \
         and (node.op_type not in FUSED or _activation(node) is not None)
 
 
-def _element_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element types by value name, as far as ONNX shape inference tells (contrib ops it does not
-    know end what it tells)."""
+def _element_types(model: onnx.ModelProto) -> dict[str, tuple[int, int | None]]:
+    """(element type, rank or None) by value name, as far as ONNX shape inference tells (contrib
+    ops it does not know end what it tells)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton(model)).graph
     except Exception:
         inferred = model.graph
-    out = {t.name: t.data_type for t in model.graph.initializer}
+    out = {t.name: (t.data_type, len(t.dims)) for t in model.graph.initializer}
     for vi in list(inferred.input) + list(inferred.value_info) + list(inferred.output):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-            out[vi.name] = vi.type.tensor_type.elem_type
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if tt is not None and tt.elem_type:
+            out[vi.name] = (tt.elem_type, len(tt.shape.dim) if tt.HasField("shape") else None)
     return out
 
 
@@ -111,11 +117,14 @@ def _activation(node: onnx.NodeProto) -> tuple[str, dict] | None:
     return name, dict(zip(names, (float(p) for p in params)))
 
 
-def _standard(node: onnx.NodeProto, opset: int, taken: set, initializers, dtypes: dict) -> list[onnx.NodeProto]:
-    """The standard nodes computing what ``node`` (a fused contrib op) computes; its outputs keep
-    their names. ``dtypes``: element types by value name (constants are made in the input's)."""
-    emit = _Emit(node, taken, initializers, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
-        dtypes.get(node.input[0], onnx.TensorProto.FLOAT))))
+def _standard(node: onnx.NodeProto, opset: int, taken: set, initializers, types: dict,
+              used: set) -> list[onnx.NodeProto] | None:
+    """The standard nodes computing what ``node`` (a fused contrib op) computes, its outputs keeping
+    their names; None for a form this does not write. ``types``: (element type, rank) by value
+    name, as far as inference tells (constants are made in the input's element type); ``used``:
+    the names something reads (an optional output nothing reads need not be written)."""
+    elem, _ = types.get(node.input[0], (onnx.TensorProto.FLOAT, None))
+    emit = _Emit(node, taken, initializers, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)), types, used)
     return REWRITES[node.op_type](emit, node, opset)
 
 
@@ -123,14 +132,16 @@ class _Emit:
     """Builds a chain of standard nodes for one contrib node: fresh names from its own, constants
     as initializers of the input's element type, the last node writing the node's output."""
 
-    def __init__(self, node: onnx.NodeProto, taken: set, initializers, dtype: np.dtype):
+    def __init__(self, node: onnx.NodeProto, taken: set, initializers, dtype: np.dtype, types: dict, used: set):
         self.node, self.taken, self.initializers, self.dtype = node, taken, initializers, dtype
+        self.types, self.used = types, used
         self.base = node.name or node.output[0]
         self.nodes: list[onnx.NodeProto] = []
 
-    def const(self, value, key: str) -> str:
+    def const(self, value, key: str, dtype=None) -> str:
+        """An initializer holding ``value``, in the input's element type unless ``dtype``."""
         name = _fresh(f"{self.base}::{key}", self.taken)
-        self.initializers.append(onnx.numpy_helper.from_array(np.array(value, self.dtype), name))
+        self.initializers.append(onnx.numpy_helper.from_array(np.array(value, dtype or self.dtype), name))
         return name
 
     def op(self, op: str, inputs: list[str], out: str | None = None, outputs: list[str] | None = None,
@@ -211,9 +222,67 @@ def _skip_layernorm(emit: _Emit, node: onnx.NodeProto, opset: int) -> list[onnx.
     return emit.nodes
 
 
+def _fused_matmul(emit: _Emit, node: onnx.NodeProto, opset: int) -> list[onnx.NodeProto] | None:
+    """``alpha · A' @ B'``, ``'`` swapping an operand's last two axes where ``transA`` / ``transB``
+    say (a Transpose needs the operand's rank); batch transposes (``transBatchA/B``) are not written."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("transBatchA", 0) or attrs.get("transBatchB", 0):
+        return None
+    operands = []
+    for name, flag in zip(node.input[:2], ("transA", "transB")):
+        if attrs.get(flag, 0):
+            rank = emit.types.get(name, (None, None))[1]
+            if rank is None or rank < 2:
+                return None
+            operands.append((name, list(range(rank - 2)) + [rank - 1, rank - 2]))
+        else:
+            operands.append((name, None))
+    ins = [emit.op("Transpose", [name], perm=perm) if perm else name for name, perm in operands]
+    alpha = float(attrs.get("alpha", 1.0))
+    made = emit.op("MatMul", ins, node.output[0] if alpha == 1.0 else None)
+    if alpha != 1.0:
+        emit.op("Mul", [made, emit.const(alpha, "alpha")], node.output[0])
+    return emit.nodes
+
+
+def _rms(emit: _Emit, x: str, scale: str, eps: float, out: str, opset: int) -> None:
+    """``x / sqrt(mean(x²) + eps) · scale`` over the last axis, into ``out``."""
+    square = emit.op("Mul", [x, x])
+    if opset >= 18:  # ReduceMean's axes an input from opset 18 on
+        mean = emit.op("ReduceMean", [square, emit.const([-1], "axes", np.int64)], keepdims=1)
+    else:
+        mean = emit.op("ReduceMean", [square], axes=[-1], keepdims=1)
+    root = emit.op("Sqrt", [emit.op("Add", [mean, emit.const(eps, "epsilon")])])
+    emit.op("Mul", [emit.op("Div", [x, root]), scale], out)
+
+
+def _simplified_layernorm(emit: _Emit, node: onnx.NodeProto, opset: int) -> list[onnx.NodeProto] | None:
+    """RMS normalization over the last axis (ORT's SimplifiedLayerNormalization, T5's and Llama's
+    norm, which ORT writes in the default domain; SkipSimplifiedLayerNormalization adds the
+    residual and a bias first). Its statistics outputs are not written (the node stays if named)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    outs = [o if o in emit.used or i == 0 else "" for i, o in enumerate(node.output)] + [""] * 4
+    skip = node.op_type.startswith("Skip")
+    if attrs.get("axis", -1) != -1 or any(outs[1:3] if skip else outs[1:]):
+        return None
+    eps = float(attrs.get("epsilon", 1e-5))
+    ins = list(node.input) + [""] * 4
+    x, scale = ins[0], ins[2] if skip else ins[1]
+    if skip:
+        x = emit.op("Add", ins[:2], outs[3] if outs[3] and not ins[3] else None)
+        if ins[3]:
+            x = emit.op("Add", [x, ins[3]], outs[3] or None)
+    _rms(emit, x, scale, eps, node.output[0], opset)
+    return emit.nodes
+
+
 # the rewrites by op; the opset each needs at least (LayerNormalization: 17), from _rewritable
 REWRITES = {"FusedConv": _conv_or_gemm, "FusedGemm": _conv_or_gemm, "BiasGelu": _gelus, "FastGelu": _gelus,
-            "Gelu": _gelus, "QuickGelu": _quick_gelu, "SkipLayerNormalization": _skip_layernorm}
+            "Gelu": _gelus, "QuickGelu": _quick_gelu, "SkipLayerNormalization": _skip_layernorm,
+            "FusedMatMul": _fused_matmul, "SimplifiedLayerNormalization": _simplified_layernorm,
+            "SkipSimplifiedLayerNormalization": _simplified_layernorm}
+# ORT's own ops it registers in the default domain (no ONNX op of that name): written like the others
+ORT_DEFAULT_DOMAIN = ("SimplifiedLayerNormalization",)
 MIN_OPSET = {"SkipLayerNormalization": 17}
 
 
@@ -223,6 +292,11 @@ def _fresh(name: str, taken: set) -> str:
         out, i = f"{name}_{i}", i + 1
     taken.add(out)
     return out
+
+
+def _used(graph: onnx.GraphProto) -> set[str]:
+    """Names read by a node (of any subgraph too) or given out as a graph output."""
+    return {i for n in _all_nodes(graph) for i in n.input} | {o.name for o in graph.output}
 
 
 def _all_nodes(graph: onnx.GraphProto):

@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import outputs  # noqa: E402
 
 SCRIPTS = ["accuracy.py", "dynamo_zoo.py", "exporters_zoo.py", "hf_zoo.py", "jax_opset23.py", "jax_zoo.py",
+           "ort_optimized.py",
            "onnx_testdata.py",
            "recovered_start.py", "schedules.py", "sensitivity_digits.py",
            "targets.py", "zoo.py"]

@@ -166,3 +166,53 @@ def test_an_encoders_fused_gelus_and_skip_layernorm_are_written_as_standard_ops_
 def test_skip_layernorm_below_opset_17_stays_as_it_is():
     out = contrib.defused(encoder_mlps(opset=16))  # no LayerNormalization to write it with
     assert [n.op_type for n in out.graph.node if n.domain == "com.microsoft"] == ["SkipLayerNormalization"]
+
+
+@pytest.mark.parametrize("attrs", [dict(alpha=0.5, transB=1), dict(transA=1), dict(), dict(transBatchB=1)])
+def test_fused_matmul_is_a_matmul_of_the_transposed_operands_scaled(attrs):
+    """``FusedMatMul`` (ORT's MatMul + Transpose / scale fusion): ``alpha · A' @ B'``; a batch
+    transpose is not written (the node stays)."""
+    ms = "com.microsoft"
+    a_shape = [2, 8, 5] if attrs.get("transA") else [2, 5, 8]
+    w = RNG.standard_normal((6, 8) if attrs.get("transB") else (8, 6)).astype(np.float32)
+    nodes = [helper.make_node("FusedMatMul", ["x", "w"], ["h"], "fm", domain=ms, **attrs),
+             helper.make_node("Relu", ["h"], ["r"], "relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["y"], "head")]
+    graph = helper.make_graph(nodes, "fm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, a_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 3])],
+                              [numpy_helper.from_array(w, "w"), _w("w2", 6, 3)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)])
+    model.ir_version = 8
+    out = contrib.defused(model)
+    if attrs.get("transBatchB"):
+        assert out is model
+        return
+    assert not any(n.domain == ms for n in out.graph.node)
+    result = pipeline.prune(model, ratio=0.5)
+    assert result.report["verified"] and result.report["groups"][0]["channels_after"] < 6
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_rms_norms_ort_writes_are_written_as_standard_ops(skip):
+    """T5's and Llama's RMS norm as ORT's optimizer writes it: ``SimplifiedLayerNormalization`` in
+    the default domain (onnx.checker knows no such op: the file was refused as invalid), with an
+    unread ``saved_inv_std_var`` output; ``SkipSimplifiedLayerNormalization`` adds the residual."""
+    ms = "com.microsoft"
+    norm = (helper.make_node("SkipSimplifiedLayerNormalization", ["h", "x", "scale"], ["n"], "sn", domain=ms,
+                             epsilon=1e-6) if skip else
+            helper.make_node("SimplifiedLayerNormalization", ["h", "scale"], ["n", "saved_inv_std_var"], "sn",
+                             axis=-1, epsilon=1e-6, stash_type=1))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], "mm1"), norm,
+             helper.make_node("MatMul", ["n", "w2"], ["m"], "mm2"), helper.make_node("Relu", ["m"], ["r"], "relu"),
+             helper.make_node("MatMul", ["r", "w3"], ["y"], "mm3")]
+    graph = helper.make_graph(nodes, "rms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 5, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 5, 3])],
+                              [_w("w1", 8, 8), _w("scale", 8), _w("w2", 8, 12), _w("w3", 12, 3)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)])
+    model.ir_version = 8
+    out = contrib.defused(model)
+    assert not any("Simplified" in n.op_type for n in out.graph.node)
+    onnx.checker.check_model(out)
+    result = pipeline.prune(model, ratio=0.5)
+    assert result.report["verified"]
+    assert {g["channels_before"]: g["channels_after"] for g in result.report["groups"]}[12] < 12
