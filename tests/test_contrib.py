@@ -24,9 +24,10 @@ def _w(name, *shape):
     return numpy_helper.from_array(RNG.standard_normal(shape).astype(np.float32) * 0.3, name)
 
 
-def fused_model(activation: str = "LeakyRelu", params=(0.1,), gemm_activation: str = "Relu") -> onnx.ModelProto:
-    """x[N,3,8,8] -> FusedConv(8, act) -> FusedConv(8, Relu, Z = the first) -> pool -> Flatten
-    -> FusedGemm(6, act) -> Gemm(4): two groups behind fused nodes, one residual (Z)."""
+def fused_model(activation: str = "LeakyRelu", params=(0.1,), gemm_activation: str = "Relu",
+                width: int = 8) -> onnx.ModelProto:
+    """x[N,3,8,8] -> FusedConv(width, act) -> FusedConv(width, Relu, Z = the first) -> pool ->
+    Flatten -> FusedGemm(6, act) -> Gemm(4): two groups behind fused nodes, one residual (Z)."""
     conv = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     act = dict(activation=activation, **({"activation_params": list(params)} if params else {})) if activation else {}
     nodes = [
@@ -39,8 +40,8 @@ def fused_model(activation: str = "LeakyRelu", params=(0.1,), gemm_activation: s
                          activation=gemm_activation),
         helper.make_node("Gemm", ["g", "w4", "b4"], ["y"], "head", transB=1),
     ]
-    inits = [_w("w1", 8, 3, 3, 3), _w("b1", 8), _w("w2", 8, 8, 3, 3), _w("b2", 8), _w("w3", 6, 8), _w("b3", 6),
-             _w("w4", 4, 6), _w("b4", 4)]
+    inits = [_w("w1", width, 3, 3, 3), _w("b1", width), _w("w2", width, width, 3, 3), _w("b2", width),
+             _w("w3", 6, width), _w("b3", 6), _w("w4", 4, 6), _w("b4", 4)]
     graph = helper.make_graph(nodes, "fused", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
@@ -100,8 +101,9 @@ def test_a_defusing_that_computes_something_else_is_not_used(monkeypatch):
 
 
 def test_a_model_ort_saved_at_the_extended_level_prunes_with_a_note(tmp_path):
-    """The real source: ONNX Runtime's own offline optimization fuses Conv + Relu into FusedConv."""
-    model = fused_model()
+    """The real source: ONNX Runtime's own offline optimization fuses Conv + Relu into FusedConv
+    (16 wide: a weight over 1,024 elements, which the command reads apart and the check feeds)."""
+    model = fused_model(width=16)
     plain = contrib.defused(model)
     del plain.metadata_props[:]
     src = tmp_path / "plain.onnx"
