@@ -254,3 +254,37 @@ def test_quiet_and_json_progress_on_the_command_line(tmp_path):
     events = [json.loads(line) for line in scripted.stderr.splitlines()]
     assert [e["event"] for e in events if e["task"] == "finetune"] == ["note", "note"]
     assert {e["task"] for e in events} >= {"epoch 1/2", "epoch 2/2", "finetune"}
+
+
+def _single(nodes, inits, out_shape):
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_model_with_no_group_says_why_on_the_screen(tmp_path, capsys):
+    """No group at all: the screen names the cause (a quantized model's weights; no weight layer)."""
+    from onnx import helper, numpy_helper
+    rng = np.random.default_rng(0)
+    quantized = _single(
+        [helper.make_node("DequantizeLinear", ["wq", "s", "zp"], ["w"], "dq", axis=0),
+         helper.make_node("Conv", ["x", "w"], ["c"], "conv", kernel_shape=[1, 1]),
+         helper.make_node("Relu", ["c"], ["r"], "relu"),
+         helper.make_node("DequantizeLinear", ["wq2", "s2", "zp2"], ["w2"], "dq2", axis=0),
+         helper.make_node("Conv", ["r", "w2"], ["y"], "conv2", kernel_shape=[1, 1])],
+        [numpy_helper.from_array(rng.integers(-50, 50, (8, 3, 1, 1)).astype(np.int8), "wq"),
+         numpy_helper.from_array(np.full(8, 0.02, np.float32), "s"), numpy_helper.from_array(np.zeros(8, np.int8), "zp"),
+         numpy_helper.from_array(rng.integers(-50, 50, (4, 8, 1, 1)).astype(np.int8), "wq2"),
+         numpy_helper.from_array(np.full(4, 0.02, np.float32), "s2"),
+         numpy_helper.from_array(np.zeros(4, np.int8), "zp2")], [1, 4, 4, 4])
+    plain = _single([helper.make_node("Relu", ["x"], ["y"], "relu")], [], [1, 3, 4, 4])
+    for model, words in ((quantized, "all 2 weight layers read weights dequantized from integers (DequantizeLinear)"),
+                         (plain, "nothing to cut: no Conv, ConvTranspose, Gemm, MatMul or recurrent layer")):
+        path = tmp_path / "m.onnx"
+        onnx.save(model, str(path))
+        code, out, err = run(capsys, "prune", path, "-o", tmp_path / "out.onnx", "--no-latency")
+        assert code == 0, err
+        assert "groups 0 pruned of 0; 0 left alone" in out and words in out, out

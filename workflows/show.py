@@ -184,6 +184,8 @@ def prune_screen(model_path: str, output: str, original: onnx.ModelProto, result
     held = {g["id"]: group_params(original, g["roots"]) for g in groups if not g.get("pruned")}
     whole = sorted((g for g in groups if not g.get("pruned")), key=lambda g: -held[g["id"]])
     lines.append(f"groups {len(pruned)} pruned of {len(groups)}; {len(whole)} left alone")
+    if not groups:
+        lines.append(f"  {no_groups_reason(original)}")
     if pruned:
         cells = [f"{g['id']}:{g['channels_before']}->{g['channels_after']}" for g in pruned]
         lines.append("widths (group:before->after): " + wrap(cells, 100, indent=2))
@@ -227,6 +229,26 @@ def wrap(cells: list[str], width: int, indent: int) -> str:
         line = f"{line} {c}" if line else c
     out.append(line)
     return ("\n" + " " * indent).join(out)
+
+
+WEIGHT_LAYERS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1, "LSTM": 1, "GRU": 1, "RNN": 1}
+
+
+def no_groups_reason(model: onnx.ModelProto) -> str:
+    """Why a model has no group at all, from its layers: none with weights, or every one reading a
+    weight dequantized from integers (a quantized model), or (else) see ``inspect``."""
+    made = {o: n for n in model.graph.node for o in n.output}
+    layers = [n for n in model.graph.node if n.domain in ("", "ai.onnx") and n.op_type in WEIGHT_LAYERS
+              and len(n.input) > WEIGHT_LAYERS[n.op_type]]
+    if not layers:
+        return "nothing to cut: no Conv, ConvTranspose, Gemm, MatMul or recurrent layer"
+    quantized = [n for n in layers if getattr(made.get(n.input[WEIGHT_LAYERS[n.op_type]]), "op_type", "")
+                 == "DequantizeLinear"]
+    if len(quantized) == len(layers):
+        return (f"nothing to cut: all {len(layers)} weight layers read weights dequantized from integers "
+                f"(DequantizeLinear): a quantized model's weights are not pruned; prune the float model, "
+                f"then quantize it")
+    return "no layer's channels could be followed to a cut: `onnxpruner inspect` lists each barrier and why"
 
 
 def summary(report: dict) -> str:
