@@ -65,6 +65,8 @@ def defused(model: onnx.ModelProto, weights: dict | None = None) -> onnx.ModelPr
             continue
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
         written += made
+    if not counts:
+        return model
     del out.graph.node[:]
     out.graph.node.extend(written)
     if not any(n.domain in CONTRIB for n in _all_nodes(out.graph)):
