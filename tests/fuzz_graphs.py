@@ -75,7 +75,7 @@ def random_model(seed: int) -> onnx.ModelProto:
         elif kind == "act":
             live.append((b.op(str(rng.choice(["Relu", "Sigmoid", "Tanh", "LeakyRelu"])), [name]), c, h))
         elif kind == "barrier":   # outside the op table: nothing may be pruned through it
-            live.append((b.op("Gelu", [name], domain="com.microsoft"), c, h))
+            live.append((b.op("Trilu", [name], domain="com.microsoft"), c, h))
     name, c, h = live[-1]
     shapes = {}    # given, not inferred: shape inference stops at the barrier
     if rng.integers(2):

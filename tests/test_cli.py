@@ -406,18 +406,18 @@ def test_inspect_prints_groups_and_barrier_reasons(tmp_path, capsys):
     model = models.barrier()
     path = _save(model, tmp_path / "barrier.onnx")
     hash_before = _sha(path)
-    gelu = next(n for n in model.graph.node if n.op_type == "Gelu")
+    odd = next(n for n in model.graph.node if n.op_type == "Trilu")
     code, out, err = _run_main(capsys, ["inspect", path])
     assert code == 0, err
     lines = out.splitlines()
     barrier_lines = [line for line in lines if line.strip().startswith("barrier ")]
     assert len(barrier_lines) == 1, out
-    assert gelu.name in barrier_lines[0] and "com.microsoft.Gelu" in barrier_lines[0]
+    assert odd.name in barrier_lines[0] and "com.microsoft.Trilu" in barrier_lines[0]
     group_lines = [line for line in lines if line.strip().startswith("group ")]
     info = pipeline.inspect(model)
     assert len(group_lines) == len(info["groups"]) >= 2
-    # a group blocked by the Gelu says so
-    assert any("left alone" in line and gelu.name in line for line in group_lines), out
+    # a group blocked by the Trilu says so
+    assert any("left alone" in line and odd.name in line for line in group_lines), out
     assert any("prunable" in line for line in group_lines), out
     assert _sha(path) == hash_before
 
@@ -431,8 +431,8 @@ def test_inspect_json_and_dot(tmp_path, capsys):
     info = json.loads(out)
     for key in ("roles", "barriers", "trees", "groups"):
         assert key in info, key
-    gelu = next(n for n in model.graph.node if n.op_type == "Gelu")
-    assert [b["node"] for b in info["barriers"]] == [gelu.name]
+    odd = next(n for n in model.graph.node if n.op_type == "Trilu")
+    assert [b["node"] for b in info["barriers"]] == [odd.name]
     assert info["barriers"][0]["reason"]
     assert info["roles"].get("barrier") == 1
     assert sum(info["roles"].values()) == len(model.graph.node)
@@ -495,8 +495,8 @@ def test_dot_colours_roots_leaves_blockers_and_shows_coupled_groups(tmp_path, ca
         for lf in g["leaves"]:
             assert f'label="{lf}", fillcolor="{ROLE_STYLE["leaf"][0]}"' in block
     barrier = trees_to_dot(pipeline.inspect(models.barrier()))
-    gelu = next(n.name for n in models.barrier().graph.node if n.op_type == "Gelu")
-    assert f'label="{gelu}", fillcolor="{ROLE_STYLE["blocker"][0]}", shape=octagon' in barrier
+    odd = next(n.name for n in models.barrier().graph.node if n.op_type == "Trilu")
+    assert f'label="{odd}", fillcolor="{ROLE_STYLE["blocker"][0]}", shape=octagon' in barrier
     assert "left alone" in barrier and barrier.count("{") == barrier.count("}")
 
 

@@ -13,7 +13,7 @@ model with ``models.Builder``. Blocks:
 - ``("scale",)``: Caffe-style per-channel ``Add(Mul(x, s[C,1,1]), t[C,1,1])``;
 - ``("dropout",)``;
 - ``("blocker", op, cout, relu)``: ``Conv -> LRN`` (mixes channels) or
-  ``Conv -> com.microsoft.Gelu`` (outside the op table); that conv must never be pruned.
+  ``Conv -> com.microsoft.Trilu`` (outside the op table); that conv must never be pruned.
 
 The head is a final 1x1 conv or GlobalAveragePool -> Flatten -> Gemm(transB=1); sometimes one
 intermediate feature map is also a graph output. Input [1|N, 3, 8, 8], opset 17 or 13, IR 8.
@@ -81,7 +81,7 @@ def blocks(draw, opset: int, force_blocker: bool = False) -> list[tuple]:
 
 
 def _blocker(draw) -> tuple:
-    return ("blocker", draw(st.sampled_from(["LRN", "Gelu"])), draw(CHANNELS), draw(st.booleans()))
+    return ("blocker", draw(st.sampled_from(["LRN", "Trilu"])), draw(CHANNELS), draw(st.booleans()))
 
 
 @st.composite
@@ -154,7 +154,7 @@ def build(recipe: dict) -> tuple[onnx.ModelProto, list[tuple[str, str]], dict[st
             if op == "LRN":
                 cur = b.op("LRN", [y], size=3)
             else:
-                cur = b.op("Gelu", [y], domain="com.microsoft")
+                cur = b.op("Trilu", [y], domain="com.microsoft")
             blockers.append((conv_node, op))
             if relu:
                 cur = b.relu(cur)
@@ -245,7 +245,7 @@ def test_prune_is_verified_valid_and_keeps_output_shapes(recipe, spec):
     assert report["flops_after"] <= report["flops_before"]
     # 2. the IR is sound after each of the eight passes
     assert inst.seen == ALL_PASSES
-    # 5. a conv feeding LRN / com.microsoft.Gelu is left alone, and the report says why
+    # 5. a conv feeding LRN / com.microsoft.Trilu is left alone, and the report says why
     _check_blockers(report, blockers)
 
 
