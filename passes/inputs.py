@@ -6,7 +6,9 @@ gets a default: a fixed-shape input as declared; a symbolic dim one value per di
 share a name share a value, also with the given arrays), the batch axis 2, the others ``size``
 (tried 16, 32, 64, 128, 224 until the model runs); floats seeded normal, integers and booleans
 zeros. When ONNX Runtime rejects the model on them, one line names the input it rejected and says
-to pass ``--inputs``.
+to pass ``--inputs``. An integer input whose zeros would reach a port where ONNX Runtime dies in
+native code (Col2Im's block shape, an integer divisor: ``guesses.KILLERS``) gets no default: one
+line names it and the port before anything runs (``refuse_guesses``).
 
 Example: ``x[batch, 3, H, W]`` and ``state[2, batch, 64]`` with ``input_shapes={"x": [1, 3, 32,
 32]}`` -> ``x`` float32 [1, 3, 32, 32] (normal), ``state`` float32 [2, 1, 64]: ``batch`` is 1 for
@@ -24,6 +26,7 @@ import onnx
 from ir import filled
 
 from .base import PassError
+from .guesses import unguessable
 
 # sizes tried, in order, for symbolic non-batch dims until the original model runs on them (a
 # detector's FPN needs sides divisible by 32, a text recognizer a minimum width)
@@ -130,10 +133,14 @@ def _check_dims(name: str, dims: list, declared, kind: str, verb: str) -> None:
 
 
 def make_inputs(model: onnx.ModelProto, seed: int = 0, given: dict | None = None,
-                shapes: dict | None = None, size: int = SYMBOLIC_SIZES[0], batch: int = BATCH) -> ProofInputs:
+                shapes: dict | None = None, size: int = SYMBOLIC_SIZES[0], batch: int = BATCH,
+                where: str = "the model") -> ProofInputs:
     """Feeds for every fed input (see the module docstring); ``given`` and ``shapes`` are
-    assumed checked (``check_given``)."""
+    assumed checked (``check_given``). An integer input whose zeros would reach a port where
+    ONNX Runtime dies on them (``guesses.KILLERS``: Col2Im's block shape, an integer divisor...)
+    is refused in one ``InputsError`` line naming it and the port: no feeds, so no run."""
     given, shapes = dict(given or {}), dict(shapes or {})
+    refuse_guesses(model, given, where)
     inputs = fed_inputs(model)
     named: dict[str, int] = {}   # dim name -> value, from given arrays and shapes first
     for vi in inputs:
@@ -175,6 +182,18 @@ def make_inputs(model: onnx.ModelProto, seed: int = 0, given: dict | None = None
         else:  # integers (token ids, lengths, a sample rate) and booleans: zeros
             feeds[vi.name] = np.zeros(dims, dtype)
     return ProofInputs(feeds, origin, size)
+
+
+def refuse_guesses(model: onnx.ModelProto, given: dict | None = None, where: str = "the model") -> None:
+    """One ``InputsError`` line for the first integer or boolean input not in ``given`` whose
+    zeros reach a port where ONNX Runtime dies on them (``guesses.unguessable``). ``model`` must
+    hold the nodes (a model of inputs alone has no port to reach)."""
+    given = given or {}
+    zeros = [vi.name for vi in fed_inputs(model)
+             if vi.name not in given and _dtype(vi) is not None and _dtype(vi).kind in "iub"]
+    for name, why in unguessable(model, zeros).items():
+        raise InputsError(f"input {name!r} of {where} {why}: give its values with --inputs FILE.npz "
+                          f"(arrays by input name)")
 
 
 def sample_inputs(model: onnx.ModelProto, seed: int = 0, size: int = SYMBOLIC_SIZES[0]) -> dict[str, np.ndarray]:
@@ -226,7 +245,7 @@ def probe_inputs(model: onnx.ModelProto, seed: int = 0, given: dict | None = Non
     sizes = SYMBOLIC_SIZES if symbolic(model, given, shapes) else SYMBOLIC_SIZES[:1]
     first = None
     for size in sizes:
-        proof = make_inputs(model, seed, given, shapes, size)
+        proof = make_inputs(model, seed, given, shapes, size, where=where)
         try:
             return proof, run(model, proof.feeds)
         except Exception as exc:
@@ -332,7 +351,7 @@ def resolve_inputs(model: onnx.ModelProto, where: str, seed: int = 0, given: dic
     feeds)`` runs it instead (``probe_inputs``)."""
     check_given(model, given, shapes, where)
     if not probe or not guessed(model, given, shapes):
-        return make_inputs(model, seed, given, shapes)
+        return make_inputs(model, seed, given, shapes, where=where)
     return probe_inputs(model if run is not None else filled(model, weights), seed, given, shapes, where, run)[0]
 
 

@@ -118,7 +118,7 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple], ctx: PassContext | None 
     known (declared static, given, or fixed by ``input_shapes``) one run tells every shape; with
     a symbolic input a second run at other sizes keeps the dims both runs agree on and leaves
     the others symbolic (None). Advisory: any failure keeps ``shapes``."""
-    from .inputs import all_fixed, context_inputs, make_inputs
+    from .inputs import InputsError, all_fixed, context_inputs, make_inputs, refuse_guesses
 
     if not [v for v in ir.inputs if ir.initializer(v.name) is None]:
         return shapes
@@ -133,12 +133,16 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple], ctx: PassContext | None 
     # of them in it), fed as the IR's own arrays (the whole model when ORT needs one as a constant)
     model = Runnable(ir, tuple(missing), kept=True)  # a second size runs in the same session
     ctx = ctx or PassContext()
-    proof = context_inputs(ctx, model.inputs)
-    runs = [proof.feeds]
-    if not all_fixed(model.inputs, ctx.sample_inputs, ctx.input_shapes):
-        other = make_inputs(model.inputs, ctx.seed + 1, ctx.sample_inputs, ctx.input_shapes,
-                            size=2 * proof.size, batch=3)
-        runs.append(other.feeds)
+    try:   # no feeds (an input whose zeros no run may take: inputs.refuse_guesses) is no run
+        refuse_guesses(model.model, ctx.sample_inputs)
+        proof = context_inputs(ctx, model.inputs)
+        runs = [proof.feeds]
+        if not all_fixed(model.inputs, ctx.sample_inputs, ctx.input_shapes):
+            other = make_inputs(model.inputs, ctx.seed + 1, ctx.sample_inputs, ctx.input_shapes,
+                                size=2 * proof.size, batch=3)
+            runs.append(other.feeds)
+    except InputsError:
+        return shapes
     outputs = [o.name for o in model.model.graph.output]
     seen: list[dict[str, tuple]] = []
     try:

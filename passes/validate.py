@@ -31,7 +31,7 @@ from ir.onnx_io import LIGHT_LIMIT
 from .analyses import SliceRecord
 from .base import Pass, PassContext, PassError, PassResult
 from . import progress
-from .inputs import INPUTS_HINT, InputsError, ort_message, probe_inputs, rejection
+from .inputs import INPUTS_HINT, InputsError, ort_message, probe_inputs, refuse_guesses, rejection
 from .op_rules import Rewriter
 from .op_rules.computed import weight_array
 from .runtime import give_back_memory, release_session, run_model
@@ -367,6 +367,7 @@ class ValidatePass(Pass):
                 except Exception as exc:  # prune() ran the original on these: only a direct run gets here
                     raise InputsError(rejection(probe.inputs, ctx.inputs, ort_message(exc), where)) from None
             else:  # a pipeline run directly: the first symbolic size the model before pruning runs on
+                refuse_guesses(probe.model, ctx.sample_inputs, where)  # zeros no kernel may take
                 proof, reference = probe_inputs(probe.inputs, ctx.seed, ctx.sample_inputs, ctx.input_shapes, where,
                                                 run=lambda _, feeds: probe.run(feeds, quiet=True))
                 feeds = proof.feeds
