@@ -10,11 +10,13 @@ command): every other port it audits either runs on zeros or ONNX Runtime reject
 message (Range's zero delta, Slice's zero step, Resize's zero sizes...), which ``inputs.rejection``
 turns into a line naming the input.
 
-Value flow: a zero reaches a port through ops whose output holds zeros wherever their input's
-all-zeros does (``ZERO_KEEPING``: Identity, Cast to an integer type, Squeeze, Concat, Gather of
-it, Mul, ReduceSum...). Arithmetic that may turn zeros into other numbers (Add, Sub, Max, a Cast
-to float) stops the flow: token ids (Gather of an embedding table) and attention masks (cast to
-float, then divided) are not refused.
+Value flow: a guess is all zeros, and its zeros reach a port through ops whose output holds them
+(Identity, Cast to an integer type, Squeeze, Unsqueeze, Concat, Mul...: ``_CARRY``) or is all zeros
+when their input is (Gather of it, ReduceSum, Slice...: ``_SELECT``). Arithmetic that may turn zeros
+into other numbers (Add, Sub, Max, a Cast to float) ends the flow: token ids (Gather of an
+embedding table) and attention masks (cast to float, then divided) are not refused. A caller's
+integer array holding a zero that reaches such a port through ``_CARRY`` ops is refused too
+(``zero_given``): ONNX Runtime would die on it the same way.
 
 Example: ``block_shape`` int64[2] -> Col2Im port 2: "input 'block_shape' of m.onnx sets the block
 shape of Col2Im 'fold'; its values cannot be guessed (zeros kill ONNX Runtime with SIGFPE): give
@@ -23,6 +25,7 @@ them with --inputs FILE.npz".
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -49,18 +52,27 @@ def _kills(node: onnx.NodeProto, port: int) -> bool:
     return True
 
 
-def _keeps_zeros(node: onnx.NodeProto, port: int) -> bool:
-    """Whether ``node``'s outputs hold only zeros (or nothing) when its input at ``port`` is all
-    zeros: the value flows on unchanged, or is selected from, or multiplied."""
+# ops whose output holds every element of the input at ``port`` (a zero in stays a zero out)
+_CARRY = {"Identity": (0,), "Squeeze": (0,), "Unsqueeze": (0,), "Flatten": (0,), "Transpose": (0,), "Reshape": (0,),
+          "Expand": (0,), "Tile": (0,), "Concat": None, "Neg": (0,), "Abs": (0,), "Mul": None, "Sign": (0,),
+          "DepthToSpace": (0,), "SpaceToDepth": (0,)}
+# ops whose output is all zeros (or empty) when their input at ``port`` is all zeros: they select
+# from it or reduce it
+_SELECT = {"ReduceSum": (0,), "ReduceMax": (0,), "ReduceMin": (0,), "ReduceMean": (0,), "ReduceProd": (0,),
+           "Split": (0,), "Slice": (0,), "Gather": (0,), "GatherElements": (0,), "GatherND": (0,), "Compress": (0,)}
+
+
+def _flows(node: onnx.NodeProto, port: int, all_zeros: bool) -> bool:
+    """Whether a zero at ``node``'s input ``port`` is still a zero in its outputs: every zero
+    (``_CARRY``: data ports only, Reshape's target or Gather's indices are not what flows on), or,
+    when the input is all zeros (a guess), the whole output (``_SELECT``). A Cast carries zeros to
+    an integer type; to float the flow ends (no integer division follows)."""
     op = node.op_type
-    if op in ("Identity", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Concat", "Neg", "Abs", "Mul",
-              "ReduceSum", "ReduceMax", "ReduceMin", "ReduceMean", "ReduceProd", "Split", "Expand", "Tile",
-              "Slice", "Gather", "GatherElements", "GatherND", "Reshape", "Compress", "DepthToSpace",
-              "SpaceToDepth", "Sign"):
-        # data ports only: Reshape's target, Slice's bounds, Gather's indices are not what flows on
-        return port == 0 or op in ("Concat", "Mul")
-    if op == "Cast":   # to an integer type: zeros stay zeros; to float, the flow ends (no integer division)
+    if op == "Cast":
         return any(a.name == "to" and a.i in INTEGER_TYPES for a in node.attribute)
+    for table in (_CARRY, _SELECT) if all_zeros else (_CARRY,):
+        if op in table:
+            return table[op] is None or port in table[op]
     return False
 
 
@@ -78,12 +90,8 @@ def _label(node: onnx.NodeProto, index: int) -> str:
     return f"{node.op_type} {node.name!r}" if node.name else f"the unnamed {node.op_type} (node {index})"
 
 
-def unguessable(model: onnx.ModelProto, names) -> dict[str, str]:
-    """Graph input name -> why its guessed zeros cannot be run (the port they reach), for those of
-    ``names`` (defaulted integer or boolean inputs) whose zeros reach a ``KILLERS`` port."""
-    names = list(names)
-    if not names:
-        return {}
+def _reached(model: onnx.ModelProto, names, all_zeros: bool) -> dict[str, str]:
+    """Input name -> the ``KILLERS`` port its zeros reach (the first found) and through what."""
     nodes = [n for n in _nodes(model.graph) if n.domain in DEFAULT_DOMAINS]
     consumers: dict[str, list[tuple[int, onnx.NodeProto, int]]] = {}
     for i, node in enumerate(nodes):
@@ -98,12 +106,32 @@ def unguessable(model: onnx.ModelProto, names) -> dict[str, str]:
                 if _kills(node, port):
                     what, effect = KILLERS[(node.op_type, port)]
                     via = "" if node.input[port] == name else f" (through {node.input[port]!r})"
-                    found[name] = f"sets {what} of {_label(node, i)}{via}; its values cannot be guessed ({effect})"
+                    found[name] = (f"sets {what} of {_label(node, i)}{via}", effect)
                     break
-                if _keeps_zeros(node, port):
+                if _flows(node, port, all_zeros):
                     for out in node.output:
                         if out and out not in seen:
                             seen.add(out)
                             todo.append(out)
     return found
 
+
+def unguessable(model: onnx.ModelProto, names) -> dict[str, str]:
+    """Graph input name -> why its guessed zeros cannot be run (the port they reach), for those of
+    ``names`` (defaulted integer or boolean inputs) whose zeros reach a ``KILLERS`` port."""
+    names = list(names)
+    if not names:
+        return {}
+    return {name: f"{where}; its values cannot be guessed ({effect})"
+            for name, (where, effect) in _reached(model, names, all_zeros=True).items()}
+
+
+def zero_given(model: onnx.ModelProto, given: dict) -> dict[str, str]:
+    """Given input name -> why it cannot be run: an integer array holding a zero that reaches a
+    ``KILLERS`` port unchanged (through Identity, Cast to an integer, Unsqueeze, Concat, Mul...)."""
+    zeros = [n for n, a in given.items()
+             if np.asarray(a).dtype.kind in "iub" and np.asarray(a).size and not np.asarray(a).all()]
+    if not zeros:
+        return {}
+    return {name: f"{where}, and it holds a zero there ({effect})"
+            for name, (where, effect) in _reached(model, zeros, all_zeros=False).items()}

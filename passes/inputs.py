@@ -26,7 +26,7 @@ import onnx
 from ir import filled
 
 from .base import PassError
-from .guesses import unguessable
+from .guesses import unguessable, zero_given
 
 # sizes tried, in order, for symbolic non-batch dims until the original model runs on them (a
 # detector's FPN needs sides divisible by 32, a text recognizer a minimum width)
@@ -186,14 +186,17 @@ def make_inputs(model: onnx.ModelProto, seed: int = 0, given: dict | None = None
 
 def refuse_guesses(model: onnx.ModelProto, given: dict | None = None, where: str = "the model") -> None:
     """One ``InputsError`` line for the first integer or boolean input not in ``given`` whose
-    zeros reach a port where ONNX Runtime dies on them (``guesses.unguessable``). ``model`` must
-    hold the nodes (a model of inputs alone has no port to reach)."""
+    zeros reach a port where ONNX Runtime dies on them (``guesses.unguessable``), or a given
+    array whose zero reaches one unchanged (``guesses.zero_given``). ``model`` must hold the
+    nodes (a model of inputs alone has no port to reach)."""
     given = given or {}
     zeros = [vi.name for vi in fed_inputs(model)
              if vi.name not in given and _dtype(vi) is not None and _dtype(vi).kind in "iub"]
     for name, why in unguessable(model, zeros).items():
         raise InputsError(f"input {name!r} of {where} {why}: give its values with --inputs FILE.npz "
                           f"(arrays by input name)")
+    for name, why in zero_given(model, given).items():
+        raise InputsError(f"inputs: {name!r} of {where} {why}: give values without zeros there")
 
 
 def sample_inputs(model: onnx.ModelProto, seed: int = 0, size: int = SYMBOLIC_SIZES[0]) -> dict[str, np.ndarray]:
