@@ -269,7 +269,7 @@ def cases() -> dict:
     add("mod_fmod_divisor", "Mod", "B (integer, fmod=1)",
         model("Mod", [c("a", I64, [3], [6, 7, 8]), g("b", I64, [3])], out_type=I64, attrs={"fmod": 1}),
         {"b": np.array([1, 2, 3], np.int64)})
-    add("depthtospace_none", "Einsum", "(no integer port: a float control)",
+    add("einsum_control", "Einsum", "(no integer port: a float control)",
         model("Einsum", [x([2, 3], "a"), x([3, 4], "b")], attrs={"equation": "ij,jk->ik"}), {})
     add("bitshift_amount", "BitShift", "Y",
         model("BitShift", [c("a", TensorProto.UINT32, [2], [8, 16]), g("s", TensorProto.UINT32, [2])],
@@ -393,6 +393,7 @@ def main(argv=None) -> int:
                 np.savez(d / "good.npz", **good)
                 g_out, g_line = run(path, d / "out_given.onnx", args.timeout, d / "good.npz")
                 given = g_out + (f": {g_line}" if g_line else "")
+            line, given = (t.replace(str(path), "model.onnx") for t in (line, given))
             bad += outcome in ("SIGNAL", "hang", "BUG")
             row = f"| {name} | {op} | {port} | {outcome}{': ' + line if line else ''} | {given} |"
             rows.append(row)
