@@ -6,6 +6,7 @@ size, shape, count, step, length, axis or index, with that port a GRAPH INPUT, e
 in its own process with a timeout. Rerun with
 
     nice -n 19 .venv/bin/python benchmarks/guess_audit.py [--match SUBSTR] [--timeout 60] [--out FILE.md]
+                                                          # default benchmarks/out/latest/; about 70 s
 
 Every model is built with onnx.helper at opset <= 21 (the port's graph input declared with a fixed
 shape, every other input an initializer or a float graph input) and checked with onnx.checker.
@@ -30,6 +31,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "benchmarks")]
+
+import outputs  # noqa: E402
+
 CLI = [str(ROOT / ".venv" / "bin" / "onnxpruner")]
 
 F, I64, I32, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT32, TensorProto.BOOL
@@ -375,8 +380,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--match", default="")
     ap.add_argument("--timeout", type=float, default=60)
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, default=outputs.LATEST / "guess_audit.md", help="write the table here")
+    outputs.add_argument(ap)
     args = ap.parse_args(argv)
+    outputs.check([args.out], args.update_tracked)
     rows = ["| case | op | port | guessed | given good values (--inputs) |", "|---|---|---|---|---|"]
     bad = 0
     with tempfile.TemporaryDirectory(prefix="guess_audit_") as tmp:
@@ -400,7 +407,8 @@ def main(argv=None) -> int:
             print(row, flush=True)
     text = "\n".join(rows) + f"\n\n{bad} case(s) crashed, hung or failed badly without --inputs\n"
     if args.out:
-        args.out.write_text("```\n$ nice -n 19 .venv/bin/python benchmarks/guess_audit.py\n```\n\n" + text)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("```\n$ nice -n 19 .venv/bin/python benchmarks/guess_audit.py --out benchmarks/out/guess_audit.md --update-tracked\n```\n\n" + text)
     print(text.splitlines()[-1])
     return 1 if bad else 0
 

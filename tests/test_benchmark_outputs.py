@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import outputs  # noqa: E402
 
-SCRIPTS = ["accuracy.py", "dynamo_zoo.py", "exporters_zoo.py", "hf_zoo.py", "jax_opset23.py", "jax_zoo.py",
+SCRIPTS = ["accuracy.py", "dynamo_zoo.py", "exporters_zoo.py", "guess_audit.py", "hf_zoo.py", "jax_opset23.py", "jax_zoo.py",
            "ort_optimized.py",
            "onnx_testdata.py",
            "recovered_start.py", "schedules.py", "sensitivity_digits.py",
