@@ -44,12 +44,19 @@ KILLERS: dict[tuple[str, int], tuple[str, str]] = {
 }
 
 
-def _kills(node: onnx.NodeProto, port: int) -> bool:
+def _kills(node: onnx.NodeProto, port: int, elem_type: int) -> bool:
+    """Whether a zero of ``elem_type`` at ``node``'s input ``port`` kills ONNX Runtime."""
     if (node.op_type, port) not in KILLERS:
         return False
+    if node.op_type == "Div":   # ORT's CPU Div has int32 and int64 kernels; another integer type does not load
+        return elem_type in (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
     if node.op_type == "Mod":   # fmod=1 divides in floating point: a zero gives NaN, no signal
-        return not any(a.name == "fmod" and a.i for a in node.attribute)
+        return elem_type in INTEGER_TYPES and not any(a.name == "fmod" and a.i for a in node.attribute)
     return True
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
 # ops whose output holds every element of the input at ``port`` (a zero in stays a zero out)
@@ -69,7 +76,7 @@ def _flows(node: onnx.NodeProto, port: int, all_zeros: bool) -> bool:
     an integer type; to float the flow ends (no integer division follows)."""
     op = node.op_type
     if op == "Cast":
-        return any(a.name == "to" and a.i in INTEGER_TYPES for a in node.attribute)
+        return _cast_to(node) in INTEGER_TYPES
     for table in (_CARRY, _SELECT) if all_zeros else (_CARRY,):
         if op in table:
             return table[op] is None or port in table[op]
@@ -90,29 +97,33 @@ def _label(node: onnx.NodeProto, index: int) -> str:
     return f"{node.op_type} {node.name!r}" if node.name else f"the unnamed {node.op_type} (node {index})"
 
 
-def _reached(model: onnx.ModelProto, names, all_zeros: bool) -> dict[str, str]:
-    """Input name -> the ``KILLERS`` port its zeros reach (the first found) and through what."""
+def _reached(model: onnx.ModelProto, names, all_zeros: bool) -> dict[str, tuple[str, str]]:
+    """Input name -> the ``KILLERS`` port its zeros reach (the first found, and through what),
+    and what zeros do there. The element type is followed along (a Cast changes it)."""
     nodes = [n for n in _nodes(model.graph) if n.domain in DEFAULT_DOMAINS]
     consumers: dict[str, list[tuple[int, onnx.NodeProto, int]]] = {}
     for i, node in enumerate(nodes):
         for port, value in enumerate(node.input):
             if value:
                 consumers.setdefault(value, []).append((i, node, port))
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.input}
     found = {}
     for name in names:
-        seen, todo = {name}, [name]
+        seen, todo = {name}, [(name, types.get(name, 0))]
         while todo and name not in found:
-            for i, node, port in consumers.get(todo.pop(), ()):
-                if _kills(node, port):
+            value, elem_type = todo.pop()
+            for i, node, port in consumers.get(value, ()):
+                if _kills(node, port, elem_type):
                     what, effect = KILLERS[(node.op_type, port)]
                     via = "" if node.input[port] == name else f" (through {node.input[port]!r})"
                     found[name] = (f"sets {what} of {_label(node, i)}{via}", effect)
                     break
                 if _flows(node, port, all_zeros):
+                    out_type = _cast_to(node) if node.op_type == "Cast" else elem_type
                     for out in node.output:
                         if out and out not in seen:
                             seen.add(out)
-                            todo.append(out)
+                            todo.append((out, out_type))
     return found
 
 

@@ -124,3 +124,16 @@ def test_arithmetic_and_float_casts_end_the_flow():
     assert zero_given(summed, {"b": np.array([0, 3, 0], np.int64)}) == {}
     assert "holds a zero" in zero_given(times, {"b": np.array([1, 0, 2], np.int64)})["b"]
     assert zero_given(times, {"b": np.array([1, 2, 3], np.int64)}) == {}
+
+
+def test_the_element_type_decides_an_integer_division():
+    def div(op, elem_type, **attrs):
+        graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["y"], **attrs)], "g",
+                                  [helper.make_tensor_value_info(n, elem_type, [3]) for n in ("a", "b")],
+                                  [helper.make_tensor_value_info("y", elem_type, [3])])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    assert "b" in unguessable(div("Div", TensorProto.INT32), ["a", "b"])
+    assert unguessable(div("Div", TensorProto.UINT8), ["a", "b"]) == {}   # no ORT kernel: its load failure says so
+    assert unguessable(div("Div", TensorProto.FLOAT), ["a", "b"]) == {}   # an infinity, no signal
+    assert "b" in unguessable(div("Mod", TensorProto.INT8), ["a", "b"])   # every integer Mod kernel divides
+    assert unguessable(div("Mod", TensorProto.INT8, fmod=1), ["a", "b"]) == {}
