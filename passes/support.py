@@ -115,7 +115,7 @@ def upgraded(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     from .inputs import make_inputs
     from .runtime import run_model
 
-    feeds = make_inputs(model).feeds
+    feeds = make_inputs(model, where=where).feeds   # an input no guess may feed is refused, naming the file
     try:
         want = ReferenceEvaluator(model).run(None, feeds)
     except Exception as exc:

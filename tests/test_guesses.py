@@ -137,3 +137,20 @@ def test_the_element_type_decides_an_integer_division():
     assert unguessable(div("Div", TensorProto.FLOAT), ["a", "b"]) == {}   # an infinity, no signal
     assert "b" in unguessable(div("Mod", TensorProto.INT8), ["a", "b"])   # every integer Mod kernel divides
     assert unguessable(div("Mod", TensorProto.INT8, fmod=1), ["a", "b"]) == {}
+
+
+def test_an_opset_6_model_is_refused_before_its_conversion_is_checked(tmp_path):
+    # support.upgraded runs the model as given (onnx.reference) and converted (ONNX Runtime) on
+    # default inputs: the converted integer Div died there of SIGFPE
+    graph = helper.make_graph([helper.make_node("Div", ["a", "b"], ["y"]), helper.make_node("Relu", ["x"], ["z"])], "g",
+                              [helper.make_tensor_value_info("a", TensorProto.INT64, [3]),
+                               helper.make_tensor_value_info("b", TensorProto.INT64, [3]),
+                               helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [3]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [3])])
+    path = tmp_path / "op6.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)], ir_version=3), path)
+    proc = subprocess.run([str(CONSOLE), "prune", str(path), "-o", str(tmp_path / "out.onnx")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert proc.stderr.startswith(f"error: input 'b' of {path} sets the integer divisor"), proc.stderr
