@@ -281,7 +281,7 @@ def cases() -> dict:
               out_type=TensorProto.UINT32, attrs={"direction": "RIGHT"}), {"s": np.array([1, 2], np.uint32)})
     add("if_cond", "If", "cond", _if_model(), {"cond": np.array(True)})
     add("col2im_block_shape_via_chain", "Col2Im", "block_shape (through Cast, Unsqueeze, Concat)",
-        _chain_col2im(), {"b0": np.array(1, np.int32)})
+        _chain_col2im(), {"b0": np.array(5, np.int32)})
     add("div_int_via_cast", "Div", "B (an int32 input cast to int64)", _chain_div(), {"b": np.array([1, 2, 3], np.int32)})
     add("token_ids_mean_pool", "Gather, Div", "token ids and a mask (a control: ids index a table, the mask is cast to float)",
         _mean_pool(), {"ids": np.ones([2, 5], np.int64), "mask": np.ones([2, 5], np.int64)})
@@ -290,7 +290,8 @@ def cases() -> dict:
 
 
 def _chain_col2im():
-    """Col2Im's block shape [1, b0] built from an int32 scalar input: Cast, Unsqueeze, Concat."""
+    """Col2Im's block shape [1, b0] built from an int32 scalar input: Cast, Unsqueeze, Concat (b0 = 5
+    fits x [1, 5, 5]: any other value makes ONNX Runtime read past the input, unchecked)."""
     nodes = [helper.make_node("Cast", ["b0"], ["b64"], to=I64),
              helper.make_node("Unsqueeze", ["b64", "ax"], ["b1"]),
              helper.make_node("Concat", ["one", "b1"], ["block"], axis=0),
