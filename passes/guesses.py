@@ -44,6 +44,9 @@ KILLERS: dict[tuple[str, int], tuple[str, str]] = {
 }
 
 
+_KILLER_OPS = {op for op, _ in KILLERS}
+
+
 def _kills(node: onnx.NodeProto, port: int, elem_type: int) -> bool:
     """Whether a zero of ``elem_type`` at ``node``'s input ``port`` kills ONNX Runtime."""
     if (node.op_type, port) not in KILLERS:
@@ -101,6 +104,8 @@ def _reached(model: onnx.ModelProto, names, all_zeros: bool) -> dict[str, tuple[
     """Input name -> the ``KILLERS`` port its zeros reach (the first found, and through what),
     and what zeros do there. The element type is followed along (a Cast changes it)."""
     nodes = [n for n in _nodes(model.graph) if n.domain in DEFAULT_DOMAINS]
+    if not any(n.op_type in _KILLER_OPS for n in nodes):   # most models: no trail to follow
+        return {}
     consumers: dict[str, list[tuple[int, onnx.NodeProto, int]]] = {}
     for i, node in enumerate(nodes):
         for port, value in enumerate(node.input):
