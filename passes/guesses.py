@@ -33,8 +33,8 @@ INTEGER_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto
                  onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
 
 # (op, port) -> (what the port is, what zeros do there). A port listed here is refused when a
-# guessed zero reaches it; ``integer_only``: only when the value there is an integer (a float
-# division by zero is an infinity, which the proof handles).
+# guessed zero reaches it; Div and Mod only for an integer type ORT has that kernel for (a float
+# division by zero is an infinity, which the proof handles): ``_kills``.
 KILLERS: dict[tuple[str, int], tuple[str, str]] = {
     ("Col2Im", 2): ("the block shape", "zeros kill ONNX Runtime with SIGFPE"),
     ("STFT", 3): ("the frame length", "zeros kill ONNX Runtime with SIGFPE"),
