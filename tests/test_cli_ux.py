@@ -281,7 +281,13 @@ def test_a_model_with_no_group_says_why_on_the_screen(tmp_path, capsys):
          numpy_helper.from_array(np.full(4, 0.02, np.float32), "s2"),
          numpy_helper.from_array(np.zeros(4, np.int8), "zp2")], [1, 4, 4, 4])
     plain = _single([helper.make_node("Relu", ["x"], ["y"], "relu")], [], [1, 3, 4, 4])
-    for model, words in ((quantized, "all 2 weight layers read weights dequantized from integers (DequantizeLinear)"),
+    dynamic = _single(  # onnxruntime.quantization.quantize_dynamic's form: DynamicQuantizeLinear, MatMulInteger
+        [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], "dq"),
+         helper.make_node("MatMulInteger", ["xq", "wq", "xz"], ["mi"], "mm"),
+         helper.make_node("Cast", ["mi"], ["mf"], "cast", to=1), helper.make_node("Mul", ["mf", "xs"], ["y"], "scale")],
+        [numpy_helper.from_array(rng.integers(-50, 50, (4, 5)).astype(np.int8), "wq")], [1, 3, 4, 5])
+    for model, words in ((quantized, "every weight layer is quantized (2 read weights dequantized from integers (DequantizeLinear))"),
+                         (dynamic, "every weight layer is quantized (integer ops: MatMulInteger)"),
                          (plain, "nothing to cut: no Conv, ConvTranspose, Gemm, MatMul or recurrent layer")):
         path = tmp_path / "m.onnx"
         onnx.save(model, str(path))

@@ -232,22 +232,27 @@ def wrap(cells: list[str], width: int, indent: int) -> str:
 
 
 WEIGHT_LAYERS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1, "LSTM": 1, "GRU": 1, "RNN": 1}
+INTEGER_LAYERS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul",
+                  "MatMulIntegerToFloat", "QGemm")
 
 
 def no_groups_reason(model: onnx.ModelProto) -> str:
-    """Why a model has no group at all, from its layers: none with weights, or every one reading a
-    weight dequantized from integers (a quantized model), or (else) see ``inspect``."""
+    """Why a model has no group at all, from its layers: none with weights, or every one
+    quantized (its weight dequantized from integers, or an integer op such as QLinearConv or
+    MatMulInteger), or (else) see ``inspect``."""
     made = {o: n for n in model.graph.node for o in n.output}
     layers = [n for n in model.graph.node if n.domain in ("", "ai.onnx") and n.op_type in WEIGHT_LAYERS
               and len(n.input) > WEIGHT_LAYERS[n.op_type]]
-    if not layers:
+    integer = sorted({n.op_type for n in model.graph.node if n.op_type in INTEGER_LAYERS})
+    dequantized = [n for n in layers if getattr(made.get(n.input[WEIGHT_LAYERS[n.op_type]]), "op_type", "")
+                   == "DequantizeLinear"]
+    if not layers and not integer:
         return "nothing to cut: no Conv, ConvTranspose, Gemm, MatMul or recurrent layer"
-    quantized = [n for n in layers if getattr(made.get(n.input[WEIGHT_LAYERS[n.op_type]]), "op_type", "")
-                 == "DequantizeLinear"]
-    if len(quantized) == len(layers):
-        return (f"nothing to cut: all {len(layers)} weight layers read weights dequantized from integers "
-                f"(DequantizeLinear): a quantized model's weights are not pruned; prune the float model, "
-                f"then quantize it")
+    if len(dequantized) == len(layers):
+        how = ", ".join(([f"{len(layers)} read weights dequantized from integers (DequantizeLinear)"] if layers
+                         else []) + ([f"integer ops: {', '.join(integer)}"] if integer else []))
+        return (f"nothing to cut: every weight layer is quantized ({how}): a quantized model's weights are "
+                f"not pruned; prune the float model, then quantize it")
     return "no layer's channels could be followed to a cut: `onnxpruner inspect` lists each barrier and why"
 
 
