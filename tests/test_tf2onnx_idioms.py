@@ -105,3 +105,34 @@ def test_a_one_channel_map_through_reshapes_stays_on_an_axis_of_size_one():
     assert rep["verified"] is True
     group = next(g for g in rep["groups"] if g["channels_before"] == 1)
     assert "removes none of its 1 channels" in group["reason"], group["reason"]
+
+
+def one_channel_squeezed_by_a_computed_target() -> onnx.ModelProto:
+    """basic-pitch's note head as tf2onnx writes it from the ``.tflite`` file (``nmp.tflite``, README
+    TFLite): a one-channel Conv's Sigmoid, NCHW -> NHWC written as a Reshape ([N, 1, T, F] ->
+    [-1, T, F, 1]), then tflite's Reshape to [N, T, F] with a computed target
+    ``Cast(Concat(Slice(Cast(Gather(Shape(y), [0, 2, 3, 1])), 0:1), [T], [F]))``: it drops the
+    channel axis (a tail of ones)."""
+    b = Builder(7, opset=17, name="one_channel_squeezed")
+    x = b.input("spec", ["N", 2, 6, 4])
+    h = b.relu(b.conv(x, 2, 8))
+    y = b.op("Sigmoid", [b.conv(h, 8, 1)])
+    nhwc = b.op("Reshape", [y, _ints(b, [-1, 6, 4, 1])])
+    shape = b.op("Cast", [b.op("Gather", [b.op("Shape", [y]), _ints(b, [0, 2, 3, 1])], axis=0)],
+                 to=onnx.TensorProto.INT32)
+    lead = b.op("Slice", [shape, _ints(b, [0]), _ints(b, [1]), _ints(b, [0])])
+    target = b.op("Concat", [lead, b.const(np.array([6], np.int32), "t"), b.const(np.array([4], np.int32), "f")],
+                  axis=0)
+    return b.build([b.op("Reshape", [nhwc, b.op("Cast", [target], to=onnx.TensorProto.INT64)])])
+
+
+def test_a_computed_reshape_that_drops_a_one_channel_axis_blocks_without_a_crash():
+    """The computed-target path read the target's tail after the channel axis as empty (a tail of
+    ones) and crashed ('max() arg is an empty sequence', pass trees) on nmp.tflite converted. Now
+    the one-channel group stays whole with a reason; the 8-channel group prunes and is proven."""
+    rep = pipeline.prune(one_channel_squeezed_by_a_computed_target(), ratio=0.5).report
+    assert rep["verified"] is True
+    pruned = [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")]
+    assert pruned == [(8, 4)], [g.get("reason") for g in rep["groups"]]
+    one = next(g for g in rep["groups"] if g["channels_before"] == 1)
+    assert not one.get("pruned") and one["reason"]

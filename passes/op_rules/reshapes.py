@@ -120,8 +120,8 @@ def _regrouped_lead(view: NodeView, m: ChannelMap, shape, static: list[int] | No
         j -= 1
         if int(np.prod(values[j:], dtype=np.int64)) == int(np.prod(tail, dtype=np.int64)):
             break
-    if j == 0 or int(np.prod(values[j:], dtype=np.int64)) != int(np.prod(tail, dtype=np.int64)):
-        return None
+    if j == 0 or j == len(values) or int(np.prod(values[j:], dtype=np.int64)) != int(np.prod(tail, dtype=np.int64)):
+        return None  # j == len(values): a tail of ones ([B, T, F, 1] -> [B, T, F]) drops the channel axis
     for i in range(j):
         if any(_reads_channels(a, b, src, m, view.known) for a, b in taints[i]):
             return None
@@ -367,6 +367,8 @@ def _reshape_split(full: np.ndarray, out_rank: int, heads: bool = False, offset:
     ``heads`` (the split feeds attention's per-head MatMuls, [B,S,C]→[B,S,H,D]): keep them on
     the head axis (the varying axis before the last) instead, so a class is a whole head, its D
     channels (and, from a packed [3, H, D] projection, its Q, K and V) coupled."""
+    if full.ndim == 0:
+        return blocked("Reshape drops the channel axis")
     varying = [a for a in range(full.ndim)
                if not np.array_equal(np.broadcast_to(np.take(full, [0], axis=a), full.shape), full)]
     if heads and varying:  # the axis before the head dim: H of [.., H, D], also of Swin's [.., 3, H, D]
