@@ -167,12 +167,15 @@ class Trees:
     interface: Mapping[str, str] = field(default_factory=dict)
     # gqa=queries: repeat_kv's fresh query-head ids (KV group = position // n_rep), n_rep
     repeats: tuple[tuple[np.ndarray, int], ...] = ()
+    # fresh ids of zero channels a Pad adds to the channel axis: cut with the class they joined
+    padded: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __post_init__(self):
         object.__setattr__(self, "frozen", MappingProxyType(dict(self.frozen)))
         object.__setattr__(self, "interface", MappingProxyType(dict(self.interface)))
         object.__setattr__(self, "head_ids", _frozen(self.head_ids))
         object.__setattr__(self, "stream_ids", _frozen(self.stream_ids))
+        object.__setattr__(self, "padded", _frozen(self.padded))
         object.__setattr__(self, "rep", _frozen(self.rep))
         object.__setattr__(self, "maps", MappingProxyType(dict(self.maps)))
         object.__setattr__(self, "blocked", MappingProxyType(dict(self.blocked)))

@@ -167,8 +167,11 @@ class SlicePass(Pass):
         removed = masks.removed_ids
         groups = group_reports(patterns, masks, trees)
         zeroings = []
+        padded = trees.padded[np.isin(trees.rep[trees.padded], trees.rep[removed])] if len(trees.padded) \
+            else removed[:0]  # zeros a Pad added on the channel axis go with the class they joined
+        read = np.union1d(removed, padded) if len(padded) else removed
         for lf in trees.leaves:
-            pos = np.nonzero(in_sorted(lf.ids, removed))[0]
+            pos = np.nonzero(in_sorted(lf.ids, read))[0]
             if len(pos):
                 zeroings.append(LeafZeroing(lf.node, lf.weight_port, lf.weight_axis,
                                             tuple(pos.tolist()), lf.data_port))
@@ -179,6 +182,8 @@ class SlicePass(Pass):
         if trees.repeats:  # gqa=queries: repeat_kv's fresh ids go with the query heads coupled to them
             fresh = np.concatenate([ids for ids, _ in trees.repeats])
             cut = np.union1d(removed, fresh[np.isin(trees.rep[fresh], trees.rep[removed])])
+        if len(padded):
+            cut = np.union1d(cut, padded)
         keeps: dict[str, tuple[int, np.ndarray, int]] = {}
         kept: dict[bytes, np.ndarray] = {}  # by id map: the values along a stream share one
         for name, m in trees.maps.items():

@@ -31,6 +31,7 @@ from ir import Graph, opset_of
 from .analyses import AssociationTree, ChannelMap, Leaf, Root, Tags, Trees, unique_ids
 from .base import Pass, PassContext, PassResult
 from .op_rules import CHANNEL_RULES, ROOT_RULES, SHAPE_OPERANDS, NodeView, fold_shapes
+from .op_rules.views import FRESH
 from .op_rules.adaptive import adapts as adapts_by_itself
 from .op_rules.attention import adopt
 from .op_rules.computed import computed_weights
@@ -72,6 +73,7 @@ class TreesPass(Pass):
         interface: dict[str, str] = {}
         stream_ids: list[np.ndarray] = []
         repeats: list[tuple[np.ndarray, int]] = []  # gqa=queries: fresh ids of repeat_kv, n_rep
+        padded: list[np.ndarray] = []  # fresh ids of zeros a Pad adds to the channel axis
         head_set: set[int] = set()
         next_id = 0
         computed = computed_weights(ir)  # weights computed from initializers: frozen when cut
@@ -134,6 +136,8 @@ class TreesPass(Pass):
                     seen[node.name] = (tracked, (), reason)
                 else:
                     outs = ir.outputs_of(node)
+                    if effect.fresh:  # zero channels a Pad adds (op_rules.reindex._channel_padding)
+                        next_id = _fresh_ids(effect, next_id, padded)
                     for port, m in effect.outputs.items():
                         if port < len(outs) and outs[port] is not None:
                             maps[outs[port].name] = m
@@ -191,14 +195,38 @@ class TreesPass(Pass):
         a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
         b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, np.int64)
         rep = union_find(next_id, a, b)
+        pad_ids = np.concatenate(padded) if padded else np.zeros(0, np.int64)
+        _block_classes(pad_ids, rep, blocked)
         trees = LazyTrees(ir, tuple(roots), maps, rep, seen)
         ctx.put(Trees(tuple(roots), maps, tuple(leaves), a, b, blocked, trees, next_id, rep,
                       {n: tuple((p, v, always) for p, (v, always) in sorted(ports.items()))
                        for n, ports in frozen.items()},
                       unique_ids(np.concatenate(head_ids)) if head_ids else np.zeros(0, np.int64),
-                      _ids_of(stream_ids), interface, tuple(repeats)))
+                      _ids_of(stream_ids), interface, tuple(repeats), pad_ids))
         return PassResult(False, {"roots": len(roots), "leaves": len(leaves),
                                   "channels": next_id, "blocked_channels": len(blocked)})
+
+
+def _fresh_ids(effect, next_id: int, padded: list) -> int:
+    """Give the FRESH positions of ``effect``'s output maps new ids (from ``next_id``), recorded in
+    ``padded``; the next free id."""
+    for port, m in list(effect.outputs.items()):
+        where = m.ids == FRESH
+        if where.any():
+            ids = m.ids.copy()
+            ids[where] = np.arange(next_id, next_id + int(where.sum()), dtype=np.int64)
+            padded.append(ids[where])
+            next_id += int(where.sum())
+            effect.outputs[port] = ChannelMap(m.axis, m.rank, ids)
+    return next_id
+
+
+def _block_classes(fresh: np.ndarray, rep: np.ndarray, blocked: dict) -> None:
+    """A block on a fresh id (no root's: classify checks roots' ids) blocks every id of its class."""
+    hit = [i for i in fresh.tolist() if i in blocked]
+    for i in hit:
+        for j in np.nonzero(rep == rep[i])[0].tolist():
+            blocked.setdefault(j, blocked[i])
 
 
 def _check_shape_values(ir: Graph, maps, folded, frozen, block, seen, adapts=frozenset(),

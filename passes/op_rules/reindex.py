@@ -10,7 +10,7 @@ from ..analyses import ChannelMap
 from .adaptive import computed_sizes
 from .channels import _broadcast
 from .folding import constant_value
-from .views import Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
+from .views import FRESH, Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
 
 
 def _transpose(view: NodeView) -> Effect:
@@ -108,8 +108,31 @@ def _pad(view: NodeView) -> Effect:
     if m.axis in axes:
         i = axes.index(m.axis)
         if pads[i] != 0 or pads[i + n] != 0:
-            return blocked("Pad pads the channel axis")
+            return _channel_padding(view, m, int(pads[i]), int(pads[i + n]))
     return Effect(outputs={0: m})
+
+
+def _channel_padding(view: NodeView, m: ChannelMap, before: int, after: int) -> Effect:
+    """Zeros added on the channel axis (BlazeFace's ``channel_padding`` before a residual Add whose
+    other branch is wider: ``Add(Pad(x, [0, 0, 0, 0, 0, 4, 0, 0]), Conv(..))``, mediapipe's face
+    and palm detectors, face, iris and hand landmarks): each added channel is a constant zero, a
+    fresh id the Add couples with the wider branch's channel. Removing that class removes the
+    branch's filter and one added zero (``slices._slice_pad`` counts the kept ones); in the masked
+    model both are zero already. Only zeros (mode constant, value 0) and no cropping."""
+    mode = view.node.attr("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "constant" or before < 0 or after < 0 or (view.opset >= 11 and view.const(1) is None):
+        return blocked("Pad pads the channel axis")  # reflect/edge copy channels; computed pads
+    if view.opset < 11:
+        value = view.node.attr("value", 0.0)
+    elif view.n_inputs() > 2 and view.input_name(2) is not None:
+        value = view.static_value(2)
+    else:
+        value = 0.0
+    if value is None or np.any(np.asarray(value) != 0):
+        return blocked("Pad pads the channel axis with a value other than zero")
+    ids = np.concatenate([np.full(before, FRESH, np.int64), m.ids, np.full(after, FRESH, np.int64)])
+    return Effect(outputs={0: ChannelMap(m.axis, m.rank, ids)}, fresh=True)
 
 
 def _resize(view: NodeView) -> Effect:

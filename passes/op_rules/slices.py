@@ -395,6 +395,32 @@ def _slice_slice(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
         rw.set_const(2, np.asarray(ends))
 
 
+def _slice_pad(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
+    """Zeros added on the channel axis (``reindex._channel_padding``): as many as are kept of them
+    before and after the input's channels (the input's own kept channels say where those start)."""
+    if 0 not in outs:
+        return
+    axis, keep, rank = outs[0]
+    width = len(ins[0][1]) if 0 in ins else None
+    if rw.opset < 11:
+        pads = list(rw.node.attr("pads") or rw.node.attr("paddings"))
+    else:
+        pads = np.array(rw.const(1), dtype=np.int64).ravel().copy()
+    axes = list(range(rank))
+    if rw.opset >= 18 and len(rw.graph.inputs_of(rw.node)) > 3 and rw.graph.inputs_of(rw.node)[3] is not None:
+        axes = [_axis(int(a), rank) for a in np.ravel(rw.const(3))]
+    if axis not in axes:
+        return
+    i, n = axes.index(axis), len(axes)
+    before, after = int(pads[i]), int(pads[i + n])
+    width = len(keep) - before - after if width is None else width
+    pads[i], pads[i + n] = int(keep[:before].sum()), int(keep[before + width:].sum())
+    if rw.opset < 11:
+        rw.set_attr("pads" if rw.node.attr("pads") is not None else "paddings", [int(v) for v in pads])
+    else:
+        rw.set_const(1, np.asarray(pads, dtype=np.int64))
+
+
 def _slice_split(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
     if 0 not in ins:
         return

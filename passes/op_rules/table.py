@@ -22,7 +22,7 @@ from .recurrent import _recurrent, _recurrent_root, _slice_recurrent
 from .roots import _conv_root, _embedding_root, _gemm_root, _matmul_root
 from .streams import _concat as _concat_tokens, _expand_like, _slice_concat, _slice_expand
 from .slices import (Keeps, Rewriter, _slice_broadcast_constants, _slice_conv, _slice_embedding, _slice_gemm, _slice_matmul,
-                     _slice_per_channel_params, _slice_resize, _slice_slice, _slice_split)
+                     _slice_pad, _slice_per_channel_params, _slice_resize, _slice_slice, _slice_split)
 from .views import DEFAULT_DOMAINS, ChannelRule, NodeView, RootSpec
 
 
@@ -70,7 +70,7 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "Concat": ChannelRule("next-process", lambda view: _concat_tokens(view, _concat)),
     "Expand": ChannelRule("next-no-process", _expand_like),
     "Tile": ChannelRule("next-no-process", _expand_like),
-    "Pad": ChannelRule("next-no-process", _pad),
+    "Pad": ChannelRule("next-process", _pad),  # zeros added on the channel axis: their count shrinks
     "Resize": ChannelRule("next-process", _resize),
     "Upsample": ChannelRule("next-process", _resize),
     "Gather": ChannelRule("next-process", _gather),
@@ -105,6 +105,7 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "Reshape": slice_reshape,  # and repeat_kv's Expand before it (gqa=queries)
     "Slice": _slice_slice,
     "Split": _slice_split,
+    "Pad": _slice_pad,
     "Resize": _slice_resize,
     "Upsample": _slice_resize,
     **{op: _slice_recurrent for op in ("LSTM", "GRU", "RNN")},

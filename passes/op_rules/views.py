@@ -100,6 +100,11 @@ class Effect:
                                   # elements kept live by slice), then rewritten
     stream: bool = False    # the node reads statistics over the channels (a normalization): removed
                             # channels must be exactly zero at its input (roots zeroed in the proof)
+    fresh: bool = False     # positions marked FRESH in the output maps get new ids: zero channels a
+                            # Pad adds to the channel axis, removed with the class they join (an Add)
+
+
+FRESH = -2  # an output position that gets a new id (``Effect.fresh``)
 
 
 def blocked(reason: str) -> Effect:
