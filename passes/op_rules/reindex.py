@@ -121,8 +121,10 @@ def _channel_padding(view: NodeView, m: ChannelMap, before: int, after: int) -> 
     model both are zero already. Only zeros (mode constant, value 0) and no cropping."""
     mode = view.node.attr("mode", b"constant")
     mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode != "constant" or before < 0 or after < 0 or (view.opset >= 11 and view.const(1) is None):
-        return blocked("Pad pads the channel axis")  # reflect/edge copy channels; computed pads
+    computed = view.opset >= 11 and (view.const(1) is None or (
+        view.opset >= 18 and view.n_inputs() > 3 and view.input_name(3) is not None and view.const(3) is None))
+    if mode != "constant" or before < 0 or after < 0 or computed:
+        return blocked("Pad pads the channel axis")  # reflect/edge copy channels; computed pads, axes
     if view.opset < 11:
         value = view.node.attr("value", 0.0)
     elif view.n_inputs() > 2 and view.input_name(2) is not None:

@@ -402,6 +402,8 @@ def _slice_pad(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
         return
     axis, keep, rank = outs[0]
     width = len(ins[0][1]) if 0 in ins else None
+    if width == len(keep):
+        return  # nothing added on the channel axis (a spatial Pad): its pads stay
     if rw.opset < 11:
         pads = list(rw.node.attr("pads") or rw.node.attr("paddings"))
     else:
