@@ -69,3 +69,33 @@ def test_zero_valued_pad_constant_is_accepted():
     rep = pipeline.prune(blaze_stack(pad_value=0.0), ratio=0.5).report
     assert rep["verified"] is True
     assert next(g for g in rep["groups"] if g["channels_before"] == 12).get("pruned")
+
+
+def _padded_both_sides(opset: int) -> onnx.ModelProto:
+    """Zeros added before and after the channels (2 + 2: 8 -> 12), as an input (opset 11+) or as
+    the attribute of opset 10."""
+    b = Builder(12, opset=opset, name="padded_both_sides")
+    x = b.input("image", ["N", 3, 8, 8])
+    h = b.relu(b.conv(x, 3, 8))
+    pads = [0, 2, 0, 0, 0, 2, 0, 0]
+    short = b.op("Pad", [h, _ints(b, pads)]) if opset >= 11 else b.op("Pad", [h], pads=pads)
+    h = b.relu(b.op("Add", [short, b.conv(b.conv(h, 8, 8, group=8), 8, 12, k=1)]))
+    return b.build([b.conv(h, 12, 2, k=1)])
+
+
+def test_zeros_padded_before_the_channels_shrink_by_the_kept_ones():
+    for opset in (10, 17):
+        model = _padded_both_sides(opset)
+        result = pipeline.prune(model, ratio=0.5)
+        assert result.report["verified"] is True, opset
+        stream = next(g for g in result.report["groups"] if g["channels_before"] == 12)
+        assert stream.get("pruned") and stream["channels_after"] == 6, (opset, stream.get("reason"))
+        pad = next(n for n in result.model.graph.node if n.op_type == "Pad")
+        pads = list(next(a.ints for a in pad.attribute if a.name == "pads")) if opset < 11 else \
+            onnx.numpy_helper.to_array(next(i for i in result.model.graph.initializer if i.name == pad.input[1])).tolist()
+        inferred = onnx.shape_inference.infer_shapes(result.model)
+        width = next(v.type.tensor_type.shape.dim[1].dim_value for v in inferred.graph.value_info
+                     if v.name == pad.input[0])
+        assert width + pads[1] + pads[5] == 6 and pads[1] <= 2 and pads[5] <= 2, (opset, width, pads)
+        x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+        assert ort.InferenceSession(result.model.SerializeToString()).run(None, {"image": x})[0].shape == (1, 2, 8, 8)
