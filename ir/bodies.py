@@ -47,6 +47,16 @@ class Branch:
     nodes: tuple[str, ...]
 
 
+def all_nodes(graph: onnx.GraphProto):
+    """Every node of ``graph``, each followed by the nodes of the bodies in its attributes (If,
+    Loop, Scan), depth first."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+                yield from all_nodes(sub)
+
+
 def implicit_inputs(node: onnx.NodeProto) -> set[str]:
     """Outer-scope names a node's subgraph attributes read without declaring them."""
     names: set[str] = set()

@@ -28,6 +28,7 @@ import onnx
 from onnx import helper
 
 from ir import filled, skeleton
+from ir.bodies import all_nodes
 
 CONTRIB = ("com.microsoft",)
 FUSED = {"FusedConv": "Conv", "FusedGemm": "Gemm"}
@@ -69,7 +70,7 @@ def defused(model: onnx.ModelProto, weights: dict | None = None) -> onnx.ModelPr
         return model
     del out.graph.node[:]
     out.graph.node.extend(written)
-    if not any(n.domain in CONTRIB for n in _all_nodes(out.graph)):
+    if not any(n.domain in CONTRIB for n in all_nodes(out.graph)):
         kept = [o for o in out.opset_import if o.domain not in CONTRIB]
         del out.opset_import[:]
         out.opset_import.extend(kept)
@@ -298,38 +299,19 @@ def _fresh(name: str, taken: set) -> str:
 
 def _used(graph: onnx.GraphProto) -> set[str]:
     """Names read by a node (of any subgraph too) or given out as a graph output."""
-    return {i for n in _all_nodes(graph) for i in n.input} | {o.name for o in graph.output}
+    return {i for n in all_nodes(graph) for i in n.input} | {o.name for o in graph.output}
 
 
-def _all_nodes(graph: onnx.GraphProto):
-    for n in graph.node:
-        yield n
-        for a in n.attribute:
-            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                yield from _all_nodes(g)
-
-
-def _fed(model: onnx.ModelProto, weights: dict) -> onnx.ModelProto:
-    """A hollow model whose weights (``weights``' names) are graph inputs instead of initializers."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    listed = {i.name for i in out.graph.input}
-    inits = [t for t in out.graph.initializer if t.name not in weights]
-    out.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-                           for t in out.graph.initializer if t.name in weights and t.name not in listed)
-    del out.graph.initializer[:]
-    out.graph.initializer.extend(inits)
-    return out
 
 
 def _agrees(given: onnx.ModelProto, defused: onnx.ModelProto, weights: dict | None) -> bool:
     """Whether both run in ONNX Runtime on the same default inputs and give the same outputs."""
     from .inputs import make_inputs
-    from .runtime import run_model
+    from .runtime import agree, run_model
 
     def run(model: onnx.ModelProto, feeds: dict) -> list:
-        try:  # a hollow model's weights fed as inputs, where numpy holds them: no copy of them
-            return run_model(_fed(model, weights), {**feeds, **weights}, quiet=True) if weights else \
+        try:  # a hollow model's weights fed as inputs (``skeleton``), where numpy holds them: no copy
+            return run_model(skeleton(model), {**feeds, **weights}, quiet=True) if weights else \
                 run_model(model, feeds, quiet=True)
         except Exception:  # a kernel that needs one of them as a constant: the whole model
             return run_model(filled(model, weights), feeds, quiet=True)
@@ -339,13 +321,4 @@ def _agrees(given: onnx.ModelProto, defused: onnx.ModelProto, weights: dict | No
         want, got = run(given, feeds), run(defused, feeds)
     except Exception:
         return False
-    for a, b in zip(want, got):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return False
-        finite = np.abs(a[np.isfinite(a)]) if a.dtype.kind in "fc" else np.zeros(0)
-        scale = max(1.0, float(finite.max())) if finite.size else 1.0
-        if not (np.allclose(a, b, rtol=1e-4, atol=1e-5 * scale, equal_nan=True) if a.dtype.kind in "fc"
-                else np.array_equal(a, b)):
-            return False
-    return True
+    return all(np.asarray(a).dtype == np.asarray(b).dtype and agree(a, b) for a, b in zip(want, got))

@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from ir.bodies import all_nodes
+
 DEFAULT_DOMAINS = ("", "ai.onnx")
 INTEGER_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
                  onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
@@ -86,16 +88,6 @@ def _flows(node: onnx.NodeProto, port: int, all_zeros: bool) -> bool:
     return False
 
 
-def _nodes(graph: onnx.GraphProto):
-    """Every node, those of If / Loop / Scan bodies too (a body reads outer values by name)."""
-    for node in graph.node:
-        yield node
-        for a in node.attribute:
-            for body in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
-                         list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
-                yield from _nodes(body)
-
-
 def _label(node: onnx.NodeProto, index: int) -> str:
     return f"{node.op_type} {node.name!r}" if node.name else f"the unnamed {node.op_type} (node {index})"
 
@@ -103,7 +95,7 @@ def _label(node: onnx.NodeProto, index: int) -> str:
 def _reached(model: onnx.ModelProto, names, all_zeros: bool) -> dict[str, tuple[str, str]]:
     """Input name -> the ``KILLERS`` port its zeros reach (the first found, and through what),
     and what zeros do there. The element type is followed along (a Cast changes it)."""
-    nodes = [n for n in _nodes(model.graph) if n.domain in DEFAULT_DOMAINS]
+    nodes = [n for n in all_nodes(model.graph) if n.domain in DEFAULT_DOMAINS]  # bodies read outer values by name
     if not any(n.op_type in _KILLER_OPS for n in nodes):   # most models: no trail to follow
         return {}
     consumers: dict[str, list[tuple[int, onnx.NodeProto, int]]] = {}

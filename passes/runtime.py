@@ -156,6 +156,20 @@ def _run_session(model: onnx.ModelProto, quiet: bool, consume: bool):
         raise
 
 
+def agree(a, b) -> bool:
+    """Whether two outputs of one model computed two ways (a converted or rewritten model against
+    the one given) are the same: equal shapes, floats within ``rtol`` 1e-4 and ``atol`` 1e-5 of the
+    largest finite magnitude (NaN where NaN), anything else equal."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind not in "fc":
+        return bool(np.array_equal(a, b))
+    finite = np.abs(a[np.isfinite(a)])
+    scale = max(1.0, float(finite.max())) if finite.size else 1.0
+    return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5 * scale, equal_nan=True))
+
+
 def session_options(log_severity: int = 3):
     """ONNX Runtime session options: ORT's own log at ``log_severity`` (3 errors, 4 nothing), and
     the threads of a batch worker (``ONNXPRUNER_THREADS``; 0 or unset: all cores)."""

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import onnx
 import onnx.shape_inference
 import onnx.version_converter
 
 from ir import ModelLoadError, filled, skeleton
+from ir.bodies import all_nodes as _all_nodes
 
 from . import newer_opsets as newer
 from .contrib import defused
-from .runtime import unrunnable
+from .runtime import agree, unrunnable
 
 RUNTIME = "ONNX Runtime 1.19.2"
 OPSETS = (7, 21)
@@ -126,11 +126,7 @@ def upgraded(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     except Exception as exc:
         raise UnsupportedModelError(f"{refuse} conversion does not run in {RUNTIME} ({_first(exc)}){hint}") from None
     for out, a, b in zip(model.graph.output, want, got):
-        a, b = np.asarray(a), np.asarray(b)
-        finite = np.abs(a[np.isfinite(a)]) if a.dtype.kind in "fc" else np.zeros(0)
-        scale = max(1.0, float(finite.max())) if finite.size else 1.0
-        if a.shape != b.shape or not (np.allclose(a, b, rtol=1e-4, atol=1e-5 * scale, equal_nan=True)
-                                      if a.dtype.kind in "fc" else np.array_equal(a, b)):
+        if not agree(a, b):
             raise UnsupportedModelError(f"{refuse} conversion computes another output {out.name!r} than the "
                                         f"model as given (onnx.reference){hint}")
     converted.metadata_props.add(key=CONVERTED_KEY, value=str(default))
@@ -407,14 +403,6 @@ def check_interface_types(model: onnx.ModelProto, where: str) -> None:
                     f"{where}: graph input {vi.name!r} is {NOT_TENSORS.get(kind, kind)}, not a tensor: "
                     f"onnxpruner feeds the model tensors only (--inputs is an .npz of arrays), so no pruning "
                     f"of this model could be proven")
-
-
-def _all_nodes(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
-                yield from _all_nodes(sub)
 
 
 def check_model_input(model: onnx.ModelProto, where: str, runs: bool = True) -> None:

@@ -12,6 +12,7 @@ import onnx
 
 from passes import progress
 from passes.inputs import InputsError, make_inputs
+from passes.runtime import WEIGHT_PORTS
 from passes.contrib import CONTRIB, DEFUSED_KEY
 from passes.support import CONVERTED_KEY, IR_KEY
 from workflows import figures
@@ -231,7 +232,7 @@ def wrap(cells: list[str], width: int, indent: int) -> str:
     return ("\n" + " " * indent).join(out)
 
 
-WEIGHT_LAYERS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1, "LSTM": 1, "GRU": 1, "RNN": 1}
+WEIGHT_LAYERS = {**WEIGHT_PORTS, "LSTM": 1, "GRU": 1, "RNN": 1}  # runtime's weight ports, the recurrent ones too
 INTEGER_LAYERS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul",
                   "MatMulIntegerToFloat", "QGemm")
 
