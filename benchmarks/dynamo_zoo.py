@@ -23,12 +23,9 @@ saying so (the exporter's last line); a prune that fails is a row with its one-l
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,8 +116,6 @@ def measure(k: str, timeout: float) -> dict:
     """Export (cached, in a child process), then the CLI's prune in a child process; the row's fields."""
     import onnx
 
-    import zoo
-
     code = (f"import sys; sys.path[:0] = {[str(ROOT / 'benchmarks')]!r}; import dynamo_zoo; "
             f"dynamo_zoo.export({k!r})")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
@@ -129,25 +124,10 @@ def measure(k: str, timeout: float) -> dict:
     path, feeds = CACHE / f"{k}.onnx", CACHE / f"{k}.npz"
     model = onnx.load(str(path), load_external_data=False)
     opset = {o.domain: o.version for o in model.opset_import}.get("", 0)
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        cmd = [str(Path(sys.executable).parent / "onnxpruner"), "prune", str(path), "-o", str(Path(tmp) / "out.onnx"),
-               "--ratio", "0.3", "--inputs", str(feeds), "--report", str(report), "--no-latency"]
-        start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp)
-        seconds = time.perf_counter() - start
-        if done.returncode or not report.exists():
-            return {"model": k, "opset": opset, "error": outputs.last_line(done.stderr),
-                    "traceback": "Traceback" in done.stderr}
-        rep = json.loads(report.read_text())
-    groups = rep["groups"]
-    whole = [g for g in groups if not g.get("pruned")]
-    largest = max(whole, key=lambda g: g.get("channels_before", 0), default=None)
-    return {"model": k, "opset": opset, "pruned": sum(1 for g in groups if g.get("pruned")), "groups": len(groups),
-            "removed": 1 - rep["params_after"] / rep["params_before"] if rep["params_before"] else 0.0,
-            "params": rep["params_before"], "verified": bool(rep["verified"]), "seconds": seconds,
-            "blocker": (f"{largest.get('channels_before')} ch: {largest.get('reason')}" if largest else "-"),
-            "others": zoo.blockers([g for g in groups if g is not largest])}
+    rep, stderr, seconds = outputs.cli_prune(path, 0.3, timeout, feeds)
+    if rep is None:
+        return {"model": k, "opset": opset, "error": outputs.last_line(stderr), "traceback": "Traceback" in stderr}
+    return {"model": k, "opset": opset, **outputs.report_fields(rep), "seconds": seconds}
 
 
 def _root_cause(text: str) -> str:
@@ -186,13 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown model {unknown[0]!r}; known: {', '.join(known)}")
     outputs.check([args.out], args.update_tracked)
 
-    def measured(k: str) -> dict:
-        try:
-            return measure(k, args.timeout)
-        except subprocess.TimeoutExpired:
-            return {"model": k, "error": f"over {args.timeout:.0f} s"}
-
-    outputs.zoo_sweep(keys, measured, row, args.out, [HEADER])
+    outputs.zoo_sweep(keys, outputs.within(measure, args.timeout), row, args.out, [HEADER])
     return 0
 
 

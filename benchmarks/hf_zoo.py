@@ -21,12 +21,9 @@ fails to build, export or prune is a row with its one-line error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,32 +169,14 @@ class _First:  # a torch.nn.Module made on first use (torch imported lazily)
 
 def measure(name: str, timeout: float) -> dict:
     """Export (cached), then the CLI's prune in a child process; the row's fields."""
-    import zoo
-
     code = f"import sys; sys.path[:0] = {[str(ROOT / 'benchmarks')]!r}; import hf_zoo; hf_zoo.export({name!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     if done.returncode:
         return {"model": name, "error": "export: " + outputs.last_line(done.stderr)}
-    path, feeds = CACHE / f"{name}.onnx", CACHE / f"{name}.npz"
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        cmd = [str(Path(sys.executable).parent / "onnxpruner"), "prune", str(path), "-o", str(Path(tmp) / "out.onnx"),
-               "--ratio", "0.5", "--inputs", str(feeds), "--report", str(report), "--no-latency"]
-        start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp)
-        seconds = time.perf_counter() - start
-        if done.returncode or not report.exists():
-            return {"model": name, "error": outputs.last_line(done.stderr), "traceback": "Traceback" in done.stderr}
-        rep = json.loads(report.read_text())
-    groups = rep["groups"]
-    whole = [g for g in groups if not g.get("pruned")]
-    largest = max(whole, key=lambda g: g.get("channels_before", 0), default=None)
-    return {"model": name, "pruned": sum(1 for g in groups if g.get("pruned")), "groups": len(groups),
-            "removed": 1 - rep["params_after"] / rep["params_before"] if rep["params_before"] else 0.0,
-            "params": rep["params_before"], "verified": bool(rep["verified"]), "diff": rep.get("max_abs_diff"),
-            "seconds": seconds,
-            "blocker": (f"{largest.get('channels_before')} ch: {largest.get('reason')}" if largest else "-"),
-            "others": zoo.blockers([g for g in groups if g is not largest])}
+    rep, stderr, seconds = outputs.cli_prune(CACHE / f"{name}.onnx", 0.5, timeout, CACHE / f"{name}.npz")
+    if rep is None:
+        return {"model": name, "error": outputs.last_line(stderr), "traceback": "Traceback" in stderr}
+    return {"model": name, **outputs.report_fields(rep), "seconds": seconds}
 
 
 HEADER = ("| model | params | groups pruned/total | float params removed | verified | prune s "
@@ -226,13 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
     outputs.check([args.out], args.update_tracked)
 
-    def measured(name: str) -> dict:
-        try:
-            return measure(name, args.timeout)
-        except subprocess.TimeoutExpired:
-            return {"model": name, "error": f"over {args.timeout:.0f} s"}
-
-    outputs.zoo_sweep(names, measured, row, args.out, [HEADER])
+    outputs.zoo_sweep(names, outputs.within(measure, args.timeout), row, args.out, [HEADER])
     return 0
 
 

@@ -27,12 +27,10 @@ one-line error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -362,25 +360,14 @@ def _last_error(stderr: str) -> str:
 
 def prune(path: Path, feeds: Path | None, ratio: float, timeout: float) -> tuple[dict | None, str, float]:
     """The command line's prune of ``path``: (report or None, its one-line error, seconds)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        cmd = [str(Path(sys.executable).parent / "onnxpruner"), "prune", str(path), "-o", str(Path(tmp) / "out.onnx"),
-               "--ratio", str(ratio), "--report", str(report), "--no-latency"]
-        if feeds is not None:
-            cmd += ["--inputs", str(feeds)]
-        start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp)
-        seconds = time.perf_counter() - start
-        if done.returncode or not report.exists():
-            error = _last_error(done.stderr) + (" (with a traceback)" if "Traceback" in done.stderr else "")
-            return None, error, seconds
-        return json.loads(report.read_text()), "", seconds
+    rep, stderr, seconds = outputs.cli_prune(path, ratio, timeout, feeds)
+    if rep is None:
+        return None, _last_error(stderr) + (" (with a traceback)" if "Traceback" in stderr else ""), seconds
+    return rep, "", seconds
 
 
 def measure(name: str, ratio: float, timeout: float) -> dict:
     """Export (cached), then prune the opset-21 copy and try the opset-23 one; the row's fields."""
-    import zoo
-
     try:
         paths = export(name, timeout)
     except subprocess.TimeoutExpired:
@@ -410,15 +397,8 @@ def measure(name: str, ratio: float, timeout: float) -> dict:
     if rep is None:
         return {"model": name, "ops": ops, "error": error.replace(f"error: {down}: ", "error: "), "opset23": says23,
                 "note": note}
-    groups = rep["groups"]
-    whole = [g for g in groups if not g.get("pruned")]
-    largest = max(whole, key=lambda g: g.get("channels_before", 0), default=None)
-    return {"model": name, "ops": ops, "params": rep["params_before"],
-            "pruned": sum(1 for g in groups if g.get("pruned")), "groups": len(groups),
-            "removed": 1 - rep["params_after"] / rep["params_before"] if rep["params_before"] else 0.0,
-            "verified": bool(rep["verified"]), "diff": rep.get("max_abs_diff"), "seconds": seconds,
-            "blocker": (f"{largest.get('channels_before')} ch: {largest.get('reason')}" if largest else "-"),
-            "others": zoo.blockers([g for g in groups if g is not largest]), "opset23": says23, "note": note}
+    return {"model": name, "ops": ops, **outputs.report_fields(rep), "seconds": seconds, "opset23": says23,
+            "note": note}
 
 
 HEADER = ("| model | ops | params | groups pruned/total | float params removed | verified | prune s "

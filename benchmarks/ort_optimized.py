@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,18 +65,8 @@ def optimized(path: Path) -> Path:
 
 
 def prune(path: Path, feeds: Path | None, timeout: float) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        cmd = [str(Path(sys.executable).parent / "onnxpruner"), "prune", str(path), "-o", str(Path(tmp) / "out.onnx"),
-               "--ratio", "0.3", "--report", str(report), "--no-latency"] + (["--inputs", str(feeds)] if feeds else [])
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp)
-        if done.returncode or not report.exists():
-            return {"error": outputs.last_line(done.stderr)}
-        rep = json.loads(report.read_text())
-    groups = rep["groups"]
-    return {"pruned": sum(1 for g in groups if g.get("pruned")), "groups": len(groups),
-            "removed": 1 - rep["params_after"] / rep["params_before"] if rep["params_before"] else 0.0,
-            "verified": bool(rep["verified"])}
+    rep, stderr, _ = outputs.cli_prune(path, 0.3, timeout, feeds)
+    return outputs.report_fields(rep) if rep is not None else {"error": outputs.last_line(stderr)}
 
 
 def measure(name: str, timeout: float) -> dict:
@@ -111,13 +98,13 @@ def row(r: dict) -> str:
     return f"| {r['model']} | {r['fused']} | {_cell(r['original'])} | {_cell(r['optimized'])} |"
 
 
-def totals(rows: list[dict]) -> list[str]:
+def totals(rows: list[dict]) -> str:
     ok = [r for r in rows if "error" not in r and "error" not in r["optimized"] and "error" not in r["original"]]
     same = sum(abs(r["optimized"]["removed"] - r["original"]["removed"]) < 0.005 for r in ok)
     more = sum(r["optimized"]["removed"] >= r["original"]["removed"] - 0.005 for r in ok)
-    return ["", f"{len(ok)} of {len(rows)} pairs ran; the optimized file verified in "
-                f"{sum(r['optimized']['verified'] for r in ok)}/{len(ok)}; removes as much as the original "
-                f"(within half a point) or more in {more}/{len(ok)} ({same} within half a point)"]
+    return (f"{len(ok)} of {len(rows)} pairs ran; the optimized file verified in "
+            f"{sum(r['optimized']['verified'] for r in ok)}/{len(ok)}; removes as much as the original "
+            f"(within half a point) or more in {more}/{len(ok)} ({same} within half a point)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,18 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown model {unknown[0]!r}; known: {', '.join(TORCHVISION + HF)}")
     outputs.check([args.out], args.update_tracked)
-    rows: list[dict] = []
-    lines = [HEADER]
-    print(HEADER, flush=True)
-    for name in names:
-        try:
-            rows.append(measure(name, args.timeout))
-        except subprocess.TimeoutExpired:
-            rows.append({"model": name, "error": f"over {args.timeout:.0f} s"})
-        lines.append(row(rows[-1]))
-        print(lines[-1], flush=True)
-        args.out.write_text("\n".join(lines + totals(rows)) + "\n")
-    print(*totals(rows), sep="\n")
+    outputs.zoo_sweep(names, outputs.within(measure, args.timeout), row, args.out, [HEADER], totals=totals)
     return 0
 
 
