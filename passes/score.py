@@ -94,10 +94,11 @@ class ScorePass(Pass):
         root_terms = self._root_terms(ir, ctx, trees, groups, l1)
         n = max(trees.num_ids, 1)  # every id is in at most one group: one class table for all
         group_of, chan_of = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
-        for group in groups:
-            for k, members in enumerate(group.members):
-                group_of[members] = group.id
-                chan_of[members] = k
+        for group in groups:  # each id is in one class: one assignment per group, not per class
+            if group.members:
+                every = np.concatenate(group.members)
+                group_of[every] = group.id
+                chan_of[every] = np.repeat(np.arange(len(group.members)), list(map(len, group.members)))
         roots = {r.node: r for r in trees.roots}
         scores = {}
         for group in groups:
