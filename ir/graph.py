@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .constants import constant_node_value, fold_shape_op
+from .constants import constant_node_value, follow_constants  # noqa: F401 (passes/cost.py reads the first here)
 
 _RAW_DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
                onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
@@ -272,9 +272,13 @@ class Graph:
         return [nodes[("v", n)]["obj"] if n else None for n in nodes[("n", _name(node))]["ins"]]
 
     def implicit_inputs_of(self, node: Node | str) -> list[Value]:
-        preds = self._g._pred[("n", _name(node))]
-        return sorted((self._g._node[s]["obj"] for s, ports in preds.items() if IMPLICIT_PORT in ports),
-                      key=lambda v: v.name)
+        nodes = self._g._node  # "imp": the names add_node linked at IMPLICIT_PORT, sorted (no other method adds one)
+        return [nodes[("v", n)]["obj"] for n in nodes[("n", _name(node))]["imp"]]
+
+    def port_table(self) -> list[tuple[Node, list[str], list[str], tuple[str, ...]]]:
+        """Every node (insertion order) with its input and output names by port ("" where omitted) and
+        implicit input names: one read for whole-graph walks (verify, raise). The graph's own lists: read only."""
+        return [(d["obj"], d["ins"], d["outs"], d["imp"]) for k, d in self._g._node.items() if k[0] == "n"]
 
     def outputs_of(self, node: Node | str) -> list[Value | None]:
         nodes = self._g._node
@@ -418,21 +422,31 @@ class Graph:
                 raise GraphError(f"value {name!r} has two producers ({node.name!r})")
         if len(set(o for o in outputs if o)) != len([o for o in outputs if o]):
             raise GraphError(f"node {node.name!r} writes one value twice")
-        self._g.add_node(key, obj=node, ins=list(inputs), outs=list(outputs))
+        implicit = tuple(sorted(set(implicit_inputs)))
+        self._g.add_node(key, obj=node, ins=list(inputs), outs=list(outputs), imp=implicit)
         self._order[node.name] = self._next_order
         self._next_order += 1
-        for port, name in enumerate(inputs):
-            if name:
-                self._ensure_value(name)
-                self._g.add_edge(("v", name), key, key=port)
-        for name in sorted(set(implicit_inputs)):
-            self._ensure_value(name)
-            self._g.add_edge(("v", name), key, key=IMPLICIT_PORT)
+        # networkx's add_edge on its own dicts (what MultiDiGraph.add_edge does for nodes that exist):
+        # lowering links thousands of ports, and each call there costs more than the link
+        nodes, succ, pred = self._g._node, self._g._succ, self._g._pred
+        for port, name in [(p, n) for p, n in enumerate(inputs) if n] + [(IMPLICIT_PORT, n) for n in implicit]:
+            v = ("v", name)
+            if v not in nodes:
+                succ[v], pred[v], nodes[v] = {}, {}, {"obj": Value(name)}
+            keys = succ[v].get(key)
+            if keys is None:
+                keys = succ[v][key] = pred[key][v] = {}
+            keys[port] = {}
         for port, name in enumerate(outputs):
-            if not name:
-                continue
-            self._ensure_value(name)
-            self._g.add_edge(key, ("v", name), key=port)
+            if name:
+                v = ("v", name)
+                if v not in nodes:
+                    succ[v], pred[v], nodes[v] = {}, {}, {"obj": Value(name)}
+                keys = succ[key].get(v)
+                if keys is None:
+                    keys = succ[key][v] = pred[v][key] = {}
+                keys[port] = {}
+        nx._clear_cache(self._g)
         self._bump()
         return node
 
@@ -529,67 +543,10 @@ class Graph:
             memo = self.memo["const_array"] = (self.version, {})
         if name in memo[1]:
             return memo[1][name]
-        out = self._const_array(name)
+        out = follow_constants(self, name)
         if out is None or out.size <= 4096 or not out.flags.owndata:  # not a large array of its own (a Cast)
             memo[1][name] = out
         return out
-
-    def _const_array(self, name: str) -> np.ndarray | None:
-        seen = 0
-        while seen < 64:
-            seen += 1
-            init = self._initializers.get(name)
-            if init is not None:
-                return init.array
-            prod = self.producer(name)
-            if prod is None:
-                return None
-            if prod.op_type == "Identity" and prod.domain in ("", "ai.onnx"):
-                src = self.inputs_of(prod)[0]
-                if src is None:
-                    return None
-                name = src.name
-                continue
-            if prod.op_type == "Constant" and prod.domain in ("", "ai.onnx"):
-                return constant_node_value(prod)
-            if prod.op_type in ("Reshape", "Unsqueeze", "Squeeze") and prod.domain in ("", "ai.onnx"):
-                # Paddle's exporter adds a bias as Add(y, Reshape(b, [1, C, 1, 1]))
-                ins = self.inputs_of(prod)
-                arr = self.const_array(ins[0]) if ins and ins[0] is not None else None
-                operand = self.const_array(ins[1]) if len(ins) > 1 and ins[1] is not None else None
-                out = fold_shape_op(prod, arr, operand) if arr is not None else None
-                if out is not None:
-                    out.flags.writeable = False
-                return out
-            if prod.op_type == "Gather" and prod.domain in ("", "ai.onnx"):
-                # Swin's relative position bias: a table gathered by a constant index
-                ins = self.inputs_of(prod)
-                if len(ins) != 2 or ins[0] is None or ins[1] is None:
-                    return None
-                table, index = self.const_array(ins[0]), self.const_array(ins[1])
-                if table is None or index is None or index.dtype.kind not in "iu":
-                    return None
-                try:
-                    out = np.take(table, index, axis=prod.attr("axis", 0))
-                except IndexError:
-                    return None
-                out.flags.writeable = False
-                return out
-            if prod.op_type in ("Transpose", "Cast") and prod.domain in ("", "ai.onnx"):
-                # PyTorch without constant folding exports Linear on 3-D input as MatMul(x,
-                # Transpose(W)); other exporters store float16 weights behind a Cast
-                src = self.inputs_of(prod)[0]
-                arr = self.const_array(src) if src is not None else None
-                if arr is None:
-                    return None
-                if prod.op_type == "Transpose":
-                    out = np.transpose(arr, prod.attr("perm"))  # no perm: reversed axes, as ONNX says
-                else:
-                    out = arr.astype(onnx.helper.tensor_dtype_to_np_dtype(prod.attr("to")))
-                out.flags.writeable = False
-                return out
-            return None
-        return None
 
 
 def _name(obj) -> str:

@@ -482,11 +482,12 @@ def raise_model(graph: Graph, light: bool = False, floats: bool = False) -> onnx
     scopes = bodies.body_scopes(graph, topo) if props.bodies else {}
     members: dict[str, dict[str, list[onnx.NodeProto]]] = {}
     made_at: dict[str, int] = {}  # value -> its producer's place in topo (value_info's order)
+    ports = {node.name: (ins, outs) for node, ins, outs, _ in graph.port_table()}
     for i, node in enumerate(topo):
-        ins = [v.name if v is not None else "" for v in graph.inputs_of(node)]
+        ins, outs = ports[node.name]
+        ins = list(ins)
         while ins and ins[-1] == "":  # a trailing omitted optional input is the same as none
             ins.pop()
-        outs = [v.name if v is not None else "" for v in graph.outputs_of(node)]
         made_at.update((o, i) for o in outs if o)
         proto = onnx.NodeProto(op_type=node.op_type, name=node.name, domain=node.domain,
                                input=ins, output=outs, doc_string=node.doc_string)

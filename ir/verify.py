@@ -17,22 +17,23 @@ from .graph import Graph, GraphError, Initializer
 
 def verify(graph: Graph) -> list[str]:
     problems: list[str] = []
-    defined = set(graph.input_names) | set(graph.initializers)
-    for node in graph.nodes():
-        for out in graph.outputs_of(node):
-            if out is not None:
-                defined.add(out.name)
-    for node in graph.nodes():
-        for port, value in enumerate(graph.inputs_of(node)):
-            if value is not None and value.name not in defined:
-                problems.append(f"node {node.name!r} input {port} {value.name!r} has no producer")
-        for value in graph.implicit_inputs_of(node):
-            if value.name not in defined:
-                problems.append(f"node {node.name!r} subgraph reads {value.name!r}, which nothing defines")
+    table = graph.port_table()  # names by port, read once (the pipeline verifies after every changing pass)
+    inits = graph.initializers
+    defined = set(graph.input_names) | set(inits)
+    for _, _, outs, _ in table:
+        defined.update(outs)
+    defined.discard("")  # an omitted output
+    for node, ins, _, implicit in table:
+        for port, name in enumerate(ins):
+            if name and name not in defined:
+                problems.append(f"node {node.name!r} input {port} {name!r} has no producer")
+        for name in implicit:
+            if name not in defined:
+                problems.append(f"node {node.name!r} subgraph reads {name!r}, which nothing defines")
     for name in graph.output_names:
         if name not in defined:
             problems.append(f"graph output {name!r} has no producer")
-    for name, init in graph.initializers.items():
+    for name, init in inits.items():
         if graph.producer(name) is not None:
             problems.append(f"initializer {name!r} is also produced by node {graph.producer(name).name!r}")
         if not isinstance(graph.value(name), Initializer):

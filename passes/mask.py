@@ -238,9 +238,10 @@ class MaskPass(Pass):
                 drop = even_drop(group.blocks, scores.by_group[group.id], drops[group.id])
             else:
                 drop = group.spare(np.sort(order[:drops[group.id]]), order)  # no zero-width value
-            kept[group.id] = tuple(int(i) for i in np.setdiff1d(np.arange(n), drop))
-            for k in drop:
-                removed.append(group.members[k])
+            keep = np.ones(n, bool)
+            keep[np.asarray(drop, dtype=np.int64)] = False
+            kept[group.id] = tuple(np.flatnonzero(keep).tolist())  # setdiff1d's sorted rest, without its hashing
+            removed += [group.members[k] for k in np.asarray(drop).tolist()]
             n_removed += len(drop)
         removed_ids = np.concatenate(removed) if removed else np.zeros(0, np.int64)
         whole = {g: why for g, why in (whole or {}).items() if len(kept.get(g, ())) == patterns.groups[g].channels
