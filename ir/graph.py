@@ -79,13 +79,12 @@ class Initializer(Value):
         array = np.ascontiguousarray(array)
         array.flags.writeable = False
         elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
-        return cls(name, onnx.helper.make_tensor_type_proto(elem, list(array.shape)),
-                   source=array, external=external)
+        return cls(name, known_type(elem, array.shape), source=array, external=external)
 
     @classmethod
     def from_proto(cls, proto: onnx.TensorProto, external: bool = False) -> "Initializer":
-        tp = onnx.helper.make_tensor_type_proto(proto.data_type, list(proto.dims))
-        return cls(proto.name, tp, doc_string=proto.doc_string, proto=proto, external=external)
+        return cls(proto.name, known_type(proto.data_type, proto.dims), doc_string=proto.doc_string,
+                   proto=proto, external=external)
 
     @functools.cached_property
     def array(self) -> np.ndarray:
@@ -155,6 +154,17 @@ def shape_of(tp: onnx.TypeProto | None) -> tuple[int | str | None, ...] | None:
         else:
             dims.append(None)
     return tuple(dims)
+
+
+def known_type(elem: int, dims: Iterable[int]) -> onnx.TypeProto:
+    """``onnx.helper.make_tensor_type_proto(elem, dims)`` (the same message) for int dims, in half its time."""
+    tp = onnx.TypeProto()
+    tp.tensor_type.elem_type = elem
+    shape = tp.tensor_type.shape.dim
+    shape.extend([])  # an empty shape is present (a scalar), as make_tensor_type_proto leaves it
+    for d in dims:
+        shape.add(dim_value=d)
+    return tp
 
 
 def tensor_type(dtype, shape: Iterable[int | str | None]) -> onnx.TypeProto:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -105,12 +106,19 @@ _PLAIN_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 def option_types(cls: type[Pass], fields: dict[str, dataclasses.Field]) -> dict[str, Any]:
     """Option types of a pass; a user's pass defined where its string annotations cannot be
-    resolved (a script, exec'd code) still gets its plain types."""
+    resolved (a script, exec'd code) still gets its plain types. Resolved once per class (every spec parse asks)."""
+    if cls in _HINTS:
+        return _HINTS[cls]
     try:
-        return typing.get_type_hints(cls)
+        hints = typing.get_type_hints(cls)
     except Exception:
-        return {n: _PLAIN_TYPES.get(f.type, f.type) if isinstance(f.type, str) else f.type
-                for n, f in fields.items()}
+        hints = {n: _PLAIN_TYPES.get(f.type, f.type) if isinstance(f.type, str) else f.type
+                 for n, f in fields.items()}
+    _HINTS[cls] = hints
+    return hints
+
+
+_HINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def parse_option(text: str, hint, where: str):
