@@ -61,9 +61,9 @@ def implicit_inputs(node: onnx.NodeProto) -> set[str]:
     """Outer-scope names a node's subgraph attributes read without declaring them."""
     names: set[str] = set()
     for attr in node.attribute:
-        graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
-        for sub in graphs:
-            names |= free_names(sub)
+        if attr.graphs or attr.HasField("g"):  # most attributes hold no graph: no lists built for them
+            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+                names |= free_names(sub)
     return names
 
 
@@ -93,6 +93,8 @@ def _defined(graph: onnx.GraphProto, counts: dict[str, int]) -> None:
 def lowered_ifs(model: onnx.ModelProto) -> set[int]:
     """Positions of the top-level If nodes lowered into the graph (see the module docstring)."""
     g = model.graph
+    if not any(n.op_type == "If" for n in g.node):
+        return set()
     computed = {o for n in g.node for o in n.output if o}
     counts: dict[str, int] = {}
     _defined(g, counts)

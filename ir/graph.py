@@ -422,23 +422,21 @@ class Graph:
 
     def add_node(self, node: Node, inputs: Iterable[str], outputs: Iterable[str],
                  implicit_inputs: Iterable[str] = ()) -> Node:
-        key = ("n", node.name)
-        if key in self._g:
+        key, nodes, succ, pred = ("n", node.name), self._g._node, self._g._succ, self._g._pred
+        if key in nodes:
             raise GraphError(f"node {node.name!r} already exists")
         inputs, outputs = list(inputs), list(outputs)
         for name in outputs:  # refuse before changing anything
-            if name and (name in self._initializers or
-                         (("v", name) in self._g and self.producer(name) is not None)):
+            if name and (name in self._initializers or pred.get(("v", name))):
                 raise GraphError(f"value {name!r} has two producers ({node.name!r})")
         if len(set(o for o in outputs if o)) != len([o for o in outputs if o]):
             raise GraphError(f"node {node.name!r} writes one value twice")
         implicit = tuple(sorted(set(implicit_inputs)))
-        self._g.add_node(key, obj=node, ins=list(inputs), outs=list(outputs), imp=implicit)
+        succ[key], pred[key], nodes[key] = {}, {}, {"obj": node, "ins": inputs, "outs": outputs, "imp": implicit}
         self._order[node.name] = self._next_order
         self._next_order += 1
-        # networkx's add_edge on its own dicts (what MultiDiGraph.add_edge does for nodes that exist):
-        # lowering links thousands of ports, and each call there costs more than the link
-        nodes, succ, pred = self._g._node, self._g._succ, self._g._pred
+        # networkx's add_node and add_edge on its own dicts (what MultiDiGraph's do): lowering links
+        # thousands of ports, and each call there costs more than the link
         for port, name in [(p, n) for p, n in enumerate(inputs) if n] + [(IMPLICIT_PORT, n) for n in implicit]:
             v = ("v", name)
             if v not in nodes:
