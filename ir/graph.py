@@ -278,8 +278,9 @@ class Graph:
 
     def inputs_of(self, node: Node | str) -> list[Value | None]:
         """Explicit inputs by port; None where an optional input is omitted."""
-        nodes = self._g._node
-        return [nodes[("v", n)]["obj"] if n else None for n in nodes[("n", _name(node))]["ins"]]
+        nodes = self._g._node  # _name inlined here and below: the passes call these thousands of times
+        key = ("n", node if isinstance(node, str) else node.name)
+        return [nodes[("v", n)]["obj"] if n else None for n in nodes[key]["ins"]]
 
     def implicit_inputs_of(self, node: Node | str) -> list[Value]:
         nodes = self._g._node  # "imp": the names add_node linked at IMPLICIT_PORT, sorted (no other method adds one)
@@ -292,10 +293,13 @@ class Graph:
 
     def outputs_of(self, node: Node | str) -> list[Value | None]:
         nodes = self._g._node
-        return [nodes[("v", n)]["obj"] if n else None for n in nodes[("n", _name(node))]["outs"]]
+        key = ("n", node if isinstance(node, str) else node.name)
+        return [nodes[("v", n)]["obj"] if n else None for n in nodes[key]["outs"]]
 
     def producer(self, value: Value | str) -> Node | None:
-        return next((self._g._node[p]["obj"] for p in self._g._pred[("v", _name(value))]), None)
+        for p in self._g._pred[("v", value if isinstance(value, str) else value.name)]:
+            return self._g._node[p]["obj"]
+        return None
 
     def producer_port(self, value: Value | str) -> int | None:
         for ports in self._g._pred[("v", _name(value))].values():
@@ -308,7 +312,8 @@ class Graph:
         port ``IMPLICIT_PORT`` marks a use from inside a subgraph attribute."""
         nodes, succ = self._g._node, self._g._succ[("v", _name(value))]
         uses = [(nodes[dst]["obj"], port) for dst, ports in succ.items() for port in ports]
-        uses.sort(key=lambda u: (self._order[u[0].name], u[1]))
+        if len(uses) > 1:
+            uses.sort(key=lambda u: (self._order[u[0].name], u[1]))
         return uses
 
     def num_consumers(self, value: Value | str) -> int:
