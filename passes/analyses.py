@@ -258,7 +258,7 @@ class Masks:
     def __post_init__(self):
         object.__setattr__(self, "kept", MappingProxyType(dict(self.kept)))
         object.__setattr__(self, "whole", MappingProxyType(dict(self.whole)))
-        object.__setattr__(self, "removed_ids", _frozen(np.unique(self.removed_ids)))
+        object.__setattr__(self, "removed_ids", _frozen(unique_ids(self.removed_ids)))
 
 
 @dataclass(frozen=True)
