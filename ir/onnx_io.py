@@ -26,7 +26,7 @@ from onnx import external_data_helper, numpy_helper, serialization
 from . import bodies, files, wire
 from .bodies import free_names as _free_names, implicit_inputs as _implicit_inputs  # noqa: F401
 from .collection import fewer_collections
-from .graph import _RAW_DTYPES, Graph, Initializer, ModelProps, Node, Value
+from .graph import _RAW_DTYPES, Graph, Initializer, ModelProps, Node, Value, known_type
 
 
 class ModelLoadError(ValueError):
@@ -374,7 +374,7 @@ def lower(model: onnx.ModelProto, weights: dict[str, np.ndarray] | None = None) 
     for t in g.initializer:
         arr = weights.get(t.name) if weights else None
         graph.add_initializer(Initializer.from_proto(t) if arr is None else Initializer(
-            t.name, onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims)), t.doc_string, proto=t, source=arr))
+            t.name, known_type(t.data_type, t.dims), t.doc_string, proto=t, source=arr))
     for vi in g.input:
         if vi.name in init_names:  # IR<4: an initializer listed as an input keeps its place
             graph.add_input(graph.value(vi.name))
@@ -584,7 +584,7 @@ def _elem_type(init: Initializer) -> int:
 def _value_info(value: Value) -> onnx.ValueInfoProto:
     vi = onnx.ValueInfoProto(name=value.name, doc_string=value.doc_string)
     if isinstance(value, Initializer):
-        vi.type.CopyFrom(onnx.helper.make_tensor_type_proto(_elem_type(value), list(value.dims)))
+        vi.type.CopyFrom(known_type(_elem_type(value), value.dims))
     elif value.type is not None:
         vi.type.CopyFrom(value.type)
     return vi
