@@ -514,12 +514,14 @@ class Graph:
     def remove_dead(self) -> int:
         """Remove nodes whose outputs nobody reads (standard ops only: a custom domain's may matter) and
         unused initializers; the count. A worklist: a removal looks again only at its inputs' producers."""
+        nodes, succ = self._g._node, self._g._succ
+
         def dead(node: Node) -> bool:
-            if not self.has_node(node.name) or node.domain not in ("", "ai.onnx") or node.op_type in ("If", "Loop", "Scan"):
+            key = ("n", node.name)
+            if key not in nodes or node.domain not in ("", "ai.onnx") or node.op_type in ("If", "Loop", "Scan"):
                 return False
-            outs = [v for v in self.outputs_of(node) if v is not None]
-            succ = self._g._succ  # unread: no use at all (a shared value's uses are not counted)
-            return bool(outs) and all(not succ[("v", v.name)] and not self.is_graph_output(v) for v in outs)
+            outs = [n for n in nodes[key]["outs"] if n]  # unread: no use at all (a shared value's uses are not counted)
+            return bool(outs) and all(not succ[("v", n)] and n not in self._output_set for n in outs)
         removed, work = 0, [node for node in self.nodes() if dead(node)]
         while work:
             node = work.pop()
