@@ -396,14 +396,15 @@ class Graph:
         self._bump()
 
     def add_initializer(self, init: Initializer) -> Initializer:
-        key = ("v", init.name)
-        if key in self._g:
-            old = self._g.nodes[key]["obj"]
+        key, nodes = ("v", init.name), self._g._node
+        if key in nodes:
+            old = nodes[key]["obj"]
             if old.name in self._initializers or self.producer(old.name) is not None:
                 raise GraphError(f"value {init.name!r} already exists")
-            self._g.nodes[key]["obj"] = init
-        else:
-            self._g.add_node(key, obj=init)
+            nodes[key]["obj"] = init
+        else:  # networkx's add_node on its dicts, as add_node does
+            self._g._succ[key], self._g._pred[key], nodes[key] = {}, {}, {"obj": init}
+            nx._clear_cache(self._g)
         self._initializers[init.name] = init
         self._bump()
         return init
@@ -553,6 +554,8 @@ class Graph:
         if value is None:
             return None
         name = _name(value)
+        if (init := self._initializers.get(name)) is not None:  # the walk's first step: nothing to remember
+            return init.array
         memo = self.memo.get("const_array")
         if memo is None or memo[0] != self.version:  # remembered until the graph changes
             memo = self.memo["const_array"] = (self.version, {})
