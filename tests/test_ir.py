@@ -161,6 +161,25 @@ def test_round_trip_of_if_with_outer_scope_subgraphs():
         _assert_same_outputs(model, back, feeds)
 
 
+def test_port_table_and_known_type_match_what_they_stand_in_for():
+    """verify and raise read port_table instead of inputs_of/outputs_of/implicit_inputs_of, and
+    initializer types come from known_type instead of make_tensor_type_proto: the same answers."""
+    for graph in (ir.lower(_if_model(shadowing=True)), ir.lower(models.many_to_many())):
+        table = graph.port_table()
+        assert [n.name for n, *_ in table] == [n.name for n in graph.nodes()]
+        for node, ins, outs, implicit in table:
+            assert ins == [v.name if v else "" for v in graph.inputs_of(node)]
+            assert outs == [v.name if v else "" for v in graph.outputs_of(node)]
+            assert list(implicit) == [v.name for v in graph.implicit_inputs_of(node)]
+            assert sorted(implicit) == sorted(src[1] for src, ports in
+                                              graph._g._pred[("n", node.name)].items() if ir.IMPLICIT_PORT in ports)
+    assert any(implicit for *_, implicit in ir.lower(_if_model(shadowing=True)).port_table())
+    for elem, dims in ((TensorProto.FLOAT, [64, 3, 7, 7]), (TensorProto.INT64, []), (TensorProto.FLOAT16, [0, 5])):
+        made = helper.make_tensor_type_proto(elem, dims)
+        assert ir.graph.known_type(elem, dims).SerializeToString() == made.SerializeToString()
+        assert ir.graph.known_type(elem, dims).tensor_type.HasField("shape")
+
+
 def test_outer_value_read_only_by_a_subgraph_is_not_dead():
     graph = ir.lower(_if_model(shadowing=True))
     graph.remove_dead()
