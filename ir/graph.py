@@ -156,6 +156,14 @@ def shape_of(tp: onnx.TypeProto | None) -> tuple[int | str | None, ...] | None:
     return tuple(dims)
 
 
+def _touched(g: nx.MultiDiGraph) -> None:
+    """What networkx's add_node and add_edge do after writing its dicts: drop the graph's cache of
+    converted graphs (networkx 3.3+; ``nx._clear_cache`` is private, so not called)."""
+    cache = getattr(g, "__networkx_cache__", None)
+    if cache:
+        cache.clear()
+
+
 def known_type(elem: int, dims: Iterable[int]) -> onnx.TypeProto:
     """``onnx.helper.make_tensor_type_proto(elem, dims)`` (the same message) for int dims, in half its time."""
     tp = onnx.TypeProto()
@@ -404,7 +412,7 @@ class Graph:
             nodes[key]["obj"] = init
         else:  # networkx's add_node on its dicts, as add_node does
             self._g._succ[key], self._g._pred[key], nodes[key] = {}, {}, {"obj": init}
-            nx._clear_cache(self._g)
+            _touched(self._g)
         self._initializers[init.name] = init
         self._bump()
         return init
@@ -460,7 +468,7 @@ class Graph:
                 if keys is None:
                     keys = succ[key][v] = pred[v][key] = {}
                 keys[port] = {}
-        nx._clear_cache(self._g)
+        _touched(self._g)
         self._bump()
         return node
 
