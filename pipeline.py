@@ -321,7 +321,7 @@ def prune(model_or_path, ratio: float = 0.5, criterion: str = "l1", scope: str =
         "model": where,
         "spec": pipe.spec(),
         "params_before": count_params(before), "params_after": count_params(graph),
-        "flops_before": count_flops(before, ctx.original_shapes), "flops_after": count_flops(graph),
+        "flops_before": count_flops(before, ctx.original_shapes), "flops_after": count_flops(graph, ctx=ctx),
         "groups": groups,
         "passes": ctx.report["passes"],
         "verified": ctx.report["verified"],

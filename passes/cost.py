@@ -68,12 +68,14 @@ def _numel(shape) -> int | None:
     return int(np.prod(dims, dtype=np.int64))
 
 
-def count_flops(ir: Graph, shapes: dict | None = None) -> int:
+def count_flops(ir: Graph, shapes: dict | None = None, ctx=None) -> int:
     """FLOPs on ``shapes``, by default the static shapes ``tag`` decides on (inference completed
     through folded shape sub-graphs, and by ONNX Runtime where the inputs are static): plain
-    inference leaves ShuffleNet's convolutions after a computed Slice at size 1."""
+    inference leaves ShuffleNet's convolutions after a computed Slice at size 1. ``ctx`` (a
+    PassContext): the runs that complete the shapes take its inputs (the ones the proof ran on),
+    not fresh guesses a model may not run on (a batch of 2 where a Reshape writes 1)."""
     if shapes is None:
-        shapes = static_shapes(ir, opset_of(ir))
+        shapes = static_shapes(ir, opset_of(ir), ctx=ctx)
     return _total(ir, shapes)
 
 
