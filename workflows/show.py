@@ -237,18 +237,41 @@ INTEGER_LAYERS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"
                   "MatMulIntegerToFloat", "QGemm")
 
 
+def _weight_layer(node: onnx.NodeProto) -> bool:
+    return node.domain in ("", "ai.onnx") and node.op_type in WEIGHT_LAYERS and len(node.input) > WEIGHT_LAYERS[node.op_type]
+
+
+def _inside_bodies(model: onnx.ModelProto) -> str | None:
+    """The weight layers of a model that has none in its main graph but some inside the bodies of
+    its If / Loop / Scan nodes (a Keras LSTM as tf2onnx writes it without its LSTM rewrite: a Loop
+    whose body does the cell's MatMuls): which, and where; None when the bodies have none either."""
+    from ir.bodies import all_nodes
+
+    holders, counts = [], Counter()
+    for node in model.graph.node:
+        inner = Counter(n.op_type for n in list(all_nodes(onnx.GraphProto(node=[node])))[1:] if _weight_layer(n))
+        if inner:
+            holders.append(f"{node.op_type} '{node.name}'")
+            counts += inner
+    if not holders:
+        return None
+    what = ", ".join(f"{k} {op}" for op, k in sorted(counts.items()))
+    where = ", ".join(holders[:3]) + (f" and {len(holders) - 3} more" if len(holders) > 3 else "")
+    return (f"nothing to cut in the main graph: its weight layers ({what}) are inside the bodies of {where}, "
+            f"which stay whole: `onnxpruner inspect` names the barrier")
+
+
 def no_groups_reason(model: onnx.ModelProto) -> str:
     """Why a model has no group at all, from its layers: none with weights, or every one
     quantized (its weight dequantized from integers, or an integer op such as QLinearConv or
     MatMulInteger), or (else) see ``inspect``."""
     made = {o: n for n in model.graph.node for o in n.output}
-    layers = [n for n in model.graph.node if n.domain in ("", "ai.onnx") and n.op_type in WEIGHT_LAYERS
-              and len(n.input) > WEIGHT_LAYERS[n.op_type]]
+    layers = [n for n in model.graph.node if _weight_layer(n)]
     integer = sorted({n.op_type for n in model.graph.node if n.op_type in INTEGER_LAYERS})
     dequantized = [n for n in layers if getattr(made.get(n.input[WEIGHT_LAYERS[n.op_type]]), "op_type", "")
                    == "DequantizeLinear"]
     if not layers and not integer:
-        return "nothing to cut: no Conv, ConvTranspose, Gemm, MatMul or recurrent layer"
+        return _inside_bodies(model) or "nothing to cut: no Conv, ConvTranspose, Gemm, MatMul or recurrent layer"
     if len(dequantized) == len(layers):
         how = ", ".join(([f"{len(layers)} read weights dequantized from integers (DequantizeLinear)"] if layers
                          else []) + ([f"integer ops: {', '.join(integer)}"] if integer else []))
