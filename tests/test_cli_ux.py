@@ -329,3 +329,32 @@ def test_weight_layers_only_inside_a_loop_body_are_named_not_denied(tmp_path, ca
     assert "groups 0 pruned of 0; 0 left alone" in out, out
     assert "no Conv, ConvTranspose, Gemm, MatMul" not in out
     assert "its weight layers (1 MatMul) are inside the bodies of Loop 'lstm_loop'" in out, out
+
+
+def test_a_group_inside_an_if_branch_counts_its_weights_initializers_or_constants():
+    """Groups of an If branch pruned as a model of its own are named ``If/branch:ROOT``: the
+    screen's "N params" of a group left whole looked for ROOT in the main graph only, and for
+    weights among initializers only, so Silero VAD's branch groups (Constant-node weights) all
+    read "0 params". Each is found in its body, with its weights as initializers or Constants."""
+    import models
+    import pipeline
+    from onnx import helper
+    from workflows.show import group_params
+
+    model = models.if_branches()
+    groups = pipeline.prune(model, ratio=0.5).report["groups"]
+    inside = [g for g in groups if "_branch:" in g["roots"][0]]
+    counts = [group_params(model, g["roots"]) for g in inside]
+    assert len(inside) >= 2 and all(c > 0 for c in counts), counts
+    bodies = [a.g for n in model.graph.node if n.op_type == "If" for a in n.attribute]
+    weights = {t.name: int(np.prod(t.dims)) for body in bodies for t in body.initializer}
+    roots = {n.name: n for body in bodies for n in body.node}
+    want = [sum(weights.get(i, 0) for r in g["roots"] for i in roots[r.split(":", 1)[1]].input) for g in inside]
+    assert counts == want
+    for body in bodies:  # the same weights as Constant nodes (paddle2onnx's and Silero's form)
+        consts = [helper.make_node("Constant", [], [t.name], value=t) for t in body.initializer]
+        nodes = consts + list(body.node)
+        del body.initializer[:]
+        del body.node[:]
+        body.node.extend(nodes)
+    assert [group_params(model, g["roots"]) for g in inside] == want

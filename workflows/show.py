@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 
 import onnx
@@ -329,10 +330,26 @@ def latency_ms(model: onnx.ModelProto, feeds: dict, budget_s: float = 2.0, max_r
 
 
 def group_params(model: onnx.ModelProto, roots) -> int:
-    """The parameters a group holds in the original: its roots' initializer inputs (weight, bias)."""
-    sizes = {t.name: math.prod(t.dims) for t in model.graph.initializer}
-    names = set(roots)
-    return sum(sizes.get(i, 0) for n in model.graph.node if n.name in names for i in n.input)
+    """The parameters a group holds in the original: its roots' initializer inputs (weight, bias).
+    A root inside an If branch pruned as a model of its own (``subgraphs``) is named
+    ``NODE/ATTR:ROOT``: it is looked up in that body, its weights among the body's initializers and
+    those of the graphs around it; weights written as Constant nodes count too (Silero VAD's
+    branch groups, and paddle2onnx's Constant weights, read "0 params" before)."""
+    total = 0
+    for root in roots:
+        graph, scopes = model.graph, [model.graph]
+        while (m := re.match(r"(.+?)/(then_branch|else_branch|body):(.+)$", root)) is not None:
+            holder = next((n for n in graph.node if n.name == m[1]), None)
+            body = next((a.g for a in getattr(holder, "attribute", ()) if a.name == m[2] and a.HasField("g")), None)
+            if body is None:
+                break
+            graph, root = body, m[3]
+            scopes.append(body)
+        sizes = {t.name: math.prod(t.dims) for g in scopes for t in g.initializer}
+        sizes.update({n.output[0]: math.prod(a.t.dims) for g in scopes for n in g.node  # weights as Constant nodes
+                      if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+        total += sum(sizes.get(i, 0) for n in graph.node if n.name == root for i in n.input)
+    return total
 
 
 def error_line(exc: BaseException, model=None) -> str:
