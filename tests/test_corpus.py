@@ -281,8 +281,11 @@ TRAINED = {
 def test_trained_model_from_a_wheel_prunes_with_its_inputs(name, trained):
     spec, prunes = TRAINED[name]
     inputs = feeds(spec)
+    files = [p for p in (trained[name], trained[name].with_name(trained[name].name + ".data")) if p.exists()]
+    before = [p.read_bytes() for p in files]  # the model and its external data (khmersm's .onnx.data)
     result = pipeline.prune(trained[name], ratio=0.3, sample_inputs=inputs)
     rep = result.report
+    assert [p.read_bytes() for p in files] == before
     assert rep["verified"] is True
     assert (rep["params_after"] < rep["params_before"]) == prunes, [g.get("reason") for g in rep["groups"]]
     assert all(g.get("reason") for g in rep["groups"] if not g.get("pruned"))
