@@ -381,10 +381,25 @@ def _reshape_split(full: np.ndarray, out_rank: int, heads: bool = False, offset:
     ref_full = np.broadcast_to(ref, full.shape)
     if np.any((ref_full >= 0) != (full >= 0)):
         return blocked("Reshape spreads channels over several axes, mixed with untracked data")
-    pairs = np.unique(np.stack([ref_full[full >= 0], full[full >= 0]], axis=1), axis=0)
+    tracked = full >= 0
+    firsts, others = _distinct_pairs(ref_full[tracked], full[tracked])
     return Effect(outputs={0: ChannelMap(axis + offset, out_rank, ref.reshape(-1))},
-                  couplings=[(pairs[:, 0], pairs[:, 1])] if len(pairs) else [],
+                  couplings=[(firsts, others)] if len(firsts) else [],
                   heads=heads and bool(varying))
+
+
+def _distinct_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct pairs ``(a[i], b[i])`` of non-negative ids, ordered by ``a`` then ``b``:
+    ``np.unique(np.stack([a, b], 1), axis=0)``'s columns, by one sort of ``a * (max(b) + 1) + b``
+    (``np.unique`` along an axis sorts rows as records: ViT-B/16's 48 head splits, 151k rows each,
+    took 14 ms that way)."""
+    dtype = np.result_type(a, b)
+    if not len(a):
+        return np.zeros(0, dtype), np.zeros(0, dtype)
+    base = int(b.max()) + 1
+    keys = np.sort(a.astype(np.int64) * base + b.astype(np.int64))
+    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+    return (keys // base).astype(dtype), (keys % base).astype(dtype)
 
 
 def _resolve_reshape(shape, target, allowzero) -> list | None:
