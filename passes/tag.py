@@ -170,8 +170,12 @@ def runtime_shapes(ir: Graph, shapes: dict[str, tuple], ctx: PassContext | None 
 
 def _folded_static_shapes(ir: Graph, opset: int, rounds: int) -> dict[str, tuple]:
     shapes = value_shapes(ir)
+    last = None
     for _ in range(rounds):
         folded = fold_shapes(ir, shapes, opset)
+        if folded is last:  # the fold did not change (it read no shape the last round improved):
+            return shapes   # inference would run on the same model and tell what it told
+        last = folded
         drop = {n for n in folded.nodes
                 if all(v is None or v.name in folded.static for v in ir.outputs_of(n))}
         if not drop:

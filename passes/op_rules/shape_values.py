@@ -113,9 +113,12 @@ def _fold_unsqueeze(node, ins, opset):
     axes = _fold_axes(node, ins, opset)
     v, t = ins[0].value, ins[0].taint
     rank = v.ndim + len(axes)
-    for a in sorted(_axis(a, rank) for a in axes):
-        v, t = np.expand_dims(v, a), np.expand_dims(t, a)
-    return ShapeValue(v, t)
+    shape = list(v.shape)
+    for a in sorted(_axis(a, rank) for a in axes):  # np.expand_dims one axis at a time, as a shape
+        if not -len(shape) - 1 <= a <= len(shape):
+            raise np.exceptions.AxisError(a, len(shape) + 1)
+        shape.insert(a if a >= 0 else a + len(shape) + 1, 1)
+    return ShapeValue(v.reshape(shape), np.reshape(t, shape))
 
 
 def _fold_squeeze(node, ins, opset):
@@ -306,7 +309,7 @@ def _fold_shapes(graph: Graph, shapes: dict[str, tuple], opset: int, read: dict)
         return None
 
     for node in graph.topo_nodes():
-        if node.domain not in DEFAULT_DOMAINS:
+        if node.domain not in DEFAULT_DOMAINS or (node.op_type != "Shape" and node.op_type not in SHAPE_RULES):
             continue
         outs = graph.outputs_of(node)
         if not outs or outs[0] is None:
@@ -320,8 +323,13 @@ def _fold_shapes(graph: Graph, shapes: dict[str, tuple], opset: int, read: dict)
         rule = SHAPE_RULES.get(node.op_type)
         if rule is None or len(outs) != 1:
             continue
-        ins = [lookup(v) for v in graph.inputs_of(node)]
-        present = [sv for v, sv in zip(graph.inputs_of(node), ins) if v is not None]
+        inputs = graph.inputs_of(node)
+        ins = []
+        for v in inputs:  # up to the first that is not a shape value (an ordinary op's data)
+            ins.append(lookup(v))
+            if v is not None and ins[-1] is None:
+                break
+        present = [sv for v, sv in zip(inputs, ins) if v is not None]
         if not present or any(sv is None for sv in present):
             continue  # reads data that is not a shape value: an ordinary op
         unknown = frozenset().union(*(sv.union() for sv in present)) | {UNKNOWN}
