@@ -369,8 +369,7 @@ def _reshape_split(full: np.ndarray, out_rank: int, heads: bool = False, offset:
     channels (and, from a packed [3, H, D] projection, its Q, K and V) coupled."""
     if full.ndim == 0:
         return blocked("Reshape drops the channel axis")
-    varying = [a for a in range(full.ndim)
-               if not np.array_equal(np.broadcast_to(np.take(full, [0], axis=a), full.shape), full)]
+    varying = _varying(full)
     if heads and varying:  # the axis before the head dim: H of [.., H, D], also of Swin's [.., 3, H, D]
         axis = varying[-2] if len(varying) > 1 else varying[0]
     else:
@@ -378,11 +377,12 @@ def _reshape_split(full: np.ndarray, out_rank: int, heads: bool = False, offset:
     if axis + offset == 0:
         return blocked("Reshape moves the channels onto the batch axis")
     ref = full[tuple(slice(None) if i == axis else slice(0, 1) for i in range(full.ndim))]
-    ref_full = np.broadcast_to(ref, full.shape)
-    if np.any((ref_full >= 0) != (full >= 0)):
+    core = _core(full, axis)  # the same ids, each position pair once per broadcast copy
+    ref_full = np.broadcast_to(ref, core.shape)
+    if np.any((ref_full >= 0) != (core >= 0)):
         return blocked("Reshape spreads channels over several axes, mixed with untracked data")
-    tracked = full >= 0
-    firsts, others = _distinct_pairs(ref_full[tracked], full[tracked])
+    tracked = core >= 0
+    firsts, others = _distinct_pairs(ref_full[tracked], core[tracked])
     return Effect(outputs={0: ChannelMap(axis + offset, out_rank, ref.reshape(-1))},
                   couplings=[(firsts, others)] if len(firsts) else [],
                   heads=heads and bool(varying))
@@ -433,13 +433,32 @@ def _resolve_reshape(shape, target, allowzero) -> list | None:
     return [shape[0]] + rest
 
 
+def _core(full: np.ndarray, keep: int = -1) -> np.ndarray:
+    """``full`` at position 0 of each axis it is broadcast along (stride 0, so every position
+    holds the same ids; ``keep`` excepted): what varies in it and which id pairs it holds are
+    those of ``full`` (ViT-B/16's [S, H, D] head splits compare 768 positions, not 151k)."""
+    if 0 in full.shape:
+        return full
+    return full[tuple(slice(0, 1) if st == 0 and a != keep else slice(None) for a, st in enumerate(full.strides))]
+
+
+def _varying(full: np.ndarray) -> list[int]:
+    """The axes along which the ids in ``full`` vary (``_varies``), read on ``_core(full)``."""
+    core = _core(full)
+    return [a for a in range(full.ndim) if _varies(core, a)]
+
+
+def _varies(full: np.ndarray, a: int) -> bool:
+    """The ids in ``full`` differ along axis ``a`` (from its first position). The first position
+    is a view: ``np.take`` copied the whole (broadcast, strided) ``full`` first (ViT-B/16's 109
+    reshapes, 40 ms)."""
+    first = full[(slice(None),) * a + (slice(0, 1),)] if full.shape[a] else np.take(full, [0], axis=a)  # (empty: raises)
+    return not np.array_equal(np.broadcast_to(first, full.shape), full)
+
+
 def _single_axis(full: np.ndarray, ins=(), c: int = -1) -> tuple[int, np.ndarray] | None:
     """The one axis along which ids vary in ``full``; if none (one channel): input axis ``c`` of ``ins``'s."""
-    varying = []
-    for a in range(full.ndim):
-        first = np.take(full, [0], axis=a)
-        if not np.array_equal(np.broadcast_to(first, full.shape), full):
-            varying.append(a)
+    varying = _varying(full)
     if not varying and ins:
         varying = [a for a in (landing_axis(ins, full.shape, c),) if a is not None]
     if len(varying) != 1:
