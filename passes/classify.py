@@ -90,8 +90,9 @@ class ClassifyPass(Pass):
             classes = unique_ids(reps)
             by_class = ids[order]
             starts = np.searchsorted(reps[order], classes)
+            spans = list(zip(starts.tolist(), starts[1:].tolist() + [len(by_class)]))
             first = np.argsort(by_class[starts], kind="stable")   # classes by their first id
-            members = _spans(by_class, starts, first)
+            members = tuple(by_class[spans[k][0]:spans[k][1]] for k in first.tolist())
             leaves = tuple(leaves_of.get(gid, ()))
             reason = None
             hit = ids[is_blocked[ids]]
@@ -109,17 +110,6 @@ class ClassifyPass(Pass):
         groups = _with_nonempty(groups, trees)
         ctx.put(Patterns(tuple(groups)))
         return PassResult(False, {"groups": len(groups), **counts})
-
-
-def _spans(by_class: np.ndarray, starts: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The pieces ``by_class[starts[k]:starts[k + 1]]`` (the last to the end), for ``k`` in
-    ``first``: when every piece has one size (a class per channel, or whole heads), the rows of
-    one reshaped array, taken in C (a slice per class in Python cost ViT-B/16 38k of them)."""
-    sizes = np.diff(np.append(starts, len(by_class)))
-    if len(sizes) and (sizes == sizes[0]).all():
-        return tuple(by_class.reshape(-1, int(sizes[0]))[first])
-    spans = list(zip(starts.tolist(), starts[1:].tolist() + [len(by_class)]))
-    return tuple(by_class[spans[k][0]:spans[k][1]] for k in first.tolist())
 
 
 def _sharing(rep: np.ndarray, roots) -> list[tuple[int, int]]:
