@@ -90,9 +90,9 @@ class ClassifyPass(Pass):
             classes = unique_ids(reps)
             by_class = ids[order]
             starts = np.searchsorted(reps[order], classes)
-            spans = list(zip(starts.tolist(), starts[1:].tolist() + [len(by_class)]))
+            ends = np.append(starts[1:], len(by_class))
             first = np.argsort(by_class[starts], kind="stable")   # classes by their first id
-            members = tuple(by_class[spans[k][0]:spans[k][1]] for k in first.tolist())
+            members = tuple(by_class[a:b] for a, b in zip(starts[first].tolist(), ends[first].tolist()))
             leaves = tuple(leaves_of.get(gid, ()))
             reason = None
             hit = ids[is_blocked[ids]]
@@ -142,7 +142,8 @@ def _with_nonempty(groups: list[Group], trees: Trees) -> list[Group]:
             continue
         every = np.concatenate(g.members)
         group_of[every] = g.id
-        chan_of[every] = np.repeat(np.arange(len(g.members)), [len(m) for m in g.members])
+        sizes = np.fromiter(map(len, g.members), np.int64, len(g.members))
+        chan_of[every] = np.repeat(np.arange(len(g.members)), sizes)
     sets: dict[int, set[tuple[int, ...]]] = {}
     seen: set[bytes] = set()  # the values along a stream carry the same ids: each id set once
     for m in trees.maps.values():

@@ -29,17 +29,23 @@ def light_model(ir: Graph) -> onnx.ModelProto:
     """``raise_model(ir, light=True)``, a fresh copy the caller may change: the raise is remembered
     per graph version as bytes (tag asks up to four times on one version; a raise of ViT-B/16's
     2,250 nodes is ~30 ms, a parse of its bytes ~3)."""
+    return onnx.ModelProto.FromString(_light_bytes(ir))
+
+
+def _light_bytes(ir: Graph) -> bytes:
+    """``light_model``'s serialized form, remembered per graph version."""
     cached = ir.memo.get("light_model")
     if cached is None or cached[0] != ir.version:
         cached = ir.memo["light_model"] = (ir.version, raise_model(ir, light=True).SerializeToString())
-    return onnx.ModelProto.FromString(cached[1])
+    return cached[1]
 
 
 def inferred_types(ir: Graph, stated: bool = True) -> dict[str, onnx.TypeProto]:
     """ONNX shape inference's types by value name; ``stated=False`` infers from the nodes alone,
     ignoring the model's own value_info (which may be stale or wrong)."""
-    model = light_model(ir)
+    model: onnx.ModelProto | bytes = _light_bytes(ir)  # inference reads bytes: no parse to write them again
     if not stated:
+        model = onnx.ModelProto.FromString(model)
         del model.graph.value_info[:]
         for body, only in _lowered_bodies(ir, model):
             kept = [vi for vi in body.value_info if only is not None and vi.name not in only]

@@ -452,7 +452,9 @@ def _varies(full: np.ndarray, a: int) -> bool:
     """The ids in ``full`` differ along axis ``a`` (from its first position). The first position
     is a view: ``np.take`` copied the whole (broadcast, strided) ``full`` first (ViT-B/16's 109
     reshapes, 40 ms)."""
-    first = full[(slice(None),) * a + (slice(0, 1),)] if full.shape[a] else np.take(full, [0], axis=a)  # (empty: raises)
+    if not full.shape[a]:
+        np.take(full, [0], axis=a)  # an empty axis has no first position: IndexError, as before
+    first = full[(slice(None),) * a + (slice(0, 1),)]
     return not np.array_equal(np.broadcast_to(first, full.shape), full)
 
 
