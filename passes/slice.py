@@ -200,6 +200,7 @@ class SlicePass(Pass):
         if len(removed) == 0:
             return PassResult(False, {"values_sliced": 0})
         opset = opset_of(ir)
+        shapes = ctx.analyses[Tags].shapes if Tags in ctx.analyses else {}  # what the rules decided on
         live = live_entries(ir, ctx, trees, opset)
         for name, operands in trees.frozen.items():  # computed shape operands become constants
             node = ir.node(name)
@@ -227,7 +228,7 @@ class SlicePass(Pass):
                 continue
             rule = SLICE_RULES.get(node.op_type)
             if rule is not None:
-                rule(Rewriter(ir, node, opset), ins, outs)
+                rule(Rewriter(ir, node, opset, shapes), ins, outs)
                 touched += 1
         for name, (axis, keep, _) in keeps.items():
             value = ir.value(name)

@@ -191,6 +191,9 @@ class TreesPass(Pass):
             else:
                 block(m.ids, f"reaches graph output {name!r}")
         _check_shape_values(ir, maps, folded, frozen, block, seen, adapts, shapes)
+        for x, y in tied(ir, roots, leaves):
+            pairs_a.append(x)
+            pairs_b.append(y)
 
         a = np.concatenate(pairs_a) if pairs_a else np.zeros(0, np.int64)
         b = np.concatenate(pairs_b) if pairs_b else np.zeros(0, np.int64)
@@ -205,6 +208,46 @@ class TreesPass(Pass):
                       _ids_of(stream_ids), interface, tuple(repeats), pad_ids))
         return PassResult(False, {"roots": len(roots), "leaves": len(leaves),
                                   "channels": next_id, "blocked_channels": len(blocked)})
+
+
+def tied(ir: Graph, roots: Sequence[Root], leaves: Sequence[Leaf]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Couplings of the readers of one weight (ALBERT's layers sharing theirs, an RNN cell unrolled
+    over time, a Linear applied twice): each reader cuts the weight, and readers cutting it
+    differently leave a copy per reader, none smaller (``slices.retie`` shares equal copies
+    again). Roots reading one initializer (through Identity) along one axis: their channels
+    coupled position by position; leaves likewise, where both read tracked channels."""
+    readers: dict[tuple, list[np.ndarray]] = {}
+    for r in roots:
+        if (w := _source_weight(ir, r.node, r.weight_port)) is not None:
+            readers.setdefault(("root", w, r.weight_axis, r.channels), []).append(
+                np.arange(r.first_id, r.first_id + r.channels, dtype=np.int64))
+    for lf in leaves:
+        if (w := _source_weight(ir, lf.node, lf.weight_port)) is not None:
+            readers.setdefault(("leaf", w, lf.weight_axis, len(lf.ids)), []).append(lf.ids)
+    out = []
+    for ids in readers.values():
+        for other in ids[1:]:
+            both = (ids[0] >= 0) & (other >= 0)
+            if both.any():
+                out.append((ids[0][both], other[both]))
+    return out
+
+
+def _source_weight(ir: Graph, node: str, port: int) -> str | None:
+    """The initializer a node reads at ``port``, through Identity nodes (PyTorch's exporter shares
+    a deduplicated weight that way); None when it reads anything else."""
+    ins = ir.inputs_of(node)
+    value = ins[port] if port < len(ins) else None
+    for _ in range(16):
+        if value is None:
+            return None
+        if ir.initializer(value.name) is not None:
+            return value.name
+        prod = ir.producer(value)
+        if prod is None or prod.op_type != "Identity" or prod.domain not in ("", "ai.onnx"):
+            return None
+        value = ir.inputs_of(prod)[0]
+    return None
 
 
 def _fresh_ids(effect, next_id: int, padded: list) -> int:

@@ -39,9 +39,11 @@ def test_old_style_result_lists_every_initializer_once_under_its_final_name(fact
 def test_old_style_keeps_names_of_weights_used_once():
     result = pipeline.prune(models.caffe_style_wide(), ratio=0.5)
     names = [i.name for i in result.model.graph.input]
-    # only the weight two convs share is copied (under a new name); the others keep theirs
-    assert [n for n in names if "." in n] == ["w7.Conv9"]
+    # every weight keeps its name; the one two convs share is cut once for both (trees.tied
+    # couples their channels), not copied under a new name
+    assert [n for n in names if "." in n] == []
     assert names[:4] == ["data", "w1", "b2", "w7"]
+    assert [n.input[1] for n in result.model.graph.node if n.op_type == "Conv"].count("w7") == 2
 
 
 def test_new_style_export_with_initializers_as_inputs_keeps_that_style():

@@ -211,3 +211,69 @@ def test_a_parameter_target_counts_every_gate_row(torch_models):
     rep = pipeline.prune(torch_models["crnn"], target_params=0.5).report
     assert rep["verified"] is True and rep["target"]["met"] is True
     assert abs(rep["target"]["predicted_reduction"] - rep["target"]["achieved"]) < 0.01
+
+
+# ----------------------------------------------------------------------------- tied weights
+def _tied_linear() -> onnx.ModelProto:
+    """One Linear 8->16 (W1) applied to two inputs, each followed by its own head."""
+    from onnx import TensorProto, helper as h
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+               for n, s in (("W1", (8, 16)), ("W2", (16, 4)), ("W3", (16, 4)))]
+    nodes = [h.make_node("MatMul", ["x", "W1"], ["a"]), h.make_node("Relu", ["a"], ["ar"]),
+             h.make_node("MatMul", ["ar", "W2"], ["y1"]), h.make_node("MatMul", ["z", "W1"], ["b"]),
+             h.make_node("Relu", ["b"], ["br"]), h.make_node("MatMul", ["br", "W3"], ["y2"])]
+    graph = h.make_graph(nodes, "tied", [h.make_tensor_value_info(n, TensorProto.FLOAT, [2, 8]) for n in "xz"],
+                         [h.make_tensor_value_info(n, TensorProto.FLOAT, [2, 4]) for n in ("y1", "y2")], weights)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+def test_a_weight_two_nodes_read_is_cut_once_for_both():
+    """Before: each reader was a group of its own, each cut W1 its own way and the result held two
+    8x8 copies (W1's 128 parameters, none removed); now their channels are coupled (trees.tied)."""
+    result = pipeline.prune(_tied_linear(), ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-5
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(16, 8)]
+    assert sorted((t.name, tuple(t.dims)) for t in result.model.graph.initializer) == [
+        ("W1", (8, 8)), ("W2", (8, 4)), ("W3", (8, 4))]
+
+
+def _lstm_cell_loop(path):
+    """``nn.LSTMCell`` stepped in Python from zero states (``torch.zeros(batch, H)``: the exporter
+    writes ``ConstantOfShape`` of a computed shape), as hand-written CRNNs do; head on the last h."""
+    import torch
+
+    class CellLoop(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = torch.nn.LSTMCell(6, 12)
+            self.head = torch.nn.Linear(12, 3)
+
+        def forward(self, x):  # x [B, T, 6]
+            h = torch.zeros(x.size(0), 12)
+            c = torch.zeros(x.size(0), 12)
+            for t in range(x.shape[1]):
+                h, c = self.cell(x[:, t], (h, c))
+            return self.head(h)
+
+    return export(perturb(CellLoop(), 0.1, seed=0).eval(), (torch.randn(2, 4, 6),), path,
+                  input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+
+
+def test_an_lstm_cell_stepped_from_zero_states_prunes_its_hidden_units(tmp_path):
+    """Before: every step a group of its own, each blocked ('Add mixes pruned channels with untracked
+    data': f * c0 with c0 = ConstantOfShape zeros), 0 removed. Now the steps, which read one weight,
+    are one group; the zero states are cut by a Gather where each step reads them."""
+    model = onnx.load(str(_lstm_cell_loop(tmp_path / "cell_loop.onnx")))
+    assert any(n.op_type == "ConstantOfShape" for n in model.graph.node)
+    result = pipeline.prune(model, ratio=0.5)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] < 1e-4
+    assert [(g["channels_before"], g["channels_after"]) for g in rep["groups"] if g.get("pruned")] == [(12, 6)]
+    dims = sorted(tuple(t.dims) for t in result.model.graph.initializer if len(t.dims) == 2)
+    # W_ih and W_hh cut once for every step, the head's inputs; the first step's Gemm reads the zero
+    # h0 at full width through a copy of W_hh with its rows cut only (left: it computes zeros)
+    assert dims == [(3, 6), (24, 6), (24, 6), (24, 12)], dims
+    assert rep["params_after"] == 645 and rep["params_before"] == 999

@@ -9,7 +9,7 @@ import numpy as np
 from ir import Graph, Node
 
 from ..analyses import ChannelMap
-from .computed import expanded_constant
+from .computed import expanded_constant, zero_filled
 from .derived import channels_from_constants
 from .views import DEFAULT_DOMAINS, Effect, NodeView, _attr_or_input, _axis, _only, _same_all, blocked
 
@@ -53,6 +53,7 @@ def _broadcast(view: NodeView) -> Effect:
         if a < 0 or shape[a] == 1:
             continue
         if shape[a] != length or (view.const(p) is None and not _expanded_rows(view, p, a, len(shape))
+                                  and not _zero_state(view, p)
                                   and not channels_from_constants(view, p, axis, out_rank, length)):
             return blocked(f"{view.node.op_type} mixes pruned channels with untracked data "
                            f"{view.input_name(p)!r}")
@@ -90,6 +91,13 @@ def _expanded_rows(view: NodeView, p: int, a: int, rank: int) -> bool:
     declared = view.graph.value(view.input_name(p)).shape
     return (k < 0 or arr.shape[k] == 1) and declared is not None and len(declared) == rank \
         and declared[a] == (view.shape(p) or [None] * rank)[a]
+
+
+def _zero_state(view: NodeView, p: int) -> bool:
+    """Operand ``p`` is zeros of a computed shape (``ConstantOfShape``: PyTorch's unrolled LSTMCell
+    starts its cell state so, ``f * c0``) read by an op that keeps a zero channel zero: removed
+    channels stay exact zeros in the masked original; cut per reader by a Gather."""
+    return view.node.op_type in ("Add", "Sub", "Mul") and zero_filled(view.graph, view.input_name(p))
 
 
 def _prelu(view: NodeView) -> Effect:

@@ -153,6 +153,18 @@ def expanded_constant(graph: Graph, value, shared: bool = False) -> tuple[object
     return None
 
 
+def zero_filled(graph: Graph, value) -> bool:
+    """``value`` is ``ConstantOfShape`` of zero (its default) of any shape, computed or not: every
+    element 0 (PyTorch's unrolled LSTMCell starts from ``ConstantOfShape([B, H])``; a scatter's
+    target)."""
+    name = value if isinstance(value, str) or value is None else value.name
+    prod = graph.producer(name) if name is not None else None
+    if prod is None or prod.op_type != "ConstantOfShape" or prod.domain not in ("", "ai.onnx"):
+        return False
+    fill = prod.attr("value")  # a one-element TensorProto; absent: a float zero
+    return fill is None or not np.any(onnx.numpy_helper.to_array(fill))
+
+
 def gather_kept(graph: Graph, node, port: int, axis: int, keep: np.ndarray) -> None:
     """``node`` reads ``Gather(its input, kept positions, axis)`` at ``port`` from now on."""
     from ir import Initializer, Node

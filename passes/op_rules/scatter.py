@@ -14,10 +14,9 @@ vector whose channel entry is a constant, often shared by other scatters of othe
 from __future__ import annotations
 
 import numpy as np
-from onnx import numpy_helper
 
 from ..analyses import ChannelMap
-from .computed import gather_kept
+from .computed import gather_kept, zero_filled
 from .slices import Keeps, Rewriter
 from .views import Effect, NodeView, _axis, _only, blocked
 
@@ -27,12 +26,7 @@ def _zeros(view: NodeView, port: int) -> bool:
     arr = view.const(port)
     if arr is not None:
         return not np.any(arr)
-    name = view.input_name(port)
-    prod = view.graph.producer(name) if name is not None else None
-    if prod is None or prod.op_type != "ConstantOfShape" or prod.domain not in ("", "ai.onnx"):
-        return False
-    value = prod.attr("value")  # a one-element TensorProto; absent: a float zero
-    return value is None or not np.any(numpy_helper.to_array(value))
+    return zero_filled(view.graph, view.input_name(port))
 
 
 def _scatter_elements(view: NodeView) -> Effect:

@@ -4,7 +4,8 @@ Transpose/Cast links so the stored layout and dtype are kept)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -12,7 +13,7 @@ import onnx
 from ir import Graph, Node
 
 from .channels import conv_group_widths
-from .computed import expanded_constant, gather_kept, select_kept
+from .computed import expanded_constant, gather_kept, select_kept, zero_filled
 from .derived import ELEMENTWISE, derived_constants, gather_derived
 from .reindex import _clamp_range
 from .views import DEFAULT_DOMAINS, _axis
@@ -36,6 +37,7 @@ class Rewriter:
     graph: Graph
     node: Node
     opset: int
+    shapes: Mapping[str, tuple] = field(default_factory=dict)  # tag's value shapes (slice's rules)
 
     def const(self, port: int) -> np.ndarray | None:
         ins = self.graph.inputs_of(self.node)
@@ -334,7 +336,14 @@ def _slice_broadcast_constants(rw: Rewriter, ins: Keeps, outs: Keeps) -> None:
 
 def _slice_expanded(rw: Rewriter, port: int, value, axis: int, keep: np.ndarray, out_rank: int) -> None:
     """A constant Expand-ed to the batch (``channels._expanded_rows``): this reader Gathers its
-    kept channels from the Expand's output (other readers may cut it differently)."""
+    kept channels from the Expand's output (other readers may cut it differently); zeros of a
+    computed shape (``channels._zero_state``) likewise."""
+    if zero_filled(rw.graph, value):
+        shape = rw.shapes.get(value.name) or rw.graph.value(value.name).shape
+        a = axis - (out_rank - len(shape)) if shape is not None else -1
+        if len(keep) > 1 and 0 <= a < len(shape) and shape[a] == len(keep):
+            gather_kept(rw.graph, rw.node, port, a, keep)
+        return
     const = expanded_constant(rw.graph, value, shared=True)
     if const is None or const[0] is None:
         return
