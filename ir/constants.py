@@ -66,7 +66,7 @@ def _constant_value(node) -> np.ndarray | None:
 
 def follow_constants(graph, name: str) -> np.ndarray | None:
     """``Graph.const_array``'s walk (unremembered): through Identity, Constant, Reshape, Unsqueeze,
-    Squeeze, Gather, Transpose and Cast links to an initializer's or a Constant's data; None otherwise."""
+    Squeeze, Gather, Transpose, Cast and DequantizeLinear (of constants) links to an initializer's or a Constant's data; None otherwise."""
     seen = 0
     while seen < 64:
         seen += 1
@@ -107,6 +107,18 @@ def follow_constants(graph, name: str) -> np.ndarray | None:
                 return None
             out.flags.writeable = False
             return out
+        if prod.op_type == "DequantizeLinear" and prod.domain in ("", "ai.onnx"):
+            # a QDQ model's weight: integers, a scale and a zero point, all constants
+            ins = graph.inputs_of(prod)
+            arrs = [graph.const_array(v) if v is not None else None for v in ins[:3]]
+            if len(ins) < 2 or any(a is None for a in arrs[:2]) or (len(ins) > 2 and ins[2] is not None
+                                                                   and arrs[2] is None):
+                return None
+            out = dequantize(arrs[0], arrs[1], arrs[2] if len(arrs) > 2 else None, prod.attr("axis", 1),
+                             prod.attr("block_size", 0))
+            if out is not None:
+                out.flags.writeable = False
+            return out
         if prod.op_type in ("Transpose", "Cast") and prod.domain in ("", "ai.onnx"):
             # PyTorch without constant folding exports Linear on 3-D input as MatMul(x,
             # Transpose(W)); other exporters store float16 weights behind a Cast
@@ -122,3 +134,42 @@ def follow_constants(graph, name: str) -> np.ndarray | None:
             return out
         return None
     return None
+
+
+QUANTIZED_KINDS = ("int8", "uint8", "int16", "uint16", "int32")
+
+
+def quant_axis(q: np.ndarray, scale: np.ndarray, axis: int) -> int | None:
+    """The axis a DequantizeLinear's scale runs along (``axis`` normalized), None when it is
+    per-tensor (a scalar scale, or one of a single element: ONNX Runtime reads it so)."""
+    if scale.size == 1:
+        return None
+    return axis + q.ndim if axis < 0 else axis
+
+
+def dequantizable(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int = 1,
+                  block_size: int = 0) -> bool:
+    """Whether ``dequantize`` reads these operands (checked from shapes and dtypes alone)."""
+    if block_size or q.dtype.name not in QUANTIZED_KINDS or scale.dtype.kind != "f" or scale.ndim > 1 \
+            or (zero_point is not None and (zero_point.size != scale.size or zero_point.dtype != q.dtype)):
+        return False
+    a = quant_axis(q, scale, axis)
+    return a is None or (0 <= a < q.ndim and q.shape[a] == scale.size)
+
+
+def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int = 1,
+               block_size: int = 0) -> np.ndarray | None:
+    """``DequantizeLinear`` as ONNX Runtime computes it: ``float(int32(q) - int32(zp)) * scale``,
+    per tensor or along ``axis``; None for what it is not (blocked quantization, 4-bit or float8
+    data, a scale that does not fit)."""
+    if not dequantizable(q, scale, zero_point, axis, block_size):
+        return None
+    a = quant_axis(q, scale, axis)
+    shape = [1] * q.ndim
+    if a is not None:
+        shape[a] = scale.size
+    s = scale.reshape(shape)
+    diff = q.astype(np.int64) if q.dtype.name == "int32" else q.astype(np.int32)
+    if zero_point is not None:
+        diff = diff - zero_point.reshape(shape).astype(diff.dtype)
+    return diff.astype(scale.dtype) * s

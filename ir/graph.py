@@ -556,7 +556,7 @@ class Graph:
     # -------------------------------------------------------------- constants
     def const_array(self, value: Value | str | None) -> np.ndarray | None:
         """The value's data when it is a constant: an initializer, a Constant node's output, or
-        an Identity, Transpose, Cast, Reshape, Unsqueeze, Squeeze or Gather of constants (PyTorch shares
+        an Identity, Transpose, Cast, Reshape, Unsqueeze, Squeeze, Gather or DequantizeLinear of constants (PyTorch shares
         deduplicated weights through Identity nodes). ``Rewriter.set_const`` writes a new value
         back through Transpose and Cast links, and replaces the others by a new initializer."""
         if value is None:

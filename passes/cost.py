@@ -30,8 +30,9 @@ from .tag import static_shapes
 
 def count_params(ir: Graph) -> int:
     """Float elements of initializers and of Constant nodes (Paddle's exporter writes weights as
-    Constant nodes)."""
+    Constant nodes), and the integers a QDQ model dequantizes (``DequantizeLinear``'s data)."""
     held = sum(init.size for init in ir.initializers.values() if _is_float(init.elem_type))
+    held += sum(init.size for init in _dequantized(ir) if not _is_float(init.elem_type))
     for node in ir.nodes():
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             arr = constant_node_value(node)
@@ -40,6 +41,18 @@ def count_params(ir: Graph) -> int:
         if node.name not in ir.props.bodies or node.op_type != "If":  # a lowered If's branches: counted
             held += sum(_body_params(a) for a in node.attrs.values())
     return int(held)
+
+
+def _dequantized(ir: Graph) -> list:
+    """The initializers ``DequantizeLinear`` nodes read as their data, once each."""
+    seen = {}
+    for node in ir.nodes():
+        if node.op_type == "DequantizeLinear" and node.domain in ("", "ai.onnx"):
+            ins = ir.inputs_of(node)
+            init = ir.initializer(ins[0].name) if ins and ins[0] is not None else None
+            if init is not None:
+                seen[init.name] = init
+    return list(seen.values())
 
 
 def _body_params(attr: onnx.AttributeProto) -> int:

@@ -34,6 +34,7 @@ from . import progress
 from .inputs import INPUTS_HINT, InputsError, ort_message, probe_inputs, refuse_guesses, rejection
 from .op_rules import Rewriter
 from .op_rules.computed import weight_array
+from .op_rules.quantized import mask as mask_quantized
 from .runtime import give_back_memory, release_session, run_model
 
 
@@ -91,6 +92,8 @@ def _masked_graph(original: onnx.ModelProto, record: SliceRecord | None, weights
     opset = opset_of(g)
     for z in (record.zeroings if record is not None else ()):
         value = g.inputs_of(z.node)[z.weight_port]
+        if mask_quantized(g, g.node(z.node), z.weight_port, z.weight_axis, z.positions):
+            continue  # a QDQ weight: the removed integers set to their zero point, its form kept
         init = g.initializer(value.name) if value is not None else None
         own = saved is not None and weights is not None and init is not None and init.source is not None \
             and init.source is weights.get(init.name) and len(g.consumers(value)) == 1 \

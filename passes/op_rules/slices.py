@@ -12,6 +12,7 @@ import onnx
 
 from ir import Graph, Node
 
+from . import quantized
 from .channels import conv_group_widths
 from .computed import expanded_constant, gather_kept, select_kept, zero_filled
 from .derived import ELEMENTWISE, derived_constants, gather_derived
@@ -39,13 +40,22 @@ class Rewriter:
     opset: int
     shapes: Mapping[str, tuple] = field(default_factory=dict)  # tag's value shapes (slice's rules)
 
+    def __post_init__(self) -> None:
+        quantized.forget()  # the QDQ weights the previous node's rule read
+
     def const(self, port: int) -> np.ndarray | None:
         ins = self.graph.inputs_of(self.node)
-        return None if port >= len(ins) or ins[port] is None else self.graph.const_array(ins[port])
+        if port >= len(ins) or ins[port] is None:
+            return None
+        arr = self.graph.const_array(ins[port])
+        quantized.note_read(self.graph, ins[port], arr)  # a QDQ weight: cut as integers (set_const)
+        return arr
 
     def set_const(self, port: int, array: np.ndarray) -> None:
         from ir import Initializer  # local: only transforms build initializers
 
+        if quantized.write(self.graph, self.node, port, array):
+            return  # a QDQ weight: its integers cut, its form kept
         value = self.graph.inputs_of(self.node)[port]
         if self._write_through(value, np.asarray(array)):
             return
@@ -131,12 +141,19 @@ def memory_order(arr: np.ndarray) -> tuple[int, ...] | None:
 
 
 def _take_axes(arr: np.ndarray, takes: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """``_take_cut``; a cut of a QDQ weight's values remembers which integers it kept."""
+    out = _take_cut(arr, takes)
+    quantized.note_take(arr, out, lambda pos: _take_cut(pos, takes))
+    return out
+
+
+def _take_cut(arr: np.ndarray, takes: list[tuple[int, np.ndarray]]) -> np.ndarray:
     """``_take`` along each ``(axis, keep)`` (distinct axes) in turn; a take along axis 0 with one
     in runs along an inner axis in one pass, without the intermediate (half of VGG-16's first
     Linear, 205 MB: 0.4 s against 0.08). A transposed view is cut in its memory order (a gather
     along the strided axis of a transposed ViT weight: 0.15 s of 1.2)."""
     if (perm := memory_order(arr)) is not None:
-        out = _take_axes(arr.transpose(perm), [(perm.index(axis), keep) for axis, keep in takes])
+        out = _take_cut(arr.transpose(perm), [(perm.index(axis), keep) for axis, keep in takes])
         return out.transpose(np.argsort(perm))
     takes = sorted(takes, key=lambda t: t[0])
     rows = None

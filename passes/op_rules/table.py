@@ -13,6 +13,7 @@ from .channels import (_batchnorm, _broadcast, _channel_pool, _conv, _einsum, _g
                        _lrn, _matmul, _prelu, _reduce, _softmax, _unary, _where)
 from .reindex import (_concat, _constant_operands_only, _flatten, _gather, _gathernd, _pad, _resize, _shape, _slice,
                       _split, _squeeze, _transpose)
+from .quantized import quantize_rule, slice_quantize
 from .reshapes import _reshape
 from .scatter import _scatter_elements, _slice_scatter_elements
 from .norms import (STAT_REDUCES, _groupnorm, _instancenorm_one_group, _layernorm, _reduce as _reduce_stats,
@@ -39,6 +40,9 @@ CHANNEL_RULES: dict[str, ChannelRule] = {
     **{op: ChannelRule("next-process", _broadcast) for op in BROADCAST},
     "Clip": ChannelRule("next-no-process", _broadcast),  # opset 11+: min/max are scalar inputs
     "Where": ChannelRule("next-process", _where),
+    # QDQ activations: per tensor each element on its own; per axis only along the channels
+    "QuantizeLinear": ChannelRule("next-process", quantize_rule),
+    "DequantizeLinear": ChannelRule("next-process", quantize_rule),
     "PRelu": ChannelRule("next-process", _prelu),
     "Conv": ChannelRule("stop-process", _conv),
     "ConvTranspose": ChannelRule("stop-process", _conv),
@@ -118,6 +122,8 @@ SLICE_RULES: dict[str, Callable[[Rewriter, Keeps, Keeps], None]] = {
     "ReduceMean": _slice_reduce,
     "GroupNormalization": _slice_groupnorm,
     "ScatterElements": _slice_scatter_elements,
+    "QuantizeLinear": slice_quantize,
+    "DequantizeLinear": slice_quantize,
 }
 
 # Ops that are roots only in one form (an embedding table's Gather), else their channel rule's role.

@@ -1,0 +1,253 @@
+"""Quantized models in ONNX's QDQ form (ONNX Runtime's static quantizer, TFLite int8 via tf2onnx).
+
+A weight layer reads ``DequantizeLinear(W_int8, scale, zero_point[, axis])`` of constants: the IR
+reads it as the float weight it dequantizes to (``ir.constants.dequantize``), so it is a root and a
+leaf like any other and is scored on its dequantized values. It is cut in its integer form: the
+rules cut the float array with ``slices._take_axes``, which records the flat positions each kept
+element came from (``note_take``); ``write`` cuts the integer tensor by those positions, and a
+per-axis scale and zero point with it along their axis (per-tensor ones stay). An int32 bias
+``DequantizeLinear(b_int32, x_scale·w_scale, 0, axis=0)`` is cut the same way. A value the rules
+built otherwise is quantized again only where that gives back its exact values; else the operand is
+frozen to the float constant (exact; the mask-equivalence check still runs).
+
+The proof (``validate``) zeroes a removed channel in a leaf's integer weight by setting it to its
+zero point (``mask``): it dequantizes to exact zeros, and the masked original keeps its QDQ form,
+so ONNX Runtime fuses both models' Q/DQ pairs alike.
+
+Activations: ``QuantizeLinear`` / ``DequantizeLinear`` with a per-tensor scale and zero point
+quantize each element on its own (0 goes to the zero point and back to 0): channels pass. Per axis
+along the channel axis, the scale and zero point are cut with the channels; per axis along any
+other axis, blocked quantization, or a scale that is not a constant: a barrier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ir import Graph, Initializer, Node
+from ir.constants import dequantizable, dequantize, quant_axis
+
+from .views import DEFAULT_DOMAINS, Effect, NodeView, blocked
+
+
+@dataclass(frozen=True)
+class QWeight:
+    """A ``DequantizeLinear`` of constants: its node, the integers, scale, zero point (None when
+    absent) and the axis the scale runs along (None: per tensor)."""
+    node: Node
+    q: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray | None
+    axis: int | None
+
+
+def qdq_weight(graph: Graph, value) -> QWeight | None:
+    """The ``DequantizeLinear`` of constants that makes ``value``, or None."""
+    if value is None:
+        return None
+    prod = graph.producer(value)
+    if prod is None or prod.op_type != "DequantizeLinear" or prod.domain not in DEFAULT_DOMAINS:
+        return None
+    ins = graph.inputs_of(prod)
+    arrs = [graph.const_array(v) if v is not None else None for v in ins[:3]]
+    if len(ins) < 2 or arrs[0] is None or arrs[1] is None or (len(ins) > 2 and ins[2] is not None and arrs[2] is None):
+        return None
+    zp = arrs[2] if len(arrs) > 2 else None
+    if not dequantizable(arrs[0], arrs[1], zp, prod.attr("axis", 1), prod.attr("block_size", 0)):
+        return None
+    return QWeight(prod, arrs[0], arrs[1], zp, quant_axis(arrs[0], arrs[1], prod.attr("axis", 1)))
+
+
+# ----------------------------------------------------------------------------- cut positions
+# id(float array a rule holds) -> (that array, the DequantizeLinear's name, flat positions into its
+# integers or None for all of them in order). Cleared for each Rewriter (one node's rule).
+_TAKEN: dict[int, tuple[np.ndarray, str, np.ndarray | None]] = {}
+
+
+def forget() -> None:
+    _TAKEN.clear()
+
+
+def note_read(graph: Graph, value, arr: np.ndarray | None) -> None:
+    """``arr`` (what a rule read at an operand) is a QDQ weight's dequantized values: remember it."""
+    if arr is None or value is None:
+        return
+    prod = graph.producer(value)
+    if prod is not None and prod.op_type == "DequantizeLinear":
+        _TAKEN[id(arr)] = (arr, prod.name, None)
+
+
+def note_take(arr: np.ndarray, out: np.ndarray, take) -> None:
+    """``out = take(arr)`` (a cut along axes): when ``arr`` is a remembered QDQ weight (or a cut of
+    one), remember which of its integers ``out`` holds."""
+    hit = _TAKEN.get(id(arr))
+    if hit is None or hit[0] is not arr:
+        return
+    pos = hit[2] if hit[2] is not None else np.arange(arr.size, dtype=np.int64).reshape(arr.shape)
+    cut = take(pos)
+    if cut.shape == out.shape:
+        _TAKEN[id(out)] = (out, hit[1], cut)
+
+
+def _cut(qw: QWeight, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """The integers, scale and zero point that dequantize to ``array``: by the positions the rule's
+    cut kept (``note_take``), else by quantizing it again where that is exact; None otherwise."""
+    hit = _TAKEN.get(id(array))
+    if hit is not None and hit[0] is array and hit[1] == qw.node.name:
+        if hit[2] is None:
+            return qw.q, qw.scale, qw.zero_point
+        q = qw.q.reshape(-1)[hit[2]]
+        if qw.axis is None:
+            return q, qw.scale, qw.zero_point
+        along = np.moveaxis(np.unravel_index(hit[2], qw.q.shape)[qw.axis], qw.axis, 0)
+        along = along.reshape(along.shape[0], -1)
+        if along.shape[1] and np.all(along == along[:, :1]):
+            return q, qw.scale[along[:, 0]], None if qw.zero_point is None else qw.zero_point[along[:, 0]]
+        return None
+    if array.dtype != qw.scale.dtype or (qw.axis is not None and (array.ndim != qw.q.ndim
+                                                                   or array.shape[qw.axis] != qw.q.shape[qw.axis])):
+        return None
+    shape = [1] * array.ndim
+    if qw.axis is not None:
+        shape[qw.axis] = -1
+    zp = np.zeros((), np.int64) if qw.zero_point is None else qw.zero_point.astype(np.int64).reshape(shape)
+    with np.errstate(all="ignore"):
+        q = np.rint(array.astype(np.float64) / qw.scale.astype(np.float64).reshape(shape)) + zp
+    info = np.iinfo(qw.q.dtype)
+    if not np.all(np.isfinite(q)) or q.min(initial=0) < info.min or q.max(initial=0) > info.max:
+        return None
+    q = q.astype(qw.q.dtype)
+    back = dequantize(q, qw.scale, qw.zero_point, qw.node.attr("axis", 1))
+    if back is None or back.shape != array.shape or not np.array_equal(back, array):
+        return None
+    return q, qw.scale, qw.zero_point
+
+
+def write(graph: Graph, node: Node, port: int, array: np.ndarray) -> bool:
+    """``node`` reads ``array`` at ``port`` from now on, kept in its QDQ form: the integers (and a
+    per-axis scale and zero point) of the ``DequantizeLinear`` behind it replaced. False when the
+    operand is no QDQ weight, or ``array`` cannot be written as integers on its grid."""
+    value = graph.inputs_of(node)[port]
+    qw = qdq_weight(graph, value)
+    if qw is None:
+        return False
+    cut = _cut(qw, np.asarray(array))
+    if cut is None:
+        return False
+    q, scale, zp = cut
+    dq = qw.node
+    out = graph.outputs_of(dq)[0]
+    if graph.num_consumers(out) != 1 or graph.is_graph_output(out):  # shared: this node gets its own
+        ins = [v.name if v is not None else "" for v in graph.inputs_of(dq)]
+        name = graph.unique_name(f"{out.name}.{node.name}")
+        dq = Node(graph.unique_name(f"{dq.name}.{node.name}", kind="n"), dq.op_type, dq.domain, dict(dq.attrs), "")
+        graph.add_node(dq, ins, [name])
+        graph.set_input(node, port, name)
+        out = graph.value(name)
+    for i, (old, new) in enumerate(((qw.q, q), (qw.scale, scale), (qw.zero_point, zp))):
+        if new is not old:
+            _set_const(graph, dq, i, new)
+    if out.shape is not None:
+        graph.set_value_type(out.name, onnx.helper.make_tensor_type_proto(out.elem_type, list(q.shape)))
+    return True
+
+
+def _set_const(graph: Graph, node: Node, port: int, array: np.ndarray) -> None:
+    from .slices import fed_input
+
+    value = graph.inputs_of(node)[port]
+    init = graph.initializer(value.name)
+    if init is not None and graph.num_consumers(value) == 1 and not graph.is_graph_output(value) \
+            and not fed_input(graph, value.name):
+        graph.replace_initializer(Initializer.from_array(value.name, array))
+        return
+    name = graph.unique_name(f"{value.name}.{node.name}")
+    graph.add_initializer(Initializer.from_array(name, np.ascontiguousarray(array)))
+    graph.set_input(node, port, name)
+
+
+# ----------------------------------------------------------------------------- the proof
+def mask(graph: Graph, node: Node, port: int, axis: int, positions) -> bool:
+    """The masked original: ``positions`` along ``axis`` of the QDQ weight ``node`` reads at
+    ``port`` set to their zero point (exact zeros once dequantized), the QDQ form kept. False when
+    the operand is no QDQ weight."""
+    value = graph.inputs_of(node)[port]
+    qw = qdq_weight(graph, value)
+    if qw is None:
+        return False
+    q = np.array(qw.q, copy=True)
+    index = [slice(None)] * q.ndim
+    index[axis] = list(positions)
+    if qw.zero_point is None:
+        q[tuple(index)] = 0
+    else:
+        shape = [1] * q.ndim
+        if qw.axis is not None:
+            shape[qw.axis] = -1
+        zp = np.broadcast_to(qw.zero_point.reshape(shape), q.shape)
+        q[tuple(index)] = zp[tuple(index)]
+    _TAKEN.clear()
+    _TAKEN[id(q)] = (q, qw.node.name, None)
+    return _write_integers(graph, node, port, qw, q)
+
+
+def _write_integers(graph: Graph, node: Node, port: int, qw: QWeight, q: np.ndarray) -> bool:
+    dq = qw.node
+    out = graph.outputs_of(dq)[0]
+    if graph.num_consumers(out) != 1 or graph.is_graph_output(out):
+        ins = [v.name if v is not None else "" for v in graph.inputs_of(dq)]
+        name = graph.unique_name(f"{out.name}.{node.name}")
+        dq = Node(graph.unique_name(f"{dq.name}.{node.name}", kind="n"), dq.op_type, dq.domain, dict(dq.attrs), "")
+        graph.add_node(dq, ins, [name])
+        graph.set_input(node, port, name)
+    _set_const(graph, dq, 0, q)
+    return True
+
+
+# ----------------------------------------------------------------------------- activations
+def _scale_and_zero_point(view: NodeView):
+    scale = view.const(1)
+    zp = view.const(2) if view.n_inputs() > 2 and view.input_name(2) is not None else None
+    if scale is None or (view.n_inputs() > 2 and view.input_name(2) is not None and zp is None):
+        return None
+    return scale, zp
+
+
+def quantize_rule(view: NodeView) -> Effect:
+    """QuantizeLinear / DequantizeLinear of an activation: per tensor, each element on its own (the
+    channels pass); per axis, only along the channel axis (its scale and zero point cut with them)."""
+    from .channels import _unary
+
+    op = view.node.op_type
+    if view.node.attr("block_size", 0):
+        return blocked(f"{op} with block_size: blocked quantization mixes channels in a block")
+    params = _scale_and_zero_point(view)
+    if params is None:
+        return blocked(f"{op} whose scale or zero point is not a constant")
+    scale, _ = params
+    m = view.maps[0]
+    if m is None:
+        return blocked(f"channels reach a non-data input of {op}")
+    if scale.size == 1:  # a scalar, or a single element (ONNX Runtime reads it per tensor)
+        return _unary(view)
+    axis = view.node.attr("axis", 1)
+    axis = axis + m.rank if axis < 0 else axis
+    if scale.ndim != 1 or axis != m.axis or scale.size != len(m):
+        return blocked(f"{op} per axis {view.node.attr('axis', 1)}, off the channel axis {m.axis}: "
+                       f"each channel's scale is not its own")
+    return _unary(view)
+
+
+def slice_quantize(rw, ins, outs) -> None:
+    """Per-axis scale and zero point of an activation's QuantizeLinear / DequantizeLinear, cut with
+    the channels (``quantize_rule`` allowed them only along the channel axis)."""
+    if 0 not in ins:
+        return
+    keep = ins[0][1]
+    for port in (1, 2):
+        arr = rw.const(port)
+        if arr is not None and arr.ndim == 1 and arr.size == len(keep) and arr.size > 1:
+            rw.set_const(port, arr[keep])
