@@ -110,6 +110,8 @@ def follow_constants(graph, name: str) -> np.ndarray | None:
         if prod.op_type == "DequantizeLinear" and prod.domain in ("", "ai.onnx"):
             # a QDQ model's weight: integers, a scale and a zero point, all constants
             ins = graph.inputs_of(prod)
+            if not ins or ins[0] is None or ins[0].elem_type not in QUANTIZED_TYPES:  # 4-bit data reads as int8
+                return None
             arrs = [graph.const_array(v) if v is not None else None for v in ins[:3]]
             if len(ins) < 2 or any(a is None for a in arrs[:2]) or (len(ins) > 2 and ins[2] is not None
                                                                    and arrs[2] is None):
@@ -137,6 +139,8 @@ def follow_constants(graph, name: str) -> np.ndarray | None:
 
 
 QUANTIZED_KINDS = ("int8", "uint8", "int16", "uint16", "int32")
+QUANTIZED_TYPES = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16,
+                   onnx.TensorProto.INT32)
 
 
 def quant_axis(q: np.ndarray, scale: np.ndarray, axis: int) -> int | None:

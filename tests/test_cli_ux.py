@@ -266,7 +266,7 @@ def _single(nodes, inits, out_shape):
 
 
 def test_a_model_with_no_group_says_why_on_the_screen(tmp_path, capsys):
-    """No group at all: the screen names the cause (a quantized model's weights; no weight layer)."""
+    """No group at all: the screen names the cause (integer ops; no weight layer); a QDQ model prunes."""
     from onnx import helper, numpy_helper
     rng = np.random.default_rng(0)
     quantized = _single(
@@ -286,8 +286,12 @@ def test_a_model_with_no_group_says_why_on_the_screen(tmp_path, capsys):
          helper.make_node("MatMulInteger", ["xq", "wq", "xz"], ["mi"], "mm"),
          helper.make_node("Cast", ["mi"], ["mf"], "cast", to=1), helper.make_node("Mul", ["mf", "xs"], ["y"], "scale")],
         [numpy_helper.from_array(rng.integers(-50, 50, (4, 5)).astype(np.int8), "wq")], [1, 3, 4, 5])
-    for model, words in ((quantized, "every weight layer is quantized (2 read weights dequantized from integers (DequantizeLinear))"),
-                         (dynamic, "every weight layer is quantized (integer ops: MatMulInteger)"),
+    path = tmp_path / "q.onnx"
+    onnx.save(quantized, str(path))  # QDQ weights (DequantizeLinear of constants) prune
+    code, out, err = run(capsys, "prune", path, "-o", tmp_path / "qout.onnx", "--no-latency")
+    assert code == 0 and "groups 1 pruned of 2" in out and "verified True" in out, out + err
+    for model, words in ((dynamic, "every weight layer is an integer op (MatMulInteger), a barrier: quantize to the "
+                                   "QDQ form (DequantizeLinear weights), which prunes"),
                          (plain, "nothing to cut: no Conv, ConvTranspose, Gemm, MatMul or recurrent layer")):
         path = tmp_path / "m.onnx"
         onnx.save(model, str(path))

@@ -264,8 +264,9 @@ def _inside_bodies(model: onnx.ModelProto) -> str | None:
 
 def no_groups_reason(model: onnx.ModelProto) -> str:
     """Why a model has no group at all, from its layers: none with weights, or every one
-    quantized (its weight dequantized from integers, or an integer op such as QLinearConv or
-    MatMulInteger), or (else) see ``inspect``."""
+    quantized (an integer op such as QLinearConv or MatMulInteger: a barrier; or a weight
+    dequantized from integers that none of its channels could be cut through), or (else) see
+    ``inspect``."""
     made = {o: n for n in model.graph.node for o in n.output}
     layers = [n for n in model.graph.node if _weight_layer(n)]
     integer = sorted({n.op_type for n in model.graph.node if n.op_type in INTEGER_LAYERS})
@@ -273,11 +274,16 @@ def no_groups_reason(model: onnx.ModelProto) -> str:
                    == "DequantizeLinear"]
     if not layers and not integer:
         return _inside_bodies(model) or "nothing to cut: no Conv, ConvTranspose, Gemm, MatMul or recurrent layer"
+    if not layers:
+        return (f"nothing to cut: every weight layer is an integer op ({', '.join(integer)}), a barrier: "
+                f"quantize to the QDQ form (DequantizeLinear weights), which prunes, or prune the float model, "
+                f"then quantize it")
     if len(dequantized) == len(layers):
-        how = ", ".join(([f"{len(layers)} read weights dequantized from integers (DequantizeLinear)"] if layers
-                         else []) + ([f"integer ops: {', '.join(integer)}"] if integer else []))
-        return (f"nothing to cut: every weight layer is quantized ({how}): a quantized model's weights are "
-                f"not pruned; prune the float model, then quantize it")
+        more = f"; integer ops ({', '.join(integer)}) are barriers" if integer else ""
+        return (f"nothing to cut: every weight layer reads a weight dequantized from integers "
+                f"({len(layers)} DequantizeLinear) and no channel could be followed to a cut{more}: a QDQ weight "
+                f"of constants prunes (8/16/32-bit, per tensor or per axis); blocked or 4-bit quantization, a "
+                f"scale computed at run time or an op without a rule is a barrier: `onnxpruner inspect` names each")
     return "no layer's channels could be followed to a cut: `onnxpruner inspect` lists each barrier and why"
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from ir import Graph, Initializer, Node
-from ir.constants import dequantizable, dequantize, quant_axis
+from ir.constants import QUANTIZED_TYPES, dequantizable, dequantize, quant_axis
 
 from .views import DEFAULT_DOMAINS, Effect, NodeView, blocked
 
@@ -52,6 +52,8 @@ def qdq_weight(graph: Graph, value) -> QWeight | None:
     if prod is None or prod.op_type != "DequantizeLinear" or prod.domain not in DEFAULT_DOMAINS:
         return None
     ins = graph.inputs_of(prod)
+    if not ins or ins[0] is None or ins[0].elem_type not in QUANTIZED_TYPES:
+        return None
     arrs = [graph.const_array(v) if v is not None else None for v in ins[:3]]
     if len(ins) < 2 or arrs[0] is None or arrs[1] is None or (len(ins) > 2 and ins[2] is not None and arrs[2] is None):
         return None

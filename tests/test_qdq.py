@@ -1,0 +1,161 @@
+"""Quantized models in QDQ form (``onnxruntime.quantization.quantize_static``, ``QuantFormat.QDQ``):
+their weight layers prune, cut as integers, and are proven (``tests/qdq_models.py`` builds them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import pipeline
+from passes.analyses import SliceRecord
+from passes.validate import masked_original
+from qdq_models import FLOAT_MODELS, quantized
+
+CASES = [(name, pc) for name in FLOAT_MODELS for pc in (False, True)]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("qdq")
+    return {(name, pc): quantized(name, folder, pc) for name, pc in CASES}
+
+
+def _prune(model, ratio=0.5):
+    """The pruning result and the slice record validate masked the original by."""
+    seen = {}
+
+    class Keep(pipeline.Instrument):
+        def after(self, p, graph, ctx, result, seconds):
+            if p.name == "slice":
+                seen["record"] = ctx.get(SliceRecord)
+
+    result = pipeline.prune(model, ratio=ratio, instruments=[Keep()])
+    return result, seen.get("record")
+
+
+def _run(model: onnx.ModelProto, feeds: dict, optimized: bool) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _feeds(model: onnx.ModelProto, seed: int = 7) -> dict:
+    rng = np.random.default_rng(seed)
+    inp = model.graph.input[0]
+    return {inp.name: rng.standard_normal([d.dim_value for d in inp.type.tensor_type.shape.dim]).astype(np.float32)}
+
+
+def _integers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The integer data each DequantizeLinear of an initializer reads."""
+    inits = {i.name: i for i in model.graph.initializer}
+    return {n.input[0]: numpy_helper.to_array(inits[n.input[0]]) for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+
+
+@pytest.mark.parametrize("name,per_channel", CASES, ids=[f"{n}-{'pc' if pc else 'pt'}" for n, pc in CASES])
+def test_qdq_model_prunes_as_integers_and_is_proven(models, name, per_channel):
+    """Its groups prune (> 0 removed), the check proves it, the weights stay 8-bit behind
+    DequantizeLinear (none frozen to floats), and ONNX Runtime, fusing the Q/DQ pairs into its
+    integer kernels, gives the masked original's outputs; the masked original differs from the
+    original (the check is not vacuous)."""
+    path = models[(name, per_channel)]
+    original = onnx.load(str(path))
+    result, record = _prune(original)
+    rep = result.report
+    assert rep["verified"] is True and rep["max_abs_diff"] is not None
+    assert sum(1 for g in rep["groups"] if g.get("pruned")) >= 1
+    assert rep["params_after"] < 0.7 * rep["params_before"]
+    pruned = result.model
+    before, after = _integers(original), _integers(pruned)
+    assert sum(a.size for a in after.values() if a.dtype.itemsize == 1) < sum(  # int8 / uint8 weights
+        a.size for a in before.values() if a.dtype.itemsize == 1)
+    floats = [i.name for i in pruned.graph.initializer if i.data_type == TensorProto.FLOAT and len(i.dims) > 1]
+    assert floats == [], f"weights frozen to floats: {floats}"
+    kinds = {n.op_type for n in pruned.graph.node}
+    assert "DequantizeLinear" in kinds and "QuantizeLinear" in kinds
+    masked = masked_original(original, record)
+    feeds = _feeds(original)
+    for optimized in (False, True):
+        want, got = _run(masked, feeds, optimized), _run(pruned, feeds, optimized)
+        for w, g in zip(want, got):
+            assert w.shape == g.shape
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(w).max())))
+    assert not np.allclose(_run(original, feeds, False)[0], _run(masked, feeds, False)[0])
+
+
+def test_masked_original_sets_removed_integers_to_their_zero_point(models):
+    """The proof's masked original keeps the QDQ form: a leaf's removed input channels hold its
+    zero point (they dequantize to exact zeros), every other integer as it was."""
+    original = onnx.load(str(models[("residual_cnn", True)]))
+    _, record = _prune(original)
+    masked = masked_original(original, record)
+    before, after = _integers(original), _integers(masked)
+    assert before.keys() == after.keys()
+    inits = {i.name: numpy_helper.to_array(i) for i in masked.graph.initializer}
+    changed = 0
+    for node in masked.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in before:
+            continue
+        q0, q1 = before[node.input[0]], after[node.input[0]]
+        diff = q0 != q1
+        if diff.any():
+            changed += 1
+            zp = inits[node.input[2]]
+            assert np.all(q1[diff] == np.broadcast_to(zp.reshape([-1] + [1] * (q1.ndim - 1)), q1.shape)[diff])
+    assert changed >= 2
+
+
+def _activation_model(axis: int) -> onnx.ModelProto:
+    """Conv(DQ weight) -> QuantizeLinear / DequantizeLinear per axis ``axis`` -> Conv(DQ weight)."""
+    rng = np.random.default_rng(3)
+    c, h = 6, 5
+    length = c if axis == 1 else h
+    inits = [numpy_helper.from_array(rng.integers(-100, 100, (c, 3, 1, 1)).astype(np.int8), "wq"),
+             numpy_helper.from_array(np.full(c, 0.01, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(c, np.int8), "wz"),
+             numpy_helper.from_array(rng.integers(-100, 100, (4, c, 1, 1)).astype(np.int8), "vq"),
+             numpy_helper.from_array(np.float32(0.02), "vs"),
+             numpy_helper.from_array(np.int8(0), "vz"),
+             numpy_helper.from_array((rng.random(length) * 0.05 + 0.01).astype(np.float32), "as"),
+             numpy_helper.from_array(rng.integers(100, 150, length).astype(np.uint8), "az")]
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], "dqw", axis=0),
+             helper.make_node("Conv", ["x", "w"], ["c0"], "conv0"),
+             helper.make_node("QuantizeLinear", ["c0", "as", "az"], ["q"], "q", axis=axis),
+             helper.make_node("DequantizeLinear", ["q", "as", "az"], ["d"], "dq", axis=axis),
+             helper.make_node("DequantizeLinear", ["vq", "vs", "vz"], ["v"], "dqv"),
+             helper.make_node("Conv", ["d", "v"], ["y"], "conv1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, h, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, h, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_activation_quantized_along_the_channel_axis_prunes_with_its_scale():
+    """Per-axis activation Q/DQ along the channels: each channel's scale and zero point are its
+    own, cut with it."""
+    result, _ = _prune(_activation_model(axis=1))
+    rep = result.report
+    assert rep["verified"] is True
+    group = next(g for g in rep["groups"] if "conv0" in g["roots"])
+    assert group.get("pruned"), group
+    inits = {i.name: numpy_helper.to_array(i) for i in result.model.graph.initializer}
+    q = next(n for n in result.model.graph.node if n.op_type == "QuantizeLinear")
+    assert inits[q.input[1]].shape == (3,) and inits[q.input[2]].shape == (3,)
+
+
+def test_activation_quantized_off_the_channel_axis_stays_whole_and_says_why():
+    """Per-axis activation Q/DQ along another axis (rows): one scale per row mixes every channel
+    of the row: a barrier, the group left whole with the reason."""
+    result, _ = _prune(_activation_model(axis=2))
+    rep = result.report
+    assert rep["verified"] is True and rep["params_after"] == rep["params_before"]
+    group = next(g for g in rep["groups"] if "conv0" in g["roots"])
+    assert not group.get("pruned") and "QuantizeLinear per axis 2, off the channel axis 1" in group["reason"], group
