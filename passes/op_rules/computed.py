@@ -38,8 +38,9 @@ PARAM_PORTS = {"BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 
 NONDETERMINISTIC = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                     "Multinomial", "Bernoulli", "Dropout")
 MAX_CHAIN_NODES = 1024  # BEiT's relative-position bias: 546 nodes (DINOv2's position embedding: 65)
-# a weight computed from integers (Cast(int8) × scale, DequantizeLinear) is quantized: pruning it
-# would dequantize it, so such chains stay as they are (their nodes are barriers)
+# a weight computed from integers (Cast(int8) × scale, a chain through DequantizeLinear) is
+# quantized: pruning it would dequantize it, so such chains stay as they are (their nodes are
+# barriers); a DequantizeLinear of constants alone is a constant (``op_rules.quantized``)
 QUANTIZED = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear")
 INTEGER_DATA_LIMIT = 64   # integer initializers up to this size are shape / axes operands; larger
 # ones of 8 or 16 bits are quantized data, of 32 or 64 bits indices (BEiT's relative-position index)

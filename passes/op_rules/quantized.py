@@ -30,7 +30,7 @@ import onnx
 from ir import Graph, Initializer, Node
 from ir.constants import QUANTIZED_TYPES, dequantizable, dequantize, quant_axis
 
-from .views import DEFAULT_DOMAINS, Effect, NodeView, blocked
+from .views import DEFAULT_DOMAINS, Effect, NodeView, blocked, fed_input
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,6 @@ def write(graph: Graph, node: Node, port: int, array: np.ndarray) -> bool:
 
 
 def _set_const(graph: Graph, node: Node, port: int, array: np.ndarray) -> None:
-    from .slices import fed_input
-
     value = graph.inputs_of(node)[port]
     init = graph.initializer(value.name)
     if init is not None and graph.num_consumers(value) == 1 and not graph.is_graph_output(value) \

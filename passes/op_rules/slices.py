@@ -17,19 +17,10 @@ from .channels import conv_group_widths
 from .computed import expanded_constant, gather_kept, select_kept, zero_filled
 from .derived import ELEMENTWISE, derived_constants, gather_derived
 from .reindex import _clamp_range
-from .views import DEFAULT_DOMAINS, _axis
+from .views import DEFAULT_DOMAINS, _axis, fed_input
 
 
 # ----------------------------------------------------------------------------- slicing
-def fed_input(graph: Graph, name: str) -> bool:
-    """A graph input a caller may feed: a real input, or an initializer listed among the inputs of
-    a new-style model (an overridable default). In the old style (every initializer listed, IR 3)
-    a listed initializer is just a weight, rewritten in place under its own name."""
-    if not graph.is_graph_input(name):
-        return False
-    return graph.initializer(name) is None or not graph.props.initializers_as_inputs
-
-
 @dataclass
 class Rewriter:
     """What a slice rule may change on one node: its constant inputs and its attributes.

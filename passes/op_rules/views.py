@@ -166,3 +166,12 @@ def _only(view: NodeView, port: int = 0) -> ChannelMap | None:
 
 def _same_all(view: NodeView, m: ChannelMap) -> Effect:
     return Effect(outputs={p: m for p in range(view.n_outputs())})
+
+
+def fed_input(graph: Graph, name: str) -> bool:
+    """A graph input a caller may feed: a real input, or an initializer listed among the inputs of
+    a new-style model (an overridable default). In the old style (every initializer listed, IR 3)
+    a listed initializer is just a weight, rewritten in place under its own name."""
+    if not graph.is_graph_input(name):
+        return False
+    return graph.initializer(name) is None or not graph.props.initializers_as_inputs
