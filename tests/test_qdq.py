@@ -159,3 +159,48 @@ def test_activation_quantized_off_the_channel_axis_stays_whole_and_says_why():
     assert rep["verified"] is True and rep["params_after"] == rep["params_before"]
     group = next(g for g in rep["groups"] if "conv0" in g["roots"])
     assert not group.get("pruned") and "QuantizeLinear per axis 2, off the channel axis 1" in group["reason"], group
+
+
+def test_shared_scales_and_zero_points_are_copied_not_cut_under_another_reader():
+    """tf2onnx's TFLite int8 form: layers of one width share a zero-point initializer, and a bias's
+    int32 zeros serve as its data and its zero point at once. Each layer's cut gets its own copy;
+    the result is proven, and matches the masked original in ONNX Runtime, fused or not."""
+    rng = np.random.default_rng(5)
+    c = 6
+    inits = [numpy_helper.from_array(rng.integers(-100, 100, (c, 3, 1, 1)).astype(np.int8), "wq0"),
+             numpy_helper.from_array(rng.integers(-100, 100, (c, c, 1, 1)).astype(np.int8), "wq1"),
+             numpy_helper.from_array(rng.integers(-100, 100, (4, c, 1, 1)).astype(np.int8), "wq2"),
+             numpy_helper.from_array((rng.random(c) * 0.01 + 0.005).astype(np.float32), "ws0"),
+             numpy_helper.from_array((rng.random(c) * 0.01 + 0.005).astype(np.float32), "ws1"),
+             numpy_helper.from_array(np.full(4, 0.01, np.float32), "ws2"),
+             numpy_helper.from_array(np.zeros(c, np.int8), "zp"),          # shared by two layers
+             numpy_helper.from_array(np.zeros(c, np.int32), "zeros32"),    # bias data and zero point
+             numpy_helper.from_array((rng.random(c) * 1e-4).astype(np.float32), "bs")]
+    nodes = [helper.make_node("DequantizeLinear", ["wq0", "ws0", "zp"], ["w0"], "dq0", axis=0),
+             helper.make_node("DequantizeLinear", ["wq1", "ws1", "zp"], ["w1"], "dq1", axis=0),
+             helper.make_node("DequantizeLinear", ["wq2", "ws2"], ["w2"], "dq2", axis=0),
+             helper.make_node("DequantizeLinear", ["zeros32", "bs", "zeros32"], ["b"], "dqb", axis=0),
+             helper.make_node("Conv", ["x", "w0", "b"], ["c0"], "conv0"),
+             helper.make_node("Relu", ["c0"], ["r0"], "relu0"),
+             helper.make_node("Conv", ["r0", "w1", "b"], ["c1"], "conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], "conv2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    result, record = _prune(model)
+    rep = result.report
+    assert rep["verified"] is True
+    assert {r for g in rep["groups"] if g.get("pruned") for r in g["roots"]} == {"conv0", "conv1"}
+    onnx.checker.check_model(result.model, full_check=True)
+    inits_after = {i.name: numpy_helper.to_array(i) for i in result.model.graph.initializer}
+    for node in result.model.graph.node:
+        if node.op_type == "DequantizeLinear":
+            q, s = inits_after[node.input[0]], inits_after[node.input[1]]
+            assert s.shape == (q.shape[0],) and all(inits_after[n].shape == s.shape for n in node.input[2:])
+    masked = masked_original(model, record)
+    feeds = _feeds(model)
+    for optimized in (False, True):
+        np.testing.assert_allclose(_run(result.model, feeds, optimized)[0], _run(masked, feeds, optimized)[0],
+                                   rtol=1e-5, atol=1e-6)
