@@ -110,14 +110,27 @@ def follow_constants(graph, name: str) -> np.ndarray | None:
         if prod.op_type == "DequantizeLinear" and prod.domain in ("", "ai.onnx"):
             # a QDQ model's weight: integers, a scale and a zero point, all constants
             ins = graph.inputs_of(prod)
-            if not ins or ins[0] is None or ins[0].elem_type not in QUANTIZED_TYPES:  # 4-bit data reads as int8
-                return None
+            if not ins or ins[0] is None or (ins[0].elem_type and ins[0].elem_type not in QUANTIZED_TYPES):
+                return None  # 4-bit data reads as int8
             arrs = [graph.const_array(v) if v is not None else None for v in ins[:3]]
             if len(ins) < 2 or any(a is None for a in arrs[:2]) or (len(ins) > 2 and ins[2] is not None
                                                                    and arrs[2] is None):
                 return None
             out = dequantize(arrs[0], arrs[1], arrs[2] if len(arrs) > 2 else None, prod.attr("axis", 1),
                              prod.attr("block_size", 0))
+            if out is not None:
+                out.flags.writeable = False
+            return out
+        if prod.op_type == "QuantizeLinear" and prod.domain in ("", "ai.onnx"):
+            # a float weight quantized in the graph (ONNX Runtime's quantizer on MatMul(x, Transpose(W)))
+            ins = graph.inputs_of(prod)
+            if len(ins) < 2 or ins[0] is None or ins[1] is None or (len(ins) > 2 and ins[2] is not None and (
+                    ins[2].elem_type not in QUANTIZED_TYPES or graph.const_array(ins[2]) is None)):
+                return None
+            x, scale = graph.const_array(ins[0]), graph.const_array(ins[1])
+            zp = graph.const_array(ins[2]) if len(ins) > 2 and ins[2] is not None else None
+            out = None if x is None or scale is None else quantize(x, scale, zp, prod.attr("axis", 1),
+                                                                   prod.attr("block_size", 0))
             if out is not None:
                 out.flags.writeable = False
             return out
@@ -177,3 +190,26 @@ def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, 
     if zero_point is not None:
         diff = diff - zero_point.reshape(shape).astype(diff.dtype)
     return diff.astype(scale.dtype) * s
+
+
+def quantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int = 1,
+             block_size: int = 0) -> np.ndarray | None:
+    """``QuantizeLinear`` of a constant: ``saturate(rint(x / scale) + zp)``, ties to even, divided
+    in the scale's float type; uint8 without a zero point. None for what it is not (blocked
+    quantization, float8 or 4-bit output, a scale that does not fit)."""
+    dtype = zero_point.dtype if zero_point is not None else np.dtype(np.uint8)
+    if block_size or x.dtype.kind != "f" or x.dtype != scale.dtype or dtype.name not in QUANTIZED_KINDS[:4] \
+            or scale.ndim > 1 or (zero_point is not None and zero_point.size != scale.size):
+        return None
+    a = quant_axis(x, scale, axis)
+    shape = [1] * x.ndim
+    if a is not None:
+        if not 0 <= a < x.ndim or x.shape[a] != scale.size:
+            return None
+        shape[a] = scale.size
+    with np.errstate(all="ignore"):
+        q = np.rint(x / scale.reshape(shape)).astype(np.float64)
+    if zero_point is not None:
+        q = q + zero_point.reshape(shape).astype(np.float64)
+    info = np.iinfo(dtype)
+    return np.clip(np.nan_to_num(q), info.min, info.max).astype(dtype)

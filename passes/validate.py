@@ -92,7 +92,8 @@ def _masked_graph(original: onnx.ModelProto, record: SliceRecord | None, weights
     opset = opset_of(g)
     for z in (record.zeroings if record is not None else ()):
         value = g.inputs_of(z.node)[z.weight_port]
-        if mask_quantized(g, g.node(z.node), z.weight_port, z.weight_axis, z.positions):
+        if mask_quantized(g, g.node(z.node), z.weight_port, z.weight_axis, z.positions,
+                          lambda node, port, arr: Rewriter(g, node, opset).set_const(port, arr)):
             continue  # a QDQ weight: the removed integers set to their zero point, its form kept
         init = g.initializer(value.name) if value is not None else None
         own = saved is not None and weights is not None and init is not None and init.source is not None \

@@ -204,3 +204,70 @@ def test_shared_scales_and_zero_points_are_copied_not_cut_under_another_reader()
     for optimized in (False, True):
         np.testing.assert_allclose(_run(result.model, feeds, optimized)[0], _run(masked, feeds, optimized)[0],
                                    rtol=1e-5, atol=1e-6)
+
+
+def _transposed_mlp(folder, per_axis: bool):
+    """PyTorch's Linear on 3-D input, ``MatMul(x, Transpose(W))``: ONNX Runtime's quantizer writes
+    the weight as ``DequantizeLinear(QuantizeLinear(Transpose(W)))`` (per tensor: it quantizes per
+    channel only an initializer); ``per_axis`` writes that pair by hand along the output axis."""
+    rng = np.random.default_rng(4)
+    w0 = (rng.standard_normal((16, 8)) * 0.3).astype(np.float32)
+    w1 = (rng.standard_normal((4, 16)) * 0.3).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["w0"], ["w0t"], "t0", perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "w0t"], ["h"], "mm0"),
+             helper.make_node("Relu", ["h"], ["r"], "relu"),
+             helper.make_node("Transpose", ["w1"], ["w1t"], "t1", perm=[1, 0]),
+             helper.make_node("MatMul", ["r", "w1t"], ["y"], "mm1")]
+    inits = [numpy_helper.from_array(w0, "w0"), numpy_helper.from_array(w1, "w1")]
+    if per_axis:
+        for i, (w, n) in enumerate(((w0, 16), (w1, 4))):
+            inits += [numpy_helper.from_array((np.abs(w).max(axis=1) / 127).astype(np.float32), f"s{i}"),
+                      numpy_helper.from_array(np.zeros(n, np.int8), f"z{i}")]
+        nodes = nodes[:1] + [helper.make_node("QuantizeLinear", ["w0t", "s0", "z0"], ["w0q"], "q0", axis=1),
+                             helper.make_node("DequantizeLinear", ["w0q", "s0", "z0"], ["w0d"], "d0", axis=1),
+                             helper.make_node("MatMul", ["x", "w0d"], ["h"], "mm0"), nodes[2], nodes[3],
+                             helper.make_node("QuantizeLinear", ["w1t", "s1", "z1"], ["w1q"], "q1", axis=1),
+                             helper.make_node("DequantizeLinear", ["w1q", "s1", "z1"], ["w1d"], "d1", axis=1),
+                             helper.make_node("MatMul", ["r", "w1d"], ["y"], "mm1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if per_axis:
+        return model
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    src, out = folder / "tmm.onnx", folder / "tmm_qdq.onnx"
+    onnx.save(model, src)
+
+    class Reader:
+        items = iter([{"x": rng.standard_normal((2, 3, 8)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return onnx.load(str(out))
+
+
+@pytest.mark.parametrize("per_axis", [False, True], ids=["ort-quantizer", "per-axis"])
+def test_a_weight_quantized_at_run_time_behind_a_transpose_is_cut_in_its_float_constant(tmp_path, per_axis):
+    """``DequantizeLinear(QuantizeLinear(Transpose(W)))``: W is cut through the Transpose, a
+    per-axis scale and zero point on both sides; the form stays (no weight frozen to a float
+    output of the pair), proven, and ONNX Runtime agrees with the masked original."""
+    model = _transposed_mlp(tmp_path, per_axis)
+    result, record = _prune(model)
+    rep = result.report
+    assert rep["verified"] is True and rep["params_after"] < rep["params_before"]
+    pruned = result.model
+    assert [n.op_type for n in pruned.graph.node].count("Transpose") == 2
+    inits = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
+    assert inits["w0"].shape == (8, 8) and inits["w1"].shape == (4, 8)
+    for node in pruned.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[1] in inits and per_axis:
+            assert inits[node.input[1]].size in (8, 4), (node.name, inits[node.input[1]].shape)
+    masked = masked_original(model, record)
+    feeds = _feeds(model)
+    np.testing.assert_allclose(_run(pruned, feeds, False)[0], _run(masked, feeds, False)[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(_run(model, feeds, False)[0], _run(masked, feeds, False)[0])

@@ -10,6 +10,11 @@ per-axis scale and zero point with it along their axis (per-tensor ones stay). A
 built otherwise is quantized again only where that gives back its exact values; else the operand is
 frozen to the float constant (exact; the mask-equivalence check still runs).
 
+ONNX Runtime's quantizer writes a weight behind a Transpose (PyTorch's ``MatMul(x, Transpose(W))``)
+as ``DequantizeLinear(QuantizeLinear(Transpose(W)))``, quantized at run time: read the same way
+(``ir.constants.quantize``), it is cut in its float constant ``W`` (through the Transpose) and a
+per-axis scale and zero point on both sides; its mask zeroes ``W``, which quantizes to the zero point.
+
 The proof (``validate``) zeroes a removed channel in a leaf's integer weight by setting it to its
 zero point (``mask``): it dequantizes to exact zeros, and the masked original keeps its QDQ form,
 so ONNX Runtime fuses both models' Q/DQ pairs alike.
@@ -42,6 +47,7 @@ class QWeight:
     scale: np.ndarray
     zero_point: np.ndarray | None
     axis: int | None
+    fake: Node | None = None   # the QuantizeLinear of a float constant the integers come from
 
 
 def qdq_weight(graph: Graph, value) -> QWeight | None:
@@ -52,7 +58,7 @@ def qdq_weight(graph: Graph, value) -> QWeight | None:
     if prod is None or prod.op_type != "DequantizeLinear" or prod.domain not in DEFAULT_DOMAINS:
         return None
     ins = graph.inputs_of(prod)
-    if not ins or ins[0] is None or ins[0].elem_type not in QUANTIZED_TYPES:
+    if not ins or ins[0] is None or (ins[0].elem_type and ins[0].elem_type not in QUANTIZED_TYPES):
         return None
     arrs = [graph.const_array(v) if v is not None else None for v in ins[:3]]
     if len(ins) < 2 or arrs[0] is None or arrs[1] is None or (len(ins) > 2 and ins[2] is not None and arrs[2] is None):
@@ -60,7 +66,32 @@ def qdq_weight(graph: Graph, value) -> QWeight | None:
     zp = arrs[2] if len(arrs) > 2 else None
     if not dequantizable(arrs[0], arrs[1], zp, prod.attr("axis", 1), prod.attr("block_size", 0)):
         return None
-    return QWeight(prod, arrs[0], arrs[1], zp, quant_axis(arrs[0], arrs[1], prod.attr("axis", 1)))
+    axis = quant_axis(arrs[0], arrs[1], prod.attr("axis", 1))
+    fake = graph.producer(ins[0]) if graph.initializer(ins[0].name) is None else None
+    if fake is not None and not _fake_quantized(graph, prod, fake, arrs, axis):
+        return None
+    return QWeight(prod, arrs[0], arrs[1], zp, axis, fake)
+
+
+def _fake_quantized(graph: Graph, dq: Node, q: Node, arrs: list, axis: int | None) -> bool:
+    """``DequantizeLinear(QuantizeLinear(W float constant, s, zp), s, zp)`` (ONNX Runtime's quantizer
+    on a weight behind a Transpose): read alone by the one weight layer, the same scale and zero
+    point on both sides, so the float constant is what is cut."""
+    if q.op_type != "QuantizeLinear" or q.domain not in DEFAULT_DOMAINS or q.attr("block_size", 0):
+        return False
+    out, q_out = graph.outputs_of(dq)[0], graph.outputs_of(q)[0]
+    if graph.num_consumers(q_out) != 1 or graph.is_graph_output(q_out) or graph.num_consumers(out) != 1 \
+            or graph.is_graph_output(out):
+        return False
+    ins = graph.inputs_of(q)
+    x = graph.const_array(ins[0]) if ins and ins[0] is not None else None
+    s = graph.const_array(ins[1]) if len(ins) > 1 and ins[1] is not None else None
+    zp = graph.const_array(ins[2]) if len(ins) > 2 and ins[2] is not None else None
+    if x is None or s is None or x.shape != arrs[0].shape or not np.array_equal(s, arrs[1]) \
+            or (zp is None) != (arrs[2] is None if len(arrs) > 2 else True) \
+            or (zp is not None and not np.array_equal(zp, arrs[2])):
+        return False
+    return quant_axis(x, s, q.attr("axis", 1)) == axis
 
 
 # ----------------------------------------------------------------------------- cut positions
@@ -94,21 +125,38 @@ def note_take(arr: np.ndarray, out: np.ndarray, take) -> None:
         _TAKEN[id(out)] = (out, hit[1], cut)
 
 
+def _positions(qw: QWeight, array: np.ndarray):
+    """``(flat positions into the integers, the scale's kept entries)`` the rule's cut kept
+    (``note_take``; ``(None, None)``: all, uncut; the entries None when per tensor); None when
+    ``array`` is no remembered cut of this weight, False when a per-axis cut mixes scale entries."""
+    hit = _TAKEN.get(id(array))
+    if hit is None or hit[0] is not array or hit[1] != qw.node.name:
+        return None
+    if hit[2] is None:
+        return None, None
+    if qw.axis is None:
+        return hit[2], None
+    along = np.moveaxis(np.unravel_index(hit[2], qw.q.shape)[qw.axis], qw.axis, 0)
+    along = along.reshape(along.shape[0], -1)
+    if not along.shape[1] or not np.all(along == along[:, :1]):
+        return False
+    return hit[2], along[:, 0]
+
+
 def _cut(qw: QWeight, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     """The integers, scale and zero point that dequantize to ``array``: by the positions the rule's
     cut kept (``note_take``), else by quantizing it again where that is exact; None otherwise."""
-    hit = _TAKEN.get(id(array))
-    if hit is not None and hit[0] is array and hit[1] == qw.node.name:
-        if hit[2] is None:
-            return qw.q, qw.scale, qw.zero_point
-        q = qw.q.reshape(-1)[hit[2]]
-        if qw.axis is None:
-            return q, qw.scale, qw.zero_point
-        along = np.moveaxis(np.unravel_index(hit[2], qw.q.shape)[qw.axis], qw.axis, 0)
-        along = along.reshape(along.shape[0], -1)
-        if along.shape[1] and np.all(along == along[:, :1]):
-            return q, qw.scale[along[:, 0]], None if qw.zero_point is None else qw.zero_point[along[:, 0]]
+    found = _positions(qw, array)
+    if found is False:
         return None
+    if found is not None:
+        pos, along = found
+        if pos is None:
+            return qw.q, qw.scale, qw.zero_point
+        q = qw.q.reshape(-1)[pos]
+        if along is None:
+            return q, qw.scale, qw.zero_point
+        return q, qw.scale[along], None if qw.zero_point is None else qw.zero_point[along]
     if array.dtype != qw.scale.dtype or (qw.axis is not None and (array.ndim != qw.q.ndim
                                                                    or array.shape[qw.axis] != qw.q.shape[qw.axis])):
         return None
@@ -128,14 +176,22 @@ def _cut(qw: QWeight, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return q, qw.scale, qw.zero_point
 
 
-def write(graph: Graph, node: Node, port: int, array: np.ndarray) -> bool:
+def write(graph: Graph, node: Node, port: int, array: np.ndarray, write_float=None) -> bool:
     """``node`` reads ``array`` at ``port`` from now on, kept in its QDQ form: the integers (and a
-    per-axis scale and zero point) of the ``DequantizeLinear`` behind it replaced. False when the
-    operand is no QDQ weight, or ``array`` cannot be written as integers on its grid."""
+    per-axis scale and zero point) of the ``DequantizeLinear`` behind it replaced; for a float
+    constant quantized in the graph, that constant cut (``write_float(node, port, array)``: the
+    caller's ``Rewriter.set_const``) and the scales of both sides. False when the operand is no QDQ
+    weight, or ``array`` cannot be written as integers on its grid."""
     value = graph.inputs_of(node)[port]
     qw = qdq_weight(graph, value)
     if qw is None:
         return False
+    if qw.fake is not None:
+        found = _positions(qw, np.asarray(array))
+        if not found or write_float is None:
+            return False
+        _cut_float(graph, qw, found[0], found[1], write_float)
+        return True
     cut = _cut(qw, np.asarray(array))
     if cut is None:
         return False
@@ -157,6 +213,28 @@ def write(graph: Graph, node: Node, port: int, array: np.ndarray) -> bool:
     return True
 
 
+def _cut_float(graph: Graph, qw: QWeight, pos, along, write_float) -> None:
+    """The float constant behind ``QuantizeLinear`` cut to the kept positions (in its layout, the
+    integers'), and a per-axis scale and zero point on both sides to the kept entries."""
+    if pos is None:
+        return
+    x = graph.const_array(graph.inputs_of(qw.fake)[0])
+    held = dict(_TAKEN)  # write_float starts a Rewriter of its own, which forgets
+    write_float(qw.fake, 0, x.reshape(-1)[pos])
+    _TAKEN.update(held)
+    if along is not None:
+        for n in (qw.fake, qw.node):
+            for port in (1, 2):
+                v = graph.inputs_of(n)[port] if port < len(graph.inputs_of(n)) else None
+                arr = graph.const_array(v) if v is not None else None
+                if arr is not None and arr.ndim == 1 and arr.size > 1:
+                    _set_const(graph, n, port, arr[along])
+    out = graph.outputs_of(qw.node)[0]
+    if out.shape is not None:
+        shape = graph.const_array(graph.inputs_of(qw.fake)[0]).shape
+        graph.set_value_type(out.name, onnx.helper.make_tensor_type_proto(out.elem_type, list(shape)))
+
+
 def _set_const(graph: Graph, node: Node, port: int, array: np.ndarray) -> None:
     value = graph.inputs_of(node)[port]
     init = graph.initializer(value.name)
@@ -170,17 +248,23 @@ def _set_const(graph: Graph, node: Node, port: int, array: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------------------------- the proof
-def mask(graph: Graph, node: Node, port: int, axis: int, positions) -> bool:
+def mask(graph: Graph, node: Node, port: int, axis: int, positions, write_float=None) -> bool:
     """The masked original: ``positions`` along ``axis`` of the QDQ weight ``node`` reads at
-    ``port`` set to their zero point (exact zeros once dequantized), the QDQ form kept. False when
-    the operand is no QDQ weight."""
+    ``port`` set to their zero point (exact zeros once dequantized), the QDQ form kept; for a float
+    constant quantized in the graph, that constant's positions set to 0 (quantized to the zero
+    point). False when the operand is no QDQ weight."""
     value = graph.inputs_of(node)[port]
     qw = qdq_weight(graph, value)
-    if qw is None:
+    if qw is None or (qw.fake is not None and write_float is None):
         return False
-    q = np.array(qw.q, copy=True)
-    index = [slice(None)] * q.ndim
+    index = [slice(None)] * qw.q.ndim
     index[axis] = list(positions)
+    if qw.fake is not None:
+        x = np.array(graph.const_array(graph.inputs_of(qw.fake)[0]), copy=True)
+        x[tuple(index)] = 0
+        write_float(qw.fake, 0, x)
+        return True
+    q = np.array(qw.q, copy=True)
     if qw.zero_point is None:
         q[tuple(index)] = 0
     else:

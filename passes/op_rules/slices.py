@@ -45,8 +45,9 @@ class Rewriter:
     def set_const(self, port: int, array: np.ndarray) -> None:
         from ir import Initializer  # local: only transforms build initializers
 
-        if quantized.write(self.graph, self.node, port, array):
-            return  # a QDQ weight: its integers cut, its form kept
+        if quantized.write(self.graph, self.node, port, array,
+                           lambda node, p, arr: Rewriter(self.graph, node, self.opset).set_const(p, arr)):
+            return  # a QDQ weight: its integers (or the float constant quantized) cut, its form kept
         value = self.graph.inputs_of(self.node)[port]
         if self._write_through(value, np.asarray(array)):
             return
