@@ -68,6 +68,7 @@ def qdq_weight(graph: Graph, value) -> QWeight | None:
         return None
     axis = quant_axis(arrs[0], arrs[1], prod.attr("axis", 1))
     fake = graph.producer(ins[0]) if graph.initializer(ins[0].name) is None else None
+    fake = fake if fake is not None and fake.op_type == "QuantizeLinear" else None  # else a constant's link
     if fake is not None and not _fake_quantized(graph, prod, fake, arrs, axis):
         return None
     return QWeight(prod, arrs[0], arrs[1], zp, axis, fake)
@@ -196,15 +197,7 @@ def write(graph: Graph, node: Node, port: int, array: np.ndarray, write_float=No
     if cut is None:
         return False
     q, scale, zp = cut
-    dq = qw.node
-    out = graph.outputs_of(dq)[0]
-    if graph.num_consumers(out) != 1 or graph.is_graph_output(out):  # shared: this node gets its own
-        ins = [v.name if v is not None else "" for v in graph.inputs_of(dq)]
-        name = graph.unique_name(f"{out.name}.{node.name}")
-        dq = Node(graph.unique_name(f"{dq.name}.{node.name}", kind="n"), dq.op_type, dq.domain, dict(dq.attrs), "")
-        graph.add_node(dq, ins, [name])
-        graph.set_input(node, port, name)
-        out = graph.value(name)
+    dq, out = _own_dequantize(graph, node, port, qw.node)
     for i, (old, new) in enumerate(((qw.q, q), (qw.scale, scale), (qw.zero_point, zp))):
         if new is not old:
             _set_const(graph, dq, i, new)
@@ -273,22 +266,22 @@ def mask(graph: Graph, node: Node, port: int, axis: int, positions, write_float=
             shape[qw.axis] = -1
         zp = np.broadcast_to(qw.zero_point.reshape(shape), q.shape)
         q[tuple(index)] = zp[tuple(index)]
-    _TAKEN.clear()
-    _TAKEN[id(q)] = (q, qw.node.name, None)
-    return _write_integers(graph, node, port, qw, q)
-
-
-def _write_integers(graph: Graph, node: Node, port: int, qw: QWeight, q: np.ndarray) -> bool:
-    dq = qw.node
-    out = graph.outputs_of(dq)[0]
-    if graph.num_consumers(out) != 1 or graph.is_graph_output(out):
-        ins = [v.name if v is not None else "" for v in graph.inputs_of(dq)]
-        name = graph.unique_name(f"{out.name}.{node.name}")
-        dq = Node(graph.unique_name(f"{dq.name}.{node.name}", kind="n"), dq.op_type, dq.domain, dict(dq.attrs), "")
-        graph.add_node(dq, ins, [name])
-        graph.set_input(node, port, name)
-    _set_const(graph, dq, 0, q)
+    _set_const(graph, _own_dequantize(graph, node, port, qw.node)[0], 0, q)
     return True
+
+
+def _own_dequantize(graph: Graph, node: Node, port: int, dq: Node):
+    """``(the DequantizeLinear node reads at port, its output)``: a copy of its own when others
+    read it too, so what is written to it changes no other reader."""
+    out = graph.outputs_of(dq)[0]
+    if graph.num_consumers(out) == 1 and not graph.is_graph_output(out):
+        return dq, out
+    ins = [v.name if v is not None else "" for v in graph.inputs_of(dq)]
+    name = graph.unique_name(f"{out.name}.{node.name}")
+    dq = Node(graph.unique_name(f"{dq.name}.{node.name}", kind="n"), dq.op_type, dq.domain, dict(dq.attrs), "")
+    graph.add_node(dq, ins, [name])
+    graph.set_input(node, port, name)
+    return dq, graph.value(name)
 
 
 # ----------------------------------------------------------------------------- activations
