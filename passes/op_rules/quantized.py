@@ -27,6 +27,7 @@ other axis, blocked quantization, or a scale that is not a constant: a barrier.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,12 +98,20 @@ def _fake_quantized(graph: Graph, dq: Node, q: Node, arrs: list, axis: int | Non
 
 # ----------------------------------------------------------------------------- cut positions
 # id(float array a rule holds) -> (that array, the DequantizeLinear's name, flat positions into its
-# integers or None for all of them in order). Cleared for each Rewriter (one node's rule).
-_TAKEN: dict[int, tuple[np.ndarray, str, np.ndarray | None]] = {}
+# integers or None for all of them in order). Cleared for each Rewriter (one node's rule); one table
+# per thread (prune() may run in several threads of one process).
+_LOCAL = threading.local()
+
+
+def _taken() -> dict[int, tuple[np.ndarray, str, np.ndarray | None]]:
+    table = getattr(_LOCAL, "taken", None)
+    if table is None:
+        table = _LOCAL.taken = {}
+    return table
 
 
 def forget() -> None:
-    _TAKEN.clear()
+    _taken().clear()
 
 
 def note_read(graph: Graph, value, arr: np.ndarray | None) -> None:
@@ -111,26 +120,26 @@ def note_read(graph: Graph, value, arr: np.ndarray | None) -> None:
         return
     prod = graph.producer(value)
     if prod is not None and prod.op_type == "DequantizeLinear":
-        _TAKEN[id(arr)] = (arr, prod.name, None)
+        _taken()[id(arr)] = (arr, prod.name, None)
 
 
 def note_take(arr: np.ndarray, out: np.ndarray, take) -> None:
     """``out = take(arr)`` (a cut along axes): when ``arr`` is a remembered QDQ weight (or a cut of
     one), remember which of its integers ``out`` holds."""
-    hit = _TAKEN.get(id(arr))
+    hit = _taken().get(id(arr))
     if hit is None or hit[0] is not arr:
         return
     pos = hit[2] if hit[2] is not None else np.arange(arr.size, dtype=np.int64).reshape(arr.shape)
     cut = take(pos)
     if cut.shape == out.shape:
-        _TAKEN[id(out)] = (out, hit[1], cut)
+        _taken()[id(out)] = (out, hit[1], cut)
 
 
 def _positions(qw: QWeight, array: np.ndarray):
     """``(flat positions into the integers, the scale's kept entries)`` the rule's cut kept
     (``note_take``; ``(None, None)``: all, uncut; the entries None when per tensor); None when
     ``array`` is no remembered cut of this weight, False when a per-axis cut mixes scale entries."""
-    hit = _TAKEN.get(id(array))
+    hit = _taken().get(id(array))
     if hit is None or hit[0] is not array or hit[1] != qw.node.name:
         return None
     if hit[2] is None:
@@ -212,9 +221,9 @@ def _cut_float(graph: Graph, qw: QWeight, pos, along, write_float) -> None:
     if pos is None:
         return
     x = graph.const_array(graph.inputs_of(qw.fake)[0])
-    held = dict(_TAKEN)  # write_float starts a Rewriter of its own, which forgets
+    held = dict(_taken())  # write_float starts a Rewriter of its own, which forgets
     write_float(qw.fake, 0, x.reshape(-1)[pos])
-    _TAKEN.update(held)
+    _taken().update(held)
     if along is not None:
         for n in (qw.fake, qw.node):
             for port in (1, 2):
