@@ -5,7 +5,8 @@ shapes that fix symbolic dims (``input_shapes``, ``--input-shape NAME:D1,D2``). 
 gets a default: a fixed-shape input as declared; a symbolic dim one value per dim *name* (dims that
 share a name share a value, also with the given arrays), the batch axis 2, the others ``size``
 (tried 16, 32, 64, 128, 224 until the model runs); floats seeded normal, integers and booleans
-zeros. When ONNX Runtime rejects the model on them, one line names the input it rejected and says
+zeros, but an ``attention_mask`` / ``input_mask`` ones (Hugging Face's meaning: 1 attends; zeros
+would mask every token, and a mean pooling over that mask gives zeros a proof cannot read). When ONNX Runtime rejects the model on them, one line names the input it rejected and says
 to pass ``--inputs``. An integer input whose zeros would reach a port where ONNX Runtime dies in
 native code (Col2Im's block shape, an integer divisor: ``guesses.KILLERS``) gets no default: one
 line names it and the port before anything runs (``refuse_guesses``).
@@ -61,7 +62,8 @@ class ProofInputs:
 
     def describe(self) -> str:
         return ", ".join(f"{n} {np.asarray(a).dtype}[{','.join(map(str, np.shape(a)))}]"
-                         + (" zeros" if self.origin.get(n) == "default" and np.asarray(a).dtype.kind in "iub" else "")
+                         + ((" ones" if attends(n) else " zeros")
+                            if self.origin.get(n) == "default" and np.asarray(a).dtype.kind in "iub" else "")
                          for n, a in self.feeds.items())
 
 
@@ -179,9 +181,20 @@ def make_inputs(model: onnx.ModelProto, seed: int = 0, given: dict | None = None
             feeds[vi.name] = (rng.standard_normal(dims) + 1j * rng.standard_normal(dims)).astype(dtype)
         elif dtype == object:
             feeds[vi.name] = np.full(dims, "", dtype=object)
+        elif attends(vi.name):  # Hugging Face's attention mask: every token attended
+            feeds[vi.name] = np.ones(dims, dtype)
         else:  # integers (token ids, lengths, a sample rate) and booleans: zeros
             feeds[vi.name] = np.zeros(dims, dtype)
     return ProofInputs(feeds, origin, size)
+
+
+_ATTENDS = re.compile(r"(^|[_./:])(attention|input)_mask(s)?$", re.I)
+
+
+def attends(name: str) -> bool:
+    """An integer or boolean input named as Hugging Face names its attention mask (1: attend), which
+    is guessed as ones."""
+    return bool(_ATTENDS.search(name))
 
 
 def refuse_guesses(model: onnx.ModelProto, given: dict | None = None, where: str = "the model") -> None:
@@ -191,7 +204,7 @@ def refuse_guesses(model: onnx.ModelProto, given: dict | None = None, where: str
     nodes (a model of inputs alone has no port to reach)."""
     given = given or {}
     zeros = [vi.name for vi in fed_inputs(model)
-             if vi.name not in given and _dtype(vi) is not None and _dtype(vi).kind in "iub"]
+             if vi.name not in given and _dtype(vi) is not None and _dtype(vi).kind in "iub" and not attends(vi.name)]
     for name, why in unguessable(model, zeros).items():
         raise InputsError(f"input {name!r} of {where} {why}: give its values with --inputs FILE.npz "
                           f"(arrays by input name)")
@@ -294,7 +307,8 @@ def rejection(model: onnx.ModelProto, proof: ProofInputs, message: str, where: s
     if names:
         name = names[0]
         arr = np.asarray(proof.feeds[name])
-        fed = f"{arr.dtype}[{','.join(map(str, arr.shape))}]" + (" zeros" if proof.origin.get(name) == "default"
+        fed = f"{arr.dtype}[{','.join(map(str, arr.shape))}]" + ((" ones" if attends(name) else " zeros")
+                                                                if proof.origin.get(name) == "default"
                                                                 and arr.dtype.kind in "iub" else "")
         return (f"ONNX Runtime rejects input {name!r} of {where} ({proof.origin.get(name, 'default')} "
                 f"{fed}{tried}): {message}; {INPUTS_HINT}")

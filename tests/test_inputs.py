@@ -421,3 +421,24 @@ def test_the_model_before_pruning_is_one_session_for_the_probe_and_the_proof(mon
     assert len(made) == len(set(made)), "a model was made into a session twice"
     assert max(collections.Counter(runs).values()) >= 2  # the probe's run, then the masked original's
     assert runtime._reused()["sessions"] == {}
+
+
+def test_an_attention_mask_is_guessed_as_ones_other_integers_as_zeros():
+    """Hugging Face's attention_mask (1: attend) gets ones: zeros would mask every token, and a mean
+    pooling over that mask gives zeros everywhere, which the proof cannot read. Other integer inputs
+    (token ids, a key_padding_mask, where 1 means padding) keep zeros."""
+    from onnx import TensorProto, helper
+
+    from passes.inputs import attends, make_inputs
+
+    names = ("input_ids", "attention_mask", "token_type_ids", "key_padding_mask", "encoder/attention_mask")
+    graph = helper.make_graph([helper.make_node("Identity", [n], [n + "_out"]) for n in names], "g",
+                              [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in names],
+                              [helper.make_tensor_value_info(n + "_out", TensorProto.INT64, ["batch", "seq"])
+                               for n in names])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proof = make_inputs(model)
+    assert {n: int(proof.feeds[n].min()) for n in names} == {
+        "input_ids": 0, "attention_mask": 1, "token_type_ids": 0, "key_padding_mask": 0, "encoder/attention_mask": 1}
+    assert "attention_mask int64[2,16] ones" in proof.describe() and "input_ids int64[2,16] zeros" in proof.describe()
+    assert not attends("attention_mask_scale") and attends("input_mask")
