@@ -219,14 +219,18 @@ def _reached(g: Graph, leaves: set[str]) -> set[str]:
     return out
 
 
-def _blind(outputs, values, reached: set[str]) -> str | None:
-    """The first float output a cut channel reaches that has values and not one finite
-    (swift-f0's pitch is NaN when its guessed ``fmin`` is negative): a proof on such inputs
-    proves nothing about it (``reached`` empty: every output counts)."""
+def _blind(outputs, values, reached: set[str]) -> tuple[str, str] | None:
+    """(name, why) of the first float output a cut channel reaches whose values tell nothing:
+    not one finite (swift-f0's pitch is NaN when its guessed ``fmin`` is negative), or more than
+    one and every one the same (PP-OCRv4's text detector, from npm, on random images: its Sigmoid
+    underflows to 0 everywhere, so any logits below that pass). A proof on such inputs proves
+    nothing about it (``reached`` empty: every output counts)."""
     for out, v in zip(outputs, values):
-        if (out.name in reached or not reached) and isinstance(v, np.ndarray) and v.dtype.kind in "fc" \
-                and v.size and not np.isfinite(v).any():
-            return out.name
+        if (out.name in reached or not reached) and isinstance(v, np.ndarray) and v.dtype.kind in "fc" and v.size:
+            if not np.isfinite(v).any():
+                return out.name, "NaN or infinite everywhere"
+            if v.size > 1 and np.all(v == v.flat[0]):
+                return out.name, f"the same value ({v.flat[0].item():.6g}) everywhere"
     return None
 
 
@@ -387,8 +391,8 @@ class ValidatePass(Pass):
             raise EquivalenceError(idle)
         blind = _blind(model.graph.output, reference, _reached(probe.graph, {z.node for z in record.zeroings})) \
             if check and record is not None and record.zeroings else None
-        if blind:  # every value non-finite in both: the check would compare nothing of that output
-            raise InputsError(f"output {blind!r} of the model before pruning is NaN or infinite everywhere on the "
+        if blind:  # every value non-finite or the same: the check would compare nothing of that output
+            raise InputsError(f"output {blind[0]!r} of the model before pruning is {blind[1]} on the "
                               f"proof inputs ({proof.describe()}), so the mask-equivalence check compares nothing "
                               f"there; {INPUTS_HINT}")
         if not forced:
