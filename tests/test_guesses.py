@@ -168,3 +168,21 @@ def test_an_opset_6_model_is_refused_before_its_conversion_is_checked(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 1, (proc.returncode, proc.stderr)
     assert proc.stderr.startswith(f"error: input 'b' of {path} sets the integer divisor"), proc.stderr
+
+
+def test_a_mean_pool_over_an_attention_mask_proves_on_guessed_inputs(tmp_path):
+    """The same model with its mask named as Hugging Face names it: the guess is a mask of ones
+    (``inputs.attends``), the pooled output depends on the weights, and the proof compares it."""
+    model = onnx.ModelProto()
+    model.CopyFrom(CASES["token_ids_mean_pool"][2])
+    for vi in model.graph.input:
+        if vi.name == "mask":
+            vi.name = "attention_mask"
+    for node in model.graph.node:
+        node.input[:] = ["attention_mask" if i == "mask" else i for i in node.input]
+    path = tmp_path / "attention_mask_pool.onnx"
+    onnx.save(model, path)
+    proc = subprocess.run([str(CONSOLE), "prune", str(path), "-o", str(tmp_path / "out.onnx"), "--no-latency"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert "verified True" in proc.stdout
