@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from ir import Graph, lower, opset_of
-from ir.graph import constant_node_value
+from ir.constants import constant_node_value
 from ir.bodies import free_names
 
 from .infer_shapes import value_shapes

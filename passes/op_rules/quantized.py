@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ir import Graph, Initializer, Node
+from ir import Graph, Node
 from ir.constants import QUANTIZED_TYPES, dequantizable, dequantize, quant_axis
 
-from .views import DEFAULT_DOMAINS, Effect, NodeView, blocked, fed_input
+from .views import DEFAULT_DOMAINS, Effect, NodeView, blocked, own_constant
 
 
 @dataclass(frozen=True)
@@ -238,15 +238,7 @@ def _cut_float(graph: Graph, qw: QWeight, pos, along, write_float) -> None:
 
 
 def _set_const(graph: Graph, node: Node, port: int, array: np.ndarray) -> None:
-    value = graph.inputs_of(node)[port]
-    init = graph.initializer(value.name)
-    if init is not None and graph.num_consumers(value) == 1 and not graph.is_graph_output(value) \
-            and not fed_input(graph, value.name):
-        graph.replace_initializer(Initializer.from_array(value.name, array))
-        return
-    name = graph.unique_name(f"{value.name}.{node.name}")
-    graph.add_initializer(Initializer.from_array(name, np.ascontiguousarray(array)))
-    graph.set_input(node, port, name)
+    own_constant(graph, node, port, array, f"{graph.inputs_of(node)[port].name}.{node.name}")
 
 
 # ----------------------------------------------------------------------------- the proof

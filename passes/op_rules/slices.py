@@ -17,7 +17,7 @@ from .channels import conv_group_widths
 from .computed import expanded_constant, gather_kept, select_kept, zero_filled
 from .derived import ELEMENTWISE, derived_constants, gather_derived
 from .reindex import _clamp_range
-from .views import DEFAULT_DOMAINS, _axis, fed_input
+from .views import DEFAULT_DOMAINS, _axis, fed_input, own_constant
 
 
 # ----------------------------------------------------------------------------- slicing
@@ -43,7 +43,6 @@ class Rewriter:
         return arr
 
     def set_const(self, port: int, array: np.ndarray) -> None:
-        from ir import Initializer  # local: only transforms build initializers
 
         if quantized.write(self.graph, self.node, port, array,
                            lambda node, p, arr: Rewriter(self.graph, node, self.opset).set_const(p, arr)):
@@ -52,17 +51,10 @@ class Rewriter:
         if self._write_through(value, np.asarray(array)):
             return
         init = self.graph.initializer(value.name)
-        if init is not None and self.graph.num_consumers(value) == 1 and not self.graph.is_graph_output(value) \
-                and not fed_input(self.graph, value.name):
-            self.graph.replace_initializer(Initializer.from_array(value.name,
-                                                                  array.astype(init.array.dtype, copy=False)))
-            return
-        name = self.graph.unique_name(f"{value.name}.{self.node.name}" if init is not None
-                                      else f"{self.node.name}.in{port}")
-        old = self.graph.const_array(value)  # None for a computed operand being frozen
+        old = init.array if init is not None else self.graph.const_array(value)  # None: a computed operand frozen
         dtype = array.dtype if old is None else old.dtype
-        self.graph.add_initializer(Initializer.from_array(name, np.asarray(array).astype(dtype, copy=False)))
-        self.graph.set_input(self.node, port, name)
+        own_constant(self.graph, self.node, port, np.asarray(array).astype(dtype, copy=False),
+                     f"{value.name}.{self.node.name}" if init is not None else f"{self.node.name}.in{port}")
 
     def _write_through(self, value, array: np.ndarray) -> bool:
         """A weight behind single-use Transpose / Cast links from an initializer (PyTorch's

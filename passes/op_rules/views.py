@@ -175,3 +175,19 @@ def fed_input(graph: Graph, name: str) -> bool:
     if not graph.is_graph_input(name):
         return False
     return graph.initializer(name) is None or not graph.props.initializers_as_inputs
+
+
+def own_constant(graph: Graph, node, port: int, array: np.ndarray, name: str) -> None:
+    """``node`` reads ``array`` at ``port`` from now on: the initializer there rewritten in place
+    when ``node`` is its one reader (not a graph output, not an input a caller may feed), else a
+    new initializer named after ``name`` (made unique), which only ``node`` reads."""
+    from ir import Initializer  # local: only transforms build initializers
+
+    value = graph.inputs_of(node)[port]
+    if graph.initializer(value.name) is not None and graph.num_consumers(value) == 1 \
+            and not graph.is_graph_output(value) and not fed_input(graph, value.name):
+        graph.replace_initializer(Initializer.from_array(value.name, array))
+        return
+    name = graph.unique_name(name)
+    graph.add_initializer(Initializer.from_array(name, array))
+    graph.set_input(node, port, name)
