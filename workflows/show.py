@@ -250,7 +250,9 @@ def _inside_bodies(model: onnx.ModelProto) -> str | None:
 
     holders, counts = [], Counter()
     for node in model.graph.node:
-        inner = Counter(n.op_type for n in list(all_nodes(onnx.GraphProto(node=[node])))[1:] if _weight_layer(n))
+        inner = Counter(n.op_type for attr in node.attribute
+                        for body in list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+                        for n in all_nodes(body) if _weight_layer(n))  # its bodies' nodes, read in place
         if inner:
             holders.append(f"{node.op_type} '{node.name}'")
             counts += inner
